@@ -6,7 +6,7 @@ Generates a repository of ``--files`` files (100 per folder, ~1 KB each) in a te
 ``--branches`` branches from its one commit, each changing 5 files no other branch touches
 (disjoint changes: every merge is clean). Then, each timed ``--repeat`` times (median shown):
 
-* orchestrator: ``merging.merge_branches(repo, "main", branches, "auto", ...)``: every merge in
+* orchestrator: ``merging.merge_branches(repo, MergeRequest("main", branches, "auto", ...))``: every merge in
   the object store, a merge commit per branch, the result ref moved by ``update-ref``. Disjoint
   branches take its fast path (no merge: the trees and commits written by Python as loose
   objects in a plain repository; elsewhere branch by branch, as below);
@@ -87,7 +87,9 @@ def loop_with_commits(repo: Path, branches: list[tuple[str, str]], run: int) -> 
 
 def orchestrator(repo: Path, branches: list[tuple[str, str]], run: int, fast_path: bool = True) -> None:
     root_id = f"run{run}" if fast_path else f"slow{run}"
-    outcome = merging.merge_branches(repo, "main", branches, "auto", prefix="orchestrator/", root_id=root_id, fast_path=fast_path)
+    outcome = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches, "auto", prefix="orchestrator/", root_id=root_id, fast_path=fast_path)
+    )
     assert outcome.merged == tuple(w for w, _ in branches) and not outcome.conflicts, outcome
 
 

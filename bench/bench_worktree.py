@@ -9,7 +9,7 @@ lines of random hex, the same bytes every run: a seeded generator) in one commit
 after the other's deletions; medians shown):
 
 (a) worktrees: the orchestrator's ``Checkout.prepare`` for ``--workers`` worker records of one
-    job whose ``isolation`` is ``worktree``, made by ``worktree.make_checkout`` as the engine makes
+    job whose ``isolation`` is ``worktree``, made by ``isolated.make_checkout`` as the engine makes
     it, called on that many threads at once (the engine starts each worker on its own thread,
     which calls ``prepare`` first), against a plain loop of ``git worktree add -b <branch> <dir>
     <base>``. Target <= 1.2x.
@@ -19,7 +19,7 @@ after the other's deletions; medians shown):
     ``git add -A && git commit`` in the plain worktrees.
 (b) disk: ``du`` of one worktree folder, and the growth of the repository's ``.git`` per worktree
     (its admin folder and index under ``.git/worktrees``, the commits' objects).
-(c) merge: ``merging.merge_branches(repo, base, the workers' branches, "auto", ...)`` into the
+(c) merge: ``merging.merge_branches(repo, MergeRequest(base, the workers' branches, "auto", ...))`` into the
     job's result branch, against a plain loop of ``git merge-tree --write-tree <base> <branch>``.
     Target <= 1.2x.
 
@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.checkouts.checkout import Changes  # noqa: E402
-from orchestrator.checkouts.worktree import make_checkout  # noqa: E402
+from orchestrator.checkouts.isolated import make_checkout  # noqa: E402
 from orchestrator.config import JobConfig, load_settings  # noqa: E402
 from orchestrator.git import gitwork, merging  # noqa: E402
 from orchestrator.models import JobRecord, WorkerRecord  # noqa: E402
@@ -172,7 +172,9 @@ class Bench:
 
     def merge_round(self, run: int, base: str, branches: list[tuple[str, str]]) -> None:
         def orchestrator() -> None:
-            outcome = merging.merge_branches(self.repo, base, branches, "auto", prefix="orchestrator/", root_id=f"{run:012x}")
+            outcome = merging.merge_branches(
+                self.repo, merging.MergeRequest(base, branches, "auto", prefix="orchestrator/", root_id=f"{run:012x}")
+            )
             assert outcome.merged == tuple(w for w, _ in branches) and not outcome.conflicts, outcome
 
         def loop() -> None:

@@ -193,7 +193,7 @@ def test_finish_checkout_reads_changes_then_cleans_up_and_never_raises(tmp_path)
 
 
 def test_make_checkout_gives_the_isolated_checkout_and_names_the_choices_for_an_unknown_one(tmp_path):
-    from orchestrator.checkouts.worktree import IsolatedCheckout, make_checkout
+    from orchestrator.checkouts.isolated import IsolatedCheckout, make_checkout
 
     settings = make_settings(tmp_path)
     workspace = Workspace(settings.workspace_root)

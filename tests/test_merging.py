@@ -125,7 +125,7 @@ def branches(*workers: str) -> list[tuple[str, str]]:
 
 
 def merge(repo: Path, strategy: str, *workers: str) -> merging.MergeOutcome:
-    return merging.merge_branches(repo, "main", branches(*workers), strategy, prefix=PREFIX, root_id=ID)
+    return merging.merge_branches(repo, merging.MergeRequest("main", branches(*workers), strategy, prefix=PREFIX, root_id=ID))
 
 
 RESULT = f"refs/heads/{PREFIX}{ID}/result"
@@ -265,13 +265,13 @@ def test_a_stale_old_value_refuses_to_move_a_ref(repo: Path) -> None:
 
 def test_bad_names_are_refused_before_git_sees_them(repo: Path) -> None:
     with pytest.raises(ValidationError, match="not a commit"):
-        merging.merge_branches(repo, "main", [("w1", "--output=/tmp/x")], "auto", prefix=PREFIX, root_id=ID)
+        merging.merge_branches(repo, merging.MergeRequest("main", [("w1", "--output=/tmp/x")], "auto", prefix=PREFIX, root_id=ID))
     with pytest.raises(ValidationError, match="cannot name a branch"):
-        merging.merge_branches(repo, "main", [], "auto", prefix=PREFIX, root_id="../x")
+        merging.merge_branches(repo, merging.MergeRequest("main", [], "auto", prefix=PREFIX, root_id="../x"))
     with pytest.raises(ValidationError, match="not one of"):
-        merging.merge_branches(repo, "main", [], "ours", prefix=PREFIX, root_id=ID)
+        merging.merge_branches(repo, merging.MergeRequest("main", [], "ours", prefix=PREFIX, root_id=ID))
     with pytest.raises(ConfigError, match="branch_prefix"):
-        merging.merge_branches(repo, "main", [], "auto", prefix="bad prefix/", root_id=ID)
+        merging.merge_branches(repo, merging.MergeRequest("main", [], "auto", prefix="bad prefix/", root_id=ID))
 
 
 def test_too_old_a_git_is_named_with_the_minimum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,8 +385,8 @@ def test_kill_9_between_merge_tree_and_update_ref_leaves_no_ref_and_the_merge_ru
     before = snapshot(repo)
     script = (
         "import sys\nfrom orchestrator.git import merging\n"
-        "merging.merge_branches(sys.argv[1], 'main', "
-        f"[('w1', '{PREFIX}{ID}/w1'), ('w2', '{PREFIX}{ID}/w2'), ('w3', '{PREFIX}{ID}/w3')], 'theirs', prefix='{PREFIX}', root_id='{ID}')\n"
+        "merging.merge_branches(sys.argv[1], merging.MergeRequest('main', "
+        f"[('w1', '{PREFIX}{ID}/w1'), ('w2', '{PREFIX}{ID}/w2'), ('w3', '{PREFIX}{ID}/w3')], 'theirs', prefix='{PREFIX}', root_id='{ID}'))\n"
     )
     env = {**os.environ, protocol.FAILPOINTS: "merge_before_update_ref=1"}
     done = subprocess.run([sys.executable, "-c", script, str(repo)], env=env, capture_output=True, text=True, timeout=60)
@@ -434,10 +434,8 @@ def fast_path_taken(repo: Path, *workers: str) -> bool:
     files = merging.changed_files(repo, base, oids)
     sources = {w: Source(w, b, c) for w, b, c in commits}
     objects = gitobjects.loose_objects(repo)
-    return (
-        merging._disjoint_merge(repo, base, commits, files, "1 +0000", ID, "auto", sources, ORCHESTRATOR, objects=lambda: objects)
-        is not None
-    )
+    chain = merging._Chain(ID, "auto", sources, None, ORCHESTRATOR, "1 +0000")
+    return merging._disjoint_merge(repo, base, commits, files, chain, objects=lambda: objects) is not None
 
 
 def test_disjoint_changes_take_the_fast_path_with_the_same_commits_as_the_loop(repo: Path) -> None:
@@ -446,9 +444,12 @@ def test_disjoint_changes_take_the_fast_path_with_the_same_commits_as_the_loop(r
     commit_on(repo, f"{PREFIX}{ID}/w3", {"w3/deep/file.txt": "w3\n"})
     assert fast_path_taken(repo, "w1", "w2", "w3", "w4")
     before = snapshot(repo)
-    fast = merging.merge_branches(repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="fast")
+    fast = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="fast")
+    )
     slow = merging.merge_branches(
-        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="slow", fast_path=False
+        repo,
+        merging.MergeRequest("main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id="slow", fast_path=False),
     )
     assert snapshot(repo) == before
     assert fast.merged == slow.merged and fast.unchanged == slow.unchanged == ("w4",)
@@ -562,7 +563,9 @@ def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outsid
     commit_on(repo, f"{PREFIX}{ID}/w3", {"three.txt": "three\n"})
     parent = f"refs/heads/{PREFIX}{ID}/w1"
     start = git(repo, "rev-parse", parent).strip()
-    out = merging.merge_branches(repo, parent, branches("w2", "w3"), "auto", prefix=PREFIX, root_id=ID, target=parent)
+    out = merging.merge_branches(
+        repo, merging.MergeRequest(parent, branches("w2", "w3"), "auto", prefix=PREFIX, root_id=ID, target=parent)
+    )
     tip = git(repo, "rev-parse", parent).strip()
     assert out.result_ref == parent and out.result_commit == tip != start and out.merged == ("w2", "w3")
     assert git(repo, "log", "-1", "--format=%s", tip).strip() == f"The work of w3 on {PREFIX}{ID}/w3"
@@ -570,7 +573,9 @@ def test_a_merge_into_a_worker_s_branch_moves_only_that_ref_and_never_one_outsid
     assert show(repo, parent, "two.txt") == "two\n" and show(repo, parent, "three.txt") == "three\n"
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0  # no result branch made
     with pytest.raises(ValidationError, match="only branches under"):
-        merging.merge_branches(repo, "main", branches("w2"), "auto", prefix=PREFIX, root_id=ID, target="main")
+        merging.merge_branches(
+            repo, merging.MergeRequest("main", branches("w2"), "auto", prefix=PREFIX, root_id=ID, target="main")
+        )
     assert snapshot(repo) == before
 
 
@@ -643,7 +648,10 @@ def test_result_commits_are_by_the_user_and_credit_the_ai_that_did_the_work(repo
     before = snapshot(repo)
     credits = {"w1": "Codex (o3) <noreply@openai.com>", "w2": None}  # w2: a command worker's
     outcome = merging.merge_branches(
-        repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path, credits=credits
+        repo,
+        merging.MergeRequest(
+            "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path, credits=credits
+        ),
     )
     assert outcome.merged == ("w1", "w2") and snapshot(repo) == before
     sep = "separator=%x2C"
@@ -677,7 +685,9 @@ def test_a_graph_jobs_integration_branch_made_by_an_older_version_still_counts_i
     old = git(repo, "commit-tree", tree, "-p", main, "-p", w1, input="orchestrator: merge worker w1\n\nOrchestrator-Worker: w1\n")
     git(repo, "update-ref", RESULT, old.strip())
     before = snapshot(repo)
-    outcome = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, onto=RESULT)
+    outcome = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, onto=RESULT)
+    )
     assert outcome.merged == ("w1", "w2") and outcome.unchanged == ()
     assert git(repo, "rev-parse", f"{RESULT}~1").strip() == old.strip()  # w2 squashed onto it; w1 not again
     assert snapshot(repo) == before
@@ -780,7 +790,10 @@ def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: P
     tasks = {"w1": "Write ✓ the story", "w2": "Sign — it"}
     written = python_writes(monkeypatch)
     python = merging.merge_branches(
-        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+        repo,
+        merging.MergeRequest(
+            "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+        ),
     )
     assert len(written) == 3 and written[-1] == python.result_commit  # by Python, not by git
     assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))
@@ -788,7 +801,10 @@ def test_a_merge_whose_commits_python_writes_makes_the_commits_git_would(repo: P
     git(repo, "update-ref", "-d", RESULT)
     monkeypatch.setattr(merging, "loose_objects", lambda repo: None)  # git writes them: hash-object
     by_git = merging.merge_branches(
-        repo, "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+        repo,
+        merging.MergeRequest(
+            "main", branches("w1", "w2", "w3", "w4"), "auto", prefix=PREFIX, root_id=ID, fast_path=False, tasks=tasks
+        ),
     )
     assert python == by_git and python.merged == ("w1", "w2", "w3") and python.unchanged == ("w4",)
     assert git(repo, "rev-parse", RESULT).strip() == python.result_commit
@@ -835,7 +851,7 @@ def test_a_sha256_repository_merges_and_its_result_ref_moves(tmp_path: Path, str
     git(root, "checkout", "-q", "main")
     # When they are merged (a conflict: auto stops at it, theirs takes the later side)
     done = merging.merge_branches(
-        root, "main", branches("w1", "w2", "w3"), strategy, prefix=PREFIX, root_id=ID, fast_path=fast_path
+        root, merging.MergeRequest("main", branches("w1", "w2", "w3"), strategy, prefix=PREFIX, root_id=ID, fast_path=fast_path)
     )
     # Then the result ref holds a 64-character id, and what was merged is in it
     tip = git(root, "rev-parse", RESULT).strip()
@@ -893,15 +909,19 @@ def test_the_fast_path_writes_in_python_the_objects_git_writes(repo: Path, monke
     assert fast_path_taken(repo, *workers)
     before = snapshot(repo)
     written = python_writes(monkeypatch)
-    python = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
+    python = merging.merge_branches(repo, merging.MergeRequest("main", branches(*workers), "auto", prefix=PREFIX, root_id="py"))
     assert written and written[-1] == python.result_commit  # by Python, not by git
     assert not list((repo / ".git" / "objects").glob("**/tmp_obj_*"))  # the files made beforehand: all taken or removed
     assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
     monkeypatch.setattr(merging, "loose_objects", lambda repo: None)
     git(repo, "update-ref", "-d", f"refs/heads/{PREFIX}py/result")
-    again = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="py")  # by git
+    again = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches(*workers), "auto", prefix=PREFIX, root_id="py")
+    )  # by git
     assert again == python and python.merged == workers
-    loop = merging.merge_branches(repo, "main", branches(*workers), "auto", prefix=PREFIX, root_id="loop", fast_path=False)
+    loop = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches(*workers), "auto", prefix=PREFIX, root_id="loop", fast_path=False)
+    )
 
     def trees(ref: str) -> list[str]:
         return git(repo, "log", "--first-parent", "--format=%T", ref).split()
@@ -918,14 +938,18 @@ def test_where_python_cannot_write_git_writes_the_same_commits(
 ) -> None:
     commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
     commit_on(repo, f"{PREFIX}{ID}/w2", {"w2.txt": "w2\n"})
-    python = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    python = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    )
     git(repo, "update-ref", "-d", RESULT)
 
     def refused(self: gitobjects.LooseObjects) -> tuple[int, Path]:
         raise PermissionError(13, "Permission denied", str(self.objects))
 
     monkeypatch.setattr(gitobjects.LooseObjects, "_new", refused)
-    by_git = merging.merge_branches(repo, "main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    by_git = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches("w1", "w2"), "auto", prefix=PREFIX, root_id=ID, fast_path=fast_path)
+    )
     assert by_git == python and git(repo, "rev-parse", RESULT).strip() == python.result_commit
     assert git(repo, "fsck", "--strict", "--no-dangling").strip() == ""
 
@@ -949,10 +973,14 @@ def test_a_loop_that_fails_midway_moves_no_ref_and_leaves_no_process(repo: Path,
     monkeypatch.setattr(merging._ChainedMerges, "_start", start)
     monkeypatch.setattr(merging._ChainedMerges, "merge", merge)
     with pytest.raises(RuntimeError, match="failed midway"):
-        merging.merge_branches(repo, "main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+        merging.merge_branches(
+            repo, merging.MergeRequest("main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+        )
     assert snapshot(repo) == before
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
     assert started and all(process.poll() is not None for process in started)
     monkeypatch.undo()
-    outcome = merging.merge_branches(repo, "main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+    outcome = merging.merge_branches(
+        repo, merging.MergeRequest("main", branches("w1", "w2", "w3"), "auto", prefix=PREFIX, root_id=ID, fast_path=False)
+    )
     assert outcome.merged == ("w1", "w2", "w3")

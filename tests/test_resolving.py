@@ -273,7 +273,7 @@ def test_a_resolver_that_fails_or_cannot_start_is_refused_with_why(hosted, tmp_p
 
 def test_resolve_without_a_resolver_stops_at_the_first_conflict_as_auto(repo_with_conflict):
     host, base, branches = repo_with_conflict
-    outcome = merging.merge_branches(host, base, branches, "resolve", prefix="orchestrator/", root_id="j1")
+    outcome = merging.merge_branches(host, merging.MergeRequest(base, branches, "resolve", prefix="orchestrator/", root_id="j1"))
     assert list(outcome.merged) == ["w1"] and list(outcome.skipped) == ["w2", "w3"] and outcome.resolutions == ()
 
 
@@ -286,7 +286,9 @@ def test_a_resolver_is_asked_per_conflict_and_its_tree_becomes_the_workers_commi
         tree = git(host, "rev-parse", f"{at.commit}^{{tree}}").strip()  # the worker's side whole
         return Resolution(at.worker, tuple(c.path for c in at.conflicts), "fake", True, "taken", tree=tree)
 
-    outcome = merging.merge_branches(host, base, branches, "resolve", prefix="orchestrator/", root_id="j1", resolver=resolver)
+    outcome = merging.merge_branches(
+        host, merging.MergeRequest(base, branches, "resolve", prefix="orchestrator/", root_id="j1"), resolver=resolver
+    )
     assert [(a.worker, a.earlier, [c.path for c in a.conflicts]) for a in asked] == [("w2", ("w1",), ["app.py"])]
     assert list(outcome.merged) == ["w1", "w2", "w3"] and outcome.skipped == ()
     assert show(host, str(outcome.result_commit), "app.py") == "print('w2')\nline2\n"

@@ -412,7 +412,7 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
 
 
 def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
-    from orchestrator.checkouts import worktree
+    from orchestrator.checkouts import isolated
     from orchestrator.git import gitwork
 
     host, folder, make = hosted
@@ -422,10 +422,10 @@ def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeyp
         ((2, 16, 1), "git 2.16.1 is older than 2.17, the least worktree isolation needs"),
     ):
         monkeypatch.setattr(gitwork, "git_version", lambda v=version: v)
-        isolation, note = worktree.resolve_isolation(engine.settings, engine.workspace.root, "auto")
+        isolation, note = isolated.resolve_isolation(engine.settings, engine.workspace.root, "auto")
         assert isolation == "folder" and note == f"isolation auto: folder, because {said}"
         with pytest.raises(ConfigError, match=f"isolation worktree is not possible: {said}"):
-            worktree.resolve_isolation(engine.settings, engine.workspace.root, "worktree")
+            isolated.resolve_isolation(engine.settings, engine.workspace.root, "worktree")
 
 
 def test_a_folder_the_host_never_committed_works_too_and_git_status_stays_the_same(tmp_path):

@@ -61,7 +61,7 @@ def test_a_submodule_is_empty_in_a_worktree_and_what_a_worker_writes_there_is_sa
 
 def test_the_openapi_document_offers_worktree_only_where_it_is_possible_and_asks_git_once(tmp_path, monkeypatch):
     from orchestrator.api.openapi import openapi_document
-    from orchestrator.checkouts import worktree
+    from orchestrator.checkouts import isolated
     from orchestrator.config import load_settings
 
     def isolation_enum(folder: Path) -> list[str]:
@@ -74,7 +74,7 @@ def test_the_openapi_document_offers_worktree_only_where_it_is_possible_and_asks
     assert "worktree" in isolation_enum(folder)
     assert "worktree" not in isolation_enum(plain)
     asked = []
-    monkeypatch.setattr(worktree, "resolve_isolation", lambda *args: asked.append(args))
+    monkeypatch.setattr(isolated, "resolve_isolation", lambda *args: asked.append(args))
     assert "worktree" in isolation_enum(folder) and "worktree" not in isolation_enum(plain)
     assert asked == []  # answered from the first documents: git is asked once per folder
 

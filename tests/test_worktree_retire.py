@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from orchestrator.checkouts.worktree import flush_retired, retirer_of
+from orchestrator.checkouts.retiring import flush_retired, retirer_of
 from orchestrator.git import diffs
 from orchestrator.models import JobStatus, WorkerStatus
 
@@ -143,7 +143,7 @@ def test_a_graph_workers_changes_are_asked_once_and_a_gates_files_are_still_comm
 
 
 def test_an_entry_a_stopped_server_renamed_out_but_never_deleted_goes_at_the_next_start(hosted):
-    from orchestrator.checkouts.worktree import prune_stale
+    from orchestrator.checkouts.retiring import prune_stale
 
     host, folder, _ = hosted
     dead = host / ".git" / "orchestrator-retired-worker_9-999999999-1"  # no such pid

@@ -243,7 +243,7 @@ def _worktrees_impossible(settings: Settings) -> bool:
     """Whether this server refuses ``isolation: worktree`` (no git, or no repository holding
     the folder that ignores its workspace). Asked of git once per folder and server process: the
     document is fetched often, and its answer changes only if the host repository does."""
-    from ..checkouts.worktree import resolve_isolation
+    from ..checkouts.isolated import resolve_isolation
     from ..errors import ConfigError
 
     key = (str(settings.base_dir), str(settings.workspace_root), settings.git.repo)

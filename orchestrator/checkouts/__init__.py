@@ -1,5 +1,6 @@
-"""Where a worker works: the ``Checkout`` seam, the folder and worktree checkouts, a worktree's
-bootstrap, how long worktrees and branches live, and deleting old job trees.
+"""Where a worker works: the ``Checkout`` seam, the folder and worktree checkouts and the one that
+picks between them per job, a worktree's bootstrap, and removing worktrees (a finished worker's, a
+deleted job tree's, stale entries).
 
 Imports ``workers``, ``git``, ``process`` and below.
 """

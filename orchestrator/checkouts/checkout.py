@@ -25,8 +25,8 @@ worktree commits it), unless its record already holds that.
 ``prepare`` returns the directory the worker runs in (its cwd). The worker's prompt, its
 ``ORCHESTRATOR_WORKER_DIR`` and the resource monitor name ``Workspace.worker_dir``, so an
 implementation puts the worker there (the git worktree checkout makes that folder
-a worktree on a branch of its own, keeping the layout: checkouts/worktree.py, whose ``make_checkout``
-gives the engine its Checkout).
+a worktree on a branch of its own, keeping the layout: checkouts/worktree.py; checkouts/isolated.py's
+``make_checkout`` gives the engine its Checkout).
 
 A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
 emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).

@@ -21,17 +21,19 @@ cleanup  empties its TMPDIR; the worktree and its branch stay (they are the deli
 retire   with ``git.remove_worker_worktrees`` (off by default: a worker's folder is then what it
          was), once its final record is on disk with its commit (engine/worker_thread.py), a worker
          with no child job (they merge into its worktree) and no candidate (the judge runs in
-         its folder) has its worktree removed on a background thread (``Retirer``); its branch
-         stays, and everything that reads its work reads the branch or the commit. So the
+         its folder) has its worktree removed on a background thread (checkouts/retiring.py's
+         ``Retirer``); its branch stays, and everything that reads its work reads the branch or
+         the commit. So the
          repository's live worktrees are bounded by the workers running, not the workers run,
          and each ``worktree add`` (which reads every worktree) stays cheap.
 ======== ================================================================================
 
 ``recovered``: a worker a restarted server settles without running it (it ended, or was lost,
 while no server ran) has what it left committed by ``changes``; a lost one with no work loses
-its worktree (its branch stays at its base). Clean-up: ``remove_worktrees`` (a
-deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
+its worktree (its branch stays at its base). Clean-up is checkouts/retiring.py's: ``remove_worktrees``
+(a deleted job's worktrees and branches, never a ref outside its prefix) and ``prune_stale`` (at
 start: the admin entries of this workspace's worktrees whose folders are gone, never a user's).
+Which jobs get a worktree checkout at all (their ``isolation``) is checkouts/isolated.py's.
 
 ``prepare`` and ``cleanup`` also bootstrap the worktree (checkouts/bootstrap.py: ``.worktreeinclude``, the
 worker's port, ``git.setup`` and ``git.teardown``); a reset keeps what the bootstrap made.
@@ -50,17 +52,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Isolation, JobConfig, Settings
-from ..errors import ConfigError, OrchestratorError
+from ..config import JobConfig, Settings
 from ..git import gitcmd, gitrefs, worker_objects, worker_refs
 from ..git.commits import identity_of, subject_line, trailers
-from ..git.gitcmd import GitFailed
-from ..git.gitrefs import Deleted
 from ..git.gitwork import (
     BASE_FILE,
     CHECKPOINT_FILE,
@@ -68,17 +66,13 @@ from ..git.gitwork import (
     GitError,
     add_worktree,
     check_ref,
-    common_dir,
     common_dir_of,
-    find_host,
     git_dir_of,
     linked_git_dir,
-    repo_lock,
     repo_op,
     resolve_commit,
     run_git,
     snapshot_commit,
-    worktree_list,
 )
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
@@ -88,7 +82,8 @@ from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import untouched
 from .bootstrap import Bootstrap, EnvFor
-from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout, RemoveTree
+from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout
+from .retiring import retirer_of
 
 log = logging.getLogger("orchestrator.worktree")
 
@@ -566,229 +561,6 @@ class WorktreeCheckout(Checkout):
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
 
 
-RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits
-
-
-class Retirer:
-    """Removes finished workers' worktrees on one background thread, in batches: each folder is
-    first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
-    then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
-    renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
-    and deleted after it, so a git operation waiting for that lock waits for no deletion. What
-    ``git worktree remove`` does, without its checks for changes (the work is committed) and its
-    process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``)."""
-
-    def __init__(self, repo: Path) -> None:
-        self.repo = repo
-        self._cond = threading.Condition()
-        self._queue: list[Path] = []
-        self._pending: set[Path] = set()  # queued or being removed
-        self._thread: threading.Thread | None = None
-        self.removed = 0
-        self.backlog = RETIRE_BACKLOG
-
-    def put(self, directory: Path) -> None:
-        with self._cond:
-            if directory in self._pending:
-                return
-            self._pending.add(directory)
-            self._queue.append(directory)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="worktree-retirer", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-
-    def wait_for(self, directory: Path) -> None:
-        """Until ``directory`` is no longer queued nor being removed."""
-        with self._cond:
-            while directory in self._pending:
-                self._cond.wait(1.0)
-
-    def wait_below(self) -> None:
-        """Until fewer than ``backlog`` worktrees wait for removal: with workers that finish faster
-        than their worktrees can be deleted, live worktrees stay bounded by the workers running
-        plus this backlog."""
-        with self._cond:
-            while len(self._pending) >= self.backlog:
-                self._cond.wait(1.0)
-
-    def flush(self) -> None:
-        """Until everything queued so far is removed (before a tree's clean-up lists its worktrees)."""
-        with self._cond:
-            while self._pending:
-                self._cond.wait(1.0)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    if not self._cond.wait(30.0) and not self._queue:
-                        self._thread = None  # idle: a later put starts another
-                        return
-                batch, self._queue = self._queue, []
-            try:
-                self._remove(batch)
-            except Exception:
-                log.exception("could not remove %d finished worktree(s)", len(batch))
-            finally:
-                with self._cond:
-                    self._pending.difference_update(batch)
-                    self._cond.notify_all()
-
-    def _remove(self, batch: list[Path]) -> None:
-        admins = []
-        for directory in batch:
-            admin = linked_git_dir(directory)
-            if admin is None:
-                continue
-            try:
-                named = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
-            except OSError:
-                continue
-            if named != directory / ".git" and named.resolve() != (directory / ".git").resolve():
-                continue  # not this folder's entry: never touch another worktree's
-            aside = directory.with_name(f".retired_{directory.name}_{os.getpid()}_{threading.get_ident()}")
-            try:
-                os.rename(directory, aside)
-            except OSError:
-                log.warning("could not remove finished worktree %s", directory, exc_info=True)
-                continue
-            shutil.rmtree(aside, ignore_errors=True)
-            admins.append(admin)
-        if not admins:
-            return
-        # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
-        # never meets a half-deleted entry), under the lock git's own adds and removes take
-        # (gitwork.repo_op); deleted after it.
-        gone = []
-        with repo_lock(self.repo):
-            for admin in admins:
-                aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
-                try:
-                    os.rename(admin, aside)
-                    gone.append(aside)
-                except OSError:
-                    log.warning("could not remove the worktree entry %s", admin, exc_info=True)
-        for aside in gone:
-            shutil.rmtree(aside, ignore_errors=True)
-        self.removed += len(gone)
-
-
-_RETIRERS: dict[str, Retirer] = {}
-_RETIRERS_GUARD = threading.Lock()
-
-
-def retirer_of(repo: Path) -> Retirer:
-    """The one Retirer of a repository in this server."""
-    with _RETIRERS_GUARD:
-        return _RETIRERS.setdefault(str(repo.resolve()), Retirer(repo))
-
-
-def flush_retired(repo: Path) -> None:
-    """Wait for the finished worktrees queued for removal in ``repo``, if any."""
-    with _RETIRERS_GUARD:
-        found = _RETIRERS.get(str(repo.resolve()))
-    if found is not None:
-        found.flush()
-
-
-def remove_worktrees(checkout: WorktreeCheckout, root_id: str, all_branches: bool = False) -> Deleted:
-    """A deleted job's worktrees and branches: every worktree of the repository on a branch
-    under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
-    hand included: its admin entry goes too), then the branches under that prefix in one
-    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
-    ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
-    checked out in a worktree of their own stays."""
-    repo = checkout.repo
-    remove_job_worktrees(repo, checkout.settings, checkout.workspace, root_id)
-    with repo_lock(repo):
-        deleted = gitrefs.delete_job_refs(repo, checkout.settings.git.branch_prefix, root_id, keep_result=not all_branches)
-    if deleted.checked_out:
-        log.warning(
-            "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
-            "delete them with git branch -D)",
-            root_id,
-            ", ".join(deleted.checked_out),
-        )
-    return deleted
-
-
-def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
-    """The paths of the repository's worktrees that are a job tree's: on a branch under
-    ``<prefix><root id>/`` inside the workspace, or inside the tree's folder (one deleted by hand
-    included). Never a worktree of the user's, wherever its branch."""
-    prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
-    tree = workspace.job_dir(root_id).resolve()
-    found = []
-    for entry in worktree_list(repo):
-        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], workspace.root)
-        if ours or _inside(entry["worktree"], tree):
-            found.append(entry["worktree"])
-    return found
-
-
-def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
-    """Remove a job tree's worktrees (``job_worktrees``), folders and git's entries; their
-    branches stay. Returns the paths removed."""
-    flush_retired(repo)  # a finished worker's worktree being removed meanwhile is done first
-    removed = []
-    for path in job_worktrees(repo, settings, workspace, root_id):
-        try:
-            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", path)
-            removed.append(path)
-        except GitError:
-            log.warning("could not remove worktree %s", path, exc_info=True)
-    return removed
-
-
-def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
-    """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
-    the workspace whose folders are gone (a job folder deleted by hand, a server killed
-    mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
-    worktree whose folder is only away for now (an unmounted disk), so each entry is removed
-    by its path. Returns the paths whose entries went."""
-    flush_retired(repo)
-    _sweep_retired(repo)
-    pruned = []
-    for entry in worktree_list(repo):
-        dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
-        if dead and _inside(entry["worktree"], workspace_root.resolve()):
-            try:
-                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
-                pruned.append(entry["worktree"])
-            except GitError:
-                log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
-    return pruned
-
-
-def _sweep_retired(repo: Path) -> None:
-    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete, and entries
-    gitwork.add_worktree was writing aside (a server stopped in between): deleted, unless their
-    server (the pid in the name) still runs, or is this one and is still adding."""
-    try:
-        common = common_dir(repo)
-        leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
-    except (GitFailed, OrchestratorError, OSError):
-        return
-    for folder in leftovers:
-        parts = folder.name.rsplit("-", 2)
-        if len(parts) == 3 and parts[1].isdigit():
-            pid = int(parts[1])
-            if (pid != os.getpid() and _alive(pid)) or (pid == os.getpid() and "-adding-" in folder.name):
-                continue
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _interrupted(directory: Path) -> bool:
     """Whether making the worktree ``directory`` was cut off before its checkout completed:
     git locks a new worktree ("initializing", in the C locale our git calls run in) until its
@@ -803,161 +575,6 @@ def _interrupted(directory: Path) -> bool:
     except OSError:
         pass
     return (admin / "HEAD").is_file() and not (admin / "index").exists()
-
-
-def _inside(path: str, folder: Path) -> bool:
-    try:
-        Path(path).resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-class IsolatedCheckout(Checkout):
-    """The engine's Checkout: each job's workers go to the checkout its ``isolation`` names
-    (folder or worktree; ``auto`` was resolved at submission)."""
-
-    name = CheckoutKind.ISOLATED
-
-    def __init__(self, folder: FolderCheckout, worktree_for: WorktreeFactory) -> None:
-        self.folder = folder
-        self._worktree_for = worktree_for
-        self._by_worker: dict[tuple[str, str], Checkout] = {}
-        self._lock = threading.Lock()
-
-    def _of(self, record: WorkerRecord) -> Checkout:
-        with self._lock:
-            return self._by_worker.get((record.root_id, record.key), self.folder)
-
-    def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
-        chosen: Checkout = self.folder
-        if getattr(job.config, "isolation", Isolation.FOLDER) == Isolation.WORKTREE:
-            chosen = self._worktree_for()
-        with self._lock:
-            self._by_worker[(record.root_id, record.key)] = chosen
-        return chosen.prepare(record, job)
-
-    def reset(self, record: WorkerRecord, attempt: int) -> None:
-        self._of(record).reset(record, attempt)
-
-    def changes(self, record: WorkerRecord) -> Changes:
-        return self._of(record).changes(record)
-
-    def discard(self, record: WorkerRecord) -> None:
-        self._of(record).discard(record)
-
-    def checkpoint(self, record: WorkerRecord) -> str | None:
-        return self._of(record).checkpoint(record)
-
-    def before_attempt(self, record: WorkerRecord) -> None:
-        self._of(record).before_attempt(record)
-
-    def retire(self, record: WorkerRecord, job: JobRecord) -> bool:
-        if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:
-            return False
-        try:
-            return self._worktree_for().retire(record, job)
-        except (GitFailed, OrchestratorError, OSError):
-            log.warning("could not queue the worktree of worker %s for removal", record.key, exc_info=True)
-            return False
-
-    def worktrees(self) -> WorktreeCheckout:
-        """The host repository's worktree checkout (GitError when there is none)."""
-        return self._worktree_for()
-
-    def worktrees_for(self, job: JobRecord | None) -> WorktreeCheckout | None:
-        """The worktree checkout when ``job`` asks for worktrees (its ``isolation``), else None."""
-        return self.worktrees() if job is not None and job.config.isolation == Isolation.WORKTREE else None
-
-    def tree_remover(self) -> RemoveTree | None:
-        return self.remove_tree
-
-    def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
-        """A deleted job's worktrees and branches go (never a ref outside its prefix; its
-        result branch only with ``all_branches``)."""
-        try:
-            remove_worktrees(self._worktree_for(), root_id, all_branches)
-        except (GitFailed, OrchestratorError):
-            log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
-
-    def prune_stale(self) -> list[str]:
-        """At server start: the admin entries of this workspace's worktrees whose folders are
-        gone (``prune_stale``, run when the host repository is first found). Not asked for
-        when git.isolation is ``folder`` (no git at start): then the first job that asks for
-        worktrees prunes. Nothing when the folder is in no git repository."""
-        if self._worktree_for.settings.git.isolation == Isolation.FOLDER:
-            return []
-        try:
-            self._worktree_for()
-        except GitError:
-            return []  # no host repository (or no git): no worktrees either
-        return self._worktree_for.pruned
-
-    def recovered(self, record: WorkerRecord, job: JobRecord, lost: bool) -> Changes:
-        if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:
-            return self.folder.recovered(record, job, lost)
-        return self._worktree_for().recovered(record, job, lost)
-
-    def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
-        try:
-            self._of(record).cleanup(record, succeeded)
-        finally:
-            with self._lock:
-                self._by_worker.pop((record.root_id, record.key), None)
-
-
-def resolve_isolation(settings: Settings, workspace_root: Path, mode: str) -> tuple[Isolation, str | None]:
-    """A root job's isolation (``auto`` resolved) and the note that says why; ConfigError when
-    ``worktree`` is asked for and not possible. The repository is always the one holding this
-    folder, or git.repo: a request names only the mode, never a path."""
-    if mode == Isolation.FOLDER:
-        return Isolation.FOLDER, None
-    host = find_host(settings.base_dir, workspace_root, settings.git.repo)
-    if mode == Isolation.WORKTREE:
-        if isinstance(host, str):
-            raise ConfigError(f"isolation worktree is not possible: {host}. Use isolation folder (or auto).")
-        return Isolation.WORKTREE, None
-    if isinstance(host, str):
-        return Isolation.FOLDER, f"isolation auto: folder, because {host}"
-    return Isolation.WORKTREE, f"isolation auto: worktree, because {host.reason}"
-
-
-def make_checkout(
-    settings: Settings, workspace: Workspace, kind: str = CheckoutKind.ISOLATED, env: EnvFor | None = None
-) -> Checkout:
-    """The engine's Checkout: by default each job's ``config.isolation`` chooses (a plain
-    folder, or a git worktree per worker); "folder" forces today's folders for every job.
-    ``env``: a worker's environment, which a worktree's git.setup and git.teardown run with."""
-    if kind == CheckoutKind.ISOLATED:
-        return IsolatedCheckout(FolderCheckout(workspace), WorktreeFactory(settings, workspace, env))
-    if kind == FolderCheckout.name:
-        return FolderCheckout(workspace)
-    raise ConfigError(f"unknown checkout {kind!r}: expected one of isolated, folder")
-
-
-class WorktreeFactory:
-    """The WorktreeCheckout of the host repository, found when a job first asks for one."""
-
-    def __init__(self, settings: Settings, workspace: Workspace, env: EnvFor | None = None) -> None:
-        self.settings = settings
-        self.workspace = workspace
-        self.env = env
-        self._made: WorktreeCheckout | None = None
-        self._lock = threading.Lock()
-        self.pruned: list[str] = []  # the stale worktree entries pruned when the repository was found
-
-    def __call__(self) -> WorktreeCheckout:
-        with self._lock:
-            if self._made is None:
-                host = find_host(self.settings.base_dir, self.workspace.root, self.settings.git.repo)
-                if isinstance(host, str):
-                    raise GitError(f"worktree isolation is not possible: {host}")
-                self._made = WorktreeCheckout(self.workspace, self.settings, host.repo, self.env)
-                try:  # once per server run, before its first worktree: a dead entry would block its branch
-                    self.pruned = prune_stale(host.repo, self.workspace.root)
-                except GitFailed:
-                    log.warning("could not prune stale worktree entries in %s", host.repo, exc_info=True)
-            return self._made
 
 
 def checkpoints(record: WorkerRecord) -> dict[str, object]:

@@ -10,7 +10,7 @@ the branches and bytes that would go, and changes nothing. ``--yes`` does it:
 - the worktrees of other finished jobs whose lifetime is over (retention/lifetime.py: their result is in
   the branch the user named, or ``git.keep_worktrees_days`` passed) go, their branches stay;
 - git's entries of this workspace's worktrees whose folders are gone are dropped
-  (worktree.prune_stale), so ``git worktree list`` shows none left behind.
+  (retiring.prune_stale), so ``git worktree list`` shows none left behind.
 
 A running tree is never touched, nor a ref outside the branch prefix, nor the host's checkout.
 """
@@ -25,7 +25,7 @@ from ..config import load_settings
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..checkouts.worktree import prune_stale
+    from ..checkouts.retiring import prune_stale
     from ..retention import lifetime
     from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
     from ..workspace.layout import Workspace

@@ -38,7 +38,7 @@ PLANNERS = ("heuristic", "ai", "auto")
 
 class Isolation(StrEnum):
     """``git.isolation``: where workers work. A job's config holds worktree or folder: auto is
-    resolved at submission (checkouts/worktree.py's resolve_isolation)."""
+    resolved at submission (checkouts/isolated.py's resolve_isolation)."""
 
     AUTO = "auto"
     WORKTREE = "worktree"  # a git worktree and branch per worker

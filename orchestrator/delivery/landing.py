@@ -224,8 +224,7 @@ def land(
     # A graph job's workers were merged into its result branch as they passed their gates
     # (delivery/integration.py): the rest is merged onto that, never a rebuild from the base.
     onto = ref_value(repo, branch_ref(job.integration)) if job.integration else None
-    outcome = merging.merge_branches(
-        repo,
+    request = merging.MergeRequest(
         base,
         named,
         strategy,
@@ -235,8 +234,9 @@ def land(
         commits=sorted_.commits,
         tasks={w.name: w.task for w in workers if w.job_id == job.id},
         credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
-        resolver=resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None,
     )
+    resolver = resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None
+    outcome = merging.merge_branches(repo, request, resolver)
     outcome = sorted_.with_unchanged(outcome, job.worker_names)
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
     merge = MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))

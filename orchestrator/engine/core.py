@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .. import index, states, webhooks
 from ..checkouts.checkout import Checkout
-from ..checkouts.worktree import make_checkout
+from ..checkouts.isolated import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings

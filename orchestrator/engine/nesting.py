@@ -10,7 +10,7 @@ at its end (ending.Ending.end_job, before the child job's terminal status is vis
            parent's ``spawn --wait`` returns only after it) the child's workers' branches (those
            ``gates.merge_block`` lets through, at their gated commits; the others are named in
            ``merge["left_out"]``) are merged in plan order into the parent worker's branch with the job's
-           ``merge_strategy`` (merging.merge_branches with ``target``: the parent's branch), and
+           ``merge_strategy`` (merging.merge_branches, its MergeRequest's ``target``: the parent's branch), and
            the parent's worktree is brought to the merged commit (``merge_child``).
 ========== ==================================================================================
 
@@ -43,7 +43,7 @@ from ..git import conflicts as conflict_text
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import job_prefix, update_ref
 from ..git.gitwork import check_ref, head_ref, run_git
-from ..git.merging import merge_branches
+from ..git.merging import MergeRequest, merge_branches
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
@@ -176,8 +176,7 @@ class Nesting:
             for attempt in range(TRIES):
                 subject = f"Work so far, as child job {job.id} ends"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
-                outcome = merge_branches(
-                    wt.repo,
+                request = MergeRequest(
                     tip,
                     branches,
                     job.config.merge_strategy,
@@ -187,8 +186,8 @@ class Nesting:
                     commits=sorted_.commits,
                     tasks={c.name: c.task for c in children},
                     credits={c.name: co_author_of(c, self.settings) for c in children},
-                    resolver=resolver,
                 )
+                outcome = merge_branches(wt.repo, request, resolver)
                 outcome = sorted_.with_unchanged(outcome, job.worker_names)
                 new = outcome.result_commit
                 if new is None or new == tip:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 from .. import states
-from ..checkouts.worktree import resolve_isolation
+from ..checkouts.isolated import resolve_isolation
 from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..config.live import ConfigWatch
 from ..delivery import landing

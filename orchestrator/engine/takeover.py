@@ -65,7 +65,7 @@ class Takeover:
     def recover(self) -> list[str]:
         """Take over the job trees a previous server left unfinished. Returns their root ids.
         First, the admin entries of this workspace's worktrees whose folders are gone go
-        (worktree.prune_stale: never a worktree of the user's, nor one whose folder is there),
+        (retiring.prune_stale: never a worktree of the user's, nor one whose folder is there),
         after the deletions a crash cut short are finished (pruning.finish_deletions: their
         worktrees' entries and branches go by the deletion's own rule)."""
         for root_id in pruning.finish_deletions(self.workspace, self.checkout.tree_remover()):

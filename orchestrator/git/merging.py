@@ -40,9 +40,9 @@ import dataclasses
 import functools
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -409,12 +409,7 @@ def _disjoint_merge(
     base: str,
     commits: list[tuple[str, str, str]],
     files: dict[str, dict[str, tuple[str, str] | None]],
-    when: str,
-    root_id: str,
-    strategy: str,
-    sources: Mapping[str, Source],
-    who: Identity,
-    into: str | None = None,
+    chain: _Chain,
     objects: Callable[[], Path | None] | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
     """The same chain of commits the per-branch loop makes, written by Python (``_disjoint_objects``)
@@ -437,7 +432,6 @@ def _disjoint_merge(
         listed = run_git(repo, "for-each-ref", f"--contains={base}", "--format=%(refname) %(objectname)", *refs).stdout
         return not {f"{ref} {commit}" for ref, (_, _, commit) in zip(refs, commits)} - set(listed.splitlines())
 
-    chain = _Chain(root_id, strategy, sources, into, who, when)
     folder = objects() if objects is not None else None
     if folder is None:
         return None
@@ -538,149 +532,106 @@ def _conflicts(
     return found
 
 
-def merge_branches(
-    repo: str | Path,
-    base: str,
-    branches: list[tuple[str, str]],
-    strategy: str,
-    *,
-    prefix: str,
-    root_id: str,
-    fast_path: bool = True,
-    target: str | None = None,
-    onto: str | None = None,
-    commits: Mapping[str, str] | None = None,
-    tasks: Mapping[str, str] | None = None,
-    credits: Mapping[str, str | None] | None = None,
-    resolver: Resolver | None = None,
-) -> MergeOutcome:
-    """Merge ``branches`` ((worker, branch), in plan order) onto ``base`` into ``target`` (a
-    branch under ``<prefix><root id>/``; default ``<prefix><root id>/result``) with ``strategy``,
-    one squashed commit per worker whose work adds something; see the module docstring. A child
-    job's merge names its parent worker's branch (engine/nesting.py). ``fast_path=False`` forces one
-    merge-tree per branch even when the changes are disjoint (tests compare the two). ``onto``:
-    the commit the merges start from instead of ``base`` (a graph job's integration branch, which
-    already holds the workers squashed into it as they passed their gates: each of those counts
-    as merged, and only the rest is merged onto it); what each worker changed is still told
-    against ``base``. ``commits``: worker -> the commit of its to merge instead of its branch's tip
-    (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker -> its subtask (its commit's subject),
-    the AI that did its work (its ``Co-authored-by:``). ``resolver``: ``resolve``'s, asked for each
+@dataclass(frozen=True)
+class MergeRequest:
+    """What ``merge_branches`` merges: ``branches`` ((worker, branch), in plan order) onto ``base``
+    with ``strategy``, into ``target`` (a branch under ``<prefix><root id>/``; default
+    ``<prefix><root id>/result``). A child job's merge names its parent worker's branch
+    (engine/nesting.py). ``onto``: the commit the merges start from instead of ``base`` (a graph
+    job's integration branch, which already holds the workers squashed into it as they passed their
+    gates: each of those counts as merged, and only the rest is merged onto it); what each worker
+    changed is still told against ``base``. ``commits``: worker -> the commit of its to merge
+    instead of its branch's tip (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker
+    -> its subtask (its commit's subject), the AI that did its work (its ``Co-authored-by:``).
+    ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint (tests
+    compare the two)."""
+
+    base: str
+    branches: Sequence[tuple[str, str]]
+    strategy: str
+    prefix: str
+    root_id: str
+    target: str | None = None
+    onto: str | None = None
+    commits: Mapping[str, str] = field(default_factory=dict)
+    tasks: Mapping[str, str] = field(default_factory=dict)
+    credits: Mapping[str, str | None] = field(default_factory=dict)
+    fast_path: bool = True
+
+    def destination(self, under: str) -> tuple[str, str | None]:
+        """The full ref the result goes to, and the branch ``target`` names (None: the job's own
+        result branch). ValidationError for a target outside the job's branches (``under``)."""
+        if self.target is None:
+            return under + "result", None
+        target = branch_ref(self.target)
+        if not target.startswith(under):
+            raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {self.root_id}")
+        return target, target.removeprefix("refs/heads/")
+
+    def sources(self, inputs: list[tuple[str, str, str]]) -> dict[str, Source]:
+        """Worker -> what its squashed commit's message says, for ``inputs`` (worker, branch, commit)."""
+        return {w: Source(w, b, c, self.tasks.get(w, ""), self.credits.get(w)) for w, b, c in inputs}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a merge read before merging: the base's commit and tree, each worker's commit (worker,
+    branch, commit), the newest input's time and the result ref's commit (None: no such ref)."""
+
+    base: str
+    base_tree: str
+    inputs: list[tuple[str, str, str]]
+    newest: int
+    old: str | None
+
+
+def _read_inputs(repo: str | Path, request: MergeRequest, target: str) -> _Inputs:
+    """The base, the workers' commits and the result ref, in one read; ValidationError for a name
+    that is no commit."""
+    names = [request.base, *(request.commits.get(worker) or branch for worker, branch in request.branches)]
+    *infos, current = read_commits(repo, [*names, target])
+    known = []
+    for name, info in zip(names, infos):
+        if info is None:
+            raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+        known.append(info)
+    inputs = [(worker, branch, info.oid) for (worker, branch), info in zip(request.branches, known[1:])]
+    newest = max(info.time for info in known)
+    return _Inputs(known[0].oid, known[0].tree, inputs, newest, current.oid if current else None)
+
+
+def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver | None = None) -> MergeOutcome:
+    """Merge the request's branches (see MergeRequest), one squashed commit per worker whose work
+    adds something; see the module docstring. ``resolver``: ``resolve``'s, asked for each
     conflicting worker in turn (refused: that worker alone is left out, in ``skipped``, and the
     merge goes on with the next); without one, ``resolve`` stops at the first conflict as ``auto``."""
+    strategy = request.strategy
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
-    under = job_prefix(prefix, root_id)
-    into = None
-    if target is None:
-        target = under + "result"
-    else:
-        target = branch_ref(target)
-        if not target.startswith(under):
-            raise ValidationError(f"refusing to merge into {target}: only branches under {under} belong to job {root_id}")
-        into = target.removeprefix("refs/heads/")
-    short = target.removeprefix("refs/heads/")
-    chosen = dict(commits or {})
-    names = [base, *(chosen.get(worker) or branch for worker, branch in branches)]
+    under = job_prefix(request.prefix, request.root_id)
+    target, into = request.destination(under)
+    any_merge = bool(request.branches) and strategy != MergeStrategy.MANUAL
     # The per-branch loop's processes: the first merge-tree starts now when the loop is certain,
     # while the names are read; the one that writes every commit, while the first merge runs.
     chained = _ChainedMerges(repo)
-    loop = bool(branches) and strategy != MergeStrategy.MANUAL and not fast_path
-    if loop:
+    if any_merge and not request.fast_path:
         chained.warm()
     try:
-        *infos, current = read_commits(repo, [*names, target])
-        for name, info in zip(names, infos):
-            if info is None:
-                raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
+        read = _read_inputs(repo, request, target)
     except BaseException:
         chained.close()
         raise
-    known = [info for info in infos if info]
-    old = current.oid if current else None
-    base_commit, oids = known[0].oid, [info.oid for info in known[1:]]
-    inputs = [(worker, branch, oid) for (worker, branch), oid in zip(branches, oids)]
-    sources = {w: Source(w, b, c, (tasks or {}).get(w, ""), (credits or {}).get(w)) for w, b, c in inputs}
-    told = _WhatChanged(repo, base_commit, inputs, background=bool(branches) and strategy != MergeStrategy.MANUAL)
+    told = _WhatChanged(repo, read.base, read.inputs, background=any_merge)
     writer = CommitWriter(repo, objects=lambda: told.objects)
     chained.meanwhile = writer.start  # while the first merge runs: git's writer, when it writes the commits
     try:
-        if strategy != MergeStrategy.MANUAL:
-            told.want_identity()
-            told.want_objects()
         if strategy == MergeStrategy.MANUAL:
-            tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
-            named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, inputs)]
-            report = predict_conflicts(repo, base, named)
-            command = " && ".join(f"git merge {b}" for _, b in named)
-            # An earlier merge's result goes: the branch never holds work this record does not list.
-            kept_in = remove_ref(repo, target, old, under=under) if into is None and old else None
-            removed = bool(into is None and old and kept_in is None)
-            left = tuple(w for w, _, _ in inputs)
-            return MergeOutcome(
-                strategy, base_commit, target, None, (), left, report, told.comparison, command, (), old, removed, kept_in
-            )
-
-        # Every commit of the job carries the newest input's date: a re-run makes the same ids.
-        when = f"{max(info.time for info in known)} +0000"
-        head, head_tree = base_commit, known[0].tree
-        already: set[str] = set()
-        if onto is not None:
-            start = read_commits(repo, [onto])[0]
-            if start is None:
-                raise ValidationError(f"{onto!r} is not a commit in {repo}")
-            head, head_tree, fast_path = start.oid, start.tree, False
-            already = squashed_in(repo, base_commit, head)
-        merged: list[str] = []
-        unchanged: list[str] = []
-        skipped: list[str] = []
-        conflicts: list[FileConflict] = []
-        resolutions: list[Resolution] = []
-        fast = (
-            _disjoint_merge(
-                repo, base_commit, inputs, told.files, when, root_id, strategy, sources, told.who, into, lambda: told.objects
-            )
-            if fast_path
-            else None
-        )
-        if fast:
-            head, merged, unchanged = fast
-            inputs = []  # all merged at once
-        if inputs:
-            chained.warm()
-        for index, (worker, _, commit) in enumerate(inputs):
-            # Squashed in as it passed its gates, or merged with its history (an older version's branch)
-            if commit in already or (onto is not None and is_ancestor(repo, commit, head)):
-                (merged if told.files[commit] else unchanged).append(worker)
-                continue
-            result = chained.merge(head, commit, more=index + 1 < len(inputs))
-            tree = result.tree
-            if result.clean and tree == head_tree:  # nothing the result does not hold already
-                unchanged.append(worker)
-                continue
-            if not result.clean:
-                earlier = list(merged)
-                if strategy == MergeStrategy.RESOLVE and resolver is not None:
-                    found = _conflicts(repo, result, told.changes, earlier, worker)
-                    done = resolver(Conflicted(worker, commit, head, tuple(found), tuple(earlier)))
-                    resolutions.append(done)
-                    if not done.accepted or done.tree is None:
-                        conflicts += [dataclasses.replace(c, refused=True) for c in found]
-                        skipped.append(worker)
-                        continue
-                    conflicts += [dataclasses.replace(c, resolved_by=conflict_text.RESOLVER) for c in found]
-                    tree = done.tree
-                elif strategy in (MergeStrategy.AUTO, MergeStrategy.RESOLVE):
-                    conflicts += _conflicts(repo, result, told.changes, earlier, worker)
-                    skipped = [w for w, _, _ in inputs[index:]]
-                    conflicts += _predict_rest(repo, head, inputs[index + 1 :], told.changes, merged)
-                    break
-                else:
-                    tree, hunks = _resolve_theirs(repo, result)
-                    conflicts += _conflicts(repo, result, told.changes, earlier, worker, hunks, resolved_by=worker)
-            message = sources[worker].message(root_id, strategy, into)
-            head, head_tree = writer.commit(tree, head, message, when, told.who), tree
-            merged.append(worker)
+            return _manual(repo, request, read, told.comparison, target, removable=into is None)
+        told.want_identity()
+        told.want_objects()
+        run = _Merge(repo, request, read, told, writer, into)
+        run.merge(chained, resolver)
     except BaseException:
         writer.close(kill=True)
         raise
@@ -690,21 +641,146 @@ def merge_branches(
     writer.close()
     comparison = told.comparison
     failpoints.hit("merge_before_update_ref")
-    if head != old:
-        update_ref(repo, target, head, old, under=under)
+    if run.head != read.old:
+        update_ref(repo, target, run.head, read.old, under=under)
+    return run.outcome(target, comparison)
+
+
+def _manual(
+    repo: str | Path, request: MergeRequest, read: _Inputs, comparison: tuple[WorkerChanges, ...], target: str, removable: bool
+) -> MergeOutcome:
+    """``manual``: nothing merged; the conflicts the branches would meet predicted and the command
+    that merges them told. An earlier merge's result branch goes (``removable``: the job's own, not
+    a named target): the branch never holds work this record does not list."""
+    branches, old = request.branches, read.old
+    tips = read_commits(repo, [b for _, b in branches])  # a branch's name where its tip is the commit merged
+    named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, read.inputs)]
+    report = predict_conflicts(repo, request.base, named)
+    command = " && ".join(f"git merge {b}" for _, b in named)
+    under = job_prefix(request.prefix, request.root_id)
+    kept_in = remove_ref(repo, target, old, under=under) if removable and old else None
+    removed = bool(removable and old and kept_in is None)
+    left = tuple(w for w, _, _ in read.inputs)
     return MergeOutcome(
-        strategy,
-        base_commit,
-        target,
-        head,
-        tuple(merged),
-        tuple(skipped),
-        tuple(conflicts),
-        comparison,
-        f"git merge {short}",
-        tuple(unchanged),
-        resolutions=tuple(resolutions),
+        request.strategy, read.base, target, None, (), left, report, comparison, command, (), old, removed, kept_in
     )
+
+
+class _Merge:
+    """One merge's run past its reads: the result so far (``head``, its ``tree``), and what became
+    of each worker: merged (a commit on the result, or already in it), unchanged (nothing to add),
+    skipped (a conflict), with the conflicts met and the resolutions asked for."""
+
+    def __init__(
+        self, repo: str | Path, request: MergeRequest, read: _Inputs, told: _WhatChanged, writer: CommitWriter, into: str | None
+    ) -> None:
+        self.repo, self.request, self.told, self.writer, self.into = repo, request, told, writer, into
+        self.base, self.inputs = read.base, read.inputs
+        self.sources = request.sources(read.inputs)
+        # Every commit of the job carries the newest input's date: a re-run makes the same ids.
+        self.when = f"{read.newest} +0000"
+        self.head, self.tree = read.base, read.base_tree
+        self.already: set[str] = set()  # workers' commits squashed into ``onto`` already
+        self.merged: list[str] = []
+        self.unchanged: list[str] = []
+        self.skipped: list[str] = []
+        self.conflicts: list[FileConflict] = []
+        self.resolutions: list[Resolution] = []
+
+    def merge(self, chained: _ChainedMerges, resolver: Resolver | None) -> None:
+        """Every worker merged onto the result, or until a conflict stops the merge: the fast path's
+        commits at once where it applies, then the per-branch loop (``chained``'s merge-trees)."""
+        self._start(chained)
+        for index in range(len(self.inputs)):
+            if not self._one(chained, index, resolver):
+                break
+
+    def _start(self, chained: _ChainedMerges) -> None:
+        """From ``onto`` when asked (no fast path then); else, disjoint branches all in one go
+        where the fast path applies (``_disjoint_merge``). What is left for the loop: ``inputs``."""
+        fast_path, onto = self.request.fast_path, self.request.onto
+        if onto is not None:
+            start = read_commits(self.repo, [onto])[0]
+            if start is None:
+                raise ValidationError(f"{onto!r} is not a commit in {self.repo}")
+            self.head, self.tree, fast_path = start.oid, start.tree, False
+            self.already = squashed_in(self.repo, self.base, self.head)
+        if fast_path:
+            told, request = self.told, self.request
+            chain = _Chain(request.root_id, request.strategy, self.sources, self.into, told.who, self.when)
+            fast = _disjoint_merge(self.repo, self.base, self.inputs, told.files, chain, lambda: told.objects)
+            if fast:
+                self.head, self.merged, self.unchanged = fast
+                self.inputs = []  # all merged at once
+        if self.inputs:
+            chained.warm()
+
+    def _one(self, chained: _ChainedMerges, index: int, resolver: Resolver | None) -> bool:
+        """Merge the ``index``-th worker onto the result; False: the merge stops here."""
+        worker, _, commit = self.inputs[index]
+        # Squashed in as it passed its gates, or merged with its history (an older version's branch)
+        if commit in self.already or (self.request.onto is not None and is_ancestor(self.repo, commit, self.head)):
+            (self.merged if self.told.files[commit] else self.unchanged).append(worker)
+            return True
+        result = chained.merge(self.head, commit, more=index + 1 < len(self.inputs))
+        tree = result.tree
+        if result.clean and tree == self.tree:  # nothing the result does not hold already
+            self.unchanged.append(worker)
+            return True
+        if not result.clean:
+            strategy, earlier = self.request.strategy, list(self.merged)
+            if strategy == MergeStrategy.RESOLVE and resolver is not None:
+                resolved = self._resolve(result, worker, commit, earlier, resolver)
+                if resolved is None:
+                    return True  # refused: this worker alone is left out, the merge goes on
+                tree = resolved
+            elif strategy in (MergeStrategy.AUTO, MergeStrategy.RESOLVE):
+                self._stop(result, index, earlier)
+                return False
+            else:
+                tree, hunks = _resolve_theirs(self.repo, result)
+                self.conflicts += _conflicts(self.repo, result, self.told.changes, earlier, worker, hunks, resolved_by=worker)
+        message = self.sources[worker].message(self.request.root_id, self.request.strategy, self.into)
+        self.head, self.tree = self.writer.commit(tree, self.head, message, self.when, self.told.who), tree
+        self.merged.append(worker)
+        return True
+
+    def _resolve(self, result: _TreeMerge, worker: str, commit: str, earlier: list[str], resolver: Resolver) -> str | None:
+        """``resolve``: the resolver's tree for the conflicting worker; None when it refused (the
+        worker is skipped, its conflicts marked refused)."""
+        found = _conflicts(self.repo, result, self.told.changes, earlier, worker)
+        done = resolver(Conflicted(worker, commit, self.head, tuple(found), tuple(earlier)))
+        self.resolutions.append(done)
+        if not done.accepted or done.tree is None:
+            self.conflicts += [dataclasses.replace(c, refused=True) for c in found]
+            self.skipped.append(worker)
+            return None
+        self.conflicts += [dataclasses.replace(c, resolved_by=conflict_text.RESOLVER) for c in found]
+        return done.tree
+
+    def _stop(self, result: _TreeMerge, index: int, earlier: list[str]) -> None:
+        """``auto`` (or ``resolve`` with no resolver) at the first conflict: this worker and the rest
+        are skipped, and what each of the rest would conflict on against the result is predicted."""
+        worker, changes = self.inputs[index][0], self.told.changes
+        self.conflicts += _conflicts(self.repo, result, changes, earlier, worker)
+        self.skipped = [w for w, _, _ in self.inputs[index:]]
+        self.conflicts += _predict_rest(self.repo, self.head, self.inputs[index + 1 :], changes, self.merged)
+
+    def outcome(self, target: str, comparison: tuple[WorkerChanges, ...]) -> MergeOutcome:
+        """The merge's outcome, once its result is at ``target``."""
+        return MergeOutcome(
+            self.request.strategy,
+            self.base,
+            target,
+            self.head,
+            tuple(self.merged),
+            tuple(self.skipped),
+            tuple(self.conflicts),
+            comparison,
+            f"git merge {target.removeprefix('refs/heads/')}",
+            tuple(self.unchanged),
+            resolutions=tuple(self.resolutions),
+        )
 
 
 def integrate(

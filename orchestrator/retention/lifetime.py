@@ -13,7 +13,7 @@ result branch    ``<prefix><root id>/result`` stays until the job is deleted wit
 
 Only a finished root tree is touched (the rule is prune.refusal's, on the records on disk, which
 say finished only after the tree's landing is done), only worktrees git lists as the tree's
-(worktree.job_worktrees), and never a ref: removing a worktree moves no branch. The server
+(retiring.job_worktrees), and never a ref: removing a worktree moves no branch. The server
 applies it at a landing that moved the user's branch and at each retention pass; ``prune``
 lists it (a dry run) and applies it with ``--yes``.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkouts.worktree import job_worktrees, prune_stale, remove_job_worktrees
+from ..checkouts.retiring import job_worktrees, prune_stale, remove_job_worktrees
 from ..config import Isolation
 from ..errors import OrchestratorError
 from ..git import gitrefs

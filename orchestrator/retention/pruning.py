@@ -15,7 +15,7 @@ never touched:
   re-adopted at its next start) is kept too.
 
 Each way, a worktree job's worktrees and its branches under ``<git.branch_prefix><root id>/``
-go with its folder, by the same removal (worktree.remove_worktrees), keeping its result
+go with its folder, by the same removal (retiring.remove_worktrees), keeping its result
 branch (``DELETE ...?branches=all`` removes that too); nothing outside the prefix is removed.
 Every deletion is ``delete_tree``: the folder is set aside first, in one rename, so a crash
 never leaves a tree half listed, and a server finishes at its start what a crash cut short.
@@ -147,7 +147,7 @@ def candidates(workspace: Any, older_than: float, statuses: Iterable[str], now: 
 def delete_offline(workspace: Any, root_id: str, settings: Settings | None = None) -> str | None:
     """With no server: delete the tree unless ``refusal`` (on its records) or a live process
     of it says no, with its worktrees and branches as the server's delete removes them
-    (worktree.remove_worktrees: its result branch stays; ``settings`` finds the repository).
+    (retiring.remove_worktrees: its result branch stays; ``settings`` finds the repository).
     Returns why it was kept, or None when deleted."""
     from ..process import procscan  # psutil / the process table: only this path needs it
 
@@ -167,7 +167,7 @@ def delete_offline(workspace: Any, root_id: str, settings: Settings | None = Non
         )
     checkout = None
     if settings is not None and root.config.isolation == Isolation.WORKTREE:
-        from ..checkouts.worktree import make_checkout
+        from ..checkouts.isolated import make_checkout
 
         checkout = make_checkout(settings, workspace)
     delete_job(workspace, root, checkout)

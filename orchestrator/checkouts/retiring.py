@@ -1,0 +1,252 @@
+"""Worktrees removed: a finished worker's, in the background (``Retirer``, one per repository:
+``retirer_of``, ``flush_retired``), a deleted job tree's with its branches (``remove_worktrees``,
+``job_worktrees``, ``remove_job_worktrees``), and at start the admin entries of this workspace's
+worktrees whose folders are gone (``prune_stale``). Never a worktree of the user's, never a ref
+outside a job's prefix. The worktrees themselves are made by checkouts/worktree.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import OrchestratorError
+from ..git import gitrefs
+from ..git.gitcmd import GitFailed
+from ..git.gitrefs import Deleted
+from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
+from ..workspace.layout import Workspace
+
+log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
+
+RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits
+
+
+class Retirer:
+    """Removes finished workers' worktrees on one background thread, in batches: each folder is
+    first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
+    then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
+    renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
+    and deleted after it, so a git operation waiting for that lock waits for no deletion. What
+    ``git worktree remove`` does, without its checks for changes (the work is committed) and its
+    process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self._cond = threading.Condition()
+        self._queue: list[Path] = []
+        self._pending: set[Path] = set()  # queued or being removed
+        self._thread: threading.Thread | None = None
+        self.removed = 0
+        self.backlog = RETIRE_BACKLOG
+
+    def put(self, directory: Path) -> None:
+        with self._cond:
+            if directory in self._pending:
+                return
+            self._pending.add(directory)
+            self._queue.append(directory)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="worktree-retirer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait_for(self, directory: Path) -> None:
+        """Until ``directory`` is no longer queued nor being removed."""
+        with self._cond:
+            while directory in self._pending:
+                self._cond.wait(1.0)
+
+    def wait_below(self) -> None:
+        """Until fewer than ``backlog`` worktrees wait for removal: with workers that finish faster
+        than their worktrees can be deleted, live worktrees stay bounded by the workers running
+        plus this backlog."""
+        with self._cond:
+            while len(self._pending) >= self.backlog:
+                self._cond.wait(1.0)
+
+    def flush(self) -> None:
+        """Until everything queued so far is removed (before a tree's clean-up lists its worktrees)."""
+        with self._cond:
+            while self._pending:
+                self._cond.wait(1.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if not self._cond.wait(30.0) and not self._queue:
+                        self._thread = None  # idle: a later put starts another
+                        return
+                batch, self._queue = self._queue, []
+            try:
+                self._remove(batch)
+            except Exception:
+                log.exception("could not remove %d finished worktree(s)", len(batch))
+            finally:
+                with self._cond:
+                    self._pending.difference_update(batch)
+                    self._cond.notify_all()
+
+    def _remove(self, batch: list[Path]) -> None:
+        admins = []
+        for directory in batch:
+            admin = linked_git_dir(directory)
+            if admin is None:
+                continue
+            try:
+                named = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+            except OSError:
+                continue
+            if named != directory / ".git" and named.resolve() != (directory / ".git").resolve():
+                continue  # not this folder's entry: never touch another worktree's
+            aside = directory.with_name(f".retired_{directory.name}_{os.getpid()}_{threading.get_ident()}")
+            try:
+                os.rename(directory, aside)
+            except OSError:
+                log.warning("could not remove finished worktree %s", directory, exc_info=True)
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+            admins.append(admin)
+        if not admins:
+            return
+        # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
+        # never meets a half-deleted entry), under the lock git's own adds and removes take
+        # (gitwork.repo_op); deleted after it.
+        gone = []
+        with repo_lock(self.repo):
+            for admin in admins:
+                aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
+                try:
+                    os.rename(admin, aside)
+                    gone.append(aside)
+                except OSError:
+                    log.warning("could not remove the worktree entry %s", admin, exc_info=True)
+        for aside in gone:
+            shutil.rmtree(aside, ignore_errors=True)
+        self.removed += len(gone)
+
+
+_RETIRERS: dict[str, Retirer] = {}
+_RETIRERS_GUARD = threading.Lock()
+
+
+def retirer_of(repo: Path) -> Retirer:
+    """The one Retirer of a repository in this server."""
+    with _RETIRERS_GUARD:
+        return _RETIRERS.setdefault(str(repo.resolve()), Retirer(repo))
+
+
+def flush_retired(repo: Path) -> None:
+    """Wait for the finished worktrees queued for removal in ``repo``, if any."""
+    with _RETIRERS_GUARD:
+        found = _RETIRERS.get(str(repo.resolve()))
+    if found is not None:
+        found.flush()
+
+
+def remove_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str, all_branches: bool = False) -> Deleted:
+    """A deleted job's worktrees and branches: every worktree of the repository on a branch
+    under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
+    hand included: its admin entry goes too), then the branches under that prefix in one
+    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
+    ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
+    checked out in a worktree of their own stays."""
+    remove_job_worktrees(repo, settings, workspace, root_id)
+    with repo_lock(repo):
+        deleted = gitrefs.delete_job_refs(repo, settings.git.branch_prefix, root_id, keep_result=not all_branches)
+    if deleted.checked_out:
+        log.warning(
+            "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
+            "delete them with git branch -D)",
+            root_id,
+            ", ".join(deleted.checked_out),
+        )
+    return deleted
+
+
+def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """The paths of the repository's worktrees that are a job tree's: on a branch under
+    ``<prefix><root id>/`` inside the workspace, or inside the tree's folder (one deleted by hand
+    included). Never a worktree of the user's, wherever its branch."""
+    prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
+    tree = workspace.job_dir(root_id).resolve()
+    found = []
+    for entry in worktree_list(repo):
+        ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], workspace.root)
+        if ours or _inside(entry["worktree"], tree):
+            found.append(entry["worktree"])
+    return found
+
+
+def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> list[str]:
+    """Remove a job tree's worktrees (``job_worktrees``), folders and git's entries; their
+    branches stay. Returns the paths removed."""
+    flush_retired(repo)  # a finished worker's worktree being removed meanwhile is done first
+    removed = []
+    for path in job_worktrees(repo, settings, workspace, root_id):
+        try:
+            repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", path)
+            removed.append(path)
+        except GitError:
+            log.warning("could not remove worktree %s", path, exc_info=True)
+    return removed
+
+
+def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
+    """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
+    the workspace whose folders are gone (a job folder deleted by hand, a server killed
+    mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
+    worktree whose folder is only away for now (an unmounted disk), so each entry is removed
+    by its path. Returns the paths whose entries went."""
+    flush_retired(repo)
+    _sweep_retired(repo)
+    pruned = []
+    for entry in worktree_list(repo):
+        dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
+        if dead and _inside(entry["worktree"], workspace_root.resolve()):
+            try:
+                repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
+                pruned.append(entry["worktree"])
+            except GitError:
+                log.warning("could not prune the worktree entry of %s", entry["worktree"], exc_info=True)
+    return pruned
+
+
+def _sweep_retired(repo: Path) -> None:
+    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete, and entries
+    gitwork.add_worktree was writing aside (a server stopped in between): deleted, unless their
+    server (the pid in the name) still runs, or is this one and is still adding."""
+    try:
+        common = common_dir(repo)
+        leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
+    except (GitFailed, OrchestratorError, OSError):
+        return
+    for folder in leftovers:
+        parts = folder.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            pid = int(parts[1])
+            if (pid != os.getpid() and _alive(pid)) or (pid == os.getpid() and "-adding-" in folder.name):
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
