@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.checkouts.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, ignored_made
+from orchestrator.checkouts.bootstrap import MAX_KEPT, PortPool, SetupFailed, _escape, bindable, ignored_made
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.git.sandboxed import CheckoutGit
@@ -182,11 +182,26 @@ def test_a_range_without_a_free_port_fails_the_worker_before_any_attempt(hosted)
     assert w.exit_reason.startswith(f"no free port in git.port_range {port}-{port}") and "widen git.port_range" in w.error
 
 
-def test_the_port_pool_skips_ports_held_by_live_workers_or_in_use_and_reuses_released_ones():
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+def _busy_first_of_three() -> tuple[socket.socket, int]:
+    """A listening socket on a port whose two neighbours are free, below the kernel's ephemeral range
+    (an ephemeral port's neighbours are handed to other tests' connections at any moment)."""
+    for low in range(20_000, 32_000, 7):
+        busy = socket.socket()
+        try:
+            busy.bind(("127.0.0.1", low))
+        except OSError:
+            busy.close()
+            continue
         busy.listen()
-        taken = busy.getsockname()[1]
+        if all(bindable(low + i) for i in (1, 2)):
+            return busy, low
+        busy.close()
+    raise AssertionError("no three free consecutive ports on 127.0.0.1 between 20000 and 32000")
+
+
+def test_the_port_pool_skips_ports_held_by_live_workers_or_in_use_and_reuses_released_ones():
+    busy, taken = _busy_first_of_three()
+    with busy:
         pool = PortPool(f"{taken}-{taken + 2}")
         a, b = pool.reserve("a"), pool.reserve("b")
         assert {a, b} == {taken + 1, taken + 2} and pool.reserve("a") == a
