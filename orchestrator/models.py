@@ -444,6 +444,14 @@ class WorkerRecord:
         return cls(**known)
 
 
+class ApprovalDecision(StrEnum):
+    """What a person (or a cancel) decides for a job waiting for approval (delivery/approval.py)."""
+
+    APPROVE = "approve"  # it lands, with the status its workers earned
+    REJECT = "reject"  # nothing merged, it ends failed
+    CANCEL = "cancel"  # nothing merged, it ends cancelled (a cancel of the waiting job; no link)
+
+
 class ApprovalState(StrEnum):
     """Where a root job's approval stands."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.api.catalogue import OPERATIONS, TAGS
 from orchestrator.api.openapi import openapi_document
-from orchestrator.delivery import approval
+from orchestrator.webhooks import approval_links
 
 from .conftest import API_KEY, wait_until
 from .helpers.approval import Served, waiting_job
@@ -109,7 +109,7 @@ def test_every_example_body_is_accepted_by_its_route_on_a_live_server(tmp_path):
         answer = send("post", "/api/v1/jobs/{job_id}/reject", rejected, json=examples[("post", "/api/v1/jobs/{job_id}/reject")])
         assert answer.status_code == 200 and answer.json()["status"] == "failed", answer.text
         linked, _ = waiting_job(served)
-        proof = parse_qs(urlsplit(approval.links(API_KEY, linked, time.time(), 600)["reject"]).query)
+        proof = parse_qs(urlsplit(approval_links.links(API_KEY, linked, time.time(), 600)["reject"]).query)
         form = {**examples[("post", "/approval/{job_id}/{action}")], "expires": proof["expires"][0], "token": proof["token"][0]}
         answer = send("post", "/approval/{job_id}/{action}", linked, data=form)
         assert answer.status_code == 200 and "Rejected" in answer.text, answer.text

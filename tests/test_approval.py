@@ -18,10 +18,10 @@ import pytest
 from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.progress import ProgressView, closing_lines
 from orchestrator.cli.scripts import RET_WAITING, exit_code, follow_api
-from orchestrator.delivery import approval
 from orchestrator.errors import Forbidden
 from orchestrator.models import JobStatus
 from orchestrator.reports.status_document import status_table
+from orchestrator.webhooks import approval_links
 
 from .conftest import API_KEY
 from .helpers import approval as approval_helpers
@@ -211,7 +211,7 @@ def test_approve_and_reject_are_admin_only_404_for_an_unknown_job_and_409_for_a_
 def test_a_signed_link_shows_a_confirmation_page_and_its_post_approves(served):
     job_id, _ = waiting_job(served)
     now = time.time()
-    paths = approval.links(API_KEY, job_id, now, 600)
+    paths = approval_links.links(API_KEY, job_id, now, 600)
     assert API_KEY not in paths["approve"] and API_KEY not in paths["reject"]
     page = served.call("GET", paths["approve"], key=None)
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"], page.text
@@ -230,7 +230,7 @@ def test_a_signed_link_shows_a_confirmation_page_and_its_post_approves(served):
 
 def test_a_signed_reject_link_needs_a_reason_and_rejects(served):
     job_id, _ = waiting_job(served)
-    path = approval.links(API_KEY, job_id, time.time(), 600)["reject"]
+    path = approval_links.links(API_KEY, job_id, time.time(), 600)["reject"]
     query = parse_qs(urlsplit(path).query)
     form = {"expires": query["expires"][0], "token": query["token"][0]}
     page = served.call("GET", path, key=None)
@@ -245,8 +245,8 @@ def test_a_link_for_another_job_expired_or_tampered_is_refused(served):
     job_id, _ = waiting_job(served)
     other, _ = waiting_job(served)
     now = time.time()
-    secret = approval.link_secret(API_KEY)
-    good = approval.links(API_KEY, job_id, now, 600)["approve"]
+    secret = approval_links.link_secret(API_KEY)
+    good = approval_links.links(API_KEY, job_id, now, 600)["approve"]
     query = parse_qs(urlsplit(good).query)
     expires, token = query["expires"][0], query["token"][0]
     cases = {
@@ -254,10 +254,10 @@ def test_a_link_for_another_job_expired_or_tampered_is_refused(served):
         "the reject action with the approve token": f"/approval/{job_id}/reject?expires={expires}&token={token}",
         "a longer expiry": f"/approval/{job_id}/approve?expires={int(expires) + 3600}&token={token}",
         "a changed token": f"/approval/{job_id}/approve?expires={expires}&token={token[:-1]}{'0' if token[-1] != '0' else '1'}",
-        "expired": approval.link_path(secret, job_id, "approve", int(now) - 1),
+        "expired": approval_links.link_path(secret, job_id, "approve", int(now) - 1),
         "no token": f"/approval/{job_id}/approve?expires={expires}",
-        "signed with another key": approval.link_path(
-            approval.link_secret("another-key-" * 3), job_id, "approve", int(now) + 600
+        "signed with another key": approval_links.link_path(
+            approval_links.link_secret("another-key-" * 3), job_id, "approve", int(now) + 600
         ),
         "an unknown action": f"/approval/{job_id}/merge?expires={expires}&token={token}",
         "a token that is not hex": f"/approval/{job_id}/approve?expires={expires}&token={'é' * 64}",
@@ -278,13 +278,13 @@ def test_a_link_for_another_job_expired_or_tampered_is_refused(served):
 
 
 def test_the_link_signing_function_checks_what_it_signed():
-    secret = approval.link_secret("k" * 32)
-    token = approval.sign_link(secret, "0123456789ab", "approve", 2_000_000_000)
+    secret = approval_links.link_secret("k" * 32)
+    token = approval_links.sign_link(secret, "0123456789ab", "approve", 2_000_000_000)
     assert re.fullmatch(r"[0-9a-f]{64}", token) and "k" * 32 not in token
-    approval.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=1_999_999_999)
+    approval_links.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=1_999_999_999)
     with pytest.raises(Forbidden, match="expired"):
-        approval.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=2_000_000_001)
+        approval_links.check_link(secret, "0123456789ab", "approve", "2000000000", token, now=2_000_000_001)
     with pytest.raises(Forbidden, match="another job"):
-        approval.check_link(secret, "0123456789ac", "approve", "2000000000", token, now=0)
+        approval_links.check_link(secret, "0123456789ac", "approve", "2000000000", token, now=0)
     with pytest.raises(ValueError):
-        approval.sign_link(secret, "0123456789ab", "merge", 1)
+        approval_links.sign_link(secret, "0123456789ab", "merge", 1)

@@ -691,7 +691,7 @@ def test_a_sandboxed_worker_sees_no_other_tree_of_the_workspace_nor_the_outbox(a
     """Issue 36 item 7. Another tree's log and job record (its tasks), the webhook outbox (a waiting job's signed
     approval links, as the real outbox writes them), the job index and a sibling worker's record:
     none is in the worker's sandbox, whose workspace shows its own tree only."""
-    from orchestrator.delivery.approval import links as approval_links
+    from orchestrator.webhooks.approval_links import links as approval_links
     from orchestrator.webhooks.outbox import Delivery, Outbox
 
     engine = arena.engine("on")

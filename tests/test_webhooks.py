@@ -497,7 +497,7 @@ def test_a_job_waiting_for_approval_sends_job_waiting_and_its_end_once_approved(
     # approved another tree's job): the file holds the link unsigned, the receiver a valid one.
     from urllib.parse import parse_qs, urlsplit
 
-    from orchestrator.delivery.approval import check_link, link_secret
+    from orchestrator.webhooks.approval_links import check_link, link_secret
     from orchestrator.workspace.layout import webhook_deliveries
 
     query = parse_qs(urlsplit(approve).query)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..delivery.approval import ACTIONS, EXPIRES, MAX_REASON, TOKEN, Decision
+from ..delivery.approval import MAX_REASON
+from ..models import ApprovalDecision
+from ..webhooks.approval_links import ACTIONS, EXPIRES, TOKEN
 from .tasks_openapi import ERROR, NOT_BLANK
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_REASON, "pattern": NOT_BLANK}  # a note or a reason
@@ -22,10 +24,10 @@ def _errors(*codes: int) -> dict[str, Any]:
 def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[str, Any]:
     """The routes' paths; ``job_id``: the path parameter, ``status_ref``: the status document's response."""
     paths: dict[str, Any] = {}
-    for action, body in ((Decision.APPROVE, "Approve"), (Decision.REJECT, "Reject")):
+    for action, body in ((ApprovalDecision.APPROVE, "Approve"), (ApprovalDecision.REJECT, "Reject")):
         done = (
             "it lands and ends with the status its workers earned"
-            if action == Decision.APPROVE
+            if action == ApprovalDecision.APPROVE
             else "nothing is merged, it ends failed"
         )
         paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
@@ -34,7 +36,7 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
                 "409 when it is not waiting",
                 "parameters": [job_id],
                 "requestBody": {
-                    "required": action == Decision.REJECT,
+                    "required": action == ApprovalDecision.REJECT,
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
                 },
                 "responses": {"200": status_ref, **_errors(400, 401, 403, 404, 409, 422)},
@@ -44,7 +46,7 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
     form = {"type": "object", "properties": {**PROOF, "note": TEXT, "reason": TEXT}, "required": ["expires", "token"]}
     paths["/approval/{job_id}/{action}"] = {
         "get": {
-            "description": "a signed approval link's confirmation page (approval.links: no key, an expiring HMAC token)",
+            "description": "a signed approval link's confirmation page (webhooks/approval_links.py: no key, an expiring HMAC token)",
             **link,
             "parameters": [
                 job_id,

@@ -9,9 +9,8 @@ from typing import Protocol
 
 from .. import states
 from ..delivery import approval
-from ..delivery.approval import Decision
 from ..errors import Conflict
-from ..models import JobRecord, JobStatus
+from ..models import ApprovalDecision, JobRecord, JobStatus
 from .context import EngineContext
 from .queries import Queries
 from .reporting import Reporting
@@ -56,7 +55,7 @@ class Approvals:
             self.announce.line(job, f"job {job.id} waiting for approval: nothing merged yet")
             self.tables.notify_all()
 
-    def decide(self, job_id: str, action: Decision, text: str = "") -> JobRecord:
+    def decide(self, job_id: str, action: ApprovalDecision, text: str = "") -> JobRecord:
         """``action`` (approve, reject, cancel) on a waiting root job: approve lands it and it ends
         with the status its workers earned; reject ends it failed, cancel cancelled, nothing merged.
         Conflict (409) when it is not waiting, or another decision is being carried out."""
@@ -69,9 +68,9 @@ class Approvals:
             status, record, note = approval.decision(job, action, text, now)
             job.approval = record
             job.notes.append(note)
-            if action == Decision.REJECT:
+            if action == ApprovalDecision.REJECT:
                 job.error = f"rejected: {text}"
             self.announce.line(job, f"job {job.id} {note}")
             self.tables.ending[job.id] = (status, now)
-        self.conclude(job, land=action == Decision.APPROVE)
+        self.conclude(job, land=action == ApprovalDecision.APPROVE)
         return self.queries.get_job(job_id)

@@ -34,10 +34,9 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
-from ..delivery.approval import Decision
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
-from ..models import EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process import supervisor
 from ..process.admission import MemoryAdmission, MemoryProbe
 from ..process.executor import Executor
@@ -470,7 +469,7 @@ class Engine:
         for live in never_started:
             self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (delivery/approval.py)
-            self.approvals.decide(job.id, Decision.CANCEL)
+            self.approvals.decide(job.id, ApprovalDecision.CANCEL)
         return self.queries.get_job(job_id)
 
     @locked_only

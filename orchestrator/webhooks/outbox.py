@@ -3,7 +3,7 @@
 try. A pending file is sent again after a restart; finished ones are kept for the listing
 (``webhooks.keep_deliveries``, oldest dropped first). Files hold no secret: a delivery names its
 endpoint by URL, and the sender looks the secret up in the settings at each try; a waiting job's
-approval links are kept unsigned and signed at each try (delivery/approval.py's ``sign_unsigned``),
+approval links are kept unsigned and signed at each try (approval_links.py's ``sign_unsigned``),
 so no file holds a link that approves a job. (The folder is also out of every worker's sandbox:
 workers/confinement.py shows a worker an empty workspace but for its own paths.)
 

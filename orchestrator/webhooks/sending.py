@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..config.hooks import WebhookEvent
-from ..delivery.approval import sign_unsigned, unsigned_links
 from ..events import Event
 from ..models import JobRecord, WorkerRecord
 from . import event_types as events
+from .approval_links import sign_unsigned, unsigned_links
 from .outbox import Delivery, DeliveryState, Outbox, new_id
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -85,9 +85,7 @@ class Webhooks:
         if worker is not None:
             payload["worker"] = worker
         payload["links"] = events.links(job, self.api_url)
-        if (
-            kind == WebhookEvent.JOB_WAITING and self._approval[0]
-        ):  # approve or reject from the payload (delivery/approval.py's signed links)
+        if kind == WebhookEvent.JOB_WAITING and self._approval[0]:  # approve or reject from the payload (approval_links.py)
             base = (self.api_url() or "").rstrip("/")
             # Signed when sent (attempt), never in the outbox's files: a signed link approves the job.
             unsigned = unsigned_links(job.id, now, self._approval[1])
