@@ -39,6 +39,7 @@ import ctypes
 import fcntl
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -57,6 +58,7 @@ from orchestrator.process import backends, sandbox, shim  # noqa: E402
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 NS_GET_USERNS = 0xB701  # ioctl: the user namespace owning a namespace
 PORT = 3128
+WAIT = 30.0  # seconds any one step may take before the probe says which one hung, instead of hanging
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -100,8 +102,12 @@ def listen_inside(pid: int) -> socket.socket:
         finally:
             os._exit(code)
     child.close()
+    parent.settimeout(WAIT)
     try:
         message, fds, _, _ = socket.recv_fds(parent, 1024, 1)
+    except TimeoutError:
+        os.kill(helper, 9)
+        raise OSError(f"the helper said nothing in {WAIT:.0f} s (killed)") from None
     finally:
         parent.close()
         os.waitpid(helper, 0)
@@ -128,6 +134,8 @@ def start_held(folder: Path, command: list[str], *, serve: bool = False) -> int:
         with os.fdopen(info_r, "rb", buffering=0) as info:
             said = b""
             while b"}" not in said:  # bubblewrap's JSON object, written once its namespaces are made
+                if not select.select([info], [], [], WAIT)[0]:
+                    raise OSError(f"bubblewrap said no child pid in {WAIT:.0f} s")
                 chunk = info.read(4096)
                 if not chunk:
                     raise OSError(f"bubblewrap said no child pid: {said!r}")
@@ -143,15 +151,24 @@ def start_held(folder: Path, command: list[str], *, serve: bool = False) -> int:
         os.write(block_w, b"x")
         os.close(block_w)
         if serve:
-            listener.settimeout(10)
+            listener.settimeout(WAIT)
             conn, _ = listener.accept()
             with conn:
                 conn.sendall(b"from outside\n")
-    return proc.wait(timeout=30)
+    return _wait(proc, command)
 
 
 def start_plain(folder: Path, command: list[str], env: dict[str, str] | None = None) -> int:
-    return subprocess.Popen(argv_of(folder, command), env=env).wait()
+    return _wait(subprocess.Popen(argv_of(folder, command), env=env), command)
+
+
+def _wait(proc: subprocess.Popen[bytes], command: list[str]) -> int:
+    try:
+        return proc.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise OSError(f"a sandboxed {command[0]} did not exit in {WAIT:.0f} s (killed)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
