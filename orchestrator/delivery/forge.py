@@ -10,7 +10,7 @@ message, record or log line carries it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -51,28 +51,42 @@ def session(retries: int = 3) -> requests.Session:
     return s
 
 
-def propose(
-    forge: str,
-    api_url: str,
-    repo: str,
-    token: str,
-    *,
-    head: str,
-    base: str,
-    title: str,
-    body: str,
-    number: int | None = None,
-    http: requests.Session | None = None,
-) -> PullRequest:
-    """Open a draft pull request from ``head`` into ``base``, or update the one numbered ``number``
-    (or found open for ``head``) with this title and body."""
+@dataclass(frozen=True)
+class ForgeProject:
+    """Where a pull request goes: the forge, its API (empty: the public one), the project
+    (OWNER/NAME on GitHub, its path or id on GitLab) and the token that may write there."""
+
+    forge: schema.PullRequestForge
+    api_url: str
+    repo: str
+    token: str = field(repr=False)
+
+    @property
+    def api(self) -> str:
+        return (self.api_url or DEFAULT_API[self.forge]).rstrip("/")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A draft pull request from ``head`` into ``base``; ``number``: the one to update (None: the
+    one found open for ``head``, or a new one)."""
+
+    head: str
+    base: str
+    title: str
+    body: str
+    number: int | None = None
+
+
+def propose(project: ForgeProject, proposal: Proposal, http: requests.Session | None = None) -> PullRequest:
+    """Open a draft pull request, or update the one numbered ``proposal.number`` (or found open for
+    its head) with this title and body."""
     http = http or session()
-    api = (api_url or DEFAULT_API[forge]).rstrip("/")
-    if forge == schema.PullRequestForge.GITHUB:
-        return _github(http, api, repo, token, head, base, title, body, number)
-    if forge == schema.PullRequestForge.GITLAB:
-        return _gitlab(http, api, repo, token, head, base, title, body, number)
-    raise ForgeError(f"unknown forge {forge!r}: github or gitlab")
+    if project.forge == schema.PullRequestForge.GITHUB:
+        return _github(http, project, proposal)
+    if project.forge == schema.PullRequestForge.GITLAB:
+        return _gitlab(http, project, proposal)
+    raise ForgeError(f"unknown forge {project.forge!r}: github or gitlab")
 
 
 def _call(http: requests.Session, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
@@ -89,45 +103,40 @@ def _call(http: requests.Session, method: str, url: str, headers: dict[str, str]
         raise ForgeError(f"{method} {shown} answered {answer.status_code} without JSON") from None
 
 
-def _github(
-    http: requests.Session, api: str, repo: str, token: str, head: str, base: str, title: str, body: str, number: int | None
-) -> PullRequest:
+def _github(http: requests.Session, project: ForgeProject, p: Proposal) -> PullRequest:
     headers = {
-        "Authorization": f"Bearer {token}",
+        "Authorization": f"Bearer {project.token}",
         "Accept": "application/vnd.github+json",
         "X-GitHub-Api-Version": "2022-11-28",
     }
-    pulls = f"{api}/repos/{repo}/pulls"
+    pulls = f"{project.api}/repos/{project.repo}/pulls"
+    number = p.number
     if number is None:
-        owner = repo.split("/", 1)[0]
-        found = _call(http, "GET", pulls, headers, params={"head": f"{owner}:{head}", "state": "open"})
+        owner = project.repo.split("/", 1)[0]
+        found = _call(http, "GET", pulls, headers, params={"head": f"{owner}:{p.head}", "state": "open"})
         number = found[0]["number"] if isinstance(found, list) and found else None
     if number is not None:
-        done = _call(http, "PATCH", f"{pulls}/{number}", headers, json={"title": title, "body": body})
+        done = _call(http, "PATCH", f"{pulls}/{number}", headers, json={"title": p.title, "body": p.body})
         return PullRequest(int(done["number"]), str(done.get("html_url") or ""), "updated")
-    done = _call(http, "POST", pulls, headers, json={"title": title, "head": head, "base": base, "body": body, "draft": True})
+    made = {"title": p.title, "head": p.head, "base": p.base, "body": p.body, "draft": True}
+    done = _call(http, "POST", pulls, headers, json=made)
     return PullRequest(int(done["number"]), str(done.get("html_url") or ""), "opened")
 
 
-def _gitlab(
-    http: requests.Session, api: str, repo: str, token: str, head: str, base: str, title: str, body: str, number: int | None
-) -> PullRequest:
-    headers = {"PRIVATE-TOKEN": token}
-    requests_url = f"{api}/projects/{quote(repo, safe='') if not repo.isdigit() else repo}/merge_requests"
-    draft = title if title.startswith("Draft:") else f"Draft: {title}"
+def _gitlab(http: requests.Session, project: ForgeProject, p: Proposal) -> PullRequest:
+    headers = {"PRIVATE-TOKEN": project.token}
+    repo = project.repo
+    requests_url = f"{project.api}/projects/{quote(repo, safe='') if not repo.isdigit() else repo}/merge_requests"
+    draft = p.title if p.title.startswith("Draft:") else f"Draft: {p.title}"
+    number = p.number
     if number is None:
-        found = _call(http, "GET", requests_url, headers, params={"source_branch": head, "state": "opened"})
+        found = _call(http, "GET", requests_url, headers, params={"source_branch": p.head, "state": "opened"})
         number = found[0]["iid"] if isinstance(found, list) and found else None
     if number is not None:
-        done = _call(http, "PUT", f"{requests_url}/{number}", headers, json={"title": draft, "description": body})
+        done = _call(http, "PUT", f"{requests_url}/{number}", headers, json={"title": draft, "description": p.body})
         return PullRequest(int(done["iid"]), str(done.get("web_url") or ""), "updated")
-    done = _call(
-        http,
-        "POST",
-        requests_url,
-        headers,
-        json={"source_branch": head, "target_branch": base, "title": draft, "description": body},
-    )
+    made = {"source_branch": p.head, "target_branch": p.base, "title": draft, "description": p.body}
+    done = _call(http, "POST", requests_url, headers, json=made)
     return PullRequest(int(done["iid"]), str(done.get("web_url") or ""), "opened")
 
 

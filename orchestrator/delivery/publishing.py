@@ -107,15 +107,14 @@ def publish(
     known = record.pull_request
     try:
         made = forge.propose(
-            kind,
-            g.forge_api_url,
-            g.forge_repo,
-            token,
-            head=branch,
-            base=base,
-            title=title(job.request),
-            body=summary(job, workers, status),
-            number=known.number if known is not None and known.forge == kind else None,
+            forge.ForgeProject(g.pull_request, g.forge_api_url, g.forge_repo, token),
+            forge.Proposal(
+                head=branch,
+                base=base,
+                title=title(job.request),
+                body=summary(job, workers, status),
+                number=known.number if known is not None and known.forge == kind else None,
+            ),
         )
     except forge.ForgeError as exc:
         return replace(record, error=f"{kind} pull request: {_clean(str(exc)).replace(token, '***')}")
