@@ -473,10 +473,11 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
 
 def test_ctrl_c_on_quick_start_says_the_job_keeps_running_and_how_to_watch_or_cancel_it(home):
     tmp, port, env = home
-    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace("duration: 0.05", "duration: 20"))
+    # A worker long enough that it still runs however slow the machine; the cancel below ends it.
+    (tmp / "config.yaml").write_text((tmp / "config.yaml").read_text().replace("duration: 0.05", "duration: 300"))
     # Given quick-start following its job, in its own process group as a terminal's foreground job
     proc = subprocess.Popen(
-        [str(ROOT / "quick-start.sh"), "write a", "1", "60"],
+        [str(ROOT / "quick-start.sh"), "write a", "1", "600"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
