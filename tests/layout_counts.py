@@ -34,8 +34,13 @@ EDGE_FUNCTION = re.compile(r"(^|_)(to_dict|from_dict|as_dict|to_json|from_json|d
 EDGE_FOLDERS = {"api", "cli", "dashboard"}
 # Modules whose dicts are other programs' JSON or a response body: the worker kinds' adapters (each
 # CLI's own output), the anthropic worker's tools (the model API's tool schemas and tool calls) and
-# the API's status document.
-EDGE_PREFIXES = ("orchestrator.workers.adapters.", "orchestrator.workers.agent_tools", "orchestrator.reports.status_document")
+# the API's status document and its shape.
+EDGE_PREFIXES = (
+    "orchestrator.workers.adapters.",
+    "orchestrator.workers.agent_tools",
+    "orchestrator.reports.status_document",
+    "orchestrator.reports.status_shapes",
+)
 
 
 def _folder(module: str) -> str:

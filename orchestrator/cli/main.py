@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -384,7 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\ninterrupted: cancelling the job (its workers get SIGTERM, then SIGKILL)", file=sys.stderr)
             engine.cancel(job.id)
             engine.queries.wait(job.id, settings.workers.kill_grace + 10)
-        doc = engine.queries.status_document(job.id) if final is None else {}
+        doc: Mapping[str, Any] = engine.queries.status_document(job.id) if final is None else {}
     finally:
         engine.shutdown()
         if server is not None:

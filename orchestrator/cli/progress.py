@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -134,7 +134,7 @@ def tree_from_records(
     return build(root)
 
 
-def tree_from_status(doc: dict[str, Any]) -> JobNode:
+def tree_from_status(doc: Mapping[str, Any]) -> JobNode:
     """The tree from the API's status document (``results.tasks`` with their ``child_results``)."""
 
     def workers(tasks: list[dict[str, Any]]) -> list[WorkerNode]:
@@ -361,7 +361,7 @@ class ProgressView:
         self._lines(workers)
 
     # the API's status document: ``quick-start`` and ``watch``
-    def update_doc(self, doc: dict[str, Any]) -> None:
+    def update_doc(self, doc: Mapping[str, Any]) -> None:
         tree = tree_from_status(doc)
         self._stamp_running(tree)
         if self.tty:
@@ -392,7 +392,7 @@ class ProgressView:
         self.stream.flush()
         self._drawn = len(rows)
 
-    def finish(self, doc: dict[str, Any], *, table: bool = False) -> None:
+    def finish(self, doc: Mapping[str, Any], *, table: bool = False) -> None:
         """The final picture (on a TTY the tree; otherwise the status table, if asked for),
         then the summary and where the reports are."""
         from ..reports.status_document import status_table
@@ -433,7 +433,7 @@ class ProgressView:
         return f"{time.monotonic() - self._started:6.1f}s"
 
 
-def summary(doc: dict[str, Any]) -> str:
+def summary(doc: Mapping[str, Any]) -> str:
     progress = doc["progress"]
     tree = doc.get("tree", {})
     took = f" in {duration_text(doc['duration'])}" if doc.get("duration") is not None else ""
@@ -450,7 +450,7 @@ def summary(doc: dict[str, Any]) -> str:
     )
 
 
-def closing_lines(doc: dict[str, Any]) -> list[str]:
+def closing_lines(doc: Mapping[str, Any]) -> list[str]:
     """The summary, then the path of FINAL_RESULT.md and of each level report that exists."""
     from ..reports.status_document import merge_lines
     from ..reports.wording import approval_lines, pull_request_text

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,7 +216,7 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
     return exit_code(doc)
 
 
-def exit_code(doc: dict[str, Any]) -> int:
+def exit_code(doc: Mapping[str, Any]) -> int:
     """quick-start's exit status for a job's final status document (the README's exit codes)."""
     if doc.get("no_changes") and doc["status"] in (JobStatus.COMPLETED, JobStatus.PARTIAL):
         return RET_NO_CHANGES
@@ -224,7 +225,7 @@ def exit_code(doc: dict[str, Any]) -> int:
     return EXIT_BY_STATUS.get(doc["status"], 1)
 
 
-def status_exit_code(doc: dict[str, Any]) -> int:
+def status_exit_code(doc: Mapping[str, Any]) -> int:
     """The exit status of a command that shows a job as it is now (check-status, status): quick-start's
     for a job at rest (``exit_code``), 8 for one still pending or running."""
     if doc["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
@@ -277,7 +278,7 @@ def _at_rest(doc: dict[str, Any]) -> bool:
     return doc["status"] in EXIT_BY_STATUS or doc["status"] == JobStatus.WAITING
 
 
-def follow_files(settings: Settings, job_id: str, view: Any) -> dict[str, Any]:
+def follow_files(settings: Settings, job_id: str, view: Any) -> Mapping[str, Any]:
     """Follow a job from its workspace files (no server answering) until it ends."""
     from ..reports.status_document import Silence, job_status
     from ..workspace.ids import root_of
@@ -321,6 +322,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
         except ServerUnreachable:
             url, why = None, f"no server answering at {url}"
+    doc: Mapping[str, Any]
     if url:
         doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
         source = f"from {url}"
@@ -344,7 +346,7 @@ def cmd_check_status(args: argparse.Namespace) -> int:
     newest = args.job_id is None
     job_id = validate_job_id(args.job_id) if not newest else _newest_job(Workspace(settings.workspace_root))
     url, why = _server_for(args, settings)
-    doc = None
+    doc: Mapping[str, Any] | None = None
     if url:
         try:
             doc = OrchestratorClient(api_url=url, api_key=settings.api.api_key or "-", retries=0, timeout=5).status(job_id)

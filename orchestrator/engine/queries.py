@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .. import states
 from ..config.quality import GATE_NAME
@@ -22,6 +22,7 @@ from ..errors import JobNotFound, ValidationError, WorkerNotFound
 from ..models import JobRecord, JobStatus, WorkerRecord
 from ..quality.gates import gate_log
 from ..reports.status_document import QUIET_AFTER, job_status
+from ..reports.status_shapes import StatusDocument
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace, read_served
 from .locked_only import locked_only
@@ -132,7 +133,7 @@ class Queries:
                 found.extend(self._jobs[c] for c in record.child_job_ids if c in self._jobs)
         return found
 
-    def status_document(self, job_id: str) -> dict[str, Any]:
+    def status_document(self, job_id: str) -> StatusDocument:
         """The job's status document (``status_document.job_status``) over its subtree as it is now."""
         root = root_of(job_id)
         jobs, workers = self.snapshot(root, job_id)

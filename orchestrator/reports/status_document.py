@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..outcomes import refusal_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
+from .status_shapes import GraphFields, Performance, ResolverTotals, StatusDocument, TaskEntry, TreeTotals
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 from .wording import approval_lines, file_counts, pull_request_text
 
@@ -35,9 +36,9 @@ def job_status(
     job_dir: Path,
     now: float | None = None,
     quiet_after: float = QUIET_AFTER,
-) -> dict[str, Any]:
-    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}``,
-    with ``tree`` totals and ``performance`` over the job and every job below it. Running
+) -> StatusDocument:
+    """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}`` (every
+    key, typed and said: status_shapes.py), with ``tree`` totals and ``performance`` over the job and every job below it. Running
     workers count up to ``now`` (default: the clock); one whose log (in ``job_dir``, the root's
     folder) has not grown for ``quiet_after`` seconds (workers.quiet_after; 0: never) says so."""
     by_id = {j.id: j for j in jobs}
@@ -62,18 +63,16 @@ def job_status(
         "job_id": job.id,
         "status": job.status.value,
         "request": job.request,
-        "goal": job.goal,  # what every subtask is part of, from the planner (null: none shared)
+        "goal": job.goal,
         "root_job_id": job.root_id,
         "parent_job_id": job.parent_job_id,
         "parent_worker": job.parent_worker,
         "depth": job.depth,
         "planner": job.planner,
-        # This job's AI planner call (None: no call or nothing reported); the tree's are in tree.planner.
         "planner_usage": None
         if job.planner_cost_usd is None and job.planner_tokens_in is None
         else {"cost_usd": job.planner_cost_usd, "tokens_in": job.planner_tokens_in, "tokens_out": job.planner_tokens_out},
         "config": job.config.to_dict(),
-        # A worktree job at rest whose every worker changed nothing: its result is its base.
         "no_changes": changed_nothing(job, own),
         "created_at": job.created_at,
         "started_at": job.started_at,
@@ -81,38 +80,16 @@ def job_status(
         "duration": job.duration,
         "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
         "notes": job.notes,
-        # How its workers' branches were merged (git isolation; null until then): into the result
-        # branch (root), or into the parent worker's branch (child job, key "target").
         "merge": job.merge.to_dict() if job.merge is not None else None,
-        # merge_strategy resolve: each conflict a resolver worker was asked to resolve for this job, its
-        # graph's integration's ("stage": "integration", also in its task's "integrated") then its last
-        # merge's ("merge", also in "merge"): {"stage", "worker", "files", "resolver", "accepted", "reason",
-        # "attempts": [{"number", "exit_code", "seconds", "cost_usd", "cost_basis", "refused", "log_path"}],
-        # "gates", "tree", "cost_usd", "cost_basis"}; [] when none.
         "resolutions": [{"stage": stage} | r.to_dict() for stage, r in resolutions_of(job, own)],
-        # A root's signed record of the run (RECORD.json in its folder; ./orchestrator.sh verify JOB):
-        # {"path", "digest"}; null until the tree has ended.
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
-        # A root's last push of its result branch and its pull request (git.push; null: never published):
-        # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
         "publish": publish,
-        # The same as every surface says it: the pull request's URL, or why publishing failed (null: not published).
         "pull_request": pull_request_text(job.publish),
-        # A root job with approval: before_merge once its workers were done (delivery/approval.py):
-        # {"state": waiting|approved|rejected|cancelled, "earned", "waiting_since", "decided_at", "note", "reason"}.
         "approval": job.approval.to_dict() if job.approval else None,
-        # Each task's node ({id, depends_on, role, owns}, plan order) and the ref its workers
-        # are merged into as each passes its gates (null: no task depends on another).
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
-        # Its workers' prompt bytes and the share of its shared context block in them
-        # ({workers, bytes, shared_bytes, shared_fraction, cache_read_tokens, summary}; null: no prompt rendered).
         "prompts": _prompts(own),
-        # Each task of this job that runs as candidates, by task id (plan order), its
-        # candidates side by side: {"task_id", "task", "select", "chosen", "winner", "reason",
-        # "judge_cost_usd", "report" (its CANDIDATES file in the job folder), "rows": [one per
-        # candidate: worker, kind, model, status, gates, score, rank, measures, cost_usd, ...]}.
         "candidates": groups(job, own),
         "progress": {
             "completed": len(done),
@@ -122,7 +99,7 @@ def job_status(
             "succeeded": len(ok),
             "child_incomplete": short,
             "failed": len(done) - len(ok) - short,
-            "no_changes": sum(1 for w in own if w.no_changes),  # ended with its checkout as it found it
+            "no_changes": sum(1 for w in own if w.no_changes),
             "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
         },
         "tree": tree,
@@ -130,7 +107,6 @@ def job_status(
         "results": {
             "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks, Silence(job_dir, quiet_after)) for w in own],
             "workspace": str(job_dir),
-            # Reports are written as jobs end: no need to look for them before (this view is hot).
             "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
@@ -142,7 +118,7 @@ def _prompts(workers: list[WorkerRecord]) -> dict[str, Any] | None:
     return None if share is None else share.to_dict()
 
 
-def performance(a: TreeAnalytics) -> dict[str, Any]:
+def performance(a: TreeAnalytics) -> Performance:
     """The tree's figures as JSON: timing, the critical path, queue waits, resources per job."""
     longest, waited = a.longest_queue_wait
     return {
@@ -175,58 +151,48 @@ def _task(
     now: float,
     tasks: dict[str, float | None],
     quiet: Silence,
-) -> dict[str, Any]:
-    """A worker's entry; ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
+) -> TaskEntry:
+    """A worker's entry (status_shapes.TaskEntry); ``tasks``: its job's ``deliveries`` (what it waits on is among them)."""
     job = by_id.get(worker.job_id)
     silent = quiet.seconds(worker, now)
-    entry: dict[str, Any] = {
+    entry: TaskEntry = {
         "worker_id": worker.name,
         "status": worker.status.value,
         "task": worker.task,
-        "role": worker.role,  # its task's role (tasks.roles), and what it ran: kind and model (null: orchestrator.model)
+        "role": worker.role,
         "kind": worker.kind,
         "model": worker.model,
         "output": worker.output,
         "files_created": worker.files_created,
-        "branch": worker.branch,  # null in folder isolation
+        "branch": worker.branch,
         "commit": worker.commit,
         "files_changed": worker.files_changed,
         "diffstat": worker.diffstat,
-        # Its files as every surface shows them: "+2 ~3 -1" (added, modified, deleted), "0" for none.
         "files": file_counts(worker.files_changed, worker.files_created),
-        # Its checkout is as it found it (null: not known yet); such a worker is never merged.
         "no_changes": worker.no_changes,
-        "port": worker.port,  # a worktree worker's ORCHESTRATOR_PORT; null otherwise
+        "port": worker.port,
         "depth": worker.depth,
         "attempts": len(worker.attempts),
-        # The node its latest attempt runs or ran on, and each attempt's (null: this server)
         "node": worker.node,
         "sandbox": worker.sandbox,
         "attempt_nodes": [a.node for a in worker.attempts],
         "duration": worker.duration,
         "exit_reason": worker.exit_reason,
-        "waiting": worker.waiting,  # why a pending worker has not started ("waiting for memory: ..."), else null
-        # A running worker whose log has not grown for workers.quiet_after seconds: how long
-        # (the log's last write is the clock), and the words every surface shows; else null.
+        "waiting": worker.waiting,
         "quiet_for": silent,
         "quiet": None if silent is None else f"no output for {silent} s",
-        # What the system refused it (its sandbox, the kernel, the orchestrator), read from its log:
-        # [{"kind": read-only|permission|git-ref|orchestrator, "path", "line"}], the first distinct ones,
-        # and how many refused lines its log held; "refused": the one-line summary (null: none).
         "refusals": [r.to_dict() for r in worker.refusals],
         "refusals_total": worker.refusals_total,
         "refused": refusal_line(worker.refusals, worker.refusals_total) or None,
         "error": worker.error,
-        "failure_class": worker.failure_class,  # auth, bad_request, transient, or null
+        "failure_class": worker.failure_class,
         "log": worker.log_path,
         "dir": worker.dir_path,
         "cost_usd": worker.cost_usd,
-        "cost_basis": worker.cost_basis,  # reported (by its CLI) or estimated (from a price table); null: no cost
-        "cost_note": worker.cost_note,  # "cost unknown (model X)" when it reported tokens and no price is known
+        "cost_basis": worker.cost_basis,
+        "cost_note": worker.cost_note,
         "tokens_in": worker.tokens_in,
         "tokens_out": worker.tokens_out,
-        # Its prompt's bytes, its job's shared block's bytes among them (0: its
-        # prompt does not start with it), the prompt-cache reads its model API reported (null: none)
         "prompt_bytes": worker.prompt_bytes,
         "shared_prompt_bytes": worker.shared_prompt_bytes,
         "tokens_cache_read": worker.tokens_cache_read,
@@ -234,11 +200,7 @@ def _task(
         "cpu_seconds": worker.cpu_seconds,
         "peak_rss": worker.peak_rss,
         "peak_processes": worker.peak_processes,
-        # How its latest attempt's caps were held: by the kernel (cgroup v2, cgroup v1, file-size limit) or sampled
         "enforced": enforced.to_dict() if worker.attempts and (enforced := worker.attempts[-1].enforced) else None,
-        # Its continue rounds after its first run ([{"number", "feedback", "state", "resumed_session",
-        # "cost_usd", "commit", "result_commit", "merge_note", ...}]; engine/continuing.py), and the CLI
-        # session a round would resume (null: a round gets a prompt with its previous outcome).
         "rounds": [r.to_dict() for r in worker.rounds],
         "session_id": worker.session_id,
         **_graph_fields(worker, job, tasks, now),
@@ -246,7 +208,7 @@ def _task(
     if worker.child_job_ids:
         entry["child_job_id"] = worker.child_job_ids[0]
         entry["child_job_ids"] = list(worker.child_job_ids)
-        results: list[dict[str, Any]] = []
+        results: list[TaskEntry] = []
         for child_id in worker.child_job_ids:
             child = by_id.get(child_id)
             subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
@@ -286,7 +248,7 @@ class Silence:
         return int(silent) if silent >= self.after else None
 
 
-def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> dict[str, Any]:
+def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, float | None], now: float) -> GraphFields:
     """A task's place in its job's graph: what it waits on, its gates, what its end let start.
     (Read from the worker's own fields; a record from before them, from its job's node.)"""
     node = node_of(worker, job) if worker.task_id is None else None
@@ -294,28 +256,24 @@ def _graph_fields(worker: WorkerRecord, job: JobRecord | None, tasks: dict[str, 
     depends = worker.depends_on if node is None else node.depends_on
     waited = dependency_wait(worker, job, tasks, now) if depends else None
     return {
-        "task_id": task_id,  # (its "role" is beside its kind and model, above)
+        "task_id": task_id,
         "depends_on": list(depends),
         "owns": list(owns),
-        "waits_on": waits_on(worker, job, tasks) if depends else [],  # prerequisites not merged (or succeeded) yet
-        "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),  # seconds waited on them
-        # Each gate's run; "output_tail": the end of its output where it did not pass, else null
-        # (a record on disk holds it only where one was kept).
+        "waits_on": waits_on(worker, job, tasks) if depends else [],
+        "dependency_wait": None if waited is None else round(waited.until - waited.start, 3),
         "gates": [g.to_dict() | {"output_tail": g.output_tail} for g in worker.gates],
-        "gate_summary": gate_summary(worker.gates) if worker.gates else None,  # "tests passed, lint failed (exit 1)"
+        "gate_summary": gate_summary(worker.gates) if worker.gates else None,
         "gated_commit": worker.gated_commit,
         "trespass": list(worker.trespass),
         "integrated": worker.integrated.to_dict() if worker.integrated is not None else None,
         "unblocked": list(worker.unblocked),
-        # Its candidate number (null: its task runs once), whether its task's selection
-        # chose it (null: not made yet) and its ranking row there (the job's "candidates" groups them).
         "candidate": worker.candidate,
         "selected": worker.selected,
         "score": worker.score.to_dict() if worker.score is not None else None,
     }
 
 
-def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], a: TreeAnalytics) -> dict[str, Any]:
+def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord], a: TreeAnalytics) -> TreeTotals:
     """Counts, cost and resources over this job and every job below it."""
     return {
         "jobs": len(jobs),
@@ -324,16 +282,12 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "succeeded": sum(1 for w in workers if w.status.complete),
         "child_incomplete": sum(1 for w in workers if w.status is WorkerStatus.CHILD_INCOMPLETE),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
-        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),  # workers, AI planners, judges, resolvers
-        # Workers whose cost above is an estimate from a price table, and why others' is unknown
-        # ({"cost unknown (model X)": workers}): the total is then a lower bound.
+        "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),
         "cost_estimated": sum(1 for w in workers if w.cost_basis == "estimated"),
         "cost_unknown": _unknown_costs(workers),
         "tokens_in": a.tokens_in,
         "tokens_out": a.tokens_out,
-        "planner": a.planner.to_dict(),  # the AI planner's share of the above
-        # merge_strategy resolve's resolver workers' share of the above: {"resolutions", "accepted",
-        # "cost_usd" (null: none known), "estimated" (resolutions whose cost is from a price table)}.
+        "planner": a.planner.to_dict(),
         "resolver": _resolver_totals(jobs, workers),
         "worker_seconds": _r(a.busy),
         "cpu_seconds": _r(a.cpu_seconds),
@@ -341,7 +295,7 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
     }
 
 
-def _resolver_totals(jobs: list[JobRecord], workers: list[WorkerRecord]) -> dict[str, Any]:
+def _resolver_totals(jobs: list[JobRecord], workers: list[WorkerRecord]) -> ResolverTotals:
     found = tree_resolutions(jobs, workers)
     costs = [r.cost_usd for r in found if r.cost_usd is not None]
     return {
@@ -360,7 +314,7 @@ def _unknown_costs(workers: list[WorkerRecord]) -> dict[str, int]:
     return notes
 
 
-def cost_line(tree: dict[str, Any]) -> str | None:
+def cost_line(tree: Mapping[str, Any]) -> str | None:
     """``$0.1234 (estimated for 2 of 5 workers; cost unknown (model X) for 1; conflict resolver $0.0100,
     estimated for 1 of 1)``, or None: no cost."""
     unknown = tree.get("cost_unknown") or {}
@@ -378,7 +332,7 @@ def cost_line(tree: dict[str, Any]) -> str | None:
     return total + (f" ({'; '.join(parts)})" if parts else "")
 
 
-def status_table(doc: dict[str, Any], merge: bool = True) -> str:
+def status_table(doc: Mapping[str, Any], merge: bool = True) -> str:
     """A plain-text table for terminals (check-status.sh, ``orchestrator status``); ``merge``:
     end with where a worktree job's work landed (``run`` prints that in its closing lines)."""
     lines = [
@@ -412,14 +366,14 @@ def status_table(doc: dict[str, Any], merge: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _short_line(progress: dict[str, Any]) -> str:
+def _short_line(progress: Mapping[str, Any]) -> str:
     """``", 1 child_incomplete (exited 0, a child job it started did not complete)"``, or "" when none
     (a status document from an older server has no such count)."""
     n = progress.get("child_incomplete") or 0
     return f", {n} child_incomplete (exited 0, a child job it started did not complete)" if n else ""
 
 
-def merge_lines(doc: dict[str, Any]) -> list[str]:
+def merge_lines(doc: Mapping[str, Any]) -> list[str]:
     """Where a worktree job's work landed (its ``merge``), and the command that takes it."""
     merge = doc.get("merge")
     if not merge:
@@ -451,7 +405,7 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def resolution_lines(doc: dict[str, Any]) -> list[str]:
+def resolution_lines(doc: Mapping[str, Any]) -> list[str]:
     """One line per resolution of the job (its ``resolutions``): ``resolved:  worker_2 in app.py by
     command (gates passed: check)``, or ``refused:   worker_2 in app.py by command (2 attempts): why``."""
     lines = []
@@ -473,7 +427,7 @@ def resolution_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
+def _flatten(tasks: Sequence[Mapping[str, Any]], indent: int) -> list[str]:
     rows = []
     for task in tasks:
         duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
@@ -496,7 +450,7 @@ def _flatten(tasks: list[dict[str, Any]], indent: int) -> list[str]:
     return rows
 
 
-def graph_line(task: dict[str, Any]) -> str:
+def graph_line(task: Mapping[str, Any]) -> str:
     """A task's graph facts on one line (``api (backend) after db; waits on db; gates: tests
     passed; unblocked: web``); empty for a task with no dependencies, gates or trespasses."""
     parts = []
@@ -529,10 +483,10 @@ class StatusCache:
     def __init__(self, ttl: float = 0.2, size: int = 256) -> None:
         self.ttl = ttl
         self.size = size
-        self._docs: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
+        self._docs: dict[tuple[str, int], tuple[float, StatusDocument]] = {}
         self._lock = threading.Lock()
 
-    def get(self, job_id: str, version: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def get(self, job_id: str, version: int, build: Callable[[], StatusDocument]) -> StatusDocument:
         """The cached document for (job_id, version), or ``build()``'s. ``version`` must be read
         before ``build`` snapshots the tree, so a document is never filed under a newer version."""
         now = time.monotonic()
