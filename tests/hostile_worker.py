@@ -57,12 +57,18 @@ def git(host: str, *args: str) -> Callable[[], str]:
 
 def wait_for(pattern: str, timeout: float = 20.0) -> list[str]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         found = glob.glob(pattern)
-        if found:
+        if found or time.monotonic() >= deadline:
             return found
         time.sleep(0.05)
-    return []
+
+
+def tree_wait(t: dict) -> float:
+    """How long to wait for the workspace's files to appear: 20 s where a job's records folder shows
+    (its siblings' records and worktrees are made as the job runs), none where the sandbox hides them
+    (made at submission, before any worker or resolver starts: nothing of the tree is going to appear)."""
+    return 20.0 if glob.glob(os.path.join(t["folder"], "workspace", "job_*", "state", "workers")) else 0.0
 
 
 def writes(t: dict) -> None:
@@ -72,9 +78,10 @@ def writes(t: dict) -> None:
     attempt("write host new file", append(os.path.join(t["host"], "planted.txt")))
     attempt("write $HOME", append(os.path.join(os.environ["HOME"], ".bashrc")))
     attempt("write config.yaml", append(os.path.join(t["folder"], "config.yaml")))
-    records = wait_for(os.path.join(t["folder"], "workspace", "job_*", "state", "workers", "*.json"))
+    wait = tree_wait(t)
+    records = wait_for(os.path.join(t["folder"], "workspace", "job_*", "state", "workers", "*.json"), wait)
     attempt("write workspace state", append(records[0] if records else os.path.join(t["folder"], "workspace", "x")))
-    sibling = wait_for(os.path.join(t["folder"], "workspace", "job_*", "depth_0", t["sibling"], "app.py"))
+    sibling = wait_for(os.path.join(t["folder"], "workspace", "job_*", "depth_0", t["sibling"], "app.py"), wait)
     attempt("write sibling worktree", append(sibling[0] if sibling else "/nonexistent/sibling"))
 
 
