@@ -46,7 +46,7 @@ def approval_paths(job_id: dict[str, Any], status_ref: dict[str, Any]) -> dict[s
     form = {"type": "object", "properties": {**PROOF, "note": TEXT, "reason": TEXT}, "required": ["expires", "token"]}
     paths["/approval/{job_id}/{action}"] = {
         "get": {
-            "description": "a signed approval link's confirmation page (webhooks/approval_links.py: no key, an expiring HMAC token)",
+            "description": "a signed approval link's confirmation page (the link a job.waiting webhook carries: no key, an expiring HMAC token)",
             **link,
             "parameters": [
                 job_id,
