@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -398,3 +401,42 @@ def test_a_seccomp_filter_the_shim_cannot_install_starts_no_worker(tmp_path):
         assert marker.exists() is started
         marker.unlink(missing_ok=True)
     assert "cannot install the sandbox seccomp filter" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.skipif(PERL is None or shutil.which("strace") is None, reason="the bridge is the perl shim's; strace delays it")
+def test_a_bridge_slow_to_make_its_process_group_still_ends_with_its_worker(tmp_path):
+    """workers.sandbox_network: allow. The shim forks the bridge, then the worker, and kills the
+    bridge's process group once the worker has ended. strace holds every setpgid back 0.3 s, so the
+    worker (true) ends before the bridge has made its group: a group made by the bridge alone did not
+    exist yet when it was killed, and the bridge outlived its worker, holding the worker's output
+    open (and, in a sandbox, bubblewrap's namespace). The shim makes the group from its side too."""
+    from orchestrator import protocol
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME, SHIM_START_ENV
+
+    with socket.socket(socket.AF_UNIX) as proxy, socket.socket() as probe:
+        proxy.bind(str(tmp_path / "proxy.sock"))
+        proxy.listen()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # the bridge listens there
+        env = {k: v for k, v in os.environ.items() if k not in SHIM_START_ENV}
+        env |= {k: v for k, v in SHIM_START_ENV.items() if v is not None}
+        env[protocol.SHIM_STASH + "BRIDGE"] = f"127.0.0.1:{port}={tmp_path / 'proxy.sock'}"
+        exit_file = tmp_path / "exit"
+        delayed = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=setpgid", "-e", "inject=setpgid:delay_enter=300000"]
+        shim = subprocess.Popen(
+            [*delayed, PERL, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), "true"],
+            env=env,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            shim.communicate(timeout=10)  # its output closes once nothing of it is left
+        left = subprocess.run(["pgrep", "-f", str(exit_file)], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
+        if shim.poll() is None:
+            os.killpg(shim.pid, signal.SIGKILL)
+        shim.communicate()
+        assert left == [], "the bridge outlived its worker"
+        assert shim.returncode == 0 and exit_file.read_text() == "exit 0\n"

@@ -79,6 +79,9 @@ BRIDGE = (
     '   print STDERR "orchestrator-shim: cannot listen on $h:$q in the sandbox: $!: reach it through HTTP_PROXY\\n"; next }\n'
     "  push @l, [$s, $u] }\n"
     ' $k = fork; defined $k or die "orchestrator-shim: cannot fork: $!\\n";\n'
+    # Its group made by both sides (the child may not have run yet when a short worker has ended and
+    # the group is killed: a bridge that set its group only after that outlived its worker).
+    " setpgrp($k, $k) if $k;\n"
     " if (!$k) { setpgrp(0, 0); $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
     "  while (1) { my $r = $m; next if select($r, undef, undef, undef) < 0;\n"
     "   for my $e (@l) { next unless vec($r, fileno($e->[0]), 1); my $c; accept($c, $e->[0]) or next; my $f = fork;\n"
