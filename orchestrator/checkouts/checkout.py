@@ -137,7 +137,7 @@ class Worktrees(Protocol):
 
 
 class CheckoutKind(StrEnum):
-    """A checkout's ``name``, and what ``worktree.make_checkout`` is asked for."""
+    """A checkout's ``name``, and what ``isolated.make_checkout`` is asked for."""
 
     ISOLATED = "isolated"  # the engine's: each job's config.isolation chooses folder or worktree
     FOLDER = "folder"

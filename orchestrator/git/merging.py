@@ -558,9 +558,15 @@ class MergeRequest:
     credits: Mapping[str, str | None] = field(default_factory=dict)
     fast_path: bool = True
 
-    def destination(self, under: str) -> tuple[str, str | None]:
+    @property
+    def under(self) -> str:
+        """The job's branch prefix, ``<prefix><root id>/``: every ref the merge may write is below it."""
+        return job_prefix(self.prefix, self.root_id)
+
+    def destination(self) -> tuple[str, str | None]:
         """The full ref the result goes to, and the branch ``target`` names (None: the job's own
         result branch). ValidationError for a target outside the job's branches (``under``)."""
+        under = self.under
         if self.target is None:
             return under + "result", None
         target = branch_ref(self.target)
@@ -609,8 +615,8 @@ def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver |
     if strategy not in STRATEGIES:
         raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
-    under = job_prefix(request.prefix, request.root_id)
-    target, into = request.destination(under)
+    under = request.under
+    target, into = request.destination()
     any_merge = bool(request.branches) and strategy != MergeStrategy.MANUAL
     # The per-branch loop's processes: the first merge-tree starts now when the loop is certain,
     # while the names are read; the one that writes every commit, while the first merge runs.
@@ -657,8 +663,7 @@ def _manual(
     named = [(w, b if tip and tip.oid == c else c) for (w, b), tip, (_, _, c) in zip(branches, tips, read.inputs)]
     report = predict_conflicts(repo, request.base, named)
     command = " && ".join(f"git merge {b}" for _, b in named)
-    under = job_prefix(request.prefix, request.root_id)
-    kept_in = remove_ref(repo, target, old, under=under) if removable and old else None
+    kept_in = remove_ref(repo, target, old, under=request.under) if removable and old else None
     removed = bool(removable and old and kept_in is None)
     left = tuple(w for w, _, _ in read.inputs)
     return MergeOutcome(
