@@ -120,6 +120,10 @@ def test_doctor_on_the_fresh_config_says_auto_runs_the_simulated_worker(fresh):
     assert (folder / "config.yaml").read_bytes() == before
     got = run(folder, ["./orchestrator.sh", "config", "get", "orchestrator.worker"], env)
     assert (got.returncode, got.stdout) == (0, "auto\n"), no_traceback(got)
+    # --worker KIND whose CLI is not here: that problem, with its install line
+    done = run(folder, ["./orchestrator.sh", "doctor", "--worker", "codex"], env)
+    assert done.returncode == 1, no_traceback(done)
+    assert "worker kind codex is chosen with --worker but its CLI is not installed" in done.stdout
 
 
 def test_the_read_only_commands_run_plainly_on_the_fresh_config(fresh):
@@ -127,9 +131,10 @@ def test_the_read_only_commands_run_plainly_on_the_fresh_config(fresh):
     config = run(folder, ["./orchestrator.sh", "config"], env)
     assert config.returncode == 0 and "worker: auto" in config.stdout, no_traceback(config)
     # jobs asks this folder's server: none runs; 5 when nothing answers at api.port
+    port = yaml.safe_load((folder / "config.yaml").read_text())["api"]["port"]
     jobs = run(folder, ["./orchestrator.sh", "jobs"], env)
     no_traceback(jobs)
-    if port_answers(8000):  # another program's server answers at the template's port on this machine
+    if port_answers(port):  # another program's server answers at the template's port on this machine
         assert jobs.returncode in (0, 1), jobs.stderr
     else:
         assert jobs.returncode == 5 and "./quick-start.sh --start" in jobs.stderr, jobs.stderr
@@ -169,8 +174,9 @@ def test_doctor_with_a_cli_on_path_says_auto_runs_it_and_writes_a_config_the_nex
     assert "sk-ant-fake-doctor-0" not in done.stdout + again.stdout  # a key's value is never printed
 
 
-def test_quick_start_takes_explicit_subtasks(fresh):
-    folder, env = fresh
+def test_quick_start_takes_explicit_subtasks(tmp_path):
+    folder = install(tmp_path / "orchestrator")
+    env = user_shell(tmp_path / "home", path_without_ai_clis())
     try:
         done = run(
             folder,
