@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# ./quick-start.sh "request" [max_workers] [timeout_seconds]
+# ./quick-start.sh "request" [max_workers] [timeout_seconds] [--task TASK ...]
+#                              --task: an explicit subtask (repeat it), used instead of the planner's
 # ./quick-start.sh --start     start this folder's API server in the background (no job)
 # ./quick-start.sh --stop      stop this folder's API server (however it was started)
 # ./quick-start.sh --restart   stop it and start it again (on the same port while that is free)
@@ -17,7 +18,7 @@ case "${1:-}" in
   --restart) exec "$HERE/orchestrator.sh" restart-server ;;
 esac
 if [ $# -lt 1 ]; then
-  echo "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds]" >&2
+  echo "usage: ./quick-start.sh \"request\" [max_workers] [timeout_seconds] [--task TASK ...]" >&2
   echo "  e.g. ./quick-start.sh \"Build a REST API with authentication, user management, and data CRUD operations\"" >&2
   exit 2
 fi

@@ -91,7 +91,7 @@ def test_without_any_ai_cli_it_says_so_and_what_to_install(tmp_path):
     code, out, err = doctor(folder, tmp_path / "home", path=str(bin_with(tmp_path, "git")))
     assert code == 1, out + err
     assert "AI CLIs\n  none found" in out
-    assert "PROBLEM worker    no AI CLI found" in out
+    assert "PROBLEM worker    worker kind auto -> simulated: no AI CLI found" in out
     assert "npm install -g @anthropic-ai/claude-code" in out
     assert "1 problem(s) block real workers" in out
     code, out, _ = doctor(folder, tmp_path / "home", "--json", path=str(bin_with(tmp_path, "git")))
@@ -142,6 +142,10 @@ def test_real_claude_logged_out_is_a_problem_with_its_fix(tmp_path):
     assert "Claude Code" in claude["version"] and claude["login"] == "no"
     (login,) = checks(doc, "login")
     assert login["level"] == "problem" and "ANTHROPIC_API_KEY" in login["fix"]
+    # auto does not look in .cli/: a job started now runs the simulated worker, said with the fix
+    (worker,) = checks(doc, "worker")
+    assert doc["runs"] == "simulated" and worker["level"] == "note", worker
+    assert "using the simulated worker" in worker["text"] and "doctor --write names the CLI" in worker["fix"]
     # The configuration is proposed anyway: the kind and the CLI's path, which auto would not find.
     assert doc["suggested"]["orchestrator"]["worker"] == "claude"
     assert doc["suggested"]["orchestrator"]["claude_command"] == claude["path"]

@@ -241,6 +241,8 @@ def test_guide_is_short_enough_to_paste_and_marks_its_runnable_snippets():
     assert len(snippets("run", "bash")) == 1 and len(snippets("run", "python")) == 1
     assert len(snippets("install", "bash")) == 1 and len(snippets("project", "bash")) == 1  # tests/test_guide_path.py
     assert len(snippets("worker", "python")) == 1
+    assert len(snippets("mcp", "bash")) == 1  # tests/test_readme_blocks.py
+    assert snippets("spawn", "bash") == [ONE_LINER]
     for fixed in (ONE_LINER, KEY_LINE, TAIL_LINE, "./install.sh", "./check-status.sh", "api.api_key"):
         assert fixed in guide(), fixed
 
@@ -292,8 +294,8 @@ def test_guide_python_block_runs_and_prints_what_it_says(make_live):
 
 
 def test_guide_spawn_one_liner_run_by_a_worker_starts_and_waits_for_a_child_job(make_live):
-    # The worker script is this test's own fixed text; the one-liner is checked to be the guide's.
-    assert ONE_LINER in guide()
+    # The worker script is this test's own fixed text; the one-liner is checked to be the guide's block.
+    assert snippets("spawn", "bash") == [ONE_LINER]
     script = f'if [ "$ORCHESTRATOR_DEPTH" = 0 ]; then {ONE_LINER}; else echo "done: $1" > leaf.txt; fi'
     live = command_live(make_live, ["bash", "-c", script, "worker", "{task}"])
     job_id = live.submit(request="big", tasks=["big"], config={"max_recursion_depth": 1}).json()["job_id"]

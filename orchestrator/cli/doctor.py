@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..workers.adapters import get_adapter
+from ..workers.adapters import get_adapter, resolve_kind
 from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
@@ -63,7 +63,8 @@ class Report:
     config_path: Path
     findings: list[Finding] = field(default_factory=list)
     clis: list[FoundCLI] = field(default_factory=list)
-    worker: str = ""
+    worker: str = ""  # the AI CLI kind checked and proposed ("" when none)
+    runs: str = ""  # the kind a job started now runs: orchestrator.worker, ``auto`` resolved as a job resolves it
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     copied: list[str] = field(default_factory=list)  # variables whose values go into workers.env
     written: bool = False
@@ -94,6 +95,7 @@ class Report:
             "exit_code": self.exit_code,
             "config": str(self.config_path),
             "worker": self.worker,
+            "runs": self.runs,
             "clis": [cli.to_dict() for cli in self.clis],
             "checks": [{**asdict(f), "level": f.level.value} for f in self.findings],
             "suggested": self.shown,
@@ -140,11 +142,14 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
             report.add(
                 cli.kind, Level.PROBLEM, f"{cli.path} does not run: {cli.version_error}", f"reinstall it: {install(cli.kind)}"
             )
+    report.runs, why = resolve_kind(settings.orchestrator.worker, settings)
     if configured not in (AUTO_KIND, *ai_kinds):
         report.worker = configured
         report.add("worker", Level.OK, f"worker kind {configured} (configured): no AI CLI needed")
         return
     usable = [cli for cli in report.clis if cli.version is not None]
+    if configured == AUTO_KIND:
+        _say_what_auto_runs(report, why, usable)
     if configured in ai_kinds:
         chosen = next((cli for cli in usable if cli.kind == configured), None)
         if chosen is None:
@@ -159,13 +164,14 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
         logged = [cli for cli in usable if cli.login in (Login.YES, Login.NOT_NEEDED)]
         chosen = next(iter(logged or usable), None)
         if chosen is None:
-            looked = f"PATH and {LOCAL_BIN}/"
-            report.add(
-                "worker",
-                Level.PROBLEM,
-                f"no AI CLI found (looked for {', '.join(ai_kinds)} on {looked}): workers would be simulated",
-                "install one, e.g. " + "; ".join(f"{k}: {install(k)}" for k in ai_kinds[:3]),
-            )
+            if not report.clis:
+                report.add(
+                    "worker",
+                    Level.PROBLEM,
+                    f"worker kind auto -> {report.runs}: no AI CLI found (looked for {', '.join(ai_kinds)} on PATH "
+                    f"and {LOCAL_BIN}/): jobs run the {report.runs} worker, no AI",
+                    "install one, e.g. " + "; ".join(f"{k}: {install(k)}" for k in ai_kinds[:3]),
+                )
             return
     report.worker = chosen.kind
     if chosen.login is Login.NO:
@@ -176,6 +182,20 @@ def _check_clis(report: Report, settings: Settings, env: Mapping[str, str], work
         report.add("login", Level.NOTE, f"{chosen.kind}'s login is unknown ({chosen.login_detail})", login_facts(chosen.kind).fix)
     else:
         report.add("login", Level.OK, f"{chosen.kind} is logged in ({chosen.login_detail})")
+
+
+def _say_what_auto_runs(report: Report, why: str, usable: list[FoundCLI]) -> None:
+    """Worker kind ``auto`` as a job started now resolves it: the first AI CLI on PATH, else the
+    simulated worker. A CLI only in .cli/ is one auto does not find until config.yaml names it."""
+    if report.runs == "simulated" and usable:
+        report.add("worker", Level.NOTE, why, "doctor --write names the CLI proposed below in config.yaml")
+    elif report.runs == "simulated":
+        if report.clis:  # none runs: each one's problem above says how to fix it
+            report.add("worker", Level.NOTE, why)
+    elif any(cli.kind == report.runs for cli in usable):
+        report.add("worker", Level.OK, why)
+    else:  # its CLI is on PATH but does not run: its own problem above says how to fix it
+        report.add("worker", Level.PROBLEM, f"{why}, which does not run", "reinstall it, or set orchestrator.worker")
 
 
 def _check_python(report: Report) -> None:
@@ -268,12 +288,12 @@ def _check_network(report: Report, settings: Settings, env: Mapping[str, str]) -
             "network", Level.OK, "sandboxed workers have no network, this server's API included (workers.sandbox_network: none)"
         )
         return
-    kind = report.worker or settings.orchestrator.worker
-    adapter = get_adapter(kind) if kind else None
-    urls = adapter.model_urls(settings, env) if adapter is not None else []
+    kind = report.worker or report.runs
+    adapter = get_adapter(kind)
+    urls = adapter.model_urls(settings, env)
     plan = plan_for(
         settings.workers.sandbox_allow,
-        adapter.network_hosts if adapter is not None else (),
+        adapter.network_hosts,
         urls,
         api_url=settings.api.local_url(),
     )
@@ -579,6 +599,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         write(report)
         _check_config_file_again(report)
         _tell_running_server(report, settings.base_dir)
+    elif args.write and not report.worker:
+        report.add("config", Level.NOTE, f"nothing written to {report.config_path.name}: no AI CLI to configure")
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
     return report.exit_code
 

@@ -176,6 +176,13 @@ def _add_late_commands(sub: Any) -> None:
     quick.add_argument("request")
     quick.add_argument("max_workers", nargs="?", type=int)
     quick.add_argument("timeout", nargs="?", type=float, help="seconds per worker attempt")
+    quick.add_argument(
+        "--task",
+        action="append",
+        dest="tasks",
+        metavar="TASK",
+        help="an explicit subtask, one worker each, used instead of the planner's (repeat it: --task A --task B)",
+    )
     quick.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_quick_start"))
     watch = sub.add_parser("watch", help="follow a job live as a tree (from the API, or from the workspace files)")
     watch.add_argument("job_id")

@@ -151,7 +151,7 @@ def _wait_for_record(base: Path, proc: Any, out_path: Path) -> str:
     raise ServerUnreachable(f"the API server did not answer within {SERVER_START_TIMEOUT:.0f}s; see {shown(out_path)}")
 
 
-USAGE = 'usage: ./quick-start.sh "request" [max_workers] [timeout_seconds]'
+USAGE = 'usage: ./quick-start.sh "request" [max_workers] [timeout_seconds] [--task TASK ...]'
 
 
 def cmd_quick_start(args: argparse.Namespace) -> int:
@@ -174,7 +174,7 @@ def cmd_quick_start(args: argparse.Namespace) -> int:
         config["max_workers"] = args.max_workers
     if args.timeout is not None:
         config["default_timeout"] = args.timeout
-    job = client.orchestrate(request=args.request, config=config or None)
+    job = client.orchestrate(request=args.request, tasks=args.tasks, config=config or None)
     job_id = job["job_id"]
     view = ProgressView()
     try:  # from here on a Ctrl-C leaves a job running: said, with its commands
