@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import ConfigError
+from orchestrator.models import WorkerStatus
 from orchestrator.process.backends import probe
 from orchestrator.workers.adapters import get_adapter
 from orchestrator.workers.cli_configs import CliConfigs, live_endpoints
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
-from .conftest import make_settings
+from .conftest import make_settings, only_worker
 
 pytestmark = pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}")
 
@@ -77,3 +78,24 @@ def test_opencode_providers_of_its_global_config_and_of_opencode_config(tmp_path
     _, confined = confinement(tmp_path, CliConfigs.take(make_settings(tmp_path)))
     labels = always(confined.egress_plan(get_adapter("opencode"), {"XDG_CONFIG_HOME": str(xdg), "OPENCODE_CONFIG": str(named)}))
     assert ("127.0.0.1", 4100) in labels and ("llm.corp.example", 443) in labels, labels
+
+
+@pytest.mark.slow
+def test_a_file_changed_after_the_submission_fails_the_attempt_at_its_start_naming_the_setting(make_engine, codex_home):
+    # Between the job's submission and its worker's start the file names another endpoint (a worker
+    # of another job may write CODEX_HOME): the attempt fails before its CLI starts, once, with the
+    # setting to add, rather than waiting on a refused connection until its timeout.
+    engine = make_engine(
+        orchestrator={"worker": "codex", "codex_command": "/bin/true", "command": ["sh", "-c", "{task}"]},
+        workers={"global_max_workers": 1, "max_retries": 2, "sandbox": "on"},
+    )
+    holder = engine.submission.submit("hold the one slot", {"worker": "command"}, ["sleep 2"])
+    job = engine.submission.submit("say hi", None, ["Say hi"])
+    (codex_home / "config.toml").write_text(PROVIDER.format(port=4002))
+    assert engine.queries.wait(holder.id, 30).status.terminal
+    done = engine.queries.wait(job.id, 30)
+    worker = only_worker(engine, done)
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1, worker.attempts
+    assert worker.attempts[0].end_reason == "spawn_error", worker.attempts
+    assert "names the model endpoint 127.0.0.1:4002" in worker.error, worker.error
+    assert 'Add "127.0.0.1:4002" to workers.sandbox_allow in config.yaml' in worker.error, worker.error
