@@ -108,6 +108,7 @@ class FailureClass(StrEnum):
     AUTH = "auth"  # a bad or missing key: never retried
     BAD_REQUEST = "bad_request"  # the request itself is wrong: never retried
     TRANSIENT = "transient"  # a rate limit, an overload, a 5xx: retried on its own budget, after a wait
+    NETWORK = "network"  # its sandbox's proxy refused it a connection (its network record says so): never retried
     FEEDBACK = "feedback"  # a step asked for another attempt with feedback (its partial work is kept)
 
 

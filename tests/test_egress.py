@@ -19,7 +19,7 @@ import pytest
 from orchestrator.network import egress
 from orchestrator.network.egress import EgressPlan, open_egress, plan_for, reopen_egress
 from orchestrator.network.policy import Endpoint
-from orchestrator.network.proxy import Refusal
+from orchestrator.network.proxy import Outcome, Refusal
 
 
 @pytest.fixture
@@ -151,14 +151,25 @@ def test_a_restarted_server_listens_again_in_the_same_folder(tmp_path, echo):
     assert reopen_egress("no-such-attempt") is None
 
 
-def test_a_refused_host_is_logged_ten_times_then_at_each_power_of_ten(tmp_path):
+def test_a_refused_host_is_logged_and_recorded_ten_times_then_at_each_power_of_ten(tmp_path):
     log = tmp_path / "worker.log"
     log.write_text("")
-    report = egress._reporter(log)
+    record = tmp_path / "state" / "worker.network.jsonl"
+    record.parent.mkdir()
+    report = egress._reporter(log, record)
     for count in range(1, 1001):
         report(Refusal("evil.example", 443, "not in workers.sandbox_allow", count))
+    report(Refusal("gone.example", 443, "its name did not resolve: unknown", 1, Outcome.UNREACHABLE))
     counts = [int(line.rsplit("(", 1)[1].split()[0]) for line in log.read_text().splitlines()]
-    assert counts == [*range(1, 11), 100, 1000]
+    assert counts == [*range(1, 11), 100, 1000]  # a host not reached is not in the worker's log
+    entries = egress.read_record(record)
+    assert [e.count for e in entries] == [*range(1, 11), 100, 1000, 1]
+    assert (entries[-1].outcome, entries[-1].authority) == (Outcome.UNREACHABLE, "gone.example:443")
+    assert entries[-1].line() == (
+        "[orchestrator] network: allowed host gone.example:443 could not be reached: its name did not resolve: unknown (1 so far)"
+    )
+    assert record.stat().st_mode & 0o777 == 0o600
+    assert egress.read_record(record, egress.record_size(record)) == []  # an attempt starting now: none of these
 
 
 def test_a_socket_folder_another_user_could_reach_is_refused(short_tmp):

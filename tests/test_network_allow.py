@@ -225,3 +225,56 @@ def test_the_sandbox_ends_with_its_worker_though_its_bridge_held_a_connection(tm
     finally:
         runner.terminate(handle, grace=1)
         runner.release(handle)
+
+
+ASKS_REFUSED_HOST = """
+import sys, time, urllib.request
+try:  # through HTTP_PROXY, as a CLI reaches its model
+    urllib.request.urlopen("http://{address}:{port}/v1/chat", timeout=5)
+except OSError as exc:
+    print("Cannot connect to API:", exc)
+time.sleep({sleep})
+sys.exit(1)
+"""
+
+
+def test_a_worker_its_proxy_refused_fails_at_once_naming_the_host_and_the_setting(served, servers, tmp_path, backend):
+    # What its CLI printed ("Cannot connect to API") says nothing trustworthy; the proxy's record,
+    # which the worker cannot write, says its connection was refused: not retried, and the error
+    # names the host, its port and the setting. A timeout after a refusal names them too, instead
+    # of advising a longer timeout.
+    _, denied = servers
+    port = denied.server_address[1]
+    engine = served(max_retries=2, default_timeout=4)
+    script = tmp_path / "asks.py"
+    script.write_text(ASKS_REFUSED_HOST.format(address=DENIED_ADDRESS, port=port, sleep=0))
+    worker = run(engine, f"'{sys.executable}' '{script}'")
+    assert worker.status is WorkerStatus.FAILED and len(worker.attempts) == 1, worker.attempts
+    assert worker.failure_class == "network", worker
+    assert f"{DENIED_ADDRESS}:{port}" in worker.error and "workers.sandbox_allow" in worker.error, worker.error
+    assert denied.hits == 0
+    document = json.dumps(engine.queries.status_document(worker.job_id))
+    assert f'"path": "{DENIED_ADDRESS}:{port}"' in document, document
+
+    script.write_text(ASKS_REFUSED_HOST.format(address=DENIED_ADDRESS, port=port, sleep=60))
+    worker = run(engine, f"'{sys.executable}' '{script}'")
+    assert worker.status is WorkerStatus.TIMEOUT, worker
+    assert f"{DENIED_ADDRESS}:{port}" in worker.error and "workers.sandbox_allow" in worker.error, worker.error
+    assert "Raise default_timeout" not in worker.error, worker.error
+
+
+def test_an_allowed_host_that_cannot_be_reached_is_in_the_record_with_the_proxys_words(served, tmp_path, backend):
+    import socket
+
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    engine = served(sandbox_allow=["127.0.0.5"])  # listed without a port: reached through the proxy only
+    script = tmp_path / "asks.py"
+    script.write_text(ASKS_REFUSED_HOST.format(address="127.0.0.5", port=port, sleep=0))
+    worker = run(engine, f"'{sys.executable}' '{script}'")
+    lines = [r.line for r in worker.refusals if r.path == f"127.0.0.5:{port}"]
+    assert lines == [
+        f"[orchestrator] network: allowed host 127.0.0.5:{port} could not be reached: connection refused at 127.0.0.5:{port} (1 so far)"
+    ], worker.refusals
+    assert f"allowed host 127.0.0.5:{port} could not be reached" in worker.error, worker.error

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from orchestrator.network.policy import Endpoint, Policy
-from orchestrator.network.proxy import Proxy, Refusal
+from orchestrator.network.proxy import Outcome, Proxy, Refusal
 
 NAMES = {"echo.test": ["127.0.0.1"], "rebind.example.com": ["10.0.0.5"], "both.example.com": ["10.0.0.5", "127.0.0.1"]}
 
@@ -324,19 +324,29 @@ def test_a_fixed_listener_forwards_to_its_target_and_still_checks_it(proxy, sock
     assert other_server.accepted == 0 and fixed.tally.connections == 1
 
 
-def test_an_unreachable_destination_answers_502_and_is_not_a_refusal(door):
+def test_an_unreachable_destination_answers_502_saying_so_and_is_recorded_apart_from_refusals(door):
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    listener = door(Policy.parse(["127.0.0.1", "nowhere.test"]))
+    seen = []
+    listener = door(Policy.parse(["127.0.0.1", "nowhere.test"]), on_refusal=seen.append)
     for authority in (f"127.0.0.1:{port}", "nowhere.test:443"):
-        conn, head, _ = connect_through(listener, authority)
+        conn, head, rest = connect_through(listener, authority)
+        body = rest + recv_all(conn)
         conn.close()
         assert head.startswith("HTTP/1.1 502 Bad Gateway"), head
+        assert "x-orchestrator-unreachable: " in head.lower(), head
+        assert f"orchestrator proxy: allowed host {authority} could not be reached: ".encode() in body, body
     conn, reply = socks(listener, socket.inet_aton("127.0.0.1"), port)
     conn.close()
     assert reply[:2] == b"\x05\x05"
-    assert listener.tally.total == 0
+    assert listener.tally.total == 0 and listener.tally.refused() == []  # not refusals
+    unreached = {(r.host, r.port): r for r in listener.tally.unreached()}
+    assert set(unreached) == {("127.0.0.1", port), ("nowhere.test", 443)}, unreached
+    assert unreached[("127.0.0.1", port)].count == 2  # CONNECT, then SOCKS
+    assert unreached[("127.0.0.1", port)].reason == f"connection refused at 127.0.0.1:{port}"
+    assert unreached[("nowhere.test", 443)].reason.startswith("its name did not resolve: ")  # a failed DNS lookup
+    assert [r.outcome for r in seen] == [Outcome.UNREACHABLE] * 3
 
 
 @pytest.mark.parametrize(

@@ -460,3 +460,69 @@ def test_continue_resumes_the_codex_thread_it_recorded(hosted_at_root, codex_wor
     assert "Say the answer" in said and "First answer." in said and "FEEDBACK-TWO" in said, why
     assert rec.output.strip() == "Second answer.", why
     assert snapshot(host, folder) == before
+
+
+# ----------------------------------------------------------------------------- its endpoint, under the default network
+
+
+def provider_config(mock: MockOpenAIServer) -> str:
+    """A config.toml as a user writes one for a local gateway: a provider of its own, chosen."""
+    return (
+        'model_provider = "gateway"\n\n[model_providers.gateway]\nname = "local gateway"\n'
+        f'base_url = "{mock.url}/v1"\nwire_api = "responses"\nenv_key = "{ENV_KEY}"\n'
+        "request_max_retries = 0\nstream_max_retries = 0\n"
+    )
+
+
+def file_state(path: Path) -> tuple[bytes, int, int]:
+    info = path.stat()
+    return path.read_bytes(), info.st_mtime_ns, info.st_mode
+
+
+def gateway_settings(**orchestrator):
+    return {"worker": "codex", "codex_command": CODEX, "planner": "heuristic", "model": MODEL, **orchestrator}
+
+
+def test_a_provider_in_the_users_config_toml_is_reached_under_the_default_network(make_engine, codex_workers, tmp_path):
+    # The endpoint is in $CODEX_HOME/config.toml alone (no cli_args, no OPENAI_BASE_URL): the server
+    # read it at its start, before any worker ran, and its workers' proxy lets them reach it. Before,
+    # every worker printed "Reconnecting... waiting for network" until its timeout.
+    mock = codex_workers([Text("The answer is 42.")])
+    config = tmp_path / "codex-home" / "config.toml"
+    config.write_text(provider_config(mock))
+    before = file_state(config)
+    engine = make_engine(orchestrator=gateway_settings(), workers={"default_timeout": 40})
+    job = run_job(engine, "Say the answer", tasks=["Say the answer"], timeout=60)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert engine.settings.workers.sandbox_network == "allow" and worker.sandbox in ("bubblewrap", "landlock"), why
+    assert job.status is JobStatus.COMPLETED and worker.output.strip() == "The answer is 42.", why
+    only_responses_endpoint(mock)
+    assert file_state(config) == before  # the user's config, untouched
+
+
+def test_a_provider_named_after_the_start_is_reached_once_sandbox_allow_lists_it(make_engine, codex_workers, tmp_path):
+    # The file changed after the server started (what a worker could have done): it opens nothing,
+    # and the setting the refusal names (workers.sandbox_allow) is what opens it.
+    mock = codex_workers([Text("Listed.")])
+    engine = make_engine(
+        orchestrator=gateway_settings(), workers={"default_timeout": 40, "sandbox_allow": [mock.url.removeprefix("http://")]}
+    )
+    (tmp_path / "codex-home" / "config.toml").write_text(provider_config(mock))
+    job = run_job(engine, "Say it", tasks=["Say it"], timeout=60)
+    why = explain(engine, job, mock)
+    assert job.status is JobStatus.COMPLETED and only_worker(engine, job).output.strip() == "Listed.", why
+
+
+def test_a_provider_named_after_the_start_refuses_the_job_naming_the_setting(make_engine, codex_workers, tmp_path):
+    from orchestrator.errors import ConfigError
+
+    mock = codex_workers([Text("never asked")])
+    engine = make_engine(orchestrator=gateway_settings(), workers={"default_timeout": 40})
+    (tmp_path / "codex-home" / "config.toml").write_text(provider_config(mock))
+    with pytest.raises(ConfigError) as refused:
+        engine.submission.submit("Say it", None, ["Say it"])
+    message = refused.value.message
+    assert mock.url.removeprefix("http://") in message and "workers.sandbox_allow" in message, message
+    assert "model provider gateway in" in message, message
+    assert mock.requests == [] and engine.queries.list_jobs() == []

@@ -201,3 +201,22 @@ def test_a_hanging_model_call_ends_in_timeout_with_no_process_left(make_engine, 
     )  # a first run starts slowly under load
     worker, why = hang_ends_in_timeout(engine, mock, wait=90)
     assert "Hang" in [r.turn for r in mock.conversation], why
+
+
+def test_a_provider_in_the_users_opencode_json_is_reached_under_the_default_network(make_engine, opencode_workers, monkeypatch):
+    # The provider is in the user's $XDG_CONFIG_HOME/opencode/opencode.json alone (no
+    # OPENCODE_CONFIG_CONTENT): read at the server's start, its baseURL is one the workers' proxy
+    # lets them reach. Before, opencode said "Cannot connect to API", taken for an overload and retried.
+    mock, settings = opencode_workers(lambda body: Text("Hello from the gateway"), traced=False)
+    content = os.environ["OPENCODE_CONFIG_CONTENT"]
+    monkeypatch.delenv("OPENCODE_CONFIG_CONTENT")
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "opencode" / "opencode.json"
+    config.write_text(json.dumps(json.loads(content), indent=2))
+    before = (config.read_bytes(), config.stat().st_mtime_ns)
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 60})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=90)
+    worker = only_worker(engine, job)
+    why = explain(engine, job, mock)
+    assert engine.settings.workers.sandbox_network == "allow" and worker.sandbox in ("bubblewrap", "landlock"), why
+    assert worker.status is WorkerStatus.SUCCESS and worker.output == "Hello from the gateway", why
+    assert (config.read_bytes(), config.stat().st_mtime_ns) == before  # the user's config, untouched

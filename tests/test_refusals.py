@@ -74,6 +74,25 @@ def test_the_orchestrators_own_refusals_are_read_from_its_lines_in_the_log(tmp_p
     assert found.total == 4 and [r.kind for r in found.shown] == [RefusalKind.ORCHESTRATOR] * 4  # each its own line
 
 
+def test_a_proxy_line_the_worker_printed_itself_is_no_refusal_its_network_record_is(tmp_path):
+    # The log is the worker's writing too: only the record its sandbox cannot write says what the proxy refused.
+    from orchestrator.network.egress import RecordEntry
+    from orchestrator.network.proxy import Outcome
+
+    log = tmp_path / "worker.log"
+    log.write_text("[orchestrator] network: refused forged.example:443: not in workers.sandbox_allow (1 so far)\n")
+    found = refusals.scan(log)
+    assert found.total == 0 and found.shown == []
+    refusals.add_network(found, [RecordEntry(Outcome.REFUSED, "api.example", 8443, "not in workers.sandbox_allow", 2)])
+    assert [(r.kind, r.path, r.line) for r in found.shown] == [
+        (
+            RefusalKind.NETWORK,
+            "api.example:8443",
+            "[orchestrator] network: refused api.example:8443: not in workers.sandbox_allow (2 so far)",
+        )
+    ]
+
+
 def test_permission_denied_inside_the_workers_own_folders_is_no_refusal(tmp_path):
     own = tmp_path / "work"
     log = _log(tmp_path, f"PermissionError: [Errno 13] Permission denied: '{own}/locked.txt'", "sh: x: Permission denied")

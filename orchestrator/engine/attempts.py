@@ -44,7 +44,7 @@ import random
 import re
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +57,9 @@ from ..errors import ConfigError, no_space
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
 from ..models import Attempt, EndReason, FailureClass, JobRecord, WorkerRecord, WorkerStatus
+from ..network.egress import RecordEntry, read_record, record_size
+from ..network.policy import SETTING
+from ..network.proxy import Outcome as ProxyOutcome
 from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
@@ -65,6 +68,7 @@ from ..quality.steps import Action, Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
 from ..workers.adapters import reported_model
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
+from ..workers.cli_configs import check_reachable, live_endpoints
 from ..workers.confinement import Confinement
 from .locked_only import assert_held, locked_only
 from .tables import Outcome
@@ -83,7 +87,7 @@ QUEUED_RECORD_DELAY = 1.0
 # Why an attempt is followed by another: an ordinary retry (max_retries), a transient one, or
 # an after-attempt step's request (which spends max_retries too).
 RETRY, TRANSIENT, STEP_RETRY = "retry", "transient", "step"
-NEVER_RETRIED = (FailureClass.AUTH, FailureClass.BAD_REQUEST)
+NEVER_RETRIED = (FailureClass.AUTH, FailureClass.BAD_REQUEST, FailureClass.NETWORK)
 TRANSIENT_BASE_FACTOR = 4.0  # transient pauses start at this many retry_backoffs
 
 
@@ -162,6 +166,7 @@ class Attempts:
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
         self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
+        self.network_start = 0  # where the current attempt's entries begin in its network record
 
     @locked_only
     def apply_deferred(self) -> None:
@@ -370,6 +375,11 @@ class Attempts:
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
+            if sandbox is not None and sandbox.egress is not None:
+                # Its CLI's config names a model endpoint its proxy refuses (a file a worker may have
+                # changed since the job began): failed now, naming the setting, not waited on until its timeout.
+                check_reachable(self.adapter.name, live_endpoints(self.adapter, env), sandbox.egress.policy())
+                self.network_start = record_size(Path(sandbox.egress.record)) if sandbox.egress.record else 0
             self.checkout.before_attempt(self.record)
             self.handle = self.executor.start(
                 argv,
@@ -538,6 +548,9 @@ class Attempts:
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
         refused = read_refusals(self.workspace, self.record, self.worker_dir)
+        network = read_record(
+            self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network, self.network_start
+        )
 
         def end() -> None:  # in the next section this thread enters (``apply_deferred``)
             assert_held(self.tables, "an attempt's end")
@@ -565,12 +578,9 @@ class Attempts:
             )
             why = f"timed out after {self.config.default_timeout:g}s (ended by {how})"
             self._log(f"===== attempt {attempt.number} {why} =====")
-            outcome = Outcome(
-                WorkerStatus.TIMEOUT,
-                why,
-                error=f"Worker timeout: {why}. Raise default_timeout if the subtask needs longer.",
-                parsed=parsed,
-            )
+            # Waiting on a connection its proxy refused is no question of time: the record says which.
+            advice = network_words(network) or "Raise default_timeout if the subtask needs longer"
+            outcome = Outcome(WorkerStatus.TIMEOUT, why, error=f"Worker timeout: {why}. {advice}.", parsed=parsed)
             return outcome, RETRY if self.settings.workers.retry_on_timeout else None
         if reason == EndReason.CAP:
             attempt.end_reason = EndReason.CAP
@@ -587,10 +597,10 @@ class Attempts:
             why = f"cancelled (ended by {rung or 'exit'})"
             self._log(f"===== attempt {attempt.number} {why} =====")
             return Outcome(WorkerStatus.CANCELLED, why, parsed=parsed), None
-        return self._classify_exit(attempt, code, duration, parsed)
+        return self._classify_exit(attempt, code, duration, parsed, network)
 
     def _classify_exit(
-        self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult
+        self, attempt: Attempt, code: int | None, duration: float, parsed: ParsedResult, network: Sequence[RecordEntry] = ()
     ) -> tuple[Outcome, str | None]:
         if code is not None and code < 0:
             attempt.end_reason = EndReason.SIGNAL
@@ -606,6 +616,18 @@ class Attempts:
         why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
         error = parsed.error or _last_line(parsed.output) or why
         kind = FailureClass(parsed.failure_class) if parsed.failure_class in tuple(FailureClass) else None
+        if network:
+            error = f"{error}; {network_words(network)}"
+            # What its CLI took for a lost connection, with no answer of a service (no HTTP status, no
+            # retry-after), was its proxy's refusal (its record says so, whatever the CLI printed):
+            # another try would be refused the same. A service's 429 or 503 stays transient.
+            answered = parsed.retry_after is not None or _HTTP_STATUS.search(parsed.error or "") is not None
+            if (
+                kind in (None, FailureClass.TRANSIENT)
+                and not answered
+                and any(e.outcome is ProxyOutcome.REFUSED for e in network)
+            ):
+                kind = FailureClass.NETWORK
         if parsed.retry_after is not None and not 0 <= parsed.retry_after < math.inf:
             parsed.retry_after = None  # what a CLI printed: a record (JSON) holds no NaN or infinity
         retry_after = parsed.retry_after
@@ -633,15 +655,48 @@ _CLASS_WORDS = {
     FailureClass.AUTH: "authentication failed",
     FailureClass.BAD_REQUEST: "the service refused the request",
     FailureClass.TRANSIENT: "rate limit or overload",
+    FailureClass.NETWORK: "its sandbox's proxy refused a connection",
 }
+
+
+_HTTP_STATUS = re.compile(
+    r"\b(?:status(?: code)?:?|HTTP/\d(?:\.\d)?|APIError)\s*[1-5]\d\d\b|\b[1-5]\d\d (?:[A-Z][a-z]+ ?)+", re.I
+)
+
+
+def network_words(entries: Sequence[RecordEntry]) -> str:
+    """What an attempt's network record says, for its error: each host refused (and why), each
+    allowed host not reached, and the setting that opens a host."""
+    refused = _distinct(e for e in entries if e.outcome is ProxyOutcome.REFUSED)
+    unreached = _distinct(e for e in entries if e.outcome is ProxyOutcome.UNREACHABLE)
+    said = []
+    if refused:
+        listed = "; ".join(f"{e.authority} ({e.reason})" for e in refused)
+        said.append(
+            f"the sandbox's proxy refused it {listed}. If the worker needs it, add it to {SETTING} in config.yaml "
+            "(or set workers.sandbox_network: host)"
+        )
+    if unreached:
+        said.append("; ".join(f"allowed host {e.authority} could not be reached: {e.reason}" for e in unreached))
+    return ". ".join(said)
+
+
+def _distinct(entries: Iterable[RecordEntry]) -> list[RecordEntry]:
+    """One entry per host and port (its latest), at most five."""
+    found: dict[str, RecordEntry] = {}
+    for entry in entries:
+        found[entry.authority] = entry
+    return list(found.values())[:5]
 
 
 def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -> refusals.Refusals:
     """What the system refused ``record`` over all its attempts so far, from its whole log (the
-    orchestrator's own lines about it included); a "Permission denied" inside ``directory`` (its
-    checkout) or its TMPDIR is no refusal of the sandbox."""
-    tmp = workspace.worker_tmp(record.root_id, record.depth, record.name)
-    return refusals.scan(workspace.worker_log(record.root_id, record.depth, record.name), (directory, tmp))
+    orchestrator's own lines about it included) and its network record; a "Permission denied" inside
+    ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox."""
+    paths = workspace.worker_paths(record.root_id, record.depth, record.name)
+    found = refusals.scan(paths.log, (directory, paths.tmp))
+    refusals.add_network(found, read_record(paths.network))
+    return found
 
 
 def _enforced(handle: AttemptHandle | None) -> Enforced | None:

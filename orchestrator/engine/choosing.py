@@ -59,7 +59,7 @@ class Choosing:
         self.ctx = ctx
         self.settings = ctx.settings
         self.workspace = ctx.workspace
-        self.confinement = Confinement(ctx.settings, ctx.workspace)
+        self.confinement = Confinement(ctx.settings, ctx.workspace, configs=ctx.cli_configs)
         self.tables = ctx.tables
         self.announce = ctx.announce
         self.hooks = ctx.hooks

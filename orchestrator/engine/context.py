@@ -24,6 +24,7 @@ from ..process.executor import Executor
 from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..reports.metrics import Metrics
+from ..workers.cli_configs import CliConfigs
 from ..workspace.layout import Workspace
 from .locked_only import locked_only
 
@@ -76,6 +77,9 @@ class EngineContext:
     runner: ProcessRunner  # where helper commands run (the AI planner, a judge, scoring)
     checkout: Checkout  # prepares each worker's directory
     hooks: EngineHooks
+    # The CLIs' config files as the server found them at its start (workers/cli_configs.py): the model
+    # endpoints they name are the ones a sandboxed worker may reach besides its settings'.
+    cli_configs: CliConfigs = field(default_factory=lambda: CliConfigs({}))
     # Set at shutdown: what runs outside a worker's attempt and may take long (a merge's resolver) stops.
     closing: Wakeup = field(default_factory=Wakeup)
 

@@ -49,6 +49,7 @@ from ..retention.pruning import delete_job, jobs_on_disk, refusal
 from ..states import WorkerPhase
 from ..workers import roles
 from ..workers.adapters import memory_peaks
+from ..workers.cli_configs import CliConfigs
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from ..workspace.ids import root_of, validate_job_id, worker_key
@@ -98,7 +99,10 @@ class Engine:
         self.settings = settings
         self.workspace = workspace or Workspace(settings.workspace_root)
         # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
-        self.confinement = Confinement(settings, self.workspace, announce=True)
+        # The CLIs' config files read now, before any worker runs: the model endpoints they name are
+        # the ones its workers reach besides their settings' (workers/cli_configs.py).
+        self.cli_configs = CliConfigs.take(settings)
+        self.confinement = Confinement(settings, self.workspace, announce=True, configs=self.cli_configs)
         # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
         if runner is None and executor is None and settings.distributed.executor != ExecutorKind.RQ and supervisor.supported():
@@ -150,6 +154,7 @@ class Engine:
             runner=self.runner,
             checkout=self.checkout,
             hooks=self,
+            cli_configs=self.cli_configs,
         )
         self.ctx = ctx
         # merge_strategy resolve's resolver workers, for every merge: a root's, a child's, a graph's integration.

@@ -40,7 +40,9 @@ class Submission:
     def __init__(self, ctx: EngineContext, *, nesting: Nesting | None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.confinement = Confinement(ctx.settings, ctx.workspace)  # what each root job's notes say of its sandbox
+        self.confinement = Confinement(
+            ctx.settings, ctx.workspace, configs=ctx.cli_configs
+        )  # what each root job's notes say of its sandbox
         self.clock = ctx.clock
         self.workspace = ctx.workspace
         self.runner = ctx.runner
@@ -118,6 +120,8 @@ class Submission:
             # test's fake executor) are checked where they run.
             if any(n.kind is None for n in nodes) and self.ctx.executor.local_runner() is not None:
                 check_kind_runs(self.settings, cfg.worker)
+            if self.ctx.executor.local_runner() is not None:  # (422: a CLI's model endpoint its proxy would refuse)
+                self.confinement.check_endpoints(cfg, [n.kind or cfg.worker for n in nodes], base_env(self.settings))
             plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
             judging = cfg.judge.get("kind") if cfg.select == Select.JUDGE and candidates.has_candidates_nodes(nodes) else None
             for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):

@@ -11,9 +11,11 @@ and no route out, which also closes the host's abstract Unix sockets. Its one wa
   bridge (process/shim.py) listening inside the namespace on 127.0.0.1:\\ :data:`PROXY_PORT` and on each
   loopback endpoint's own address and port, each connection carried to its socket: ``HTTPS_PROXY``
   and the API's URL work unchanged in the sandbox;
-* every connection decided by the attempt's :class:`~orchestrator.network.policy.Policy`, every
-  refusal appended to the worker's log as an ``[orchestrator] network: refused`` line, which its
-  record's refusals read (workers/refusals.py).
+* every connection decided by the attempt's :class:`~orchestrator.network.policy.Policy`; every
+  refusal, and every allowed host that could not be reached, written to the attempt's network record
+  (``EgressPlan.record``: a file beside the worker's log that its sandbox cannot write, read by
+  :func:`read_record` for its record's refusals), a refusal also told in the worker's log as an
+  ``[orchestrator] network: refused`` line for whoever reads it.
 
 A program that ignores the proxy variables finds no route ("Network is unreachable") and fails
 closed: no connection leaves the namespace except through the proxy.
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .policy import Endpoint, Policy, endpoint_of_url, parse_entry
-from .proxy import Listener, Refusal, shared
+from .proxy import Listener, Outcome, Refusal, shared
 
 log = logging.getLogger("orchestrator.network")
 
@@ -81,6 +83,7 @@ class EgressPlan:
 
     allow: tuple[str, ...] = ()
     always: tuple[Endpoint, ...] = ()
+    record: str = ""  # the attempt's network record (a path no process of the attempt can write; "": none)
 
     def policy(self) -> Policy:
         return Policy.parse(self.allow, always=self.always)
@@ -98,22 +101,31 @@ class EgressPlan:
         return found
 
     def to_dict(self) -> dict[str, Any]:
-        return {"allow": list(self.allow), "always": [[e.host, e.port, e.label] for e in self.always]}
+        return {"allow": list(self.allow), "always": [[e.host, e.port, e.label] for e in self.always], "record": self.record}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EgressPlan:
         return cls(
             allow=tuple(str(entry) for entry in data.get("allow", ())),
             always=tuple(Endpoint(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in data.get("always", ())),
+            record=str(data.get("record") or ""),
         )
 
 
-def plan_for(allow: Sequence[str], hosts: Sequence[str], urls: Iterable[str], *, api_url: str | None = None) -> EgressPlan:
+def plan_for(
+    allow: Sequence[str],
+    hosts: Sequence[str],
+    urls: Iterable[str],
+    *,
+    api_url: str | None = None,
+    labelled: Iterable[tuple[str, str]] = (),
+) -> EgressPlan:
     """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts), whose settings name
-    the model ``urls`` and which reaches this server at ``api_url`` (a URL that names no host is left out)."""
+    the model ``urls``, whose CLI's own config named the ``labelled`` ones ((url, label): where) and
+    which reaches this server at ``api_url`` (a URL that names no host is left out)."""
     always: list[Endpoint] = []
     named = [(api_url, "this server's API")] if api_url else []
-    for url, label in [*named, *((url, "the model API its settings name") for url in urls)]:
+    for url, label in [*named, *((url, "the model API its settings name") for url in urls), *labelled]:
         endpoint = endpoint_of_url(url)
         if endpoint is not None and all((e.host, e.port) != (endpoint.host, endpoint.port) for e in always):
             always.append(Endpoint(endpoint.host, endpoint.port, label))
@@ -250,7 +262,7 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
     egress = Egress(folder)
     try:
         policy = plan.policy()
-        report = _reporter(log_path)
+        report = _reporter(log_path, Path(plan.record) if plan.record else None)
         if namespace:
             egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report, wait=False))
         else:
@@ -287,25 +299,89 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
     return egress
 
 
-def _reporter(log_path: Path | None) -> Any:
-    """The proxy's ``on_refusal``: a line in the worker's log per refusal of a host, the first ten and
-    then each power of ten (a worker retrying in a loop must not flood its log)."""
+def _reporter(log_path: Path | None, record_path: Path | None) -> Any:
+    """The proxy's ``on_refusal``: an entry in the attempt's network record per refusal (or host not
+    reached), and a line in the worker's log per refusal, the first ten of a host and then each power
+    of ten (a worker retrying in a loop must not flood either)."""
 
     def report(refusal: Refusal) -> None:
         count = refusal.count
         if count > _LOG_EVERY and str(count).rstrip("0") != "1":
             return
-        _append(log_path, f"{REFUSED}{refusal.host}:{refusal.port}: {refusal.reason} ({count} so far)\n")
+        if refusal.outcome is Outcome.REFUSED:
+            _append(log_path, f"{REFUSED}{_authority(refusal.host, refusal.port)}: {refusal.reason} ({count} so far)\n")
+        entry = {"outcome": refusal.outcome.value, "host": refusal.host, "port": refusal.port, "reason": refusal.reason}
+        _append(record_path, json.dumps({**entry, "count": count}) + "\n", create=True)
 
     return report
 
 
-def _append(log_path: Path | None, line: str) -> None:
-    """``line`` at the end of the worker's log (appended as its own output is: never through a link)."""
+@dataclass(frozen=True)
+class RecordEntry:
+    """One entry of an attempt's network record: a destination refused, or allowed and not reached."""
+
+    outcome: Outcome
+    host: str
+    port: int
+    reason: str
+    count: int
+
+    @property
+    def authority(self) -> str:
+        return _authority(self.host, self.port)
+
+    def line(self) -> str:
+        """The entry as a person reads it."""
+        if self.outcome is Outcome.REFUSED:
+            return f"{REFUSED}{self.authority}: {self.reason} ({self.count} so far)"
+        return f"{NOTE}allowed host {self.authority} could not be reached: {self.reason} ({self.count} so far)"
+
+
+RECORD_MAX = 1 << 20  # bytes of a network record read (its entries are throttled per host)
+
+
+def read_record(path: Path, start: int = 0) -> list[RecordEntry]:
+    """The entries of the network record at ``path`` from byte ``start`` (none where it is missing);
+    a line that is not an entry is skipped."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read(RECORD_MAX)
+    except OSError:
+        return []
+    found = []
+    for raw in data.splitlines():
+        try:
+            item = json.loads(raw)
+            found.append(
+                RecordEntry(
+                    Outcome(item["outcome"]), str(item["host"]), int(item["port"]), str(item["reason"]), int(item["count"])
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def record_size(path: Path) -> int:
+    """Where the entries of an attempt starting now will begin in the record at ``path``."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _append(log_path: Path | None, line: str, *, create: bool = False) -> None:
+    """``line`` at the end of the worker's log (appended as its own output is: never through a link),
+    or of the network record (``create``: made where missing, private)."""
     if log_path is None:
         return
     try:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
     except OSError:
         return
     try:

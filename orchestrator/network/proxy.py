@@ -14,7 +14,9 @@ connection to that one endpoint as is (the worker's way to the orchestrator's AP
 Each destination is checked by name, resolved once, each address checked, and the first allowed
 address connected to by IP: the connection goes where the check looked, never to a second answer
 of the DNS. A refusal answers 403 with ``X-Orchestrator-Refused: <reason>`` (SOCKS: reply 0x02) and
-is counted per (host, port); a destination that cannot be reached answers 502 and is not a refusal.
+is counted per (host, port); an allowed destination that cannot be reached (its name does not resolve,
+its connection fails) answers 502 saying so (``X-Orchestrator-Unreachable: <reason>``) and is counted
+apart, as :attr:`Outcome.UNREACHABLE`. Both are reported to the listener's ``on_refusal``.
 Bytes are copied as they arrive (a model's streamed answer is not held back) with backpressure, and
 an end of one direction is passed on as a half-close.
 """
@@ -33,6 +35,7 @@ import stat
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -70,14 +73,23 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _T = TypeVar("_T")
 
 
+class Outcome(str, Enum):
+    """What became of a connection the proxy reports: refused by the policy, or allowed and not reached."""
+
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+
+
 @dataclass(frozen=True)
 class Refusal:
-    """A destination a listener refused, its reason, and how often so far (this time included)."""
+    """A destination a listener refused (or, ``outcome`` UNREACHABLE, could not reach), its reason,
+    and how often so far (this time included)."""
 
     host: str
     port: int
     reason: str
     count: int
+    outcome: Outcome = Outcome.REFUSED
 
 
 class Tally:
@@ -86,6 +98,7 @@ class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refused: dict[tuple[str, int], Refusal] = {}
+        self._unreached: dict[tuple[str, int], Refusal] = {}
         self._total = 0
         self._connections = 0
 
@@ -96,6 +109,19 @@ class Tally:
             self._refused[(host, port)] = refusal
             self._total += 1
             return refusal
+
+    def unreachable(self, host: str, port: int, reason: str) -> Refusal:
+        """An allowed destination not reached (counted apart: not a refusal)."""
+        with self._lock:
+            before = self._unreached.get((host, port))
+            found = Refusal(host, port, reason, before.count + 1 if before else 1, Outcome.UNREACHABLE)
+            self._unreached[(host, port)] = found
+            return found
+
+    def unreached(self) -> list[Refusal]:
+        """One per allowed (host, port) not reached, in the order first seen, with the latest count."""
+        with self._lock:
+            return list(self._unreached.values())
 
     def connected(self) -> None:
         with self._lock:
@@ -392,8 +418,9 @@ class Proxy:
         except _Refused as exc:
             return await _refused(reader, writer, host, port, exc.reason)
         except _Unreachable as exc:
+            text = f"orchestrator proxy: allowed host {_shown(host, port)} could not be reached: {exc}"
             return await _answer(
-                reader, writer, 502, "Bad Gateway", f"orchestrator proxy: {_shown(host, port)} unreachable: {exc}"
+                reader, writer, 502, "Bad Gateway", text, f"X-Orchestrator-Unreachable: {_header_safe(str(exc))}\r\n"
             )
         if method == "CONNECT":
             await _tunnel((reader, writer), upstream, to_client=b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -426,7 +453,9 @@ class Proxy:
             try:
                 addresses = await asyncio.wait_for(self._resolver(key, port), CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as exc:
-                raise _Unreachable(SOCKS_HOST_UNREACHABLE, f"cannot resolve {key}: {exc or 'timed out'}") from None
+                raise self._unreachable(
+                    listener, key, port, SOCKS_HOST_UNREACHABLE, f"its name did not resolve: {exc or 'timed out'}"
+                ) from None
         allowed, refused = [], None
         for address in dict.fromkeys(addresses):
             verdict = listener.policy.check_address(key, port, address)
@@ -436,9 +465,12 @@ class Proxy:
                 refused = verdict
         if not allowed:
             if refused is None:
-                raise _Unreachable(SOCKS_HOST_UNREACHABLE, f"{key} has no address")
+                raise self._unreachable(listener, key, port, SOCKS_HOST_UNREACHABLE, "its name has no address")
             raise self._refuse(listener, key, port, refused.reason)
-        upstream = await self._dial(allowed, port)
+        try:
+            upstream = await self._dial(allowed, port)
+        except _Unreachable as exc:
+            raise self._unreachable(listener, key, port, exc.code, str(exc)) from None
         listener.tally.connected()
         _notify(listener.on_connect, key, port)
         return upstream
@@ -450,10 +482,13 @@ class Proxy:
         for address in addresses:
             try:
                 upstream = await asyncio.wait_for(self._connector(address, port), max(deadline - loop.time(), 0.001))
-            except ConnectionRefusedError as exc:
-                failure = _Unreachable(SOCKS_REFUSED, f"{_shown(address, port)}: {exc.strerror or 'refused'}")
+            except ConnectionRefusedError:
+                failure = _Unreachable(SOCKS_REFUSED, f"connection refused at {_shown(address, port)}")
             except (OSError, asyncio.TimeoutError) as exc:
-                failure = _Unreachable(SOCKS_HOST_UNREACHABLE, f"{_shown(address, port)}: {exc or 'timed out'}")
+                failure = _Unreachable(
+                    SOCKS_HOST_UNREACHABLE,
+                    f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc or 'timed out'} at {_shown(address, port)}",
+                )
             else:
                 _nodelay(upstream[1])
                 return upstream
@@ -465,6 +500,13 @@ class Proxy:
         log.debug("proxy: refused %s: %s", _shown(host, port), reason)
         _notify(listener.on_refusal, refusal)
         return _Refused(reason)
+
+    @staticmethod
+    def _unreachable(listener: Listener, host: str, port: int, code: int, reason: str) -> _Unreachable:
+        found = listener.tally.unreachable(host, port, reason)
+        log.debug("proxy: %s not reached: %s", _shown(host, port), reason)
+        _notify(listener.on_refusal, found)
+        return _Unreachable(code, reason)
 
 
 def _notify(callback: Callable[..., None] | None, *args: object) -> None:

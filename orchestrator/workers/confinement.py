@@ -47,6 +47,7 @@ from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import auto_order, get_adapter
 from .adapters.base import Adapter
+from .cli_configs import CliConfigs, check_reachable, live_endpoints
 
 log = logging.getLogger("orchestrator.sandbox")
 
@@ -57,11 +58,17 @@ class Confinement:
     """The sandbox of every process that runs a worker's code. Cheap to build: the machine is
     probed once per process (backends.probe)."""
 
-    def __init__(self, settings: Settings, workspace: Workspace, *, announce: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, workspace: Workspace, *, announce: bool = False, configs: CliConfigs | None = None
+    ) -> None:
         """A ConfigError when workers.sandbox is on and the machine cannot sandbox: a server never
-        starts unconfined by surprise. ``announce``: the server's, which logs its decision once."""
+        starts unconfined by surprise. ``announce``: the server's, which logs its decision once.
+        ``configs``: the CLIs' config files as the server found them at its start (workers/cli_configs.py),
+        whose model endpoints its workers may reach (none when not given: a copy read later could
+        hold what a worker wrote)."""
         self.settings = settings
         self.workspace = workspace
+        self.configs = configs if configs is not None else CliConfigs({})
         w = settings.workers
         self.support = probe(backend=w.sandbox_backend)
         self.network = SandboxNetwork(w.sandbox_network)
@@ -85,9 +92,13 @@ class Confinement:
         self, record: WorkerRecord, directory: Path, config: JobConfig | None, env: Mapping[str, str] | None = None
     ) -> SandboxSpec | None:
         """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
-        tmp = self.workspace.worker_tmp(record.root_id, record.depth, record.name)
-        prompt = self.workspace.prompt_path(record.root_id, record.depth, record.name)
-        return self.spec_at(record.root_id, record.kind, directory, tmp, config, env, branch=record.name, readable=(prompt,))
+        paths = self.workspace.worker_paths(record.root_id, record.depth, record.name)
+        spec = self.spec_at(
+            record.root_id, record.kind, directory, paths.tmp, config, env, branch=record.name, readable=(paths.prompt,)
+        )
+        if spec is not None and spec.egress is not None:  # what its proxy refuses it, where it cannot write
+            spec = replace(spec, egress=replace(spec.egress, record=str(paths.network)))
+        return spec
 
     def spec_at(
         self,
@@ -149,11 +160,29 @@ class Confinement:
         live), its kind's hosts, its model endpoints and this server's API, allowed at any address."""
         urls: list[str] = []
         hosts: tuple[str, ...] = ()
+        configured: list[tuple[str, str]] = []
         if adapter is not None:
             hosts = adapter.network_hosts
             urls = adapter.model_urls(self.settings, env)
+            configured = [
+                (e.url, f"the model API of its {e.source}, as the server found it at its start")
+                for e in self.configs.endpoints(adapter, env)
+            ]
         api = env.get(protocol.API_URL) or self.settings.api.local_url()  # (a gate's environment may lack it)
-        return plan_for(self.settings.workers.sandbox_allow, hosts, urls, api_url=api)
+        return plan_for(self.settings.workers.sandbox_allow, hosts, urls, api_url=api, labelled=configured)
+
+    def check_endpoints(self, config: JobConfig, kinds: Sequence[str], env: Mapping[str, str]) -> None:
+        """A ConfigError when a job's workers of ``kinds`` (environment ``env``) would run with the
+        proxy and their CLI's config file names, now, a model endpoint the proxy would refuse them:
+        refused at submission rather than waited on until each worker's timeout (cli_configs.py)."""
+        spec = self.for_job(config).spec
+        if spec is None or spec.network is not SandboxNetwork.ALLOW:
+            return
+        for kind in dict.fromkeys(kinds):
+            adapter = get_adapter(kind)
+            found = live_endpoints(adapter, env)
+            if found:
+                check_reachable(kind, found, self.egress_plan(adapter, env).policy())
 
     def project_view(self, directory: Path, shown: Path) -> ProjectView | None:
         """The checkout at ``directory`` shown at its repository's own path (process/sandbox.py

@@ -1,7 +1,10 @@
 """What the system refused a worker, read from its log: the sandbox's (and the kernel's) refusals its
 CLI printed ("Read-only file system", EROFS, "Permission denied" on a path outside its own folders, a
 git ref it could not lock), and the orchestrator's own (``[orchestrator] ...`` lines: an object of its
-sandbox not taken into the repository, a branch move left undone).
+sandbox not taken into the repository, a branch move left undone); and from its network record (a
+file its sandbox cannot write, network/egress.py), what its proxy refused it and the allowed hosts it
+could not reach (:func:`add_network`). The proxy's lines in the log are for reading only: the worker
+writes that log too, so a line there that looks like one is not taken.
 
 A worker whose every write outside its checkout was refused may still have done its subtask, and is
 ``success`` then; its refusals are shown beside that status on every surface, so a reviewer learns
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..network.egress import RecordEntry
 from ..outcomes import Refusal, RefusalKind
 
 MAX_SHOWN = 20  # distinct refusals kept on a worker's record
@@ -35,8 +39,6 @@ _WORDS: tuple[tuple[RefusalKind, bytes], ...] = (
     ),
     (RefusalKind.PERMISSION, rb"Permission denied|\bEACCES\b|Operation not permitted|\bEPERM\b"),
 )
-# The proxy's lines (network/egress.py): "[orchestrator] network: refused HOST:PORT: reason (N so far)".
-_NETWORK = re.compile(r"^\[orchestrator\] network: refused (\S+): ")
 # A program that ignored the proxy variables, in a sandbox with no route out (bubblewrap), or whose
 # connection its Landlock rules refused (EACCES, as Node, urllib and urllib3 report it): it failed closed.
 _NO_ROUTE = re.compile(rb"Network is unreachable|\bENETUNREACH\b|connect EACCES|(?:urlopen error|new connection:) \[Errno 13\]")
@@ -126,9 +128,6 @@ def classify(line: str, roots: Sequence[str] = ()) -> Refusal | None:
     """The refusal ``line`` tells of, or None (a "Permission denied" inside the worker's own folders)."""
     shown = line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
     if line.startswith("[orchestrator] "):
-        network = _NETWORK.match(line)
-        if network is not None:
-            return Refusal(RefusalKind.NETWORK, network.group(1)[:MAX_LINE], shown)
         return Refusal(RefusalKind.ORCHESTRATOR, None, shown) if _ORCHESTRATOR.match(line) else None
     raw = line.encode("utf-8", "replace")
     if _NO_ROUTE.search(raw):
@@ -142,6 +141,13 @@ def classify(line: str, roots: Sequence[str] = ()) -> Refusal | None:
             return None
         return Refusal(kind, path, shown)
     return None
+
+
+def add_network(found: Refusals, entries: Sequence[RecordEntry]) -> None:
+    """The network record's ``entries`` (network/egress.py) as refusals: kind ``network``, HOST:PORT
+    as the path, the entry's own words (a host refused again keeps its latest count)."""
+    for entry in entries:
+        found.add(Refusal(RefusalKind.NETWORK, entry.authority[:MAX_LINE], entry.line()[:MAX_LINE]))
 
 
 def _path_near(line: str, at: int) -> str | None:

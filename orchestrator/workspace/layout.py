@@ -71,6 +71,7 @@ class WorkerPaths:
     prompt: Path  # state/prompts/<key>.txt
     tmp: Path  # its TMPDIR
     exits: Path  # the folder of its attempts' exit files
+    network: Path  # state/workers/<key>.network.jsonl: what its proxy refused it (network/egress.py), out of its sandbox's reach
 
     def exit_file(self, attempt: int) -> Path:
         return self.exits / f"{self.key}.{int(attempt)}"
@@ -181,6 +182,7 @@ class Workspace:
                 prompt=tree.prompts / f"{key}.txt",
                 tmp=tree.tmp / key,
                 exits=tree.exits,
+                network=tree.workers / f"{key}.network.jsonl",
             )
             if len(self._workers) >= 2048:
                 self._workers.clear()

@@ -95,6 +95,15 @@ def home_of(env: Mapping[str, str]) -> Path:
 
 
 @dataclass(frozen=True)
+class ConfigEndpoint:
+    """A model endpoint a CLI's own config file names: its ``url`` and where (``source``: which
+    provider in which file), for the proxy's policy and for a refusal's words."""
+
+    url: str
+    source: str
+
+
+@dataclass(frozen=True)
 class ModelUsage:
     """One model's tokens in an attempt, as its CLI reported them (input includes cache reads)."""
 
@@ -280,6 +289,17 @@ class Adapter:
             args = []
         found += [url for arg in args for url in _URL.findall(str(arg)) if _BASE_WORDS.search(str(arg))]
         return found
+
+    def config_files(self, env: Mapping[str, str]) -> list[Path]:
+        """The config files of its CLI that may name a model endpoint, where a worker with
+        environment ``env`` reads them (workers/cli_configs.py snapshots them at the server's start)."""
+        return []
+
+    def config_endpoints(self, texts: Mapping[Path, str]) -> list[ConfigEndpoint]:
+        """The model endpoints ``texts`` (a text per file of ``config_files``) name. Only ever read
+        from a snapshot taken before any worker ran to open a host; a file as it is now (a folder
+        workers write) may only refuse a job (workers/cli_configs.py)."""
+        return []
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
         """Single files the CLI rewrites outside those folders (claude's ``~/.claude.json``): a

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import transcript
 from .aicli import AICLIAdapter, add, cli_args_of, has_flag, home_of, is_auth_error, json_lines
-from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .base import ConfigEndpoint, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
 from .kind import Login, LoginAnswer, LoginFacts, StoredLogin, WorkerKind, run_probe
 
 if TYPE_CHECKING:
@@ -94,8 +94,23 @@ class CodexAdapter(AICLIAdapter):
     # CODEX_HOME: its config, sessions, logs and the auth it refreshes.
     path_settings = (PathSetting("CODEX_HOME", PathUse.CONFIG, default=".codex"),)
     # Its model endpoints: OPENAI_BASE_URL and a ``-c model_providers.X.base_url=`` in cli_args (the
-    # base class), never its config.toml: CODEX_HOME is a folder its workers write, and a provider one
-    # planted there would open a host to the next worker.
+    # base class), and each provider's ``base_url`` of the user's config.toml as the server found it at
+    # its start (``config_endpoints``, workers/cli_configs.py), never as it is now: CODEX_HOME is a
+    # folder its workers write, and a provider one planted there would open a host to the next worker.
+
+    def config_files(self, env: Mapping[str, str]) -> list[Path]:
+        return [_codex_home(env) / "config.toml"]
+
+    def config_endpoints(self, texts: Mapping[Path, str]) -> list[ConfigEndpoint]:
+        """Each ``[model_providers.NAME] base_url`` (profiles choose among them)."""
+        found: list[ConfigEndpoint] = []
+        for path, text in texts.items():
+            providers = _toml(text).get("model_providers")
+            for name, provider in providers.items() if isinstance(providers, dict) else ():
+                url = provider.get("base_url") if isinstance(provider, dict) else None
+                if isinstance(url, str) and url.strip():
+                    found.append(ConfigEndpoint(url.strip(), f"model provider {name} in {path}"))
+        return found
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
         extra = cli_args_of(ctx)
@@ -233,6 +248,19 @@ def classify(message: str) -> tuple[str | None, float | None]:
     if again and failure_class == "transient":
         retry_after = float(again.group(1)) / (1000 if again.group(2).lower() == "ms" else 1)
     return failure_class, retry_after
+
+
+def _codex_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("CODEX_HOME") or home_of(env) / ".codex")
+
+
+def _toml(text: str) -> dict[str, Any]:
+    """``text`` read as TOML; {} for what is not (or on Python 3.10, which has no tomllib)."""
+    try:
+        doc = importlib.import_module("tomllib").loads(text)
+    except (ImportError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _user_sets_poll_limit(cli_args: list[str], env: Mapping[str, str]) -> bool:

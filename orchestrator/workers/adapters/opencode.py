@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import transcript
@@ -59,11 +60,14 @@ from .aicli import (
     to_float,
     to_int,
 )
-from .base import ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status
+from .base import ConfigEndpoint, ParsedResult, PathSetting, PathUse, WorkerContext, class_of_http_status, home_of
 from .kind import LoginFacts, StoredLogin, WorkerKind
 
 if TYPE_CHECKING:
     from ...config import Settings
+
+
+_BASE_URL = re.compile(r'"baseURL"\s*:\s*"([^"]+)"')  # a provider's endpoint in its config
 
 
 class OpencodeAdapter(AICLIAdapter):
@@ -76,7 +80,24 @@ class OpencodeAdapter(AICLIAdapter):
     def model_urls(self, settings: Settings, env: Mapping[str, str]) -> list[str]:
         """Besides the variables, each provider's ``baseURL`` in ``OPENCODE_CONFIG_CONTENT``."""
         found = super().model_urls(settings, env)
-        return found + re.findall(r'"baseURL"\s*:\s*"([^"]+)"', env.get("OPENCODE_CONFIG_CONTENT", ""))
+        return found + _BASE_URL.findall(env.get("OPENCODE_CONFIG_CONTENT", ""))
+
+    def config_files(self, env: Mapping[str, str]) -> list[Path]:
+        """Its global config (``$XDG_CONFIG_HOME/opencode``: config.json, opencode.json, opencode.jsonc)
+        and the file ``OPENCODE_CONFIG`` names. (A project's own opencode.json is in the worker's
+        checkout, which it writes: never read for an endpoint.)"""
+        folder = Path(env.get("XDG_CONFIG_HOME") or home_of(env) / ".config") / "opencode"
+        files = [folder / name for name in ("config.json", "opencode.json", "opencode.jsonc")]
+        named = env.get("OPENCODE_CONFIG", "")
+        return [*files, Path(named)] if named and Path(named).is_absolute() else files
+
+    def config_endpoints(self, texts: Mapping[Path, str]) -> list[ConfigEndpoint]:
+        """Each provider's ``options.baseURL`` (read as words: the file may be JSON with comments)."""
+        return [
+            ConfigEndpoint(url, f"a provider's baseURL in {path}")
+            for path, text in texts.items()
+            for url in _BASE_URL.findall(text)
+        ]
 
     co_author_email = "noreply@opencode.ai"  # opencode's own trailer
     cli = "opencode"
