@@ -202,6 +202,11 @@ def test_with_a_zero_byte_key_verify_names_it_and_the_next_job_says_why_it_has_n
     notes = again.workspace.load_job(second.id).notes
     assert not (again.workspace.job_dir(second.id) / FILE).exists()
     assert any(n.startswith(f"RECORD.json not written: the signing key {path} is empty") for n in notes), notes
+    path.unlink()  # as the message says: verify --key makes a new one
+    assert verify_cli(folder, "--key").stdout.startswith("ed25519:") and path.stat().st_size > 0
+    unsigned = verify_cli(folder, second.id)
+    assert unsigned.returncode == 1 and "Traceback" not in unsigned.stderr
+    assert "RECORD.json does not exist" in unsigned.stdout and "its notes say why" in unsigned.stdout, unsigned.stdout
 
 
 def test_verify_names_a_malformed_record_and_never_raises(tmp_path):

@@ -27,7 +27,10 @@ def verify(
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, [f"{path} does not exist: the job has not ended, or ended before records were written"]
+        return None, [
+            f"{path} does not exist: the job has not ended, or ended before records were written, or its "
+            "record could not be written (its notes say why: ./orchestrator.sh status JOB)"
+        ]
     except (OSError, ValueError) as exc:
         return None, [f"{path} is not readable JSON: {exc}"]
     if not isinstance(record, dict) or not isinstance(record.get("signature"), dict):
