@@ -584,6 +584,35 @@ def test_committing_workers_whose_git_walks_every_branch_see_their_own_and_land(
 
 
 @needs_bwrap
+def test_eight_workers_committing_at_once_have_every_object_taken_and_no_false_alarm(arena):
+    """Eight sibling workers commit at once (two commits each, the second after a ``git gc`` of the
+    first: their git packs and prunes what is in the shared store while siblings' takes run), three
+    jobs in a row: every commit lands, the repository is whole, and no worker's log says an object
+    was "not taken" (issue 47, item 6: sibling takes had moved what another take had listed)."""
+    commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"
+    script = (
+        f"od -An -N8 -tx1 /dev/urandom > one.txt && git add one.txt && {commit} one\n"
+        "git gc -q --prune=now 2>/dev/null; echo packed\n"
+        f"od -An -N8 -tx1 /dev/urandom > two.txt && git add two.txt && {commit} two && echo committed\n"
+    )
+    attack = arena.tmp / "eight.sh"
+    attack.write_text(script)
+    engine = arena.engine("on")
+    before = arena.snapshot()
+    for round in range(3):
+        job = engine.submission.submit(f"eight {round}", {"max_workers": 8}, [f"sh '{attack}'"] * 8)
+        assert engine.queries.wait(job.id, 120).status.terminal
+        _, workers = engine.queries.snapshot(job.id)
+        logs = {w.name: engine.workspace.worker_log(job.root_id, 0, w.name).read_text() for w in workers}
+        assert len(workers) == 8 and all(w.status is WorkerStatus.SUCCESS for w in workers), logs
+        assert all("committed" in log and "not taken" not in log for log in logs.values()), logs
+        for w in workers:
+            assert git(arena.host, "log", "--format=%s", str(w.commit)).splitlines()[:2] == ["two", "one"]
+        assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    assert arena.snapshot() == before
+
+
+@needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
     """merge_strategy resolve: the resolver runs worker-written code's sandbox too (delivery/resolving.py)."""
     resolver = [sys.executable, str(WORKER), str(arena.targets), "writes", "git"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,10 +17,13 @@ import pytest
 from orchestrator import protocol
 from orchestrator.audit import signing_key as keys
 from orchestrator.audit.record import FILE, masked, redacted_argv
+from orchestrator.audit.verify import verify
+from orchestrator.errors import NoSpace
 from orchestrator.models import JobStatus
 from orchestrator.webhooks.event_types import job_summary
 
 from .conftest import run_job
+from .helpers.disk import fill_command, small_filesystem
 from .helpers.worktree import git, host_engine, make_host, snapshot, workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +140,98 @@ def test_verify_key_prints_the_public_key_and_bad_input_is_named(tmp_path):
     assert missing.returncode != 0 and "0123456789ab" in missing.stderr + missing.stdout
     bad = verify_cli(folder, "../etc")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_first_signing_leaves_no_key_and_the_next_signing_makes_one(tmp_path):
+    """A full disk as the key is first written left a 0-byte key, and every later record failed on it:
+    now the write fails whole, names the file, and leaves nothing; once there is room a key is made."""
+    with small_filesystem(tmp_path / "fs", "64k") as fs:
+        root = fs / "workspace"
+        root.mkdir()
+        subprocess.run(fill_command(fs / "fill"), check=True)
+        path = keys.key_path(root)
+        with pytest.raises(NoSpace) as raised:
+            keys.load_or_create(root)
+        assert raised.value.message.startswith(f"the signing key could not be written at {path}: No space left")
+        assert [p for p in root.rglob("*") if not p.is_dir()] == []  # no 0-byte key, no temporary file
+        (fs / "fill").unlink()
+        made = keys.load_or_create(root)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert keys.public_text(keys.load(path).public_key()) == keys.public_text(made.public_key())
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(b"", "is empty (0 bytes): its writing was cut short"), (b"-----BEGIN PRIVATE KEY-----\nbroken\n", "holds no readable key")],
+)
+def test_a_key_file_that_holds_no_key_is_named_with_its_fix_and_verify_prints_no_traceback(tmp_path, content, said):
+    folder = tmp_path / "orch"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# the defaults: the workspace is ./workspace\n")
+    path = keys.key_path(folder / "workspace")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)  # a 0-byte one: what a full disk at the first signing left
+    with pytest.raises(keys.KeyUnusable, match=re.escape(said)):
+        keys.load_or_create(folder / "workspace")
+    shown = verify_cli(folder, "--key")
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+    assert f"the signing key {path} " in shown.stderr and f"remove {path} and a new key is made" in shown.stderr
+    as_json = verify_cli(folder, "--key", "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"] == "not_found"
+    assert path.read_bytes() == content  # never replaced without a word: a damaged key may be restored
+    path.unlink()  # as the message says
+    assert verify_cli(folder, "--key").stdout.startswith("ed25519:")
+
+
+@pytest.mark.slow
+def test_with_a_zero_byte_key_verify_names_it_and_the_next_job_says_why_it_has_no_record(finished):
+    _, folder, engine, job, _, _ = finished
+    path = keys.key_path(engine.workspace.root)
+    path.write_bytes(b"")  # what the old code left when the disk filled at the first signing
+    done = verify_cli(folder, job.id)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"the signing key {path} is empty" in done.stderr and f"remove {path}" in done.stderr
+    again = host_engine(folder, git={"isolation": "worktree"})
+    try:
+        second = run_job(again, tasks=["echo three > c.txt"])
+    finally:
+        again.shutdown(timeout=10)
+    notes = again.workspace.load_job(second.id).notes
+    assert not (again.workspace.job_dir(second.id) / FILE).exists()
+    assert any(n.startswith(f"RECORD.json not written: the signing key {path} is empty") for n in notes), notes
+    path.unlink()  # as the message says: verify --key makes a new one
+    assert verify_cli(folder, "--key").stdout.startswith("ed25519:") and path.stat().st_size > 0
+    unsigned = verify_cli(folder, second.id)
+    assert unsigned.returncode == 1 and "Traceback" not in unsigned.stderr
+    assert "RECORD.json does not exist" in unsigned.stdout and "its notes say why" in unsigned.stdout, unsigned.stdout
+
+
+def test_verify_names_a_malformed_record_and_never_raises(tmp_path):
+    """A record edited into shapes this orchestrator never writes (a log list that is an object, an
+    entry that is a string, a result that is text, a log path naming the job's folder or a FIFO, a
+    signature without its digest): each is a problem named, never a traceback, never a wait."""
+    key = keys.load_or_create(tmp_path / "workspace")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    os.mkfifo(job_dir / "fifo")
+    signature = {"public_key": keys.public_text(key.public_key()), "value": "", "digest": "sha256:0"}
+    bodies = [
+        {"logs": {"a": 1}},
+        {"logs": ["x"]},
+        {"result": "main"},
+        {"logs": [{"path": "", "sha256": "0"}]},
+        {"logs": [{"path": "fifo", "sha256": "0"}]},
+    ]
+    for body in bodies:
+        (job_dir / FILE).write_text(json.dumps({**body, "signature": signature}))
+        record, problems = verify(job_dir, key.public_key(), None)
+        assert record is not None and problems, body
+    (job_dir / FILE).write_text(json.dumps({"signature": {"public_key": signature["public_key"]}}))
+    _, problems = verify(job_dir, key.public_key(), None)
+    assert "the signature's digest (None) is not the record's" in problems[0]
 
 
 def test_an_argv_keeps_no_prompt_and_no_secret_and_a_config_no_secret():

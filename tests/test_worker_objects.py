@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 
@@ -97,6 +98,67 @@ def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
     ]
     assert forged not in loose_in(stores.host) and forged not in loose_in(stores.workers)  # refused and removed
     assert fsck(repo)
+
+
+def commit_as_worker(tree: Path, stores: worker_objects.Stores, name: str) -> str:
+    (tree / f"{name}.txt").write_text(f"{name}\n")
+    as_worker(tree, stores, "add", f"{name}.txt")
+    as_worker(tree, stores, "commit", "-qm", name)
+    return as_worker(tree, stores, "rev-parse", "HEAD").strip()
+
+
+def test_an_object_gone_between_the_listing_and_its_reading_is_not_refused(linked, monkeypatch):
+    """The worker's own git packs its loose objects away (``git gc``: ``prune-packed``) while they are
+    taken: each listed one is gone when it is read. Nothing was refused; the pack is taken."""
+    repo, tree, stores = linked
+    commit_as_worker(tree, stores, "own")
+    real = worker_objects._take_loose
+    packed = []
+
+    def packs_first(*args):
+        if not packed:  # between the listing and the first object's reading
+            packed.append(as_worker(tree, stores, "repack", "-adq"))
+            assert not loose_in(stores.workers)
+        return real(*args)
+
+    monkeypatch.setattr(worker_objects, "_take_loose", packs_first)
+    first = worker_objects.take(tree, repo)
+    assert packed and first.refused == []
+    monkeypatch.setattr(worker_objects, "_take_loose", real)
+    second = worker_objects.take(tree, repo)
+    assert second.refused == [] and first.packs + second.packs == 1
+    assert fsck(repo) and git(repo, "log", "-1", "--format=%s", "w").strip() == "own"
+
+
+def test_sibling_workers_takes_of_their_shared_store_run_one_at_a_time(linked, tmp_path, monkeypatch):
+    """Two sibling workers' commits end at once: each take lists the whole store, the sibling's new
+    objects too. A second take held back until the first is done finds nothing left to take; one
+    that ran in between moved what the first had listed, and the first named each such object as
+    "not taken" (a false alarm on good work: issue 47, item 6)."""
+    repo, tree, stores = linked
+    sibling = tmp_path / "sibling"
+    git(repo, "worktree", "add", "-q", "-b", "w2", str(sibling))
+    commits = [commit_as_worker(tree, stores, "mine"), commit_as_worker(sibling, stores, "theirs")]
+    written = loose_in(stores.workers)
+    real = worker_objects._take_loose
+    results: dict[str, worker_objects.Taken] = {}
+    racing = threading.Thread(target=lambda: results.setdefault("sibling", worker_objects.take(sibling, repo)))
+
+    def sibling_ends_now(*args):
+        if not racing.is_alive() and "sibling" not in results:
+            racing.start()
+            racing.join(2.0)  # done at once if nothing holds it back: then it took what this take listed
+        return real(*args)
+
+    monkeypatch.setattr(worker_objects, "_take_loose", sibling_ends_now)
+    results["first"] = worker_objects.take(tree, repo)
+    racing.join(30)
+    assert not racing.is_alive()
+    first, second = results["first"], results["sibling"]
+    assert first.refused == [] and second.refused == []
+    assert (first.objects, second.objects) == (len(written), 0)  # one take at a time: the first took all
+    assert written <= loose_in(stores.host) and not loose_in(stores.workers)
+    assert fsck(repo) and all(git(repo, "cat-file", "-t", c).strip() == "commit" for c in commits)
 
 
 def test_an_object_that_inflates_to_more_than_it_says_is_refused(linked):

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,10 +48,14 @@ def digest_of(body: Mapping[str, Any]) -> str:
 
 
 def file_digest(path: Path) -> tuple[str | None, int | None]:
-    """(sha256 hex, bytes) of a file, or (None, None) when it is not there; read without following a link."""
+    """(sha256 hex, bytes) of a file, or (None, None) when it is not there or no regular file (a
+    folder, a FIFO: never waited on); read without following a link."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
+        return None, None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         return None, None
     h = hashlib.sha256()
     size = 0

@@ -27,7 +27,10 @@ def verify(
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, [f"{path} does not exist: the job has not ended, or ended before records were written"]
+        return None, [
+            f"{path} does not exist: the job has not ended, or ended before records were written, or its "
+            "record could not be written (its notes say why: ./orchestrator.sh status JOB)"
+        ]
     except (OSError, ValueError) as exc:
         return None, [f"{path} is not readable JSON: {exc}"]
     if not isinstance(record, dict) or not isinstance(record.get("signature"), dict):
@@ -39,6 +42,8 @@ def verify(
     if signature.get("public_key") != ours:
         problems.append(f"signed by another key ({signature.get('public_key')}), not this workspace's ({ours})")
     digest = digest_of(body)
+    if signature.get("digest") != digest:
+        problems.append(f"the signature's digest ({signature.get('digest')}) is not the record's ({digest})")
     try:
         public_key.verify(base64.b64decode(str(signature.get("value", "")), validate=True), signed_message(digest))
     except (InvalidSignature, ValueError):
@@ -51,7 +56,10 @@ def verify(
 def _logs(job_dir: Path, body: dict[str, Any]) -> list[str]:
     problems = []
     link = CHAIN_START
-    for entry in body.get("logs") or []:
+    entries = body.get("logs") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return ["logs: not a list of entries (the record was not written so)"]
+    for entry in entries:
         relative = str(entry.get("path"))
         if Path(relative).is_absolute() or ".." in Path(relative).parts:
             problems.append(f"{relative}: not a path inside the job's folder")
@@ -78,6 +86,8 @@ def _logs(job_dir: Path, body: dict[str, Any]) -> list[str]:
 
 def _result(body: dict[str, Any], ref_value: Callable[[str], str | None] | None) -> list[str]:
     result = body.get("result") or {}
+    if not isinstance(result, dict):
+        return ["result: not an object (the record was not written so)"]
     ref, commit = result.get("ref"), result.get("commit")
     if not ref or not commit:
         return []

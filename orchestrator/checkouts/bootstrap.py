@@ -47,7 +47,7 @@ from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..process.ports import bind_error
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner
-from ..workers.confinement import Confinement
+from ..workers.confinement import Confinement, environment_program
 from ..workers.environment import base_env
 from ..workspace.layout import Workspace
 from .checkout import CheckoutFailed
@@ -258,9 +258,10 @@ class Bootstrap:
         why: str | None
         try:
             sandbox = self.confinement.spec(record, directory, job.config if job else None, env)
-            handle = self.runner.spawn(list(argv), cwd=directory, env=env, log_path=capture, tag=tag, sandbox=sandbox)
-        except CommandNotFound:
-            why = f"{argv[0]!r} was not found on the worker's PATH"
+            program = environment_program(list(argv), directory, directory, self.settings, sandbox)
+            handle = self.runner.spawn(program, cwd=directory, env=env, log_path=capture, tag=tag, sandbox=sandbox)
+        except CommandNotFound as exc:
+            why = exc.reason(argv[0])
         except OSError as exc:
             why = f"{argv[0]!r} could not start: {exc.strerror or exc}"
         else:

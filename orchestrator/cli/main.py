@@ -723,7 +723,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.key:
-        print(keys.public_text(keys.load_or_create(settings.workspace_root).public_key()))
+        try:
+            print(keys.public_text(keys.load_or_create(settings.workspace_root).public_key()))
+        except keys.KeyUnusable as exc:
+            raise CommandFailed(ClientCode.NOT_FOUND, f"verify: {exc.message}", RET_FAILED) from None
         return RET_OK
     if not args.job_id:
         raise CommandFailed(
@@ -747,6 +750,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"verify: no signing key at {keys.key_path(settings.workspace_root)}: this folder never signed a record",
             RET_FAILED,
         ) from None
+    except keys.KeyUnusable as exc:
+        raise CommandFailed(ClientCode.NOT_FOUND, f"verify: {exc.message}", RET_FAILED) from None
     try:
         repo = repository(settings, workspace)
     except OrchestratorError:
@@ -774,7 +779,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         where = f"; {result['ref']} still at {result['commit'][:12]}" if result.get("commit") else ""
         print(
             f"job {job.id}: RECORD.json verified: signed by this workspace's key, {len(record.get('logs') or [])} logs "
-            f"unchanged{where} ({record['signature']['digest']})"
+            f"unchanged{where} ({record['signature'].get('digest')})"
         )
     return RET_OK if not problems else RET_FAILED
 

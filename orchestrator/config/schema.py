@@ -335,7 +335,7 @@ class WorkersSettings(Section):
     sandbox_env_folders: list[str] = setting(
         [".venv", "venv", ".tox", "node_modules"],
         "folders at the top of your repository a sandboxed worker sees as you have them (read-only) where its checkout "
-        "has none and git.setup is empty: the project's environment, which runs the worker's code",
+        "has none and git.setup is empty: the project's environment, which runs the worker's code (without a sandbox too, for a relative program such as .venv/bin/python)",
     )
     sandbox_network: SandboxNetwork = setting(
         SandboxNetwork.ALLOW,

@@ -120,7 +120,7 @@ class Results:
             job_dir = self.workspace.job_dir(job.root_id)
             key = audit_keys.load_or_create(self.workspace.root)
             digest = audit_record.write_signed(job, jobs, workers, job_dir, key, status=status.value, ended_at=ended)
-        except Exception as exc:  # a full disk, an unreadable key: the run's result stands without its record
+        except Exception as exc:  # a full disk, an unusable key: the run's result stands without its record
             log.warning("job %s: RECORD.json not written: %s", job.id, exc, extra=logs.context(job.id))
             with self.tables.locked():
                 job.notes.append(f"RECORD.json not written: {exc}")

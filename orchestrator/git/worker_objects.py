@@ -15,9 +15,13 @@ real one, each object checked: a loose object's content must hash to its name, a
 read by ``git index-pack --strict``, which names each object by its content and checks it as git
 fsck does. A tree must also hold only names git fsck accepts (git/tree_checks.py). An object that
 fails is left out, named, and removed, so a worker can plant nothing under a name it did not earn;
-the git that then needs it fails and says which object is missing. Whatever else is in the store
-(git's temporary files, anything a worker put there) is removed once nothing has written it for
-:data:`GRACE` seconds: the store holds objects on their way in, nothing else (it counts against no
+the git that then needs it fails and says which object is missing. An object listed that is gone
+when it is read was not refused: another take moved it, or the worker's own git packed it (a
+``git gc``'s ``prune-packed``; the pack is taken). Takes of one store run one at a time in this
+process (:func:`_one_at_a_time`): every take lists the whole store, its siblings' new objects too, and
+two at once each found what the other had just moved (the false "not taken" of issue 47, item 6).
+Whatever else is in the store (git's temporary files, anything a worker put there) is removed once
+nothing has written it for :data:`GRACE` seconds: the store holds objects on their way in, nothing else (it counts against no
 worker's disk cap otherwise, and it would grow for ever).
 """
 
@@ -31,9 +35,10 @@ import re
 import secrets
 import stat
 import subprocess
+import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,10 +123,29 @@ def take(directory: Path, repo: Path) -> Taken:
     Workers may still run, and the store is theirs to write: every step goes through a folder
     opened without following a link (a folder of it turned into a link to another repository's
     objects would otherwise have them moved here, and deleted there)."""
-    taken = Taken()
     stores = stores_of(directory)
     if stores is None:
-        return taken
+        return Taken()
+    with _one_at_a_time(stores.workers):
+        return _take_store(stores, repo)
+
+
+_HELD: dict[str, threading.Lock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_at_a_time(store: Path) -> Iterator[None]:
+    """Held while this process takes from ``store``: sibling workers' takes (each holds only its own
+    worktree's lock) would otherwise move what the other had listed."""
+    with _HELD_GUARD:
+        held = _HELD.setdefault(os.path.abspath(store), threading.Lock())
+    with held:
+        yield
+
+
+def _take_store(stores: Stores, repo: Path) -> Taken:
+    taken = Taken()
     try:
         store = os.open(stores.workers, _FOLDER)
     except OSError:
@@ -162,7 +186,7 @@ def _take_folder(folder: int, prefix: str, host: Path, algorithm: str, taken: Ta
         why = _take_loose(folder, entry.name, oid, host, algorithm)
         if why:
             taken.refused.append(f"{oid}: {why}")
-        else:
+        elif why is not None:
             taken.objects += 1
 
 
@@ -173,12 +197,15 @@ def _algorithm(repo: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() in ("sha1", "sha256") else "sha1"
 
 
-def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) -> str:
+def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) -> str | None:
     """One loose object, checked as it is copied to a temporary file in the real store, then
-    linked into place; "" when moved, else why it was refused (it stays in the workers' store)."""
+    linked into place; "" when moved, None when it was gone by the time it was read (nothing to
+    take), else why it was refused (it stays in the workers' store)."""
     target = host / oid[:2] / oid[2:]
     try:
         source = os.open(name, _FILE, dir_fd=folder)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
     temp = host / f"tmp_obj_{secrets.token_hex(4)}"
@@ -259,6 +286,8 @@ def _take_packs(folder: int, repo: Path, taken: Taken) -> None:
         stem = index.removesuffix(".idx")
         try:
             source = os.open(f"{stem}.pack", _FILE, dir_fd=folder)
+        except FileNotFoundError:
+            continue  # gone since it was listed: nothing to take
         except OSError as exc:
             taken.refused.append(f"{stem}.pack: cannot be read ({exc.strerror})")
             continue

@@ -50,7 +50,7 @@ from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import Backend, SandboxSpec, unix_socket_filter
+from .sandbox import Backend, ProjectView, SandboxSpec, unix_socket_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -119,7 +119,21 @@ class Wakeup:
 
 
 class CommandNotFound(FileNotFoundError):
-    """The worker's command is not on PATH (or not executable)."""
+    """The worker's command is not on PATH (or not executable); ``filename`` the path looked at for
+    a program named by a path (``.venv/bin/python``), as the host has it."""
+
+    def reason(self, program: str, where: str = "the worker's PATH") -> str:
+        """Why ``program`` did not start, and what to do about it."""
+        if os.sep not in program:
+            return f"{program!r} was not found on {where}"
+        looked = self.filename or program
+        fix = "give its absolute path" if not os.path.isabs(program) else "check the path"
+        return (
+            f"{program!r} was not found: no executable file at {looked} (a relative program is taken from "
+            f"the worker's checkout, where it runs); {fix}, or run it with shell: true, or, for an environment "
+            "at the top of your repository that the checkout lacks (a venv git ignores), list its folder in "
+            "workers.sandbox_env_folders (the sandbox shows it in the checkout)"
+        )
 
 
 @dataclass
@@ -245,19 +259,28 @@ def _which(argv0: str, path_env: str | None) -> str | None:
     return shutil.which(argv0, path=path_env)
 
 
-def resolve_command(argv0: str, path_env: str | None) -> str:
+def resolve_command(argv0: str, path_env: str | None, cwd: Path | None = None, view: ProjectView | None = None) -> str:
     """The absolute path of a command, or CommandNotFound with the shell's wording.
-    Found paths are cached; a miss is looked up again next time (it may be installed since)."""
+    Found paths are cached; a miss is looked up again next time (it may be installed since).
+
+    A program named by a relative path (``.venv/bin/python``, ``./run-tests``) is taken from ``cwd``
+    (its process's, not this server's), as the process sees it: in a project ``view`` at the
+    repository's path, where the checkout is shown with the host's environment folders bound in
+    (checked at the host's file the view shows there; the path returned is the view's)."""
     if os.sep in argv0:
-        if os.path.isfile(argv0) and os.access(argv0, os.X_OK):
-            return argv0
-    else:
-        found = _which(argv0, path_env)
-        if found is None or not os.access(found, os.X_OK):
-            _which.cache_clear()  # missing or gone: look again, it may have been installed since
-            found = shutil.which(argv0, path=path_env)
-        if found:
-            return found
+        path = argv0
+        if not os.path.isabs(argv0) and cwd is not None:
+            path = os.path.normpath(os.path.join(view.place(str(cwd)) if view is not None else str(cwd), argv0))
+        host = view.source(path) if view is not None else path
+        if os.path.isfile(host) and os.access(host, os.X_OK):
+            return path
+        raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv0}", host)
+    found = _which(argv0, path_env)
+    if found is None or not os.access(found, os.X_OK):
+        _which.cache_clear()  # missing or gone: look again, it may have been installed since
+        found = shutil.which(argv0, path=path_env)
+    if found:
+        return found
     raise CommandNotFound(errno.ENOENT, f"No such file or directory: {argv0}", argv0)
 
 
@@ -299,7 +322,7 @@ class ProcessRunner:
         full_env = dict(env)
         full_env[TAG_VAR] = tag
         full_env["PWD"] = str(cwd)  # a program that trusts $PWD over getcwd() (opencode did) must not see the server's
-        program = resolve_command(argv[0], full_env.get("PATH"))
+        program = resolve_command(argv[0], full_env.get("PATH"), cwd, sandbox.project if sandbox is not None else None)
         command = [program, *argv[1:]]
         # Where the supervisor runs, it starts every process but one tied to this one's life (a node's
         # attempt without the shim's lifeline): a process with no exit file of the caller's gets one of

@@ -110,6 +110,14 @@ class ProjectView:
             return self.top + path[len(self.checkout) :]
         return path
 
+    def source(self, path: str) -> str:
+        """The host's path of what the view shows at ``path``: below the repository's path the
+        checkout's file, but for ``kept`` (bound back from the host, at the same path); the checkout
+        at its workspace path is itself."""
+        if _below(path, [self.checkout, *self.kept]) or not _below(path, [self.top]):
+            return path
+        return self.checkout + path[len(self.top) :]
+
     def clean_args(self) -> list[str]:
         """``git clean`` options that keep the mount points of ``kept`` in the checkout (in use: busy)."""
         return [arg for path in self.kept for arg in ("-e", "/" + _glob_escape(path[len(self.top) + 1 :]) + "/")]

@@ -67,7 +67,7 @@ from ..planner.graph import matches
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..process.sandbox import SandboxSpec
-from ..workers.confinement import Confinement
+from ..workers.confinement import Confinement, environment_program
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
 from .steps import PASS, Action, Step, StepContext, Verdict, fail, retry
@@ -107,15 +107,13 @@ def gate_dir(directory: Path, cwd: str) -> Path:
     return directory / cwd if cwd else directory  # the path a sandbox binds, not the resolved one
 
 
-def gate_argv(gate: Gate, cwd: Path) -> list[str]:
-    """What runs: ``/bin/sh -c`` and its command line, or its argv with ``./check.sh`` taken from
-    the gate's folder (the worker's, not the server's cwd)."""
+def gate_argv(gate: Gate) -> list[str]:
+    """What runs: ``/bin/sh -c`` and its command line, or its argv (a relative program such as
+    ``./check.sh`` or ``.venv/bin/python`` is the runner's to find in the gate's folder, as the
+    worker's sandbox shows it: process/runner.py ``resolve_command``)."""
     if gate.get("shell"):
         return [SHELL, "-c", cast(str, gate["run"])]  # with shell, one command line (config.quality)
-    argv = list(gate["run"])
-    if "/" in argv[0] and not Path(argv[0]).is_absolute():
-        argv[0] = str(cwd / argv[0])
-    return argv
+    return list(gate["run"])
 
 
 def gate_env(worker_env: Mapping[str, str], gate: Gate) -> dict[str, str]:
@@ -342,12 +340,12 @@ def run_gate(
     program = SHELL if gate.get("shell") else gate["run"][0]
     try:
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
-        argv = gate_argv(gate, cwd)
+        argv = environment_program(gate_argv(gate), place.directory, cwd, settings, place.sandbox)
         handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox)
     except GateDirError as exc:
         status, reason = NOT_STARTED, str(exc)
-    except CommandNotFound:
-        status, reason = NOT_STARTED, f"{program!r} was not found on the worker's PATH"
+    except CommandNotFound as exc:
+        status, reason = NOT_STARTED, exc.reason(program)
     except OSError as exc:
         status, reason = NOT_STARTED, f"{program!r} could not start: {exc.strerror or exc}"
     except Exception as exc:  # fail closed: recorded as crashed

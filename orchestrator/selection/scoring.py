@@ -45,6 +45,7 @@ from ..config.score_weights import BUILTIN
 from ..outcomes import GateResult, Measure, RankingRow
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
+from ..workers.confinement import environment_program
 from .decisions import Candidate, Selection
 
 Cancel = threading.Event | Wakeup
@@ -119,15 +120,14 @@ def run_command(
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / f"scoring-{candidate.name}.log"
     log_path.unlink(missing_ok=True)  # one run per log: the runner appends
-    if "/" in argv[0] and not Path(argv[0]).is_absolute():
-        argv = [str(cwd / argv[0]), *argv[1:]]  # ./score.sh: the candidate's, not the server's
     env = {k: v for k, v in env.items() if k != protocol.API_KEY}  # never the worker's key
     timeout = settings.scoring.timeout
     try:
         tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
-        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
-    except CommandNotFound:
-        return {STATUS_KEY: f"not run: {argv[0]!r} was not found on the PATH (scoring.command)"}
+        program = environment_program(argv, cwd, cwd, settings, candidate.sandbox)
+        handle = runner.spawn(program, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
+    except CommandNotFound as exc:  # (./score.sh: the candidate's, found in its worktree by the runner)
+        return {STATUS_KEY: f"not run: {exc.reason(argv[0], 'the PATH')} (scoring.command)"}
     except (OSError, ValueError) as exc:
         return {STATUS_KEY: f"not run: {argv[0]!r} could not start: {exc}"}
     try:

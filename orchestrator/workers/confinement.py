@@ -394,6 +394,36 @@ def _first_vacant(checkout: Path, top: Path, path: str) -> str | None:
     return None
 
 
+def environment_program(argv: list[str], checkout: Path, cwd: Path, settings: Settings, spec: SandboxSpec | None) -> list[str]:
+    """``argv`` with a relative program in one of the repository's environment folders
+    (``workers.sandbox_env_folders``: ``.venv/bin/python``, a venv git ignores) that the checkout
+    lacks named by the repository's own path, where no project view shows that folder in the
+    checkout (Landlock, the sandbox off, a repository without a view): as bubblewrap's view shows it,
+    under the same conditions (the checkout has none of its own, ``git.setup`` is empty). Which code
+    that environment then imports is the repository's (docs/sandbox.md). Else ``argv`` unchanged:
+    the runner finds a relative program in ``cwd`` as the process sees it (process/runner.py)."""
+    program = argv[0] if argv else ""
+    if (spec is not None and spec.project is not None) or os.sep not in program or os.path.isabs(program):
+        return argv
+    if settings.git.setup:
+        return argv
+    private = linked_git_dir(checkout)
+    common = common_dir_of(private) if private is not None else None
+    if common is None or common.name != ".git":
+        return argv
+    wanted = Path(os.path.normpath(cwd / program))
+    if not wanted.is_relative_to(checkout) or wanted.exists():
+        return argv
+    parts = wanted.relative_to(checkout).parts
+    folder = common.parent / parts[0]
+    if parts[0] not in settings.workers.sandbox_env_folders or not _vacant(checkout / parts[0]):
+        return argv
+    own = common.parent.joinpath(*parts)
+    if not folder.is_dir() or folder.is_symlink() or not own.is_file():
+        return argv
+    return [str(own), *argv[1:]]
+
+
 def _vacant(path: Path) -> bool:
     """Nothing at ``path`` but, at most, an empty folder (a project view's mount point)."""
     try:
