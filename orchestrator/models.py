@@ -196,9 +196,32 @@ class Round:
     commit: str | None = None  # the worker branch's tip after the round
     result_commit: str | None = None  # the result branch's new commit with the round's work; None: not merged
     merge_note: str | None = None  # what happened to the result branch, in words
+    # When the worker had ended before this round (its previous round's end): the time between it and
+    # ``started_at`` is no work of the worker's, left out of ``WorkerRecord.duration``. None: not recorded.
+    previous_ended_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """The round's own seconds, from its start to its end (None while it runs)."""
+        return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def subject(self) -> str:
+        """What the round's commits say they are: ``continue: <the feedback's first line>``."""
+        first = next((line.strip() for line in self.feedback.splitlines() if line.strip()), "")
+        return f"continue: {first}"
+
+    @property
+    def idle_before(self) -> float:
+        """The seconds the worker stood finished before this round started (0: not known)."""
+        if self.previous_ended_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.started_at - self.previous_ended_at)
 
     def to_dict(self) -> dict[str, Any]:
-        return _fields_of(self)
+        data = _fields_of(self)
+        data["duration"] = self.duration
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Round:
@@ -381,11 +404,21 @@ class WorkerRecord:
         return self.integrated.integrated.resolution if self.integrated is not None else None
 
     @property
+    def running_round(self) -> Round | None:
+        """Its continue round that runs now, if one does."""
+        last = self.rounds[-1] if self.rounds else None
+        return last if last is not None and last.state == WorkerStatus.RUNNING.value else None
+
+    @property
     def duration(self) -> float | None:
+        """Its working seconds: from its start to its end, less the time it stood finished between
+        its first run and each continue round (a round days later adds its own time, not the days)."""
         if self.started_at is None:
             return None
         end = self.ended_at
-        return None if end is None else max(0.0, end - self.started_at)
+        if end is None:
+            return None
+        return max(0.0, end - self.started_at - sum(r.idle_before for r in self.rounds))
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields_of(self)  # scalars, plus the lists copied below: nothing shared with the record

@@ -124,6 +124,7 @@ class Attempts:
         steps: Sequence[Step] = (),
         confinement: Confinement | None = None,
         resume_session: str | None = None,
+        round_feedback: str = "",
     ) -> None:
         record, config = live.record, live.job.config
         self.record = record
@@ -146,6 +147,7 @@ class Attempts:
         self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
         self.resume_session = resume_session  # a continue round's: the CLI session its attempts go on with
+        self.round_feedback = round_feedback  # a continue round's: the user's feedback (the command kind's ``{feedback}``)
         # The changes the last attempt's steps asked for, while still current (StepContext.known_changes).
         self.known_changes: Changes | None = None
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
@@ -348,6 +350,7 @@ class Attempts:
             sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
             env=self.env,
             resume_session=self.resume_session,
+            feedback=self.round_feedback,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
         self.footprint = self._footprint()
