@@ -255,8 +255,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"Task: {task['task']}")
         if task["files_created"]:
             lines.append(f"Files ({task['dir']}): " + ", ".join(task["files_created"][:50]))
-        if task.get("error"):
-            lines.append(f"Error: {task['error']}")
+        if task.get("error"):  # its first line, then the end of its output (indented: a failed command's)
+            first, *rest = task["error"].splitlines() or [""]
+            lines.append(f"Error: {first}")
+            lines += ["    " + line for line in rest]
         elif task["status"] == "child_incomplete":  # its exit reason names the child job that did not complete
             lines.append(f"Incomplete: {task.get('exit_reason')}")
         if task.get("gates") and task["status"] != "success":  # which gate failed it, and its output's end
