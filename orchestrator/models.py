@@ -334,6 +334,9 @@ class WorkerRecord:
     # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; checkouts/bootstrap.py).
     port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
+    # The child jobs an attempt of its reused instead of starting them again (a retry's spawn of the
+    # request an earlier attempt spawned; engine/submission.py): child job id -> the latest such attempt.
+    reused_children: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     # "reported" (its CLI said) or "estimated" (from a price table: workers/costs.py); None: no cost.
     cost_basis: str | None = None
@@ -427,6 +430,10 @@ class WorkerRecord:
         data["files_created"] = list(self.files_created)
         data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
+        if self.reused_children:
+            data["reused_children"] = dict(self.reused_children)
+        else:  # none: left out, so a record is what it was before children were reused
+            del data["reused_children"]
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
         data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
@@ -455,6 +462,7 @@ class WorkerRecord:
         dup.files_created = list(self.files_created)
         dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
+        dup.reused_children = dict(self.reused_children)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
         dup.refusals = list(self.refusals)
         dup.rounds = [_shallow(r) for r in self.rounds]
@@ -552,6 +560,11 @@ class JobRecord:
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, engine/nesting.py), where the job's workers branch from.
     start_commit: str | None = None
+    # A child job: the digest of the spawn request that started it (its request, tasks and config:
+    # engine/submission.spawn_key) and its parent worker's attempt that sent it. A later attempt of that
+    # worker sending the same request gets this job back instead of a new one.
+    spawn_key: str | None = None
+    parent_attempt: int | None = None
     # Each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
     # before graphs (every task independent). ``integration``: the ref a graph job's workers are
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
@@ -608,6 +621,9 @@ class JobRecord:
         data["selections"] = {k: v.to_dict() for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["publish"] = self.publish.to_dict() if self.publish is not None else None
+        for name in ("spawn_key", "parent_attempt"):  # a root's (or an older child's): left out, the record as it was
+            if data[name] is None:
+                del data[name]
         data["duration"] = self.duration
         return data
 
