@@ -108,3 +108,26 @@ def test_a_retry_reuses_its_earlier_attempts_running_child_and_succeeds_with_its
     assert git(host, "show", f"{result}:child.txt") == "from the child\n"
     assert git(host, "show", f"{result}:mine.txt") == "mine\n"
     assert snapshot(host, folder) == before
+
+
+# Attempt 2 writes its own child.txt before it spawns the same request: the ended child's work
+# conflicts with it, so the spawn is refused and nothing of the child's is brought in.
+CONFLICTS = (
+    'if [ "$ORCHESTRATOR_ATTEMPT" = 2 ]; then echo mine > child.txt; fi; '
+    'orchestrator-spawn --wait "echo from the child > child.txt"; echo "spawn exit $?"; exit 3'
+)
+
+
+def test_a_reused_childs_work_that_conflicts_with_the_retrys_checkout_refuses_the_spawn(served):
+    host, folder, engine = served
+    before = snapshot(host, folder)
+    job = run_job(engine, "spawn, fail, conflict", tasks=[CONFLICTS], config={"max_retries": 1}, timeout=240)
+    rec = workers(engine, job)["worker_1"]
+    assert rec.status is WorkerStatus.FAILED and len(rec.attempts) == 2
+    (child_id,) = children_of(engine, job.root_id)
+    assert rec.reused_children == {}  # refused: not reused
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert f"child job {child_id}, which an earlier attempt started for the same request, cannot be reused: its work" in log, log
+    assert "conflicts with your checkout in: child.txt" in log and "spawn exit 1" in log, log
+    assert git(host, "show", f"{rec.commit}:child.txt") == "mine\n"  # the retry's own work, nothing of the child's
+    assert snapshot(host, folder) == before

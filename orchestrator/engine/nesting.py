@@ -112,7 +112,7 @@ class Nesting:
             done = pick(wt.repo, ref, merge.base or tip, source, strategy, prefix=prefix, root_id=root)
             if not done.merged:
                 raise Conflict(
-                    f"child job {child.id} (started by an earlier attempt for the same request) was reused, but its "
+                    f"child job {child.id}, which an earlier attempt started for the same request, cannot be reused: its "
                     f"work conflicts with your checkout in: {conflict_text.listed(done.conflicts)}; nothing changed. "
                     "Spawn a changed request to start a new child job"
                 )

@@ -187,22 +187,23 @@ class Submission:
             found = self.reusable_child(parent, key)
             if found is not None:
                 self.check_running(parent_job, parent)
-                attempt = parent.record.attempts[-1].number
-                parent.record.reused_children[found.id] = attempt
-                self.announce.worker(
-                    parent,
-                    f"attempt {attempt} reuses child job {found.id} (started by attempt {found.parent_attempt} for the same request)",
-                )
-                written = self.tables.worker_snapshot(parent)
                 ended = found.status.terminal
         if found is None:
             return Spawned(self.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker))
-        write_snapshots([written])
         note = f"it is {found.status.value}; "
         note += "its result is reported as it is, not run again" if ended else "its work merges into your branch when it ends"
         if ended and self.nesting is not None and found.config.isolation == Isolation.WORKTREE:
-            brought = self.nesting.bring_back(found, parent.record)
+            brought = self.nesting.bring_back(found, parent.record)  # Conflict: refused, nothing recorded
             note += f"; {brought}" if brought else ""
+        with self.tables.locked():
+            self.check_running(parent_job, parent)
+            attempt = parent.record.attempts[-1].number
+            parent.record.reused_children[found.id] = attempt  # it counts for this attempt's end (settling.py)
+            self.announce.worker(
+                parent, f"attempt {attempt} reuses child job {found.id} (attempt {found.parent_attempt}'s, same request)"
+            )
+            written = self.tables.worker_snapshot(parent)
+        write_snapshots([written])
         return Spawned(found, reused=True, note=note)
 
     @locked_only
