@@ -197,9 +197,32 @@ class Round:
     commit: str | None = None  # the worker branch's tip after the round
     result_commit: str | None = None  # the result branch's new commit with the round's work; None: not merged
     merge_note: str | None = None  # what happened to the result branch, in words
+    # When the worker had ended before this round (its previous round's end): the time between it and
+    # ``started_at`` is no work of the worker's, left out of ``WorkerRecord.duration``. None: not recorded.
+    previous_ended_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """The round's own seconds, from its start to its end (None while it runs)."""
+        return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def subject(self) -> str:
+        """What the round's commits say they are: ``continue: <the feedback's first line>``."""
+        first = next((line.strip() for line in self.feedback.splitlines() if line.strip()), "")
+        return f"continue: {first}"
+
+    @property
+    def idle_before(self) -> float:
+        """The seconds the worker stood finished before this round started (0: not known)."""
+        if self.previous_ended_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.started_at - self.previous_ended_at)
 
     def to_dict(self) -> dict[str, Any]:
-        return _fields_of(self)
+        data = _fields_of(self)
+        data["duration"] = self.duration
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Round:
@@ -312,6 +335,9 @@ class WorkerRecord:
     # A worktree worker's port, reserved for it from git.port_range (its ORCHESTRATOR_PORT; checkouts/bootstrap.py).
     port: int | None = None
     child_job_ids: list[str] = field(default_factory=list)
+    # The child jobs an attempt of its reused instead of starting them again (a retry's spawn of the
+    # request an earlier attempt spawned; engine/submission.py): child job id -> the latest such attempt.
+    reused_children: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     # "reported" (its CLI said) or "estimated" (from a price table: workers/costs.py); None: no cost.
     cost_basis: str | None = None
@@ -382,11 +408,21 @@ class WorkerRecord:
         return self.integrated.integrated.resolution if self.integrated is not None else None
 
     @property
+    def running_round(self) -> Round | None:
+        """Its continue round that runs now, if one does."""
+        last = self.rounds[-1] if self.rounds else None
+        return last if last is not None and last.state == WorkerStatus.RUNNING.value else None
+
+    @property
     def duration(self) -> float | None:
+        """Its working seconds: from its start to its end, less the time it stood finished between
+        its first run and each continue round (a round days later adds its own time, not the days)."""
         if self.started_at is None:
             return None
         end = self.ended_at
-        return None if end is None else max(0.0, end - self.started_at)
+        if end is None:
+            return None
+        return max(0.0, end - self.started_at - sum(r.idle_before for r in self.rounds))
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields_of(self)  # scalars, plus the lists copied below: nothing shared with the record
@@ -395,6 +431,10 @@ class WorkerRecord:
         data["files_created"] = list(self.files_created)
         data["files_changed"] = [dict(f) for f in self.files_changed]
         data["child_job_ids"] = list(self.child_job_ids)
+        if self.reused_children:
+            data["reused_children"] = dict(self.reused_children)
+        else:  # none: left out, so a record is what it was before children were reused
+            del data["reused_children"]
         data["depends_on"], data["owns"] = list(self.depends_on), list(self.owns)
         data["gates"] = [g.to_dict() for g in self.gates]
         data["trespass"], data["unblocked"] = list(self.trespass), list(self.unblocked)
@@ -423,6 +463,7 @@ class WorkerRecord:
         dup.files_created = list(self.files_created)
         dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
+        dup.reused_children = dict(self.reused_children)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
         dup.refusals = list(self.refusals)
         dup.rounds = [_shallow(r) for r in self.rounds]
@@ -520,6 +561,11 @@ class JobRecord:
     # A child job in worktree isolation: its parent worker's commit when it was spawned (its work
     # committed then, engine/nesting.py), where the job's workers branch from.
     start_commit: str | None = None
+    # A child job: the digest of the spawn request that started it (its request, tasks and config:
+    # engine/submission.spawn_key) and its parent worker's attempt that sent it. A later attempt of that
+    # worker sending the same request gets this job back instead of a new one.
+    spawn_key: str | None = None
+    parent_attempt: int | None = None
     # Each task's node (TaskNode), in plan order beside ``tasks``; empty in records written
     # before graphs (every task independent). ``integration``: the ref a graph job's workers are
     # merged into as each passes its gates, and branch from (a root's result branch; None: no graph).
@@ -576,6 +622,9 @@ class JobRecord:
         data["selections"] = {k: v.to_dict() for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["publish"] = self.publish.to_dict() if self.publish is not None else None
+        for name in ("spawn_key", "parent_attempt"):  # a root's (or an older child's): left out, the record as it was
+            if data[name] is None:
+                del data[name]
         data["duration"] = self.duration
         return data
 

@@ -69,7 +69,8 @@ def test_every_example_body_is_accepted_by_its_route_on_a_live_server(tmp_path):
     # the tasks API accepts a kind only if it is installed: stand-ins printing what the real CLIs print
     clis = {"claude_command": stand_in(tmp_path, "claude", "claude_success.json")}
     clis["codex_command"] = stand_in(tmp_path, "codex", "codex_success.jsonl")
-    served = Served(tmp_path, orchestrator=clis)
+    # ($1: a continue round's feedback, as a command worker that can be continued takes it)
+    served = Served(tmp_path, orchestrator={**clis, "command": ["sh", "-c", "{task}", "sh", "{feedback}"]})
     try:
         before = snapshot(served.host, served.folder)
         examples = {(method, path): example for method, path, _, _, example in bodies(openapi_document())}

@@ -16,7 +16,7 @@ from orchestrator.api.client import OrchestratorClient
 from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
-from orchestrator.errors import Conflict, JobNotFound, OrchestratorError, ValidationError, WorkerNotFound
+from orchestrator.errors import ConfigError, Conflict, JobNotFound, OrchestratorError, ValidationError, WorkerNotFound
 from orchestrator.models import JobStatus, Round, WorkerStatus
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
@@ -328,3 +328,69 @@ def test_a_round_with_git_push_pushes_the_new_result_and_updates_the_same_pull_r
     finally:
         engine.shutdown(timeout=10)
     assert snapshot(host, folder) == before
+
+
+# -- a command worker: its feedback, its time, its commits' subject ------------------------------
+
+SHELL_LINE = ["bash", "-c", "{task}\n{feedback}"]  # the guide's shell line, with the feedback as its next line
+
+
+def test_a_command_workers_round_runs_its_feedback_counts_its_own_time_and_says_continue_in_its_commits(tmp_path):
+    """The feedback reaches the command through {feedback}; the worker's time is its first run plus
+    its round, not the wall time since its first start; both new commits say "continue: <feedback>"."""
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": SHELL_LINE})
+    try:
+        before = snapshot(host, folder)
+        job = run_job(engine, "notes", tasks=["echo one > notes.txt"], config={"max_retries": 0})
+        assert job.status is JobStatus.COMPLETED
+        first = workers(engine, job)["worker_1"]
+        first_run = first.duration
+        assert first_run is not None
+        result_ref = f"orchestrator/{job.id}/result"
+        assert git(host, "log", "-1", "--format=%s", first.commit).strip() == "echo one > notes.txt"
+        idle = 3.0
+        wait_until(lambda: engine.clock.time() - (first.ended_at or 0) >= idle, timeout=30, what="the idle time")
+        engine.continue_worker(job.id, "worker_1", "echo two >> notes.txt\n# and keep the first line")
+        rec = finished_round(engine, job, "worker_1", 2)
+        round_2 = rec.rounds[0]
+        assert round_2.state == "success", round_2
+        # The feedback ran, in the same checkout, after the task's line
+        assert show(host, rec.commit, "notes.txt") == "one\ntwo\n"
+        assert show(host, result_ref, "notes.txt") == "one\ntwo\n"
+        # Its time: the first run's and the round's, without the idle seconds between them
+        assert round_2.duration is not None and round_2.previous_ended_at == first.ended_at
+        assert rec.duration == pytest.approx(first_run + round_2.duration, abs=1e-6)
+        assert rec.ended_at - rec.started_at - rec.duration >= idle
+        entry = next(t for t in engine.queries.status_document(job.id)["results"]["tasks"] if t["worker_id"] == "worker_1")
+        assert entry["duration"] == pytest.approx(rec.duration)
+        assert entry["rounds"][0]["duration"] == pytest.approx(round_2.duration)
+        # Its commits: on its branch and on the result, "continue: <the feedback's first line>"
+        subject = "continue: echo two >> notes.txt"
+        assert git(host, "log", "-1", "--format=%s", rec.commit).strip() == subject
+        body = git(host, "log", "-1", "--format=%b", rec.commit)
+        assert "Continue round 2, on the feedback:\necho two >> notes.txt\n# and keep the first line" in body
+        assert git(host, "log", "-1", "--format=%s", round_2.result_commit).strip() == subject
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_a_command_without_a_placeholder_for_the_feedback_is_refused_before_a_round_starts(tmp_path):
+    """The guide's ["bash", "-c", "{task}"] would run the same line again: the continue is refused,
+    naming {feedback} and the template to set; no round is recorded, nothing runs."""
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": ["bash", "-c", "{task}"]})
+    try:
+        before = snapshot(host, folder)
+        job = run_job(engine, "notes", tasks=["echo one >> notes.txt"], config={"max_retries": 0})
+        first = workers(engine, job)["worker_1"]
+        with pytest.raises(ConfigError, match=r"no placeholder that carries the feedback \(\{feedback\}") as refused:
+            engine.continue_worker(job.id, "worker_1", "echo two >> notes.txt")
+        assert '["bash", "-c", "{task}\\n{feedback}"]' in str(refused.value)
+        rec = workers(engine, job)["worker_1"]
+        assert rec.rounds == [] and rec.commit == first.commit and len(rec.attempts) == len(first.attempts)
+        assert engine.workspace.load_worker(job.root_id, 0, "worker_1").rounds == []
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)

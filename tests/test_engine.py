@@ -105,8 +105,30 @@ def test_command_kind_logs_stdout_and_stderr_of_every_attempt(make_engine):
     assert log.count("about to fail") == 3 and log.count("fatal: something broke") == 3
     for n in (1, 2, 3):
         assert f"===== attempt {n}/3 started" in log
-    assert worker.error == "fatal: something broke"
+    # Its error: how it ended and the end of what it printed (both streams), not only its last line
+    assert worker.error == "exit code 3; the end of its output:\nabout to fail\nfatal: something broke"
     assert job.status is JobStatus.FAILED
+
+
+def test_a_failed_command_workers_error_holds_its_exit_and_its_last_twenty_lines(make_engine):
+    """A command that prints 30 lines then fails: its error says its exit code and holds its last 20
+    lines in order (a long line's output bounded to 2,000 characters); one killed by a signal says so."""
+    script = 'for i in $(seq 1 30); do echo "line $i"; done; echo "oops: the last word" >&2; exit 4'
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]})
+    job = run_job(
+        engine,
+        "x",
+        tasks=[script, "yes long-line-of-output | head -c 9000 | tr -d '\\n'; exit 1", "kill -TERM $$"],
+        config={"max_retries": 0},
+    )
+    first, second, third = (workers_of(engine, job)[f"worker_{n}"] for n in (1, 2, 3))
+    assert first.status is WorkerStatus.FAILED
+    head, *tail = first.error.splitlines()
+    assert head == "exit code 4; the end of its output:"
+    assert tail == [f"line {i}" for i in range(12, 31)] + ["oops: the last word"]
+    assert second.error.startswith("exit code 1; the end of its output:\n") and len(second.error) <= 2100
+    assert second.error.endswith("long-line-of-output")
+    assert third.error == "killed by SIGTERM"  # it printed nothing
 
 
 def test_retries_back_off_and_then_succeed(make_engine):

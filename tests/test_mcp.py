@@ -37,7 +37,7 @@ LONG_POLL_MAX = 2  # api.long_poll_max of the folder: the cap of the wait tool
 def write_config(folder: Path, port: int, **extra: str) -> None:
     (folder / "config.yaml").write_text(
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n  long_poll_max: {LONG_POLL_MAX}\n'
-        f"orchestrator:\n  worker: command\n  command: {json.dumps([sys.executable, WORKER, '{task}'])}\n"
+        f"orchestrator:\n  worker: command\n  command: {json.dumps([sys.executable, WORKER, '{task}', '{feedback}'])}\n"
         "workers:\n  kill_grace: 1\n  default_timeout: 60\n" + "".join(extra.values())
     )
 

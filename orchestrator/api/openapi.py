@@ -279,7 +279,8 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
         "/api/v1/orchestrate": {
             "post": {
-                "description": "submit a job (with a worker credential: a child job of that worker)",
+                "description": "submit a job (with a worker credential: a child job of that worker; a retry's spawn of the "
+                "request an earlier attempt of that worker sent gets that child job back, with reused true and reused_note)",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Orchestrate"}}},

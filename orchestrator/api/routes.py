@@ -103,9 +103,14 @@ def metrics() -> Response:
 def orchestrate() -> tuple[Response, int]:
     body = _json_body()
     principal = g.principal
-    parent = {} if principal.admin else {"parent_job_id": principal.job_id, "parent_worker": principal.worker}
-    job = _engine().submission.submit(body.get("request"), body.get("config"), body.get("tasks"), **parent)
-    return jsonify(_submitted(job)), 202
+    submission = _engine().submission
+    if principal.admin:
+        return jsonify(_submitted(submission.submit(body.get("request"), body.get("config"), body.get("tasks")))), 202
+    # A worker's spawn: a retry's spawn of its earlier attempt's request gets that child job back.
+    spawned = submission.spawn(
+        body.get("request"), body.get("config"), body.get("tasks"), parent_job_id=principal.job_id, parent_worker=principal.worker
+    )
+    return jsonify({**_submitted(spawned.job), "reused": spawned.reused, "reused_note": spawned.note or None}), 202
 
 
 @bp.get("/jobs")

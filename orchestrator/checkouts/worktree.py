@@ -390,9 +390,11 @@ class WorktreeCheckout(Checkout):
                 return shown
         # Attempt 0's files are the setup's (git.setup, .worktreeinclude): no AI's work.
         co_author = co_author_of(record, self.settings) if attempt > 0 else None
+        round_ = record.running_round  # a continue round's work says so, and the feedback it answers
+        about = f"\n\nContinue round {round_.number}, on the feedback:\n{round_.feedback[:2000]}" if round_ else ""
         message = (
-            f"{subject_line(subject or record.task)}\n\n"
-            f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}\n\n"
+            f"{subject_line(subject or (round_.subject if round_ else record.task))}\n\n"
+            f"The work of worker {record.name} (depth {record.depth}) on its subtask:\n{record.task[:2000]}{about}\n\n"
             + trailers(record.job_id, record.name, co_author, attempt=str(attempt))
         )
         before = self.tip(record)

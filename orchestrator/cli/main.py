@@ -689,7 +689,8 @@ def cmd_continue(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
     else:
         cost = f", ${found['cost_usd']:.4f}" if found.get("cost_usd") is not None else ""
-        print(f"round {number}: {found['state']} ({found.get('exit_reason')}{cost})")
+        took = f" in {found['duration']:.1f}s" if found.get("duration") is not None else ""  # the round's own time
+        print(f"round {number}: {found['state']}{took} ({found.get('exit_reason')}{cost})")
         print(found.get("merge_note") or "")
     return RET_OK if found["state"] == WorkerStatus.SUCCESS and found.get("result_commit") else RET_FAILED
 

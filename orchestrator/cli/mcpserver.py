@@ -296,6 +296,8 @@ def build(backend: Backend) -> MCPServer:
         doc = backend.client().orchestrate(request=request, tasks=tasks, config=config)
         job = doc["job_id"]
         what = f"child job {job} of worker {backend.worker_id}" if child else f"job {job}"
+        if doc.get("reused"):  # a retry's spawn of its earlier attempt's request: that child job again
+            what += f" reused, not started again (an earlier attempt started it: {doc.get('reused_note')}); it was"
         lines = [
             f"{what} submitted at depth {doc.get('depth', 0)}: {len(doc.get('tasks') or [])} subtask(s), "
             f"worker kind {doc.get('worker_kind')}",

@@ -208,10 +208,21 @@ def cmd_spawn(args: Any) -> int:
     client = SpawnClient()
     submitted = client.orchestrate(request=request, tasks=tasks, config=config or None)
     job_id = submitted["job_id"]
+    reused = submitted.get("reused")
+    said = (  # a retry's spawn of its earlier attempt's request: that child job, not a new one
+        f"child job {job_id} reused, not started again: an earlier attempt of this worker started it for the same "
+        f"request ({submitted.get('reused_note') or submitted['status']})"
+        if reused
+        else f"child job {job_id} started at depth {submitted['depth']}"
+    )
     if not args.wait:
-        print(dumps(submitted) if args.json else f"child job {job_id} started at depth {submitted['depth']}")
+        print(dumps(submitted) if args.json else said)
         return 0
+    if reused and not args.json:
+        print(said + "\n")
     doc = client.wait(job_id, timeout=args.wait_timeout)
+    if reused:
+        doc = {**doc, "reused": True, "reused_note": submitted.get("reused_note")}
     if doc["status"] not in TERMINAL:
         from .failures import ClientCode, CommandFailed
 
@@ -255,8 +266,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"Task: {task['task']}")
         if task["files_created"]:
             lines.append(f"Files ({task['dir']}): " + ", ".join(task["files_created"][:50]))
-        if task.get("error"):
-            lines.append(f"Error: {task['error']}")
+        if task.get("error"):  # its first line, then the end of its output (indented: a failed command's)
+            first, *rest = task["error"].splitlines() or [""]
+            lines.append(f"Error: {first}")
+            lines += ["    " + line for line in rest]
         elif task["status"] == "child_incomplete":  # its exit reason names the child job that did not complete
             lines.append(f"Incomplete: {task.get('exit_reason')}")
         if task.get("gates") and task["status"] != "success":  # which gate failed it, and its output's end

@@ -200,7 +200,9 @@ class OrchestratorSettings(Section):
     ollama_command: str = setting("ollama", "path or name of the ollama CLI")
     opencode_command: str = setting("opencode", "path or name of the opencode CLI")
     command: list[str] = setting(
-        [], "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}, {model}"
+        [],
+        "argv template for the 'command' kind; placeholders {prompt}, {prompt_file}, {worker_dir}, {task}, {model}, "
+        "{feedback} (a continue round's feedback; empty in a first run)",
     )
     model: str = setting("", "model for the AI CLI (passed as its --model/-m); empty: the CLI's default")
     cli_args: list[str] = setting([], "extra arguments appended to the AI CLI's command line")

@@ -378,7 +378,8 @@ def land_round(
     repo = repository(settings, workspace)
     base = previous.base or workspace.tree_base_file(job.root_id).read_text(encoding="utf-8").strip()
     ref = previous.result_ref or job_prefix(settings.git.branch_prefix, job.root_id) + "result"
-    source = Source(worker.name, worker.branch, commit, worker.task, co_author_of(worker, settings))
+    subject = worker.rounds[-1].subject if worker.rounds else worker.task  # "continue: <its feedback>"
+    source = Source(worker.name, worker.branch, commit, subject, co_author_of(worker, settings))
     # What the round adds to the worker's work in the result (its commit merged then), else all of its work.
     since = merged_at if merged_at and worker.name in previous.outcome.merged else base
     with tree_lock(job.root_id):

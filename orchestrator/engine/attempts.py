@@ -54,6 +54,7 @@ from ..audit import record as audit_record
 from ..checkouts.checkout import Changes
 from ..config import Isolation
 from ..errors import ConfigError, no_space
+from ..gate_output import output_tail
 from ..git.gitwork import linked_git_dir
 from ..git.worker_objects import stores_of
 from ..models import Attempt, EndReason, FailureClass, JobRecord, WorkerRecord, WorkerStatus
@@ -128,6 +129,7 @@ class Attempts:
         steps: Sequence[Step] = (),
         confinement: Confinement | None = None,
         resume_session: str | None = None,
+        round_feedback: str = "",
     ) -> None:
         record, config = live.record, live.job.config
         self.record = record
@@ -150,6 +152,7 @@ class Attempts:
         self.confinement = confinement  # None: unconfined (a test's engine without one)
         self.base_prompt = prompt
         self.resume_session = resume_session  # a continue round's: the CLI session its attempts go on with
+        self.round_feedback = round_feedback  # a continue round's: the user's feedback (the command kind's ``{feedback}``)
         # The changes the last attempt's steps asked for, while still current (StepContext.known_changes).
         self.known_changes: Changes | None = None
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
@@ -353,6 +356,7 @@ class Attempts:
             sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
             env=self.env,
             resume_session=self.resume_session,
+            feedback=self.round_feedback,
         )
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
         self.footprint = self._footprint()
@@ -608,13 +612,15 @@ class Attempts:
             retry = -code != signal.SIGKILL
             why = f"killed by {name}" + ("" if retry else " (out of memory, or killed from outside; not retried)")
             self._log(f"===== attempt {attempt.number} {why} after {duration:.2f}s =====")
-            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or why, parsed=parsed), RETRY if retry else None
+            return Outcome(WorkerStatus.FAILED, why, error=parsed.error or failure_text(why, parsed.output), parsed=parsed), (
+                RETRY if retry else None
+            )
         attempt.end_reason = EndReason.EXIT
         self._log(f"===== attempt {attempt.number} exited with code {code} after {duration:.2f}s =====")
         if code == 0 and parsed.ok is not False:
             return Outcome(WorkerStatus.SUCCESS, "exit code 0", parsed=parsed), None
         why = f"exit code {code}" if code != 0 else "exit code 0 but the worker reported a failure"
-        error = parsed.error or _last_line(parsed.output) or why
+        error = parsed.error or failure_text(why, parsed.output)
         kind = FailureClass(parsed.failure_class) if parsed.failure_class in tuple(FailureClass) else None
         if network:
             error = f"{error}; {network_words(network)}"
@@ -724,9 +730,12 @@ def _strip_headers(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("===== attempt "))
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
+def failure_text(why: str, output: str) -> str:
+    """A failed worker's ``error`` when its CLI named none (a command, a crash): how it ended and the
+    end of what it printed (gate_output's bound: its last 20 lines, at most 2,000 characters), so the
+    reason is in the record, not only in its log."""
+    tail = output_tail(output)
+    return f"{why}; the end of its output:\n{tail}" if tail else why
 
 
 def _iso(ts: float) -> str:

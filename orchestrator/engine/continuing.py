@@ -20,6 +20,12 @@ The rules, decided here:
 - The job keeps the status it ended with (the result it reported stands until a round adds to it);
   the worker is ``running`` during the round, then the round's status. The round is in
   ``WorkerRecord.rounds`` (status, feedback, resumed session, cost, commits) and a note on the job.
+- A kind must carry the feedback to its worker (``Adapter.continue_refusal``): a ``command`` whose
+  template has no ``{feedback}``, ``{prompt}`` or ``{prompt_file}`` would run the same line again, so
+  it is refused (422) before a round is recorded, naming the template to set.
+- The round's commits (the worker's, the result's) say ``continue: <the feedback's first line>``;
+  its time is its own (``Round.duration``), and the worker's ``duration`` leaves out the time it stood
+  finished before the round (``Round.previous_ended_at``).
 - Costs: the round's cost is added to the worker's ``cost_usd`` (so to the job's) and told per round;
   a job whose ``max_cost_usd`` is spent is not continued (409).
 - The tree is read from its records on disk during a round (the engine lets go of it first).
@@ -176,6 +182,7 @@ class Continuing:
                     started_at=self.ctx.clock.time(),
                     first_attempt=len(rec.attempts) + 1,
                     resumed_session=rec.session_id if get_adapter(rec.kind).resumes else None,
+                    previous_ended_at=rec.ended_at,
                 )
             )
             ws.save_worker(rec)
@@ -209,6 +216,11 @@ class Continuing:
             raise Conflict(f"worker {rec.name} of job {job.id} is {rec.status.value}: continue it once it has ended")
         if not rec.branch:
             raise Conflict(f"worker {rec.name} of job {job.id} has no branch to go on from")
+        refused = get_adapter(rec.kind).continue_refusal(self.ctx.settings)
+        if refused:
+            raise ConfigError(
+                f"worker {rec.name} of job {job.id} ({rec.kind}) cannot be continued: {refused}", key="orchestrator.command"
+            )
         if not landing.branch_exists(self.ctx.settings, self.ctx.workspace, rec.branch):
             raise Conflict(
                 f"worker {rec.name}'s branch {rec.branch} is no longer in the repository (deleted): "
@@ -284,6 +296,7 @@ class Continuing:
             steps=[step for step in self._steps if step.applies(job)],
             confinement=self._confinement,
             resume_session=round_.resumed_session,
+            round_feedback=feedback,
         )
         outcome = execution.run(None, first=round_.first_attempt)
         with ctx.tables.locked():

@@ -40,10 +40,11 @@ from ..config import Isolation, MergeStrategy
 from ..delivery.landing import ResolverFactory, mergeable
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
+from ..git.commits import Source
 from ..git.gitcmd import GitFailed
-from ..git.gitrefs import job_prefix, update_ref
+from ..git.gitrefs import is_ancestor, job_prefix, update_ref
 from ..git.gitwork import check_ref, head_ref, run_git
-from ..git.merging import MergeRequest, merge_branches
+from ..git.merging import MergeRequest, merge_branches, pick
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
@@ -87,6 +88,45 @@ class Nesting:
                 f"the work of worker {parent.name} could not be committed before starting its child job "
                 f"(its children would start from an unknown state), so no child job was started: {exc}"
             ) from exc
+
+    # -- at a retry's spawn of the same request ------------------------------------------------
+    def bring_back(self, child: JobRecord, parent: WorkerRecord) -> str:
+        """Outside the engine lock: an ended child job reused by a retry of its parent (engine/submission.py).
+        Its merge into the parent's branch was made in an earlier attempt; when the retry's reset took it
+        out of the checkout, what it added (its merge's base to its result) is squashed onto the branch
+        again (merging.pick) and the checkout brought along. Returns what happened, in words ("" for
+        nothing to bring); Conflict (the spawn is refused, nothing changed) when it cannot be done."""
+        merge, wt = child.merge, self.worktrees()
+        if wt is None or merge is None or merge.error or not merge.result_commit or merge.result_commit == merge.base:
+            return ""
+        prefix, root = self.settings.git.branch_prefix, child.root_id
+        ref = check_ref(wt.branch(parent))
+        attempt = len(parent.attempts)
+        with wt.holding(parent):
+            tip = wt.commit(parent, attempt, subject=f"Work so far, as child job {child.id} is reused")
+            if is_ancestor(wt.repo, merge.result_commit, tip):
+                return "its work is in your branch"
+            strategy = MergeStrategy.THEIRS if child.config.merge_strategy == MergeStrategy.THEIRS else MergeStrategy.AUTO
+            subject = f"Child job {child.id}'s work again, reused by attempt {attempt}"
+            source = Source(parent.name, ref, merge.result_commit, subject, None)
+            done = pick(wt.repo, ref, merge.base or tip, source, strategy, prefix=prefix, root_id=root)
+            if not done.merged:
+                raise Conflict(
+                    f"child job {child.id}, which an earlier attempt started for the same request, cannot be reused: its "
+                    f"work conflicts with your checkout in: {conflict_text.listed(done.conflicts)}; nothing changed. "
+                    "Spawn a changed request to start a new child job"
+                )
+            if not done.added or done.commit is None:
+                return "its work is in your branch"
+            problem = wt.bring_in(parent, tip, done.commit)
+            if problem:
+                update_ref(wt.repo, ref, tip, done.commit, under=job_prefix(prefix, root))
+                raise Conflict(f"child job {child.id}'s work could not be brought into your checkout again: {problem}")
+        line = f"child job {child.id} reused by attempt {attempt}: its work brought into {wt.branch(parent)} again as commit {done.commit[:12]}"
+        with self.tables.locked():
+            child.notes.append(line)
+        self.workspace.append_line(self.workspace.worker_log(parent.root_id, parent.depth, parent.name), f"[orchestrator] {line}")
+        return f"its work was brought into your branch again as commit {done.commit[:12]}"
 
     # -- at the child's end --------------------------------------------------------------------
     def merge_child(self, job: JobRecord) -> None:

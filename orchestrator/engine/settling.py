@@ -113,11 +113,16 @@ class Settling:
         """The status of a worker that exited 0 after starting child jobs:
         ``recursive_success`` when each completed, else ``child_incomplete``, its ``exit_reason`` then
         naming each child job that did not complete and how it ended ("child job X ended partial").
-        Only the child jobs its last attempt started count: an earlier attempt failed, and what its
-        child jobs did went with it (a retry starts again from the checkpoint)."""
+        Only the child jobs its last attempt started or reused count: an earlier attempt failed, and
+        what its other child jobs did went with it (a retry starts again from the checkpoint)."""
         jobs = self.tables.jobs
         since = rec.attempts[-1].started_at if rec.attempts else None
-        own = [c for c in rec.child_job_ids if c not in jobs or since is None or jobs[c].created_at >= since]
+        last = rec.attempts[-1].number if rec.attempts else None
+        own = [
+            c
+            for c in rec.child_job_ids
+            if c not in jobs or since is None or jobs[c].created_at >= since or rec.reused_children.get(c) == last
+        ]
         if not own:
             return WorkerStatus.SUCCESS
         missing = [

@@ -5,7 +5,10 @@ records written before any worker starts."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+from dataclasses import dataclass
 
 from .. import states
 from ..checkouts.isolated import resolve_isolation
@@ -30,6 +33,23 @@ from .context import EngineContext
 from .locked_only import locked_only
 from .nesting import Nesting
 from .tables import LiveWorker, Snapshot, new_tag, write_snapshots
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A worker's spawn answered: the child job, and whether it was reused (started by an earlier
+    attempt of the worker for the same request) rather than started now, with what became of its work."""
+
+    job: JobRecord
+    reused: bool = False
+    note: str = ""
+
+
+def spawn_key(request: object, tasks: object, config: object) -> str:
+    """The digest a child job is known by to its parent worker's retries: its request, tasks and
+    config as the spawn sent them (key order aside)."""
+    text = json.dumps({"request": request, "tasks": tasks, "config": config}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Submission:
@@ -63,6 +83,7 @@ class Submission:
         parent_worker: str | None = None,
     ) -> JobRecord:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
+        key = spawn_key(request, tasks, config) if parent_job_id is not None else None  # as the spawn sent them
         watch = self.config_watch if parent_job_id is None else None
         reloaded = watch.check().notes(watch.path) if watch is not None else []
         o = self.settings.orchestrator
@@ -139,7 +160,7 @@ class Submission:
                 used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == parent[0].root_id)
                 limits.tree_room(parent[0].root_id, used, self.settings.recursion.max_workers_per_root, len(plan), True)
             planned.nodes = nodes
-            job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start)
+            job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start, key)
             self.announce.line(
                 job, f"job {job.id} submitted at depth {job.depth}: {why}; planner {planner_name}, {len(plan)} subtask(s)"
             )
@@ -155,6 +176,53 @@ class Submission:
         with self.tables.locked():
             self.hooks.dispatch()
         return job
+
+    def spawn(
+        self, request: object, config: object, tasks: object, *, parent_job_id: str | None, parent_worker: str | None
+    ) -> Spawned:
+        """A worker's request for a child job. A retry's spawn of the request an earlier attempt of the
+        same worker spawned gets that child job back (running or ended; not one that was cancelled),
+        so a subtask's retries never start the same child job twice; its work, when a reset took it out
+        of the worker's checkout, is brought back in (``Nesting.bring_back``). Otherwise ``submit``."""
+        key = spawn_key(request, tasks, config)
+        with self.tables.locked():
+            self.hooks.check_open()
+            parent_job, parent = self.parent_for(parent_job_id or "", parent_worker)
+            found = self.reusable_child(parent, key)
+            if found is not None:
+                self.check_running(parent_job, parent)
+                ended = found.status.terminal
+        if found is None:
+            return Spawned(self.submit(request, config, tasks, parent_job_id=parent_job_id, parent_worker=parent_worker))
+        note = f"it is {found.status.value}; "
+        note += "its result is reported as it is, not run again" if ended else "its work merges into your branch when it ends"
+        if ended and self.nesting is not None and found.config.isolation == Isolation.WORKTREE:
+            brought = self.nesting.bring_back(found, parent.record)  # Conflict: refused, nothing recorded
+            note += f"; {brought}" if brought else ""
+        with self.tables.locked():
+            self.check_running(parent_job, parent)
+            attempt = parent.record.attempts[-1].number
+            parent.record.reused_children[found.id] = attempt  # it counts for this attempt's end (settling.py)
+            self.announce.worker(
+                parent, f"attempt {attempt} reuses child job {found.id} (attempt {found.parent_attempt}'s, same request)"
+            )
+            written = self.tables.worker_snapshot(parent)
+        write_snapshots([written])
+        return Spawned(found, reused=True, note=note)
+
+    @locked_only
+    def reusable_child(self, parent: LiveWorker, key: str) -> JobRecord | None:
+        """The latest child job ``parent`` started for the request ``key`` in an earlier attempt than
+        its running one, unless it was cancelled; None: there is none."""
+        rec = parent.record
+        attempt = rec.attempts[-1].number if rec.attempts else 0
+        for child_id in reversed(rec.child_job_ids):
+            child = self.tables.jobs.get(child_id)
+            if child is None or child.spawn_key != key or child.status is JobStatus.CANCELLED:
+                continue
+            if child.parent_attempt is not None and child.parent_attempt < attempt:
+                return child
+        return None
 
     def graph_of(self, plan: list[str], planned: AIPlan, cfg: JobConfig, notes: list[str]) -> list[TaskNode]:
         """The plan's nodes: the planner's (or the explicit tasks'), else independent ``t1``,
@@ -214,14 +282,20 @@ class Submission:
         return job, live
 
     @locked_only
-    def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
-        """May this worker start a child job now?"""
-        pcfg = parent_job.config
+    def check_running(self, parent_job: JobRecord, parent: LiveWorker) -> None:
+        """Is this worker still running (Conflict: no child job is started, or reused, for it)?"""
         where = f"worker {parent.record.name} of job {parent_job.id}"
         if parent_job.status.terminal or parent_job.id in self.tables.ending or parent.cancel.is_set():
             raise Conflict(f"{where} is no longer running (job {parent_job.status.value}); no child job was started")
         if parent.record.status.terminal or parent.phase.process_ended:
             raise Conflict(f"{where} has already finished; no child job was started")
+
+    @locked_only
+    def check_recursion(self, parent_job: JobRecord, parent: LiveWorker) -> None:
+        """May this worker start a child job now?"""
+        pcfg = parent_job.config
+        where = f"worker {parent.record.name} of job {parent_job.id}"
+        self.check_running(parent_job, parent)
         limits.check_recursion_enabled(pcfg.enable_recursion, parent_job.id)
         limits.check_depth(parent_job.depth, pcfg.max_recursion_depth, where)
         limits.check_budget(self.tables.tree_spent(parent_job), parent_job.config.max_cost_usd)
@@ -254,10 +328,12 @@ class Submission:
         depth: int = 0,
         child_id: str | None = None,
         start_commit: str | None = None,
+        request_key: str | None = None,
     ) -> tuple[JobRecord, list[Snapshot]]:
         """The job in memory, and the record snapshots to write (outside it).
         ``child_id``: a child's id reserved before (``reserve_child_id``); ``start_commit``: where
-        a worktree child's workers branch from (its parent's work at the spawn, engine/nesting.py)."""
+        a worktree child's workers branch from (its parent's work at the spawn, engine/nesting.py);
+        ``request_key``: a child's ``spawn_key``, which its parent's retries find it by."""
         now = self.clock.time()
         tables = self.tables
         if parent is None:
@@ -281,6 +357,8 @@ class Submission:
                 parent_worker=plive.record.name,
                 created_at=now,
                 start_commit=start_commit,
+                spawn_key=request_key,
+                parent_attempt=plive.record.attempts[-1].number if plive.record.attempts else None,
             )
         job.config = cfg
         job.tasks = plan

@@ -45,6 +45,9 @@ class WorkerContext:
     # A continue round's (engine/continuing.py): the CLI session to go on with, when the adapter
     # ``resumes`` one; ``prompt`` is then the user's feedback alone.
     resume_session: str | None = None
+    # A continue round's feedback, as the user wrote it ("" in a worker's first run): the command
+    # kind's ``{feedback}``; every other kind reads it in ``prompt``.
+    feedback: str = ""
 
 
 class PathUse(str, Enum):
@@ -320,6 +323,12 @@ class Adapter:
             return None
         chosen = _NOT_IN_A_NAME.sub("", reported or self.model_for(settings, model)).strip()
         return f"{self.co_author_name}{f' ({chosen})' if chosen else ''} <{self.co_author_email}>"
+
+    def continue_refusal(self, settings: Settings) -> str | None:
+        """Why a continue round of this kind's worker would not reach the worker with the user's
+        feedback (the round is refused, saying how to fix it), or None: it does (every AI kind reads
+        it in its prompt or its resumed session)."""
+        return None
 
     def needs_prompt(self, settings: Settings) -> bool:
         """Whether the command reads the rendered prompt at all (else it is not rendered)."""
