@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .. import failpoints
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -90,6 +91,7 @@ def publish(
         why = _CREDENTIALS.sub(r"\1***@", "; ".join(refused)) or _clean(done.stderr) or f"exit code {done.returncode}"
         return replace(record, error=f"git push {g.push} {branch} failed: {why}")
     record = replace(record, pushed=True)
+    failpoints.hit("publish_pushed")  # the chaos tests' stop between the push and the pull request
     if g.pull_request == PullRequestForge.NONE:
         return record
     kind = g.pull_request.value

@@ -137,6 +137,9 @@ class StepContext:
     # A step ran processes in ``directory`` after ``changes`` was asked (a gate): what it found may
     # be out of date, so the engine asks the Checkout again after the last attempt.
     touched: bool = False
+    # The attempt was re-adopted after a server's restart: a step's run it cut off may have left
+    # work half done (``Step.recover``), and a step's verdict from before it may be on disk.
+    after_restart: bool = False
     _changes: Changes | None = field(default=None, init=False, repr=False)
 
     def changes(self) -> Changes:
@@ -167,10 +170,23 @@ class Step(ABC):
     def run(self, ctx: StepContext) -> Verdict:
         """Judge the attempt: ``PASS``, ``fail(reason)`` or ``retry(reason)``."""
 
+    def recover(self, ctx: StepContext) -> None:
+        """Before any step runs on an attempt re-adopted after a restart (``ctx.after_restart``):
+        undo what a run of this step that the stop cut off left in the worker's directory (a
+        gate's files), so no step takes it for the worker's work. Most steps leave nothing."""
+        return None
+
 
 def run_steps(steps: Sequence[Step], ctx: StepContext) -> tuple[str, Verdict] | None:
     """Run ``steps`` in order; the first one that does not pass and its verdict, or None when
-    all passed. A step that raises or returns something other than a Verdict fails closed."""
+    all passed. A step that raises or returns something other than a Verdict fails closed.
+    After a restart, each step first recovers (``Step.recover``) before any of them runs."""
+    if ctx.after_restart:
+        for step in steps:
+            try:
+                step.recover(ctx)
+            except Exception:  # the steps then judge the directory as it is (fail closed, as ever)
+                log.exception("after-attempt step %s could not recover for worker %s", step.name, ctx.record.key)
     for step in steps:
         name = getattr(step, "name", "") or type(step).__name__
         try:

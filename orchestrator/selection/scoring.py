@@ -28,6 +28,7 @@ eligible ones (``rank`` None, ``score`` None) with why they are out.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import secrets
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .. import protocol
+from .. import failpoints, protocol
 from ..config import Select, Settings
 from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
@@ -77,6 +78,11 @@ def builtin_measures(candidate: Candidate) -> dict[str, Measure]:
     }
 
 
+# How a candidate's scoring command runs once across a server's restarts (engine/choosing.py
+# keeps its verdict in workspace/stages.py): given the candidate and the run, its measures.
+Once = Callable[[Candidate, Callable[[], dict[str, Measure]]], dict[str, Measure]]
+
+
 def measure(
     candidates: Sequence[Candidate],
     *,
@@ -86,9 +92,11 @@ def measure(
     work_dir: Path,
     cancel: Cancel | None = None,
     command: bool = True,
+    once: Once | None = None,
 ) -> dict[str, dict[str, Measure]]:
     """Each candidate's measures, by name; ``command`` False (or no scoring.command): the
-    built-in ones only. The command runs for eligible candidates only, one after the other."""
+    built-in ones only. The command runs for eligible candidates only, one after the other,
+    each through ``once`` when given (its measures from before a restart are not measured again)."""
     argv = list(settings.scoring.command)
     found = {}
     for candidate in candidates:
@@ -97,7 +105,8 @@ def measure(
             if cancel is not None and cancel.is_set():
                 values[STATUS_KEY] = "not run: the selection was cancelled"
             else:
-                values.update(run_command(candidate, argv, settings, runner, env, work_dir, cancel))
+                run = functools.partial(run_command, candidate, argv, settings, runner, env, work_dir, cancel)
+                values.update(once(candidate, run) if once is not None else run())
         found[candidate.name] = values
     return found
 
@@ -126,6 +135,7 @@ def run_command(
     try:
         tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
         handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
+        failpoints.hit(f"scoring_running.{candidate.name}")  # the chaos tests' stop in the middle of a scoring
     except CommandNotFound:
         return {STATUS_KEY: f"not run: {argv[0]!r} was not found on the PATH (scoring.command)"}
     except (OSError, ValueError) as exc:
