@@ -387,6 +387,7 @@ class GatePlace:
     commit: str | None  # what the gate judges, as recorded
     cancel: Wakeup
     cancelled: str  # the reason recorded when ``cancel`` stops it
+    stop_point: str = "gate_running"  # the chaos tests' failpoint in the middle of it (``<stop_point>.<name>``)
 
 
 def run_gate(
@@ -405,7 +406,7 @@ def run_gate(
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
         argv = gate_argv(gate, cwd)
         handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox)
-        failpoints.hit(f"gate_running.{name}")  # the chaos tests' stop in the middle of a gate
+        failpoints.hit(f"{place.stop_point}.{name}")  # the chaos tests' stop in the middle of a gate
     except GateDirError as exc:
         status, reason = NOT_STARTED, str(exc)
     except CommandNotFound:

@@ -252,6 +252,8 @@ def test_a_kill_after_the_landing_and_the_push_runs_neither_again(stages, tmp_pa
     done = s.restart_until_done()
     assert done["status"] == "completed" and s.runs("agent") == 1
     assert _reflog(s.host, result) == [landed] and git(s.host, "rev-parse", "release").strip() == landed
+    # Each ran once: one landing's line and one push's line in the tree's log, both from before the stop.
+    assert s.log().count("merged 1 worker(s) into") == 1 and s.log().count(f"pushed orchestrator/{s.root}/result to") == 1
     assert s.runs("pushes") == 1 and git(remote, "rev-parse", f"orchestrator/{s.root}/result").strip() == landed
     job = s.server.call("GET", f"/api/v1/jobs/{s.root}").json()
     assert job["merge"]["result_commit"] == landed and job["merge"]["into"]["moved"] is True
@@ -297,6 +299,7 @@ def test_a_kill_during_the_publication_reruns_it_once_safely(stages, tmp_path):
         job = s.server.call("GET", f"/api/v1/jobs/{s.root}").json()
         assert job["publish"]["pushed"] is True and job["publish"]["pull_request"]["number"] == 1
         assert f"publish {RERUN}" in job["notes"] and f"publish {RERUN}" in s.log()
+        assert s.log().count(f"pushed orchestrator/{s.root}/result to origin") == 1  # the first never got to its line
         assert not any(f"landing {RERUN}" in n for n in job["notes"])  # the landing had its verdict: kept
         assert s.state() == s.before
     finally:
@@ -331,4 +334,26 @@ def test_a_kill_during_a_candidates_scoring_reruns_only_that_scoring(stages):
     assert {w: r["measures"]["tests_passed"] for w, r in ranking.items()} == {"worker_1": 3, "worker_2": 3}
     assert sum(1 for r in s.server.records(s.root).values() if r.get("selected")) == 1
     assert "one.txt" in (s.result_files() or [])
+    assert s.state() == s.before
+
+
+def test_a_kill_during_a_conflicts_resolver_reruns_it_once_and_nothing_else(stages):
+    s = stages()
+    resolver = ["sh", "-c", f"{s.count('resolver')}; sleep 1; printf \"print('both')\\n\" > app.py"]
+    (s.folder / "config.yaml").write_text(
+        (s.folder / "config.yaml").read_text()
+        + f"  merge_strategy: resolve\n  resolver_kind: command\n  resolver_command: {json.dumps(resolver)}\n"
+    )
+    s.before = s.state()
+    tasks = [f"{s.count('agent')}; sed -i s/v1/{name}/ app.py" for name in ("w1", "w2")]  # the same line: a conflict
+    s.start_until_killed("resolver_running=1", {"request": "x", "tasks": tasks})
+    wait_until(lambda: s.runs("resolver") == 1, timeout=30, what="the cut-off resolver really started")
+    done = s.restart_until_done()
+    assert done["status"] == "completed"
+    assert (s.runs("agent"), s.runs("resolver")) == (2, 2)  # the resolver cut off ran once more; no worker again
+    assert git(s.host, "show", f"orchestrator/{s.root}/result:app.py") == "print('both')\n"
+    (resolution,) = s.server.call("GET", f"/api/v1/jobs/{s.root}/conflicts").json()["resolutions"]
+    assert resolution["accepted"] and [a["number"] for a in resolution["attempts"]] == [1], resolution
+    assert f"resolver attempt 1 {RERUN}" in s.log("worker_2") and f"resolver attempt 1 {RERUN}" in s.log()
+    assert f"landing {RERUN}" in s.job()["notes"]
     assert s.state() == s.before
