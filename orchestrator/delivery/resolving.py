@@ -24,13 +24,15 @@ worker's branch out of the result, as ``auto`` would, with the reason. Each conf
 ``records.Resolution`` (files, resolver, attempts with cost, gates, accepted or why not) goes in
 the merge's record. The worktree is removed afterwards; prompts stay beside it.
 
-Across restarts (``RunLedger``): each resolver run that ends is appended to the tree's
-``resolve/runs.jsonl`` with its time and cost, and each conflict's final resolution too. A merge
-run again after a restart asks the resolver nothing for a conflict it already resolved or refused
-(the same worker's commit on the same result so far, by the same resolver), and a conflict whose
-run ended but whose resolution was not final (its gates were cut short) keeps that run among its
-attempts: every run is in a record and, through the ledger, counted once in the tree's cost and
-budget (engine/takeover.py), also when the merge that asked for it never ended.
+Across restarts (``RunLedger``): each resolver run is appended to the tree's ``resolve/runs.jsonl``
+as it starts, as it ends (with its time and cost) and as its resolution is taken (the tree), and each
+conflict's final resolution too. A merge run again after a restart asks the resolver nothing for a
+conflict it already resolved or refused (the same worker's commit on the same result so far, by the
+same resolver); a run that ended but whose checks were cut short is not run again: its taken tree
+is checked out in a new worktree of the merge (in the resolver's sandbox) and checked once more; a
+run the stop cut off runs once more, saying so. Every run is in a record and, through the ledger,
+counted once in the tree's cost and budget (engine/takeover.py), also when the merge that asked for
+it never ended.
 """
 
 from __future__ import annotations

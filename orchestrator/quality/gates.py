@@ -1,6 +1,13 @@
 """Quality gates: commands that judge a worker's work before it may be merged,
 closed by default.
 
+*Across a restart* (workspace/stages.py): each gate's start and its result on an attempt's commit go in
+the tree's stage ledger as they happen. A server killed during the gates re-adopts the worker's
+attempt (the agent is not run again; a gate's process is never taken for it), then ``recover`` puts
+the worktree back on the commit the gates judged (what the cut-off gate wrote goes), and ``run``
+takes each gate that reached its verdict as it was (``restart: reused``, not run again) and runs the
+one the stop cut off once more (``restart: rerun``, and a line in the worker's log and the tree's).
+
 ``GateStep`` is an after-attempt step (quality/steps.py): after a worker's successful attempt, the job's
 gates (``config.gates``, config.quality's shape) that apply to it run one by one in its directory
 on the commit that will be merged (``ctx.changes().commit``: a worktree commits the work first;

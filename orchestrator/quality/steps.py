@@ -11,6 +11,11 @@ failed, timed-out, cancelled or unstartable attempt is judged by the retry table
 before the retry. Before the steps run, anything the attempt left running (a daemonised
 grandchild) is swept, so nothing writes to the directory while they look at it.
 
+*After a restart.* An attempt re-adopted after a server's restart is judged by its steps (its
+``StepContext.after_restart`` is set): each step's ``recover`` first undoes what a run of it the stop
+cut off left in the directory, then the steps run; one that keeps its verdicts across a restart
+(quality/gates.py) takes those it had reached instead of running again.
+
 *Verdicts.* Steps run in order until one does not pass; the ones after it do not run (a merge
 never follows a failed gate).
 
