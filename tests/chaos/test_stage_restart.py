@@ -239,6 +239,25 @@ def test_a_kill_during_the_landing_reruns_it_once_and_merge_into_follows_the_res
     assert s.state() == s.before  # nothing but the branch named to receive the result moved
 
 
+def test_a_kill_after_the_landing_moved_merge_into_but_before_its_verdict_lands_again_to_the_same_commit(stages):
+    s = stages(extra="  merge_into: release\n")
+    s.receive_into("release")
+    s.start_until_killed("after_landing=1", {"request": "x", "tasks": [f"{s.count('agent')}; echo one > one.txt"]})
+    result = f"refs/heads/orchestrator/{s.root}/result"
+    landed = git(s.host, "rev-parse", result).strip()
+    assert git(s.host, "rev-parse", "release").strip() == landed  # its work was done; its verdict not recorded
+    done = s.restart_until_done()
+    assert done["status"] == "completed" and s.runs("agent") == 1
+    # Cut off before its verdict, it ran once more (two landings' lines), safely: the same result
+    # commit, merge_into already there, no ref moved again.
+    assert s.log().count("merged 1 worker(s) into") == 2 and f"landing {RERUN}" in s.job()["notes"]
+    assert _reflog(s.host, result) == [landed] and _reflog(s.host, "refs/heads/release")[0] == landed
+    assert len(_reflog(s.host, "refs/heads/release")) == 2  # made at main, moved once to the result
+    merge = s.job()["merge"]
+    assert merge["result_commit"] == landed and merge["into"]["moved"] is True, merge  # "release is already at ..."
+    assert s.state() == s.before
+
+
 def test_a_kill_after_the_landing_and_the_push_runs_neither_again(stages, tmp_path):
     remote = _remote_counting_pushes(tmp_path)
     s = stages(extra="  merge_into: release\n  push: origin\n")
