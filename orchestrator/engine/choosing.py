@@ -261,6 +261,7 @@ class Choosing:
             output=record.output,
             cwd=folder if folder.is_dir() else None,
             sandbox=self.confinement.spec(record, folder, job.config),
+            tree_tag=f"{job.root_id}.",  # a scoring command a restart finds is its tree's, and killed
         )
 
     def _integrate(self, job: JobRecord, records: list[Any], result: SelectionRecord) -> dict[str, IntegrationRecord | None]:

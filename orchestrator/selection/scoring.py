@@ -133,7 +133,7 @@ def run_command(
     env = {k: v for k, v in env.items() if k != protocol.API_KEY}  # never the worker's key
     timeout = settings.scoring.timeout
     try:
-        tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
+        tag = f"{candidate.tree_tag}scoring-{candidate.name}-{secrets.token_hex(4)}"
         handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
         failpoints.hit(f"scoring_running.{candidate.name}")  # the chaos tests' stop in the middle of a scoring
     except CommandNotFound:

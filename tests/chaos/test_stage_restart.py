@@ -19,13 +19,14 @@ import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .. import mock_forge_server
 from ..conftest import API_KEY, wait_until
 from ..helpers.worktree_crash import Server, host_state, make_repo
 from ..test_worktree import git
-from .conftest import tagged_alive
+from .conftest import alive, tagged_alive
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -77,7 +78,9 @@ class Stages:
         """Start the server with ``failpoint`` set, submit ``request``, and see it kill itself there."""
         self.server.env["ORCHESTRATOR_FAILPOINTS"] = failpoint
         self.server.start()
-        self.root = self.server.call("POST", "/api/v1/orchestrate", json=request).json()["job_id"]
+        answer = self.server.call("POST", "/api/v1/orchestrate", json=request)
+        assert answer.status_code == 202, answer.text
+        self.root = answer.json()["job_id"]
         assert self.server.process is not None
         assert self.server.process.wait(90) == -signal.SIGKILL  # it stopped at the failpoint
         self.server.env.pop("ORCHESTRATOR_FAILPOINTS")
@@ -284,6 +287,16 @@ def test_a_kill_after_the_landing_and_the_push_runs_neither_again(stages, tmp_pa
     assert s.state() == s.before
 
 
+def _running_with(text: str) -> list[int]:
+    """Live processes whose command line holds ``text`` (a path of this test's own)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(text in part for part in proc.info["cmdline"] or ()) and alive(proc.pid):
+                found.append(proc.pid)
+    return found
+
+
 def _remote_counting_pushes(tmp: Path) -> Path:
     """A bare repository whose own post-receive hook counts the pushes that moved a ref in it."""
     remote = tmp / "remote.git"
@@ -327,10 +340,14 @@ def test_a_kill_during_the_publication_reruns_it_once_safely(stages, tmp_path):
 
 def test_a_kill_during_a_candidates_scoring_reruns_only_that_scoring(stages):
     s = stages()
+    # The second scoring of all (worker_2's first) hangs: the stop comes in it, and the restart must
+    # kill it rather than let it finish beside its re-run ("<id>.done" counts the runs that finished).
+    mine = f'{s.marks}/score_"$(cat id.txt)"'
     score = [
         "sh",
         "-c",
-        f'echo run >> {s.marks}/score_"$(cat id.txt)"; sleep 1; echo \'{{"tests_passed": 3}}\'',
+        f"n=$(cat {s.marks}/scorings 2>/dev/null | wc -l); echo run >> {s.marks}/scorings; echo run >> {mine}; "
+        f'if [ "$n" = 1 ]; then sleep 30; fi; echo done >> {mine}.done; echo \'{{"tests_passed": 3}}\'',
     ]
     (s.folder / "config.yaml").write_text(
         (s.folder / "config.yaml").read_text() + f"candidates:\n  attempts: 2\nscoring:\n  command: {json.dumps(score)}\n"
@@ -345,6 +362,9 @@ def test_a_kill_during_a_candidates_scoring_reruns_only_that_scoring(stages):
     assert done["status"] == "completed"
     scored = (s.runs(f"score_{ids['worker_1']}"), s.runs(f"score_{ids['worker_2']}"))
     assert s.runs("agent") == 2 and scored == (1, 2)  # two candidates' agents, once each
+    assert (s.runs(f"score_{ids['worker_1']}.done"), s.runs(f"score_{ids['worker_2']}.done")) == (1, 1)
+    # The cut-off one was killed at the restart, not left to finish beside its re-run.
+    assert _running_with(str(s.marks)) == [] and tagged_alive(f"{s.root}.") == []
     job = s.job()
     notes = job["notes"]
     assert "scoring of worker_1: its measures from before the server's restart are kept" in notes
