@@ -31,6 +31,13 @@ PASSED, FAILED, TIMEOUT, NOT_STARTED = GateStatus.PASSED, GateStatus.FAILED, Gat
 CRASHED, CANCELLED, NO_TESTS = GateStatus.CRASHED, GateStatus.CANCELLED, GateStatus.NO_TESTS
 
 
+class AfterRestart(StrEnum):
+    """What a server's restart did to a stage of a worker's or a job's (workspace/stages.py)."""
+
+    RERUN = "rerun"  # the server stopped during it: it ran once more
+    REUSED = "reused"  # it had reached its verdict before the stop: taken as it was, not run again
+
+
 @dataclass(frozen=True, slots=True)
 class GateResult:
     """One gate's run: an entry of ``WorkerRecord.gates`` (``to_dict``, the shape on disk and in the
@@ -48,12 +55,17 @@ class GateResult:
     # The end of its output (gate_output.py) where it did not pass; None: it passed, or it was
     # recorded before tails were kept.
     output_tail: str | None = None
+    # Set when a server's restart came between its start and the worker's end: ``rerun`` (it was
+    # cut off and ran once more) or ``reused`` (its verdict from before the stop; not run again).
+    restart: AfterRestart | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Its JSON shape; ``output_tail`` only where one was kept (the records before it stay byte for byte)."""
+        """Its JSON shape; ``output_tail`` and ``restart`` only where set (the records before them
+        stay byte for byte)."""
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.output_tail is None:
-            del found["output_tail"]
+        for optional in ("output_tail", "restart"):
+            if found[optional] is None:
+                del found[optional]
         return found
 
     @classmethod
@@ -69,6 +81,7 @@ class GateResult:
             commit=data.get("commit"),
             reason=data.get("reason") or "",
             output_tail=data.get("output_tail"),
+            restart=AfterRestart(data["restart"]) if data.get("restart") in tuple(AfterRestart) else None,
         )
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import failpoints
 from ..config import Isolation, MergeStrategy, Settings
 from ..errors import ConfigError, Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
@@ -238,6 +239,7 @@ def land(
     resolver = resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None
     outcome = merging.merge_branches(repo, request, resolver)
     outcome = sorted_.with_unchanged(outcome, job.worker_names)
+    failpoints.hit("landing_before_into")  # the chaos tests' stop between the result branch and merge_into
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
     merge = MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
     return Landed(merge, describe(merge))

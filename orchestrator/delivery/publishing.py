@@ -6,7 +6,9 @@ never raises and never fails the job: what happened (pushed, the pull request op
 or why not) is the job's ``publish`` record. The push goes to the remote's push URL (by name,
 git would also move the user's remote-tracking ref), ``--force-with-lease`` on the commit this job
 pushed last (none: the branch must not exist on the remote yet), so it never overwrites work it
-did not push, and it runs no hook. Credentials in a remote's URL never reach a message.
+did not push, and it runs no hook. Credentials in a remote's URL never reach a message. Running it
+again is safe (a server killed while publishing does, engine/results.py): the same commit pushed
+again changes nothing, and the pull request open for the branch is updated, not opened twice.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .. import failpoints
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -90,6 +93,7 @@ def publish(
         why = _CREDENTIALS.sub(r"\1***@", "; ".join(refused)) or _clean(done.stderr) or f"exit code {done.returncode}"
         return replace(record, error=f"git push {g.push} {branch} failed: {why}")
     record = replace(record, pushed=True)
+    failpoints.hit("publish_pushed")  # the chaos tests' stop between the push and the pull request
     if g.pull_request == PullRequestForge.NONE:
         return record
     kind = g.pull_request.value

@@ -24,13 +24,15 @@ worker's branch out of the result, as ``auto`` would, with the reason. Each conf
 ``records.Resolution`` (files, resolver, attempts with cost, gates, accepted or why not) goes in
 the merge's record. The worktree is removed afterwards; prompts stay beside it.
 
-Across restarts (``RunLedger``): each resolver run that ends is appended to the tree's
-``resolve/runs.jsonl`` with its time and cost, and each conflict's final resolution too. A merge
-run again after a restart asks the resolver nothing for a conflict it already resolved or refused
-(the same worker's commit on the same result so far, by the same resolver), and a conflict whose
-run ended but whose resolution was not final (its gates were cut short) keeps that run among its
-attempts: every run is in a record and, through the ledger, counted once in the tree's cost and
-budget (engine/takeover.py), also when the merge that asked for it never ended.
+Across restarts (``RunLedger``): each resolver run is appended to the tree's ``resolve/runs.jsonl``
+as it starts, as it ends (with its time and cost) and as its resolution is taken (the tree), and each
+conflict's final resolution too. A merge run again after a restart asks the resolver nothing for a
+conflict it already resolved or refused (the same worker's commit on the same result so far, by the
+same resolver); a run that ended but whose checks were cut short is not run again: its taken tree
+is checked out in a new worktree of the merge (in the resolver's sandbox) and checked once more; a
+run the stop cut off runs once more, saying so. Every run is in a record and, through the ledger,
+counted once in the tree's cost and budget (engine/takeover.py), also when the merge that asked for
+it never ended.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
+from .. import failpoints, protocol
 from ..config import JobConfig, Settings
 from ..config.quality import Gate
 from ..errors import ConfigError
@@ -70,6 +72,7 @@ from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
 from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
+from ..workspace.stages import rerun_note
 
 log = logging.getLogger("orchestrator.resolving")
 
@@ -132,6 +135,20 @@ class RunLedger:
         found = [e["resolution"] for e in self.entries() if e["conflict"] == conflict and isinstance(e.get("resolution"), dict)]
         return Resolution.from_dict(found[-1]) if found else None
 
+    def started(self, conflict: str) -> set[int]:
+        """The numbers of the runs that started (each says so as it starts; one with no ``run`` line
+        after it was cut off by a server's stop)."""
+        return {e["started"] for e in self.entries() if e["conflict"] == conflict and isinstance(e.get("started"), int)}
+
+    def taken(self, conflict: str) -> dict[int, str]:
+        """The tree each ended run's resolution was taken as (before its checks), by run number."""
+        found: dict[int, str] = {}
+        for e in self.entries():
+            taken = e.get("taken")
+            if e["conflict"] == conflict and isinstance(taken, dict) and isinstance(taken.get("tree"), str):
+                found[int(taken.get("number") or 0)] = taken["tree"]
+        return found
+
     def add(self, conflict: str, **entry: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.workspace.append_line(self.path, json.dumps({"conflict": conflict, **entry}, separators=(",", ":")))
@@ -179,7 +196,7 @@ class ConflictResolver:
         if settled is not None and (not settled.accepted or self._has_tree(settled.tree)):
             self._note(at.worker, f"resolution of {', '.join(settled.files)} taken from before the restart: {settled.reason}")
             return settled
-        done = self._resolve(at, self.ledger.runs(conflict), lambda **entry: self.ledger.add(conflict, **entry))
+        done = self._resolve(at, conflict, lambda **entry: self.ledger.add(conflict, **entry))
         if not self.cancel.is_set():  # a cancelled merge's refusal is no answer: it is asked again
             self.ledger.add(conflict, resolution=done.to_dict())
         return done
@@ -191,9 +208,16 @@ class ConflictResolver:
     def _has_tree(self, tree: str | None) -> bool:
         return tree is not None and run_git(self.repo, "cat-file", "-e", f"{tree}^{{tree}}", check=False).returncode == 0
 
-    def _resolve(self, at: Conflicted, earlier: list[ResolverAttempt], record: Callable[..., None]) -> Resolution:
-        """Runs the resolver until one resolution is accepted or the tries are spent; ``earlier``:
-        its runs before a restart (they count among the tries), ``record``: the ledger's writer."""
+    def _resolve(self, at: Conflicted, conflict: str, record: Callable[..., None]) -> Resolution:
+        """Runs the resolver until one resolution is accepted or the tries are spent; the ledger's
+        runs of ``conflict`` before a restart count among the tries, ``record``: the ledger's
+        writer. Nothing runs twice: a run whose resolution was taken but whose checks a stop cut
+        off is checked again, not run again; a run the stop cut off runs once more, and says so."""
+        earlier = self.ledger.runs(conflict)
+        cut_off = self.ledger.started(conflict) - {a.number for a in earlier}
+        taken = self.ledger.taken(conflict)
+        last = earlier[-1] if earlier else None
+        recheck = last if last is not None and last.refused == CUT_SHORT and last.number in taken else None
         worker = self.by_name.get(at.worker)
         kind = self.config.resolver_kind or (worker.kind if worker is not None else "") or self.config.worker
         model = self.config.resolver_model or None
@@ -203,7 +227,7 @@ class ConflictResolver:
         home = self.workspace.job_dir(self.job.root_id) / "resolve" / key
         tree, tmp = home / "tree", home / "tmp"
         log_path = self.workspace.logs_dir(self.job.root_id) / f"{key}.resolve.log"
-        attempts: list[ResolverAttempt] = list(earlier)
+        attempts: list[ResolverAttempt] = [a for a in earlier if a is not recheck]  # (judged again below)
         ran_gates: tuple[GateResult, ...] = ()
         refused = next((a.refused for a in reversed(earlier) if a.refused != CUT_SHORT), "")
         try:
@@ -211,8 +235,10 @@ class ConflictResolver:
         except ConfigError as exc:
             return Resolution(at.worker, files, label, False, f"the resolver could not start: {exc.message}")
         try:
-            for number in range(len(earlier) + 1, self.settings.git.resolver_retries + 2):
-                why = self.budget()
+            first = recheck.number if recheck is not None else len(earlier) + 1
+            for number in range(first, self.settings.git.resolver_retries + 2):
+                again = recheck is not None and number == recheck.number  # its checks only: no new run, no cost
+                why = None if again else self.budget()
                 if why:
                     refused = f"no resolver attempt {number}: {why}"
                     break
@@ -225,17 +251,29 @@ class ConflictResolver:
                     log.warning("job %s: the resolver's worktree could not be made", self.job.id, exc_info=True)
                     refused = f"the merge could not be set up for the resolver: {exc}"
                     break
-                prompt = self._prompt(at, files, refused)
-                (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
-                attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
-                # In the ledger as it ended, before its checks: a restart during them keeps it, and its cost.
-                record(
-                    run=ResolverAttempt(number, *attempt, refused=problem or CUT_SHORT, log_path=self._rel(log_path)).to_dict()
-                )
+                if again and recheck is not None:
+                    attempt, problem = (recheck.exit_code, recheck.seconds, recheck.cost_usd, recheck.cost_basis), ""
+                    self._restart_note(at.worker, f"the checks of resolver attempt {number}", "the resolver is not run again")
+                    self._git(tree, tmp).run("read-tree", "-u", "--reset", taken[number])  # its resolution, as taken
+                else:
+                    if number in cut_off:
+                        self._restart_note(at.worker, f"resolver attempt {number}")
+                    record(started=number)
+                    prompt = self._prompt(at, files, refused)
+                    (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
+                    attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
+                    # In the ledger as it ended, before its checks: a restart during them keeps it, and its cost.
+                    record(
+                        run=ResolverAttempt(
+                            number, *attempt, refused=problem or CUT_SHORT, log_path=self._rel(log_path)
+                        ).to_dict()
+                    )
                 resolved = None
                 try:
                     if not problem:
                         resolved, problem = self._take(tree, at, files)
+                    if resolved is not None and not again:
+                        record(taken={"number": number, "tree": resolved})  # what a restart during its checks checks
                     if not problem and resolved is not None:
                         ran_gates, problem = self._gate(at, tree, tmp, resolved, number)
                 except (GitFailed, OSError) as exc:  # fail closed: a resolution that cannot be read is refused
@@ -376,6 +414,7 @@ class ConflictResolver:
             handle = self.runner.spawn(
                 argv, cwd=tree, env={**env, **adapter.extra_env(ctx)}, log_path=log_path, tag=tag, sandbox=sandbox
             )
+            failpoints.hit("resolver_running")  # the chaos tests' stop in the middle of a resolver's run
         except CommandNotFound as exc:
             return (None, 0.0, None, None), f"the resolver's CLI was not found: {exc.strerror}"
         except (ConfigError, OSError, ValueError) as exc:
@@ -465,6 +504,7 @@ class ConflictResolver:
                 commit=None,
                 cancel=self.cancel,
                 cancelled="the merge was cancelled while the gate ran",
+                stop_point="resolve_gate_running",
             )
             try:
                 result, output = gating.run_gate(self.runner, self.workspace, self.settings, gate, place)
@@ -479,6 +519,13 @@ class ConflictResolver:
 
     def _rel(self, path: Path) -> str:
         return self.workspace.relative(self.job.root_id, path)
+
+    def _restart_note(self, worker: str, what: str, more: str = "") -> None:
+        """A part of the resolution a server's stop cut off runs once more: said in the worker's log
+        and the tree's."""
+        said = rerun_note(what) + (f"; {more}" if more else "")
+        self._note(worker, said)
+        self.workspace.log_event(self.job.root_id, f"job {self.job.id}: {said}")
 
     def _note(self, worker: str, line: str) -> None:
         with self._notes:

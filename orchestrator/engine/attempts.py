@@ -200,12 +200,13 @@ class Attempts:
         outcome = Outcome(WorkerStatus.CANCELLED, "cancelled before it started")
         paid: list[ParsedResult] = []  # every attempt's usage: a retried worker costs all of them
         number = first - 1
+        adopted: int | None = None  # the number of the attempt re-adopted after a restart
         while True:
             if resume is not None:
                 attempt, self.handle = resume
                 resume = None
                 self.footprint = self._footprint()  # (the store's growth before the restart is not known)
-                number = attempt.number
+                number = adopted = attempt.number
                 for earlier in self.record.attempts:  # what the old server's attempts spent
                     if earlier.number < number:
                         transients += earlier.failure_class is FailureClass.TRANSIENT
@@ -222,7 +223,7 @@ class Attempts:
             own: tuple[str, int] | None = None  # a step's retry with a budget of its own: (step, budget)
             if self.steps and outcome.status is WorkerStatus.SUCCESS:
                 self._flush()  # the steps see the attempt's end in the record
-                outcome, retry, own = self._after_attempt(number, outcome)
+                outcome, retry, own = self._after_attempt(number, outcome, after_restart=number == adopted)
             if retry == TRANSIENT:
                 if transients >= w.transient_retries:
                     outcome.exit_reason += f"; transient, gave up after {transients} transient retr{'y' if transients == 1 else 'ies'} (workers.transient_retries)"
@@ -269,10 +270,13 @@ class Attempts:
                 break
         return _charged(outcome, paid)
 
-    def _after_attempt(self, number: int, outcome: Outcome) -> tuple[Outcome, str | None, tuple[str, int] | None]:
+    def _after_attempt(
+        self, number: int, outcome: Outcome, *, after_restart: bool = False
+    ) -> tuple[Outcome, str | None, tuple[str, int] | None]:
         """Run the after-attempt steps on a successful attempt (see quality/steps.py): its outcome and
         retry decision as the first step that did not pass makes them, and (step, budget) when
-        that step's retry spends a budget of its own."""
+        that step's retry spends a budget of its own. ``after_restart``: the attempt was re-adopted
+        after a restart (its steps may have run, in part, before it: StepContext.after_restart)."""
         self.sweep()  # nothing the attempt left may write while the steps look at its work
         ctx = StepContext(
             record=self.record,
@@ -285,6 +289,7 @@ class Attempts:
             cancel=self.cancel,
             job=self.job,
             env=self.env,
+            after_restart=after_restart,
         )
         try:
             found = run_steps(self.steps, ctx)

@@ -29,12 +29,13 @@ from ..errors import OrchestratorError
 from ..git import diffs
 from ..git.gitwork import GitFailed, run_git
 from ..models import JobRecord, WorkerStatus
-from ..outcomes import IntegrationRecord, SelectionRecord
+from ..outcomes import IntegrationRecord, Measure, SelectionRecord
 from ..quality import gates
-from ..selection import Candidate, Selection, candidates, choose
+from ..selection import Candidate, Selection, candidates, choose, scoring
 from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
+from ..workspace.stages import StageLedger, StageState, rerun_note
 from .context import EngineContext
 from .locked_only import locked_only
 from .scheduling import Scheduler
@@ -191,6 +192,7 @@ class Choosing:
                 env=env,
                 work_dir=scratch,
                 cancel=self._closing,
+                once=self._scored_once(job, task_id, records),
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -198,6 +200,29 @@ class Choosing:
         integrated = self._integrate(job, records, result) if job.integration is not None and result.winner else {}
         result.at = self.clock.time()
         return result, integrated
+
+    def _scored_once(self, job: JobRecord, task_id: str, records: list[Any]) -> scoring.Once:
+        """How each candidate's scoring command runs once across a server's restarts
+        (workspace/stages.py), on the commit it would be merged at: measures it reached before a
+        stop are taken as they were; a run the stop cut off runs once more, and the job's notes
+        and its tree's log say so. A run a shutdown stopped reached no verdict."""
+        ledger = StageLedger(self.workspace, job.root_id)
+        commits = {r.name: gates.merge_commit(r) for r in records}
+
+        def once(candidate: Candidate, run: Callable[[], dict[str, Measure]]) -> dict[str, Measure]:
+            key = f"scoring {job.id} task {task_id} {candidate.name} {commits.get(candidate.name) or 'folder'}"
+            stage = ledger.begin(key)
+            if stage.state is StageState.DONE and stage.verdict is not None:
+                self.ctx.restart_note(job, f"scoring of {candidate.name}: its measures from before the server's restart are kept")
+                return dict(stage.verdict)
+            if stage.rerun:
+                self.ctx.restart_note(job, rerun_note(f"scoring of {candidate.name}"))
+            values = run()
+            if not self._closing.is_set():
+                ledger.reached(key, values)
+            return values
+
+        return once
 
     def _candidate(self, job: JobRecord, record: Any) -> Candidate:
         """What the selection sees of one candidate: its record and, in a worktree, its diff."""
@@ -236,6 +261,7 @@ class Choosing:
             output=record.output,
             cwd=folder if folder.is_dir() else None,
             sandbox=self.confinement.spec(record, folder, job.config),
+            tree_tag=f"{job.root_id}.",  # a scoring command a restart finds is its tree's, and killed
         )
 
     def _integrate(self, job: JobRecord, records: list[Any], result: SelectionRecord) -> dict[str, IntegrationRecord | None]:

@@ -83,6 +83,13 @@ class EngineContext:
     # Set at shutdown: what runs outside a worker's attempt and may take long (a merge's resolver) stops.
     closing: Wakeup = field(default_factory=Wakeup)
 
+    def restart_note(self, job: JobRecord, note: str) -> None:
+        """What a server's restart did to a stage of ``job``'s (workspace/stages.py: re-run, or its
+        verdict kept): in its notes and its tree's log. Outside the lock; takes it."""
+        with self.tables.locked():
+            job.notes.append(note)
+            self.announce.line(job, f"job {job.id}: {note}")
+
     @locked_only
     def add_cost(self, root_id: str, usd: float | None) -> None:
         """AI cost reported by a worker, the AI planner or a judge, toward the tree's budget."""

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 
-from .. import states
+from .. import failpoints, states
 from ..delivery import approval
 from ..models import JobRecord, JobStatus, WorkerStatus
 from ..process.monitor import ResourceMonitor
@@ -91,7 +91,7 @@ class Ending:
         with self.tables.locked():
             outcome = tables.ending[job.id][0]
         if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
-            self.results.land(job, cancelled=outcome is JobStatus.CANCELLED)
+            self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
@@ -113,6 +113,7 @@ class Ending:
             snapshot = tables.job_snapshot(final)
         # On disk before anyone can see it, and outside the lock: an fsync on a busy disk takes
         # tens of ms, which every request (a child job's refusal) would otherwise wait out.
+        failpoints.hit("before_final_job")  # the chaos tests' stop after its stages, before its record
         self.write_final_job(job, snapshot)
         with self.tables.locked():
             del tables.ending[job.id]

@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Any
 
+from .. import failpoints
 from ..audit import record as audit_record
 from ..audit import signing_key as audit_keys
 from ..config import Isolation
@@ -18,9 +19,11 @@ from ..delivery.landing import Landed, ResolverFactory
 from ..errors import OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord
+from ..outcomes import MergeRecord, PublishRecord
 from ..reports.wording import pull_request_text
 from ..retention import lifetime
 from ..workspace import logs
+from ..workspace.stages import StageLedger, StageState, rerun_note
 from .context import EngineContext
 from .queries import Queries
 from .reporting import Reporting
@@ -35,6 +38,7 @@ class Results:
     def __init__(
         self, ctx: EngineContext, *, queries: Queries, reporting: Reporting, resolvers: ResolverFactory | None = None
     ) -> None:
+        self.ctx = ctx
         self.settings = ctx.settings
         self.clock = ctx.clock
         self.workspace = ctx.workspace
@@ -82,6 +86,28 @@ class Results:
             self._release_worktrees(job, landed)
         return landed
 
+    def land_once(self, job: JobRecord, *, cancelled: bool = False) -> Landed:
+        """``land`` as a root ends, once across a server's restarts (workspace/stages.py): a landing
+        that reached its verdict before a stop is taken as it was, not merged again (a second
+        merge would make another result commit, and a ``merge_into`` branch already moved to the
+        first could not follow); one the stop cut off runs once more, and the job's notes say so."""
+        if job.config.isolation != Isolation.WORKTREE or cancelled:
+            return self.land(job, cancelled=cancelled)  # no branches, or nothing merged: no stage to keep
+        ledger, key = StageLedger(self.workspace, job.root_id), f"landing {job.id}"
+        stage = ledger.begin(key)
+        if stage.state is StageState.DONE and stage.verdict is not None:
+            merge = stage.verdict.get("merge")
+            landed = Landed(MergeRecord.from_dict(merge) if isinstance(merge, dict) else None, "")
+            self._record_landing(job, landed)
+            self.ctx.restart_note(job, "landing: its verdict from before the server's restart is kept, not merged again")
+            return landed
+        if stage.rerun:
+            self.ctx.restart_note(job, rerun_note("landing"))
+        landed = self.land(job)
+        failpoints.hit("after_landing")  # the chaos tests' stop between a landing and its record
+        ledger.reached(key, {"merge": landed.merge.to_dict() if landed.merge is not None else None})
+        return landed
+
     def _release_worktrees(self, job: JobRecord, landed: Landed) -> None:
         """A landing that moved the branch the user named ends the worktrees' lifetime (retention/lifetime.py)."""
         try:
@@ -107,7 +133,7 @@ class Results:
         jobs, workers = self.queries.snapshot(job.root_id)
         self.write_record(job, status, ended, jobs, workers)
         if publish and publishing.configured(self.settings):
-            self.publish(job, workers, status)
+            self.publish_once(job, workers, status)
             # FINAL_RESULT.md was rendered before the push: again, so it names the pull request.
             self.reporting.render_locked(job)
 
@@ -127,6 +153,26 @@ class Results:
             return
         with self.tables.locked():
             job.record_digest = digest
+
+    def publish_once(self, job: JobRecord, workers: list[WorkerRecord], status: JobStatus) -> None:
+        """``publish`` as a root ends, once per result commit across a server's restarts
+        (workspace/stages.py): a publication that reached its verdict before a stop is taken as it
+        was; one the stop cut off runs once more, and the notes say so. Running it again is safe
+        in any case: the push leases on the commit this job pushed or its result commit (the same
+        commit pushed twice is no change), and the forge's pull request for the branch is updated,
+        not opened twice (delivery/publishing.py)."""
+        commit = job.merge.result_commit if job.merge is not None else None
+        ledger, key = StageLedger(self.workspace, job.root_id), f"publish {job.id} {commit}"
+        stage = ledger.begin(key)
+        if stage.state is StageState.DONE and stage.verdict is not None:
+            with self.tables.locked():
+                job.publish = PublishRecord.from_dict(stage.verdict)
+            self.ctx.restart_note(job, "publish: its verdict from before the server's restart is kept, not pushed again")
+            return
+        if stage.rerun:
+            self.ctx.restart_note(job, rerun_note("publish"))
+        found = self.publish(job, workers, status)
+        ledger.reached(key, found)
 
     def publish(
         self, job: JobRecord, workers: list[WorkerRecord] | None = None, status: JobStatus | None = None

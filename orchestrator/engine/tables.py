@@ -10,6 +10,7 @@ tables.locked():``; nothing here does I/O except ``Snapshot.write`` (outside the
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 import threading
 from collections import deque
@@ -151,6 +152,16 @@ class LiveWorker:
 def new_tag(root_id: str, key: str) -> str:
     """The tag a worker's processes carry (how they are found in /proc): unique per worker."""
     return f"{root_id}.{key}.{secrets.token_hex(4)}"
+
+
+_WORKER_TAG = re.compile(r"[^.]+\.[^.]+\.[0-9a-f]{8}")
+
+
+def worker_of(tag: str) -> str | None:
+    """The key of the worker whose agent carries ``tag`` (``new_tag``'s form), or None for any other
+    process of its tree: a gate's (``<root>.<key>.gate-...``), a resolver's. Only a worker's own
+    shim is adopted as its attempt after a restart; a gate's exit is never taken for the agent's."""
+    return tag.split(".")[1] if _WORKER_TAG.fullmatch(tag) else None
 
 
 class Tables:

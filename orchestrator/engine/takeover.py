@@ -20,7 +20,7 @@ from .ending import Ending
 from .locked_only import locked_only
 from .queries import Queries
 from .recovery import Fate, Recovered
-from .tables import LiveWorker, Outcome, new_tag, write_unless_full
+from .tables import LiveWorker, Outcome, new_tag, worker_of, write_unless_full
 from .worker_thread import attempt_start
 
 log = logging.getLogger("orchestrator.engine")
@@ -92,7 +92,9 @@ class Takeover:
     def restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         shims: dict[str, list[FoundAttempt]] = {}
         for shim in self.executor.find(f"{root_id}."):
-            shims.setdefault(shim.tag.split(".")[1], []).append(shim)
+            # A gate's or a resolver's process is no worker's attempt: a leftover, killed below (a
+            # gate the stop cut off runs once more, quality/gates.py).
+            shims.setdefault(worker_of(shim.tag) or f"({shim.tag})", []).append(shim)
         by_id = {j.id: j for j in jobs}
         fates = []
         for worker in workers:

@@ -1,6 +1,13 @@
 """Quality gates: commands that judge a worker's work before it may be merged,
 closed by default.
 
+*Across a restart* (workspace/stages.py): each gate's start and its result on an attempt's commit go in
+the tree's stage ledger as they happen. A server killed during the gates re-adopts the worker's
+attempt (the agent is not run again; a gate's process is never taken for it), then ``recover`` puts
+the worktree back on the commit the gates judged (what the cut-off gate wrote goes), and ``run``
+takes each gate that reached its verdict as it was (``restart: reused``, not run again) and runs the
+one the stop cut off once more (``restart: rerun``, and a line in the worker's log and the tree's).
+
 ``GateStep`` is an after-attempt step (quality/steps.py): after a worker's successful attempt, the job's
 gates (``config.gates``, config.quality's shape) that apply to it run one by one in its directory
 on the commit that will be merged (``ctx.changes().commit``: a worktree commits the work first;
@@ -55,14 +62,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from .. import protocol
+from .. import failpoints, protocol
 from ..checkouts.checkout import Checkout, Worktrees, touched_paths
 from ..checkouts.worktree import MAX_FILES
 from ..config import Settings
 from ..config.quality import Gate, Role, roles_with_defaults
 from ..gate_output import output_tail
 from ..models import JobRecord, WorkerRecord
-from ..outcomes import CANCELLED, CRASHED, FAILED, NO_TESTS, NOT_STARTED, PASSED, TIMEOUT, GateResult, GateStatus
+from ..outcomes import (
+    CANCELLED,
+    CRASHED,
+    FAILED,
+    NO_TESTS,
+    NOT_STARTED,
+    PASSED,
+    TIMEOUT,
+    AfterRestart,
+    GateResult,
+    GateStatus,
+)
 from ..planner.graph import matches
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
@@ -70,12 +88,14 @@ from ..process.sandbox import SandboxSpec
 from ..workers.confinement import Confinement, environment_program
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
+from ..workspace.stages import Stage, StageLedger, StageState, rerun_note
 from .steps import PASS, Action, Step, StepContext, Verdict, fail, retry
 from .testruns import ran_no_tests
 
 log = logging.getLogger("orchestrator.gates")
 
 FEEDBACK_BYTES = 4000  # of a failed gate's output, in the worker's next prompt
+OUTPUT_KEY = "output"  # a gate's verdict in the stage ledger: its output's end, for that prompt
 READ_BYTES = 1 << 20  # of a gate's output read for "ran no tests" (a runner's counts may be far from its end)
 SHELL = "/bin/sh"
 # A gate's output is read by a model, not a terminal: no colour, whatever the worker's environment
@@ -198,6 +218,11 @@ def step_block(ctx: StepContext, settings: Settings | None = None) -> str | None
     return merge_block(view, ctx.job, settings)
 
 
+def gates_key(record: WorkerRecord, attempt: int) -> str:
+    """The ledger's key (workspace/stages.py) for one run of a worker's gates on an attempt."""
+    return f"gates {record.key} attempt {attempt}"
+
+
 def merge_commit(record: WorkerRecord) -> str | None:
     """The commit of a worker's that may be merged: the one its gates judged, else its tip."""
     return record.gated_commit or record.commit
@@ -222,6 +247,7 @@ class GateStep(Step):
         record = ctx.record
         results: list[GateResult] = []
         verdict = PASS
+        ledger = StageLedger(self.workspace, record.root_id)
         with self._holding(ctx) as worktree:
             changes = ctx.changes()  # a worktree commits the work first
             commit = changes.commit
@@ -232,13 +258,11 @@ class GateStep(Step):
             if not todo:
                 return PASS
             ctx.touched = True  # its gates run in the worker's directory from here
+            whole = gates_key(record, ctx.attempt)
+            ledger.started(whole, commit=commit)  # what ``recover`` goes back to, if the server stops now
             try:
                 for index, gate in enumerate(todo):
-                    try:
-                        result, output = self._run_gate(ctx, gate, commit)
-                    except Exception as exc:  # fail closed, and say which gate
-                        log.exception("gate %s of worker %s raised", gate["name"], record.key)
-                        result, output = _crashed(self.workspace, record, gate, commit, exc), ""
+                    result, output = self._gate_once(ctx, ledger, gate, commit)
                     results.append(result)
                     verdict = self._judge(ctx, gate, result, output, [g["name"] for g in todo[index + 1 :]])
                     if verdict.action is not Action.PASS:
@@ -246,7 +270,49 @@ class GateStep(Step):
             finally:
                 if worktree is not None and commit is not None and changes.branch:
                     worktree.restore(record, commit)
+            ledger.reached(whole, {"commit": commit, "action": verdict.action.value})
         return verdict
+
+    def recover(self, ctx: StepContext) -> None:
+        """A run of the gates that a server's stop cut off left the worktree as the gate had it
+        (its files, perhaps a commit or a branch switch): back to the commit they judged, before
+        any step asks for the worker's changes, so nothing a gate wrote is committed as its work."""
+        record = ctx.record
+        stage = StageLedger(self.workspace, record.root_id).look(gates_key(record, ctx.attempt))
+        commit = stage.started.get("commit") if stage.state is StageState.CUT_OFF else None
+        if not isinstance(commit, str):
+            return
+        with self._holding(ctx) as worktree:
+            if worktree is None or worktree.tip(record) != commit:
+                return  # its branch moved on since (or no worktree): nothing of the gates' to undo
+            worktree.restore(record, commit)
+        self._note(record, f"the gates' run on commit {commit[:12]} was cut off by the server's stop: back to that commit")
+
+    def _gate_once(self, ctx: StepContext, ledger: StageLedger, gate: Gate, commit: str | None) -> tuple[GateResult, str]:
+        """One gate's result on ``commit``: its verdict from before a restart when it reached one
+        (not run again), else its run now, recorded in the ledger as it starts and as it ends (one
+        cut off by a stop runs once more, and says so)."""
+        record, name = ctx.record, gate["name"]
+        key = f"gate {record.key} attempt {ctx.attempt} {commit or 'folder'} {name}"
+        before = ledger.look(key) if ctx.after_restart else Stage(key)  # (no stop, no earlier run to look for)
+        if before.state is StageState.DONE and before.verdict is not None:
+            kept = dataclasses.replace(GateResult.from_dict(before.verdict), restart=AfterRestart.REUSED)
+            return kept, str(before.verdict.get(OUTPUT_KEY) or "")
+        ledger.started(key)
+        if before.rerun:
+            said = rerun_note(f"gate {name}")
+            self._note(record, said)
+            self.workspace.log_event(record.root_id, f"{record.key}: {said}")
+        try:
+            result, output = self._run_gate(ctx, gate, commit)
+        except Exception as exc:  # fail closed, and say which gate
+            log.exception("gate %s of worker %s raised", name, record.key)
+            result, output = _crashed(self.workspace, record, gate, commit, exc), ""
+        if before.rerun:
+            result = dataclasses.replace(result, restart=AfterRestart.RERUN)
+        if result.status != CANCELLED:  # a cancel is no verdict on the work
+            ledger.reached(key, {**result.to_dict(), OUTPUT_KEY: output[-FEEDBACK_BYTES:]})
+        return result, output
 
     # -- one gate ---------------------------------------------------------------------------------
     def _run_gate(self, ctx: StepContext, gate: Gate, commit: str | None) -> tuple[GateResult, str]:
@@ -276,6 +342,8 @@ class GateStep(Step):
         """The worker's log line for one gate, and what its result means for the worker."""
         name, status, reason = result.name, result.status, result.reason
         what = f"gate {name} {status} in {result.duration:.1f}s" + (f" ({reason})" if reason else "")
+        if result.restart is AfterRestart.REUSED:
+            what += "; its verdict from before the server's restart, not run again"
         if status == PASSED:
             self._note(ctx.record, what)
             return PASS
@@ -324,6 +392,7 @@ class GatePlace:
     commit: str | None  # what the gate judges, as recorded
     cancel: Wakeup
     cancelled: str  # the reason recorded when ``cancel`` stops it
+    stop_point: str = "gate_running"  # the chaos tests' failpoint in the middle of it (``<stop_point>.<name>``)
 
 
 def run_gate(
@@ -342,6 +411,7 @@ def run_gate(
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
         argv = environment_program(gate_argv(gate), place.directory, cwd, settings, place.sandbox)
         handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox)
+        failpoints.hit(f"{place.stop_point}.{name}")  # the chaos tests' stop in the middle of a gate
     except GateDirError as exc:
         status, reason = NOT_STARTED, str(exc)
     except CommandNotFound as exc:

@@ -11,6 +11,11 @@ failed, timed-out, cancelled or unstartable attempt is judged by the retry table
 before the retry. Before the steps run, anything the attempt left running (a daemonised
 grandchild) is swept, so nothing writes to the directory while they look at it.
 
+*After a restart.* An attempt re-adopted after a server's restart is judged by its steps (its
+``StepContext.after_restart`` is set): each step's ``recover`` first undoes what a run of it the stop
+cut off left in the directory, then the steps run; one that keeps its verdicts across a restart
+(quality/gates.py) takes those it had reached instead of running again.
+
 *Verdicts.* Steps run in order until one does not pass; the ones after it do not run (a merge
 never follows a failed gate).
 
@@ -137,6 +142,9 @@ class StepContext:
     # A step ran processes in ``directory`` after ``changes`` was asked (a gate): what it found may
     # be out of date, so the engine asks the Checkout again after the last attempt.
     touched: bool = False
+    # The attempt was re-adopted after a server's restart: a step's run it cut off may have left
+    # work half done (``Step.recover``), and a step's verdict from before it may be on disk.
+    after_restart: bool = False
     _changes: Changes | None = field(default=None, init=False, repr=False)
 
     def changes(self) -> Changes:
@@ -167,10 +175,23 @@ class Step(ABC):
     def run(self, ctx: StepContext) -> Verdict:
         """Judge the attempt: ``PASS``, ``fail(reason)`` or ``retry(reason)``."""
 
+    def recover(self, ctx: StepContext) -> None:
+        """Before any step runs on an attempt re-adopted after a restart (``ctx.after_restart``):
+        undo what a run of this step that the stop cut off left in the worker's directory (a
+        gate's files), so no step takes it for the worker's work. Most steps leave nothing."""
+        return None
+
 
 def run_steps(steps: Sequence[Step], ctx: StepContext) -> tuple[str, Verdict] | None:
     """Run ``steps`` in order; the first one that does not pass and its verdict, or None when
-    all passed. A step that raises or returns something other than a Verdict fails closed."""
+    all passed. A step that raises or returns something other than a Verdict fails closed.
+    After a restart, each step first recovers (``Step.recover``) before any of them runs."""
+    if ctx.after_restart:
+        for step in steps:
+            try:
+                step.recover(ctx)
+            except Exception:  # the steps then judge the directory as it is (fail closed, as ever)
+                log.exception("after-attempt step %s could not recover for worker %s", step.name, ctx.record.key)
     for step in steps:
         name = getattr(step, "name", "") or type(step).__name__
         try:

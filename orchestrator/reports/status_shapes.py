@@ -117,7 +117,8 @@ class GraphFields(TypedDict):
     waits_on: list[str]  # prerequisites not merged (or succeeded) yet
     dependency_wait: float | None  # seconds waited on them
     # Each gate's run; "output_tail": the end of its output where it did not pass, else null
-    # (a record on disk holds it only where one was kept).
+    # (a record on disk holds it only where one was kept); "restart", where a server's restart came
+    # in between: "rerun" (cut off, run once more) or "reused" (its verdict from before the stop).
     gates: list[dict[str, Any]]
     gate_summary: str | None  # "tests passed, lint failed (exit 1)"
     gated_commit: str | None

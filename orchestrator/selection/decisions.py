@@ -32,6 +32,9 @@ class Candidate:
     output: str = ""  # its result text (a summary of the run)
     cwd: Path | None = None  # its worktree (or worker folder) where scoring.command runs; None: gone
     sandbox: SandboxSpec | None = None  # the sandbox its worker ran in: scoring.command runs its code there too
+    # What its scoring command's tag starts with: its tree's ("<root id>."), so a restart finds one a
+    # stop left running and kills it before scoring it again; "" outside a tree.
+    tree_tag: str = ""
 
 
 @dataclass

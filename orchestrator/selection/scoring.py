@@ -28,6 +28,7 @@ eligible ones (``rank`` None, ``score`` None) with why they are out.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import secrets
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from .. import protocol
+from .. import failpoints, protocol
 from ..config import Select, Settings
 from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
@@ -78,6 +79,11 @@ def builtin_measures(candidate: Candidate) -> dict[str, Measure]:
     }
 
 
+# How a candidate's scoring command runs once across a server's restarts (engine/choosing.py
+# keeps its verdict in workspace/stages.py): given the candidate and the run, its measures.
+Once = Callable[[Candidate, Callable[[], dict[str, Measure]]], dict[str, Measure]]
+
+
 def measure(
     candidates: Sequence[Candidate],
     *,
@@ -87,9 +93,11 @@ def measure(
     work_dir: Path,
     cancel: Cancel | None = None,
     command: bool = True,
+    once: Once | None = None,
 ) -> dict[str, dict[str, Measure]]:
     """Each candidate's measures, by name; ``command`` False (or no scoring.command): the
-    built-in ones only. The command runs for eligible candidates only, one after the other."""
+    built-in ones only. The command runs for eligible candidates only, one after the other,
+    each through ``once`` when given (its measures from before a restart are not measured again)."""
     argv = list(settings.scoring.command)
     found = {}
     for candidate in candidates:
@@ -98,7 +106,8 @@ def measure(
             if cancel is not None and cancel.is_set():
                 values[STATUS_KEY] = "not run: the selection was cancelled"
             else:
-                values.update(run_command(candidate, argv, settings, runner, env, work_dir, cancel))
+                run = functools.partial(run_command, candidate, argv, settings, runner, env, work_dir, cancel)
+                values.update(once(candidate, run) if once is not None else run())
         found[candidate.name] = values
     return found
 
@@ -123,9 +132,10 @@ def run_command(
     env = {k: v for k, v in env.items() if k != protocol.API_KEY}  # never the worker's key
     timeout = settings.scoring.timeout
     try:
-        tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
+        tag = f"{candidate.tree_tag}scoring-{candidate.name}-{secrets.token_hex(4)}"
         program = environment_program(argv, cwd, cwd, settings, candidate.sandbox)
         handle = runner.spawn(program, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
+        failpoints.hit(f"scoring_running.{candidate.name}")  # the chaos tests' stop in the middle of a scoring
     except CommandNotFound as exc:  # (./score.sh: the candidate's, found in its worktree by the runner)
         return {STATUS_KEY: f"not run: {exc.reason(argv[0], 'the PATH')} (scoring.command)"}
     except (OSError, ValueError) as exc:

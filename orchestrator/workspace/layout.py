@@ -11,6 +11,7 @@
         state/workers/depth_<d>_<worker>.json
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
+        state/stages.jsonl              the stages after the workers' agents: started, verdict (workspace/stages.py)
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
         state/caches/<tool>/            the tree's private package caches (workers/caches.py), gone with the tree
         depth_<d>/shared_<job id>.md    a job's shared context block (workers/sharedcontext.py)

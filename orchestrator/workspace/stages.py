@@ -1,0 +1,137 @@
+"""Which stages after a worker's agent ran, and which reached their verdict: the tree's
+``state/stages.jsonl``, so that a server killed in the middle of one runs nothing twice.
+
+A stage is one piece of work done on a worker's or a job's result after the agent that made it
+ended: one gate on one attempt's commit, the scoring of one candidate, a job's landing, its
+publication. Each is named by a key that says what it judges (the worker, the attempt, the
+commit; the job and its result commit), so a key found here is the same work. Before it starts,
+a line ``started`` is appended; when it reaches its verdict, a line ``verdict`` with what it
+found (the stage's own record, e.g. a gate's result). Each line is one ``O_APPEND`` write: a
+kill -9 leaves it whole or absent (a line cut short is skipped when read), and with a durable
+workspace it is fsynced before the stage moves on.
+
+After a restart (engine/takeover.py adopts the tree), each stage asks ``begin`` before running:
+
+===============================  =====================================================
+what the ledger says             the stage
+===============================  =====================================================
+a verdict                        is not run again: the verdict is taken as it is
+started, with no verdict         was cut off by the stop: it runs once more, and says
+                                 so ("gate tests re-run: the server stopped during it")
+nothing                          runs, as usual
+===============================  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .filesystem import write_all
+from .layout import Workspace
+
+LEDGER = "stages.jsonl"  # in the tree's state/ folder
+
+
+class StageState(str, Enum):
+    """What the ledger knows of a stage before it runs now."""
+
+    NEW = "new"  # never started
+    CUT_OFF = "cut_off"  # started, and the server stopped before its verdict
+    DONE = "done"  # reached its verdict: never run again
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage as the ledger has it: its state, its verdict (DONE), how many of its runs were
+    cut off, and what its last start recorded (``begin``'s ``data``: e.g. the commit it judged)."""
+
+    key: str
+    state: StageState = StageState.NEW
+    verdict: dict[str, Any] | None = None
+    cut_off: int = 0
+    started: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rerun(self) -> bool:
+        """It runs again because a server stopped during an earlier run of it."""
+        return self.state is StageState.CUT_OFF
+
+
+def rerun_note(what: str) -> str:
+    """The words for a stage run once more after a restart, in the logs and on the record."""
+    return f"{what} re-run: the server stopped during it"
+
+
+class StageLedger:
+    """The stages of one job tree (see the module docstring). Threads append to it at once (one
+    write per line, ``O_APPEND``); it is read whole, and only by a stage about to run."""
+
+    def __init__(self, workspace: Workspace, root_id: str) -> None:
+        self.workspace = workspace
+        self.path = workspace.state_dir(root_id) / LEDGER
+
+    def look(self, key: str) -> Stage:
+        """The stage ``key`` as the ledger has it, without recording anything."""
+        state, verdict, cut_off = StageState.NEW, None, 0
+        started: dict[str, Any] = {}
+        for entry in self._entries():
+            if entry.get("key") != key:
+                continue
+            if entry.get("event") == "started":
+                if state is StageState.CUT_OFF:
+                    cut_off += 1  # a start after a start: the earlier one never ended
+                state, verdict, started = StageState.CUT_OFF, None, entry.get("data") or {}
+            elif entry.get("event") == "verdict":
+                state, verdict = StageState.DONE, entry.get("verdict") or {}
+        if state is StageState.CUT_OFF:
+            cut_off += 1
+        return Stage(key, state, verdict, cut_off, started)
+
+    def begin(self, key: str, **data: Any) -> Stage:
+        """The stage ``key`` as it was; unless it had a verdict, its start is recorded now (with
+        ``data``) and the caller runs it. A DONE stage's caller takes its verdict instead."""
+        found = self.look(key)
+        if found.state is not StageState.DONE:
+            self.started(key, **data)
+        return found
+
+    def started(self, key: str, **data: Any) -> None:
+        """The stage ``key`` starts now (``begin`` without the look, for a caller that knows no
+        server ran it before: its worker's attempt was not re-adopted)."""
+        self._append({"key": key, "event": "started", "at": round(time.time(), 3), "data": data})
+
+    def reached(self, key: str, verdict: dict[str, Any]) -> None:
+        """The stage ``key`` reached ``verdict``: on disk before the caller moves on."""
+        self._append({"key": key, "event": "verdict", "at": round(time.time(), 3), "verdict": verdict})
+
+    def _entries(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # cut short by a kill: that write never happened
+            if isinstance(entry, dict):
+                found.append(entry)
+        return found
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            write_all(fd, line)
+            if self.workspace.durable:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
