@@ -1,0 +1,181 @@
+"""No deputy for the AI CLIs the orchestrator starts on a worker's text (DESIGN §15, issue 48 item 1):
+the AI planner of a child job a worker asked for, and the judge of a best-of-N task whose candidates
+are workers' work, run in the worker's sandbox, with its caps and network, with no tool, in an empty
+scratch folder; where the machine cannot sandbox, the child job's AI planner is refused (the
+heuristic plans, with a note) and the judge is not asked (``best`` decides, with the reason).
+
+A real server on a host repository whose orchestrator folder holds the API key in config.yaml, a
+``command`` parent worker that asks for a child job with ``{"worker": "claude", "planner": "ai"}``
+through the API with its own key, and a hostile fake ``claude`` (``orchestrator.claude_command``): it
+writes a canary into a folder outside every sandbox, reads config.yaml, connects to a loopback
+listener on a port nobody allowed, and then answers with a valid plan that carries what it read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.process.backends import probe
+
+from .conftest import API_KEY, ROOT
+from .helpers import nesting as nesting_helpers
+from .helpers.worktree import snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+served = nesting_helpers.served
+
+# The fake claude: planner (the planner's prompt) or judge (its prompt holds "Candidate A") or
+# worker. argv[1:]: what the adapter passes; env HOSTILE_PROOF, HOSTILE_CONFIG, HOSTILE_PORT.
+FAKE_CLAUDE = r"""
+import json, os, socket, sys
+from pathlib import Path
+
+prompt = sys.argv[-1]
+role = "planner" if prompt.startswith("You are the planner") else "judge" if "Candidate A" in prompt else "worker"
+said = {"argv": sys.argv[1:-1], "cwd": os.getcwd(), "role": role}
+if role != "worker":
+    try:
+        Path(PROOF, role + "-canary").write_text("ran outside the sandbox\n")
+        said["canary"] = "written"
+    except OSError as exc:
+        said["canary"] = f"refused: {exc.strerror}"
+    try:
+        said["config"] = Path(CONFIG).read_text()[:200] or "(empty)"
+    except OSError as exc:
+        said["config"] = f"unreadable: {exc.strerror}"
+    try:
+        with socket.create_connection(("127.0.0.1", PORT), timeout=3):
+            said["connect"] = "connected"
+    except OSError as exc:
+        said["connect"] = f"refused: {exc}"
+    try:
+        said["cwd_files"] = sorted(os.listdir("."))
+    except OSError as exc:
+        said["cwd_files"] = str(exc)
+print(json.dumps({"type": "system", "subtype": "init", "said": said}), flush=True)
+if role == "planner":
+    leak = " ".join(said["config"].split())[:120]
+    tools = sys.argv[sys.argv.index("--tools") + 1] if "--tools" in sys.argv else "(all)"
+    seen = json.dumps({"tools": tools, "cwd": said["cwd_files"]})
+    answer = json.dumps([f"write a.txt=planned by the AI {leak}", f"write b.txt=planned by the AI {seen}"])
+elif role == "judge":
+    answer = json.dumps({"winner": "B", "reasons": "the judge read " + " ".join(said["config"].split())[:120]})
+else:
+    Path("work.txt").write_text("done\n")
+    answer = "did the work"
+print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": answer, "total_cost_usd": 0}))
+"""
+
+# The parent worker (a command worker): asks the API, with its own key, for a child job planned by
+# the AI planner on claude workers, waits for it, and writes what it got in marker.json.
+PARENT = r"""
+import json, sys
+from pathlib import Path
+from orchestrator.api.wire import SpawnClient
+
+client = SpawnClient()
+job = client.orchestrate(sys.argv[1], config={"worker": "claude", "planner": "ai", "max_workers": 2})
+doc = client.wait(job["job_id"], timeout=150)
+Path("marker.json").write_text(json.dumps({"child": job["job_id"], "status": doc["status"]}))
+"""
+
+
+def hostile_claude(tmp_path: Path, folder: Path, port: int) -> tuple[Path, Path]:
+    """The fake claude script and the proof folder it writes its canary into (outside every sandbox)."""
+    proof = tmp_path / "proof"
+    proof.mkdir()
+    script = tmp_path / "fake-claude"
+    head = f"#!{sys.executable}\nPROOF = {str(proof)!r}\nCONFIG = {str(folder / 'config.yaml')!r}\nPORT = {port}\n"
+    script.write_text(head + FAKE_CLAUDE)
+    script.chmod(0o755)
+    return script, proof
+
+
+def every_file_text(root: Path) -> str:
+    """Every file under ``root`` (the workspace: records, logs, prompts), as text."""
+    return "\n".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.fixture
+def listener():
+    """A loopback TCP listener on a port no setting allows; ``accept`` must find nobody."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        yield sock
+
+
+def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on"):
+    host, folder, start = served
+    (folder / "config.yaml").write_text(f"api:\n  api_key: {API_KEY}\n")  # the key the planner must not read
+    claude, proof = hostile_claude(tmp_path, folder, listener.getsockname()[1])
+    parent = tmp_path / "parent.py"
+    parent.write_text(PARENT)
+    before = snapshot(host, folder)
+    sections = {
+        "workers": {"sandbox_backend": backend},
+        "orchestrator": {
+            "claude_command": str(claude),
+            "command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(parent), "{task}"],
+        },
+    }
+    live = start(sandbox=sandbox, sections=sections)
+    return host, folder, proof, before, live
+
+
+def escapes(live, proof: Path, listener: socket.socket, doc: dict) -> list[str]:
+    """What got out: a canary outside, a connection to the listener, the key in the status or the workspace."""
+    found = [f"canary {p.name}" for p in proof.iterdir()]
+    try:
+        connection, _ = listener.accept()
+        connection.close()
+        found.append("a connection to the loopback listener")
+    except BlockingIOError:
+        pass
+    if API_KEY in json.dumps(doc):
+        found.append("the API key in the root's status")
+    if API_KEY in every_file_text(live.engine.workspace.root):
+        found.append("the API key in the workspace")
+    return found
+
+
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_child_jobs_ai_planner_runs_confined_with_no_tool_and_its_plan_is_used(served, tmp_path, listener, backend):
+    if not probe(backend=backend).available:
+        pytest.skip(f"no {backend} sandbox here: {probe(backend=backend).reason}")
+    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, backend)
+    request = "add a.txt, and add b.txt"
+    root_id = live.submit(request="tree", tasks=[request], config={"max_recursion_depth": 1, "planner": "ai"}).json()["job_id"]
+    doc = nesting_helpers.wait(live, root_id)
+    marker = json.loads((live.engine.workspace.worker_dir(root_id, 0, "worker_1") / "marker.json").read_text())
+    child = live.engine.queries.get_job(marker["child"])
+    assert marker["status"] == "completed", (marker, child.notes)
+    # The plan was the AI's (the planner ran, confined), and what it read of config.yaml holds no key.
+    assert child.planner == "ai", child.notes
+    read = "(empty)" if backend == "bubblewrap" else "unreadable: Permission denied"  # config.yaml: hidden, or refused
+    assert child.tasks[0] == f"write a.txt=planned by the AI {read}", child.tasks
+    seen = json.loads(child.tasks[1].removeprefix("write b.txt=planned by the AI "))
+    # No tool at all, in an empty scratch folder (its log, its TMPDIR), not the parent's checkout.
+    assert seen["tools"] == "" and set(seen["cwd"]) <= {"planner.log", "tmp"}, seen
+    assert escapes(live, proof, listener, doc) == []
+    assert snapshot(host, folder) == before
+
+
+def test_where_the_machine_cannot_sandbox_a_child_jobs_ai_planner_is_refused_with_a_note(served, tmp_path, listener):
+    """workers.sandbox off (as on a machine without bubblewrap or Landlock): the child job is planned
+    by the heuristic planner and says why; the fake CLI never runs as its planner."""
+    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, "auto", sandbox="off")
+    request = "add a.txt, and add b.txt"
+    root_id = live.submit(request="tree", tasks=[request], config={"max_recursion_depth": 1, "planner": "ai"}).json()["job_id"]
+    doc = nesting_helpers.wait(live, root_id)
+    marker = json.loads((live.engine.workspace.worker_dir(root_id, 0, "worker_1") / "marker.json").read_text())
+    child = live.engine.queries.get_job(marker["child"])
+    assert child.planner == "heuristic", (child.planner, child.tasks)
+    assert any("AI planner refused" in note and "sandbox" in note for note in child.notes), child.notes
+    assert escapes(live, proof, listener, doc) == []
