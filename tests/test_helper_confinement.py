@@ -64,7 +64,10 @@ if role == "planner":
     seen = json.dumps({"tools": tools, "cwd": said["cwd_files"]})
     answer = json.dumps([f"write a.txt=planned by the AI {leak}", f"write b.txt=planned by the AI {seen}"])
 elif role == "judge":
-    answer = json.dumps({"winner": "B", "reasons": "the judge read " + " ".join(said["config"].split())[:120]})
+    tools = sys.argv[sys.argv.index("--tools") + 1] if "--tools" in sys.argv else "(all)"
+    seen = json.dumps({"read": " ".join(said["config"].split())[:120], "tools": tools, "cwd": said["cwd_files"]})
+    shown_a = prompt.split("## Candidate A", 1)[1].split("## Candidate B", 1)[0]
+    answer = json.dumps({"winner": "A" if "+made by worker_2" in shown_a else "B", "reasons": seen})
 else:
     Path("work.txt").write_text("done\n")
     answer = "did the work"
@@ -82,6 +85,15 @@ client = SpawnClient()
 job = client.orchestrate(sys.argv[1], config={"worker": "claude", "planner": "ai", "max_workers": 2})
 doc = client.wait(job["job_id"], timeout=150)
 Path("marker.json").write_text(json.dumps({"child": job["job_id"], "status": doc["status"]}))
+"""
+
+
+# A candidate worker (a command worker): its work, in its checkout.
+CANDIDATE = r"""
+import os
+from pathlib import Path
+
+Path("work.txt").write_text(f"made by {os.environ['ORCHESTRATOR_WORKER_ID']}\n")  # the judge prefers worker_2's
 """
 
 
@@ -111,12 +123,13 @@ def listener():
         yield sock
 
 
-def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on"):
+def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on", worker: str = PARENT):
+    """The server, its command workers running ``worker`` (a script: argv the task), the fake claude."""
     host, folder, start = served
     (folder / "config.yaml").write_text(f"api:\n  api_key: {API_KEY}\n")  # the key the planner must not read
     claude, proof = hostile_claude(tmp_path, folder, listener.getsockname()[1])
-    parent = tmp_path / "parent.py"
-    parent.write_text(PARENT)
+    parent = tmp_path / "worker.py"
+    parent.write_text(worker)
     before = snapshot(host, folder)
     sections = {
         "workers": {"sandbox_backend": backend},
@@ -178,4 +191,41 @@ def test_where_the_machine_cannot_sandbox_a_child_jobs_ai_planner_is_refused_wit
     child = live.engine.queries.get_job(marker["child"])
     assert child.planner == "heuristic", (child.planner, child.tasks)
     assert any("AI planner refused" in note and "sandbox" in note for note in child.notes), child.notes
+    assert escapes(live, proof, listener, doc) == []
+
+
+JUDGED = {"attempts": 2, "select": "judge", "judge": {"kind": "claude", "timeout": 60}}
+
+
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_the_judge_of_candidates_runs_confined_with_no_tool_and_its_verdict_is_used(served, tmp_path, listener, backend):
+    if not probe(backend=backend).available:
+        pytest.skip(f"no {backend} sandbox here: {probe(backend=backend).reason}")
+    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, backend, worker=CANDIDATE)
+    root_id = live.submit(request="best of two", tasks=["make work.txt"], config=JUDGED).json()["job_id"]
+    doc = nesting_helpers.wait(live, root_id)
+    job = live.engine.queries.get_job(root_id)
+    (selection,) = job.selections.values()
+    assert selection.judge is not None and selection.judge.matches, selection
+    (match,) = selection.judge.matches
+    # The judge answered both orders (it ran, confined) and its verdict decided; it read no key.
+    assert match.winner == "worker_2" and match.fallback is False and len(match.orders) == 2, match
+    assert selection.winner == "worker_2", selection
+    seen = json.loads(match.orders[0].reasons)
+    read = "(empty)" if backend == "bubblewrap" else "unreadable: Permission denied"
+    assert seen["read"] == read and seen["tools"] == "", seen
+    assert set(seen["cwd"]) <= {"judge.log", "judge_prompt.md", "tmp"}, seen
+    assert escapes(live, proof, listener, doc) == []
+    assert snapshot(host, folder) == before
+
+
+def test_where_the_machine_cannot_sandbox_the_judge_is_not_asked_and_best_decides(served, tmp_path, listener):
+    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, "auto", sandbox="off", worker=CANDIDATE)
+    root_id = live.submit(request="best of two", tasks=["make work.txt"], config=JUDGED).json()["job_id"]
+    doc = nesting_helpers.wait(live, root_id)
+    job = live.engine.queries.get_job(root_id)
+    (selection,) = job.selections.values()
+    (match,) = selection.judge.matches
+    assert match.fallback is True and "the judge was not asked" in match.reason and "sandbox" in match.reason, match
+    assert selection.winner is not None, selection
     assert escapes(live, proof, listener, doc) == []

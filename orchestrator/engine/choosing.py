@@ -32,6 +32,7 @@ from ..models import JobRecord, WorkerStatus
 from ..outcomes import IntegrationRecord, SelectionRecord
 from ..quality import gates
 from ..selection import Candidate, Selection, candidates, choose
+from ..selection.judge import Confined
 from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
@@ -191,6 +192,7 @@ class Choosing:
                 env=env,
                 work_dir=scratch,
                 cancel=self._closing,
+                confined=self._judge_confined(job),
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -198,6 +200,16 @@ class Choosing:
         integrated = self._integrate(job, records, result) if job.integration is not None and result.winner else {}
         result.at = self.clock.time()
         return result, integrated
+
+    def _judge_confined(self, job: JobRecord) -> Confined:
+        """Where the judge of ``job``'s candidates runs: what it reads is workers' work, so each call
+        runs in the tree's worker sandbox with the workers' caps, in its own empty folder, or is not made."""
+        kind = job.config.judge.get("kind")
+        return Confined(
+            lambda folder, env: self.confinement.helper(job.root_id, kind, folder, job.config, env),
+            self.confinement.limits(),
+            self.confinement.for_job(job.config).note,
+        )
 
     def _candidate(self, job: JobRecord, record: Any) -> Candidate:
         """What the selection sees of one candidate: its record and, in a worktree, its diff."""

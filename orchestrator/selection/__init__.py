@@ -44,12 +44,14 @@ def choose(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None = None,
+    confined: judging.Confined | None = None,
 ) -> Selection:
     """The winner among ``candidates`` by ``select`` (config/choice.py's SELECT), the ranking
     and why. ``judge``: ``{"kind", "model", "timeout"}`` (select judge only); ``env``: the
     environment of the scoring command and the judge's CLI; ``work_dir``: a folder of the
     engine's for their logs and the judge's prompts; ``cancel`` set: no new command or call
-    starts, a running one is stopped, and what is known decides (``best`` for the rest)."""
+    starts, a running one is stopped, and what is known decides (``best`` for the rest); ``confined``:
+    the judge's sandbox and caps (judge.Confined: the engine's; a judge reads workers' work)."""
     if select not in SELECT:
         raise ConfigError(f"select={select!r} is not allowed. Choose one of: {', '.join(SELECT)}", key="select")
     if select == Select.JUDGE and not judge.get("kind"):
@@ -67,5 +69,14 @@ def choose(
     if select != Select.JUDGE:
         return ranked
     return judging.knockout(
-        task, candidates, ranked, judge, settings=settings, runner=runner, env=env, work_dir=Path(work_dir), cancel=cancel
+        task,
+        candidates,
+        ranked,
+        judge,
+        settings=settings,
+        runner=runner,
+        env=env,
+        work_dir=Path(work_dir),
+        cancel=cancel,
+        confined=confined,
     )
