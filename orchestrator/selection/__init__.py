@@ -64,6 +64,7 @@ def choose(
         work_dir=Path(work_dir),
         cancel=cancel,
         command=select in (Select.BEST, Select.JUDGE),
+        limits=confined.limits if confined is not None else None,
     )
     ranked = scoring.rank(candidates, Select.BEST if select == Select.JUDGE else select, measures, settings.scoring.weights)
     if select != Select.JUDGE:

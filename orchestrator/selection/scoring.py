@@ -43,6 +43,7 @@ from ..config import Select, Settings
 from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
 from ..outcomes import GateResult, Measure, RankingRow
+from ..process.cgroups import Limits
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from .decisions import Candidate, Selection
@@ -86,9 +87,11 @@ def measure(
     work_dir: Path,
     cancel: Cancel | None = None,
     command: bool = True,
+    limits: Limits | None = None,
 ) -> dict[str, dict[str, Measure]]:
     """Each candidate's measures, by name; ``command`` False (or no scoring.command): the
-    built-in ones only. The command runs for eligible candidates only, one after the other."""
+    built-in ones only. The command runs for eligible candidates only, one after the other, in
+    the candidate's sandbox (``Candidate.sandbox``) under ``limits`` (the workers' caps)."""
     argv = list(settings.scoring.command)
     found = {}
     for candidate in candidates:
@@ -97,7 +100,7 @@ def measure(
             if cancel is not None and cancel.is_set():
                 values[STATUS_KEY] = "not run: the selection was cancelled"
             else:
-                values.update(run_command(candidate, argv, settings, runner, env, work_dir, cancel))
+                values.update(run_command(candidate, argv, settings, runner, env, work_dir, cancel, limits))
         found[candidate.name] = values
     return found
 
@@ -110,6 +113,7 @@ def run_command(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None,
+    limits: Limits | None = None,
 ) -> dict[str, Measure]:
     """The measures the scoring command printed in the candidate's worktree, with STATUS_KEY;
     never raises for the command's misbehaviour."""
@@ -125,7 +129,7 @@ def run_command(
     timeout = settings.scoring.timeout
     try:
         tag = f"scoring.{candidate.name}.{secrets.token_hex(4)}"
-        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
+        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox, limits=limits)
     except CommandNotFound:
         return {STATUS_KEY: f"not run: {argv[0]!r} was not found on the PATH (scoring.command)"}
     except (OSError, ValueError) as exc:
