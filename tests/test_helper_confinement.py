@@ -53,6 +53,11 @@ if role != "worker":
             said["connect"] = "connected"
     except OSError as exc:
         said["connect"] = f"refused: {exc}"
+    try:  # past the workers' file-size cap (max_log_mb/max_disk_mb: 1 MB in the planner's test)
+        Path(os.environ["TMPDIR"], "big").write_bytes(b"x" * 3_000_000)
+        said["big"] = "written"
+    except (OSError, KeyError) as exc:
+        said["big"] = f"refused: {getattr(exc, 'strerror', exc)}"
     try:
         said["cwd_files"] = sorted(os.listdir("."))
     except OSError as exc:
@@ -61,7 +66,7 @@ print(json.dumps({"type": "system", "subtype": "init", "said": said}), flush=Tru
 if role == "planner":
     leak = " ".join(said["config"].split())[:120]
     tools = sys.argv[sys.argv.index("--tools") + 1] if "--tools" in sys.argv else "(all)"
-    seen = json.dumps({"tools": tools, "cwd": said["cwd_files"]})
+    seen = json.dumps({"tools": tools, "cwd": said["cwd_files"], "big": said["big"]})
     answer = json.dumps([f"write a.txt=planned by the AI {leak}", f"write b.txt=planned by the AI {seen}"])
 elif role == "judge":
     tools = sys.argv[sys.argv.index("--tools") + 1] if "--tools" in sys.argv else "(all)"
@@ -123,8 +128,9 @@ def listener():
         yield sock
 
 
-def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on", worker: str = PARENT):
-    """The server, its command workers running ``worker`` (a script: argv the task), the fake claude."""
+def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on", worker: str = PARENT, **workers):
+    """The server, its command workers running ``worker`` (a script: argv the task), the fake claude;
+    ``workers``: more workers settings."""
     host, folder, start = served
     (folder / "config.yaml").write_text(f"api:\n  api_key: {API_KEY}\n")  # the key the planner must not read
     claude, proof = hostile_claude(tmp_path, folder, listener.getsockname()[1])
@@ -132,7 +138,7 @@ def start_hostile(served, tmp_path, listener, backend: str, sandbox: str = "on",
     parent.write_text(worker)
     before = snapshot(host, folder)
     sections = {
-        "workers": {"sandbox_backend": backend},
+        "workers": {"sandbox_backend": backend, **workers},
         "orchestrator": {
             "claude_command": str(claude),
             "command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(parent), "{task}"],
@@ -162,7 +168,8 @@ def escapes(live, proof: Path, listener: socket.socket, doc: dict) -> list[str]:
 def test_a_child_jobs_ai_planner_runs_confined_with_no_tool_and_its_plan_is_used(served, tmp_path, listener, backend):
     if not probe(backend=backend).available:
         pytest.skip(f"no {backend} sandbox here: {probe(backend=backend).reason}")
-    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, backend)
+    caps = {"max_log_mb": 1, "max_disk_mb": 1}  # no file past 1 MB (the kernel's file-size limit)
+    host, folder, proof, before, live = start_hostile(served, tmp_path, listener, backend, **caps)
     request = "add a.txt, and add b.txt"
     root_id = live.submit(request="tree", tasks=[request], config={"max_recursion_depth": 1, "planner": "ai"}).json()["job_id"]
     doc = nesting_helpers.wait(live, root_id)
@@ -176,6 +183,7 @@ def test_a_child_jobs_ai_planner_runs_confined_with_no_tool_and_its_plan_is_used
     seen = json.loads(child.tasks[1].removeprefix("write b.txt=planned by the AI "))
     # No tool at all, in an empty scratch folder (its log, its TMPDIR), not the parent's checkout.
     assert seen["tools"] == "" and set(seen["cwd"]) <= {"planner.log", "tmp"}, seen
+    assert seen["big"] == "refused: File too large", seen  # under the workers' caps
     assert escapes(live, proof, listener, doc) == []
     assert snapshot(host, folder) == before
 
