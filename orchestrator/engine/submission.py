@@ -192,7 +192,7 @@ class Submission:
                 sandbox = self.confinement.helper(tree, cfg.worker, scratch, cfg, env)
                 if sandbox is None:
                     why = self.confinement.for_job(cfg).note
-                    note = f"AI planner refused: a child job's request is a worker's text, and no sandbox runs it here ({why}); used the heuristic planner"
+                    note = f"AI planner refused: a child job's request is a worker's text, and no sandbox runs it here: {why}; used the heuristic planner"
                     return heuristic_plan(request, cfg.max_workers, note, graph=graph)
                 limits = self.confinement.limits()
             return plan_with_ai(

@@ -200,7 +200,7 @@ def ask(
             return (
                 "",
                 None,
-                f"the judge was not asked: the candidates' work is workers' text, and no sandbox runs it here ({confined.why})",
+                f"the judge was not asked: the candidates' work is workers' text, and no sandbox runs it here: {confined.why}",
             )
     ctx = WorkerContext(
         task=task,
