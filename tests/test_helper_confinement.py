@@ -22,12 +22,16 @@ import pytest
 
 from orchestrator.process.backends import probe
 
-from .conftest import API_KEY, ROOT
+from .conftest import API_KEY, ROOT, find_cli
 from .helpers import nesting as nesting_helpers
+from .helpers import real_cli as real_cli_helpers
 from .helpers.worktree import snapshot
+from .mock_model_server import Text, prompt_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 served = nesting_helpers.served
+claude_workers = real_cli_helpers.claude_workers
+CLAUDE = find_cli("claude")
 
 # The fake claude: planner (the planner's prompt) or judge (its prompt holds "Candidate A") or
 # worker. argv[1:]: what the adapter passes; env HOSTILE_PROOF, HOSTILE_CONFIG, HOSTILE_PORT.
@@ -237,3 +241,37 @@ def test_where_the_machine_cannot_sandbox_the_judge_is_not_asked_and_best_decide
     assert match.fallback is True and "the judge was not asked" in match.reason and "sandbox" in match.reason, match
     assert selection.winner is not None, selection
     assert escapes(live, proof, listener, doc) == []
+
+
+@pytest.mark.real_cli
+@pytest.mark.skipif(CLAUDE is None, reason="claude CLI not found (run tests/install_cli.sh)")
+@pytest.mark.skipif(not probe().available, reason=f"no sandbox here: {probe().reason}")
+def test_the_real_claude_plans_a_child_job_in_the_sandbox_with_no_tool_through_the_mock(served, claude_workers, tmp_path):
+    """The real claude as a child job's planner, in the worker sandbox: it reaches the mock model API
+    (its kind's model URL, through the proxy) and is offered no tool; its plan is the child's."""
+
+    def script(body):
+        if "You are the planner of a job orchestrator" in prompt_text(body):
+            return Text('{"tasks": [{"id": "a", "task": "Write a.txt"}, {"id": "b", "task": "Write b.txt"}]}')
+        return Text("Nothing to change.")
+
+    mock = claude_workers(script)
+    host, folder, start = served
+    parent = tmp_path / "parent.py"  # outside the repository
+    parent.write_text(PARENT)
+    sections = {
+        "orchestrator": {
+            "claude_command": CLAUDE,
+            "command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(parent), "{task}"],
+        },
+    }
+    live = start(sandbox="on", sections=sections)
+    config = {"max_recursion_depth": 1, "planner": "ai"}
+    root_id = live.submit(request="tree", tasks=["add a.txt, and add b.txt"], config=config).json()["job_id"]
+    nesting_helpers.wait(live, root_id)
+    marker = json.loads((live.engine.workspace.worker_dir(root_id, 0, "worker_1") / "marker.json").read_text())
+    child = live.engine.queries.get_job(marker["child"])
+    why = f"{child.notes}\n{mock.summary()}"
+    assert (child.planner, child.tasks) == ("ai", ["Write a.txt", "Write b.txt"]), why
+    planned = [r.body for r in mock.conversation if "You are the planner of a job orchestrator" in prompt_text(r.body)]
+    assert len(planned) == 1 and planned[0].get("tools") == [], why
