@@ -275,3 +275,33 @@ def test_the_real_claude_plans_a_child_job_in_the_sandbox_with_no_tool_through_t
     assert (child.planner, child.tasks) == ("ai", ["Write a.txt", "Write b.txt"]), why
     planned = [r.body for r in mock.conversation if "You are the planner of a job orchestrator" in prompt_text(r.body)]
     assert len(planned) == 1 and planned[0].get("tools") == [], why
+
+
+def test_a_scoring_command_runs_under_the_workers_caps(served, tmp_path):
+    """``scoring.command`` runs on a candidate's checkout: in its sandbox, under a worker's caps (no
+    file past 1 MB here: its 3 MB file is refused, which its measure says)."""
+    host, folder, start = served
+    worker = tmp_path / "worker.py"
+    worker.write_text(CANDIDATE)
+    score = tmp_path / "score.py"
+    score.write_text(
+        "import json, os\n"
+        "try:\n"
+        "    open(os.path.join(os.environ['PIP_CACHE_DIR'] + '-big'), 'wb').write(b'x' * 3_000_000)\n"
+        "    big = 1\n"
+        "except OSError:\n"
+        "    big = 0\n"
+        "print(json.dumps({'big': big}))\n"
+    )
+    sections = {
+        "workers": {"max_log_mb": 1, "max_disk_mb": 1},
+        "orchestrator": {"command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(worker), "{task}"]},
+        "scoring": {"command": [sys.executable, str(score)]},
+    }
+    live = start(sandbox="auto", sections=sections)
+    root_id = live.submit(request="best of two", tasks=["make work.txt"], config={"attempts": 2, "select": "best"}).json()[
+        "job_id"
+    ]
+    nesting_helpers.wait(live, root_id)
+    (selection,) = live.engine.queries.get_job(root_id).selections.values()
+    assert [row.measures.get("big") for row in selection.ranking] == [0, 0], selection.ranking
