@@ -34,7 +34,8 @@ claude_workers = real_cli_helpers.claude_workers
 CLAUDE = find_cli("claude")
 
 # The fake claude: planner (the planner's prompt) or judge (its prompt holds "Candidate A") or
-# worker. argv[1:]: what the adapter passes; env HOSTILE_PROOF, HOSTILE_CONFIG, HOSTILE_PORT.
+# worker; its argv is the adapter's, the prompt last. PROOF, CONFIG and PORT are set at its top
+# (hostile_claude): the folder outside every sandbox, the orchestrator's config.yaml, the listener.
 FAKE_CLAUDE = r"""
 import json, os, socket, sys
 from pathlib import Path
