@@ -35,6 +35,8 @@ from .mock_http import Logged, LoggingHandler, ScriptedServer, subtask_in
 # Per-million-token prices are the CLI's business; these counts just need to be non-zero
 # so that it computes a non-zero total_cost_usd.
 DEFAULT_USAGE = {"input_tokens": 1200, "output_tokens": 80}
+# How the agent's own system prompt opens (the main loop), as claude versions wrote it.
+_AGENT_SYSTEM = ("You are a Claude agent", "You are Claude Code")
 MODEL_FALLBACK = "claude-sonnet-4-5-20250929"
 
 # Environment that keeps the CLI quiet and local: no telemetry, no auto-update, no error
@@ -111,11 +113,19 @@ class MockModelServer(ScriptedServer):
     # ----------------------------------------------------------------- scripting
     @staticmethod
     def is_side_request(body: Any) -> bool:
-        """True for requests that are not the agent's main loop: no tools offered.
+        """True for requests that are not the agent's main loop: no tools offered, and not the
+        agent's system prompt.
 
-        The main conversation of ``claude -p`` always offers its tools; the CLI's own helper
-        calls (topic/title detection, quota probe) do not."""
-        return isinstance(body, dict) and not body.get("tools")
+        The main conversation of ``claude -p`` offers its tools, and with ``--tools ""`` (a planner,
+        a judge: none) it still opens with the agent's system prompt ("You are a Claude agent",
+        measured with 2.1.329; "You are Claude Code" before); the CLI's own helper calls
+        (topic/title detection, quota probe) do neither."""
+        if not isinstance(body, dict) or body.get("tools"):
+            return False
+        system = body.get("system")
+        blocks = system if isinstance(system, list) else [{"text": system or ""}]
+        text = " ".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+        return not any(mark in text for mark in _AGENT_SYSTEM)
 
     def _turn_for(self, body: Any) -> Turn | str:
         return "side" if self.is_side_request(body) else super()._turn_for(body)

@@ -191,6 +191,27 @@ def test_claude_argv_with_model_max_turns_and_cli_args(tmp_path):
     ]
 
 
+def test_a_context_with_no_tool_at_all_turns_each_clis_tools_off(tmp_path):
+    """``allowed_tools=()`` (the AI planner, a judge): claude gets no built-in tool and no MCP server
+    (in place of the worker's allowed list), codex its read-only sandbox, gemini its read-only plan mode
+    (never --yolo); a worker's context keeps its tools."""
+    from dataclasses import replace
+
+    def built(kind: str, **settings) -> list[str]:
+        ctx = context(tmp_path, claude_allowed_tools=["Read", "Bash(pytest:*)"], **settings)
+        return get_adapter(kind).build_argv(replace(ctx, allowed_tools=(), sandboxed=True))
+
+    claude = built("claude")
+    assert claude[claude.index("--tools") : claude.index("--tools") + 3] == ["--tools", "", "--strict-mcp-config"]
+    assert "--allowedTools" not in claude and claude[-2:] == ["--", "Write hello.py"]
+    codex = built("codex")
+    assert codex[codex.index("--sandbox") + 1] == "read-only" and "danger-full-access" not in codex
+    gemini = built("gemini")
+    assert gemini[gemini.index("--approval-mode") + 1] == "plan" and "--yolo" not in gemini
+    worker = argv("claude", tmp_path, claude_allowed_tools=["Read"])
+    assert "--tools" not in worker and worker[worker.index("--allowedTools") + 1] == "Read"
+
+
 def test_claude_argv_without_tools_and_zero_turns_omits_both(tmp_path):
     got = argv("claude", tmp_path, claude_allowed_tools=[], claude_max_turns=0, claude_permission_mode="plan")
     assert got == [

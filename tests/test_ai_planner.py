@@ -524,3 +524,41 @@ def test_plan_with_ai_drops_the_dependencies_of_a_job_that_cannot_run_them(fake_
         ("docs", [], "docs", []),
     ]
     assert result.note == "the AI planner's dependencies were dropped: merge_strategy manual merges no task's work for another"
+
+
+class RecordingRunner:
+    """Stands in for ProcessRunner: each spawn "runs" the claude CLI by writing a plan's result event."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def spawn(self, argv, *, cwd, env, log_path, tag, sandbox=None, limits=None):
+        self.calls.append({"argv": argv, "cwd": cwd, "env": env, "sandbox": sandbox, "limits": limits})
+        event = {"type": "result", "subtype": "success", "is_error": False, "result": '["Build auth", "Build orders"]'}
+        log_path.write_text(json.dumps(event) + "\n")
+        return object()
+
+    def wait(self, handle, timeout, wake=None):
+        return 0
+
+    def terminate(self, handle, *, grace, first_signal=None):
+        return "none"
+
+    def release(self, handle):
+        pass
+
+
+def test_the_ai_planner_gets_no_tool_and_no_orchestrator_variable_whatever_the_workers_tools(tmp_path):
+    """A planner reads its prompt and answers: claude gets ``--tools ""`` and none of the workers'
+    claude_allowed_tools, and no ORCHESTRATOR_* variable even when the environment handed in has one."""
+    settings = make_settings(tmp_path, orchestrator={"claude_allowed_tools": ["Read", "Bash(pytest:*)"]})
+    runner = RecordingRunner()
+    env = {"PATH": os.environ["PATH"], "ORCHESTRATOR_API_KEY": "k", "HOME": str(tmp_path)}
+    result = plan_with_ai(
+        REQUEST, 5, settings=settings, adapter=get_adapter("claude"), runner=runner, work_dir=tmp_path / "p", timeout=5, env=env
+    )
+    assert result.planner == "ai" and result.tasks == ["Build auth", "Build orders"], result
+    (call,) = runner.calls
+    argv = call["argv"]
+    assert argv[argv.index("--tools") + 1] == "" and "--allowedTools" not in argv and "Bash(pytest:*)" not in argv
+    assert "ORCHESTRATOR_API_KEY" not in call["env"] and call["cwd"] == tmp_path / "p"

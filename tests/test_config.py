@@ -358,6 +358,27 @@ def test_a_child_value_above_the_parents_is_lowered_with_a_note(settings):
     assert len(notes) == 1 and "max_workers=4 lowered to 2" in notes[0]
 
 
+@pytest.mark.parametrize(
+    "parent_planner, asked, kept",
+    [
+        ("heuristic", "ai", "heuristic"),
+        ("heuristic", "auto", "heuristic"),
+        ("auto", "ai", "auto"),
+        ("ai", "ai", "ai"),
+        ("ai", "heuristic", "heuristic"),
+        ("auto", "heuristic", "heuristic"),
+    ],
+)
+def test_a_child_job_may_not_widen_its_parents_planner(settings, parent_planner, asked, kept):
+    """A worker's request may ask for the AI planner only where its root's config allows it (the
+    server's setting or the admin key's request): heuristic < auto < ai, lowered with a note."""
+    parent = parent_config(settings, planner=parent_planner)
+    child, notes = job_config(settings, {"planner": asked}, parent)
+    assert child.planner == kept
+    widened = asked != kept
+    assert notes == ([f"planner={asked} lowered to {kept}, the parent job's (a child job may not widen it)"] if widened else [])
+
+
 def test_a_child_may_lower_its_parents_value(settings):
     parent = parent_config(settings, default_timeout=600)
     child, notes = job_config(settings, {"default_timeout": 60}, parent)

@@ -122,9 +122,9 @@ class AnsweringRunner:
         self.answer = answer
         self.calls: list[dict] = []
 
-    def spawn(self, argv, *, cwd, env, log_path, tag, exit_file=None):
+    def spawn(self, argv, *, cwd, env, log_path, tag, exit_file=None, sandbox=None, limits=None):
         prompt = argv[-1]
-        self.calls.append({"argv": argv, "env": env, "prompt": prompt, "cwd": cwd})
+        self.calls.append({"argv": argv, "env": env, "prompt": prompt, "cwd": cwd, "sandbox": sandbox, "limits": limits})
         event = {"type": "result", "subtype": "success", "is_error": False, "result": self.answer(prompt), "total_cost_usd": 0.01}
         Path(log_path).write_text(json.dumps(event) + "\n")
         return FakeHandle(tag)
@@ -168,6 +168,41 @@ def judged(tmp_path: Path, candidates: list[Candidate], runner, cancel=None, env
         work_dir=tmp_path / "selection",
         cancel=cancel,
     )
+
+
+def test_a_confined_judge_runs_each_call_in_its_sandbox_under_the_caps_and_none_where_there_is_no_sandbox(tmp_path):
+    """``confined`` (the engine's): each call gets the sandbox made for its own folder and the caps, no
+    ORCHESTRATOR_* variable and a TMPDIR in that folder; no sandbox: no call, ``best`` decides, saying why."""
+    from orchestrator.process.cgroups import Limits
+    from orchestrator.process.sandbox import SandboxSpec
+    from orchestrator.selection.judge import Confined
+
+    candidates = [cand("worker_1", "s1", 1), cand("worker_2", "s2", 5)]
+    asked: list[Path] = []
+
+    def sandbox_at(folder, env):
+        asked.append(folder)
+        return SandboxSpec("/usr/bin/bwrap", writable=(str(folder),))
+
+    caps = Limits.from_mb(100, 10, 1, 1)
+    settings = make_settings(tmp_path, orchestrator={"claude_command": "claude-for-tests"})
+    runner = AnsweringRunner(prefers("s2", "s1"))
+    env = {"PATH": os.environ["PATH"], "ORCHESTRATOR_API_KEY": "k"}
+    common = dict(settings=settings, judge=JUDGE, runner=runner, env=env, work_dir=tmp_path / "sel")
+    chosen = choose("t", candidates, "judge", confined=Confined(sandbox_at, caps, ""), **common)
+    assert chosen.winner == "worker_2" and len(runner.calls) == 2
+    assert [c["cwd"] for c in runner.calls] == asked and all(c["limits"] is caps for c in runner.calls)
+    assert [c["sandbox"].writable for c in runner.calls] == [(str(folder),) for folder in asked]
+    assert all(c["env"]["TMPDIR"] == str(c["cwd"] / "tmp") and "ORCHESTRATOR_API_KEY" not in c["env"] for c in runner.calls)
+    assert all("--tools" in c["argv"] and c["argv"][c["argv"].index("--tools") + 1] == "" for c in runner.calls)
+
+    refused = choose("t", candidates, "judge", confined=Confined(lambda f, e: None, caps, "workers run unconfined"), **common)
+    assert len(runner.calls) == 2  # no call made
+    (match,) = refused.judge.matches
+    assert refused.winner == "worker_1" and match.fallback is True, refused
+    assert "the judge was not asked" in match.reason and match.reason.endswith(
+        "no sandbox runs it here: workers run unconfined"
+    ), match.reason
 
 
 def test_a_consistent_judge_picks_the_winner_through_a_bracket_with_a_bye_and_both_orders(tmp_path):

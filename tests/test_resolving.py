@@ -271,6 +271,25 @@ def test_a_resolver_that_fails_or_cannot_start_is_refused_with_why(hosted, tmp_p
     assert snapshot(host, folder) == before
 
 
+def test_a_resolver_runs_under_the_workers_caps(hosted, tmp_path):
+    """The resolver runs on workers' work, so it gets a worker's caps: with no file past 1 MB
+    (workers.max_log_mb, max_disk_mb), its 3 MB scratch file is refused and so is its resolution."""
+    host, folder, make = hosted
+    big = (
+        "import os, sys\n"
+        "try:\n"
+        "    open(os.path.join(os.environ['TMPDIR'], 'big'), 'wb').write(b'x' * 3_000_000)\n"
+        "except OSError as exc:\n"
+        "    print('big file refused:', exc.strerror)\n"
+        "    sys.exit(3)\n"
+    )
+    caps = {"max_log_mb": 1, "max_disk_mb": 1}
+    engine = make(**resolve_config(resolver_script(tmp_path, big + BOTH_SIDES), resolver_retries=0), workers=caps)
+    job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
+    (resolution,) = job.merge.outcome.resolutions
+    assert resolution.reason.startswith("the resolver exited with code 3: big file refused: File too large"), resolution
+
+
 def test_resolve_without_a_resolver_stops_at_the_first_conflict_as_auto(repo_with_conflict):
     host, base, branches = repo_with_conflict
     outcome = merging.merge_branches(host, merging.MergeRequest(base, branches, "resolve", prefix="orchestrator/", root_id="j1"))

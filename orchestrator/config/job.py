@@ -203,9 +203,18 @@ def job_config(
     return JobConfig(**values), notes
 
 
+# How far each planner lets an AI CLI read a request: a child job's may not go past its parent's.
+PLANNER_REACH = {"heuristic": 0, "auto": 1, "ai": 2}
+
+
 def _apply_ceiling(settings: Settings, key: str, value: Any, parent: JobConfig | None, notes: list[str]) -> Any:
     if key == "max_cost_usd":
         return _budget(settings, value, parent, notes)
+    if key == "planner" and parent is not None and PLANNER_REACH.get(value, 0) > PLANNER_REACH.get(parent.planner, 0):
+        # A worker's request asks for a planner its root's config did not allow: an AI CLI reading a
+        # worker's text is the server owner's (or the admin key's) choice, not a worker's.
+        notes.append(f"planner={value} lowered to {parent.planner}, the parent job's (a child job may not widen it)")
+        return parent.planner
     if key not in JOB_CEILINGS:
         return value
     # Above the server's limit is refused for every job (as the OpenAPI document says), child or root;

@@ -412,7 +412,13 @@ class ConflictResolver:
             argv = adapter.build_argv(ctx)
             tag = f"{self.job.root_id}.resolve-{secrets.token_hex(6)}"
             handle = self.runner.spawn(
-                argv, cwd=tree, env={**env, **adapter.extra_env(ctx)}, log_path=log_path, tag=tag, sandbox=sandbox
+                argv,
+                cwd=tree,
+                env={**env, **adapter.extra_env(ctx)},
+                log_path=log_path,
+                tag=tag,
+                sandbox=sandbox,
+                limits=self.confinement.limits(),  # a worker's caps: it runs on workers' work
             )
             failpoints.hit("resolver_running")  # the chaos tests' stop in the middle of a resolver's run
         except CommandNotFound as exc:

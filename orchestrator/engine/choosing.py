@@ -32,6 +32,7 @@ from ..models import JobRecord, WorkerStatus
 from ..outcomes import IntegrationRecord, Measure, SelectionRecord
 from ..quality import gates
 from ..selection import Candidate, Selection, candidates, choose, scoring
+from ..selection.judge import Confined
 from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
@@ -193,6 +194,7 @@ class Choosing:
                 work_dir=scratch,
                 cancel=self._closing,
                 once=self._scored_once(job, task_id, records),
+                confined=self._judge_confined(job),
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -223,6 +225,16 @@ class Choosing:
             return values
 
         return once
+
+    def _judge_confined(self, job: JobRecord) -> Confined:
+        """Where the judge of ``job``'s candidates runs: what it reads is workers' work, so each call
+        runs in the tree's worker sandbox with the workers' caps, in its own empty folder, or is not made."""
+        kind = job.config.judge.get("kind")
+        return Confined(
+            lambda folder, env: self.confinement.helper(job.root_id, kind, folder, job.config, env),
+            self.confinement.limits(),
+            self.confinement.for_job(job.config).note,
+        )
 
     def _candidate(self, job: JobRecord, record: Any) -> Candidate:
         """What the selection sees of one candidate: its record and, in a worktree, its diff."""

@@ -121,7 +121,7 @@ class Submission:
             if child_id is not None and self.nesting is not None:
                 start = self.nesting.commit_at_spawn(parent[1].record, child_id)
         # Planning may ask an AI CLI and take minutes: never inside ``tables.locked()``.
-        planned = self.plan(request, explicit, cfg)
+        planned = self.plan(request, explicit, cfg, tree=parent[0].root_id if parent else None)
         plan, planner_name = planned.tasks, planned.planner
         if planned.note:
             notes.append(planned.note)
@@ -242,17 +242,31 @@ class Submission:
             )
         return nodes
 
-    def plan(self, request: str, tasks: tuple[list[str], list[TaskNode]] | None, cfg: JobConfig) -> AIPlan:
+    def plan(
+        self, request: str, tasks: tuple[list[str], list[TaskNode]] | None, cfg: JobConfig, *, tree: str | None = None
+    ) -> AIPlan:
         """The subtasks, the planner's name, a note and the AI call's cost: explicit tasks win;
         else the heuristic or the AI planner, which falls back to the heuristic one (with a
-        note saying why) whenever it fails."""
+        note saying why) whenever it fails. ``tree``: a child job's root id: its request is a
+        worker's text, so the AI planner runs in that tree's worker sandbox, with the workers'
+        caps, or not at all (no deputy: docs/sandbox.md)."""
         if tasks:
             return AIPlan(tasks[0], "explicit", nodes=tasks[1])
         graph = runs_dependencies(cfg)  # else a sequence stays one task, and the AI's dependencies go
         if choose_planner(cfg.planner, cfg.worker) == "heuristic":
             return heuristic_plan(request, cfg.max_workers, graph=graph)
-        scratch = self.workspace.planning_dir()
+        scratch = self.workspace.planning_dir()  # empty: the planner's cwd, prompt and log, nothing else
         try:
+            env = base_env(self.settings)
+            sandbox, limits = None, None
+            if tree is not None:
+                env = Confinement.helper_env(env, scratch)
+                sandbox = self.confinement.helper(tree, cfg.worker, scratch, cfg, env)
+                if sandbox is None:
+                    why = self.confinement.for_job(cfg).note
+                    note = f"AI planner refused: a child job's request is a worker's text, and no sandbox runs it here: {why}; used the heuristic planner"
+                    return heuristic_plan(request, cfg.max_workers, note, graph=graph)
+                limits = self.confinement.limits()
             return plan_with_ai(
                 request,
                 cfg.max_workers,
@@ -261,9 +275,11 @@ class Submission:
                 runner=self.runner,
                 work_dir=scratch,
                 timeout=self.settings.orchestrator.planner_timeout,
-                env=base_env(self.settings),
+                env=env,
                 roles=role_table(self.settings),
                 graph=graph,
+                sandbox=sandbox,
+                limits=limits,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -50,7 +50,9 @@ from .. import protocol
 from ..config import PLANNERS, Settings
 from ..errors import ConfigError, InvalidGraph, OrchestratorError
 from ..models import TaskNode
+from ..process.cgroups import Limits
 from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..process.sandbox import SandboxSpec
 from ..workers import costs
 from ..workers.adapters import ADAPTERS
 from ..workers.adapters.base import Adapter, WorkerContext
@@ -342,10 +344,15 @@ def plan_with_ai(
     template: Path | None = None,
     roles: Collection[str] | None = None,
     graph: bool = True,
+    sandbox: SandboxSpec | None = None,
+    limits: Limits | None = None,
 ) -> AIPlan:
-    """Plan ``request`` with the AI CLI behind ``adapter``, run once in ``work_dir`` (which
-    keeps ``planner.log``). Falls back to the heuristic plan, with a note, on any failure.
-    ``env``: the CLI's environment (default: ours without ORCHESTRATOR_* variables);
+    """Plan ``request`` with the AI CLI behind ``adapter``, run once in ``work_dir`` (an empty
+    scratch folder, which keeps ``planner.log``), with no tool: it reads its prompt and answers.
+    Falls back to the heuristic plan, with a note, on any failure.
+    ``env``: the CLI's environment (never an ORCHESTRATOR_* variable: it starts no job);
+    ``sandbox`` and ``limits``: where and under which caps it runs (a child job's request is a
+    worker's text: engine/submission.py confines it as that worker);
     ``tag``: the runner tag of its process tree; ``template``: a planner prompt file;
     ``roles``: the role names a task may take (``roles.role_table``; None: any, none offered);
     ``graph`` False: the job cannot run dependencies (``merge_strategy: manual`` in worktrees), so
@@ -359,7 +366,8 @@ def plan_with_ai(
     usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
         prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))
-        answer = _ask(request, prompt, settings, adapter, runner, Path(work_dir), timeout, env, tag, usage)
+        confined = (sandbox, limits)
+        answer = _ask(request, prompt, settings, adapter, runner, Path(work_dir), timeout, env, tag, usage, confined)
         tasks, nodes = extract_plan(answer, roles)
         if len(tasks) == 1:
             # The request does not split: the worker gets the user's sentence as written, never
@@ -392,9 +400,11 @@ def _ask(
     env: Mapping[str, str] | None,
     tag: str | None,
     usage: dict[str, Any],
+    confined: tuple[SandboxSpec | None, Limits | None] = (None, None),
 ) -> str:
     """Run the CLI once on ``prompt`` and return its answer text; PlanError for every expected
-    failure. ``usage`` gets the cost and tokens the CLI reported, whatever its answer."""
+    failure. ``usage`` gets the cost and tokens the CLI reported, whatever its answer.
+    ``confined``: its sandbox and caps."""
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / LOG_NAME
     log_path.unlink(missing_ok=True)  # one answer per log: the runner appends
@@ -409,6 +419,8 @@ def _ask(
         attempt=1,
         settings=settings,
         time_left=timeout,
+        allowed_tools=(),  # no tool at all: a planner reads its prompt and answers (workers/adapters/base.py)
+        sandboxed=confined[0] is not None,
         env=base,
     )
     if adapter.needs_prompt_file(settings):
@@ -416,7 +428,15 @@ def _ask(
     tag = tag or f"planner.{secrets.token_hex(6)}"
     try:
         argv = adapter.build_argv(ctx)
-        handle = runner.spawn(argv, cwd=work_dir, env={**base, **adapter.extra_env(ctx)}, log_path=log_path, tag=tag)
+        handle = runner.spawn(
+            argv,
+            cwd=work_dir,
+            env={**base, **adapter.extra_env(ctx)},
+            log_path=log_path,
+            tag=tag,
+            sandbox=confined[0],
+            limits=confined[1],
+        )
     except ConfigError as exc:
         raise PlanError(exc.message) from None
     except CommandNotFound as exc:
@@ -446,10 +466,8 @@ def _ask(
 
 
 def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    if env is not None:
-        return dict(env)
     # Never hand the planner a worker identity or an API key: it must not start jobs.
-    return {k: v for k, v in os.environ.items() if not k.startswith(protocol.PREFIX)}
+    return {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith(protocol.PREFIX)}
 
 
 def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None, *, graph: bool = True) -> AIPlan:

@@ -45,13 +45,15 @@ def choose(
     work_dir: Path,
     cancel: Cancel | None = None,
     once: scoring.Once | None = None,
+    confined: judging.Confined | None = None,
 ) -> Selection:
     """The winner among ``candidates`` by ``select`` (config/choice.py's SELECT), the ranking
     and why. ``judge``: ``{"kind", "model", "timeout"}`` (select judge only); ``env``: the
     environment of the scoring command and the judge's CLI; ``work_dir``: a folder of the
     engine's for their logs and the judge's prompts; ``cancel`` set: no new command or call
     starts, a running one is stopped, and what is known decides (``best`` for the rest); ``once``:
-    how a scoring command runs once across a server's restarts (scoring.measure)."""
+    how a scoring command runs once across a server's restarts (scoring.measure); ``confined``:
+    the judge's sandbox and caps (judge.Confined: the engine's; a judge reads workers' work)."""
     if select not in SELECT:
         raise ConfigError(f"select={select!r} is not allowed. Choose one of: {', '.join(SELECT)}", key="select")
     if select == Select.JUDGE and not judge.get("kind"):
@@ -65,10 +67,20 @@ def choose(
         cancel=cancel,
         command=select in (Select.BEST, Select.JUDGE),
         once=once,
+        limits=confined.limits if confined is not None else None,
     )
     ranked = scoring.rank(candidates, Select.BEST if select == Select.JUDGE else select, measures, settings.scoring.weights)
     if select != Select.JUDGE:
         return ranked
     return judging.knockout(
-        task, candidates, ranked, judge, settings=settings, runner=runner, env=env, work_dir=Path(work_dir), cancel=cancel
+        task,
+        candidates,
+        ranked,
+        judge,
+        settings=settings,
+        runner=runner,
+        env=env,
+        work_dir=Path(work_dir),
+        cancel=cancel,
+        confined=confined,
     )

@@ -16,8 +16,11 @@ The CLI runs the way the AI planner's does (planner/ai.py): the adapter's argv f
 WorkerContext, run by the runner in a scratch folder under ``work_dir`` (which keeps each
 call's prompt and log), its result and cost read by the adapter. Every call's cost is summed.
 A call may take the judge's ``timeout`` (None: ``orchestrator.planner_timeout``); the judge gets
-no tools, no ORCHESTRATOR_* variable (it cannot start jobs) and the judge's ``model`` (None:
-``orchestrator.model``).
+no tool at all, no ORCHESTRATOR_* variable (it cannot start jobs) and the judge's ``model`` (None:
+``orchestrator.model``). What it reads is workers' work, so the engine hands it ``confined``
+(``Confined``): each call runs in the tree's worker sandbox with the workers' caps, in its own empty
+folder; where no sandbox runs it the judge is not asked, and every match falls back to ``best``
+saying why (no deputy: docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,13 @@ from .. import protocol
 from ..config import Settings
 from ..errors import ConfigError
 from ..outcomes import JudgeAnswer, JudgeMatch, JudgeRecord, RankingRow
+from ..process.cgroups import Limits
 from ..process.runner import CommandNotFound, ProcessRunner, signal_name
+from ..process.sandbox import SandboxSpec
 from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import WorkerContext
+from ..workers.confinement import Confinement
 from .decisions import Candidate, Selection
 from .scoring import Cancel, wait_for
 
@@ -50,6 +56,16 @@ LABELS = ("A", "B")
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)
 _FLAT_OBJECT = re.compile(r"\{[^{}]*\}")
 _LOOSE_WINNER = re.compile(r"""['"]?winner['"]?\s*[:=]\s*['"]?\s*(?:candidate\s*)?([AB])\b""", re.I)
+
+
+@dataclass(frozen=True)
+class Confined:
+    """Where the judge's CLI runs: ``sandbox(folder, env)`` is the sandbox of one call in ``folder``
+    (None: this machine runs none, and ``why`` says so); ``limits``: the workers' caps."""
+
+    sandbox: Callable[[Path, Mapping[str, str]], SandboxSpec | None]
+    limits: Limits | None
+    why: str
 
 
 @dataclass
@@ -161,9 +177,11 @@ def ask(
     call_dir: Path,
     task: str,
     cancel: Cancel | None,
+    confined: Confined | None = None,
 ) -> tuple[str, float | None, str | None]:
     """(the answer text, its cost, why there is no usable answer or None): runs the judge's
-    CLI once in ``call_dir``; never raises for the CLI's misbehaviour."""
+    CLI once in ``call_dir`` (``confined``: in its sandbox, under its caps, or not at all);
+    never raises for the CLI's misbehaviour."""
     try:
         adapter = get_adapter(judge["kind"])
     except ConfigError as exc:
@@ -174,6 +192,16 @@ def ask(
     log_path.unlink(missing_ok=True)
     # Never a worker identity or key: a judge must not start jobs.
     base = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
+    sandbox = None
+    if confined is not None:
+        base = Confinement.helper_env(base, call_dir)
+        sandbox = confined.sandbox(call_dir, base)
+        if sandbox is None:
+            return (
+                "",
+                None,
+                f"the judge was not asked: the candidates' work is workers' text, and no sandbox runs it here: {confined.why}",
+            )
     ctx = WorkerContext(
         task=task,
         prompt=prompt,
@@ -185,14 +213,21 @@ def ask(
         settings=settings,
         time_left=timeout,
         model=judge.get("model"),
-        allowed_tools=(),  # it only reads what it is shown
+        allowed_tools=(),  # no tool at all: it only reads what it is shown
+        sandboxed=sandbox is not None,
         env=base,
     )
     ctx.prompt_file.write_text(prompt, encoding="utf-8")  # kept for the record, whatever the CLI reads
     try:
         argv = adapter.build_argv(ctx)
         handle = runner.spawn(
-            argv, cwd=call_dir, env={**base, **adapter.extra_env(ctx)}, log_path=log_path, tag=f"judge.{secrets.token_hex(6)}"
+            argv,
+            cwd=call_dir,
+            env={**base, **adapter.extra_env(ctx)},
+            log_path=log_path,
+            tag=f"judge.{secrets.token_hex(6)}",
+            sandbox=sandbox,
+            limits=confined.limits if confined is not None else None,
         )
     except ConfigError as exc:
         return "", None, exc.message
@@ -229,9 +264,10 @@ def knockout(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None = None,
+    confined: Confined | None = None,
 ) -> Selection:
     """The judge's selection: ``best`` (every candidate's score and measures) reordered by how far
-    each got in the bracket, with every match recorded."""
+    each got in the bracket, with every match recorded. ``confined``: where each call runs (``ask``)."""
     by_name = {c.name: c for c in candidates}
     seeds = [row.worker for row in best.ranking if row.rank is not None]
     seed = {name: i for i, name in enumerate(seeds)}
@@ -252,7 +288,7 @@ def knockout(
             alive = alive[1:]
         for i in range(len(alive) // 2):
             a, b = alive[i], alive[-1 - i]
-            match = _match(round_no, by_name[a], by_name[b], seed, task, judge, settings, runner, env, work_dir, cancel)
+            match = _match(round_no, by_name[a], by_name[b], seed, task, judge, settings, runner, env, work_dir, cancel, confined)
             costs.extend(o.cost_usd for o in match.orders if o.cost_usd is not None)
             matches.append(match)
             loser = b if match.winner == a else a
@@ -283,6 +319,7 @@ def _match(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None,
+    confined: Confined | None = None,
 ) -> JudgeMatch:
     orders: list[JudgeAnswer] = []
     picks: list[str] = []
@@ -301,6 +338,7 @@ def _match(
             call_dir=call_dir,
             task=task,
             cancel=cancel,
+            confined=confined,
         )
         verdict = Verdict(None, "", error) if error else parse_verdict(answer)
         orders.append(

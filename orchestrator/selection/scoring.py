@@ -44,6 +44,7 @@ from ..config import Select, Settings
 from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
 from ..outcomes import GateResult, Measure, RankingRow
+from ..process.cgroups import Limits
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from ..workers.confinement import environment_program
@@ -94,10 +95,12 @@ def measure(
     cancel: Cancel | None = None,
     command: bool = True,
     once: Once | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, dict[str, Measure]]:
     """Each candidate's measures, by name; ``command`` False (or no scoring.command): the
-    built-in ones only. The command runs for eligible candidates only, one after the other,
-    each through ``once`` when given (its measures from before a restart are not measured again)."""
+    built-in ones only. The command runs for eligible candidates only, one after the other, in
+    the candidate's sandbox (``Candidate.sandbox``) under ``limits`` (the workers' caps), each
+    through ``once`` when given (its measures from before a restart are not measured again)."""
     argv = list(settings.scoring.command)
     found = {}
     for candidate in candidates:
@@ -106,7 +109,7 @@ def measure(
             if cancel is not None and cancel.is_set():
                 values[STATUS_KEY] = "not run: the selection was cancelled"
             else:
-                run = functools.partial(run_command, candidate, argv, settings, runner, env, work_dir, cancel)
+                run = functools.partial(run_command, candidate, argv, settings, runner, env, work_dir, cancel, limits)
                 values.update(once(candidate, run) if once is not None else run())
         found[candidate.name] = values
     return found
@@ -120,6 +123,7 @@ def run_command(
     env: Mapping[str, str],
     work_dir: Path,
     cancel: Cancel | None,
+    limits: Limits | None = None,
 ) -> dict[str, Measure]:
     """The measures the scoring command printed in the candidate's worktree, with STATUS_KEY;
     never raises for the command's misbehaviour."""
@@ -134,7 +138,7 @@ def run_command(
     try:
         tag = f"{candidate.tree_tag}scoring-{candidate.name}-{secrets.token_hex(4)}"
         program = environment_program(argv, cwd, cwd, settings, candidate.sandbox)
-        handle = runner.spawn(program, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox)
+        handle = runner.spawn(program, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox, limits=limits)
         failpoints.hit(f"scoring_running.{candidate.name}")  # the chaos tests' stop in the middle of a scoring
     except CommandNotFound as exc:  # (./score.sh: the candidate's, found in its worktree by the runner)
         return {STATUS_KEY: f"not run: {exc.reason(argv[0], 'the PATH')} (scoring.command)"}

@@ -3,7 +3,9 @@ the machine can, process/sandbox.py), a job's own ``config.sandbox`` (the admin 
 its root's), and the paths one worker's sandbox opens.
 
 A worker, the quality gates and scoring commands that judge its checkout, and its ``git.setup``
-all run worker-written code, so all of them get the same sandbox: :meth:`Confinement.spec`.
+all run worker-written code, so all of them get the same sandbox: :meth:`Confinement.spec`. An AI
+CLI the orchestrator starts on a worker's text (a child job's planner, a judge of candidates) gets
+it too, in an empty scratch folder (:meth:`Confinement.helper`), with the workers' caps (:meth:`limits`).
 
 The workspace is shown empty to each of them (:meth:`Confinement.workspace_view`), its own paths bound
 back in: other job trees' logs, prompts and diffs, the webhook outbox (a waiting job's signed approval
@@ -32,6 +34,7 @@ from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_
 from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
 from ..process.backends import probe
+from ..process.cgroups import Limits
 from ..process.sandbox import (
     Backend,
     Decision,
@@ -99,6 +102,30 @@ class Confinement:
         if spec is not None and spec.egress is not None:  # what its proxy refuses it, where it cannot write
             spec = replace(spec, egress=replace(spec.egress, record=str(paths.network)))
         return spec
+
+    def helper(
+        self, root_id: str, kind: str | None, folder: Path, config: JobConfig | None, env: Mapping[str, str]
+    ) -> SandboxSpec | None:
+        """The sandbox of an AI CLI of ``kind`` the orchestrator starts on text a worker of tree ``root_id``
+        wrote (a child job's request, candidates' diffs): the workers' sandbox, network and hidden paths,
+        writing only ``folder`` (an empty scratch folder: its cwd, prompt and log) and its ``tmp``
+        (the TMPDIR ``env`` should name: :meth:`helper_env`). None: this job's workers run unconfined."""
+        return self.spec_at(root_id, kind, folder, folder / "tmp", config, env)
+
+    @staticmethod
+    def helper_env(env: Mapping[str, str], folder: Path) -> dict[str, str]:
+        """``env`` for a helper CLI in ``folder``: no ORCHESTRATOR_* variable (it starts no job and
+        holds no key), its TMPDIR ``folder/tmp`` (made)."""
+        tmp = folder / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        clean = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
+        return {**clean, "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
+
+    def limits(self) -> Limits:
+        """A worker's caps (workers.max_memory_mb, max_processes, max_log_mb, max_disk_mb): what a helper
+        CLI on a worker's text runs under too, held by the kernel where it can (process/cgroups.py)."""
+        w = self.settings.workers
+        return Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb)
 
     def spec_at(
         self,

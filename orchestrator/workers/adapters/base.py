@@ -34,6 +34,8 @@ class WorkerContext:
     goal: str | None = None  # what the subtask is part of (the job's goal), if the planner found one
     # The worker's own model and tool list, from its role (workers/roles.py): None leaves the job's
     # (orchestrator.model, orchestrator.claude_allowed_tools); model "" is the CLI's own default.
+    # An empty tuple: no tool at all (the AI planner, a judge: they read their prompt and answer);
+    # each adapter turns it into its CLI's flags (claude ``--tools ""``, codex a read-only sandbox...).
     model: str | None = None
     allowed_tools: tuple[str, ...] | None = None
     sandboxed: bool = False  # it runs in the orchestrator's sandbox (process/sandbox.py), which a CLI's own may not nest in

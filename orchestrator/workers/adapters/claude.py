@@ -5,6 +5,9 @@ argv (checked against ``claude --help`` of @anthropic-ai/claude-code 2.1.329)::
     claude -p --output-format stream-json --verbose [--model M] [--max-turns N]
            --permission-mode MODE [--allowedTools TOOL ...] [CLI_ARGS ...] -- PROMPT
 
+With no tool at all (``allowed_tools`` empty: the AI planner, a judge), ``--tools "" --strict-mcp-config``
+replaces ``--allowedTools``: no built-in tool (``--tools ""``) and no MCP server of any settings file.
+
 * ``-p``/``--print`` is a switch; the prompt is the positional argument. ``--``
   ends the options, so a prompt such as ``--help`` or ``-o out`` is still the
   prompt (measured: it reaches the model as one text block, byte for byte).
@@ -126,6 +129,8 @@ class ClaudeAdapter(AICLIAdapter):
         if turns > 0:
             argv += ["--max-turns", str(turns)]
         argv += ["--permission-mode", str(setting(ctx, "claude_permission_mode", "acceptEdits"))]
+        if ctx.allowed_tools == ():  # no tool at all (a planner, a judge): no built-in tool, no MCP server
+            argv += ["--tools", "", "--strict-mcp-config"]
         listed = ctx.allowed_tools if ctx.allowed_tools is not None else setting(ctx, "claude_allowed_tools", []) or []
         tools = [str(tool) for tool in listed if str(tool).strip()]
         if tools:

@@ -118,7 +118,11 @@ class CodexAdapter(AICLIAdapter):
         if not has_flag(extra, *_OWN_SANDBOX_FLAGS):
             # Codex's own sandbox is a bubblewrap too, which cannot start inside the orchestrator's
             # ("setting up uid map: Operation not permitted"): there the orchestrator's confines it.
-            if ctx.sandboxed:
+            if ctx.allowed_tools == ():
+                # No tool (a planner, a judge): codex has no switch for none; in its read-only sandbox a
+                # command writes nothing (and inside the orchestrator's it does not start at all).
+                argv += ["--sandbox", "read-only"]
+            elif ctx.sandboxed:
                 argv += ["--sandbox", "danger-full-access"]
             else:
                 argv += ["--sandbox", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]

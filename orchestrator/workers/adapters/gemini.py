@@ -92,7 +92,9 @@ class GeminiAdapter(AICLIAdapter):
     path_settings = (PathSetting("GEMINI_CLI_HOME", PathUse.CONFIG, default="", sub=".gemini"),)
 
     def build_argv(self, ctx: WorkerContext) -> list[str]:
-        argv = [self.program(ctx), f"--prompt={ctx.prompt}", "--output-format", "json", "--yolo", "--skip-trust"]
+        # No tool (a planner, a judge): its read-only plan mode, not --yolo (which approves every tool).
+        approval = ["--approval-mode", "plan"] if ctx.allowed_tools == () else ["--yolo"]
+        argv = [self.program(ctx), f"--prompt={ctx.prompt}", "--output-format", "json", *approval, "--skip-trust"]
         model = self.model_for(ctx.settings, ctx.model)
         if model:
             argv += ["-m", model]
