@@ -296,7 +296,7 @@ class WorktreeCheckout(Checkout):
         if base == commit:
             stat = "no changes"
         else:
-            out = run_git(self.repo, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+            out = run_git(self.repo, "diff", "--no-ext-diff", "--no-textconv", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
             i = 0
             while i < len(out) - 1:
                 status = out[i]
@@ -306,7 +306,7 @@ class WorktreeCheckout(Checkout):
                 else:
                     files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
                     i += 2
-            stat = run_git(self.repo, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+            stat = run_git(self.repo, "diff", "--no-ext-diff", "--no-textconv", "--shortstat", base, commit).stdout.strip() or "no changes"
         if start == commit:
             return files, stat, True
         trees = run_git(self.repo, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()

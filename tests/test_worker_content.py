@@ -1,0 +1,96 @@
+"""What a worker's commit holds is data the orchestrator's git in the host repository only merges,
+measures and checks: a merge driver of the user's never runs on it outside a sandbox
+(git/drivers.py), a blob larger than the worker's caps is refused however small it compresses, and
+a tree git fsck would refuse (a ``.gitmodules`` that runs a command) never gets a branch
+(git/tree_checks.py). Real jobs of ``command`` workers in a host repository the test makes
+(helpers.worktree.make_host); each checks the user's repository is as it was.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.git import merging
+
+from .conftest import run_job
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def host(tmp_path):
+    host, folder = make_host(tmp_path)
+    engines = []
+
+    def make(**sections):
+        engine = host_engine(folder, **sections)
+        engines.append(engine)
+        return engine
+
+    yield host, folder, make
+    for engine in engines:
+        engine.shutdown(timeout=10)
+
+
+def evil_driver(host: Path, canary: Path) -> None:
+    """The user's ``merge.evil.driver``: a script that writes ``canary`` wherever it runs, named for
+    every path by the user's own committed ``.gitattributes`` (as npm-merge-driver installs one)."""
+    script = host.parent / "evil-driver.sh"
+    script.write_text(f'#!/bin/sh\necho "ran on $*" >> \'{canary}\'\ncp "$3" "$2"\nexit 0\n')
+    script.chmod(0o755)
+    git(host, "config", "merge.evil.driver", f"'{script}' %O %A %B")
+    (host / ".gitattributes").write_text("* merge=evil\n")
+    git(host, "add", ".gitattributes")
+    git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
+
+
+@pytest.mark.parametrize("strategy", ["auto", "theirs"])
+def test_a_merge_driver_of_the_users_never_runs_on_the_workers_files_in_the_host(host, tmp_path, strategy):
+    """Two workers change the same line of app.py, each also writing ``* merge=evil`` to .gitattributes
+    and ``merge.renormalize`` being on (so git would read the merged trees' attributes): the merge
+    of the result needs the user's driver for app.py; it is not run, and the conflict says so."""
+    host, folder, make = host
+    canary = tmp_path / "canary"
+    evil_driver(host, canary)
+    git(host, "config", "merge.renormalize", "true")
+    before = snapshot(host, folder)
+    engine = make(workers={"max_retries": 0})
+    plant = "printf '* merge=evil\\n*.py merge=evil\\n' > .gitattributes; "
+    job = run_job(
+        engine,
+        "x",
+        tasks=[plant + "sed -i s/v2/w1/ app.py", plant + "sed -i s/v2/w2/ app.py"],
+        config={"merge_strategy": strategy},
+    )
+    assert not canary.exists(), canary.read_text()
+    outcome = job.merge.outcome
+    (conflict,) = [c for c in outcome.conflicts if c.path == "app.py"]
+    assert conflict.kind == "merge driver evil not run", outcome.conflicts
+    if strategy == "theirs":  # the later worker's file whole: no text merge where the user set a driver
+        assert outcome.merged == ("worker_1", "worker_2")
+        assert git(host, "show", f"{outcome.result_ref}:app.py") == "print('w2')\nline2\n"
+    else:
+        assert outcome.skipped == ("worker_2",), outcome
+    assert snapshot(host, folder) == before
+    # git itself, with the same config, runs the driver: the test's driver is real.
+    done = subprocess.run(
+        ["git", "-C", str(host), "merge-tree", "--write-tree", *[w.branch for w in workers(engine, job).values()]],
+        capture_output=True,
+    )
+    assert canary.exists() and done.returncode == 0
+
+
+def test_predicted_conflicts_name_a_merge_driver_the_merge_did_not_run(host, tmp_path):
+    host, folder, make = host
+    canary = tmp_path / "canary"
+    evil_driver(host, canary)
+    engine = make(workers={"max_retries": 0})
+    job = run_job(engine, "x", tasks=["sed -i s/v2/w1/ app.py", "sed -i s/v2/w2/ app.py"], config={"merge_strategy": "manual"})
+    branches = [(w.name, w.branch) for w in sorted(workers(engine, job).values(), key=lambda w: w.name)]
+    (conflict,) = merging.predict_conflicts(host, "main", branches)
+    assert conflict.kind == "merge driver evil not run" and conflict.predicted
+    assert not canary.exists()
