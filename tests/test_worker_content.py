@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.git import merging
+from orchestrator.git import merging, tree_checks
+from orchestrator.models import WorkerStatus
+from orchestrator.process.backends import probe
 
 from .conftest import run_job
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
@@ -94,3 +96,58 @@ def test_predicted_conflicts_name_a_merge_driver_the_merge_did_not_run(host, tmp
     (conflict,) = merging.predict_conflicts(host, "main", branches)
     assert conflict.kind == "merge driver evil not run" and conflict.predicted
     assert not canary.exists()
+
+
+# A 20 MiB blob of zeros (20 KB as an object) staged without its file ever being in the checkout.
+BIG = 20 << 20
+STAGE_BIG = (
+    f"oid=$(head -c {BIG} /dev/zero | git hash-object -w --stdin) && git update-index --add --cacheinfo 100644,$oid,zeros.bin"
+    " && git update-index --skip-worktree zeros.bin && echo small > small.txt"
+)
+
+
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_a_compressed_blob_past_the_disk_cap_is_refused_by_its_inflated_size_and_never_lands(host, sandbox):
+    host, folder, make = host
+    if sandbox == "on" and not probe().available:
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    before = git(host, "rev-parse", "main")
+    engine = make(workers={"max_retries": 0, "max_disk_mb": 5, "sandbox": sandbox})
+    job = run_job(engine, "x", tasks=["echo ok > ok.txt", STAGE_BIG], config={"merge_into": "main"})
+    by_name = workers(engine, job)
+    big = by_name["worker_2"]
+    assert big.status is WorkerStatus.FAILED, (big.status, big.error)
+    assert "new files hold 20.0 MiB (inflated), more than the disk cap of 5.0 MiB (workers.max_disk_mb)" in (big.error or ""), (
+        big.error
+    )
+    assert by_name["worker_1"].status is WorkerStatus.SUCCESS
+    assert job.merge.outcome.merged == ("worker_1",)
+    assert git(host, "rev-parse", "main") != before  # the landing went through, with worker_1's work alone
+    assert (host / "ok.txt").read_text() == "ok\n" and not (host / "zeros.bin").exists()
+    assert "zeros.bin" not in git(host, "ls-tree", "-r", "--name-only", job.merge.outcome.result_ref)
+
+
+def test_a_file_past_the_file_size_limit_is_named_by_its_inflated_size(tmp_path):
+    """The file-size limit (the larger of max_disk_mb and max_log_mb, both set) holds each new file;
+    each object counts once, and a file the base had already counts for nothing."""
+    repo, _ = make_host(tmp_path)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    zeros = (
+        subprocess.run(
+            ["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=b"\0" * (3 << 20), capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+    for name in ("a.bin", "b.bin"):  # the same object twice
+        git(repo, "update-index", "--add", "--cacheinfo", f"100644,{zeros},{name}")
+    tree = git(repo, "write-tree").strip()
+    commit = git(repo, "commit-tree", tree, "-p", base, "-m", "big", env=user_env()).strip()
+    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(file=2 << 20)) == (
+        "file 'a.bin' holds 3.0 MiB (inflated), more than the file-size limit of 2.0 MiB (workers.max_disk_mb, workers.max_log_mb)"
+    )
+    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(file=4 << 20, total=4 << 20)) == ""
+    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(total=2 << 20)).startswith(
+        "its new files hold 3.0 MiB"
+    )
+    assert tree_checks.oversized(repo, commit, commit, tree_checks.BlobLimits(file=1)) == ""

@@ -11,11 +11,17 @@ file outside its checkout; a tree made from it is refused here, whoever's git ma
 A commit may add a submodule (a gitlink) only where its base had one (:func:`added_gitlinks`): a
 nested repository in a worker's checkout is its own data, never a repository the orchestrator's git
 would enter.
+
+A commit's new files count against the worker's caps as they are, inflated (:func:`oversized`): a
+200 MiB file of zeros is a 0.2 MB object, which a worker can stage without ever writing the file
+(``git update-index --skip-worktree``), and a landing would write it whole into the user's checkout.
+Sizes come from ``cat-file --batch-check``, which reads an object's header, never its content.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 from .gitcmd import run_git
@@ -82,17 +88,80 @@ def _shown(name: bytes) -> str:
     return repr(name.decode("utf-8", "backslashreplace"))
 
 
-def added_gitlinks(repo: str | Path, base: str, commit: str) -> list[str]:
-    """The paths where ``commit`` has a submodule (a gitlink) and ``base`` had none."""
+@dataclass(frozen=True)
+class _Change:
+    """One path ``diff-tree`` says a commit changed against its base: its old and new mode, its new object."""
+
+    old_mode: str
+    new_mode: str
+    new: str
+    path: str
+
+
+def _changes(repo: str | Path, base: str, commit: str) -> list[_Change]:
     out = run_git(repo, "diff-tree", "-r", "-z", "--raw", "--no-renames", "--no-abbrev", base, commit).stdout
     fields = out.split("\0")
     found = []
     for i in range(0, len(fields) - 1, 2):
-        meta, path = fields[i], fields[i + 1]
-        modes = meta.lstrip(":").split(" ")
-        if len(modes) >= 2 and modes[1] == _GITLINK and modes[0] != _GITLINK:
-            found.append(path)
+        meta = fields[i].lstrip(":").split(" ")
+        if len(meta) >= 4:
+            found.append(_Change(meta[0], meta[1], meta[3], fields[i + 1]))
     return found
 
 
-__all__ = ["MAX_TREE", "added_gitlinks", "tree_problem"]
+def added_gitlinks(repo: str | Path, base: str, commit: str) -> list[str]:
+    """The paths where ``commit`` has a submodule (a gitlink) and ``base`` had none."""
+    return [c.path for c in _changes(repo, base, commit) if c.new_mode == _GITLINK and c.old_mode != _GITLINK]
+
+
+@dataclass(frozen=True)
+class BlobLimits:
+    """What a worker's commit may add, in bytes (0: no limit): ``file``, one file (the worker's
+    file-size limit); ``total``, all its new files together (its disk cap)."""
+
+    file: int = 0
+    total: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.file or self.total)
+
+
+UNLIMITED = BlobLimits()
+
+
+def oversized(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> str:
+    """Why ``commit`` adds more than ``limits`` allow against ``base`` (each new or changed file at
+    its inflated size, each object once), or "" when it does not."""
+    if not limits:
+        return ""
+    new: dict[str, str] = {}  # object -> the first path that holds it
+    for change in _changes(repo, base, commit):
+        if change.new_mode not in (_GITLINK, "000000"):
+            new.setdefault(change.new, change.path)
+    if not new:
+        return ""
+    out = run_git(
+        repo, "cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)", input="".join(f"{o}\n" for o in new)
+    )
+    sizes = {}
+    for line in out.stdout.splitlines():
+        oid, kind, size = (line.split(" ") + ["", ""])[:3]
+        if kind == "blob" and size.isdigit():
+            sizes[oid] = int(size)
+    largest = max(sizes, key=lambda oid: sizes[oid], default=None)
+    if largest is not None and limits.file and sizes[largest] > limits.file:
+        return (
+            f"file {_shown(new[largest].encode())} holds {_mb(sizes[largest])} (inflated), more than the file-size limit "
+            f"of {_mb(limits.file)} (workers.max_disk_mb, workers.max_log_mb)"
+        )
+    total = sum(sizes.values())
+    if limits.total and total > limits.total:
+        return f"its new files hold {_mb(total)} (inflated), more than the disk cap of {_mb(limits.total)} (workers.max_disk_mb)"
+    return ""
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+__all__ = ["MAX_TREE", "UNLIMITED", "BlobLimits", "added_gitlinks", "oversized", "tree_problem"]
