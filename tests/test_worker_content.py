@@ -9,6 +9,7 @@ a tree git fsck would refuse (a ``.gitmodules`` that runs a command) never gets 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,65 @@ def test_a_file_past_the_file_size_limit_is_named_by_its_inflated_size(tmp_path)
         "its new files hold 3.0 MiB"
     )
     assert tree_checks.oversized(repo, commit, commit, tree_checks.BlobLimits(file=1)) == ""
+
+
+def planted_gitmodules(proof: Path) -> str:
+    """A worker's task: a ``.gitmodules`` whose submodule runs a command on ``git submodule update``."""
+    body = f'[submodule \\"x\\"]\\n\\tpath = x\\n\\turl = https://example.com/x\\n\\tupdate = !touch {proof}\\n'
+    return f'printf "{body}" > .gitmodules; echo w > w.txt'
+
+
+def fsck(host: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(host), "fsck", "--strict", "--no-progress"], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_a_gitmodules_that_runs_a_command_is_refused_with_the_reason(host, tmp_path, sandbox):
+    host, folder, make = host
+    if sandbox == "on" and not probe().available:
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    proof = tmp_path / "updated"
+    before = snapshot(host, folder)
+    engine = make(workers={"max_retries": 0, "sandbox": sandbox})
+    job = run_job(engine, "x", tasks=[planted_gitmodules(proof), "echo a > a.txt"])
+    by_name = workers(engine, job)
+    planted = by_name["worker_1"]
+    assert planted.status is WorkerStatus.FAILED, (planted.status, planted.error)
+    assert f"submodule 'x' runs a command on update ('!touch {proof}'; git fsck: gitmodulesUpdate)" in (planted.error or "")
+    assert job.merge.outcome.merged == ("worker_2",)
+    assert ".gitmodules" not in git(host, "ls-tree", "-r", "--name-only", job.merge.outcome.result_ref)
+    assert not proof.exists()
+    assert snapshot(host, folder) == before
+
+
+def test_the_repository_passes_git_fsck_after_jobs_deleted_or_not_whatever_their_workers_planted(host, tmp_path):
+    """Sandboxed workers (git fsck's promise needs them: unconfined, a worker writes the store itself):
+    a planted ``.gitmodules``, a tree named ``.GIT`` it made by hand on a branch it made, a 20 MiB
+    blob of zeros past the disk cap, plain work; one job kept, one deleted with all its branches."""
+    host, folder, make = host
+    if not probe().available:
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    engine = make(workers={"max_retries": 0, "sandbox": "on", "max_disk_mb": 5})
+    maker = tmp_path / "dotgit_tree.py"  # a tree holding ".GIT", which git's own commands never write
+    maker.write_text("import sys\nsys.stdout.buffer.write(b'100644 .GIT\\0' + bytes.fromhex(sys.argv[1]))\n")
+    dotgit = (
+        f"blob=$(echo x | git hash-object -w --stdin) && tree=$('{sys.executable}' '{maker}' $blob"
+        " | git hash-object -t tree -w --stdin --literally) && git commit-tree $tree -m bad > /dev/null; echo d > d.txt"
+    )
+    tasks = [planted_gitmodules(tmp_path / "updated"), STAGE_BIG, dotgit, "sed -i s/v2/w/ app.py"]
+    kept = run_job(engine, "kept", tasks=tasks)
+    deleted = run_job(engine, "deleted", tasks=tasks)
+    assert [w.status for w in sorted(workers(engine, kept).values(), key=lambda w: w.name)] == [
+        WorkerStatus.FAILED,
+        WorkerStatus.FAILED,
+        WorkerStatus.SUCCESS,
+        WorkerStatus.SUCCESS,
+    ]
+    # The plant was made (the store is shared: whichever worker's commit took it first says so in its log).
+    logs = "".join(engine.workspace.worker_log(kept.root_id, 0, f"worker_{n}").read_text() for n in range(1, 5))
+    assert "a tree git fsck refuses: entry '.GIT' is a .git on some file system" in logs, logs
+    engine.delete(deleted.id, all_branches=True)
+    done = fsck(host)
+    assert done.returncode == 0 and "error" not in done.stdout + done.stderr and "broken" not in done.stdout + done.stderr, (
+        done.stdout + done.stderr
+    )

@@ -76,7 +76,7 @@ from ..git.gitwork import (
 )
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
-from ..git.tree_checks import BlobLimits, oversized
+from ..git.tree_checks import BlobLimits, commit_problem
 from ..models import EndReason, FailureClass, JobRecord, WorkerRecord
 from ..process.cgroups import Limits
 from ..process.sandbox import Backend
@@ -413,7 +413,7 @@ class WorktreeCheckout(Checkout):
         # files are still measured before anything merges or lands them.
         unsandboxed = self.confinement.for_job(self._configs.get(record.job_id)).spec is None
         base = self._base(record, directory) if unsandboxed else ""
-        large = oversized(self.repo, base, tip, self._blob_limits()) if base and base != tip else ""
+        large = commit_problem(self.repo, base, tip, self._blob_limits()) if base and base != tip else ""
         if large:
             raise GitError(f"the work it left is refused: {large}")
         if tip != before:
@@ -551,13 +551,19 @@ class WorktreeCheckout(Checkout):
         in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
             self._note(record, f"a file of its git dir had been made a link ({planted}): removed")
-        for line in worker_objects.take(directory, self.repo).refused:
+        objects = worker_objects.take(directory, self.repo).refused
+        for line in objects:
             self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
         ref = f"refs/heads/{self.branch(record)}"
         base, limits = self._read(directory, BASE_FILE), self._blob_limits()
         refused = worker_refs.take(directory, self.repo, record.name, ref, base=base, limits=limits)
         if refused:
             self._note(record, refused)
+            private = linked_git_dir(directory)
+            if private is not None:  # its git's reflog lines naming what was refused: git fsck walks them
+                worker_refs.forget_broken(self.repo, ref, private)
+            if objects:  # why its objects are missing, not only that they are
+                refused += f" (refused on the way in: {'; '.join(objects[:3])})"
         return refused
 
     def _blob_limits(self) -> BlobLimits:

@@ -8,6 +8,10 @@ NTFS's trailing dots and spaces and ``git~1``, HFS's ignorable characters), no `
 writes. git 2.39 itself does not refuse ``..`` in an index entry, so a worker's index could name a
 file outside its checkout; a tree made from it is refused here, whoever's git made it.
 
+A tree's ``.gitmodules`` file is checked as git fsck checks it (:func:`gitmodules_problem`): a
+submodule whose ``update`` runs a command (``!cmd``) is refused, so the repository still passes
+``git fsck`` (and a push to a remote that checks objects) after any job.
+
 A commit may add a submodule (a gitlink) only where its base had one (:func:`added_gitlinks`): a
 nested repository in a worker's checkout is its own data, never a repository the orchestrator's git
 would enter.
@@ -24,7 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gitcmd import run_git
+from .gitcmd import git_bytes, run_git
 
 MAX_TREE = 32 << 20  # bytes of one tree object the check reads; a larger one is refused
 _MODES = {b"100644", b"100755", b"100664", b"120000", b"40000", b"160000"}
@@ -73,6 +77,68 @@ def _name_problem(name: bytes, mode: bytes) -> str:
         return f"entry {_shown(name)} is a .git on some file system"
     if mode == _LINK and folded in _NO_LINKS:
         return f"entry {_shown(name)} is a symbolic link"
+    if mode == _DIRECTORY and _is_gitmodules(name):
+        return f"entry {_shown(name)} is a folder (git fsck: gitmodulesBlob)"
+    return ""
+
+
+def _is_gitmodules(name: bytes) -> bool:
+    """A name some file system reads as ``.gitmodules`` (git's is_hfs/is_ntfs_dotgitmodules, roughly:
+    any case, HFS's ignorable code points, NTFS's trailing dots and spaces and its short name)."""
+    folded = _folded(name)
+    return folded == ".gitmodules" or (folded.startswith("gitmod~") and folded[7:].isdigit())
+
+
+def gitmodules_blobs(body: bytes, width: int) -> list[bytes]:
+    """The objects (raw ids) a tree whose content is ``body`` holds as a ``.gitmodules`` file: git
+    fsck checks each as a submodule configuration (:func:`gitmodules_problem`)."""
+    found, at = [], 0
+    while at < len(body):
+        space = body.find(b" ", at)
+        end = body.find(b"\0", space + 1) if space >= 0 else -1
+        if space < 0 or end < 0:
+            break
+        if body[at:space] != _DIRECTORY and _is_gitmodules(body[space + 1 : end]):
+            found.append(body[end + 1 : end + 1 + width])
+        at = end + 1 + width
+    return found
+
+
+MAX_GITMODULES = 1 << 20  # bytes of a .gitmodules a worker may commit (a real one is a few hundred)
+
+
+def gitmodules_problem(repo: str | Path, content: bytes) -> str:
+    """Why git fsck refuses ``content`` as a ``.gitmodules`` (its gitmodules* checks: a submodule
+    ``update = !command``, a ``url`` or ``path`` git would read as an option, a name that climbs with
+    ``..``, a file git cannot parse), or "" when it takes it. Parsed by ``git config --file`` (no
+    include followed), which runs nothing."""
+    if len(content) > MAX_GITMODULES:
+        return f"a .gitmodules larger than {MAX_GITMODULES >> 20} MiB"
+    done = run_git(
+        repo,
+        "config",
+        "-z",
+        "--no-includes",
+        "--file",
+        "/dev/stdin",
+        "--list",
+        input=content.decode("utf-8", "surrogateescape"),
+        check=False,
+    )
+    if done.returncode != 0:
+        return "a .gitmodules git cannot parse (git fsck: gitmodulesParse)"
+    for entry in filter(None, done.stdout.split("\0")):
+        key, _, value = entry.partition("\n")
+        section, _, rest = key.partition(".")
+        name, _, variable = rest.rpartition(".")
+        if section != "submodule" or not name:
+            continue
+        if ".." in name.replace("\\", "/").split("/"):
+            return f"a .gitmodules whose submodule name {name!r} climbs out with '..' (git fsck: gitmodulesName)"
+        if variable == "update" and value.strip().startswith("!"):
+            return f"a .gitmodules whose submodule {name!r} runs a command on update ({value[:80]!r}; git fsck: gitmodulesUpdate)"
+        if variable in ("url", "path") and value.startswith("-"):
+            return f"a .gitmodules whose submodule {name!r} has a {variable} git would read as an option (git fsck: gitmodules{variable.capitalize()})"
     return ""
 
 
@@ -160,8 +226,42 @@ def oversized(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> s
     return ""
 
 
+def commit_problem(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> str:
+    """Why ``commit`` may not be taken against ``base`` for what its files hold (:func:`oversized`,
+    :func:`gitmodules_added`), or ""."""
+    return oversized(repo, base, commit, limits) or gitmodules_added(repo, base, commit)
+
+
+def gitmodules_added(repo: str | Path, base: str, commit: str) -> str:
+    """Why a ``.gitmodules`` file ``commit`` adds or changes against ``base`` fails git fsck's checks
+    (:func:`gitmodules_problem`), or "" when none does."""
+    for change in _changes(repo, base, commit):
+        if change.new_mode in (_GITLINK, "000000") or not _is_gitmodules(change.path.rpartition("/")[2].encode()):
+            continue
+        size = run_git(repo, "cat-file", "-s", change.new, check=False).stdout.strip()
+        if not size.isdigit() or int(size) > MAX_GITMODULES:
+            return (
+                f"file {_shown(change.path.encode())} is no .gitmodules git fsck takes (larger than {MAX_GITMODULES >> 20} MiB)"
+            )
+        why = gitmodules_problem(repo, git_bytes(repo, "cat-file", "blob", change.new))
+        if why:
+            return f"file {_shown(change.path.encode())} is {why}"
+    return ""
+
+
 def _mb(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
-__all__ = ["MAX_TREE", "UNLIMITED", "BlobLimits", "added_gitlinks", "oversized", "tree_problem"]
+__all__ = [
+    "MAX_TREE",
+    "UNLIMITED",
+    "BlobLimits",
+    "added_gitlinks",
+    "commit_problem",
+    "gitmodules_added",
+    "gitmodules_blobs",
+    "gitmodules_problem",
+    "oversized",
+    "tree_problem",
+]

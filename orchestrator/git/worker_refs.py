@@ -24,7 +24,7 @@ from pathlib import Path
 from ..workspace.filesystem import atomic_write, remove_at
 from .gitcmd import run_git
 from .gitwork import common_dir_of, linked_git_dir
-from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, oversized
+from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, commit_problem
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
@@ -178,8 +178,8 @@ def _reflog_tip(path: Path) -> str:
 
 def _refused(repo: Path, copy: str, shown: str, base: str, ref: str, limits: BlobLimits) -> str:
     """Why the worker's move of its branch to ``copy`` is not taken ("": it is): not a commit, one
-    whose history the repository does not all have, one that adds a submodule ``base`` lacked, or
-    files larger than ``limits``."""
+    whose history the repository does not all have, one that adds a submodule ``base`` lacked, files
+    larger than ``limits`` or a ``.gitmodules`` git fsck refuses."""
     if not _OID.fullmatch(copy):
         what = "gone" if not copy else repr(copy[:80])
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
@@ -200,10 +200,25 @@ def _refused(repo: Path, copy: str, shown: str, base: str, ref: str, limits: Blo
             f"{ref} was left where it was (a worker's checkout may hold a repository only where its base has one; "
             "remove its .git folder to commit its files)"
         )
-    large = oversized(repo, base, copy, limits) if base else ""
-    if large:
-        return f"its branch in its sandbox names {copy[:12]}, whose {large.removeprefix('its ')}: {ref} was left where it was"
+    why = commit_problem(repo, base, copy, limits) if base else ""
+    if why:
+        return f"its branch in its sandbox names {copy[:12]}, whose {why.removeprefix('its ')}: {ref} was left where it was"
     return ""
+
+
+def forget_broken(repo: Path, ref: str, private: Path) -> None:
+    """Drop from the reflogs of ``ref`` (a worker's branch) and of the HEAD of the worktree whose
+    private git dir is ``private`` every entry naming a commit whose objects the repository does not
+    all have (one refused on the way in, git/worker_objects.py): the worker's git wrote them in its
+    sandbox, and ``git fsck`` walks reflogs, so the repository would fail it (and a push to a remote
+    that checks objects). A log that is not a plain file (a worker's link) is removed, never read."""
+    common = common_dir_of(private)
+    logs = [common / "logs" / ref if common is not None else None, private / "logs" / "HEAD"]
+    for log in logs:
+        if log is not None and (log.is_symlink() or (log.exists() and not log.is_file())):
+            _remove(log.parent, log.name)
+    names = (ref, f"worktrees/{private.name}/HEAD")
+    run_git(repo, "reflog", "expire", "--stale-fix", "--expire=never", "--expire-unreachable=never", *names, check=False)
 
 
 def _shown(private: Path, tip: str) -> None:
@@ -261,7 +276,7 @@ def _write(folder: int, name: str, value: str) -> None:
         raise
 
 
-__all__ = ["SHOWN", "VIEW", "follow", "show", "take"]
+__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "show", "take"]
 
 
 # What git writes or follows in a worktree's private git dir on a commit, reset or ref move: a link a
