@@ -144,14 +144,14 @@ def test_a_file_past_the_file_size_limit_is_named_by_its_inflated_size(tmp_path)
         git(repo, "update-index", "--add", "--cacheinfo", f"100644,{zeros},{name}")
     tree = git(repo, "write-tree").strip()
     commit = git(repo, "commit-tree", tree, "-p", base, "-m", "big", env=user_env()).strip()
-    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(file=2 << 20)) == (
+    assert tree_checks.commit_problem(repo, base, commit, tree_checks.BlobLimits(file=2 << 20)) == (
         "file 'a.bin' holds 3.0 MiB (inflated), more than the file-size limit of 2.0 MiB (workers.max_disk_mb, workers.max_log_mb)"
     )
-    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(file=4 << 20, total=4 << 20)) == ""
-    assert tree_checks.oversized(repo, base, commit, tree_checks.BlobLimits(total=2 << 20)).startswith(
+    assert tree_checks.commit_problem(repo, base, commit, tree_checks.BlobLimits(file=4 << 20, total=4 << 20)) == ""
+    assert tree_checks.commit_problem(repo, base, commit, tree_checks.BlobLimits(total=2 << 20)).startswith(
         "its new files hold 3.0 MiB"
     )
-    assert tree_checks.oversized(repo, commit, commit, tree_checks.BlobLimits(file=1)) == ""
+    assert tree_checks.commit_problem(repo, commit, commit, tree_checks.BlobLimits(file=1)) == ""
 
 
 def planted_gitmodules(proof: Path) -> str:

@@ -16,7 +16,7 @@ A commit may add a submodule (a gitlink) only where its base had one (:func:`add
 nested repository in a worker's checkout is its own data, never a repository the orchestrator's git
 would enter.
 
-A commit's new files count against the worker's caps as they are, inflated (:func:`oversized`): a
+A commit's new files count against the worker's caps as they are, inflated (:func:`commit_problem`): a
 200 MiB file of zeros is a 0.2 MB object, which a worker can stage without ever writing the file
 (``git update-index --skip-worktree``), and a landing would write it whole into the user's checkout.
 Sizes come from ``cat-file --batch-check``, which reads an object's header, never its content.
@@ -195,13 +195,21 @@ class BlobLimits:
 UNLIMITED = BlobLimits()
 
 
-def oversized(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> str:
-    """Why ``commit`` adds more than ``limits`` allow against ``base`` (each new or changed file at
-    its inflated size, each object once), or "" when it does not."""
+def commit_problem(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> str:
+    """Why ``commit`` may not be taken for what the files it adds or changes against ``base`` hold:
+    more than ``limits`` allow (:func:`_oversized`), or a ``.gitmodules`` git fsck refuses
+    (:func:`_gitmodules_changed`); "" when neither."""
+    changes = _changes(repo, base, commit)
+    return _oversized(repo, changes, limits) or _gitmodules_changed(repo, changes)
+
+
+def _oversized(repo: str | Path, changes: list[_Change], limits: BlobLimits) -> str:
+    """Why ``changes`` add more than ``limits`` allow (each new or changed file at its inflated
+    size, each object once), or "" when they do not."""
     if not limits:
         return ""
     new: dict[str, str] = {}  # object -> the first path that holds it
-    for change in _changes(repo, base, commit):
+    for change in changes:
         if change.new_mode not in (_GITLINK, "000000"):
             new.setdefault(change.new, change.path)
     if not new:
@@ -226,16 +234,10 @@ def oversized(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> s
     return ""
 
 
-def commit_problem(repo: str | Path, base: str, commit: str, limits: BlobLimits) -> str:
-    """Why ``commit`` may not be taken against ``base`` for what its files hold (:func:`oversized`,
-    :func:`gitmodules_added`), or ""."""
-    return oversized(repo, base, commit, limits) or gitmodules_added(repo, base, commit)
-
-
-def gitmodules_added(repo: str | Path, base: str, commit: str) -> str:
-    """Why a ``.gitmodules`` file ``commit`` adds or changes against ``base`` fails git fsck's checks
-    (:func:`gitmodules_problem`), or "" when none does."""
-    for change in _changes(repo, base, commit):
+def _gitmodules_changed(repo: str | Path, changes: list[_Change]) -> str:
+    """Why a ``.gitmodules`` file among ``changes`` fails git fsck's checks (:func:`gitmodules_problem`),
+    or "" when none does."""
+    for change in changes:
         if change.new_mode in (_GITLINK, "000000") or not _is_gitmodules(change.path.rpartition("/")[2].encode()):
             continue
         size = run_git(repo, "cat-file", "-s", change.new, check=False).stdout.strip()
@@ -259,9 +261,7 @@ __all__ = [
     "BlobLimits",
     "added_gitlinks",
     "commit_problem",
-    "gitmodules_added",
     "gitmodules_blobs",
     "gitmodules_problem",
-    "oversized",
     "tree_problem",
 ]
