@@ -15,8 +15,9 @@ import pytest
 
 from orchestrator.reports.terminal import visible
 
-from .conftest import ROOT
+from .conftest import API_KEY, ROOT
 from .helpers import nesting as nesting_helpers
+from .helpers.scripts import free_port
 from .helpers.worktree import host_engine, make_host
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -102,3 +103,26 @@ def test_a_workers_log_is_shown_on_a_terminal_and_copied_as_it_is_to_a_pipe(tmp_
     # --raw to a pipe or a file: the log's bytes as they are (its reader chose them).
     copied = subprocess.run([*argv, "--raw"], capture_output=True, env=env, cwd=ROOT, timeout=60).stdout
     assert copied == engine.workspace.worker_log(job.root_id, 0, "worker_1").read_bytes() and b"\x1b]52;c;cHduZWQ=\x07" in copied
+
+
+def test_quick_starts_summary_shows_a_task_s_control_characters(tmp_path):
+    """quick-start prints its subtasks and the job's table (the simulated worker; a real server)."""
+    port = free_port()
+    (tmp_path / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\norchestrator:\n  worker: "simulated"\nsimulated:\n  duration: 0.05\n'
+    )
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
+    env.pop("ORCHESTRATOR_CONFIG", None)
+    try:
+        done = subprocess.run(
+            [str(ROOT / "quick-start.sh"), "two parts", "--task", NASTY, "--task", "plain"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        subprocess.run([str(ROOT / "quick-start.sh"), "--stop"], env=env, capture_output=True, timeout=60)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    assert "1. \\x1b]52;c;cHduZWQ=\\x07\\x1b]0;owned\\x07\\x1b[2J" in done.stdout and not [c for c in RAW if c in said], said
