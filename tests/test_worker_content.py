@@ -39,13 +39,16 @@ def host(tmp_path):
         engine.shutdown(timeout=10)
 
 
-def evil_driver(host: Path, canary: Path) -> None:
+def evil_driver(host: Path, canary: Path, attributes: bool = True) -> None:
     """The user's ``merge.evil.driver``: a script that writes ``canary`` wherever it runs, named for
-    every path by the user's own committed ``.gitattributes`` (as npm-merge-driver installs one)."""
+    every path by the user's own committed ``.gitattributes`` (as npm-merge-driver installs one;
+    ``attributes=False``: by none of the user's)."""
     script = host.parent / "evil-driver.sh"
     script.write_text(f'#!/bin/sh\necho "ran on $*" >> \'{canary}\'\ncp "$3" "$2"\nexit 0\n')
     script.chmod(0o755)
     git(host, "config", "merge.evil.driver", f"'{script}' %O %A %B")
+    if not attributes:
+        return
     (host / ".gitattributes").write_text("* merge=evil\n")
     git(host, "add", ".gitattributes")
     git(host, "commit", "-qm", "attributes", "--no-verify", env=user_env())
@@ -85,6 +88,22 @@ def test_a_merge_driver_of_the_users_never_runs_on_the_workers_files_in_the_host
         capture_output=True,
     )
     assert canary.exists() and done.returncode == 0
+
+
+def test_attributes_a_worker_wrote_name_no_merge_driver_even_with_renormalize_on(host, tmp_path):
+    """merge.renormalize makes git read the merged trees' .gitattributes, which only the workers wrote here."""
+    host, folder, make = host
+    canary = tmp_path / "canary"
+    evil_driver(host, canary, attributes=False)
+    git(host, "config", "merge.renormalize", "true")
+    before = snapshot(host, folder)
+    engine = make(workers={"max_retries": 0})
+    plant = "printf '* merge=evil\\n' > .gitattributes; "
+    job = run_job(engine, "x", tasks=[plant + "sed -i s/v2/w1/ app.py", plant + "sed -i s/v2/w2/ app.py"])
+    assert not canary.exists(), canary.read_text()
+    (conflict,) = job.merge.outcome.conflicts
+    assert (conflict.path, conflict.kind) == ("app.py", "content")  # git's own merge: no driver named it
+    assert snapshot(host, folder) == before
 
 
 def test_predicted_conflicts_name_a_merge_driver_the_merge_did_not_run(host, tmp_path):
