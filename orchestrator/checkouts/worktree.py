@@ -76,7 +76,9 @@ from ..git.gitwork import (
 )
 from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
+from ..git.tree_checks import BlobLimits, commit_problem
 from ..models import EndReason, FailureClass, JobRecord, WorkerRecord
+from ..process.cgroups import Limits
 from ..process.sandbox import Backend
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
@@ -296,7 +298,9 @@ class WorktreeCheckout(Checkout):
         if base == commit:
             stat = "no changes"
         else:
-            out = run_git(self.repo, "diff", "--name-status", "-M", "-z", base, commit).stdout.split("\0")
+            out = run_git(
+                self.repo, "diff", "--no-ext-diff", "--no-textconv", "--name-status", "-M", "-z", base, commit
+            ).stdout.split("\0")
             i = 0
             while i < len(out) - 1:
                 status = out[i]
@@ -306,7 +310,10 @@ class WorktreeCheckout(Checkout):
                 else:
                     files.append({"path": out[i + 1], "change": STATUS_NAMES.get(status[:1], "modified")})
                     i += 2
-            stat = run_git(self.repo, "diff", "--shortstat", base, commit).stdout.strip() or "no changes"
+            stat = (
+                run_git(self.repo, "diff", "--no-ext-diff", "--no-textconv", "--shortstat", base, commit).stdout.strip()
+                or "no changes"
+            )
         if start == commit:
             return files, stat, True
         trees = run_git(self.repo, "rev-parse", f"{start}^{{tree}}", f"{commit}^{{tree}}").stdout.split()
@@ -404,6 +411,13 @@ class WorktreeCheckout(Checkout):
         if refused:  # what it left cannot be committed as it is: the worker fails, saying why
             raise GitError(f"the work it left was not committed: {refused}")
         tip = self.tip(record)
+        # Unsandboxed, the worker's commits moved its branch itself (nothing was taken and checked): its
+        # files are still measured before anything merges or lands them.
+        unsandboxed = self.confinement.for_job(self._configs.get(record.job_id)).spec is None
+        base = self._base(record, directory) if unsandboxed else ""
+        large = commit_problem(self.repo, base, tip, self._blob_limits()) if base and base != tip else ""
+        if large:
+            raise GitError(f"the work it left is refused: {large}")
         if tip != before:
             worker_refs.follow(directory, record.name, tip)  # a sandbox that runs now builds on this commit
         return tip
@@ -539,13 +553,27 @@ class WorktreeCheckout(Checkout):
         in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
             self._note(record, f"a file of its git dir had been made a link ({planted}): removed")
-        for line in worker_objects.take(directory, self.repo).refused:
+        objects = worker_objects.take(directory, self.repo).refused
+        for line in objects:
             self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
         ref = f"refs/heads/{self.branch(record)}"
-        refused = worker_refs.take(directory, self.repo, record.name, ref, base=self._read(directory, BASE_FILE))
+        base, limits = self._read(directory, BASE_FILE), self._blob_limits()
+        refused = worker_refs.take(directory, self.repo, record.name, ref, base=base, limits=limits)
         if refused:
             self._note(record, refused)
+            private = linked_git_dir(directory)
+            if private is not None:  # its git's reflog lines naming what was refused: git fsck walks them
+                worker_refs.forget_broken(self.repo, ref, private)
+            if objects:  # why its objects are missing, not only that they are
+                refused += f" (refused on the way in: {'; '.join(objects[:3])})"
         return refused
+
+    def _blob_limits(self) -> BlobLimits:
+        """What a worker's commit may add (git/tree_checks.py): each file within its file-size limit,
+        all its new files within its disk cap, counted inflated."""
+        w = self.settings.workers
+        limits = Limits.from_mb(0, 0, w.max_log_mb, w.max_disk_mb)
+        return BlobLimits(limits.file_size, limits.disk)
 
     def _base(self, record: WorkerRecord, directory: Path) -> str:
         return self._read(directory, BASE_FILE) or self.tip(record)

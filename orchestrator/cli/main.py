@@ -8,6 +8,7 @@ Heavy modules are imported inside the commands that need them, so ``spawn``
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -44,6 +45,12 @@ class ConfigAction(str, Enum):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..reports.terminal import VisibleStream
+
+    # Whatever a command prints, a worker's text among it, reaches the terminal with its control
+    # characters shown, never obeyed (reports/terminal.py); restored after (main is called in tests).
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = VisibleStream(out), VisibleStream(err)
     try:
         try:
             return _main(argv)
@@ -52,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return RET_BROKEN_PIPE
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -542,9 +551,12 @@ class _LogPrinter:
     def __init__(self, readable: Callable[[str], str | None] | None) -> None:
         self.readable = readable
         self.partial = b""
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def feed(self, data: bytes) -> None:
-        if self.readable is None:
+        if self.readable is None and sys.stdout.isatty():  # the worker's bytes, shown (reports/terminal.py)
+            sys.stdout.write(self.decoder.decode(data))
+        elif self.readable is None:  # piped or to a file: the log as it is
             sys.stdout.buffer.write(data)
         else:
             *lines, self.partial = (self.partial + data).split(b"\n")

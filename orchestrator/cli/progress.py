@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import refusal_line
+from ..reports import terminal
 from ..reports.candidate_groups import ASCII_ICONS as CANDIDATE_ASCII_ICONS
 from ..reports.candidate_groups import CandidateGroup, candidate_line, groups
 from ..reports.taskgraph import deliveries, waits_on
@@ -387,8 +388,9 @@ class ProgressView:
         header = f"[{self._elapsed()}] {len(tree.jobs())} job(s), {done}/{len(everyone)} workers done"
         rows = [header[:columns]] + render_tree(tree, width=columns, height=max(3, lines - 2), ascii_only=self.ascii_only)
         # Up to the first line drawn last time, clear from there down, and draw again.
-        prefix = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
-        self.stream.write(prefix + "\n".join(rows) + "\n")
+        if self._drawn:  # sent as they are (reports/terminal.py): the rows, a worker's text in them, are shown
+            terminal.raw(self.stream).write(f"\x1b[{self._drawn}F\x1b[J")
+        self.stream.write("\n".join(rows) + "\n")
         self.stream.flush()
         self._drawn = len(rows)
 

@@ -17,6 +17,7 @@ from .. import protocol
 from ..errors import EXIT_BY_STATUS, EXIT_UNREACHABLE
 from ..events import EventType
 from ..models import JobStatus
+from ..reports import terminal
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -396,7 +397,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    sys.stdout.write(doc["diff"])
+    # A patch piped on (to git apply, a file) goes as it is; on a terminal, its control characters are shown.
+    (sys.stdout if sys.stdout.isatty() else terminal.raw(sys.stdout)).write(doc["diff"])
     if doc["truncated"]:
         print(
             f"diff truncated: {len(doc['diff'].encode())} of {doc['bytes']} bytes shown; "

@@ -358,7 +358,7 @@ class Choosing:
 
 def line_counts(repo: Path, old: str, new: str) -> tuple[int, int]:
     """Lines added and removed between two commits (``git diff --numstat``; binary files count 0)."""
-    found = run_git(repo, "diff", "--numstat", "--no-renames", old, new, "--", check=False)
+    found = run_git(repo, "diff", "--no-ext-diff", "--no-textconv", "--numstat", "--no-renames", old, new, "--", check=False)
     added = removed = 0
     for line in found.stdout.splitlines():
         parts = line.split("\t")

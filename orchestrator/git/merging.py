@@ -51,6 +51,7 @@ from ..config import MergeStrategy
 from ..errors import ConfigError, ValidationError
 from ..outcomes import FileConflict, Integrated, MergeOutcome, Resolution, WorkerChanges
 from . import conflicts as conflict_text
+from . import drivers as merge_drivers
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
@@ -123,6 +124,7 @@ def changed_files(repo: str | Path, base: str, commits: list[str]) -> dict[str, 
 class _TreeMerge:
     tree: str
     stages: dict[str, dict[int, tuple[str, str]]]  # path -> stage -> (mode, blob)
+    refused: dict[str, str] = field(default_factory=dict)  # path -> the user's merge driver it needed, not run
 
     @property
     def clean(self) -> bool:
@@ -146,11 +148,23 @@ def _parse_merges(tokens: list[str], batch: bool) -> list[_TreeMerge]:
     return merges
 
 
+def _with_refusals(repo: str | Path, drivers: merge_drivers.MergeDrivers, merges: list[_TreeMerge]) -> list[_TreeMerge]:
+    """``merges`` with each conflicting path that needed a merge driver of the user's (refused:
+    git/drivers.py) marked with its name."""
+    conflicting = {path for merge in merges for path in merge.stages}
+    refused = drivers.refused(repo, sorted(conflicting)) if conflicting else {}
+    for merge in merges:
+        merge.refused = {path: refused[path] for path in merge.stages if path in refused}
+    return merges
+
+
 def _merge_tree(repo: str | Path, ours: str, theirs: str) -> _TreeMerge:
-    done = run_git(repo, "merge-tree", "--write-tree", "-z", "--no-messages", ours, theirs, check=False)
+    drivers = merge_drivers.configured(repo)
+    argv = ("merge-tree", "--write-tree", "-z", "--no-messages", ours, theirs)
+    done = run_git(repo, *argv, check=False, env=drivers.env())
     if done.returncode not in (0, 1):
         raise GitFailed(["merge-tree", "--write-tree", ours, theirs], done.returncode, done.stderr)
-    return _parse_merges(done.stdout.split("\0") + [""], batch=False)[0]
+    return _with_refusals(repo, drivers, _parse_merges(done.stdout.split("\0") + [""], batch=False))[0]
 
 
 class _ChainedMerges:
@@ -166,6 +180,11 @@ class _ChainedMerges:
         self.meanwhile = meanwhile  # called while each merge runs (the commit writer's preparation)
         self.spare: subprocess.Popen[str] | None = None
 
+    @functools.cached_property
+    def drivers(self) -> merge_drivers.MergeDrivers:
+        """The user's merge drivers, each refused in these merges (read once, at the first start)."""
+        return merge_drivers.configured(self.repo)
+
     def _start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
             command(self.repo, *self.ARGV),
@@ -173,7 +192,7 @@ class _ChainedMerges:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,  # as run_git reads it
-            env=git_env(),
+            env=git_env(self.drivers.env()),
         )
 
     def warm(self) -> None:
@@ -194,7 +213,7 @@ class _ChainedMerges:
         out, err = process.communicate()
         if process.returncode not in (0, 1) or not out:
             raise GitFailed(["merge-tree", "--write-tree", ours, theirs], process.returncode, err)
-        return _parse_merges(out.split("\0"), batch=True)[0]
+        return _with_refusals(self.repo, self.drivers, _parse_merges(out.split("\0"), batch=True))[0]
 
     def close(self) -> None:
         """End the spare process, if any (on end of input it merges nothing and exits)."""
@@ -208,10 +227,19 @@ def _merge_trees(repo: str | Path, pairs: list[tuple[str, str]]) -> list[_TreeMe
     if not pairs:
         return []
     lines = "".join(f"{a} {b}\n" for a, b in pairs)
-    done = run_git(repo, "merge-tree", "--stdin", "-z", "--no-messages", input=lines, check=False)
+    drivers = merge_drivers.configured(repo)
+    done = run_git(repo, "merge-tree", "--stdin", "-z", "--no-messages", input=lines, check=False, env=drivers.env())
     if done.returncode not in (0, 1):
         raise GitFailed(["merge-tree", "--stdin"], done.returncode, done.stderr)
-    return _parse_merges(done.stdout.split("\0"), batch=True)
+    return _with_refusals(repo, drivers, _parse_merges(done.stdout.split("\0"), batch=True))
+
+
+def _kind_in(merge: _TreeMerge, path: str) -> str:
+    """What kind of conflict ``path`` is in ``merge``: a merge driver of the user's it needed and did
+    not get (git/drivers.py), else git's kind (``_kind``)."""
+    if path in merge.refused:
+        return merge_drivers.NOT_RUN.format(name=merge.refused[path])
+    return _kind(merge.stages[path])
 
 
 def _kind(stages: dict[int, tuple[str, str]]) -> str:
@@ -254,7 +282,8 @@ def _theirs_blob(repo: str | Path, stages: dict[int, tuple[str, str]], scratch: 
     _write_stages(repo, stages, scratch)
     if _merge_file(repo, scratch, "--theirs") != 0:
         return stages[3][1]
-    return run_git(repo, "hash-object", "-w", "--", str(scratch / "ours")).stdout.strip()
+    # --no-filters: a clean filter of the user's would run on the merged content, outside a sandbox.
+    return run_git(repo, "hash-object", "-w", "--no-filters", "--", str(scratch / "ours")).stdout.strip()
 
 
 def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str, int]]:
@@ -270,6 +299,10 @@ def _resolve_theirs(repo: str | Path, merge: _TreeMerge) -> tuple[str, dict[str,
                 lines.append(f"0 {'0' * len(merge.tree)}\t{path}")  # (a null id of the repository's hash)
                 continue
             if 2 not in stages:  # deleted before, changed by the later worker
+                hunks[path] = 1
+                lines.append(f"{stages[3][0]} {stages[3][1]}\t{path}")
+                continue
+            if path in merge.refused:  # the user's driver merges it, not git's text merge: the later side whole
                 hunks[path] = 1
                 lines.append(f"{stages[3][0]} {stages[3][1]}\t{path}")
                 continue
@@ -521,7 +554,7 @@ def _conflicts(
     by git to ``<path>~<side>``; the report names ``<path>`` and the kind "file/folder"."""
     found = []
     for path, stages in sorted(merge.stages.items()):
-        shown, kind = path, _kind(stages)
+        shown, kind = path, _kind_in(merge, path)
         stem, tilde, side = path.rpartition("~")
         touched = {p for w in (*earlier, worker) for p in changes[w].files}
         if tilde and "/" not in side and path not in touched and stem in touched:
@@ -899,6 +932,8 @@ def predict_conflicts(repo: str | Path, base: str, branches: list[tuple[str, str
     for (i, j), result in zip(pairs, results):
         for path, stages in sorted(result.stages.items()):
             found.append(
-                FileConflict(path, (commits[i][0], commits[j][0]), _count_hunks(repo, stages), _kind(stages), predicted=True)
+                FileConflict(
+                    path, (commits[i][0], commits[j][0]), _count_hunks(repo, stages), _kind_in(result, path), predicted=True
+                )
             )
     return tuple(found)

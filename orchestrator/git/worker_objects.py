@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workspace.filesystem import remove_at
-from .gitcmd import command, git_env, run_git
+from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitwork import common_dir_of, linked_git_dir
-from .tree_checks import MAX_TREE, tree_problem
+from .tree_checks import MAX_GITMODULES, MAX_TREE, gitmodules_blobs, gitmodules_problem, tree_problem
 
 WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the sandboxed workers' store
 SHOWN_AT = "orchestrator-host-objects"  # in the same dir: where the sandbox shows the real one
@@ -155,7 +155,8 @@ def _take_store(stores: Stores, repo: Path) -> Taken:
         _sweep(store, lambda name: name in names or name == "info")
         _sweep_info(store)
         algorithm = _algorithm(repo) if names else "sha1"
-        for name in names:
+        gitmodules = _Gitmodules(store, repo, algorithm)
+        for name in sorted(names, key=lambda name: name != "pack"):  # packs first: a loose tree's .gitmodules may be in one
             try:
                 folder = os.open(name, _FOLDER, dir_fd=store)
             except OSError:
@@ -164,7 +165,7 @@ def _take_store(stores: Stores, repo: Path) -> Taken:
                 if name == "pack":
                     _take_packs(folder, repo, taken)
                 else:
-                    _take_folder(folder, name, stores.host, algorithm, taken)
+                    _take_folder(folder, name, stores.host, gitmodules, taken)
             finally:
                 os.close(folder)
     finally:
@@ -172,7 +173,74 @@ def _take_store(stores: Stores, repo: Path) -> Taken:
     return taken
 
 
-def _take_folder(folder: int, prefix: str, host: Path, algorithm: str, taken: Taken) -> None:
+@dataclass(frozen=True)
+class _Gitmodules:
+    """The check of a loose tree's ``.gitmodules`` files (git/tree_checks.py), each read from the
+    workers' store (its content hashed to its name) or else from the repository."""
+
+    store: int
+    repo: Path
+    algorithm: str
+
+    def problem(self, tree_body: bytes, width: int) -> str:
+        """Why a tree whose content is ``tree_body`` may not enter the repository for a ``.gitmodules``
+        it holds ("": none, or each passes git fsck's checks)."""
+        for raw in gitmodules_blobs(tree_body, width):
+            oid = raw.hex()
+            content = self._read(oid)
+            if content is None:
+                return f"its .gitmodules {oid} is in neither store"
+            why = gitmodules_problem(self.repo, content)
+            if why:
+                return f"it holds {why}"
+        return ""
+
+    def _read(self, oid: str) -> bytes | None:
+        source = -1
+        with contextlib.suppress(OSError):  # each step without following a link (a worker's store)
+            folder = os.open(oid[:2], _FOLDER, dir_fd=self.store)
+            try:
+                source = os.open(oid[2:], _FILE, dir_fd=folder)
+            finally:
+                os.close(folder)
+        if source >= 0:
+            try:
+                return _inflated_blob(source, oid, self.algorithm)
+            finally:
+                os.close(source)
+        try:
+            return git_bytes(self.repo, "cat-file", "blob", oid)
+        except GitFailed:
+            return None
+
+
+def _inflated_blob(source: int, oid: str, algorithm: str) -> bytes | None:
+    """The body of the loose blob open at ``source`` if it hashes to ``oid`` and is no larger than a
+    ``.gitmodules`` may be (a larger one is returned cut at one byte past it, which the check refuses)."""
+    inflate = zlib.decompressobj()
+    digest = hashlib.new(algorithm)
+    data = bytearray()
+    try:
+        while not inflate.eof and (chunk := os.read(source, _CHUNK)):
+            piece = inflate.decompress(chunk, MAX_GITMODULES + _HEAD + 1 - len(data))
+            digest.update(piece)
+            data.extend(piece)
+            if len(data) > MAX_GITMODULES + _HEAD:
+                break
+    except (OSError, zlib.error):
+        return None
+    end = data.find(b"\0")
+    if end < 0 or not data.startswith(b"blob "):
+        return None
+    if len(data) > MAX_GITMODULES + _HEAD:
+        return bytes(data[end + 1 :])  # too large: refused as such, whatever it holds
+    if not inflate.eof or digest.hexdigest() != oid:
+        return None
+    return bytes(data[end + 1 :])
+
+
+def _take_folder(folder: int, prefix: str, host: Path, gitmodules: _Gitmodules, taken: Taken) -> None:
+    algorithm = gitmodules.algorithm
     width = hashlib.new(algorithm).digest_size * 2
 
     def an_object(name: str) -> bool:
@@ -183,7 +251,7 @@ def _take_folder(folder: int, prefix: str, host: Path, algorithm: str, taken: Ta
         oid = prefix + entry.name
         if not an_object(entry.name):
             continue
-        why = _take_loose(folder, entry.name, oid, host, algorithm)
+        why = _take_loose(folder, entry.name, oid, host, gitmodules)
         if why:
             taken.refused.append(f"{oid}: {why}")
         elif why is not None:
@@ -197,7 +265,7 @@ def _algorithm(repo: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() in ("sha1", "sha256") else "sha1"
 
 
-def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) -> str | None:
+def _take_loose(folder: int, name: str, oid: str, host: Path, gitmodules: _Gitmodules) -> str | None:
     """One loose object, checked as it is copied to a temporary file in the real store, then
     linked into place; "" when moved, None when it was gone by the time it was read (nothing to
     take), else why it was refused (it stays in the workers' store)."""
@@ -215,7 +283,7 @@ def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) ->
         if target.exists():
             _unlink(name, folder)  # the repository has it already
             return ""
-        why = _copy_checked(source, temp, oid, algorithm)
+        why = _copy_checked(source, temp, oid, gitmodules)
         if why:
             _unlink(name, folder)  # not the object it is named: never taken, so not kept either
             return why
@@ -231,12 +299,12 @@ def _take_loose(folder: int, name: str, oid: str, host: Path, algorithm: str) ->
         _unlink(temp)
 
 
-def _copy_checked(source: int, temp: Path, oid: str, algorithm: str) -> str:
+def _copy_checked(source: int, temp: Path, oid: str, gitmodules: _Gitmodules) -> str:
     """Copy ``source`` to ``temp`` as it is, inflating it on the way to check it: git's
     "<kind> <size>\\0<body>" whose hash is ``oid``. "" when it is that object, else why not.
     Inflated a bounded piece at a time: a small file that inflates to gigabytes costs no memory."""
     inflate = zlib.decompressobj()
-    digest = hashlib.new(algorithm)
+    digest = hashlib.new(gitmodules.algorithm)
     kept = bytearray()  # the first bytes inflated (the header is in them), all of a tree's
     total = 0
 
@@ -270,7 +338,8 @@ def _copy_checked(source: int, temp: Path, oid: str, algorithm: str) -> str:
     if kind == b"tree":
         if total > len(kept):
             return f"a tree larger than {MAX_TREE >> 20} MiB"
-        why = tree_problem(bytes(kept[end + 1 :]), digest.digest_size)
+        body = bytes(kept[end + 1 :])
+        why = tree_problem(body, digest.digest_size) or gitmodules.problem(body, digest.digest_size)
         return f"a tree git fsck refuses: {why}" if why else ""
     return ""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..workspace.filesystem import atomic_write, remove_at
 from .gitcmd import run_git
 from .gitwork import common_dir_of, linked_git_dir
-from .tree_checks import added_gitlinks
+from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, commit_problem
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
@@ -81,18 +81,18 @@ def follow(directory: Path, name: str, tip: str) -> None:
         atomic_write(record, f"{tip}\n".encode("ascii"), durable=False)
 
 
-def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") -> str:
+def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "", limits: BlobLimits = UNLIMITED) -> str:
     """Move ``ref`` (the worker's real branch) to where the worker moved its copy in the view of
     the worktree at ``directory``, if that commit adds no submodule (a gitlink) where ``base`` (the
-    commit the worker started from; "": not checked) had none. "" when done or nothing to do; else
-    why ``ref`` was left."""
+    commit the worker started from; "": not checked) had none, nor files larger than ``limits``
+    (inflated: git/tree_checks.py). "" when done or nothing to do; else why ``ref`` was left."""
     private = linked_git_dir(directory)
     view = _open_view(private, make=False) if private is not None else None
     if private is None:
         return ""
     if view is None:
         record = _in_place(private)
-        return _take_in_place(private, record, repo, ref, base) if record is not None and record.is_file() else ""
+        return _take_in_place(private, record, repo, ref, base, limits) if record is not None and record.is_file() else ""
     try:
         copy = _read(name, view)
     finally:
@@ -100,7 +100,7 @@ def take(directory: Path, repo: Path, name: str, ref: str, *, base: str = "") ->
     shown = _read(str(private / SHOWN))
     if copy == shown:
         return ""
-    why = _refused(repo, copy, shown, base, ref)
+    why = _refused(repo, copy, shown, base, ref, limits)
     if why:
         return why
     old = shown or "0" * len(copy)
@@ -117,7 +117,7 @@ def _in_place(private: Path) -> Path | None:
     return common / IN_PLACE / private.name if common is not None else None
 
 
-def _take_in_place(private: Path, record: Path, repo: Path, ref: str, base: str) -> str:
+def _take_in_place(private: Path, record: Path, repo: Path, ref: str, base: str, limits: BlobLimits) -> str:
     """:func:`take` where the worker moved the real branch (Landlock: its tree's ref folder is writable
     whole). Its move stands if :func:`take`'s checks pass and the branch's reflog, which only this
     worker's git and the orchestrator write (a sibling's sandbox cannot), ends at it: a sibling that
@@ -130,7 +130,7 @@ def _take_in_place(private: Path, record: Path, repo: Path, ref: str, base: str)
         copy = run_git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).stdout.strip()
     if copy == shown:
         return ""
-    why = _refused(repo, copy, shown, base, ref)
+    why = _refused(repo, copy, shown, base, ref, limits)
     if not why and _reflog_tip(common / "logs" / ref) != copy:
         why = f"its branch names {copy[:12]}, which its own git did not write there (its reflog does not end at it: another worker of its tree may have moved it): {ref} was put back"
     if not why:
@@ -176,9 +176,10 @@ def _reflog_tip(path: Path) -> str:
     return fields[1] if len(fields) > 1 else ""
 
 
-def _refused(repo: Path, copy: str, shown: str, base: str, ref: str) -> str:
+def _refused(repo: Path, copy: str, shown: str, base: str, ref: str, limits: BlobLimits) -> str:
     """Why the worker's move of its branch to ``copy`` is not taken ("": it is): not a commit, one
-    whose history the repository does not all have, or one that adds a submodule ``base`` lacked."""
+    whose history the repository does not all have, one that adds a submodule ``base`` lacked, files
+    larger than ``limits`` or a ``.gitmodules`` git fsck refuses."""
     if not _OID.fullmatch(copy):
         what = "gone" if not copy else repr(copy[:80])
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
@@ -199,7 +200,25 @@ def _refused(repo: Path, copy: str, shown: str, base: str, ref: str) -> str:
             f"{ref} was left where it was (a worker's checkout may hold a repository only where its base has one; "
             "remove its .git folder to commit its files)"
         )
+    why = commit_problem(repo, base, copy, limits) if base else ""
+    if why:
+        return f"its branch in its sandbox names {copy[:12]}, whose {why.removeprefix('its ')}: {ref} was left where it was"
     return ""
+
+
+def forget_broken(repo: Path, ref: str, private: Path) -> None:
+    """Drop from the reflogs of ``ref`` (a worker's branch) and of the HEAD of the worktree whose
+    private git dir is ``private`` every entry naming a commit whose objects the repository does not
+    all have (one refused on the way in, git/worker_objects.py): the worker's git wrote them in its
+    sandbox, and ``git fsck`` walks reflogs, so the repository would fail it (and a push to a remote
+    that checks objects). A log that is not a plain file (a worker's link) is removed, never read."""
+    common = common_dir_of(private)
+    logs = [common / "logs" / ref if common is not None else None, private / "logs" / "HEAD"]
+    for log in logs:
+        if log is not None and (log.is_symlink() or (log.exists() and not log.is_file())):
+            _remove(log.parent, log.name)
+    names = (ref, f"worktrees/{private.name}/HEAD")
+    run_git(repo, "reflog", "expire", "--stale-fix", "--expire=never", "--expire-unreachable=never", *names, check=False)
 
 
 def _shown(private: Path, tip: str) -> None:
@@ -257,7 +276,7 @@ def _write(folder: int, name: str, value: str) -> None:
         raise
 
 
-__all__ = ["SHOWN", "VIEW", "follow", "show", "take"]
+__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "show", "take"]
 
 
 # What git writes or follows in a worktree's private git dir on a commit, reset or ref move: a link a
