@@ -591,3 +591,61 @@ def test_quick_start_from_another_folder_passes_a_relative_config_to_its_server(
     out = run_script("quick-start.sh", "write a", "1", "30", env={**env, "ORCHESTRATOR_CONFIG": "other.yaml"}, cwd=elsewhere)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
+
+
+def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_again_once_it_is_back(home):
+    import sys
+
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    # Given a server running a job whose one worker sleeps 12 s, followed by `watch` (no terminal)
+    server = start()
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["sleep 12"]}, timeout=10
+    ).json()["job_id"]
+    watch = subprocess.Popen(
+        [str(ROOT / "orchestrator.sh"), "watch", job_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["progress"]["running"] == 1
+            )
+        )
+        time.sleep(1.0)  # watch is on the event stream
+        # When the server is SIGKILLed in the middle of the job, and started again 4 s later
+        server.kill()
+        server.wait(10)
+        time.sleep(4.0)
+        assert watch.poll() is None, "watch quit when its server died: " + watch.stdout.read() + watch.stderr.read()
+        server = start()
+        out, err = watch.communicate(timeout=90)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+        server.terminate()
+        server.wait(30)
+    # Then watch said once that it follows the files, picked the server up again and ended with the job
+    assert watch.returncode == 0, out + err
+    assert out.count(f"the server at {url} stopped answering; following the workspace files") == 1, out
+    assert f"the server at {url} answers again; following it" in out, out
+    assert f"Job {job_id} completed: 1/1 workers succeeded" in out, out
+    assert out.rstrip().endswith(f"(from {url})"), out
