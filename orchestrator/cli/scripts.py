@@ -344,6 +344,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     view = ProgressView()
     url, why = answering()
+    doc: Mapping[str, Any]
     while True:
         if url:
             try:
