@@ -118,10 +118,13 @@ def take(directory: Path, repo: Path) -> Taken:
     Workers may still run, and the store is theirs to write: every step goes through a folder
     opened without following a link (a folder of it turned into a link to another repository's
     objects would otherwise have them moved here, and deleted there)."""
-    taken = Taken()
     stores = stores_of(directory)
-    if stores is None:
-        return taken
+    return Taken() if stores is None else take_from(stores, repo)
+
+
+def take_from(stores: Stores, repo: Path) -> Taken:
+    """:func:`take`, for the stores of ``repo`` given as they are (no worktree to find them from)."""
+    taken = Taken()
     try:
         store = os.open(stores.workers, _FOLDER)
     except OSError:
@@ -145,6 +148,24 @@ def take(directory: Path, repo: Path) -> Taken:
                 os.close(folder)
     finally:
         os.close(store)
+    return taken
+
+
+def remove(stores: Stores, repo: Path) -> Taken | None:
+    """Remove the workers' store and the folder the sandbox shows the real one at, once no
+    sandboxed worker of the repository can need them (the caller knows): what the store still
+    holds is taken into the real store first, checked (a branch of the orchestrator's may point at
+    a commit only there), then both folders go. None: there was no store. The next sandboxed worker
+    makes them again (:func:`prepare`)."""
+    if not stores.workers.is_dir() and not stores.shown_at.is_dir():
+        return None
+    taken = take_from(stores, repo) if stores.workers.is_dir() and not stores.workers.is_symlink() else Taken()
+    parent = os.open(stores.workers.parent, _FOLDER)
+    try:
+        for folder in (stores.workers, stores.shown_at):
+            remove_at(parent, folder.name)  # a link is unlinked, never followed
+    finally:
+        os.close(parent)
     return taken
 
 
