@@ -649,3 +649,63 @@ def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_a
     assert f"the server at {url} answers again; following it" in out, out
     assert f"Job {job_id} completed: 1/1 workers succeeded" in out, out
     assert out.rstrip().endswith(f"(from {url})"), out
+
+
+@pytest.mark.parametrize("down", [2.5, 9.0])
+def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_kill(home, down):
+    """A 6 s worker timeout across a SIGKILLed server, down ``down`` seconds: back before the
+    deadline (it takes a second or two to start), the worker is stopped at about 6 s of its life,
+    not 6 s after the restart; back after
+    it, the worker is stopped at once, recorded as a timeout that says no server ran at its deadline."""
+    import sys
+
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+        .replace("workers:\n", "workers:\n  default_timeout: 6\n")
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    def task():
+        return requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["results"]["tasks"][0]
+
+    # Given a server running a worker that hangs, with a 6 s timeout
+    server = start()
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang"]}, timeout=10
+    ).json()["job_id"]
+    wait_until(lambda: task()["attempts"] == 1 and _tagged_with_prefix(f"{job_id}.") != [], what="the worker started")
+    began = time.time()
+    # When the server is SIGKILLed a second later and started again ``down`` seconds after that
+    time.sleep(1.0)
+    server.kill()
+    server.wait(10)
+    time.sleep(down)
+    assert _tagged_with_prefix(f"{job_id}.") != [], "the worker did not outlive its server"
+    restarted = time.time()
+    server = start()
+    try:
+        wait_until(lambda: _tagged_with_prefix(f"{job_id}.") == [], timeout=30, what="the worker stopped")
+        ended = time.time()
+        wait_until(lambda: task()["status"] == "timeout", timeout=30)
+        worker = task()
+    finally:
+        server.terminate()
+        server.wait(30)
+    # Then it ended by its timeout, measured from its own start
+    assert worker["exit_reason"].startswith("timed out after 6s"), worker
+    if down < 6:
+        assert ended - began < 9.0, f"stopped at {ended - began:.1f}s of its life (restart at {restarted - began:.1f}s)"
+    else:
+        assert ended - restarted < 5.0, f"stopped {ended - restarted:.1f}s after the restart, past its deadline"
+        assert "no server was running at its deadline; this one stopped it as it took the job over" in worker["exit_reason"]
+        assert worker["duration"] > 1 + down, worker
