@@ -656,7 +656,7 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
     """A 6 s worker timeout across a SIGKILLed server, down ``down`` seconds: back before the
     deadline (it takes a second or two to start), the worker is stopped at about 6 s of its life,
     not 6 s after the restart; back after
-    it, the worker is stopped at once, recorded as a timeout that says no server ran at its deadline."""
+    it, the worker is stopped at once, recorded as a timeout that says no server watched it at its deadline."""
     import sys
 
     tmp, port, env = home
@@ -691,8 +691,8 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
     server.wait(10)
     time.sleep(down)
     assert _tagged_with_prefix(f"{job_id}.") != [], "the worker did not outlive its server"
-    restarted = time.time()
     server = start()
+    ready = time.time()  # (a loaded machine may take seconds to start it)
     try:
         wait_until(lambda: _tagged_with_prefix(f"{job_id}.") == [], timeout=30, what="the worker stopped")
         ended = time.time()
@@ -704,8 +704,12 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
     # Then it ended by its timeout, measured from its own start
     assert worker["exit_reason"].startswith("timed out after 6s"), worker
     if down < 6:
-        assert ended - began < 9.0, f"stopped at {ended - began:.1f}s of its life (restart at {restarted - began:.1f}s)"
+        # (6 s after the restart would be ready + 6)
+        assert ended < max(began + 6.0, ready) + 3.0, f"stopped at {ended - began:.1f}s, server back at {ready - began:.1f}s"
     else:
-        assert ended - restarted < 5.0, f"stopped {ended - restarted:.1f}s after the restart, past its deadline"
-        assert "no server was running at its deadline; this one stopped it as it took the job over" in worker["exit_reason"]
+        assert ended - ready < 3.0, f"stopped {ended - ready:.1f}s after the restart, past its deadline"
+        assert (
+            "its deadline passed while no server watched it; the server stopped it as it took the job over"
+            in worker["exit_reason"]
+        )
         assert worker["duration"] > 1 + down, worker

@@ -570,8 +570,8 @@ class Attempts:
             why = f"timed out after {self.config.default_timeout:g}s (ended by {how})"
             if self._overdue and rung:
                 why = (
-                    f"timed out after {self.config.default_timeout:g}s (ended by {how} at {duration:.1f}s: no server was "
-                    "running at its deadline; this one stopped it as it took the job over)"
+                    f"timed out after {self.config.default_timeout:g}s (ended by {how} at {duration:.1f}s: its deadline "
+                    "passed while no server watched it; the server stopped it as it took the job over)"
                 )
             self._log(f"===== attempt {attempt.number} {why} =====")
             outcome = Outcome(
