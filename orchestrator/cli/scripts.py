@@ -364,8 +364,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 "(the job ran in another folder's server): follow it again once that server answers"
             ) from None
         if isinstance(found, str):
+            view.note(f"the server at {found} answers{' again' if url == found else ''}; following it")
             url = found
-            view.note(f"the server at {url} answers again; following it")
             continue
         doc, source = found, f"from the workspace files ({why})"
         break
