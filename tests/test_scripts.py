@@ -650,7 +650,11 @@ def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_a
             watch.wait()
         server.terminate()
         server.wait(30)
-    out, err = "".join(lines), watch.stderr.read()
+        reader.join(timeout=10)
+        err = watch.stderr.read()
+        watch.stdout.close()
+        watch.stderr.close()
+    out = "".join(lines)
     # Then watch said once that it follows the files, picked the server up again and ended with the job
     assert watch.returncode == EXIT_BY_STATUS["cancelled"], out + err
     assert out.count(f"the server at {url} stopped answering; following the workspace files") == 1, out
