@@ -104,3 +104,63 @@ def test_set_says_what_the_running_server_does_with_each_change(tmp_path):
         assert "reads workers.max_disk_mb only at start: restart to apply: ./orchestrator.sh restart-server" in later.stdout
     finally:
         subprocess.run([str(ROOT / "orchestrator.sh"), "stop-server"], env=env, capture_output=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_a_changed_sandbox_backend_runs_the_next_job_without_a_restart(tmp_path):
+    """config set said the server applies workers.sandbox_backend to its next job, while the
+    backend probed at the server's start ran every job until a restart."""
+    import sys
+
+    import requests
+
+    from orchestrator.process.backends import probe
+
+    from .conftest import FAKE_CLI
+
+    if not (probe(backend="bubblewrap").available and probe(backend="landlock").available):
+        pytest.skip("needs both bubblewrap and Landlock on this machine")
+    port = free_port()
+    (tmp_path / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
+        f'orchestrator:\n  worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]\n'
+        'workers:\n  sandbox: "on"\n  sandbox_backend: bubblewrap\n'
+    )
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}
+    env.pop("ORCHESTRATOR_CONFIG", None)
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def run_job() -> dict:
+        job_id = requests.post(f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["ok"]}, timeout=30)
+        assert job_id.status_code < 300, job_id.text
+        doc = requests.get(f"{url}/api/v1/jobs/{job_id.json()['job_id']}/wait?timeout=60", headers=headers, timeout=90).json()
+        assert doc["status"] == "completed", doc
+        return doc
+
+    try:
+        started = subprocess.run(
+            [str(ROOT / "orchestrator.sh"), "start-server", "--url"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        # Given a server whose workers run under bubblewrap
+        first = run_job()
+        assert first["results"]["tasks"][0]["sandbox"] == "bubblewrap", first
+        # When the backend is changed with config set, which says the next job takes it
+        said = orch(tmp_path, "set", "workers.sandbox_backend", "landlock")
+        assert "applies it to its next job (no restart needed)" in said.stdout, said.stdout + said.stderr
+        # Then the next job's worker runs under Landlock, and the job's notes say so
+        second = run_job()
+        assert second["results"]["tasks"][0]["sandbox"] == "landlock", second
+        assert any("workers run sandboxed (Landlock" in note for note in second["notes"]), second["notes"]
+        assert any("applied to new jobs: workers.sandbox_backend" in note for note in second["notes"]), second["notes"]
+    finally:
+        subprocess.run([str(ROOT / "orchestrator.sh"), "stop-server"], env=env, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("key", ["git.port_range", "git.approval_link_ttl", "tasks.lock_lease", "tasks.lock_timeout"])
+def test_a_key_the_server_builds_something_from_at_its_start_is_one_to_restart_for(key):
+    """The port pool, the approval links' signer and the path lock tables are made once, when the
+    server starts: a change to these keys was said to apply to the next job, and never did."""
+    from orchestrator.config.live import needs_restart
+
+    assert needs_restart(*key.split(".", 1))

@@ -181,3 +181,47 @@ def test_a_result_landed_in_the_users_branch_ends_its_worktrees_at_once_and_stat
     assert sorted(held["branches"]) == [f"orchestrator/{other}/result", f"orchestrator/{other}/worker_1"]
     released = json.loads(cli(served, "status", job_id, "--json").stdout)["held"]
     assert released["worktrees"] == [] and released["worktrees_go"].startswith("its result is in feature")
+
+
+def test_prune_results_deletes_finished_jobs_result_branches_and_the_last_delete_drops_the_workers_store(served):
+    from .helpers.worktree import user_env
+
+    host = served.host
+    store = host / ".git" / "orchestrator-objects"
+    # Given three finished jobs (one's result kept on a branch of the user's), a running one, and
+    # a user's repository with a stash, a branch and a change in the working tree
+    done = quick_jobs(served, 3)
+    live, live_dir = running(served)
+    assert store.is_dir(), "the sandboxed workers wrote no object store: nothing to prove"
+    git(host, "branch", "mine", f"orchestrator/{done[0]}/result")
+    (host / "app.py").write_text("print('stashed')\n")
+    git(host, "stash", "-q", env=user_env())
+    (host / "app.py").write_text("print('being edited')\n")
+    before = snapshot(host, served.folder)
+
+    # When prune --results runs dry, then with --yes
+    dry = cli(served, "prune", "--older-than", "0s", "--results")
+    assert dry.returncode == 0, dry.stderr
+    lines = {line.split()[0]: line for line in dry.stdout.splitlines() if line.startswith("  orchestrator/")}
+    assert sorted(lines) == sorted(f"orchestrator/{j}/result" for j in done), dry.stdout
+    assert "in mine" in lines[f"orchestrator/{done[0]}/result"] and "WARNING" not in lines[f"orchestrator/{done[0]}/result"]
+    assert all("WARNING: merged into no branch" in lines[f"orchestrator/{j}/result"] for j in done[1:]), dry.stdout
+    assert "dry run: nothing deleted" in dry.stdout and len(ours(host)) == 2 * 3 + 1
+    yes = cli(served, "prune", "--older-than", "0s", "--results", "--yes")
+    assert yes.returncode == 0, yes.stdout + yes.stderr
+
+    # Then only the running job's branch is left, the store stays while that job runs, and nothing
+    # of the user's changed (their branch keeps the work it had)
+    assert ours(host) == [f"orchestrator/{live}/worker_1"], yes.stdout
+    assert all(f"deleted branch orchestrator/{j}/result" in yes.stdout for j in done), yes.stdout
+    assert store.is_dir() and "object store" not in yes.stdout
+    assert snapshot(host, served.folder) == before
+    # And deleting the last job (through the API, as the dashboard does) removes the store
+    assert served.call("POST", f"/api/v1/jobs/{live}/cancel").status_code < 300
+    wait_until(lambda: served.call("GET", f"/api/v1/jobs/{live}/status").json()["status"] == "cancelled")
+    deleted = served.call("DELETE", f"/api/v1/jobs/{live}")
+    assert deleted.status_code < 300, deleted.text
+    assert not store.exists() and not (host / ".git" / "orchestrator-host-objects").exists()
+    assert git(host, "fsck", "--connectivity-only", "--no-dangling") == ""  # no ref lost an object with it
+    assert snapshot(host, served.folder) == before
+    assert not live_dir.exists()

@@ -141,6 +141,23 @@ def test_on_a_terminal_the_tree_is_redrawn_in_place(monkeypatch):
     assert out.getvalue()[len(first) :].startswith("\x1b[9F\x1b[J[")
 
 
+def test_a_note_stays_above_the_tree_on_a_terminal(monkeypatch):
+    """watch's note that its server stopped answering is not drawn over by the next picture."""
+    monkeypatch.setattr(progress, "REFRESH", 0)
+    jobs, workers = small_tree()
+    out = io.StringIO()
+    view = ProgressView(out, tty=True, size=(100, 30))
+    view.update(jobs, workers)
+    view.note("the server at http://127.0.0.1:1 stopped answering; following the workspace files")
+    noted = out.getvalue()
+    assert noted.endswith("stopped answering; following the workspace files\n")
+    view.update(jobs, workers)
+    after = out.getvalue()[len(noted) :]
+    assert "\x1b[" not in after and len(after.splitlines()) == 9  # drawn below the note, not up over it
+    view.update(jobs, workers)
+    assert out.getvalue()[len(noted) + len(after) :].startswith("\x1b[9F\x1b[J[")
+
+
 def test_the_tree_fits_the_terminal_height(monkeypatch):
     jobs, workers = small_tree()
     out = io.StringIO()

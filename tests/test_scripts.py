@@ -7,10 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 import requests
+
+from orchestrator.errors import EXIT_BY_STATUS
 
 from .conftest import API_KEY, FAKE_CLI, ROOT, wait_until
 from .helpers.scripts import free_port
@@ -591,3 +594,134 @@ def test_quick_start_from_another_folder_passes_a_relative_config_to_its_server(
     out = run_script("quick-start.sh", "write a", "1", "30", env={**env, "ORCHESTRATOR_CONFIG": "other.yaml"}, cwd=elsewhere)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"started this folder's API server at http://127.0.0.1:{port}" in out.stdout
+
+
+def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_again_once_it_is_back(home):
+    import sys
+
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    # Given a server running a job whose one worker hangs, followed by `watch` (no terminal)
+    server = start()
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang"]}, timeout=10
+    ).json()["job_id"]
+    watch = subprocess.Popen(
+        [str(ROOT / "orchestrator.sh"), "watch", job_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        # (the job's own events come through the API only: watch follows the server)
+        wait_until(lambda: any("planned 1 subtask(s)" in line for line in lines), what="watch following the API")
+        # When the server is SIGKILLed in the middle of the job, and started again 4 s later
+        server.kill()
+        server.wait(10)
+        wait_until(lambda: watch.poll() is not None or any("stopped answering" in line for line in lines), what="watch's note")
+        time.sleep(4.0)
+        assert watch.poll() is None, "watch quit when its server died: " + "".join(lines) + watch.stderr.read()
+        server = start()
+        # and, once watch follows it again, the job is cancelled (its end, whenever the server came back)
+        wait_until(lambda: any("answers again" in line for line in lines), timeout=30, what="watch back on the API")
+        requests.post(f"{url}/api/v1/jobs/{job_id}/cancel", headers=headers, timeout=10)
+        watch.wait(timeout=90)
+        reader.join(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        server.terminate()
+        server.wait(30)
+        reader.join(timeout=10)
+        err = watch.stderr.read()
+        watch.stdout.close()
+        watch.stderr.close()
+    out = "".join(lines)
+    # Then watch said once that it follows the files, picked the server up again and ended with the job
+    assert watch.returncode == EXIT_BY_STATUS["cancelled"], out + err
+    assert out.count(f"the server at {url} stopped answering; following the workspace files") == 1, out
+    assert out.count(f"the server at {url} answers again; following it") == 1, out
+    assert f"Job {job_id} cancelled" in out, out
+    assert out.rstrip().endswith(f"(from {url})"), out
+
+
+@pytest.mark.parametrize("down", [2.5, 9.0])
+def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_kill(home, down):
+    """A 6 s worker timeout across a SIGKILLed server, down ``down`` seconds: back before the
+    deadline (it takes a second or two to start), the worker is stopped at about 6 s of its life,
+    not 6 s after the restart; back after
+    it, the worker is stopped at once, recorded as a timeout that says no server watched it at its deadline."""
+    import sys
+
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+        .replace("workers:\n", "workers:\n  default_timeout: 6\n")
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    def task():
+        return requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["results"]["tasks"][0]
+
+    # Given a server running a worker that hangs, with a 6 s timeout
+    server = start()
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang"]}, timeout=10
+    ).json()["job_id"]
+    wait_until(lambda: task()["attempts"] == 1 and _tagged_with_prefix(f"{job_id}.") != [], what="the worker started")
+    began = time.time()
+    # When the server is SIGKILLed a second later and started again ``down`` seconds after that
+    time.sleep(1.0)
+    server.kill()
+    server.wait(10)
+    time.sleep(down)
+    assert _tagged_with_prefix(f"{job_id}.") != [], "the worker did not outlive its server"
+    server = start()
+    ready = time.time()  # (a loaded machine may take seconds to start it)
+    try:
+        wait_until(lambda: _tagged_with_prefix(f"{job_id}.") == [], timeout=30, what="the worker stopped")
+        ended = time.time()
+        wait_until(lambda: task()["status"] == "timeout", timeout=30)
+        worker = task()
+    finally:
+        server.terminate()
+        server.wait(30)
+    # Then it ended by its timeout, measured from its own start
+    assert worker["exit_reason"].startswith("timed out after 6s"), worker
+    if down < 6:
+        # (6 s after the restart would be ready + 6)
+        assert ended < max(began + 6.0, ready) + 3.0, f"stopped at {ended - began:.1f}s, server back at {ready - began:.1f}s"
+    else:
+        assert ended - ready < 3.0, f"stopped {ended - ready:.1f}s after the restart, past its deadline"
+        assert (
+            "its deadline passed while no server watched it; the server stopped it as it took the job over"
+            in worker["exit_reason"]
+        )
+        assert worker["duration"] > 1 + down, worker

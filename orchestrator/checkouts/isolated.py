@@ -17,7 +17,7 @@ from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
 from .bootstrap import EnvFor
 from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout, RemoveTree
-from .retiring import prune_stale, remove_worktrees
+from .retiring import drop_workers_store, prune_stale, remove_worktrees
 from .worktree import WorktreeCheckout
 
 log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
@@ -84,11 +84,12 @@ class IsolatedCheckout(Checkout):
 
     def remove_tree(self, root_id: str, all_branches: bool = False) -> None:
         """A deleted job's worktrees and branches go (never a ref outside its prefix; its
-        result branch only with ``all_branches``)."""
+        result branch only with ``all_branches``); with the last job, the workers' object store."""
         try:
             worktrees = self._worktree_for()
             remove_worktrees(worktrees.repo, worktrees.settings, worktrees.workspace, root_id, all_branches)
-        except (GitFailed, OrchestratorError):
+            drop_workers_store(worktrees.repo, worktrees.settings, worktrees.workspace)
+        except (GitFailed, OrchestratorError, OSError):
             log.warning("could not remove the worktrees of job tree %s", root_id, exc_info=True)
 
     def prune_stale(self) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import OrchestratorError
-from ..git import gitrefs
+from ..git import gitrefs, worker_objects
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
 from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
@@ -250,3 +250,37 @@ def _inside(path: str, folder: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def store_in_use(repo: Path, settings: Settings, workspace: Workspace, leaving: frozenset[str] = frozenset()) -> str | None:
+    """Why the sandboxed workers' object store of the repository (git/worker_objects.py) is still
+    needed, or None: no job tree is left in this workspace (but those in ``leaving``, about to be
+    deleted) and no worktree of the repository is on a branch under the prefix (another folder's
+    jobs may share the repository)."""
+    left = [root_id for root_id in workspace.root_ids() if root_id not in leaving]
+    if left:
+        return f"{len(left)} job tree(s) remain in {workspace.root}"
+    prefix = "refs/heads/" + settings.git.branch_prefix
+    busy = [e["worktree"] for e in worktree_list(repo) if e.get("branch", "").startswith(prefix)]
+    return f"{len(busy)} worktree(s) of the repository are the orchestrator's ({busy[0]} ...)" if busy else None
+
+
+def workers_store(repo: Path) -> Path | None:
+    """The workers' object store in the repository's git dir, if there is one."""
+    stores = worker_objects.stores_at(common_dir(repo))
+    return stores.workers if stores.workers.is_dir() or stores.shown_at.is_dir() else None
+
+
+def drop_workers_store(repo: Path, settings: Settings, workspace: Workspace) -> bool:
+    """Remove the sandboxed workers' object store from the repository's git dir
+    (``.git/orchestrator-objects`` and the folder the sandbox shows the real store at) once no job
+    uses it (``store_in_use``). What it still holds is taken into the repository's store first.
+    True when removed."""
+    with repo_lock(repo):
+        if workers_store(repo) is None or store_in_use(repo, settings, workspace) is not None:
+            return False
+        taken = worker_objects.remove(worker_objects.stores_at(common_dir(repo)), repo)
+    if taken is not None and taken.refused:
+        log.warning("the workers' object store of %s held objects that fail git's checks, dropped: %s", repo, taken.refused)
+    log.info("removed the sandboxed workers' object store of %s: no job uses it any more", repo)
+    return taken is not None

@@ -233,11 +233,19 @@ def _add_late_commands(sub: Any) -> None:
         description="A dry run by default: lists the job trees, worktrees, branches and bytes it would remove. "
         "Worktrees of finished jobs go once their result is in the branch you named (merge_into) or "
         "git.keep_worktrees_days after they ended (their branches stay); with --older-than, finished job trees "
-        "that ended that long ago go whole (their worker branches too; result branches stay). A running tree, "
-        "your checkout and any ref outside the branch prefix are never touched.",
+        "that ended that long ago go whole (their worker branches too; result branches stay); with --results, the "
+        "result branches of finished jobs and of job trees deleted before go too (one merged nowhere else is "
+        "listed with a warning). The workers' object store (.git/orchestrator-objects) goes once no job uses it. "
+        "A running tree, your checkout, a branch a job names as merge_into and any ref outside the branch prefix "
+        "are never touched.",
     )
     prune.add_argument(
         "--older-than", metavar="AGE", help="also delete finished job trees that ended this long ago: 0s, 30m, 12h, 7d, 2w"
+    )
+    prune.add_argument(
+        "--results",
+        action="store_true",
+        help="also delete the result branches (<prefix><job>/result) of finished jobs and of job trees already deleted",
     )
     prune.add_argument("--status", metavar="LIST", help="comma-separated: completed,partial,failed,cancelled (default: all)")
     prune.add_argument("--yes", action="store_true", help="do it (without it: a dry run that only lists)")

@@ -333,6 +333,7 @@ class ProgressView:
         # Records only (the status document says it itself): how long a running worker has been
         # silent ("no output for 73 s"); None: not shown. ``watch`` from the files sets it.
         self.silence: Quiet | None = None
+        self.last_event: int | None = None  # API path: the last event shown; a follower that comes back resumes after it
 
     # records: ``run`` and ``watch`` without a server
     def update(self, jobs: list[JobRecord], workers: list[WorkerRecord], job_id: str | None = None) -> None:
@@ -376,6 +377,13 @@ class ProgressView:
         who = f"depth_{data['depth']}_{data['worker']}" if data.get("worker") else f"job {data['job_id']}"
         self.stream.write(f"[{self._elapsed()}] {who:<28} {data['status']:<18} {data.get('message', '')}\n")
         self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A line about the following itself (where the picture comes from now), kept above the
+        tree: the next picture is drawn below it rather than over it."""
+        self.stream.write(f"[{self._elapsed()}] {text}\n")
+        self.stream.flush()
+        self._drawn = 0
 
     def draw(self, tree: JobNode, *, force: bool = False) -> None:
         """Redraw the tree in place (a TTY only), at most every REFRESH seconds unless forced."""

@@ -10,7 +10,10 @@ the branches and bytes that would go, and changes nothing. ``--yes`` does it:
 - the worktrees of other finished jobs whose lifetime is over (retention/lifetime.py: their result is in
   the branch the user named, or ``git.keep_worktrees_days`` passed) go, their branches stay;
 - git's entries of this workspace's worktrees whose folders are gone are dropped
-  (retiring.prune_stale), so ``git worktree list`` shows none left behind.
+  (retiring.prune_stale), so ``git worktree list`` shows none left behind;
+- with ``--results``, the result branches of finished jobs and of trees deleted before go
+  (retention/results.py: one merged nowhere else is listed with a warning that its work is only there);
+- the sandboxed workers' object store (``.git/orchestrator-objects``) goes once no job uses it.
 
 A running tree is never touched, nor a ref outside the branch prefix, nor the host's checkout.
 """
@@ -19,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from ..config import load_settings
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..checkouts.retiring import prune_stale
+    from ..checkouts.retiring import drop_workers_store, prune_stale
     from ..retention import lifetime
     from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
+    from ..retention.results import delete as delete_results
     from ..workspace.layout import Workspace
     from .scripts import server_client
 
@@ -65,7 +70,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 f"{len(waiting)} other job tree(s) keep their worktrees (running, or their lifetime is not over: "
                 f"{lifetime.KEEP_KEY} is {settings.git.keep_worktrees_days:g}); --older-than AGE deletes finished ones (0s: all)"
             )
-    if not (trees or due):
+    results = _list_results(repo, settings, workspace, statuses) if args.results else []
+    store = _list_store(repo, settings, workspace, frozenset(c.root_id for c in trees))
+    if not (trees or due or results or store):
         return 0
     if not args.yes:
         print("dry run: nothing deleted. Run again with --yes to delete them.")
@@ -86,7 +93,44 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if trees:
         where = f"through the server at {client.api_url}" if client else "from the workspace (no server answered)"
         print(f"deleted {len(trees) - kept} job tree(s) {where}; kept {kept}.")
+    if repo is not None and results:
+        for line in delete_results(repo, results):
+            print(line)
+    if repo is not None and store is not None and drop_workers_store(repo, settings, workspace):
+        print(f"removed the workers' object store {store} (no job uses it)")
     return 0 if not kept else 1
+
+
+def _list_results(repo: Path | None, settings: Any, workspace: Any, statuses: tuple[str, ...]) -> list[Any]:
+    """``--results``: the result branches that would go, printed, with the ones kept and why."""
+    from ..retention.results import finished_results
+
+    if repo is None:
+        print("--results: no git repository holds this workspace's jobs: no result branch to delete")
+        return []
+    results, kept = finished_results(repo, settings, workspace, statuses)
+    if results:
+        print("result branches to delete (their jobs ended, or their trees were deleted):")
+    for branch in results:
+        print(f"  {branch.line()}")
+    if kept:
+        print("result branches kept:")
+    for why in kept:
+        print(f"  {why}")
+    if not results:
+        print("no result branch to delete")
+    return results
+
+
+def _list_store(repo: Path | None, settings: Any, workspace: Any, leaving: frozenset[str]) -> Path | None:
+    """The workers' object store, printed, when it goes with this prune (no job will use it)."""
+    from ..checkouts.retiring import store_in_use, workers_store
+
+    store = workers_store(repo) if repo is not None else None
+    if repo is None or store is None or store_in_use(repo, settings, workspace, leaving) is not None:
+        return None
+    print(f"the workers' object store to remove (no job uses it): {store}")
+    return store
 
 
 def _delete_via_server(client: Any, root_id: str) -> str | None:

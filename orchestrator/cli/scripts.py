@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ RET_NO_CHANGES = 6  # a worktree job that ended completed or partial, but no wor
 RET_RUNNING = 8  # the job has not ended: pending or running (check-status and status, which do not wait)
 SERVER_START_TIMEOUT = 20.0
 TREE_REFRESH = 0.5  # seconds between two pictures of the tree when following a job
+SERVER_LOOK = 2.0  # seconds between two looks for a server that answers again, while ``watch`` reads the files
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -265,9 +266,10 @@ def follow_api(client: Any, job_id: str, view: Any) -> dict[str, Any]:
     doc = client.status(job_id)
     if doc["status"] == JobStatus.WAITING:  # its stream would end only once someone decides
         return doc
-    for event in client.events(job_id):
+    for event in client.events(job_id, view.last_event):
         if event["event"] == EventType.END:
             break
+        view.last_event = event["id"]
         view.event(event["data"])
         data = event["data"]
         if data.get("job_id") == job_id and data.get("status") == JobStatus.WAITING:
@@ -279,8 +281,12 @@ def _at_rest(doc: dict[str, Any]) -> bool:
     return doc["status"] in EXIT_BY_STATUS or doc["status"] == JobStatus.WAITING
 
 
-def follow_files(settings: Settings, job_id: str, view: Any) -> Mapping[str, Any]:
-    """Follow a job from its workspace files (no server answering) until it ends."""
+def follow_files(
+    settings: Settings, job_id: str, view: Any, server_back: Callable[[], str | None] | None = None
+) -> Mapping[str, Any] | str:
+    """Follow a job from its workspace files (no server answering) until it ends: its final status
+    document. ``server_back``, asked every SERVER_LOOK seconds: the URL of a server that answers
+    for the job again; returned as soon as there is one (the caller follows it instead)."""
     from ..reports.status_document import Silence, job_status
     from ..workspace.ids import root_of
     from ..workspace.layout import Workspace
@@ -289,11 +295,17 @@ def follow_files(settings: Settings, job_id: str, view: Any) -> Mapping[str, Any
     workspace.load_job(job_id)  # JobNotFound, with its message, when there is no such job
     root = root_of(job_id)
     view.silence = Silence(workspace.job_dir(root), settings.workers.quiet_after).words
+    looked = time.monotonic()
     while True:
         jobs, workers = workspace.load_tree(root)
         view.update(jobs, workers, job_id)
         if next(j for j in jobs if j.id == job_id).status.at_rest:
             return job_status(job_id, jobs, workers, workspace.job_dir(root))
+        if server_back is not None and time.monotonic() - looked >= SERVER_LOOK:
+            looked = time.monotonic()
+            url = server_back()
+            if url:
+                return url
         time.sleep(TREE_REFRESH)
 
 
@@ -307,32 +319,71 @@ def _server_for(args: argparse.Namespace, settings: Settings) -> tuple[str | Non
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """A job's tree, live, until it ends: from the API when a server answers, else from the files."""
+    """A job's tree, live, until it ends: from the API when a server answers, else from the files.
+    A server that stops answering meanwhile (killed, stopped, restarting) is said once, and the
+    files are followed instead; once a server answers for the job again, it is followed again."""
     from ..api.client import OrchestratorClient
-    from ..errors import ServerUnreachable
+    from ..errors import JobNotFound, ServerUnreachable, Unavailable
     from ..workspace.ids import validate_job_id
     from .progress import ProgressView
 
     settings = _settings(args)
     job_id = validate_job_id(args.job_id)
-    url, why = _server_for(args, settings)
     key = settings.api.api_key or "-"
-    view = ProgressView()
-    if url:
+
+    def answering() -> tuple[str | None, str]:
+        url, why = _server_for(args, settings)
+        if url and not _answers(OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5), job_id):
+            return None, f"no server answering at {url}"
+        return url, why
+
+    def back() -> str | None:  # asked while the files are followed
         try:
-            OrchestratorClient(api_url=url, api_key=key, retries=0, timeout=5).status(job_id)
-        except ServerUnreachable:
-            url, why = None, f"no server answering at {url}"
+            return answering()[0]
+        except JobNotFound:  # another server on that port, which knows nothing of the job
+            return None
+
+    view = ProgressView()
+    url, why = answering()
     doc: Mapping[str, Any]
-    if url:
-        doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
-        source = f"from {url}"
-    else:
-        doc = follow_files(settings, job_id, view)
-        source = f"from the workspace files ({why})"
+    while True:
+        if url:
+            try:
+                doc = follow_api(OrchestratorClient(api_url=url, api_key=key), job_id, view)
+                source = f"from {url}"
+                break
+            except (ServerUnreachable, Unavailable):
+                why = f"the server at {url} stopped answering"
+                view.note(f"{why}; following the workspace files")
+        try:
+            found = follow_files(settings, job_id, view, server_back=back)
+        except JobNotFound:
+            if not url:
+                raise
+            raise ServerUnreachable(
+                f"{why}, and {settings.workspace_root} holds no job {job_id} to follow instead "
+                "(the job ran in another folder's server): follow it again once that server answers"
+            ) from None
+        if isinstance(found, str):
+            view.note(f"the server at {found} answers{' again' if url == found else ''}; following it")
+            url = found
+            continue
+        doc, source = found, f"from the workspace files ({why})"
+        break
     view.finish(doc, table=True)
     print(f"({source})")
     return exit_code(doc)
+
+
+def _answers(client: Any, job_id: str) -> bool:
+    """Whether the server behind ``client`` answers for ``job_id`` now (one try, no retries)."""
+    from ..errors import ServerUnreachable, Unavailable
+
+    try:
+        client.status(job_id)
+    except (ServerUnreachable, Unavailable):
+        return False
+    return True
 
 
 def cmd_check_status(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ environment and overrides) and compared key by key with the server's settings:
   the server's settings at once, so the next job uses them (a running job's next attempt too, for
   the keys a worker reads as it starts);
 - keys read once when the server starts (``RESTART_KEYS``: the API's port, key and threads, the
-  workspace, the sandbox, logging, the database, the executor, webhooks, the resource monitor's
-  caps) are not applied: the server logs them and the submitter is told to restart;
+  workspace, the sandbox (but its backend), logging, the database, the executor, webhooks, the
+  resource monitor's caps, the worktree port range, the approval links' lifetime, the path locks'
+  lease and wait) are not applied: the server logs them and the submitter is told to restart;
 - a file that no longer loads changes nothing: the server keeps every setting it has and says
   what is wrong, until the file is fixed.
 
@@ -60,7 +61,10 @@ RESTART_KEYS: dict[str, frozenset[str] | None] = {
             "quiet_after",
         }
     ),
-    "git": frozenset({"repo"}),
+    # The port pool (checkouts/bootstrap.py), the signed approval links' lifetime (webhooks/sending.py)
+    # and the path lock tables (cluster/distribution.py) are built once, at the server's start.
+    "git": frozenset({"repo", "port_range", "approval_link_ttl"}),
+    "tasks": frozenset({"lock_lease", "lock_timeout"}),
 }
 
 

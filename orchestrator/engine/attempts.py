@@ -157,6 +157,7 @@ class Attempts:
         self.known_changes: Changes | None = None
         self.step_retries: dict[str, int] = {}  # retries spent per step with a budget of its own
         self.handle: AttemptHandle | None = None
+        self._overdue = False  # the attempt being waited for was past its deadline when the wait began
         self.abort_reason: str | None = None  # set by the resource monitor: a cap was breached
         # Changes to the record waiting for this thread's next ``tables.locked()`` section (run by
         # ``apply_deferred``): each section is a hand-off between every worker's thread, so an
@@ -462,6 +463,9 @@ class Attempts:
         # From the attempt's start, which for a re-adopted attempt was before this server started.
         clock = self.clock
         deadline = clock.monotonic() + self.config.default_timeout - max(0.0, clock.time() - attempt.started_at)
+        # Past its deadline before this wait began: a re-adopted attempt whose deadline came while no
+        # server ran (stopped, or killed and not yet started again). It is stopped at once, and said so.
+        self._overdue = deadline <= clock.monotonic() and not self.handle.queued
         reason = EndReason.EXIT
         code = None
         while code is None:
@@ -586,6 +590,11 @@ class Attempts:
                 f"its own exit after {duration:.1f}s, seen later" if duration > self.config.default_timeout else "exit"
             )
             why = f"timed out after {self.config.default_timeout:g}s (ended by {how})"
+            if self._overdue and rung:
+                why = (
+                    f"timed out after {self.config.default_timeout:g}s (ended by {how} at {duration:.1f}s: its deadline "
+                    "passed while no server watched it; the server stopped it as it took the job over)"
+                )
             self._log(f"===== attempt {attempt.number} {why} =====")
             # Waiting on a connection its proxy refused is no question of time: the record says which.
             advice = network_words(network) or "Raise default_timeout if the subtask needs longer"

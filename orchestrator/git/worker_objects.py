@@ -124,10 +124,7 @@ def take(directory: Path, repo: Path) -> Taken:
     opened without following a link (a folder of it turned into a link to another repository's
     objects would otherwise have them moved here, and deleted there)."""
     stores = stores_of(directory)
-    if stores is None:
-        return Taken()
-    with _one_at_a_time(stores.workers):
-        return _take_store(stores, repo)
+    return Taken() if stores is None else take_from(stores, repo)
 
 
 _HELD: dict[str, threading.Lock] = {}
@@ -142,6 +139,12 @@ def _one_at_a_time(store: Path) -> Iterator[None]:
         held = _HELD.setdefault(os.path.abspath(store), threading.Lock())
     with held:
         yield
+
+
+def take_from(stores: Stores, repo: Path) -> Taken:
+    """:func:`take`, for the stores of ``repo`` given as they are (no worktree to find them from)."""
+    with _one_at_a_time(stores.workers):
+        return _take_store(stores, repo)
 
 
 def _take_store(stores: Stores, repo: Path) -> Taken:
@@ -237,6 +240,24 @@ def _inflated_blob(source: int, oid: str, algorithm: str) -> bytes | None:
     if not inflate.eof or digest.hexdigest() != oid:
         return None
     return bytes(data[end + 1 :])
+
+
+def remove(stores: Stores, repo: Path) -> Taken | None:
+    """Remove the workers' store and the folder the sandbox shows the real one at, once no
+    sandboxed worker of the repository can need them (the caller knows): what the store still
+    holds is taken into the real store first, checked (a branch of the orchestrator's may point at
+    a commit only there), then both folders go. None: there was no store. The next sandboxed worker
+    makes them again (:func:`prepare`)."""
+    if not stores.workers.is_dir() and not stores.shown_at.is_dir():
+        return None
+    taken = take_from(stores, repo) if stores.workers.is_dir() and not stores.workers.is_symlink() else Taken()
+    parent = os.open(stores.workers.parent, _FOLDER)
+    try:
+        for folder in (stores.workers, stores.shown_at):
+            remove_at(parent, folder.name)  # a link is unlinked, never followed
+    finally:
+        os.close(parent)
+    return taken
 
 
 def _take_folder(folder: int, prefix: str, host: Path, gitmodules: _Gitmodules, taken: Taken) -> None:

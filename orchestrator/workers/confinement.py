@@ -59,7 +59,7 @@ GIT_VIEW = ".git-view"  # in a tree's folder of the workspace: where a project v
 
 class Confinement:
     """The sandbox of every process that runs a worker's code. Cheap to build: the machine is
-    probed once per process (backends.probe)."""
+    probed once per process and backend (backends.probe)."""
 
     def __init__(
         self, settings: Settings, workspace: Workspace, *, announce: bool = False, configs: CliConfigs | None = None
@@ -72,24 +72,37 @@ class Confinement:
         self.settings = settings
         self.workspace = workspace
         self.configs = configs if configs is not None else CliConfigs({})
-        w = settings.workers
-        self.support = probe(backend=w.sandbox_backend)
-        self.network = SandboxNetwork(w.sandbox_network)
-        self.decision = self.decide(w.sandbox)
+        self._decided: tuple[tuple[str, str, str], Decision] | None = None
+        decision = self.decision
         if announce:
-            (log.info if self.decision.spec is not None else log.warning)("%s", self.decision.note)
+            (log.info if decision.spec is not None else log.warning)("%s", decision.note)
+
+    @property
+    def decision(self) -> Decision:
+        """The server's decision, for the workers settings as they are now: config.yaml is live
+        (config/live.py), and a changed ``workers.sandbox_backend`` applies to the next worker
+        without a restart. Decided again only when one of the keys it rests on changed."""
+        w = self.settings.workers
+        key = (w.sandbox, str(getattr(w.sandbox_backend, "value", w.sandbox_backend)), w.sandbox_network)
+        decided = self._decided
+        if decided is None or decided[0] != key:
+            decided = (key, self.decide(w.sandbox))
+            self._decided = decided
+        return decided[1]
 
     def decide(self, mode: str) -> Decision:
         """``mode`` on this machine; ``on`` where it cannot sandbox is a ConfigError that says why."""
+        w = self.settings.workers
         try:
-            return decide(SandboxMode(mode), self.support, network=self.network)
+            return decide(SandboxMode(mode), probe(backend=w.sandbox_backend), network=SandboxNetwork(w.sandbox_network))
         except ValueError as exc:
             raise ConfigError(f"{exc}. Set workers.sandbox: auto (or off) to run workers unconfined.") from None
 
     def for_job(self, config: JobConfig | None) -> Decision:
         """A job's decision: its own config.sandbox, else the server's."""
         mode = config.sandbox if config is not None else self.settings.workers.sandbox
-        return self.decision if mode == self.settings.workers.sandbox else self.decide(mode)
+        decision = self.decision
+        return decision if mode == self.settings.workers.sandbox else self.decide(mode)
 
     def spec(
         self, record: WorkerRecord, directory: Path, config: JobConfig | None, env: Mapping[str, str] | None = None
