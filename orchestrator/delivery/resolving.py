@@ -511,6 +511,7 @@ class ConflictResolver:
                 cancel=self.cancel,
                 cancelled="the merge was cancelled while the gate ran",
                 stop_point="resolve_gate_running",
+                watch=self.confinement.watch(tree, tmp),  # the merged tree holds workers' work: their caps
             )
             try:
                 result, output = gating.run_gate(self.runner, self.workspace, self.settings, gate, place)
