@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import WorkerStatus
+from orchestrator.process.cgroups import hierarchies
 
 from .helpers import nesting as nesting_helpers
 from .helpers.worktree import snapshot
@@ -30,6 +31,13 @@ FORKS = "for i in $(seq 200); do sleep 4321 & done; wait"
 # A 20 MiB file in the checkout under a disk cap of 5 MiB.
 BIG = "head -c 20971520 /dev/zero > big.bin; echo wrote"
 CAPS = {"max_processes": 64, "max_disk_mb": 5, "max_log_mb": 0}
+
+
+def held_by() -> str:
+    """What holds the process cap here, as a reason names it: a cgroup's pids.max (root, a delegated
+    subtree), else sampling (an ordinary user on a v1 machine: tests/run_as_user.sh)."""
+    found = hierarchies().bases.get("pids")
+    return found[0].value if found is not None else "sampled"
 
 
 def sleepers() -> list[int]:
@@ -72,7 +80,7 @@ def test_a_gate_that_forks_past_the_process_cap_is_stopped_at_it_and_the_worker_
     assert doc["status"] == "failed", doc
     (gate,) = worker.gates
     assert gate.status == "failed" and gate.reason.startswith("stopped at a worker's cap: process cap"), gate
-    assert "workers.max_processes" in gate.reason, gate.reason
+    assert f"workers.max_processes, {held_by()})" in gate.reason, gate.reason
     assert worker.status is WorkerStatus.FAILED and "process cap" in (worker.exit_reason or ""), worker.exit_reason
     assert time.monotonic() - started < 100  # stopped at the cap, not at its timeout
     assert gone_soon() == []  # none of its children outlives it
@@ -118,7 +126,8 @@ def test_a_git_setup_that_forks_past_the_process_cap_fails_the_worker_naming_it(
     assert doc["status"] == "failed", doc
     assert worker.status is WorkerStatus.FAILED, worker
     reason = worker.exit_reason or ""
-    assert "setup failed: stopped at a worker's cap: process cap" in reason and "workers.max_processes" in reason, reason
+    assert "setup failed: stopped at a worker's cap: process cap" in reason, reason
+    assert f"workers.max_processes, {held_by()})" in reason, reason
     assert gone_soon() == []
     assert snapshot(host, folder) == before
 
