@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .cgroups import DISK_CAP, Enforced, Limits, kernel_breach
 from .cgroups import Usage as CgroupUsage
-from .executor import Executor, LocalExecutor, Sample, cpu_seconds
+from .executor import Executor, Sample, cpu_seconds, sample_trees
 from .runner import ProcessHandle, ProcessRunner, Wakeup
 
 log = logging.getLogger("orchestrator.monitor")
@@ -162,7 +162,7 @@ class HelperWatch:
 
     def breach(self, runner: ProcessRunner, handle: ProcessHandle) -> str | None:
         """The cap ``handle``'s running tree is over now, or None."""
-        sample = LocalExecutor(runner).sample([handle]).get(handle.tag) or Sample()
+        sample = sample_trees(runner, [handle]).get(handle.tag) or Sample()
         disk = self.footprint.bytes() if self.footprint is not None and self.caps.disk_mb else None
         log_size = _size(handle.log_path) if handle.log_path is not None else 0
         return self.caps.breach(sample.rss, sample.processes, log_size, disk, sample)
