@@ -143,3 +143,26 @@ def test_a_git_setup_that_writes_past_the_disk_cap_fails_the_worker_naming_it(se
     reason = worker.exit_reason or ""
     assert "setup failed: stopped at a worker's cap: disk cap" in reason and "workers.max_disk_mb" in reason, reason
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_scoring_command_that_forks_past_the_process_cap_is_stopped_at_it(served, backend):
+    """``scoring.command`` runs on a candidate's checkout: held at the process cap, and ended there
+    (not left at the cap until scoring.timeout), its measures' status naming the cap."""
+    host, folder, start = served
+    sections = {
+        "workers": {"sandbox_backend": backend, **CAPS},
+        "scoring": {"command": ["sh", "-c", FORKS], "timeout": 120},
+    }
+    live = start(sandbox="on", sections=sections)
+    started = time.monotonic()
+    root_id = live.submit(request="best of two", tasks=["write a.txt=hi"], config={"attempts": 2, "select": "best"}).json()[
+        "job_id"
+    ]
+    nesting_helpers.wait(live, root_id)
+    (selection,) = live.engine.queries.get_job(root_id).selections.values()
+    said = [str(row.measures.get("scoring_command")) for row in selection.ranking]
+    assert len(said) == 2 and all(s.startswith("stopped at a worker's cap: process cap") for s in said), said
+    assert all(f"workers.max_processes, {held_by()})" in s for s in said), said
+    assert time.monotonic() - started < 100  # stopped at the cap, not at scoring.timeout
+    assert gone_soon() == []

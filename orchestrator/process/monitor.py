@@ -156,6 +156,12 @@ class HelperWatch:
     interval: float
     footprint: Footprint | None = None  # what its disk cap counts (None: none counted)
 
+    @classmethod
+    def of(cls, limits: Limits, interval: float, folders: tuple[Path, ...] = ()) -> HelperWatch:
+        """The watch of ``limits`` (a worker's caps, Confinement.limits), its disk cap counting ``folders``."""
+        caps = Caps(limits.memory // MB, limits.processes, limits.log // MB, limits.disk // MB)
+        return cls(caps, interval, Footprint(folders) if folders else None)
+
     @property
     def limits(self) -> Limits:
         return self.caps.limits

@@ -37,7 +37,7 @@ from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
 from ..process.backends import probe
 from ..process.cgroups import Limits
-from ..process.monitor import Caps, Footprint, HelperWatch
+from ..process.monitor import HelperWatch
 from ..process.sandbox import (
     Backend,
     Decision,
@@ -135,9 +135,7 @@ class Confinement:
         ``git.setup`` and ``git.teardown``): :meth:`limits` for its spawn, the rest read every
         workers.monitor_interval (process/monitor.HelperWatch); ``folders``: what its disk cap counts
         (the checkout and its TMPDIR: what the worker's own cap counts there)."""
-        w = self.settings.workers
-        caps = Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb)
-        return HelperWatch(caps, w.monitor_interval, Footprint(tuple(folders)) if folders else None)
+        return HelperWatch.of(self.limits(), self.settings.workers.monitor_interval, folders)
 
     def spec_at(
         self,
