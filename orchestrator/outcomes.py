@@ -138,7 +138,7 @@ class Enforced:
 
 
 class RefusalKind(str, Enum):
-    """What a refused line of a worker's log tells of (workers/refusals.py)."""
+    """What a refusal of a worker tells of (workers/refusals.py)."""
 
     READ_ONLY = "read-only"  # a write to a path its sandbox shows read-only (EROFS)
     PERMISSION = "permission"  # "Permission denied" / "Operation not permitted" on a path outside its own folders
@@ -150,18 +150,26 @@ class RefusalKind(str, Enum):
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """One thing the system refused a worker: an entry of ``WorkerRecord.refusals``. ``path``: the
-    absolute path the line names (None: none); ``line``: the log's line, cut short."""
+    absolute path the line names (None: none); ``line``: the line, cut short. ``recorded``: from a
+    record the worker cannot write (its proxy's, the orchestrator's), listed first; else read from
+    the worker's own log (what its CLI printed of the sandbox's refusals: its word, not the sandbox's)."""
 
     kind: RefusalKind
     path: str | None
     line: str
+    recorded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "path": self.path, "line": self.line}
+        return {"kind": self.kind.value, "path": self.path, "line": self.line, "recorded": self.recorded}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refusal:
-        return cls(kind=RefusalKind(data["kind"]), path=data.get("path"), line=str(data.get("line") or ""))
+        return cls(
+            kind=RefusalKind(data["kind"]),
+            path=data.get("path"),
+            line=str(data.get("line") or ""),
+            recorded=bool(data.get("recorded")),
+        )
 
 
 def refusal_line(refusals: list[Refusal] | list[dict[str, Any]], total: int, limit: int = 3) -> str:

@@ -46,32 +46,53 @@ def test_the_refusals_a_cli_printed_are_read_with_the_path_each_names(tmp_path):
         "error: cannot lock ref 'refs/heads/main': Unable to create '/repo/.git/refs/heads/main.lock': Read-only file system",
         "fatal: cannot lock ref 'refs/stash': unable to write",
         "bash: /etc/passwd: Permission denied",
-        "[orchestrator] an object its sandbox wrote was not taken into the repository: abc: not an object",
         "all good",
     )
     found = refusals.scan(log)
-    assert [(r.kind, r.path) for r in found.shown] == [
-        (RefusalKind.READ_ONLY, "/home/u/.bashrc"),
-        (RefusalKind.READ_ONLY, "/repo/.git/refs/heads/main.lock"),
-        (RefusalKind.GIT_REF, None),
-        (RefusalKind.PERMISSION, "/etc/passwd"),
-        (RefusalKind.ORCHESTRATOR, None),
+    assert [(r.kind, r.path, r.recorded) for r in found.shown] == [
+        (RefusalKind.READ_ONLY, "/home/u/.bashrc", False),
+        (RefusalKind.READ_ONLY, "/repo/.git/refs/heads/main.lock", False),
+        (RefusalKind.GIT_REF, None, False),
+        (RefusalKind.PERMISSION, "/etc/passwd", False),
     ]
-    assert found.total == 5 and found.shown[0].line == "touch: cannot touch '/home/u/.bashrc': Read-only file system"
+    assert found.total == 4 and found.shown[0].line == "touch: cannot touch '/home/u/.bashrc': Read-only file system"
 
 
-def test_the_orchestrators_own_refusals_are_read_from_its_lines_in_the_log(tmp_path):
-    """What checkouts/worktree.py, git/worker_refs.py and git/worker_objects.py write when they refuse."""
+def test_an_orchestrator_line_the_worker_printed_is_no_refusal_its_record_is(tmp_path):
+    """The orchestrator's refusals (checkouts/worktree.py's: an object not taken, a branch move left
+    undone, a link undone) are in a record the worker's sandbox cannot write; lines in its log that
+    read like them are the worker's to print (issue 48 item 10), and are not taken."""
     log = _log(
         tmp_path,
         "[orchestrator] an object its sandbox wrote was not taken into the repository: 1234: cannot be read",
         "[orchestrator] its branch in its sandbox is 'x', not a commit: refs/heads/o/r/worker_1 was left where it was",
         "[orchestrator] refs/heads/o/r/worker_1 moved outside its sandbox while it committed (lock): left where it was",
         "[orchestrator] its branch ref had been made a link (../main): set back to 0123456789ab",
-        "[orchestrator] committed the worker's work",  # not a refusal
+        "[orchestrator] sandbox: write to /etc/passwd refused: Permission denied",
     )
-    found = refusals.scan(log)
-    assert found.total == 4 and [r.kind for r in found.shown] == [RefusalKind.ORCHESTRATOR] * 4  # each its own line
+    assert refusals.scan(log).total == 0
+    record = tmp_path / "w.refusals.jsonl"
+    refusals.record(record, "[orchestrator] an object its sandbox wrote was not taken into the repository: 99: bad")
+    with record.open("a") as f:
+        f.write("not an entry\n")
+    found = refusals.Refusals()
+    refusals.add_recorded(found, record)
+    assert [(r.kind, r.line, r.recorded) for r in found.shown] == [
+        (RefusalKind.ORCHESTRATOR, "[orchestrator] an object its sandbox wrote was not taken into the repository: 99: bad", True)
+    ]
+
+
+def test_the_recorded_refusals_come_first_and_a_flood_in_the_log_cannot_push_them_out(tmp_path):
+    from orchestrator.network.egress import RecordEntry
+    from orchestrator.network.proxy import Outcome
+
+    log = _log(tmp_path, *(f"touch: cannot touch '/forged/{i}': Read-only file system" for i in range(40)))
+    found = refusals.Refusals()
+    refusals.add_network(found, [RecordEntry(Outcome.REFUSED, "api.example", 443, "not in workers.sandbox_allow", 1)])
+    refusals.scan(log, into=found)
+    assert found.total == 41 and len(found.shown) == refusals.MAX_SHOWN
+    assert found.shown[0].path == "api.example:443" and found.shown[0].recorded
+    assert refusal_line(found.shown, found.total).startswith("41 refused: network api.example:443; read-only /forged/0")
 
 
 def test_a_proxy_line_the_worker_printed_itself_is_no_refusal_its_network_record_is(tmp_path):
@@ -140,7 +161,9 @@ def test_the_status_document_and_table_show_refusals_beside_success(tmp_path):
     doc = job_status("r", [job], [rec], tmp_path)
     task = doc["results"]["tasks"][0]
     assert task["status"] == "success" and task["refused"] == "1 refused: read-only /home/u/x"
-    assert task["refusals"] == [{"kind": "read-only", "path": "/home/u/x", "line": "no: Read-only file system"}]
+    assert task["refusals"] == [
+        {"kind": "read-only", "path": "/home/u/x", "line": "no: Read-only file system", "recorded": False}
+    ]
     assert task["refusals_total"] == 1
     assert "↳ 1 refused: read-only /home/u/x" in status_table(doc)
 

@@ -273,7 +273,8 @@ def test_a_resolver_that_fails_or_cannot_start_is_refused_with_why(hosted, tmp_p
 
 def test_a_resolver_runs_under_the_workers_caps(hosted, tmp_path):
     """The resolver runs on workers' work, so it gets a worker's caps: with no file past 1 MB
-    (workers.max_log_mb, max_disk_mb), its 3 MB scratch file is refused and so is its resolution."""
+    (workers.max_log_mb, max_disk_mb), its 3 MB scratch file is refused at 1 MB, which is its disk
+    cap, and so is its resolution, the cap named."""
     host, folder, make = hosted
     big = (
         "import os, sys\n"
@@ -287,7 +288,8 @@ def test_a_resolver_runs_under_the_workers_caps(hosted, tmp_path):
     engine = make(**resolve_config(resolver_script(tmp_path, big + BOTH_SIDES), resolver_retries=0), workers=caps)
     job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "resolve"})
     (resolution,) = job.merge.outcome.resolutions
-    assert resolution.reason.startswith("the resolver exited with code 3: big file refused: File too large"), resolution
+    assert resolution.reason.startswith("the resolver was stopped at a worker's cap: disk cap: 1 MB"), resolution
+    assert "(workers.max_disk_mb, sampled)" in resolution.reason, resolution
 
 
 def test_resolve_without_a_resolver_stops_at_the_first_conflict_as_auto(repo_with_conflict):

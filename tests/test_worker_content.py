@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.git import merging, tree_checks
 from orchestrator.models import WorkerStatus
+from orchestrator.outcomes import RefusalKind
 from orchestrator.process.backends import probe
 
 from .conftest import run_job
@@ -140,6 +141,9 @@ def test_a_compressed_blob_past_the_disk_cap_is_refused_by_its_inflated_size_and
     assert "new files hold 20.0 MiB (inflated), more than the disk cap of 5.0 MiB (workers.max_disk_mb)" in (big.error or ""), (
         big.error
     )
+    if sandbox == "on":  # its branch move refused: in the orchestrator's record of refusals, not read from its log
+        recorded = [r for r in big.refusals if r.kind is RefusalKind.ORCHESTRATOR]
+        assert recorded and recorded[0].recorded and "disk cap" in recorded[0].line, big.refusals
     assert by_name["worker_1"].status is WorkerStatus.SUCCESS
     assert job.merge.outcome.merged == ("worker_1",)
     assert git(host, "rev-parse", "main") != before  # the landing went through, with worker_1's work alone

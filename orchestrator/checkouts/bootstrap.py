@@ -13,7 +13,8 @@ a worker can build and test in it.
    and its teardown get it as ``ORCHESTRATOR_PORT`` (workers/environment.py), and its record as ``port``.
 3. ``git.setup`` (an argv, never a shell string) runs once in a new worktree before the first
    attempt, with the worker's environment, its output appended to the worker log (capped), its
-   process group killed at ``git.setup_timeout`` or when the job is cancelled. Any failure raises
+   process group killed at ``git.setup_timeout`` or when the job is cancelled, under the workers' caps
+   (``setup failed: stopped at a worker's cap: process cap: ...``: Confinement.watch). Any failure raises
    ``SetupFailed`` ("setup failed: ..."): the worker fails before its first attempt. Files it
    leaves that git does not ignore are committed (``Orchestrator-Attempt: 0``) and become the
    checkpoint every attempt starts from. Processes it leaves running (a database for the tests, say)
@@ -32,6 +33,7 @@ import errno
 import logging
 import os
 import secrets
+import signal
 import stat
 import threading
 import time
@@ -45,6 +47,7 @@ from ..git import gitcmd
 from ..git.gitwork import GitError, git_dir_of, run_git
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
+from ..process.monitor import CAPPED, HelperWatch
 from ..process.ports import bind_error
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner
 from ..workers.confinement import Confinement, environment_program
@@ -259,22 +262,33 @@ class Bootstrap:
         try:
             sandbox = self.confinement.spec(record, directory, job.config if job else None, env)
             program = environment_program(list(argv), directory, directory, self.settings, sandbox)
-            handle = self.runner.spawn(program, cwd=directory, env=env, log_path=capture, tag=tag, sandbox=sandbox)
+            # It runs in the worker's checkout, on the worker's files (a setup may run its package
+            # scripts): under the worker's caps, its disk cap counting the checkout and its TMPDIR.
+            tmp = self.workspace.worker_tmp(record.root_id, record.depth, record.name)
+            watch = self.confinement.watch(directory, tmp)
+            handle = self.runner.spawn(
+                program, cwd=directory, env=env, log_path=capture, tag=tag, sandbox=sandbox, limits=watch.limits
+            )
         except CommandNotFound as exc:
             why = exc.reason(argv[0])
         except OSError as exc:
             why = f"{argv[0]!r} could not start: {exc.strerror or exc}"
         else:
-            why = self._wait(handle, timeout, cancelled, started)
+            why = self._wait(handle, timeout, cancelled, started, watch)
         self._append_output(log_path, capture)
         self._note(record, f"{what} {'ended: ' + why if why else 'done'} ({time.monotonic() - started:.1f}s)")
         return why
 
-    def _wait(self, handle: ProcessHandle, timeout: float, cancelled: Callable[[], bool], started: float) -> str | None:
+    def _wait(
+        self, handle: ProcessHandle, timeout: float, cancelled: Callable[[], bool], started: float, watch: HelperWatch
+    ) -> str | None:
         grace = self.settings.workers.kill_grace
         try:
             while True:
-                code = self.runner.wait(handle, 0.2)
+                code, breach = watch.wait(self.runner, handle, min(0.2, watch.interval))
+                if breach:  # over a worker's cap: ended at once, as a worker is
+                    self.runner.terminate(handle, grace=0, first_signal=signal.SIGKILL)
+                    return f"{CAPPED}: {breach}"
                 if code is not None:
                     break
                 if cancelled():
@@ -283,10 +297,12 @@ class Bootstrap:
                 if time.monotonic() - started >= timeout:
                     self.runner.terminate(handle, grace=grace)
                     return f"timed out after {timeout:g}s (git.setup_timeout); its process group was killed"
-            if code == 0:
+            breach = watch.ended(handle)
+            if code == 0 and breach is None:
                 return None  # what it left running (a database, say) runs on until the worker's cleanup
             self.runner.sweep(handle.tag, handle.started_at)  # a failed setup leaves nothing running
-            return f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+            why = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+            return f"{CAPPED}: {breach}" + (f"; {why}" if code else "") if breach else why
         finally:
             self.runner.release(handle)
 

@@ -80,6 +80,7 @@ from ..git.tree_checks import BlobLimits, commit_problem
 from ..models import EndReason, FailureClass, JobRecord, WorkerRecord
 from ..process.cgroups import Limits
 from ..process.sandbox import Backend
+from ..workers import refusals
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import untouched
@@ -535,7 +536,7 @@ class WorktreeCheckout(Checkout):
         if ref is None or not ref.is_symlink():
             return
         start = self._read(directory, CHECKPOINT_FILE) or self._read(directory, BASE_FILE)
-        self._note(record, f"its branch ref had been made a link ({os.readlink(ref)}): set back to {start[:12]}")
+        self._refused(record, f"its branch ref had been made a link ({os.readlink(ref)}): set back to {start[:12]}")
         run_git(
             self.repo, "update-ref", "--no-deref", "-m", "orchestrator: a link undone", f"refs/heads/{self.branch(record)}", start
         )
@@ -552,15 +553,15 @@ class WorktreeCheckout(Checkout):
         tree = f"refs/heads/{self.settings.git.branch_prefix}{record.root_id}"
         in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
-            self._note(record, f"a file of its git dir had been made a link ({planted}): removed")
+            self._refused(record, f"a file of its git dir had been made a link ({planted}): removed")
         objects = worker_objects.take(directory, self.repo).refused
         for line in objects:
-            self._note(record, f"an object its sandbox wrote was not taken into the repository: {line}")
+            self._refused(record, f"an object its sandbox wrote was not taken into the repository: {line}")
         ref = f"refs/heads/{self.branch(record)}"
         base, limits = self._read(directory, BASE_FILE), self._blob_limits()
         refused = worker_refs.take(directory, self.repo, record.name, ref, base=base, limits=limits)
         if refused:
-            self._note(record, refused)
+            self._refused(record, refused)
             private = linked_git_dir(directory)
             if private is not None:  # its git's reflog lines naming what was refused: git fsck walks them
                 worker_refs.forget_broken(self.repo, ref, private)
@@ -589,6 +590,12 @@ class WorktreeCheckout(Checkout):
 
     def _note(self, record: WorkerRecord, line: str) -> None:
         self.workspace.append_line(self.workspace.worker_log(record.root_id, record.depth, record.name), f"[orchestrator] {line}")
+
+    def _refused(self, record: WorkerRecord, line: str) -> None:
+        """What the orchestrator would not take from the worker's sandbox: in its log, and in its record
+        of refusals (workers/refusals.py), which its sandbox cannot write and which status shows."""
+        self._note(record, line)
+        refusals.record(self.workspace.worker_paths(record.root_id, record.depth, record.name).refusals, f"[orchestrator] {line}")
 
 
 def _interrupted(directory: Path) -> bool:

@@ -60,6 +60,7 @@ from ..git.merging import Conflicted
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import GateResult, Resolution, ResolverAttempt
+from ..process.monitor import CAPPED
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from ..quality import gates as gating
 from ..selection.scoring import wait_for
@@ -426,7 +427,7 @@ class ConflictResolver:
         except (ConfigError, OSError, ValueError) as exc:
             return (None, 0.0, None, None), f"the resolver could not start: {getattr(exc, 'message', exc)}"
         try:
-            code, why = wait_for(self.runner, handle, timeout, self.cancel)
+            code, why = wait_for(self.runner, handle, timeout, self.cancel, self.confinement.watch(tree, tmp))
             self.runner.terminate(handle, grace=self.settings.workers.kill_grace, first_signal=adapter.first_signal)
             self.runner.sweep(handle.tag, handle.started_at)  # nothing it started outlives it
         finally:
@@ -440,6 +441,8 @@ class ConflictResolver:
         basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
         ran = (code, seconds, parsed.cost_usd, basis)
         self.workspace.append_line(log_path, f"===== resolver attempt {number} ended: {why or f'exit code {code}'} =====")
+        if code is None and why.startswith(CAPPED):  # over a worker's cap (ended there, or found at it once ended)
+            return ran, f"the resolver was {why}"
         if code is None:  # timed out, or the engine is shutting down
             return ran, f"the resolver did not finish: {why.replace('the selection', 'the merge')}"
         if code != 0 or parsed.ok is False:
@@ -511,6 +514,7 @@ class ConflictResolver:
                 cancel=self.cancel,
                 cancelled="the merge was cancelled while the gate ran",
                 stop_point="resolve_gate_running",
+                watch=self.confinement.watch(tree, tmp),  # the merged tree holds workers' work: their caps
             )
             try:
                 result, output = gating.run_gate(self.runner, self.workspace, self.settings, gate, place)

@@ -710,13 +710,15 @@ def _distinct(entries: Iterable[RecordEntry]) -> list[RecordEntry]:
 
 
 def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -> refusals.Refusals:
-    """What the system refused ``record`` over all its attempts so far, from its whole log (the
-    orchestrator's own lines about it included) and its network record; a "Permission denied" inside
+    """What the system refused ``record`` over all its attempts so far: first its records the worker
+    cannot write (the orchestrator's, its proxy's), then its whole log (what its CLI printed; never
+    an ``[orchestrator]`` line, which the worker could have printed); a "Permission denied" inside
     ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox."""
     paths = workspace.worker_paths(record.root_id, record.depth, record.name)
-    found = refusals.scan(paths.log, (directory, paths.tmp))
+    found = refusals.Refusals()
+    refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
-    return found
+    return refusals.scan(paths.log, (directory, paths.tmp), into=found)
 
 
 def _enforced(handle: AttemptHandle | None) -> Enforced | None:

@@ -277,39 +277,7 @@ class LocalExecutor:
         return self.runner.find(tag_prefix)
 
     def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
-        found = {}
-        scan = []  # attempts without a cgroup: found by their tag
-        for attempt in attempts:
-            cgroup = self.runner.confined.cgroup_of(attempt.tag)
-            if cgroup is None:
-                scan.append(attempt)
-                continue
-            # The cgroup counts every process of the tree, tagless ones too, and each page once.
-            usage = cgroup.usage()
-            bridged = attempt.tag in self.runner.bridged
-            own = [p for p in usage.pids if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
-            cpu = sum(cpu_seconds(pid) for pid in usage.pids)
-            enforced = self.runner.confined.enforced_of(attempt.tag)
-            found[attempt.tag] = Sample(usage.rss, len(own), cpu, usage.oom_kills, usage.forks_refused, enforced)
-        if scan:
-            since = min(a.started_at for a in scan)
-            pids = self.runner.tagged_many([a.tag for a in scan], since)  # one pass over the process table
-            # A confined attempt without a cgroup: also its top process's descendants (one that dropped its tag)
-            limited = [a.pid for a in scan if a.pid and self.runner.confined.enforced_of(a.tag)]
-            below = descendants(limited) if limited else {}
-            for attempt in scan:
-                top = [attempt.pid] if attempt.shim_pid is None and attempt.pid in below else []  # the worker itself
-                tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
-                # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
-                bridged = attempt.tag in self.runner.bridged
-                own = [p for p in tree if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
-                found[attempt.tag] = Sample(
-                    sum(rss_bytes(pid) for pid in own),
-                    len(own),
-                    sum(cpu_seconds(pid) for pid in tree),
-                    enforced=self.runner.confined.enforced_of(attempt.tag),
-                )
-        return found
+        return sample_trees(self.runner, attempts)
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
         self.runner.sweep(tag, since)
@@ -337,6 +305,44 @@ def _local(handle: AttemptHandle) -> ProcessHandle:
     return handle
 
 
+def sample_trees(runner: ProcessRunner, attempts: Sequence[Sampled]) -> dict[str, Sample]:
+    """What each of ``attempts`` that ``runner`` started uses now, by tag: its cgroup's reading where it
+    has one, else its tagged processes and its top process's descendants (one pass over the process table)."""
+    found = {}
+    scan = []  # attempts without a cgroup: found by their tag
+    for attempt in attempts:
+        cgroup = runner.confined.cgroup_of(attempt.tag)
+        if cgroup is None:
+            scan.append(attempt)
+            continue
+        # The cgroup counts every process of the tree, tagless ones too, and each page once.
+        usage = cgroup.usage()
+        bridged = attempt.tag in runner.bridged
+        own = [p for p in usage.pids if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
+        cpu = sum(cpu_seconds(pid) for pid in usage.pids)
+        enforced = runner.confined.enforced_of(attempt.tag)
+        found[attempt.tag] = Sample(usage.rss, len(own), cpu, usage.oom_kills, usage.forks_refused, enforced)
+    if scan:
+        since = min(a.started_at for a in scan)
+        pids = runner.tagged_many([a.tag for a in scan], since)  # one pass over the process table
+        # A confined attempt without a cgroup: also its top process's descendants (one that dropped its tag)
+        limited = [a.pid for a in scan if a.pid and runner.confined.enforced_of(a.tag)]
+        below = descendants(limited) if limited else {}
+        for attempt in scan:
+            top = [attempt.pid] if attempt.shim_pid is None and attempt.pid in below else []  # the worker itself
+            tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
+            # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
+            bridged = attempt.tag in runner.bridged
+            own = [p for p in tree if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
+            found[attempt.tag] = Sample(
+                sum(rss_bytes(pid) for pid in own),
+                len(own),
+                sum(cpu_seconds(pid) for pid in tree),
+                enforced=runner.confined.enforced_of(attempt.tag),
+            )
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of one process and of the children it has reaped (0 when gone)."""
     try:
@@ -356,4 +362,5 @@ __all__ = [
     "Sampled",
     "Wakeup",
     "cpu_seconds",
+    "sample_trees",
 ]

@@ -38,13 +38,15 @@ from pathlib import Path
 
 from .cgroups import DISK_CAP, Enforced, Limits, kernel_breach
 from .cgroups import Usage as CgroupUsage
-from .executor import Executor, Sample, cpu_seconds
+from .executor import Executor, Sample, cpu_seconds, sample_trees
+from .runner import ProcessHandle, ProcessRunner, Wakeup
 
 log = logging.getLogger("orchestrator.monitor")
 MB = 1024 * 1024
 # A usage entry not sampled for this long belongs to a worker whose end the engine
 # already handled (it popped the entry and a late sample made it again): dropped.
 STALE_USAGE = 120.0
+CAPPED = "stopped at a worker's cap"  # how a helper's reason starts when a cap ended it (HelperWatch; the cap after)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,65 @@ class Caps:
         if not self.log_mb and not self.disk_mb:
             return None
         return self.breach(0, 0, _size(log_path), footprint.bytes() if self.disk_mb else None)
+
+
+@dataclass(frozen=True)
+class HelperWatch:
+    """The workers' caps on a process the orchestrator starts on a worker's work (a quality gate,
+    ``git.setup`` and ``git.teardown``, a scoring command, a resolver): the same caps by the same
+    means as the worker's own attempt. ``runner.spawn(limits=watch.limits)`` has the kernel hold what
+    it can (a cgroup's memory and process caps, RLIMIT_FSIZE); :meth:`wait` reads it every
+    ``interval`` as the monitor reads a worker: a fork refused at ``pids.max`` or an OOM kill ends it
+    (a fork bomb would otherwise sit at the cap), and where no cgroup holds them its memory and
+    processes are sampled, as are its log and its disk use (``footprint``), each breach named as
+    the monitor names it (``... (workers.max_processes, sampled)``)."""
+
+    caps: Caps
+    interval: float
+    footprint: Footprint | None = None  # what its disk cap counts (None: none counted)
+
+    @classmethod
+    def of(cls, limits: Limits, interval: float, folders: tuple[Path, ...] = ()) -> HelperWatch:
+        """The watch of ``limits`` (a worker's caps, Confinement.limits), its disk cap counting ``folders``."""
+        caps = Caps(limits.memory // MB, limits.processes, limits.log // MB, limits.disk // MB)
+        return cls(caps, interval, Footprint(folders) if folders else None)
+
+    @property
+    def limits(self) -> Limits:
+        return self.caps.limits
+
+    def breach(self, runner: ProcessRunner, handle: ProcessHandle) -> str | None:
+        """The cap ``handle``'s running tree is over now, or None."""
+        sample = sample_trees(runner, [handle]).get(handle.tag) or Sample()
+        disk = self.footprint.bytes() if self.footprint is not None and self.caps.disk_mb else None
+        log_size = _size(handle.log_path) if handle.log_path is not None else 0
+        return self.caps.breach(sample.rss, sample.processes, log_size, disk, sample)
+
+    def ended(self, handle: ProcessHandle) -> str | None:
+        """The cap an ended ``handle`` was at: what the kernel held it at (a refused fork, an OOM
+        kill, SIGXFSZ), else its log or disk footprint at the cap (a writer quicker than a sample)."""
+        found = handle.cap_hit
+        if found is None and self.footprint is not None:
+            found = self.caps.files_breach(handle.log_path or Path(os.devnull), self.footprint)
+        return found
+
+    def wait(
+        self, runner: ProcessRunner, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None = None
+    ) -> tuple[int | None, str | None]:
+        """``runner.wait`` with the caps read every ``interval``: (its code, None) once it ended; (None,
+        the breach) when it is over a cap (the caller ends it); (None, None) at ``timeout`` or ``wake``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = self.interval if deadline is None else min(self.interval, max(0.0, deadline - time.monotonic()))
+            code = runner.wait(handle, step, wake)
+            if code is not None:
+                return code, None
+            reason = self.breach(runner, handle)
+            if reason:
+                log.warning("%s: %s", handle.tag, reason)
+                return None, reason
+            if (wake is not None and wake.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+                return None, None
 
 
 @dataclass
@@ -269,4 +330,4 @@ def _size(path: Path) -> int:
         return 0
 
 
-__all__ = ["Caps", "Footprint", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]
+__all__ = ["CAPPED", "Caps", "Footprint", "HelperWatch", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]

@@ -23,9 +23,11 @@ the checkout is refused), with the worker's environment without its API credenti
 colour (``COLOURLESS``) and the gate's ``env`` over it, its own session, stdin /dev/null, stdout+stderr
 appended to ``logs/depth_<d>_<worker>.gate_<name>.log`` (a header line per run), bounded by its
 ``timeout`` and by the worker's cancel (its whole process group: SIGTERM, then SIGKILL after
-``workers.kill_grace``, then every process carrying its tag). Each run is one entry of the
+``workers.kill_grace``, then every process carrying its tag), and under the workers' caps (it runs
+the worker's code: Confinement.watch, held and read as a worker's are, a breach ending it at once). Each run is one entry of the
 worker's ``gates``: ``{name, required, status, passed, exit_code, duration, log_path, commit,
-reason, output_tail}`` (the end of its output where it did not pass: gate_output.py), ``status`` one of passed, failed (exit code > 0), no_tests (its test runner said it ran no test,
+reason, output_tail}`` (the end of its output where it did not pass: gate_output.py), ``status`` one of passed, failed (exit code > 0,
+or stopped at a worker's cap: its reason ``stopped at a worker's cap: <the cap>``), no_tests (its test runner said it ran no test,
 quality/testruns.py; passed instead when the gate has ``allow_no_tests``), timeout, not_started (missing
 binary, or a ``cwd`` that is no folder of the checkout), crashed (killed by a signal, or the step
 raised), cancelled; and ``gated_commit`` is the commit judged (set even when no gate applies). A
@@ -56,6 +58,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +85,7 @@ from ..outcomes import (
     GateStatus,
 )
 from ..planner.graph import matches
+from ..process.monitor import CAPPED, HelperWatch
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..process.sandbox import SandboxSpec
@@ -329,6 +333,7 @@ class GateStep(Step):
                 directory=ctx.directory,
                 env=env,
                 sandbox=self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
+                watch=self.confinement.watch(*gate_folders(ctx.directory, env)),
                 log_path=gate_log(self.workspace, record, gate["name"]),
                 tag=f"{record.root_id}.{record.key}.gate-{gate['name']}-{secrets.token_hex(4)}",
                 heading=f"attempt {ctx.attempt}, commit {commit or 'none: folder'}",
@@ -393,6 +398,14 @@ class GatePlace:
     cancel: Wakeup
     cancelled: str  # the reason recorded when ``cancel`` stops it
     stop_point: str = "gate_running"  # the chaos tests' failpoint in the middle of it (``<stop_point>.<name>``)
+    watch: HelperWatch | None = None  # the workers' caps it runs under (Confinement.watch; None: none)
+
+
+def gate_folders(directory: Path, env: Mapping[str, str]) -> tuple[Path, ...]:
+    """What a gate's disk cap counts: the checkout it runs in and its TMPDIR (the worker's, from the
+    environment the orchestrator made for it), as the worker's own cap counts them."""
+    tmp = env.get("TMPDIR")
+    return (directory, Path(tmp)) if tmp and Path(tmp) != directory else (directory,)
 
 
 def run_gate(
@@ -410,7 +423,8 @@ def run_gate(
     try:
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
         argv = environment_program(gate_argv(gate), place.directory, cwd, settings, place.sandbox)
-        handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox)
+        limits = place.watch.limits if place.watch is not None else None
+        handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox, limits=limits)
         failpoints.hit(f"{place.stop_point}.{name}")  # the chaos tests' stop in the middle of a gate
     except GateDirError as exc:
         status, reason = NOT_STARTED, str(exc)
@@ -423,7 +437,7 @@ def run_gate(
     else:
         status, code, reason = _wait(runner, settings, handle, timeout, started, place)
     output = plain(workspace.read_from(path, offset, READ_BYTES))
-    if status in (PASSED, FAILED):
+    if status in (PASSED, FAILED) and not reason.startswith(CAPPED):
         size = READ_BYTES + 1  # unknown: as if too long to read whole
         with contextlib.suppress(OSError):
             size = path.stat().st_size - offset
@@ -448,19 +462,29 @@ def _wait(
     runner: ProcessRunner, settings: Settings, handle: ProcessHandle, timeout: float, started: float, place: GatePlace
 ) -> tuple[GateStatus, int | None, str]:
     grace = settings.workers.kill_grace
+    watch = place.watch
     try:
         while True:
             left = timeout - (time.monotonic() - started)
             if left <= 0:
                 runner.terminate(handle, grace=grace)
                 return TIMEOUT, None, f"timed out after {timeout:g}s; its process group was killed"
-            code = runner.wait(handle, left, wake=place.cancel)
+            if watch is not None:
+                code, breach = watch.wait(runner, handle, left, wake=place.cancel)
+                if breach:  # over a worker's cap: ended at once, as a worker is (it has nothing to save)
+                    runner.terminate(handle, grace=0, first_signal=signal.SIGKILL)
+                    return FAILED, None, f"{CAPPED}: {breach}"
+            else:
+                code = runner.wait(handle, left, wake=place.cancel)
             if code is not None:
                 break
             if place.cancel.is_set():
                 runner.terminate(handle, grace=grace)
                 return CANCELLED, None, place.cancelled
         runner.sweep(handle.tag, handle.started_at)  # nothing a gate started outlives it
+        breach = watch.ended(handle) if watch is not None else None
+        if breach:  # the kernel held it at a cap (it may have gone on and even exited 0), or its files are
+            return FAILED, code, f"{CAPPED}: {breach}" + (f"; exit code {code}" if code else "")
         if code == 0:
             return PASSED, 0, ""
         if code > 0:

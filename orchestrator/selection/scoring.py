@@ -45,6 +45,7 @@ from ..config.keys import StrEnum
 from ..config.score_weights import BUILTIN
 from ..outcomes import GateResult, Measure, RankingRow
 from ..process.cgroups import Limits
+from ..process.monitor import CAPPED, HelperWatch
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
 from ..workers.confinement import environment_program
@@ -144,8 +145,9 @@ def run_command(
         return {STATUS_KEY: f"not run: {exc.reason(argv[0], 'the PATH')} (scoring.command)"}
     except (OSError, ValueError) as exc:
         return {STATUS_KEY: f"not run: {argv[0]!r} could not start: {exc}"}
+    watch = HelperWatch.of(limits, settings.workers.monitor_interval, (cwd,)) if limits is not None else None
     try:
-        code, why = wait_for(runner, handle, timeout, cancel)
+        code, why = wait_for(runner, handle, timeout, cancel, watch)
     finally:
         runner.terminate(handle, grace=settings.workers.kill_grace)  # ends it if still running, sweeps either way
         runner.release(handle)
@@ -176,8 +178,12 @@ def command_measures(found: Mapping[str, Any]) -> dict[str, Measure]:
     return kept
 
 
-def wait_for(runner: ProcessRunner, handle: ProcessHandle, timeout: float, cancel: Cancel | None) -> tuple[int | None, str]:
-    """The exit code, or None with why it did not come: a timeout or the cancel flag."""
+def wait_for(
+    runner: ProcessRunner, handle: ProcessHandle, timeout: float, cancel: Cancel | None, watch: HelperWatch | None = None
+) -> tuple[int | None, str]:
+    """The exit code, or None with why it did not come: a timeout, the cancel flag, or a worker's cap
+    it was stopped at (``watch``: the workers' caps it runs under, read as a worker's are; the caller
+    ends it)."""
     deadline = time.monotonic() + timeout
     wake = cancel if isinstance(cancel, Wakeup) else None
     while True:
@@ -186,7 +192,15 @@ def wait_for(runner: ProcessRunner, handle: ProcessHandle, timeout: float, cance
         left = deadline - time.monotonic()
         if left <= 0:
             return None, f"timed out after {timeout:g}s; its process group was killed"
-        code = runner.wait(handle, left if wake is not None or cancel is None else min(left, POLL), wake=wake)
+        step = left if wake is not None or cancel is None else min(left, POLL)
+        if watch is None:
+            code = runner.wait(handle, step, wake=wake)
+        else:
+            code, breach = watch.wait(runner, handle, step, wake)
+            if breach is None and code is not None:
+                breach = watch.ended(handle)  # held by the kernel at a cap, whatever it exited with
+            if breach:
+                return None, f"{CAPPED}: {breach}"
         if code is not None:
             return code, ""
 

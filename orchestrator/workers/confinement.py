@@ -5,7 +5,9 @@ its root's), and the paths one worker's sandbox opens.
 A worker, the quality gates and scoring commands that judge its checkout, and its ``git.setup``
 all run worker-written code, so all of them get the same sandbox: :meth:`Confinement.spec`. An AI
 CLI the orchestrator starts on a worker's text (a child job's planner, a judge of candidates) gets
-it too, in an empty scratch folder (:meth:`Confinement.helper`), with the workers' caps (:meth:`limits`).
+it too, in an empty scratch folder (:meth:`Confinement.helper`), with the workers' caps (:meth:`limits`);
+a gate, ``git.setup`` and ``git.teardown`` on a worker's checkout run under them too, read as the
+monitor reads a worker's (:meth:`watch`).
 
 The workspace is shown empty to each of them (:meth:`Confinement.workspace_view`), its own paths bound
 back in: other job trees' logs, prompts and diffs, the webhook outbox (a waiting job's signed approval
@@ -35,6 +37,7 @@ from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
 from ..process.backends import probe
 from ..process.cgroups import Limits
+from ..process.monitor import HelperWatch
 from ..process.sandbox import (
     Backend,
     Decision,
@@ -139,6 +142,13 @@ class Confinement:
         CLI on a worker's text runs under too, held by the kernel where it can (process/cgroups.py)."""
         w = self.settings.workers
         return Limits.from_mb(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb)
+
+    def watch(self, *folders: Path) -> HelperWatch:
+        """The workers' caps on a process the orchestrator runs on a worker's checkout (a gate, its
+        ``git.setup`` and ``git.teardown``): :meth:`limits` for its spawn, the rest read every
+        workers.monitor_interval (process/monitor.HelperWatch); ``folders``: what its disk cap counts
+        (the checkout and its TMPDIR: what the worker's own cap counts there)."""
+        return HelperWatch.of(self.limits(), self.settings.workers.monitor_interval, folders)
 
     def spec_at(
         self,

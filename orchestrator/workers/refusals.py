@@ -1,20 +1,24 @@
-"""What the system refused a worker, read from its log: the sandbox's (and the kernel's) refusals its
-CLI printed ("Read-only file system", EROFS, "Permission denied" on a path outside its own folders, a
-git ref it could not lock), and the orchestrator's own (``[orchestrator] ...`` lines: an object of its
-sandbox not taken into the repository, a branch move left undone); and from its network record (a
-file its sandbox cannot write, network/egress.py), what its proxy refused it and the allowed hosts it
-could not reach (:func:`add_network`). The proxy's lines in the log are for reading only: the worker
-writes that log too, so a line there that looks like one is not taken.
+"""What the system refused a worker. First what records the worker cannot write say: the orchestrator's
+own (:func:`record`: an object of its sandbox not taken into the repository, a branch move left undone,
+a link of its git dir undone), and its network record (network/egress.py: what its proxy refused it
+and the allowed hosts it could not reach, :func:`add_network`). Then what its log says, read from it
+(:func:`scan`): the sandbox's (and the kernel's) refusals its CLI printed ("Read-only file system",
+EROFS, "Permission denied" on a path outside its own folders, a git ref it could not lock, no route
+out). Those are the worker's own words (the sandbox keeps no record of an EROFS), so they come after
+the recorded ones and cannot push them out; and no ``[orchestrator] ...`` line of the log is taken for
+a refusal: the worker writes that log too, and a line there that looks like the orchestrator's may be its.
 
 A worker whose every write outside its checkout was refused may still have done its subtask, and is
 ``success`` then; its refusals are shown beside that status on every surface, so a reviewer learns
 what the agent tried. The log is the worker's own writing, so the summary is bounded however much it
-printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN`, each line cut to :data:`MAX_LINE`, and a
-count of every matching line.
+printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN` (the recorded ones first), each line cut
+to :data:`MAX_LINE`, and a count of every matching line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,14 +46,11 @@ _WORDS: tuple[tuple[RefusalKind, bytes], ...] = (
 # A program that ignored the proxy variables, in a sandbox with no route out (bubblewrap), or whose
 # connection its Landlock rules refused (EACCES, as Node, urllib and urllib3 report it): it failed closed.
 _NO_ROUTE = re.compile(rb"Network is unreachable|\bENETUNREACH\b|connect EACCES|(?:urlopen error|new connection:) \[Errno 13\]")
-# The orchestrator's own lines about what it refused to take from a worker (checkouts/worktree.py,
-# git/worker_refs.py, git/worker_objects.py).
-_ORCHESTRATOR = re.compile(r"^\[orchestrator\] .*(?:left where it was|not taken into the repository|had been made a link)")
 # Where a line may hold one: plain words only, which the regex engine finds at C speed (a log of
 # 100 MB is read in well under a second); each line found is then read by ``classify``.
 _ANY = re.compile(
     rb"Read-only file system|EROFS|Permission denied|EACCES|Operation not permitted|EPERM|lock ref|update (?:local )?ref"
-    rb"|reference|force update|drop stash|\[orchestrator\] |Network is unreachable|ENETUNREACH"
+    rb"|reference|force update|drop stash|Network is unreachable|ENETUNREACH"
 )
 _KINDS = [(kind, re.compile(words)) for kind, words in _WORDS]
 _QUOTED = re.compile(r"""['"`‘“](/[^'"`’”\n]+)['"’”]""")
@@ -79,11 +80,11 @@ class Refusals:
             self.shown.append(found)
 
 
-def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0) -> Refusals:
-    """The refusals in ``log`` from byte ``start`` on. ``allowed``: the folders the worker may write
-    (its checkout, its TMPDIR): a "Permission denied" on a path inside them is a file's own mode, not
-    a refusal of the sandbox. A log that cannot be read has none."""
-    found = Refusals()
+def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0, into: Refusals | None = None) -> Refusals:
+    """The refusals in ``log`` from byte ``start`` on (added to ``into``, after what it holds).
+    ``allowed``: the folders the worker may write (its checkout, its TMPDIR): a "Permission denied" on
+    a path inside them is a file's own mode, not a refusal of the sandbox. A log that cannot be read has none."""
+    found = Refusals() if into is None else into
     roots = [str(p).rstrip("/") + "/" for p in allowed]
     known: dict[bytes, Refusal | None] = {}  # a line read before (a flood repeats a few lines)
     try:
@@ -128,7 +129,7 @@ def classify(line: str, roots: Sequence[str] = ()) -> Refusal | None:
     """The refusal ``line`` tells of, or None (a "Permission denied" inside the worker's own folders)."""
     shown = line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
     if line.startswith("[orchestrator] "):
-        return Refusal(RefusalKind.ORCHESTRATOR, None, shown) if _ORCHESTRATOR.match(line) else None
+        return None  # the orchestrator's refusals are in its record (:func:`record`), never read from the log
     raw = line.encode("utf-8", "replace")
     if _NO_ROUTE.search(raw):
         return Refusal(RefusalKind.NETWORK, None, shown)
@@ -147,7 +148,32 @@ def add_network(found: Refusals, entries: Sequence[RecordEntry]) -> None:
     """The network record's ``entries`` (network/egress.py) as refusals: kind ``network``, HOST:PORT
     as the path, the entry's own words (a host refused again keeps its latest count)."""
     for entry in entries:
-        found.add(Refusal(RefusalKind.NETWORK, entry.authority[:MAX_LINE], entry.line()[:MAX_LINE]))
+        found.add(Refusal(RefusalKind.NETWORK, entry.authority[:MAX_LINE], entry.line()[:MAX_LINE], recorded=True))
+
+
+RECORD_MAX = 1 << 20  # bytes of the orchestrator's record read (it writes a line per thing refused)
+
+
+def record(path: Path, line: str) -> None:
+    """Note in the worker's record at ``path`` (WorkerPaths.refusals, which its sandbox cannot write)
+    that the orchestrator refused it ``line`` (what it would not take from its sandbox)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"kind": RefusalKind.ORCHESTRATOR.value, "line": line[:MAX_LINE]}) + "\n")
+
+
+def add_recorded(found: Refusals, path: Path) -> None:
+    """The orchestrator's record at ``path`` (:func:`record`) as refusals of kind ``orchestrator``;
+    none where it is missing, a line that is not an entry skipped."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(RECORD_MAX)
+    except OSError:
+        return
+    for raw in data.splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            item = json.loads(raw)
+            found.add(Refusal(RefusalKind(item["kind"]), None, str(item["line"])[:MAX_LINE], recorded=True))
 
 
 def _path_near(line: str, at: int) -> str | None:

@@ -73,6 +73,9 @@ class WorkerPaths:
     tmp: Path  # its TMPDIR
     exits: Path  # the folder of its attempts' exit files
     network: Path  # state/workers/<key>.network.jsonl: what its proxy refused it (network/egress.py), out of its sandbox's reach
+    # state/workers/<key>.refusals.jsonl: what the orchestrator would not take from its sandbox
+    # (workers/refusals.py record), out of its sandbox's reach: never read from its log, which it writes too
+    refusals: Path
 
     def exit_file(self, attempt: int) -> Path:
         return self.exits / f"{self.key}.{int(attempt)}"
@@ -184,6 +187,7 @@ class Workspace:
                 tmp=tree.tmp / key,
                 exits=tree.exits,
                 network=tree.workers / f"{key}.network.jsonl",
+                refusals=tree.workers / f"{key}.refusals.jsonl",
             )
             if len(self._workers) >= 2048:
                 self._workers.clear()
