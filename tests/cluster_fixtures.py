@@ -28,17 +28,29 @@ import yaml
 
 from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.marker import write_marker
+from orchestrator.cluster.marker import server_marker, write_marker
 from orchestrator.cluster.names import Names
+from orchestrator.cluster.signing import SpecSigner, key_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 _started: list[NodeProcess] = []
 
 
-def write_server_marker(url: str, prefix: str, workspace: Path) -> None:
-    """The server's workspace marker (file and Redis), as a server writes it at start."""
+def write_server_marker(url: str, prefix: str, workspace: Path) -> SpecSigner:
+    """The server's workspace marker (file and Redis) and its attempt-signing key, as a server
+    writes them at start; the signer, for a test's ``Leases``."""
     workspace.mkdir(parents=True, exist_ok=True)
+    signer = SpecSigner.for_workspace(workspace)
     write_marker(connect(url), Names(prefix), workspace)
+    return signer
+
+
+def servers_public_key(url: str, prefix: str) -> Path | None:
+    """The public key the server under ``prefix`` wrote in its workspace (None: no server yet).
+    The test hands it to its nodes in their own config (``distributed.verify_key_file``), as an
+    operator copies it to each node."""
+    found = server_marker(connect(url), Names(prefix))
+    return key_paths(Path(found.workspace))[1] if found is not None else None
 
 
 class NodeProcess:
@@ -133,7 +145,11 @@ def start_node(
     folder = folder or Path(tempfile.mkdtemp(prefix="orch-node-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config or {}))
+    config = dict(config or {})
+    key = servers_public_key(url, prefix)
+    if key is not None and "verify_key_file" not in config.get("distributed", {}):
+        config["distributed"] = {**config.get("distributed", {}), "verify_key_file": str(key)}
+    path.write_text(yaml.safe_dump(config))
     node = NodeProcess(
         node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder
     )

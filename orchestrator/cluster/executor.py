@@ -48,6 +48,7 @@ from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env, wri
 from .names import Names
 from .reconcile import Reconciler
 from .registry import NodeInfo
+from .signing import REFUSED_CODE, SpecSigner
 
 log = logging.getLogger("orchestrator.cluster.executor")
 
@@ -65,10 +66,12 @@ class RQExecutor(Reconciler):
         self.url = redacted(d.redis_url)
         self.client = connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
         self.names = Names(d.queue_prefix)
-        self.attempts = Leases(self.client, self.names)
         self.lease = d.lease
         self.period = max(0.2, d.lease / 6)
         settings.workspace_root.mkdir(parents=True, exist_ok=True)
+        # Every spec is signed: a node runs nothing else (cluster/signing.py; the nodes' key is
+        # <workspace>/.keys/cluster-ed25519.pub, written here).
+        self.attempts = Leases(self.client, self.names, SpecSigner.for_workspace(settings.workspace_root))
         self.marker = marker.write_marker(self.client, self.names, settings.workspace_root)
         self._cond = threading.Condition()
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
@@ -77,6 +80,7 @@ class RQExecutor(Reconciler):
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._memory: list[Memory] = []  # each live node's, from its heartbeat (read by the listener)
         self._down = False
+        self._refused_told: set[str] = set()  # refused nodes already logged (once each)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
         self._thread.start()
@@ -153,19 +157,28 @@ class RQExecutor(Reconciler):
                 if kind in self._kinds_seen:
                     return  # known a moment ago; Redis will be back (the attempt waits queued here)
                 raise OSError(f"cannot reach Redis at {self.url} to find a node for worker kind {kind!r}: {exc}") from None
-            live = [n for n in found if n.alive]
+            self._tell_refused(found)
+            live = [n for n in found if n.alive and not n.refused]
             self._kinds_seen.update({k: now for node in live for k in node.kinds})
             if kind in self._kinds_seen and now - self._kinds_seen[kind] < NODES_TTL:
                 return
             if now >= deadline or self._stop.wait(0.25):
                 break
         listing = "; ".join(f"{n.name} ({', '.join(n.kinds) or 'no kinds'})" for n in live) or "none"
+        refused = "".join(f" {n.refused}." for n in found if n.alive and n.refused and kind in n.kinds)
         raise ConfigError(
-            f"no live node runs worker kind {kind!r} (live nodes: {listing}; waited {self.lease:g}s, distributed.lease). "
+            f"no live node runs worker kind {kind!r} (live nodes: {listing}; waited {self.lease:g}s, distributed.lease).{refused} "
             f"Start one on a machine that mounts the workspace at {self.marker.workspace}: "
             f"python -m orchestrator node --kinds {kind}",
             key="distributed.executor",
         )
+
+    def _tell_refused(self, found: Sequence[NodeInfo]) -> None:
+        """Log each node of another protocol once (it is refused: nothing is routed to it)."""
+        for node in found:
+            if node.alive and node.refused and node.name not in self._refused_told:
+                self._refused_told.add(node.name)
+                log.error("%s", node.refused)
 
     def _enqueue(self, handle: RemoteHandle) -> None:
         """Enqueue (again) with a fresh token; the attempt is indexed under its tree for ``find``."""
@@ -387,8 +400,11 @@ class RQExecutor(Reconciler):
 
     def _read_memory(self) -> None:
         found = registry.read(self.client, self.names)
+        self._tell_refused(found)
         self._memory = [
-            Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds)) for n in found if n.alive and n.memory_total
+            Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds))
+            for n in found
+            if n.alive and n.memory_total and not n.refused
         ]
 
     # -- the listener -----------------------------------------------------------------------
@@ -434,6 +450,11 @@ class RQExecutor(Reconciler):
                 self._placed(h, str(event["node"]), event.get("pid") or h.pid)
             h.cap_hit = str(event.get("cap") or "") or h.cap_hit  # a cap its node's kernel held it at
             code = int(code) if isinstance(code, int) else -signal.SIGKILL
+            note = str(event.get("note") or "")
+            if code == REFUSED_CODE and note.startswith("refused by node"):  # the node ran nothing of it
+                log.error("attempt %s (%s): %s", h.id, h.tag, note)
+                if h.spec is not None:  # this server's own spec (in memory), never a path from Redis
+                    _append(Path(h.spec.log_path), f"===== {note} =====\n")
             self._end(h, code, str(rung) if rung else None, exited_at=event.get("exited_at"))
 
     def _placed(self, h: RemoteHandle, node: str, pid: object, spawned_at: object = None) -> None:
@@ -483,6 +504,14 @@ def _node_clock(reading: object, earliest: float) -> float:
     machine's clock may be off); now when the node sent none."""
     now = time.time()
     return min(now, max(earliest, float(reading))) if isinstance(reading, int | float) else now
+
+
+def _append(path: Path, line: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line)
+    except OSError:
+        pass
 
 
 def _remote(handle: AttemptHandle) -> RemoteHandle:

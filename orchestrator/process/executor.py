@@ -69,7 +69,11 @@ class NodeInfo:
     # server's admission by memory judges by (process/admission.py).
     memory_total: int = 0
     memory_available: int = 0
+    version: str = ""  # its orchestrator version ("": a node too old to say)
+    protocol: int = 1  # the cluster protocol it speaks (cluster/names.py; 1: a node too old to say)
     alive: bool = True
+    # The server's reading: why it does not route to this node ("": it does), e.g. another protocol.
+    refused: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
