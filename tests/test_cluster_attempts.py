@@ -20,11 +20,11 @@ from .redisserver import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
-
 def as_spec(raw: bytes | None) -> AttemptSpec:
     """The spec a claim handed over as text (unsigned here: no node verifies in these tests)."""
     assert raw is not None
     return AttemptSpec.from_json(raw)
+
 
 def attempts_on(server: RedisServer, prefix: str) -> Leases:
     return Leases(connect(server.url), Names(prefix))
@@ -220,7 +220,9 @@ def test_take_pops_the_first_job_and_claims_its_attempt_in_one_step(redis_server
     first, second = enqueued(ops, "a1"), enqueued(ops, "a2")
     taken = ops.take(worker, lists, "node-a", 5, Job.redis_job_namespace_prefix)
     assert taken is not None and (taken.what, taken.job_id, taken.queue) == ("claimed", job_id("a1", first.token), 0)
-    assert taken.spec is not None and AttemptSpec.from_json(taken.spec) == first  # from the attempt's hash: RQ's job is neither fetched nor decoded
+    assert (
+        taken.spec is not None and AttemptSpec.from_json(taken.spec) == first
+    )  # from the attempt's hash: RQ's job is neither fetched nor decoded
     record = ops.read("a1")
     assert record["state"] == "running" and record["node"] == "node-a" and "claimed_at" in record
     assert ops.lease_holder("a1") == f"node-a:{first.token}"
@@ -252,7 +254,12 @@ def test_take_skips_a_cancelled_or_re_enqueued_attempt_without_claiming_it(redis
     stale = ops.take(worker, lists, "node-a", 5, prefix)
     assert stale is not None and stale.what == "stale" and stale.job_id.endswith(f"-{old.token}")
     fresh = ops.take(worker, lists, "node-a", 5, prefix)
-    assert fresh is not None and fresh.what == "claimed" and fresh.spec is not None and AttemptSpec.from_json(fresh.spec).token == new.token
+    assert (
+        fresh is not None
+        and fresh.what == "claimed"
+        and fresh.spec is not None
+        and AttemptSpec.from_json(fresh.spec).token == new.token
+    )
     assert ops.lease_holder("a2") == f"node-a:{new.token}"
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -72,15 +73,21 @@ def _settings() -> Settings:
 # -- public -------------------------------------------------------------------------
 @public.get("/health")
 def health() -> Response:
-    return jsonify(
-        {
-            "status": "ok",
-            "version": __version__,
-            "instance": extension()["instance"],
-            "uptime": round(time.time() - STARTED, 1),
-            **_engine().counts(),
-        }
-    )
+    """Up, and (executor rq) whether the queue to the nodes answers: an outage is "degraded",
+    with since when, not "ok" (no node can start, report or be seen meanwhile)."""
+    engine = _engine()
+    found: dict[str, Any] = {"status": "ok"}
+    if _settings().distributed.executor == "rq":
+        since = engine.executor.queue_outage()
+        found["queue"] = "ok" if since is None else f"unreachable since {_iso(since)}"
+        if since is not None:
+            found.update(status="degraded", queue_unreachable_since=since)
+    found.update(version=__version__, instance=extension()["instance"], uptime=round(time.time() - STARTED, 1))
+    return jsonify({**found, **engine.counts()})
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @public.get("/openapi.json")

@@ -80,6 +80,7 @@ class RQExecutor(Reconciler):
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._memory: list[Memory] = []  # each live node's, from its heartbeat (read by the listener)
         self._down = False
+        self._down_since: float | None = None  # when Redis stopped answering (queue_outage)
         self._refused_told: set[str] = set()  # refused nodes already logged (once each)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
@@ -383,11 +384,17 @@ class RQExecutor(Reconciler):
         return count
 
     def nodes(self) -> list[NodeInfo] | None:
+        """The registry; an unreachable Redis is an error (the API answers 503 saying so), never
+        an empty list that reads as "no nodes"."""
         try:
             return registry.read(self.client, self.names)
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
-            return []
+            raise
+
+    def queue_outage(self) -> float | None:
+        with self._cond:
+            return self._down_since
 
     def local_runner(self) -> ProcessRunner | None:
         return None  # attempts run on the nodes
@@ -417,6 +424,8 @@ class RQExecutor(Reconciler):
                 if self._down:
                     log.warning("Redis at %s answers again: reconciling the attempts on nodes", self.url)
                     self._down = False
+                    with self._cond:
+                        self._down_since = None
                     next_check = 0.0
                 if time.monotonic() >= next_check:
                     self._reconcile()
@@ -433,6 +442,8 @@ class RQExecutor(Reconciler):
     def _note_down(self, exc: Exception) -> None:
         if not self._down:
             self._down = True
+            with self._cond:
+                self._down_since = self._down_since or time.time()
             log.warning("Redis at %s does not answer (%s): retrying; attempts wait", self.url, exc)
 
     def _apply(self, event: Mapping[str, object]) -> None:

@@ -223,6 +223,11 @@ class Executor(Protocol):
         """The memory admission by memory reads: this machine's, or each live node's (a remote executor)."""
         ...
 
+    def queue_outage(self) -> float | None:
+        """Since when (epoch seconds) the queue that carries attempts to other machines has not
+        answered; None: it answers, or there is none (attempts run here)."""
+        ...
+
     def local_runner(self) -> ProcessRunner | None:
         """The runner its attempts run through on this machine (the AI planner runs its CLI
         through it too); None: they run elsewhere."""
@@ -326,6 +331,9 @@ class LocalExecutor:
 
     def memory(self) -> list[Memory]:
         return [machine_memory()]
+
+    def queue_outage(self) -> float | None:
+        return None  # no queue: this server runs every attempt
 
     def local_runner(self) -> ProcessRunner | None:
         return self.runner
