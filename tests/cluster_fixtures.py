@@ -56,13 +56,21 @@ def servers_public_key(url: str, prefix: str) -> Path | None:
 class NodeProcess:
     """A running node subprocess (its own process group), its output in a file."""
 
-    def __init__(self, argv: list[str], url: str, prefix: str, name: str, folder: Path) -> None:
+    def __init__(
+        self, argv: list[str], url: str, prefix: str, name: str, folder: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.url, self.prefix, self.name, self.folder = url, prefix, name, folder
         self.log_path = folder / f"{name}.out"
         self.own_folder = False  # start_node made the folder: stop_all removes it
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
             )
         _started.append(self)
 
@@ -138,9 +146,11 @@ def start_node(
     config: dict[str, Any] | None = None,
     folder: Path | None = None,
     wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> NodeProcess:
     """Start a node and (``wait``) return once it is registered in Redis. ``config``: the node's
-    settings (a dict of sections), written to a config file of its own."""
+    settings (a dict of sections), written to a config file of its own; ``env``: variables added
+    to its environment."""
     own = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="orch-node-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,7 +161,7 @@ def start_node(
         config["distributed"] = {**config.get("distributed", {}), "verify_key_file": str(key)}
     path.write_text(yaml.safe_dump(config))
     node = NodeProcess(
-        node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder
+        node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder, env
     )
     node.own_folder = own
     return node.wait_registered() if wait else node

@@ -207,3 +207,24 @@ def test_the_server_routes_nothing_to_a_node_of_another_protocol_and_says_why(re
         assert executor.memory() == []  # nor is its memory counted
     finally:
         executor.close()
+
+
+@pytest.mark.slow
+def test_a_worker_on_a_node_gets_no_redis_password_from_the_nodes_environment(redis_server, unique_prefix, tmp_path):
+    ws = tmp_path / "ws"
+    signer = write_server_marker(redis_server.url, unique_prefix, ws)
+    ops = Leases(connect(redis_server.url), Names(unique_prefix), signer)
+    # Where an operator may well have put it: the node's environment (the worker inherits it).
+    env = {
+        "REDIS_URL": redis_server.url,
+        "REDISCLI_AUTH": redis_server.password,
+        "QUEUE_DSN": redis_server.url,  # under any name: its value holds the password
+        "NODE_OWN_THING": "kept",
+    }
+    start_node(redis_server.url, unique_prefix, name="ne", config={"workers": {"inherit_env": True}}, env=env)
+    ops.enqueue(a_spec(ws, "envdump", ops.new_token(), ["sh", "-c", "env"]))
+    record = wait_for(lambda: ended(ops, "envdump"), what="the attempt to end")
+    dumped = (ws / "envdump.log").read_text()
+    assert record["code"] == "0" and "NODE_OWN_THING=kept" in dumped  # the node's environment does reach it
+    assert redis_server.password not in dumped
+    assert not [line for line in dumped.splitlines() if line.upper().startswith("REDIS")]

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import redis
 
@@ -128,10 +129,15 @@ def supervisor_for(ctx: NodeContext) -> SupervisorClient | None:
         return found
 
 
-def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str]) -> dict[str, str]:
+def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str], redis_url: str = "") -> dict[str, str]:
     """The worker's environment on this node: the node's base (its settings, its credentials),
-    the spec's protocol variables and the secret ones, and this node's own paths."""
+    the spec's protocol variables and the secret ones, and this node's own paths. Never the
+    node's way into Redis (whoever holds it reaches every node's queue): no ``REDIS*`` variable,
+    and no variable holding the password of ``redis_url`` (the node's own)."""
     env = base_env(settings)
+    password = urlsplit(redis_url).password if redis_url else None
+    for name in [n for n, v in env.items() if n.upper().startswith("REDIS") or (password and password in v)]:
+        del env[name]
     env.update({k: v for k, v in spec.env.items() if k not in NODE_OWN})
     env.update({k: v for k, v in secret.items() if k == protocol.API_KEY})
     add_helpers(env)
@@ -251,7 +257,7 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
         return runner.spawn(
             list(spec.argv),
             cwd=Path(spec.cwd),
-            env=worker_env(ctx.settings, spec, secret),
+            env=worker_env(ctx.settings, spec, secret, ctx.url),
             log_path=log_path,
             tag=spec.run_tag,
             exit_file=exit_file,
