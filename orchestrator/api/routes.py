@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -20,6 +19,7 @@ from ..index import IndexUnavailable
 from ..index import rows as index_rows
 from ..models import JobRecord, JobStatus
 from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..reports.status_document import queue_words
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
@@ -79,15 +79,11 @@ def health() -> Response:
     found: dict[str, Any] = {"status": "ok"}
     if _settings().distributed.executor == "rq":
         since = engine.executor.queue_outage()
-        found["queue"] = "ok" if since is None else f"unreachable since {_iso(since)}"
+        found["queue"] = "ok" if since is None else queue_words(since)
         if since is not None:
             found.update(status="degraded", queue_unreachable_since=since)
     found.update(version=__version__, instance=extension()["instance"], uptime=round(time.time() - STARTED, 1))
     return jsonify({**found, **engine.counts()})
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @public.get("/openapi.json")
