@@ -228,3 +228,24 @@ def test_a_worker_on_a_node_gets_no_redis_password_from_the_nodes_environment(re
     assert record["code"] == "0" and "NODE_OWN_THING=kept" in dumped  # the node's environment does reach it
     assert redis_server.password not in dumped
     assert not [line for line in dumped.splitlines() if line.upper().startswith("REDIS")]
+
+
+@pytest.mark.slow
+def test_a_restarted_server_reads_back_only_attempts_it_signed(redis_server, unique_prefix, tmp_path):
+    settings = make_settings(
+        tmp_path, distributed={"executor": "rq", "redis_url": redis_server.url, "queue_prefix": unique_prefix, "lease": 3}
+    )
+    executor = RQExecutor(settings)
+    try:
+        client, names = executor.client, executor.names
+        ours = a_spec(tmp_path, "ours", executor.attempts.new_token(), ["true"])
+        ours.tag = "root1.w1"
+        executor.attempts.record(ours)
+        forged = a_spec(tmp_path, "forged", 5, ["sh", "-c", "touch /tmp/never"])
+        forged.tag = "root1.w2"
+        client.hset(names.attempt("forged"), mapping={"token": 5, "spec": forged.to_json(), "state": "running", "pid": 1})
+        client.hset(names.tree("root1"), mapping={"ours": "root1.w1", "forged": "root1.w2"})
+        assert [f.start_id for f in executor.find("root1")] == ["ours"]
+        assert executor.adopt(1, "forged", tag="root1.w2", started_at=time.time(), exit_file=None).spec is None
+    finally:
+        executor.close()

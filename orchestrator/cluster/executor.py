@@ -48,7 +48,7 @@ from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env, wri
 from .names import Names
 from .reconcile import Reconciler
 from .registry import NodeInfo
-from .signing import REFUSED_CODE, SpecSigner
+from .signing import REFUSED_CODE, Refused, SpecSigner, SpecVerifier
 
 log = logging.getLogger("orchestrator.cluster.executor")
 
@@ -71,7 +71,9 @@ class RQExecutor(Reconciler):
         settings.workspace_root.mkdir(parents=True, exist_ok=True)
         # Every spec is signed: a node runs nothing else (cluster/signing.py; the nodes' key is
         # <workspace>/.keys/cluster-ed25519.pub, written here).
-        self.attempts = Leases(self.client, self.names, SpecSigner.for_workspace(settings.workspace_root))
+        signer = SpecSigner.for_workspace(settings.workspace_root)
+        self.attempts = Leases(self.client, self.names, signer)
+        self._own = SpecVerifier(signer.key.public_key())  # what it reads back from Redis after a restart
         self.marker = marker.write_marker(self.client, self.names, settings.workspace_root)
         self._cond = threading.Condition()
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
@@ -307,11 +309,21 @@ class RQExecutor(Reconciler):
             data = {k.decode(): v.decode() for k, v in raw.items()}
             if data.get("state") not in (AttemptState.QUEUED, AttemptState.RUNNING) or "spec" not in data:
                 continue
-            spec = AttemptSpec.from_json(data["spec"])
+            spec = self._read_back(attempt_id, data)
+            if spec is None:
+                continue
             number = spec.env.get(protocol.ATTEMPT, "")
             attempt = int(number) if number.isdigit() else None
             found.append(FoundAttempt(int(data.get("pid") or 0), spec.tag, attempt_id, Path(spec.exit_file or ""), attempt))
         return found
+
+    def _read_back(self, attempt_id: str, data: Mapping[str, str]) -> AttemptSpec | None:
+        """An attempt's spec as Redis holds it, if this server signed it (None: not ours, logged)."""
+        try:
+            return self._own.verify(data.get("spec"), attempt_id, int(data.get("token") or -1), expired_ok=True)
+        except (Refused, ValueError) as exc:
+            log.warning("attempt %s in Redis is not one this server signed (%s): ignored", attempt_id[:80], exc)
+            return None
 
     def adopt(
         self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
@@ -333,7 +345,7 @@ class RQExecutor(Reconciler):
             handle.node = data.get("node")
             handle.pid = int(data["pid"]) if data.get("pid") else handle.pid
             if "spec" in data:
-                handle.spec = AttemptSpec.from_json(data["spec"])
+                handle.spec = self._read_back(handle.id, data)
             state = data.get("state")
             handle.queued = state == AttemptState.QUEUED
             if state == AttemptState.ENDED:

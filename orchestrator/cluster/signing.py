@@ -119,9 +119,12 @@ class SpecVerifier:
             raise ConfigError(f"{path} holds no Ed25519 public key: {fix}", key=setting)
         return cls(key)
 
-    def verify(self, raw: str | bytes | None, attempt_id: str, token: int, now: float | None = None) -> AttemptSpec:
+    def verify(
+        self, raw: str | bytes | None, attempt_id: str, token: int, now: float | None = None, *, expired_ok: bool = False
+    ) -> AttemptSpec:
         """The spec in ``raw`` if the server signed it for this attempt and token and it has not
-        expired; else :class:`Refused` with the reason."""
+        expired (``expired_ok``: the server reading back its own, which may be older); else
+        :class:`Refused` with the reason."""
         from cryptography.exceptions import InvalidSignature
 
         if raw is None:
@@ -148,7 +151,9 @@ class SpecVerifier:
             raise Refused("its signature does not verify with this node's key (distributed.verify_key_file)") from None
         if document["protocol"] != PROTOCOL_VERSION:
             raise Refused(f"it was signed for protocol {document['protocol']!r}; this node speaks {PROTOCOL_VERSION}")
-        if not isinstance(document["expires_at"], int | float) or document["expires_at"] < (time.time() if now is None else now):
+        if not isinstance(document["expires_at"], int | float):
+            raise Refused(f"its expiry is not a time ({document['expires_at']!r})")
+        if not expired_ok and document["expires_at"] < (time.time() if now is None else now):
             raise Refused(f"its signature expired (expires_at {document['expires_at']!r})")
         spec_fields = {k: v for k, v in document.items() if k not in SIGNED_FIELDS}
         try:
