@@ -198,7 +198,7 @@ class Protocol:
         job, _ = found
         job_id, token = job.args
         claimed = ops.claim(job_id, token, NODE, self.lease)
-        if claimed is None or claimed.id != job_id:  # with threads, another's job may come first
+        if claimed is None or AttemptSpec.from_json(claimed).id != job_id:  # with threads, another's job may come first
             raise CheckFailed(f"{job_id}: the claim was refused")
         ops.started(job_id, token, NODE, 4242, "123")
         for _ in range(self.renews):

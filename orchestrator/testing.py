@@ -429,6 +429,10 @@ class FakeExecutor:
         """This machine's, like the local executor's."""
         return [machine_memory()]
 
+    def queue_outage(self) -> float | None:
+        """No queue, like the local executor."""
+        return None
+
     def local_runner(self) -> ProcessRunner | None:
         return None  # no process: the planner gets a runner of its own
 

@@ -28,29 +28,49 @@ import yaml
 
 from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.marker import write_marker
+from orchestrator.cluster.marker import server_marker, write_marker
 from orchestrator.cluster.names import Names
+from orchestrator.cluster.signing import SpecSigner, key_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 _started: list[NodeProcess] = []
 
 
-def write_server_marker(url: str, prefix: str, workspace: Path) -> None:
-    """The server's workspace marker (file and Redis), as a server writes it at start."""
+def write_server_marker(url: str, prefix: str, workspace: Path) -> SpecSigner:
+    """The server's workspace marker (file and Redis) and its attempt-signing key, as a server
+    writes them at start; the signer, for a test's ``Leases``."""
     workspace.mkdir(parents=True, exist_ok=True)
+    signer = SpecSigner.for_workspace(workspace)
     write_marker(connect(url), Names(prefix), workspace)
+    return signer
+
+
+def servers_public_key(url: str, prefix: str) -> Path | None:
+    """The public key the server under ``prefix`` wrote in its workspace (None: no server yet).
+    The test hands it to its nodes in their own config (``distributed.verify_key_file``), as an
+    operator copies it to each node."""
+    found = server_marker(connect(url), Names(prefix))
+    return key_paths(Path(found.workspace))[1] if found is not None else None
 
 
 class NodeProcess:
     """A running node subprocess (its own process group), its output in a file."""
 
-    def __init__(self, argv: list[str], url: str, prefix: str, name: str, folder: Path) -> None:
+    def __init__(
+        self, argv: list[str], url: str, prefix: str, name: str, folder: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.url, self.prefix, self.name, self.folder = url, prefix, name, folder
         self.log_path = folder / f"{name}.out"
         self.own_folder = False  # start_node made the folder: stop_all removes it
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
             )
         _started.append(self)
 
@@ -126,16 +146,22 @@ def start_node(
     config: dict[str, Any] | None = None,
     folder: Path | None = None,
     wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> NodeProcess:
     """Start a node and (``wait``) return once it is registered in Redis. ``config``: the node's
-    settings (a dict of sections), written to a config file of its own."""
+    settings (a dict of sections), written to a config file of its own; ``env``: variables added
+    to its environment."""
     own = folder is None
     folder = folder or Path(tempfile.mkdtemp(prefix="orch-node-"))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config or {}))
+    config = dict(config or {})
+    key = servers_public_key(url, prefix)
+    if key is not None and "verify_key_file" not in config.get("distributed", {}):
+        config["distributed"] = {**config.get("distributed", {}), "verify_key_file": str(key)}
+    path.write_text(yaml.safe_dump(config))
     node = NodeProcess(
-        node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder
+        node_argv(url, prefix, name=name, kinds=kinds, slots=slots, lease=lease, config=path), url, prefix, name, folder, env
     )
     node.own_folder = own
     return node.wait_registered() if wait else node

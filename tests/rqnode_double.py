@@ -18,8 +18,8 @@ from rq import Queue
 
 from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import SERIALIZER, Leases, read_secret_file
-from orchestrator.cluster.names import Names
+from orchestrator.cluster.leases import SERIALIZER, AttemptSpec, Leases, read_secret_file
+from orchestrator.cluster.names import PROTOCOL_VERSION, Names
 from orchestrator.process.runner import CommandNotFound, ProcessRunner
 
 
@@ -40,7 +40,9 @@ class NodeDouble:
         self.stopped = threading.Event()
         self.ran: list[str] = []  # attempt ids it claimed
         self.tokens: dict[str, int] = {}  # attempt id -> the token it claimed it with
-        self.info = registry.NodeInfo(name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time())
+        self.info = registry.NodeInfo(
+            name, socket.gethostname(), os.getpid(), self.kinds, slots, started_at=time.time(), protocol=PROTOCOL_VERSION
+        )
         registry.publish(self.client, self.names, self.info, lease)
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -84,7 +86,8 @@ class NodeDouble:
                 self.busy -= 1
 
     def _run(self, attempt_id: str, token: int) -> None:
-        spec = self._retry(self.ops.claim, attempt_id, token, self.name, self.lease)
+        raw = self._retry(self.ops.claim, attempt_id, token, self.name, self.lease)
+        spec = AttemptSpec.from_json(raw) if raw is not None else None  # (the real node verifies its signature)
         if spec is None:
             return
         self.ran.append(attempt_id)

@@ -20,6 +20,12 @@ from .redisserver import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 
+def as_spec(raw: bytes | None) -> AttemptSpec:
+    """The spec a claim handed over as text (unsigned here: no node verifies in these tests)."""
+    assert raw is not None
+    return AttemptSpec.from_json(raw)
+
+
 def attempts_on(server: RedisServer, prefix: str) -> Leases:
     return Leases(connect(server.url), Names(prefix))
 
@@ -46,7 +52,7 @@ def test_an_attempt_goes_queued_running_ended_and_the_server_hears_each_step(red
     s = spec(ops)
     assert ops.read("a1")["state"] == "queued"
     claimed = ops.claim("a1", s.token, "node-a", lease=5)
-    assert claimed == s
+    assert claimed is not None and AttemptSpec.from_json(claimed) == s  # as written: the node verifies it
     assert ops.claim("a1", s.token, "node-b", lease=5) is None  # taken once
     assert ops.lease_holder("a1") == f"node-a:{s.token}"
     assert ops.started("a1", s.token, "node-a", 4242, "123", spawned_at=1234.5)
@@ -214,7 +220,9 @@ def test_take_pops_the_first_job_and_claims_its_attempt_in_one_step(redis_server
     first, second = enqueued(ops, "a1"), enqueued(ops, "a2")
     taken = ops.take(worker, lists, "node-a", 5, Job.redis_job_namespace_prefix)
     assert taken is not None and (taken.what, taken.job_id, taken.queue) == ("claimed", job_id("a1", first.token), 0)
-    assert taken.spec == first  # from the attempt's hash: RQ's job is neither fetched nor decoded
+    assert (
+        taken.spec is not None and AttemptSpec.from_json(taken.spec) == first
+    )  # from the attempt's hash: RQ's job is neither fetched nor decoded
     record = ops.read("a1")
     assert record["state"] == "running" and record["node"] == "node-a" and "claimed_at" in record
     assert ops.lease_holder("a1") == f"node-a:{first.token}"
@@ -224,7 +232,7 @@ def test_take_pops_the_first_job_and_claims_its_attempt_in_one_step(redis_server
     assert ops.claim("a1", first.token, "node-b", lease=5) is None  # claimed once
     assert ops.queue("command").get_job_ids() == [job_id("a2", second.token)]  # first in, first out
     again = ops.take(worker, lists, "node-b", 5, Job.redis_job_namespace_prefix)
-    assert again is not None and again.spec == second and ops.read("a2")["node"] == "node-b"
+    assert again is not None and as_spec(again.spec) == second and ops.read("a2")["node"] == "node-b"
     assert ops.take(worker, lists, "node-b", 5, Job.redis_job_namespace_prefix) is None
     assert ops.client.llen(lists[0][1]) == 0  # nothing left on RQ's intermediate list
 
@@ -246,7 +254,12 @@ def test_take_skips_a_cancelled_or_re_enqueued_attempt_without_claiming_it(redis
     stale = ops.take(worker, lists, "node-a", 5, prefix)
     assert stale is not None and stale.what == "stale" and stale.job_id.endswith(f"-{old.token}")
     fresh = ops.take(worker, lists, "node-a", 5, prefix)
-    assert fresh is not None and fresh.what == "claimed" and fresh.spec is not None and fresh.spec.token == new.token
+    assert (
+        fresh is not None
+        and fresh.what == "claimed"
+        and fresh.spec is not None
+        and AttemptSpec.from_json(fresh.spec).token == new.token
+    )
     assert ops.lease_holder("a2") == f"node-a:{new.token}"
 
 
@@ -278,10 +291,10 @@ def test_take_claims_a_job_a_blocking_move_took_and_reads_the_queues_in_order(re
     later, sooner = enqueued(ops, "c1", "command"), enqueued(ops, "k1", "claude")
     moved = ops.client.blmove(lists[1][0], lists[1][1], 1)  # what node.NodeWorker's wait does: onto the intermediate list
     taken = ops.take(worker, lists, "node-a", 5, prefix, popped=(moved.decode(), 1))
-    assert taken is not None and taken.what == "claimed" and taken.spec == sooner and taken.queue == 1
+    assert taken is not None and taken.what == "claimed" and as_spec(taken.spec) == sooner and taken.queue == 1
     assert ops.client.llen(lists[1][1]) == 0  # off the intermediate list
     first = ops.take(worker, lists, "node-a", 5, prefix)
-    assert first is not None and first.spec == later and first.queue == 0
+    assert first is not None and as_spec(first.spec) == later and first.queue == 0
     # a job taken by a move whose attempt another worker has claimed meanwhile is not claimed twice
     again = enqueued(ops, "c2", "command")
     moved = ops.client.blmove(lists[0][0], lists[0][1], 1)

@@ -21,6 +21,7 @@ import yaml
 from orchestrator.cluster import registry
 from orchestrator.cluster.distribution import make_executor
 from orchestrator.cluster.executor import RQExecutor
+from orchestrator.cluster.names import PROTOCOL_VERSION
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
@@ -92,8 +93,10 @@ def test_admission_reads_each_live_nodes_memory_from_its_heartbeat(rq):
     a node too old to report its memory is left out, and locally it is this machine."""
     executor = rq()
     gb = 1 << 30
-    fresh = registry.NodeInfo("big", "h1", 1, ["claude"], 2, memory_total=64 * gb, memory_available=40 * gb)
-    old = registry.NodeInfo("old", "h2", 2, ["command"], 2)
+    fresh = registry.NodeInfo(
+        "big", "h1", 1, ["claude"], 2, memory_total=64 * gb, memory_available=40 * gb, protocol=PROTOCOL_VERSION
+    )
+    old = registry.NodeInfo("old", "h2", 2, ["command"], 2, protocol=PROTOCOL_VERSION)
     for info in (fresh, old):
         registry.publish(executor.client, executor.names, info, LEASE)
     found = wait_until(lambda: executor.memory(), what="the listener to read the nodes' memory")
@@ -165,7 +168,9 @@ def test_an_attempt_runs_on_a_node_with_nothing_secret_in_redis_and_its_sample_r
 
 def test_an_attempt_runs_from_its_nodes_spawn_to_its_nodes_end_kept_within_what_the_server_saw(rq, tmp_path):
     executor = rq()
-    info = registry.NodeInfo(name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time())
+    info = registry.NodeInfo(
+        name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time(), protocol=PROTOCOL_VERSION
+    )
     registry.publish(executor.client, executor.names, info, lease=60)  # a node that is registered and takes nothing
     handles = [start(executor, tmp_path, ["true"], f"root.s.worker_{i}") for i in range(3)]
     enqueued = [h.started_at for h in handles]
@@ -193,7 +198,9 @@ def test_an_end_the_reconciler_reads_from_the_hash_is_the_nodes_clock_as_the_eve
     when its node saw it end (before, the reconciler ended it when it read the hash, later than the
     node's next spawn on the same slot: two attempts at once on one slot, in the records)."""
     executor = rq()
-    info = registry.NodeInfo(name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time())
+    info = registry.NodeInfo(
+        name="n1", host="h", pid=1, kinds=["command"], slots=1, started_at=time.time(), protocol=PROTOCOL_VERSION
+    )
     registry.publish(executor.client, executor.names, info, lease=60)  # a node that is registered and takes nothing
     handle = start(executor, tmp_path, ["true"], "root.e.worker_1")
     claimed = executor.attempts.claim(handle.id, handle.token, "n1", 60)

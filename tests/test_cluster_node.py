@@ -23,6 +23,7 @@ from orchestrator.cluster.connect import connect
 from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases, write_secret_file
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
+from orchestrator.cluster.signing import SpecSigner, key_paths
 from orchestrator.process.procscan import parent_of, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.environment import SPAWN_BIN
@@ -40,8 +41,8 @@ def _stop_nodes():
     stop_all()
 
 
-def ops_on(url: str, prefix: str) -> Leases:
-    return Leases(connect(url), Names(prefix))
+def ops_on(url: str, prefix: str, signer: SpecSigner | None = None) -> Leases:
+    return Leases(connect(url), Names(prefix), signer)
 
 
 def enqueue(ops: Leases, ws: Path, attempt_id: str, argv: list[str], *, kind: str = "command", lease: float = 3.0) -> AttemptSpec:
@@ -71,8 +72,8 @@ def state(ops: Leases, attempt_id: str) -> str | None:
 
 def setup(server: RedisServer, prefix: str, tmp_path: Path) -> tuple[Leases, Path]:
     ws = tmp_path / "ws"
-    write_server_marker(server.url, prefix, ws)
-    return ops_on(server.url, prefix), ws
+    signer = write_server_marker(server.url, prefix, ws)
+    return ops_on(server.url, prefix, signer), ws
 
 
 def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_server, unique_prefix, tmp_path):
@@ -100,9 +101,10 @@ def test_a_node_runs_an_attempt_writes_its_log_and_reports_start_and_end(redis_s
 
 
 def test_a_node_waits_for_the_servers_marker_and_refuses_a_workspace_it_cannot_see(redis_server, unique_prefix, tmp_path):
-    node = start_node(redis_server.url, unique_prefix, name="early", wait=False)
-    wait_for(lambda: "waiting for a server" in node.output(), what="the node to say it waits")
     ws = tmp_path / "ws"
+    key = {"distributed": {"verify_key_file": str(key_paths(ws)[1])}}  # where the server will write it
+    node = start_node(redis_server.url, unique_prefix, name="early", wait=False, config=key)
+    wait_for(lambda: "waiting for a server" in node.output(), what="the node to say it waits")
     write_server_marker(redis_server.url, unique_prefix, ws)
     node.wait_registered()
     (ws / MARKER_FILE).unlink()  # this "machine" no longer sees the workspace at that path

@@ -53,7 +53,7 @@ def test_nodes_lists_each_registered_node_with_its_heartbeat_age_and_whether_it_
     # And every entry has the fields its OpenAPI schema requires, of the stated types
     served = get(url, "/openapi.json").json()["paths"]["/api/v1/nodes"]["get"]["responses"]["200"]
     assert served["content"]["application/json"]["schema"]["properties"]["nodes"]["items"] == NODE_SCHEMA
-    kinds = {"string": str, "number": (int, float), "array": list, "boolean": bool}
+    kinds = {"string": str, "number": (int, float), "integer": int, "array": list, "boolean": bool}
     for entry in doc["nodes"]:
         assert set(NODE_SCHEMA["required"]) <= set(entry)
         for key, schema in NODE_SCHEMA["properties"].items():

@@ -19,6 +19,7 @@ from ..index import IndexUnavailable
 from ..index import rows as index_rows
 from ..models import JobRecord, JobStatus
 from ..reports.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..reports.status_document import queue_words
 from ..reports.timeline import render_timeline_svg
 from ..webhooks.outbox import STATUSES as DELIVERY_STATUSES
 from ..workspace.ids import parse_worker_ref, root_of, validate_job_id
@@ -72,15 +73,17 @@ def _settings() -> Settings:
 # -- public -------------------------------------------------------------------------
 @public.get("/health")
 def health() -> Response:
-    return jsonify(
-        {
-            "status": "ok",
-            "version": __version__,
-            "instance": extension()["instance"],
-            "uptime": round(time.time() - STARTED, 1),
-            **_engine().counts(),
-        }
-    )
+    """Up, and (executor rq) whether the queue to the nodes answers: an outage is "degraded",
+    with since when, not "ok" (no node can start, report or be seen meanwhile)."""
+    engine = _engine()
+    found: dict[str, Any] = {"status": "ok"}
+    if _settings().distributed.executor == "rq":
+        since = engine.executor.queue_outage()
+        found["queue"] = "ok" if since is None else queue_words(since)
+        if since is not None:
+            found.update(status="degraded", queue_unreachable_since=since)
+    found.update(version=__version__, instance=extension()["instance"], uptime=round(time.time() - STARTED, 1))
+    return jsonify({**found, **engine.counts()})
 
 
 @public.get("/openapi.json")

@@ -388,7 +388,8 @@ class ApiClient:
         return self._request("GET", "/api/v1/nodes")
 
     def health(self) -> dict[str, Any]:
-        """The server's health document, ``{"status": "ok", ...}``."""
+        """The server's health document, ``{"status": "ok", ...}`` (``"degraded"``, ``queue`` saying
+        since when, while the rq executor's Redis does not answer)."""
         return self._request("GET", "/health")
 
     # --- the rules ------------------------------------------------------------------

@@ -41,10 +41,14 @@ def load_or_create(workspace_root: Path) -> Ed25519PrivateKey:
     """The folder's key; made if there is none (exclusively: two processes making it at once keep
     one). :class:`KeyUnusable` for a key file that holds none; a :class:`~orchestrator.errors.WorkspaceError`
     (``NoSpace`` on a full disk) naming the file when it cannot be written, and then no file is left."""
+    return load_or_create_file(key_path(workspace_root))
+
+
+def load_or_create_file(path: Path) -> Ed25519PrivateKey:
+    """``load_or_create`` for the key at ``path`` (the cluster's attempt-signing key uses it too)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    path = key_path(workspace_root)
     try:
         return load(path)
     except FileNotFoundError:
@@ -52,14 +56,14 @@ def load_or_create(workspace_root: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
-        made = _write_whole(path, pem)
+        made = write_whole(path, pem)
     except OSError as exc:
         kind = NoSpace if no_space(exc) else WorkspaceError
         raise kind(f"the signing key could not be written at {path}: {exc.strerror or exc}") from exc
     return key if made else load(path)
 
 
-def _write_whole(path: Path, data: bytes) -> bool:
+def write_whole(path: Path, data: bytes) -> bool:
     """``data`` at ``path`` (mode 0600), all of it or nothing: written to a temporary file beside it,
     synced, then linked into place (a link, unlike a rename, never replaces a key another process
     made meanwhile). False when ``path`` was there already (that key is kept)."""

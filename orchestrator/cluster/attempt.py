@@ -2,7 +2,9 @@
 RQ in the main thread of a node's worker process (cluster/node.py: NodeWorker forks no horse),
 with only the attempt's id and fencing token.
 
-It claims the attempt (its lease starts), starts the worker with the same runner as a single
+It claims the attempt (its lease starts), verifies the spec the attempt's hash holds (signed by the
+server, checked with the key the node's own config names: cluster/signing.py; a spec that fails is
+refused, logged and reported ended ``REFUSED_CODE`` with the reason, and nothing of it runs), starts the worker with the same runner as a single
 server (process/runner.py: the shim, its own process group, the exit file, and the tag of this run,
 ``AttemptSpec.run_tag``), tells the server it started, then until it ends: takes the server's
 control messages (terminate: the kill ladder),
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import redis
 
@@ -46,6 +49,7 @@ from ..workspace.filesystem import atomic_write
 from .connect import SOCKET_TIMEOUT
 from .leases import NODE_OWN, AttemptSpec, ControlAction, Leases, read_secret_file
 from .names import Names
+from .signing import REFUSED_CODE, Refused, SpecVerifier
 
 log = logging.getLogger("orchestrator.node")
 
@@ -63,6 +67,10 @@ class NodeContext:
     lease: float
     settings: Settings
     attempts_dir: Path  # one file per attempt in flight: its tag, so a restarted node can sweep it
+    verifier: SpecVerifier  # the server's public key, from the node's own config: only what it signed runs
+    # A private folder of this node's (not on the shared workspace): one file per attempt and token
+    # it has taken, so a signed spec put back in Redis is not run twice here.
+    seen_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
     # The folder of the node's own worker supervisor (process/supervisor.py), which starts its
     # attempts' shims without a fork of the RQ worker's process (None: each worker forks its own).
@@ -121,10 +129,15 @@ def supervisor_for(ctx: NodeContext) -> SupervisorClient | None:
         return found
 
 
-def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str]) -> dict[str, str]:
+def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str], redis_url: str = "") -> dict[str, str]:
     """The worker's environment on this node: the node's base (its settings, its credentials),
-    the spec's protocol variables and the secret ones, and this node's own paths."""
+    the spec's protocol variables and the secret ones, and this node's own paths. Never the
+    node's way into Redis (whoever holds it reaches every node's queue): no ``REDIS*`` variable,
+    and no variable holding the password of ``redis_url`` (the node's own)."""
     env = base_env(settings)
+    password = urlsplit(redis_url).password if redis_url else None
+    for name in [n for n, v in env.items() if n.upper().startswith("REDIS") or (password and password in v)]:
+        del env[name]
     env.update({k: v for k, v in spec.env.items() if k not in NODE_OWN})
     env.update({k: v for k, v in secret.items() if k == protocol.API_KEY})
     add_helpers(env)
@@ -166,13 +179,13 @@ def run(attempt_id: str, token: int) -> int | None:
     return _attempt(attempt_id, token, None)
 
 
-def run_claimed(spec: AttemptSpec) -> int | None:
+def run_claimed(attempt_id: str, token: int, raw: bytes | None) -> int | None:
     """``run`` for an attempt this node has already claimed, in the same round trip as it took
-    its job off the queue (node.NodeWorker: Leases.take)."""
-    return _attempt(spec.id, spec.token, spec)
+    its job off the queue (node.NodeWorker: Leases.take); ``raw``: its hash's spec, unverified."""
+    return _attempt(attempt_id, token, raw, claimed=True)
 
 
-def _attempt(attempt_id: str, token: int, claimed: AttemptSpec | None) -> int | None:
+def _attempt(attempt_id: str, token: int, raw: bytes | None, *, claimed: bool = False) -> int | None:
     ctx = node()
     ops = shared_ops(ctx)
     wake = Wakeup()
@@ -182,10 +195,15 @@ def _attempt(attempt_id: str, token: int, claimed: AttemptSpec | None) -> int | 
         signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
     )
     try:
-        spec = claimed or _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
-        if spec is None:
-            log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
-            return None
+        if not claimed:
+            raw = _retry(lambda: ops.claim(attempt_id, int(token), ctx.name, ctx.lease), ctx.lease)
+            if raw is None:
+                log.info("attempt %s (token %s) is not ours to run any more: skipped", attempt_id, token)
+                return None
+        try:
+            spec = verified(ctx, raw, attempt_id, int(token))
+        except Refused as exc:
+            return _refuse(ctx, ops, attempt_id, int(token), str(exc))
         mine = ctx.attempts_dir / f"{attempt_id}.json"
         record = {"id": attempt_id, "tag": spec.run_tag, "started_at": time.time(), "pid": os.getpid()}
         atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
@@ -196,6 +214,29 @@ def _attempt(attempt_id: str, token: int, claimed: AttemptSpec | None) -> int | 
     finally:
         signal.signal(signal.SIGTERM, previous)
         wake.close()  # a control thread still reading sees ``done`` at its next read (it is a daemon)
+
+
+def verified(ctx: NodeContext, raw: bytes | None, attempt_id: str, token: int) -> AttemptSpec:
+    """The attempt's spec if the server signed it for this attempt and token, and this node has
+    not taken that attempt and token before; else :class:`Refused`."""
+    spec = ctx.verifier.verify(raw, attempt_id, token)
+    try:
+        os.close(os.open(ctx.seen_dir / f"{attempt_id}-{token}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise Refused(f"attempt {attempt_id} token {token} already ran on this node (a replay)") from None
+    return spec
+
+
+def _refuse(ctx: NodeContext, ops: Leases, attempt_id: str, token: int, reason: str) -> int:
+    """Run nothing of it: log why on this node and report it ended ``REFUSED_CODE`` with the reason
+    (the server fails the attempt with it; an attempt nobody enqueued ends where it was written)."""
+    note = f"refused by node {ctx.name}: {reason}"
+    log.error("attempt %s (token %s) %s", attempt_id[:80], token, note)
+    try:
+        ops.finish(attempt_id, token, ctx.name, REFUSED_CODE, None, note)
+    except (redis.RedisError, ValueError) as exc:
+        log.warning("attempt %s: could not report its refusal (%s)", attempt_id[:80], exc)
+    return REFUSED_CODE
 
 
 def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
@@ -216,7 +257,7 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
         return runner.spawn(
             list(spec.argv),
             cwd=Path(spec.cwd),
-            env=worker_env(ctx.settings, spec, secret),
+            env=worker_env(ctx.settings, spec, secret, ctx.url),
             log_path=log_path,
             tag=spec.run_tag,
             exit_file=exit_file,

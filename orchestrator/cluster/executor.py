@@ -48,6 +48,7 @@ from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env, wri
 from .names import Names
 from .reconcile import Reconciler
 from .registry import NodeInfo
+from .signing import REFUSED_CODE, Refused, SpecSigner, SpecVerifier
 
 log = logging.getLogger("orchestrator.cluster.executor")
 
@@ -65,10 +66,14 @@ class RQExecutor(Reconciler):
         self.url = redacted(d.redis_url)
         self.client = connect(d.redis_url)  # a bad URL, password or host: ConfigError, the server refuses to start
         self.names = Names(d.queue_prefix)
-        self.attempts = Leases(self.client, self.names)
         self.lease = d.lease
         self.period = max(0.2, d.lease / 6)
         settings.workspace_root.mkdir(parents=True, exist_ok=True)
+        # Every spec is signed: a node runs nothing else (cluster/signing.py; the nodes' key is
+        # <workspace>/.keys/cluster-ed25519.pub, written here).
+        signer = SpecSigner.for_workspace(settings.workspace_root)
+        self.attempts = Leases(self.client, self.names, signer)
+        self._own = SpecVerifier(signer.key.public_key())  # what it reads back from Redis after a restart
         self.marker = marker.write_marker(self.client, self.names, settings.workspace_root)
         self._cond = threading.Condition()
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
@@ -77,6 +82,8 @@ class RQExecutor(Reconciler):
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._memory: list[Memory] = []  # each live node's, from its heartbeat (read by the listener)
         self._down = False
+        self._down_since: float | None = None  # when Redis stopped answering (queue_outage)
+        self._refused_told: set[str] = set()  # refused nodes already logged (once each)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="rq-executor", daemon=True)
         self._thread.start()
@@ -153,19 +160,28 @@ class RQExecutor(Reconciler):
                 if kind in self._kinds_seen:
                     return  # known a moment ago; Redis will be back (the attempt waits queued here)
                 raise OSError(f"cannot reach Redis at {self.url} to find a node for worker kind {kind!r}: {exc}") from None
-            live = [n for n in found if n.alive]
+            self._tell_refused(found)
+            live = [n for n in found if n.alive and not n.refused]
             self._kinds_seen.update({k: now for node in live for k in node.kinds})
             if kind in self._kinds_seen and now - self._kinds_seen[kind] < NODES_TTL:
                 return
             if now >= deadline or self._stop.wait(0.25):
                 break
         listing = "; ".join(f"{n.name} ({', '.join(n.kinds) or 'no kinds'})" for n in live) or "none"
+        refused = "".join(f" {n.refused}." for n in found if n.alive and n.refused and kind in n.kinds)
         raise ConfigError(
-            f"no live node runs worker kind {kind!r} (live nodes: {listing}; waited {self.lease:g}s, distributed.lease). "
+            f"no live node runs worker kind {kind!r} (live nodes: {listing}; waited {self.lease:g}s, distributed.lease).{refused} "
             f"Start one on a machine that mounts the workspace at {self.marker.workspace}: "
             f"python -m orchestrator node --kinds {kind}",
             key="distributed.executor",
         )
+
+    def _tell_refused(self, found: Sequence[NodeInfo]) -> None:
+        """Log each node of another protocol once (it is refused: nothing is routed to it)."""
+        for node in found:
+            if node.alive and node.refused and node.name not in self._refused_told:
+                self._refused_told.add(node.name)
+                log.error("%s", node.refused)
 
     def _enqueue(self, handle: RemoteHandle) -> None:
         """Enqueue (again) with a fresh token; the attempt is indexed under its tree for ``find``."""
@@ -293,11 +309,21 @@ class RQExecutor(Reconciler):
             data = {k.decode(): v.decode() for k, v in raw.items()}
             if data.get("state") not in (AttemptState.QUEUED, AttemptState.RUNNING) or "spec" not in data:
                 continue
-            spec = AttemptSpec.from_json(data["spec"])
+            spec = self._read_back(attempt_id, data)
+            if spec is None:
+                continue
             number = spec.env.get(protocol.ATTEMPT, "")
             attempt = int(number) if number.isdigit() else None
             found.append(FoundAttempt(int(data.get("pid") or 0), spec.tag, attempt_id, Path(spec.exit_file or ""), attempt))
         return found
+
+    def _read_back(self, attempt_id: str, data: Mapping[str, str]) -> AttemptSpec | None:
+        """An attempt's spec as Redis holds it, if this server signed it (None: not ours, logged)."""
+        try:
+            return self._own.verify(data.get("spec"), attempt_id, int(data.get("token") or -1), expired_ok=True)
+        except (Refused, ValueError) as exc:
+            log.warning("attempt %s in Redis is not one this server signed (%s): ignored", attempt_id[:80], exc)
+            return None
 
     def adopt(
         self, pid: int | None, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None
@@ -319,7 +345,7 @@ class RQExecutor(Reconciler):
             handle.node = data.get("node")
             handle.pid = int(data["pid"]) if data.get("pid") else handle.pid
             if "spec" in data:
-                handle.spec = AttemptSpec.from_json(data["spec"])
+                handle.spec = self._read_back(handle.id, data)
             state = data.get("state")
             handle.queued = state == AttemptState.QUEUED
             if state == AttemptState.ENDED:
@@ -370,11 +396,17 @@ class RQExecutor(Reconciler):
         return count
 
     def nodes(self) -> list[NodeInfo] | None:
+        """The registry; an unreachable Redis is an error (the API answers 503 saying so), never
+        an empty list that reads as "no nodes"."""
         try:
             return registry.read(self.client, self.names)
         except (redis.RedisError, OSError) as exc:
             self._note_down(exc)
-            return []
+            raise
+
+    def queue_outage(self) -> float | None:
+        with self._cond:
+            return self._down_since
 
     def local_runner(self) -> ProcessRunner | None:
         return None  # attempts run on the nodes
@@ -387,8 +419,11 @@ class RQExecutor(Reconciler):
 
     def _read_memory(self) -> None:
         found = registry.read(self.client, self.names)
+        self._tell_refused(found)
         self._memory = [
-            Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds)) for n in found if n.alive and n.memory_total
+            Memory(n.memory_total, n.memory_available, n.name, frozenset(n.kinds))
+            for n in found
+            if n.alive and n.memory_total and not n.refused
         ]
 
     # -- the listener -----------------------------------------------------------------------
@@ -401,6 +436,8 @@ class RQExecutor(Reconciler):
                 if self._down:
                     log.warning("Redis at %s answers again: reconciling the attempts on nodes", self.url)
                     self._down = False
+                    with self._cond:
+                        self._down_since = None
                     next_check = 0.0
                 if time.monotonic() >= next_check:
                     self._reconcile()
@@ -417,6 +454,8 @@ class RQExecutor(Reconciler):
     def _note_down(self, exc: Exception) -> None:
         if not self._down:
             self._down = True
+            with self._cond:
+                self._down_since = self._down_since or time.time()
             log.warning("Redis at %s does not answer (%s): retrying; attempts wait", self.url, exc)
 
     def _apply(self, event: Mapping[str, object]) -> None:
@@ -434,6 +473,11 @@ class RQExecutor(Reconciler):
                 self._placed(h, str(event["node"]), event.get("pid") or h.pid)
             h.cap_hit = str(event.get("cap") or "") or h.cap_hit  # a cap its node's kernel held it at
             code = int(code) if isinstance(code, int) else -signal.SIGKILL
+            note = str(event.get("note") or "")
+            if code == REFUSED_CODE and note.startswith("refused by node"):  # the node ran nothing of it
+                log.error("attempt %s (%s): %s", h.id, h.tag, note)
+                if h.spec is not None:  # this server's own spec (in memory), never a path from Redis
+                    _append(Path(h.spec.log_path), f"===== {note} =====\n")
             self._end(h, code, str(rung) if rung else None, exited_at=event.get("exited_at"))
 
     def _placed(self, h: RemoteHandle, node: str, pid: object, spawned_at: object = None) -> None:
@@ -483,6 +527,14 @@ def _node_clock(reading: object, earliest: float) -> float:
     machine's clock may be off); now when the node sent none."""
     now = time.time()
     return min(now, max(earliest, float(reading))) if isinstance(reading, int | float) else now
+
+
+def _append(path: Path, line: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line)
+    except OSError:
+        pass
 
 
 def _remote(handle: AttemptHandle) -> RemoteHandle:

@@ -21,7 +21,8 @@ as atomic Redis operations (Lua scripts), so that both sides agree on one state 
   the server's environment nor the worker's API key, which travels in a 0600 file in the shared
   workspace (``secret_env_file``) that the node reads and deletes (``split_env``).
 
-RQ carries only ``(attempt id, token)`` to the node (``RQ_FUNCTION``); the spec is in the hash.
+RQ carries only ``(attempt id, token)`` to the node (``RQ_FUNCTION``); the spec is in the hash,
+signed by the server (cluster/signing.py): the node takes it as text and runs it only once verified.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from rq import Queue
@@ -43,6 +44,7 @@ from rq.serializers import JSONSerializer
 
 from .. import protocol
 from ..config.keys import StrEnum
+from .names import PROTOCOL_VERSION as PROTOCOL_VERSION
 from .names import Names
 
 TOKEN_BLOCK = 64  # fencing tokens a server takes from ``P:fence`` at once (Leases.new_token)
@@ -274,13 +276,21 @@ return fresh
 """
 
 
+class Signer(Protocol):
+    """What signs a spec for the hash (signing.SpecSigner): the JSON a node will verify."""
+
+    def sign(self, spec: AttemptSpec, now: float | None = None) -> str: ...
+
+
 class Leases:
     """The protocol's operations on one Redis, under one prefix. Thread-safe (redis-py's client
-    is); every method is one round trip."""
+    is); every method is one round trip. ``signer``: the server's (its enqueues are signed);
+    without one a spec goes unsigned, and no node runs it."""
 
-    def __init__(self, client: redis.Redis, names: Names) -> None:
+    def __init__(self, client: redis.Redis, names: Names, signer: Signer | None = None) -> None:
         self.client = client
         self.names = names
+        self.signer = signer
         self._claim = client.register_script(_CLAIM)
         self._started = client.register_script(_STARTED)
         self._renew = client.register_script(_RENEW)
@@ -320,7 +330,7 @@ class Leases:
                 key,
                 mapping={
                     "token": spec.token,
-                    "spec": spec.to_json(),
+                    "spec": self.signer.sign(spec) if self.signer is not None else spec.to_json(),
                     "kind": spec.kind,
                     "tag": spec.tag,
                     "state": AttemptState.QUEUED,
@@ -416,13 +426,14 @@ class Leases:
         self.client.delete(n.attempt(attempt_id), n.lease(attempt_id), n.control(attempt_id))
 
     # -- node side
-    def claim(self, attempt_id: str, token: int, node: str, lease: float) -> AttemptSpec | None:
-        """Take a queued attempt (its lease starts); None when it is no longer this token's to run."""
+    def claim(self, attempt_id: str, token: int, node: str, lease: float) -> bytes | None:
+        """Take a queued attempt (its lease starts): its spec as the hash holds it, for the node to
+        verify (signing.SpecVerifier); None when it is no longer this token's to run."""
         n = self.names
         found = self._claim(
             keys=[n.attempt(attempt_id), n.lease(attempt_id), n.events], args=[token, node, time.time(), _ms(lease)]
         )
-        return AttemptSpec.from_json(found) if found else None
+        return found if isinstance(found, bytes) else None
 
     def take(
         self,
@@ -445,8 +456,8 @@ class Leases:
         if not found:
             return None
         what, job_id, at = found[0].decode(), found[1].decode(), (int(found[2]) - 2) // 2
-        spec = AttemptSpec.from_json(found[3]) if what == "claimed" else None
-        return Taken(what, job_id, at, spec)
+        raw = found[3] if what == "claimed" and len(found) > 3 else None
+        return Taken(what, job_id, at, raw if isinstance(raw, bytes) else None)
 
     def started(
         self, attempt_id: str, token: int, node: str, pid: int, start_id: str | None, spawned_at: float | None = None
@@ -518,14 +529,21 @@ class Leases:
 
 @dataclass(frozen=True)
 class Taken:
-    """What ``Leases.take`` found: ``what`` is "claimed" (``spec`` is this node's to run now),
-    "stale" (not this token's to run any more: nothing to do) or "rq" (not an attempt's job: RQ's
-    own path takes it); ``queue``: the index of its queue in the list given."""
+    """What ``Leases.take`` found: ``what`` is "claimed" (this node claimed it: ``spec`` is its
+    hash's spec as written there, unverified, or None when the hash holds none), "stale" (not
+    this token's to run any more: nothing to do) or "rq" (not an attempt's job: RQ's own path
+    takes it); ``queue``: the index of its queue in the list given."""
 
     what: str
     job_id: str
     queue: int
-    spec: AttemptSpec | None = None
+    spec: bytes | None = None
+
+    @property
+    def attempt(self) -> tuple[str, int]:
+        """(attempt id, token) the job names (``job_id``: ``<id>-<token>``, as _TAKE matched it)."""
+        attempt_id, _, token = self.job_id.rpartition("-")
+        return attempt_id, int(token)
 
 
 def job_id(attempt_id: str, token: int) -> str:

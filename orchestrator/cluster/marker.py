@@ -1,6 +1,7 @@
 """The shared-workspace check: the server writes a marker file with a random token into its
 workspace and the same (path, token) into Redis; a node refuses to start until it reads that
-token from that path, i.e. until it mounts the server's workspace at the same path."""
+token from that path, i.e. until it mounts the server's workspace at the same path. The marker in
+Redis also says the server's version and protocol: a node of another protocol refuses to start."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import redis
 
+from .. import __version__
 from ..workspace.filesystem import atomic_write
-from .names import Names
+from .names import PROTOCOL_VERSION, Names
 
 MARKER_FILE = ".cluster_marker"
 
@@ -22,6 +24,8 @@ MARKER_FILE = ".cluster_marker"
 class Marker:
     workspace: str  # the server's workspace, absolute
     token: str
+    protocol: int = PROTOCOL_VERSION  # what the server speaks (names.PROTOCOL_VERSION); 1: a server before it was said
+    version: str = __version__  # the server's orchestrator version
 
 
 def write_marker(client: redis.Redis, names: Names, workspace: Path) -> Marker:
@@ -29,7 +33,8 @@ def write_marker(client: redis.Redis, names: Names, workspace: Path) -> Marker:
     base = workspace.resolve()
     marker = Marker(str(base), secrets.token_hex(16))
     atomic_write(base / MARKER_FILE, json.dumps({"token": marker.token}).encode())
-    client.set(names.marker, json.dumps({"workspace": marker.workspace, "token": marker.token}))
+    said = {"workspace": marker.workspace, "token": marker.token, "protocol": marker.protocol, "version": marker.version}
+    client.set(names.marker, json.dumps(said))
     return marker
 
 
@@ -40,8 +45,9 @@ def server_marker(client: redis.Redis, names: Names) -> Marker | None:
         return None
     try:
         data = json.loads(raw)
-        return Marker(str(data["workspace"]), str(data["token"]))
-    except (ValueError, KeyError, TypeError):
+        protocol = data.get("protocol", 1)
+        return Marker(str(data["workspace"]), str(data["token"]), protocol, str(data.get("version", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

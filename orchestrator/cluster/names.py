@@ -19,7 +19,7 @@ key                     type    what it holds
                                 PX = its lease
 ``P:locks:ROOT``        set     the ids of tree ROOT's locks (some may have expired), PX = the longest
 ``P:locks-freed``       pubsub  a channel: a tree's id, published when one of its locks is released
-RQ queue ``P.KIND``     queue   attempts waiting for a node that runs worker kind KIND
+RQ queue ``P.vN.KIND``  queue   attempts waiting for a node that runs worker kind KIND and speaks protocol N
 ======================  ======  =====================================================================
 """
 
@@ -29,6 +29,11 @@ import re
 from dataclasses import dataclass
 
 ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
+# The version of what server and nodes say to each other through Redis (these keys, the attempt
+# spec and its signature, cluster/signing.py). A node of another version is refused at its start
+# (node.py) and by the server's routing (registry.py); its queues are others (``queue``), so it
+# never takes an attempt it would misread. 2: attempts are signed.
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Names:
 
     def queue(self, kind: str) -> str:
         """The RQ queue (its name, not a key) of attempts of worker kind ``kind``."""
-        return f"{self.prefix}.{_checked(kind)}"
+        return f"{self.prefix}.v{PROTOCOL_VERSION}.{_checked(kind)}"
 
 
 def _checked(part: str) -> str:

@@ -54,12 +54,13 @@ from typing import Any
 
 import redis
 from rq import Worker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DequeueTimeout, NoSuchJobError, StopRequested
 from rq.job import Job
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_pool import WorkerPool
 
+from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError
 from ..process.procscan import machine_memory, process_alive, process_start_id
@@ -69,9 +70,10 @@ from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
 from . import attempt, registry
 from .connect import connect, redacted
-from .leases import RQ_FUNCTION, SERIALIZER, AttemptSpec
+from .leases import RQ_FUNCTION, SERIALIZER
 from .marker import Marker, check_marker, server_marker
-from .names import ID, Names
+from .names import ID, PROTOCOL_VERSION, Names
+from .signing import SpecVerifier, verify_key_path
 
 log = logging.getLogger("orchestrator.node")
 
@@ -122,9 +124,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         )
     client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
     marker = wait_for_marker(client, names, name)
+    if marker.protocol != PROTOCOL_VERSION:
+        raise ConfigError(
+            f"node {name} (orchestrator {__version__}, protocol {PROTOCOL_VERSION}) is refused by the server "
+            f"(orchestrator {marker.version or 'unknown'}, protocol {marker.protocol}): run the same version of "
+            "orchestrator on the server and its nodes",
+            key="--prefix",
+        )
     refused = check_marker(marker)
     if refused:
         raise ConfigError(f"node {name} refuses to start: {refused}", key="--redis")
+    # The server's key, from this node's own config (never from Redis); read once the server has
+    # started (it writes the key at its first start).
+    verifier = SpecVerifier.from_file(verify_key_path(settings))
     here = Path(marker.workspace) / NODES_DIR / host
     here.mkdir(parents=True, exist_ok=True)
     swept = sweep_dead_nodes(here)
@@ -132,11 +144,29 @@ def cmd_node(args: argparse.Namespace) -> int:
         log.info("node %s: swept what dead nodes on this host left: %s", name, ", ".join(swept))
     supervisor_dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-node-{name}-"))  # this machine's own disk, mode 0700
     own = claim_name(here, name, supervisor_dir)
+    seen_dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-node-{name}-seen-"))  # this machine's own disk, mode 0700
     ctx = attempt.NodeContext(
-        name=name, url=url, names=names, lease=lease, settings=settings, attempts_dir=own, supervisor_dir=supervisor_dir
+        name=name,
+        url=url,
+        names=names,
+        lease=lease,
+        settings=settings,
+        attempts_dir=own,
+        verifier=verifier,
+        seen_dir=seen_dir,
+        supervisor_dir=supervisor_dir,
     )
     attempt.set_node(ctx)
-    info = registry.NodeInfo(name=name, host=host, pid=os.getpid(), kinds=kinds, slots=slots, started_at=time.time())
+    info = registry.NodeInfo(
+        name=name,
+        host=host,
+        pid=os.getpid(),
+        kinds=kinds,
+        slots=slots,
+        started_at=time.time(),
+        version=__version__,
+        protocol=PROTOCOL_VERSION,
+    )
     beat = threading.Thread(target=_heartbeat, args=(client, names, info, lease, own, ctx.stop), name="heartbeat", daemon=True)
     registry.publish(client, names, _refresh(info, own), lease)
     beat.start()
@@ -168,6 +198,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             log.warning("node %s: could not leave the registry (%s); it expires in %.0f s", name, exc, lease)
         _remove_own(here, name)
         shutil.rmtree(supervisor_dir, ignore_errors=True)  # its supervisor leaves with the last attempt
+        shutil.rmtree(seen_dir, ignore_errors=True)
     log.info("node %s: stopped", name)
     return 0
 
@@ -352,9 +383,9 @@ class NodeWorker(Worker):
                 finally:
                     self._attempting, popped = False, None
                 queue = self._ordered_queues[taken.queue] if taken is not None else None
-                if taken is not None and taken.spec is not None:
+                if taken is not None and taken.what == "claimed":
                     self._state = WorkerStatus.BUSY  # (the script wrote it to RQ's worker hash)
-                    return _Claimed(taken.job_id, taken.spec), queue
+                    return _Claimed(taken.job_id, *taken.attempt, taken.spec), queue
                 if taken is not None and taken.what == "rq":
                     found = self._rq_job(taken.job_id, queue)
                     if found is not None:
@@ -371,6 +402,11 @@ class NodeWorker(Worker):
                 self.log.error("Worker %s: could not connect to Redis: %s; retrying in %d seconds", self.name, exc, wait)
                 time.sleep(wait)
                 wait = min(wait * self.exponential_backoff_factor, self.max_connection_wait_time)
+            except (StopRequested, DequeueTimeout):  # RQ's own ways out of a dequeue
+                raise
+            except Exception:  # whatever Redis holds, the worker goes on serving (it logs what failed)
+                log.exception("worker %s: taking a job failed; going on", self.name)
+                time.sleep(wait)
 
     def _wait_for_job(self, lists: list[tuple[str, str]], timeout: int) -> tuple[str, int] | None:
         """Block until a job is pushed on one of the queues (RQ's way: a single queue's job moves
@@ -390,7 +426,11 @@ class NodeWorker(Worker):
         no longer exists."""
         try:
             return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
-        except NoSuchJobError:
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:  # no such job, or one RQ cannot read: refused, the worker goes on
+            if not isinstance(exc, NoSuchJobError):
+                log.error("worker %s: RQ job %s refused: it does not read as a job (%s)", self.name, job_id[:80], exc)
             self.connection.lrem(queue.intermediate_queue_key, 1, job_id)
             return None
 
@@ -430,9 +470,9 @@ class NodeWorker(Worker):
     def _run_claimed(self, job: _Claimed) -> None:
         with self._beating():
             try:
-                attempt.run_claimed(job.spec)  # in this process's main thread
+                attempt.run_claimed(job.attempt_id, job.token, job.spec)  # in this process's main thread
             except Exception:  # a bug in attempt.run: logged (RQ's job was deleted at the claim)
-                self.log.exception("attempt %s (RQ job %s) failed", job.spec.id, job.id)
+                self.log.exception("attempt %s (RQ job %s) failed", job.attempt_id, job.id)
 
     @contextlib.contextmanager
     def _beating(self) -> Iterator[None]:
@@ -490,10 +530,13 @@ def _text(value: bytes | str) -> str:
 
 @dataclass(frozen=True)
 class _Claimed:
-    """An attempt ``NodeWorker``'s dequeue claimed with its RQ job (``id``), which it deleted."""
+    """An attempt ``NodeWorker``'s dequeue claimed with its RQ job (``id``), which it deleted;
+    ``spec``: its hash's, unverified (attempt.run_claimed verifies it before anything)."""
 
     id: str
-    spec: AttemptSpec
+    attempt_id: str
+    token: int
+    spec: bytes | None
 
 
 class NodePool(WorkerPool):

@@ -1,6 +1,9 @@
 """The node registry: each node publishes its ``NodeInfo`` at start and with every heartbeat;
 the server reads them for ``GET /api/v1/nodes``, the dashboard and routing (a kind no live node
-runs is refused at once rather than left in a queue nobody reads)."""
+runs is refused at once rather than left in a queue nobody reads). A node of another protocol
+version is refused here (``refused`` names both versions): nothing is routed to it, and it
+listens on queues of its own version (names.Names.queue), so it takes nothing meant for this
+server."""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from typing import Any
 
 import redis
 
+from .. import __version__
 from ..process.executor import NodeInfo as NodeInfo  # the record lives with the seam that reports it
-from .names import Names
+from .names import PROTOCOL_VERSION, Names
 
 # GET /api/v1/nodes answers {"executor": "local" | "rq", "nodes": [NodeInfo.to_dict() + heartbeat_age]};
 # its OpenAPI schema is kept here, beside the record it describes.
@@ -18,7 +22,9 @@ NODE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "host", "kinds", "slots", "running", "heartbeat_at", "heartbeat_age", "alive"],
     "properties": {
-        **{key: {"type": "string"} for key in ("name", "host")},
+        **{key: {"type": "string"} for key in ("name", "host", "version")},
+        "protocol": {"type": "integer", "description": "the cluster protocol it speaks"},
+        "refused": {"type": "string", "description": "why the server routes nothing to it (another protocol); empty: it does"},
         **{key: {"type": "number", "minimum": 0} for key in ("pid", "slots", "running", "started_at", "heartbeat_at")},
         **{
             key: {"type": "number", "minimum": 0, "description": f"bytes: its machine's {what} memory at its last heartbeat"}
@@ -36,6 +42,7 @@ def publish(client: redis.Redis, names: Names, info: NodeInfo, lease: float) -> 
     """Write ``info`` and (re)start its liveness key, which expires ``lease`` seconds from now."""
     data = info.to_dict()
     data.pop("alive", None)
+    data.pop("refused", None)
     pipe = client.pipeline(transaction=True)
     pipe.hset(names.nodes, info.name, json.dumps(data, separators=(",", ":")))
     pipe.set(names.node(info.name), str(info.pid), px=max(1, int(lease * 1000)))
@@ -66,4 +73,15 @@ def read(client: redis.Redis, names: Names) -> list[NodeInfo]:
             pipe.exists(names.node(node.name))
         for node, exists in zip(found, pipe.execute(), strict=True):
             node.alive = bool(exists)
+            node.refused = refusal(node)
     return found
+
+
+def refusal(node: NodeInfo) -> str:
+    """Why this server routes nothing to ``node`` ("" when it does): another protocol version."""
+    if node.protocol == PROTOCOL_VERSION:
+        return ""
+    return (
+        f"node {node.name} (orchestrator {node.version or 'unknown'}, protocol {node.protocol}) is refused: "
+        f"this server is orchestrator {__version__}, protocol {PROTOCOL_VERSION}; run the same version on both"
+    )

@@ -729,6 +729,12 @@ class DistributedSettings(Section):
         min=3,
         max=3600,
     )
+    verify_key_file: str = setting(
+        "",
+        "on a node: the server's public key that every attempt must be signed with (the node runs nothing "
+        "else); empty: <workspace>/.keys/cluster-ed25519.pub, which the server writes at its start. Relative "
+        "to this folder",
+    )
 
 
 # The sections in config.yaml's order; ``Settings`` has one field of each (config/settings.py).

@@ -126,7 +126,12 @@ class Engine:
         self._closing = False
         # Every read of jobs and workers (list, find, wait, logs, reports, snapshots): the
         # engine's memory while it holds a tree, the records on disk otherwise.
-        self.queries = Queries(self.workspace, self.tables, quiet_after=self.settings.workers.quiet_after)
+        self.queries = Queries(
+            self.workspace,
+            self.tables,
+            quiet_after=self.settings.workers.quiet_after,
+            queue_outage=self.executor.queue_outage,
+        )
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
         w = settings.workers
         self.monitor = ResourceMonitor(

@@ -85,8 +85,17 @@ class Queries:
     whose reports are being rendered. The engine keeps changing them in place; the queries never
     change them. Without ``tables``, only the disk is read."""
 
-    def __init__(self, workspace: Workspace, tables: HeldTables | None = None, *, quiet_after: float = QUIET_AFTER) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        tables: HeldTables | None = None,
+        *,
+        quiet_after: float = QUIET_AFTER,
+        queue_outage: Callable[[], float | None] | None = None,
+    ) -> None:
         self.workspace = workspace
+        # Since when the queue to the nodes has not answered (Executor.queue_outage); None: no queue.
+        self.queue_outage = queue_outage
         self.quiet_after = quiet_after  # workers.quiet_after: when a running worker's silence is shown
         self.tables: HeldTables = tables if tables is not None else _DiskOnly()
         self._jobs: Mapping[str, JobRecord] = self.tables.jobs
@@ -139,7 +148,10 @@ class Queries:
         jobs, workers = self.snapshot(root, job_id)
         if not any(j.id == job_id for j in jobs):
             raise JobNotFound(f"job {job_id} not found")
-        return job_status(job_id, jobs, workers, self.workspace.job_dir(root), quiet_after=self.quiet_after)
+        since = self.queue_outage() if self.queue_outage is not None else None
+        return job_status(
+            job_id, jobs, workers, self.workspace.job_dir(root), quiet_after=self.quiet_after, queue_unreachable_since=since
+        )
 
     def holds(self, root_id: str) -> bool:
         """Whether the engine holds this tree in memory (else it is read from disk)."""

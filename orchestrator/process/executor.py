@@ -69,7 +69,11 @@ class NodeInfo:
     # server's admission by memory judges by (process/admission.py).
     memory_total: int = 0
     memory_available: int = 0
+    version: str = ""  # its orchestrator version ("": a node too old to say)
+    protocol: int = 1  # the cluster protocol it speaks (cluster/names.py; 1: a node too old to say)
     alive: bool = True
+    # The server's reading: why it does not route to this node ("": it does), e.g. another protocol.
+    refused: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,6 +223,11 @@ class Executor(Protocol):
         """The memory admission by memory reads: this machine's, or each live node's (a remote executor)."""
         ...
 
+    def queue_outage(self) -> float | None:
+        """Since when (epoch seconds) the queue that carries attempts to other machines has not
+        answered; None: it answers, or there is none (attempts run here)."""
+        ...
+
     def local_runner(self) -> ProcessRunner | None:
         """The runner its attempts run through on this machine (the AI planner runs its CLI
         through it too); None: they run elsewhere."""
@@ -290,6 +299,9 @@ class LocalExecutor:
 
     def memory(self) -> list[Memory]:
         return [machine_memory()]
+
+    def queue_outage(self) -> float | None:
+        return None  # no queue: this server runs every attempt
 
     def local_runner(self) -> ProcessRunner | None:
         return self.runner

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def job_status(
     job_dir: Path,
     now: float | None = None,
     quiet_after: float = QUIET_AFTER,
+    queue_unreachable_since: float | None = None,
 ) -> StatusDocument:
     """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}`` (every
     key, typed and said: status_shapes.py), with ``tree`` totals and ``performance`` over the job and every job below it. Running
@@ -89,6 +91,7 @@ def job_status(
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
         "has_dependencies": graph,
+        "queue": None if queue_unreachable_since is None else queue_words(queue_unreachable_since),
         "prompts": _prompts(own),
         "candidates": groups(job, own),
         "progress": {
@@ -111,6 +114,14 @@ def job_status(
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
     }
+
+
+def queue_words(since: float) -> str:
+    """How /health and a status say an outage of the queue to the nodes (executor rq)."""
+    return "unreachable since " + datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UNCONFIRMED = "unknown (queue unreachable)"  # a running worker on a node while the queue is down
 
 
 def _prompts(workers: list[WorkerRecord]) -> dict[str, Any] | None:
@@ -343,8 +354,11 @@ def status_table(doc: Mapping[str, Any], merge: bool = True) -> str:
         "",
         f"{'WORKER':<22} {'STATUS':<18} {'TIME':>8} {'TRIES':>5}  {'FILES':<11}  TASK",
     ]
-    for row in _flatten(doc["results"]["tasks"], indent=0):
+    outage = doc.get("queue")
+    for row in _flatten(doc["results"]["tasks"], indent=0, unconfirmed=bool(outage)):
         lines.append(row)
+    if outage:
+        lines += ["", f"queue:     {outage}: its workers on nodes cannot be confirmed running ({UNCONFIRMED})"]
     groups_ = doc.get("candidates") or {}
     if groups_:
         lines.append("")
@@ -427,14 +441,17 @@ def resolution_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _flatten(tasks: Sequence[Mapping[str, Any]], indent: int) -> list[str]:
+def _flatten(tasks: Sequence[Mapping[str, Any]], indent: int, unconfirmed: bool = False) -> list[str]:
+    """The table's rows; ``unconfirmed``: the queue to the nodes is down, so a running worker (on a
+    node, or queued for one) cannot be confirmed running and says so."""
     rows = []
     for task in tasks:
+        shown = UNCONFIRMED if unconfirmed and task["status"] == WorkerStatus.RUNNING else task["status"]
         duration = "-" if task["duration"] is None else f"{task['duration']:.1f}s"
         name = ("  " * indent + task["worker_id"])[:22]
         summary = (f"on {task['node']}: " if task.get("node") else "") + ("no changes: " if task.get("no_changes") else "")
         summary += task["task"].replace("\n", " ")[:60]
-        rows.append(f"{name:<22} {task['status']:<18} {duration:>8} {task['attempts']:>5}  {task['files']:<11}  {summary}")
+        rows.append(f"{name:<22} {shown:<18} {duration:>8} {task['attempts']:>5}  {task['files']:<11}  {summary}")
         graph = graph_line(task)
         if graph:
             rows.append(" " * (2 * indent + 2) + "↳ " + graph)
@@ -446,7 +463,7 @@ def _flatten(tasks: Sequence[Mapping[str, Any]], indent: int) -> list[str]:
             if said:
                 rows.append(" " * (2 * indent + 2) + "↳ " + said)
         if task.get("child_results"):
-            rows.extend(_flatten(task["child_results"], indent + 1))
+            rows.extend(_flatten(task["child_results"], indent + 1, unconfirmed))
     return rows
 
 

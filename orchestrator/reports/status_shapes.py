@@ -253,6 +253,10 @@ class StatusDocument(TypedDict):
     nodes: list[dict[str, Any]]
     integration: str | None
     has_dependencies: bool
+    # executor rq: "unreachable since <UTC>" while the queue to the nodes (Redis) does not answer,
+    # so a worker shown running on a node cannot be confirmed (the table says "unknown (queue
+    # unreachable)"); null: it answers, or attempts run on this server.
+    queue: str | None
     # Its workers' prompt bytes and its shared context block's share of them (null: no prompt rendered).
     prompts: dict[str, Any] | None
     # Each task that runs as candidates, by task id (plan order), its candidates side by side.
