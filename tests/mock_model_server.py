@@ -36,7 +36,8 @@ from .mock_http import Logged, LoggingHandler, ScriptedServer, subtask_in
 # so that it computes a non-zero total_cost_usd.
 DEFAULT_USAGE = {"input_tokens": 1200, "output_tokens": 80}
 # How the agent's own system prompt opens (the main loop), as claude versions wrote it.
-_AGENT_SYSTEM = ("You are a Claude agent", "You are Claude Code")
+# The agents' own system prompts: claude's, and the anthropic kind's with --no-tools (a planner, a judge).
+_AGENT_SYSTEM = ("You are a Claude agent", "You are Claude Code", "you have no tools.")
 MODEL_FALLBACK = "claude-sonnet-4-5-20250929"
 
 # Environment that keeps the CLI quiet and local: no telemetry, no auto-update, no error

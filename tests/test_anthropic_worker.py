@@ -485,14 +485,14 @@ def test_a_context_with_no_tools_allowed_asks_for_one_answer_without_tools(tmp_p
     )
     argv = get_adapter("anthropic").build_argv(ctx)
     assert "--no-tools" in argv
-    mock = mock_api([])  # a request without tools is answered as a side request: "Mock title"
+    mock = mock_api([Text('{"winner": "A"}')])  # its one request: the main one, though it offers no tool
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(ANTHROPIC_BASE_URL=mock.url, ANTHROPIC_API_KEY=KEY)
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     (request,) = mock.requests
     assert "tools" not in request.body and "no tools" in request.body["system"][0]["text"]
-    assert get_adapter("anthropic").parse(done.stdout, 0, max_chars=100).output == "Mock title"
+    assert get_adapter("anthropic").parse(done.stdout, 0, max_chars=100).output == '{"winner": "A"}'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

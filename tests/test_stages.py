@@ -4,6 +4,8 @@ server's kill -9 is tests/chaos/test_stage_restart.py's."""
 
 from __future__ import annotations
 
+import os
+
 from orchestrator.engine.tables import new_tag, worker_of
 from orchestrator.workspace.layout import Workspace
 from orchestrator.workspace.stages import StageLedger, StageState, rerun_note
@@ -53,3 +55,29 @@ def test_only_a_workers_own_tag_names_the_worker_a_restart_adopts():
     assert worker_of(f"{ROOT}.depth_0_worker_1.gate-tests-0a1b2c3d") is None  # a gate's process
     assert worker_of(f"{ROOT}.resolve-0a1b2c3d4e5f") is None  # a resolver's
     assert worker_of(f"{ROOT}.depth_0_worker_1.resolve-gate-0a1b2c3d") is None
+
+
+def test_a_record_that_cannot_be_written_is_said_and_its_stage_goes_on(tmp_path, caplog, monkeypatch):
+    # A full disk must not stop the stage: a job whose landing could not record its start would
+    # otherwise never end (tests/test_disk.py has the real full disk). Here the write fails after
+    # half a line, as on a disk that fills mid-write.
+    import errno
+
+    from orchestrator.workspace import stages as module
+
+    stages = ledger(tmp_path)
+    stages.started("gate a")
+    before = stages.path.read_bytes()
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module, "write_all", half_then_full)
+    assert stages.begin("landing j").state is StageState.NEW
+    stages.reached("landing j", {"merge": None})
+    assert "not written" in caplog.text and "runs it again" in caplog.text
+    assert stages.path.read_bytes() == before  # no half line left for the next one to be glued to
+    monkeypatch.undo()
+    stages.reached("gate a", {"status": "passed"})
+    assert stages.look("gate a").state is StageState.DONE and stages.look("landing j").state is StageState.NEW

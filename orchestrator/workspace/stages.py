@@ -24,7 +24,9 @@ nothing                          runs, as usual
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from typing import Any
 
 from .filesystem import write_all
 from .layout import Workspace
+
+log = logging.getLogger("orchestrator.workspace")
 
 LEDGER = "stages.jsonl"  # in the tree's state/ folder
 
@@ -125,13 +129,29 @@ class StageLedger:
         return found
 
     def _append(self, entry: dict[str, Any]) -> None:
+        """One line, whole and synced; a line that cannot be written (a full disk) is said and the
+        stage goes on: the work is not held back for its record, and a restart finds that stage
+        as a stage with no record of it (run again) rather than a job that never ends."""
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            write_all(fd, line)
-            if self.workspace.durable:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            size = os.fstat(fd).st_size
+            try:
+                write_all(fd, line)
+                if self.workspace.durable:
+                    os.fdatasync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # no half line for the next one to be glued to
+                raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning(
+                "stage record %s: %s of %r not written (%s): a server restarted before this stage ends runs it again",
+                self.path,
+                entry.get("event"),
+                entry.get("key"),
+                exc.strerror or exc,
+            )
