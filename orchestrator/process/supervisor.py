@@ -9,7 +9,10 @@ it, with no moment outside), into the worker's folder, and ignores the signals a
 must ignore, then steps back. A worker's RLIMIT_FSIZE is the supervisor's own (a hard limit cannot
 be raised again): a supervisor serves one file-size limit, named in its socket's name. It records
 each worker's true wait status in its exit file (``exit N`` or ``signal S``, the shim's format)
-before it reaps it, so a process seen gone has its status on disk. A cluster node has one of its
+before it reaps it, so a process seen gone has its status on disk. It also keeps the deadline a spawn
+request may carry (shim.Deadline, the backstop for the worker's timeout while no server watches, as
+the perl shim does for the workers it runs): past it, SIGTERM to the worker's process group, SIGKILL
+after the grace, and the exit file's second line says so (shim.DEADLINE_MARK). A cluster node has one of its
 own (cluster/node.py), starting each attempt's shim with the lifeline the request carries (the
 attempt's process holds the write end; the shim writes the status itself). It runs in a session of its own, so a server killed
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import resource
 import select
@@ -43,7 +47,7 @@ from pathlib import Path
 from .. import protocol
 from .interpreter import package_argv
 from .procscan import process_start_id
-from .shim import FoundAttempt
+from .shim import DEADLINE_MARK, Deadline, FoundAttempt
 
 LOCK = "supervisor.lock"  # held to start a supervisor, connect to one, or for one to leave
 HEADER = struct.Struct("!I")
@@ -115,6 +119,9 @@ class Child:
     start_id: str | None
     exit_file: str | None  # None: another process writes its status (a sandbox's shim)
     attempt: str | None
+    stop_at: float | None = None  # monotonic: its deadline's next step (SIGTERM, then SIGKILL); None: none left
+    grace: float = 0.0
+    stopping: bool = False  # SIGTERM went out at its deadline (its exit file will say so)
 
 
 class Supervisor:
@@ -148,7 +155,7 @@ class Supervisor:
         poller.register(self.listener, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
         while True:
-            for fd, _ in poller.poll(1000):
+            for fd, _ in poller.poll(self._next_stop_ms()):
                 if fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
@@ -161,6 +168,7 @@ class Supervisor:
                     poller.unregister(fd)
                     self.clients.pop(fd).close()
             self._reap()
+            self._stop_overdue()
             if not self.clients and not self.children and (self.served or time.monotonic() - self.started > IDLE_START):
                 if self._leave():
                     return
@@ -217,6 +225,11 @@ class Supervisor:
             str(exit_file) if exit_file else None,
             optional_text(spec.get("attempt")),
         )
+        deadline = spec.get("deadline")
+        if isinstance(deadline, list) and len(deadline) == 2 and exit_file:  # [at (epoch), grace]
+            child = self.children[pid]
+            child.stop_at = time.monotonic() + float(deadline[0]) - time.time()  # (a clock step later moves it not)
+            child.grace = float(deadline[1])
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
     def _posix_spawn(
@@ -270,8 +283,32 @@ class Supervisor:
                 return
             child = self.children.pop(info.si_pid, None)
             if child is not None and child.exit_file is not None:
-                _write_status(child.exit_file, status_line(info.si_code, info.si_status))
+                mark = f"{DEADLINE_MARK} supervisor\n".encode() if child.stopping else b""
+                _write_status(child.exit_file, status_line(info.si_code, info.si_status) + mark)
+            if child is not None and child.stopping:  # the rest of its group, while its pid (a zombie) holds the id
+                _killpg(child.pid, signal.SIGKILL)
             os.waitpid(info.si_pid, 0)
+
+    def _next_stop_ms(self) -> int:
+        """How long the next poll may block: a second at most, less when a deadline's step is due sooner."""
+        due = [c.stop_at for c in self.children.values() if c.stop_at is not None]
+        if not due:
+            return 1000
+        return max(0, min(1000, math.ceil((min(due) - time.monotonic()) * 1000)))
+
+    def _stop_overdue(self) -> None:
+        """Each worker past its deadline: SIGTERM to its process group (its own: it leads a session),
+        then SIGKILL once the grace has passed (the kill ladder of process/runner.py, with no server)."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.stop_at is None or now < child.stop_at:
+                continue
+            if not child.stopping:
+                child.stopping, child.stop_at = True, now + child.grace
+                _killpg(child.pid, signal.SIGTERM)
+            else:
+                child.stop_at = None
+                _killpg(child.pid, signal.SIGKILL)
 
     def _leave(self) -> bool:
         """Leave unless a server is connecting: under the lock a server connects with, and only
@@ -308,6 +345,11 @@ def home_fds() -> list[int]:
 def optional_text(value: object) -> str | None:
     """``value`` as text, None staying None (a JSON field that may be null)."""
     return None if value is None else str(value)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
 
 
 def _write_status(path: str, line: bytes) -> None:
@@ -422,11 +464,13 @@ class SupervisorClient:
         file_size: int,
         ignore: tuple[int, ...] = (),
         lifeline: int | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[int, str | None, int]:
         """Start ``argv`` (an absolute path first) with RLIMIT_FSIZE ``file_size`` (0: none): its pid,
         its kernel start time and the supervisor's pid. With ``exit_file``, the supervisor writes the
         worker's status there before reaping it. With ``lifeline`` (a descriptor), the worker gets
-        it as descriptor supervisor.LIFELINE_FD."""
+        it as descriptor supervisor.LIFELINE_FD. With ``deadline`` (and ``exit_file``), the supervisor
+        stops the worker at it if it still runs (the module's docstring)."""
         message: dict[str, object] = {
             "op": "spawn",
             "argv": argv,
@@ -437,6 +481,7 @@ class SupervisorClient:
             "exit_file": str(exit_file) if exit_file is not None else None,
             "ignore": list(ignore),
             "lifeline": lifeline is not None,
+            "deadline": [deadline.at, deadline.grace] if deadline is not None else None,
         }
         fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds]
         got = self._call(file_size, message, fds)
