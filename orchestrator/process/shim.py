@@ -56,12 +56,13 @@ from .procscan import process_start_id, read_small
 # name, and the shim puts them back (or removes what the worker did not have) before the exec.
 #
 # DEADLINE ("EPOCH GRACE", whole seconds; the perl shim's only): the backstop for the attempt's timeout
-# when no server watches it (stopped, killed, restarting). A server stops an attempt at its timeout
-# itself; the shim's deadline (a Deadline, below) comes kill_grace and a margin later, so a live
-# server's ladder has ended the worker by then. Past it with the worker still running, the shim sends
-# SIGTERM to its process group (itself included: its handler is a no-op), then SIGKILL to the worker
-# GRACE seconds later, and writes "deadline shim" as its exit file's second line; once the worker has ended,
-# what is left of its group is killed with the shim (``kill 9, 0``, after the exit file is written). Its
+# while no server watches it (stopped, killed, restarting); the supervisor keeps the same for the
+# unconfined workers it runs without a shim. A server stops an attempt at its timeout itself; this
+# deadline (a Deadline, below) comes kill_grace and a margin later, so a live server's ladder has
+# ended the worker by then. Past it with the worker still running, the shim sends SIGTERM to its
+# process group (itself included: its handler is a no-op), then SIGKILL to the worker GRACE seconds
+# later, and writes "deadline shim" as its exit file's second line; once the worker has ended, what
+# is left of its group is killed with the shim (``kill 9, 0``, after the exit file is written). Its
 # clock is alarm(): the blocking wait stays as it is (Perl runs the handler and waits on), the
 # lifeline's select sees EINTR and goes on. ALRM keeps a handler (never IGNORE), so a SIGALRM sent to
 # the group still reaches the worker; one that comes early finds the deadline not yet passed and sets
