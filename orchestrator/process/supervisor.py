@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import json
 import math
 import os
@@ -141,6 +142,7 @@ class Supervisor:
         self.listener.listen(64)
         self.clients: dict[int, socket.socket] = {}
         self.children: dict[int, Child] = {}
+        self.due: list[tuple[float, int]] = []  # (stop_at, pid) of each deadline's next step, a heap: no scan of every child
         self.served = False
         self.started = time.monotonic()
         self.wake_r, wake_w = os.pipe()
@@ -229,6 +231,7 @@ class Supervisor:
         if isinstance(deadline, list) and len(deadline) == 2 and exit_file:  # [at (epoch), grace]
             child = self.children[pid]
             child.stop_at = time.monotonic() + float(deadline[0]) - time.time()  # (a clock step later moves it not)
+            heapq.heappush(self.due, (child.stop_at, pid))
             child.grace = float(deadline[1])
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
@@ -291,24 +294,33 @@ class Supervisor:
 
     def _next_stop_ms(self) -> int:
         """How long the next poll may block: a second at most, less when a deadline's step is due sooner."""
-        due = [c.stop_at for c in self.children.values() if c.stop_at is not None]
-        if not due:
+        while self.due and self._stale(*self.due[0]):
+            heapq.heappop(self.due)
+        if not self.due:
             return 1000
-        return max(0, min(1000, math.ceil((min(due) - time.monotonic()) * 1000)))
+        return max(0, min(1000, math.ceil((self.due[0][0] - time.monotonic()) * 1000)))
+
+    def _stale(self, at: float, pid: int) -> bool:
+        """Whether a heap entry is no step still to take (its worker was reaped, or the step was taken)."""
+        child = self.children.get(pid)
+        return child is None or child.stop_at != at
 
     def _stop_overdue(self) -> None:
         """Each worker past its deadline: SIGTERM to its process group (its own: it leads a session),
         then SIGKILL once the grace has passed (the kill ladder of process/runner.py, with no server)."""
         now = time.monotonic()
-        for child in self.children.values():
-            if child.stop_at is None or now < child.stop_at:
+        while self.due and self.due[0][0] <= now:
+            at, pid = heapq.heappop(self.due)
+            if self._stale(at, pid):
                 continue
+            child = self.children[pid]
             if not child.stopping:
                 child.stopping, child.stop_at = True, now + child.grace
-                _killpg(child.pid, signal.SIGTERM)
+                heapq.heappush(self.due, (child.stop_at, pid))
+                _killpg(pid, signal.SIGTERM)
             else:
                 child.stop_at = None
-                _killpg(child.pid, signal.SIGKILL)
+                _killpg(pid, signal.SIGKILL)
 
     def _leave(self) -> bool:
         """Leave unless a server is connecting: under the lock a server connects with, and only
