@@ -60,7 +60,7 @@ from .process.executor import AttemptHandle, Sample, Sampled
 from .process.procscan import Memory, machine_memory
 from .process.runner import CommandNotFound, ProcessRunner, signal_name
 from .process.sandbox import SandboxSpec
-from .process.shim import FoundAttempt, read_exit_file, reserve_exit_file
+from .process.shim import Deadline, FoundAttempt, read_exit_file, reserve_exit_file
 
 MONOTONIC_BASE = 1000.0
 FAKE_PID_BASE = 5_000_000  # above Linux's pid_max (4194304): never a real process
@@ -190,6 +190,7 @@ class FakeHandle:
     node: str | None = None
     queued: bool = False
     lost: bool = False
+    deadline_stop: str | None = None
     enforced: Enforced | None = None  # no cgroup, no limits: a fake process is held by nothing but the monitor
     cap_hit: str | None = None
     waited: bool = False
@@ -268,6 +269,7 @@ class FakeExecutor:
         exit_file: Path | None = None,
         kind: str = "command",
         sandbox: SandboxSpec | None = None,
+        deadline: Deadline | None = None,
     ) -> FakeHandle:
         """Start the attempt its worker's :class:`Script` describes (no process)."""
         self._check_alive()

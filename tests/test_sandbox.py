@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,11 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.backends import probe
 from orchestrator.process.executor import LocalExecutor, Sample
 from orchestrator.process.monitor import Watched
-from orchestrator.process.procscan import process_alive
+from orchestrator.process.procscan import group_alive, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide
+from orchestrator.process.shim import PERL, Deadline, ExitStatus, read_exit
+from orchestrator.process.supervisor import SupervisorClient, supported
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
@@ -390,3 +393,44 @@ def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_
     assert "key=" in log and "PRIVATE KEY" not in log, log  # the folder is an empty tmpfs in its sandbox
     assert "\n0\n" in log, log
     assert job.record_digest is not None  # the record was still signed, outside the sandbox
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("supervised", [False, True], ids=["runner", "supervisor"])
+def test_a_sandboxed_worker_past_its_deadline_with_no_server_watching_is_stopped_by_its_shim_inside(
+    tmp_path, backend, supervised
+):
+    """Its shim runs inside the sandbox (a server's sandboxed worker is started by the supervisor, which
+    leaves its exit file to that shim): with no server's timeout handling ever run, the shim ends the
+    worker's group at its deadline, SIGKILL for what ignores SIGTERM, and its exit file says so."""
+    if PERL is None or (supervised and not supported()):
+        pytest.skip("the deadline is the perl shim's; the supervisor needs Linux pidfds")
+    runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup") if supervised else None)
+    (tmp_path / "work").mkdir()
+    tag = f"sandbox-deadline-{os.getpid()}-{backend}-{supervised}"
+    began = time.time()
+    try:
+        handle = runner.spawn(
+            ["sh", "-c", "trap '' TERM; sleep 60 & wait"],
+            cwd=tmp_path / "work",
+            env={"PATH": os.environ["PATH"]},
+            log_path=tmp_path / "w.log",
+            tag=tag,
+            exit_file=tmp_path / "w.exit",
+            sandbox=spec(tmp_path / "work", backend=backend),
+            deadline=Deadline(began + 2, grace=1),
+        )
+    finally:
+        runner.close()  # as a killed server's connection: the supervisor keeps its workers
+    try:
+        wait_until(lambda: len(runner.tagged(tag)) >= 3, what="the shim, the worker and its child started")
+        members = runner.tagged(tag)
+        # (handle.poll reaps the runner's own child, as a server's wait would)
+        wait_until(lambda: handle.poll() is not None and runner.tagged(tag) == [], timeout=30, what="the sandbox ended")
+        assert time.time() - began >= 2  # never before its deadline
+        assert not any(process_alive(pid, None) for pid in members) and not group_alive(handle.pid)
+        assert read_exit(tmp_path / "w.exit") == ExitStatus(-signal.SIGKILL, "its shim")
+        assert handle.poll() == -signal.SIGKILL and handle.deadline_stop == "its shim"
+        assert "deadline passed with no server stopping it" in (tmp_path / "w.log").read_text()
+    finally:
+        runner.terminate(handle, grace=0.5)  # (a no-op once it has ended: nothing left behind if it did not)

@@ -677,6 +677,8 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
         .read_text()
         .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
         .replace("workers:\n", "workers:\n  default_timeout: 6\n")
+        # Its keeper's backstop (6 + kill_grace + 2 s) after the restart: the server is the one that stops it.
+        .replace("kill_grace: 1\n", "kill_grace: 10\n")
     )
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
 
@@ -725,3 +727,66 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
             in worker["exit_reason"]
         )
         assert worker["duration"] > 1 + down, worker
+
+
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+def test_a_workers_timeout_holds_while_its_server_is_down_and_the_restart_records_who_stopped_it(home, sandbox):
+    """A 4 s worker timeout (kill_grace 1) with the server SIGKILLed a second into the worker's life and
+    not started again: its keeper (the workspace's supervisor; a sandboxed worker's shim inside) ends the
+    worker's whole tree at its backstop deadline (4 + 1 + attempts.BACKSTOP_MARGIN s), with no server.
+    The restarted server records a timeout that says who stopped it and why."""
+    import sys
+
+    from orchestrator.process.backends import probe
+    from orchestrator.process.procscan import process_alive
+
+    if sandbox == "on" and not probe().available:
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    tmp, port, env = home
+    (tmp / "config.yaml").write_text(
+        (tmp / "config.yaml")
+        .read_text()
+        .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
+        .replace("workers:\n", f'workers:\n  default_timeout: 4\n  sandbox: "{sandbox}"\n  max_retries: 0\n')
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+
+    def start():
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _healthy(url))
+        return proc
+
+    def task():
+        return requests.get(f"{url}/api/v1/jobs/{job_id}/status", headers=headers, timeout=5).json()["results"]["tasks"][0]
+
+    # Given a server running a worker that hangs, with a 4 s timeout
+    server = start()
+    job_id = requests.post(
+        f"{url}/api/v1/orchestrate", headers=headers, json={"request": "x", "tasks": ["hang"]}, timeout=10
+    ).json()["job_id"]
+    wait_until(lambda: task()["attempts"] == 1 and _tagged_with_prefix(f"{job_id}.") != [], what="the worker started")
+    began = time.time()
+    # When the server is SIGKILLed a second later, and no server runs for a while
+    time.sleep(1.0)
+    server.kill()
+    server.wait(10)
+    running = _tagged_with_prefix(f"{job_id}.")
+    assert running, "the worker did not outlive its server"
+    # Then the worker's tree ends with no server, by its deadline, never before it
+    wait_until(lambda: _tagged_with_prefix(f"{job_id}.") == [], timeout=30, what="the worker stopped with no server")
+    stopped = time.time()
+    assert server.poll() is not None and stopped - began >= 4.0
+    assert not any(process_alive(pid, None) for pid in running)  # (a zombie waiting for init is not alive)
+    # And the restarted server records it as a timeout that says who stopped it
+    server = start()
+    try:
+        wait_until(lambda: task()["status"] == "timeout", timeout=30)
+        worker = task()
+    finally:
+        server.terminate()
+        server.wait(30)
+    keeper = "its workspace's supervisor" if sandbox == "off" else "its shim"
+    assert worker["exit_reason"].startswith("timed out after 4s (ended by SIGTERM at"), worker
+    assert f"its deadline passed while no server watched it, and {keeper} stopped it" in worker["exit_reason"], worker

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.process.procscan import process_alive, process_start_id
+from orchestrator.process.procscan import group_alive, process_alive, process_start_id
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.shim import EXIT_ROOM, PERL, find_shims, read_exit_file
+from orchestrator.process.shim import EXIT_ROOM, PERL, Deadline, ExitStatus, find_shims, read_exit, read_exit_file
 
 from .conftest import wait_until
 
@@ -83,6 +83,81 @@ def test_an_exit_file_of_an_earlier_server_reads_as_that_server_meant_it(tmp_pat
     for text, code in (("137\n", -signal.SIGKILL), ("147\n", -19), ("0\n", 0), ("2\n", 2), ("200\n", 200)):
         path.write_text(text)
         assert read_exit_file(path) == code, text
+
+
+def test_an_exit_file_that_says_its_keeper_stopped_the_worker_at_its_deadline_reads_so(tmp_path):
+    """The second line (shim.DEADLINE_MARK) names who stopped it; old one-line files read as before;
+    a second line that is not one of those is no status."""
+    path = tmp_path / "exit"
+    for text, found in (
+        ("signal 15\ndeadline shim\n", ExitStatus(-signal.SIGTERM, "its shim")),
+        ("exit 3\ndeadline supervisor\n", ExitStatus(3, "its workspace's supervisor")),
+        ("signal 9\ndeadline shim\n" + "\n" * 13, ExitStatus(-signal.SIGKILL, "its shim")),  # the room's rest
+        ("exit 0\n" + "\n" * 9, ExitStatus(0)),
+        ("137\n", ExitStatus(-signal.SIGKILL)),
+    ):
+        path.write_text(text)
+        assert read_exit(path) == found, text
+    for text in ("exit 3\ndeadline\n", "exit 3\ndeadline other\n", "exit 3\nfoo\n", "exit 3\ndeadline shim\nx\n"):
+        path.write_text(text)
+        assert read_exit(path) is None and read_exit_file(path) is None, text
+    assert len("signal 15\ndeadline supervisor\n") <= len(EXIT_ROOM)  # written over the room, never past it
+
+
+@pytest.mark.skipif(PERL is None, reason="the deadline is the perl shim's")
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [
+        ("exec sleep 60", -signal.SIGTERM),
+        # It and its child ignore SIGTERM: SIGKILL after the grace, the child with the rest of the group.
+        ("trap '' TERM; sleep 60 & wait", -signal.SIGKILL),
+    ],
+)
+def test_a_worker_past_its_deadline_with_no_server_watching_is_stopped_by_its_shim(tmp_path, script, status):
+    """No server ever calls the runner's timeout handling here (it is stopped, or killed): the shim
+    keeps the deadline the runner gave it, ends the worker's whole process group, and its exit file
+    says so."""
+    runner = ProcessRunner()
+    tag = f"t-deadline-{os.getpid()}-{abs(status)}"
+    began = time.time()
+    handle = runner.spawn(
+        ["sh", "-c", script],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=tmp_path / "exit",
+        deadline=Deadline(began + 2, grace=1),
+    )
+    try:
+        wait_until(lambda: len(runner.tagged(tag)) >= 2, what="the worker started under its shim")
+        members = runner.tagged(tag)
+        # (handle.poll reaps the shim, this test's child, as a server's wait would)
+        wait_until(lambda: handle.poll() is not None and not group_alive(handle.pid), timeout=20, what="its group ended")
+        assert time.time() - began >= 2  # never before its deadline
+        assert not any(process_alive(pid, None) for pid in members) and runner.tagged(tag) == []
+        assert read_exit(tmp_path / "exit") == ExitStatus(status, "its shim")
+        assert handle.poll() == status and handle.deadline_stop == "its shim"
+        assert "deadline passed with no server stopping it" in (tmp_path / "log").read_text()
+    finally:
+        runner.terminate(handle, grace=0.5)  # (a no-op once it has ended: nothing left behind if it did not)
+
+
+@pytest.mark.skipif(PERL is None, reason="the deadline is the perl shim's")
+def test_a_worker_that_ends_before_its_deadline_is_recorded_as_before(tmp_path):
+    """The shim's alarm does not hold it: it exits with its worker, and the exit file has no mark."""
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        ["sh", "-c", "sleep 0.2; exit 4"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        log_path=tmp_path / "log",
+        tag=f"t-deadline-early-{os.getpid()}",
+        exit_file=tmp_path / "exit",
+        deadline=Deadline(time.time() + 60, grace=1),
+    )
+    assert runner.wait(handle, 20) == 4
+    assert (tmp_path / "exit").read_text() == "exit 4\n" and handle.deadline_stop is None
 
 
 def test_another_runner_adopts_a_live_shim_and_reads_its_status_when_it_ends(tmp_path):

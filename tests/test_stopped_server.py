@@ -16,12 +16,14 @@ pytestmark = pytest.mark.slow
 
 TIMEOUT = 6
 STOP = 12  # seconds the server is stopped: longer than any worker's timeout
+BACKSTOP = TIMEOUT + 1 + 2  # its keeper's deadline: + kill_grace (the helper's config) + attempts.BACKSTOP_MARGIN
 
 
 @pytest.mark.parametrize("sandbox", ["on", "off"], ids=["sandboxed", "unsandboxed"])
 def test_a_stopped_server_times_out_by_the_workers_own_clock_and_records_their_own_durations(tmp_path, sandbox):
     """Stopped for 30 s, a server let a `sleep 45` under a 20 s timeout run on and recorded it
-    `success`, and recorded a 10 s worker as 31.9 s (its end was when the server woke)."""
+    `success`, and recorded a 10 s worker as 31.9 s (its end was when the server woke); later it
+    stopped the `sleep 45` only once it woke, at 35 s: now its keeper stops it at its own deadline."""
     # Given a server running three workers under a 6 s timeout: one that runs on, one that ends by
     # itself past its timeout and one that ends well within it, each while the server is stopped
     host, folder = make_repo(tmp_path)
@@ -54,11 +56,13 @@ def test_a_stopped_server_times_out_by_the_workers_own_clock_and_records_their_o
         records = server.records(root)
         runs = {r["task"]: (r, r["attempts"][-1]) for r in records.values()}
         seconds = {task: attempt["ended_at"] - attempt["started_at"] for task, (_, attempt) in runs.items()}
-        # Then the worker still running when the server woke timed out and was stopped then, not at its own end
+        # Then the worker that would have run on was stopped while the server slept, at its backstop
+        # deadline (TIMEOUT + kill_grace + 2 s), by its keeper, and the woken server records a timeout saying so
         record, attempt = runs["sleep 40"]
         assert record["status"] == "timeout" and attempt["end_reason"] == "timeout", record
-        # (it was stopped at its deadline after the wake plus the time it had left at the stop: about STOP + TIMEOUT)
-        assert attempt["kill_rung"] is not None and TIMEOUT < seconds["sleep 40"] < STOP + TIMEOUT - 1, (attempt, seconds)
+        assert attempt["kill_rung"] == "SIGTERM" and BACKSTOP - 0.5 < seconds["sleep 40"] < STOP, (attempt, seconds)
+        keeper = "its shim" if sandbox == "on" else "its workspace's supervisor"
+        assert f"its deadline passed while no server watched it, and {keeper} stopped it" in record["error"], record
         # the one that ended by itself past its timeout while the server slept timed out, by its exit file's time
         record, attempt = runs["sleep 8"]
         assert record["status"] == "timeout" and attempt["exit_code"] == 0 and attempt["kill_rung"] is None, record

@@ -17,7 +17,7 @@ import pytest
 from orchestrator.process import procscan, supervisor
 from orchestrator.process.cgroups import Limits
 from orchestrator.process.runner import ProcessRunner
-from orchestrator.process.shim import read_exit_file
+from orchestrator.process.shim import Deadline, ExitStatus, read_exit, read_exit_file
 from orchestrator.process.supervisor import SupervisorClient, SupervisorError
 
 from .conftest import wait_until
@@ -98,6 +98,47 @@ def test_a_worker_is_the_supervisors_child_in_a_session_of_its_own_with_no_shim(
         assert handle.returncode == -signal.SIGTERM
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [
+        ("exec sleep 60", -signal.SIGTERM),
+        # It and its child ignore SIGTERM: SIGKILL after the grace, the child with the rest of its group.
+        ("trap '' TERM; sleep 60 & wait", -signal.SIGKILL),
+    ],
+)
+def test_a_worker_past_its_deadline_after_its_server_let_go_is_stopped_by_the_supervisor(tmp_path, script, status):
+    """The server's connection is closed right after the spawn (as a killed server's is), and no
+    timeout handling of a runner ever runs: the supervisor keeps the deadline the spawn carried, ends
+    the worker's whole process group, and its exit file says who stopped it."""
+    runner = _runner(tmp_path / "sup")
+    tag = f"s-deadline-{os.getpid()}-{abs(status)}"
+    began = time.time()
+    try:
+        handle = runner.spawn(
+            ["sh", "-c", script],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            log_path=tmp_path / "w.log",
+            tag=tag,
+            exit_file=tmp_path / "exit",
+            deadline=Deadline(began + 2, grace=1),
+        )
+    finally:
+        runner.close()
+    try:
+        assert handle.supervised and handle.reaper is not None
+        wait_until(lambda: len(runner.tagged(tag)) == (2 if "&" in script else 1), what="the worker (and its child) started")
+        members = runner.tagged(tag)
+        wait_until(lambda: runner.tagged(tag) == [], timeout=20, what="the worker's process group ended")
+        assert time.time() - began >= 2  # never before its deadline
+        assert not any(procscan.process_alive(pid, None) for pid in members)
+        assert not procscan.group_alive(handle.pid)  # (an orphan's zombie waits for init, which may be slow to reap)
+        assert read_exit(tmp_path / "exit") == ExitStatus(status, "its workspace's supervisor")
+        assert handle.poll() == status and handle.deadline_stop == "its workspace's supervisor"
+    finally:
+        runner.terminate(handle, grace=0.5)  # (a no-op once it has ended: nothing left behind if it did not)
 
 
 def test_a_command_that_cannot_run_is_the_error_popen_would_raise(tmp_path):

@@ -40,7 +40,7 @@ from ..process.executor import AttemptHandle, Sample, Sampled
 from ..process.procscan import Memory
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup
 from ..process.sandbox import SandboxSpec
-from ..process.shim import FoundAttempt, read_exit_file
+from ..process.shim import Deadline, FoundAttempt, read_exit_file
 from . import marker, registry
 from .connect import connect, redacted
 from .handle import RemoteHandle
@@ -105,6 +105,7 @@ class RQExecutor(Reconciler):
         exit_file: Path | None = None,
         kind: str = "command",
         sandbox: SandboxSpec | None = None,
+        deadline: Deadline | None = None,
     ) -> RemoteHandle:
         if not argv:
             raise ValueError("empty argv")

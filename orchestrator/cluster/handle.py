@@ -26,6 +26,7 @@ class RemoteHandle:
     node: str | None = None
     queued: bool = True
     lost: bool = False
+    deadline_stop: str | None = None  # (its node watches its deadline: never set by a shim here)
     kill_rung: str | None = None
     code: int | None = None
     ended_at: float | None = None

@@ -65,6 +65,7 @@ from ..outcomes import Enforced
 from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
+from ..process.shim import Deadline
 from ..quality.steps import Action, Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
 from ..workers.adapters import reported_model
@@ -82,6 +83,10 @@ if TYPE_CHECKING:
 
 # How long a process must live before its "running" record is written (see _attempt).
 RUNNING_RECORD_DELAY = 0.1
+# How long after the server's own timeout and kill ladder (default_timeout + kill_grace) the attempt's
+# shim (or supervisor) stops it if it still runs (shim.Deadline): the backstop while no server watches,
+# late enough that a live server's own handling, which records its output and reasons, comes first.
+BACKSTOP_MARGIN = 2.0
 # How long a remote attempt may wait queued for a node before its "running" record is written.
 QUEUED_RECORD_DELAY = 1.0
 
@@ -402,6 +407,7 @@ class Attempts:
                 exit_file=exit_file,
                 kind=self.record.kind,
                 sandbox=sandbox,
+                deadline=self._backstop(),
             )
         except (CommandNotFound, ConfigError, OSError, ValueError) as exc:
             self.handle = None
@@ -438,6 +444,12 @@ class Attempts:
                 save()
                 break
         return self._wait(attempt)
+
+    def _backstop(self) -> Deadline:
+        """The attempt's deadline for its shim (or supervisor): BACKSTOP_MARGIN after the server's own
+        timeout and grace. On the machine's real clock (the one its keeper reads), not the engine's."""
+        grace = self.settings.workers.kill_grace
+        return Deadline(time.time() + self.config.default_timeout + grace + BACKSTOP_MARGIN, grace)
 
     def _spawn_failed(self, attempt: Attempt, exc: Exception) -> Outcome:
         if isinstance(exc, CommandNotFound):
@@ -495,8 +507,8 @@ class Attempts:
             hit = self._cap_at_end(code)
             if hit is not None:
                 self.abort_reason, reason = hit, EndReason.CAP
-            elif self._ran_past(attempt):
-                reason = EndReason.TIMEOUT
+            elif self._ran_past(attempt) or self.handle.deadline_stop:
+                reason = EndReason.TIMEOUT  # (its shim stopped it at its deadline: no server had)
         self.executor.release(self.handle)
         # Anything still carrying the tag (a daemonised grandchild) is swept by ``sweep``:
         # before a retry, and after the last attempt once the engine has freed the slot.
@@ -559,6 +571,9 @@ class Attempts:
     def _classify(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
         """How the attempt ended, and whether (and under which budget) another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
+        stopper = self.handle.deadline_stop if self.handle and rung is None and reason == EndReason.TIMEOUT else None
+        if stopper:  # its shim (or supervisor) ran the ladder: SIGTERM, and SIGKILL if it outlived the grace
+            rung = "SIGKILL" if code == -signal.SIGKILL else "SIGTERM"
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
@@ -592,7 +607,12 @@ class Attempts:
                 f"its own exit after {duration:.1f}s, seen later" if duration > self.config.default_timeout else "exit"
             )
             why = f"timed out after {self.config.default_timeout:g}s (ended by {how})"
-            if self._overdue and rung:
+            if stopper:
+                why = (
+                    f"timed out after {self.config.default_timeout:g}s (ended by {how} at {duration:.1f}s: its deadline "
+                    f"passed while no server watched it, and {stopper} stopped it)"
+                )
+            elif self._overdue and rung:
                 why = (
                     f"timed out after {self.config.default_timeout:g}s (ended by {how} at {duration:.1f}s: its deadline "
                     "passed while no server watched it; the server stopped it as it took the job over)"

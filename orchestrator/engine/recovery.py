@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..models import Attempt, EndReason, WorkerRecord
 from ..process.procscan import process_alive
-from ..process.shim import FoundAttempt, read_exit_file
+from ..process.shim import FoundAttempt, read_exit, read_exit_file
 
 LOST_REASON = "lost: the server stopped while it ran, and it left no exit status"
 
@@ -144,8 +144,10 @@ def _add_unrecorded(
 
 
 def _settle_from_exit_file(attempt: Attempt, path: Path) -> None:
-    """An earlier attempt's end, as its shim recorded it (or lost, if it recorded nothing)."""
-    code = read_exit_file(path)
+    """An earlier attempt's end, as its shim recorded it (or lost, if it recorded nothing); a timeout
+    when its shim (or supervisor) stopped it at its deadline."""
+    found = read_exit(path)
+    code = found.code if found is not None else None
     try:
         attempt.ended_at = os.stat(path).st_mtime if code is not None else attempt.started_at
     except OSError:
@@ -156,6 +158,8 @@ def _settle_from_exit_file(attempt: Attempt, path: Path) -> None:
         attempt.signal, attempt.end_reason = -code, EndReason.SIGNAL
     else:
         attempt.exit_code, attempt.end_reason = code, EndReason.EXIT
+    if found is not None and found.stopped_by:
+        attempt.end_reason = EndReason.TIMEOUT
 
 
 def _attempt(

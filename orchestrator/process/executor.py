@@ -46,7 +46,7 @@ from .cgroups import Enforced, Limits
 from .procscan import Memory, descendants, machine_memory, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
-from .shim import FoundAttempt
+from .shim import Deadline, FoundAttempt
 
 
 # A node as the seam's ``nodes()`` reports it; it lives here, not in the cluster package that
@@ -134,6 +134,12 @@ class AttemptHandle(Protocol):
         ...
 
     @property
+    def deadline_stop(self) -> str | None:
+        """Who stopped it at its deadline, in words (its shim, its workspace's supervisor), as its exit
+        file says: no server had. None: nothing did."""
+        ...
+
+    @property
     def cap_hit(self) -> str | None:
         """A cap the kernel held the attempt at, as a sentence (None: none)."""
         ...
@@ -180,9 +186,12 @@ class Executor(Protocol):
         exit_file: Path | None = None,
         kind: str = "command",
         sandbox: SandboxSpec | None = None,
+        deadline: Deadline | None = None,
     ) -> AttemptHandle:
         """Start an attempt of worker kind ``kind`` (a remote executor routes by it), inside
-        ``sandbox`` when given (a machine that cannot sandbox refuses it: it never runs it unconfined)."""
+        ``sandbox`` when given (a machine that cannot sandbox refuses it: it never runs it unconfined).
+        With ``deadline``, a local attempt's shim (or supervisor) stops it there if no server has
+        (a remote attempt's node watches its own)."""
         ...
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None: ...
@@ -263,9 +272,18 @@ class LocalExecutor:
         exit_file: Path | None = None,
         kind: str = "command",
         sandbox: SandboxSpec | None = None,
+        deadline: Deadline | None = None,
     ) -> ProcessHandle:
         return self.runner.spawn(
-            argv, cwd=cwd, env=env, log_path=log_path, tag=tag, exit_file=exit_file, limits=self.limits, sandbox=sandbox
+            argv,
+            cwd=cwd,
+            env=env,
+            log_path=log_path,
+            tag=tag,
+            exit_file=exit_file,
+            limits=self.limits,
+            sandbox=sandbox,
+            deadline=deadline,
         )
 
     def wait(self, handle: AttemptHandle, timeout: float | None, wake: Wakeup | None = None) -> int | None:

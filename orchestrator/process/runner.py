@@ -59,9 +59,11 @@ from .shim import (
     SHIM_SCRIPT,
     SHIM_SIGNALS,
     SHIM_START_ENV,
+    Deadline,
+    ExitStatus,
     FoundAttempt,
     find_shims,
-    read_exit_file,
+    read_exit,
     reserve_exit_file,
 )
 from .supervisor import LIFELINE_FD, SupervisorClient
@@ -151,6 +153,7 @@ class ProcessHandle:
     exit_file: Path | None = None  # where the shim writes the exit status
     code: int | None = None  # the worker's true status once it ended (from the exit file, if any)
     ended_at: float | None = None  # when its exit file was written (the worker's end), once it is read
+    deadline_stop: str | None = None  # who stopped it at its Deadline, as its exit file says (no server had)
     # ``pid`` is the orchestrator's own process at the top of a sandbox: bubblewrap's launcher (the shim
     # and the worker run inside), or under Landlock the shim its launcher became
     sandboxed: bool = False
@@ -191,23 +194,27 @@ class ProcessHandle:
         if self.popen is not None:
             shim = self.popen.poll()
             if shim is not None:
-                found = read_exit_file(self.exit_file) if self.exit_file is not None else None
-                self.code = shim if found is None else found
-                self.ended_at = self._written_at(found)
+                found = read_exit(self.exit_file) if self.exit_file is not None else None
+                self._ended(shim, found)
             return self.code
         if not process_alive(self.pid, self.start_id):
-            found = read_exit_file(self.exit_file) if self.exit_file else None
+            found = read_exit(self.exit_file) if self.exit_file else None
             if found is None and self.reaper is not None and self.exit_file is not None:
                 if procscan.zombie_of(self.pid, self.start_id) == self.reaper:
                     return None  # ended; its supervisor is writing how, then reaps it
-                found = read_exit_file(self.exit_file)  # reaped since the first read: written before that
-            self.code = -signal.SIGKILL if found is None else found
-            self.ended_at = self._written_at(found)
+                found = read_exit(self.exit_file)  # reaped since the first read: written before that
+            self._ended(-signal.SIGKILL, found)
             if self.ended_at is None and self.adopted:  # ended unseen, with no exit file: now is all we know
                 self.ended_at = time.time()
         return self.code
 
-    def _written_at(self, found: int | None) -> float | None:
+    def _ended(self, otherwise: int, found: ExitStatus | None) -> None:
+        """Its end, from its exit file (``otherwise``: the status when it has none)."""
+        self.code = otherwise if found is None else found.code
+        self.deadline_stop = found.stopped_by if found is not None else None
+        self.ended_at = self._written_at(found)
+
+    def _written_at(self, found: ExitStatus | None) -> float | None:
         """When the worker ended, by its exit file's time: the shim (or the supervisor) writes it as the
         worker ends, whenever the server sees it (it may have been stopped, or restarting). None
         without one: the caller's clock is then the best there is."""
@@ -308,6 +315,7 @@ class ProcessRunner:
         parent_death_signal: int | None = None,
         sandbox: SandboxSpec | None = None,
         limits: Limits | None = None,
+        deadline: Deadline | None = None,
     ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
         With ``exit_file``, under the shim, which writes the exit status there. With
@@ -316,7 +324,9 @@ class ProcessRunner:
         worker it starts; started by the supervisor (a node's own) when there is one, else by a
         fork of this process, when it also gets that signal itself when the calling thread ends. With
         ``sandbox``, the shim and the worker run inside it (process/sandbox.py), under bubblewrap's launcher. With
-        ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined)."""
+        ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined). With ``deadline``
+        (and an exit file), whatever writes that file (the perl shim, or the supervisor) stops the
+        worker at it if it still runs: the backstop for its timeout while no server watches."""
         if not argv:
             raise ValueError("empty command")
         full_env = dict(env)
@@ -359,7 +369,7 @@ class ProcessRunner:
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
         if exit_file is not None and (sandbox is not None or not through_supervisor):
-            command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal)
+            command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
         # parent is then the supervisor, so its tie to this process is the lifeline alone, which
         # it checks before starting the worker and watches while the worker runs (shim.py).
@@ -409,6 +419,7 @@ class ProcessRunner:
                     file_size=child_setup.file_size if child_setup is not None else 0,
                     ignore=LAUNCHER_IGNORES if launcher else (),
                     lifeline=lifeline[0] if tethered and lifeline is not None else None,
+                    deadline=deadline if sandbox is None and not tethered else None,  # else the shim's
                 )
             else:
                 popen = subprocess.Popen(
@@ -468,12 +479,20 @@ class ProcessRunner:
         )
 
     def _shim(
-        self, command: list[str], env: dict[str, str], exit_file: Path, parent_death_signal: int | None
+        self,
+        command: list[str],
+        env: dict[str, str],
+        exit_file: Path,
+        parent_death_signal: int | None,
+        deadline: Deadline | None = None,
     ) -> tuple[list[str], tuple[int, int] | None]:
         """``command`` under the shim (process/shim.py), which writes its status to ``exit_file``;
-        with ``parent_death_signal``, also the lifeline pipe (read end for the shim, write end kept)."""
+        with ``parent_death_signal``, also the lifeline pipe (read end for the shim, write end kept);
+        with ``deadline``, the perl shim stops the worker at it (the shell shim has no clock)."""
         if self.perl is None:
             return [SHELL, "-c", SHIM_SCRIPT, SHIM_NAME, str(exit_file), *command], None
+        if deadline is not None:
+            env[protocol.SHIM_STASH + "DEADLINE"] = deadline.shim_value()
         lifeline = None
         if parent_death_signal is not None and PRCTL_SYSCALL is not None:
             env[protocol.SHIM_STASH + "PDEATHSIG"] = f"{PRCTL_SYSCALL} {int(parent_death_signal)}"

@@ -8,6 +8,7 @@ result survives the server being killed; process/runner.py starts it, this modul
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -56,6 +57,19 @@ from .procscan import process_start_id, read_small
 # ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
 # that comes from outside). The runner keeps the worker's own values of these under SHIM_STASH +
 # name, and the shim puts them back (or removes what the worker did not have) before the exec.
+#
+# DEADLINE ("EPOCH GRACE", whole seconds; the perl shim's only): the backstop for the attempt's timeout
+# while no server watches it (stopped, killed, restarting); the supervisor keeps the same for the
+# unconfined workers it runs without a shim. A server stops an attempt at its timeout itself; this
+# deadline (a Deadline, below) comes kill_grace and a margin later, so a live server's ladder has
+# ended the worker by then. Past it with the worker still running, the shim sends SIGTERM to its
+# process group (itself included: its handler is a no-op), then SIGKILL to the worker GRACE seconds
+# later, and writes "deadline shim" as its exit file's second line; once the worker has ended, what
+# is left of its group is killed with the shim (``kill 9, 0``, after the exit file is written). Its
+# clock is alarm(): the blocking wait stays as it is (Perl runs the handler and waits on), the
+# lifeline's select sees EINTR and goes on. ALRM keeps a handler (never IGNORE), so a SIGALRM sent to
+# the group still reaches the worker; one that comes early finds the deadline not yet passed and sets
+# the alarm again.
 SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 # BRIDGE (workers.sandbox_network: allow): "ADDRESS:PORT=SOCKET ..." (network/egress.py). In a network
 # namespace of its own the worker's only way out is the orchestrator's proxy, listening on Unix
@@ -105,6 +119,7 @@ PERL_SHIM = (
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
     f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.worker_filter
+    f"my $t = delete $ENV{{'{protocol.SHIM_STASH}DEADLINE'}}; my ($w, $z) = (0, 0);\n"  # "EPOCH GRACE" (DEADLINE above)
     # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
     f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
     "if (defined $l) { $m = ''; vec($m, $l, 1) = 1; my $r = $m;"
@@ -126,6 +141,11 @@ PERL_SHIM = (
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
     'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
+    # The deadline's alarm (DEADLINE above; $z: 1 once SIGTERM went out, 2 once SIGKILL did).
+    "if (defined $t) { ($t, $w) = split / /, $t; $SIG{ALRM} = sub { my $n = $t - time; if ($n > 0) { alarm($n); return }\n"
+    " if ($z) { $z = 2; kill 9, $p; return } $z = 1; $t = time + $w;\n"
+    " print STDERR \"orchestrator-shim: the attempt's deadline passed with no server stopping it: SIGTERM to the worker,"
+    ' SIGKILL in ${w}s\\n"; kill 15, 0; alarm($w > 0 ? $w : 1) }; $SIG{ALRM}->() }\n'
     # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
     # ending between the two calls): its end kills the shim's process group, the worker with it.
     # (A select that fails otherwise than EINTR falls back to the plain wait: no busy loop.)
@@ -133,12 +153,14 @@ PERL_SHIM = (
     ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
     " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\n"
     "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
-    "my $s = $?; kill 9, -$k if $k; exit 255 if $s == -1;\n"  # the bridge's group (it and its connections) ends with the worker
+    "my $s = $?; alarm(0) if defined $t; kill 9, -$k if $k; exit 255 if $s == -1;\n"  # the bridge's group (it and its connections) ends with the worker
     "my $sig = $s & 127;\n"
     # Over the room reserved at its spawn (reserve_exit_file), then cut to the line: no new block
     # is needed, so the status is written on a full disk too.
     "my $h; if (open($h, '+<', $f) || open($h, '>', $f)) {"
-    ' print $h ($sig ? "signal $sig\\n" : \'exit \' . ($s >> 8) . "\\n"); truncate($h, tell($h)); close $h }\n'
+    ' print $h ($sig ? "signal $sig\\n" : \'exit \' . ($s >> 8) . "\\n"), ($z ? "deadline shim\\n" : \'\');'
+    " truncate($h, tell($h)); close $h }\n"
+    "kill 9, 0 if $z;\n"  # stopped at its deadline: the rest of its group ends with the shim (DEADLINE above)
     "exit($sig ? 128 + $sig : $s >> 8);\n"
 )
 # Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
@@ -164,7 +186,36 @@ PERL = find_perl()
 # An exit file is made at its attempt's spawn holding this much room (newlines, which read as "no
 # status yet"): its writer overwrites it in place (no block to allocate: a workspace whose disk a
 # worker filled still gets its status), and a restart that finds the file knows the attempt began.
-EXIT_ROOM = b"\n" * 16
+# (Room for the longest it holds: "signal 15" and "deadline supervisor", DEADLINE_MARK's line.)
+EXIT_ROOM = b"\n" * 32
+# The exit file's second line when the worker's keeper stopped it at its Deadline (no server had):
+# this word and which keeper, a key of DEADLINE_KEEPERS.
+DEADLINE_MARK = "deadline"
+DEADLINE_KEEPERS = {"shim": "its shim", "supervisor": "its workspace's supervisor"}
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When an attempt's keeper stops it if no server has (DEADLINE in the comment above): at ``at``
+    (seconds since the epoch) SIGTERM to its process group, SIGKILL ``grace`` seconds later. The
+    engine sets it kill_grace and a margin after its own timeout: the backstop for a server that is
+    stopped, killed or restarting, never the first to act for a live one."""
+
+    at: float
+    grace: float
+
+    def shim_value(self) -> str:
+        """The perl shim's form: whole seconds (its clock is ``time`` and ``alarm``), never early."""
+        return f"{math.ceil(self.at)} {math.ceil(self.grace)}"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """What an exit file says: the worker's status (Popen's convention: negative, killed by that
+    signal), and who stopped it at its deadline, in words (DEADLINE_MARK; None: nothing did)."""
+
+    code: int
+    stopped_by: str | None = None
 
 
 def reserve_exit_file(path: Path) -> None:
@@ -216,31 +267,44 @@ def find_shims(tag_prefix: str) -> list[FoundAttempt]:
 
 
 def read_exit_file(path: Path) -> int | None:
+    """The status a shim recorded (``read_exit``'s code), or None when there is none."""
+    found = read_exit(path)
+    return None if found is None else found.code
+
+
+def read_exit(path: Path) -> ExitStatus | None:
     """The status a shim recorded, in Popen's convention (negative: killed by that signal);
     None when there is none or it is incomplete (the shim was killed while writing it), or the file
     holds only the room its spawn reserved (EXIT_ROOM: the attempt began, and has told nothing yet).
 
-    The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes; a bare
-    number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
+    The one reader of exit files. ``exit N`` / ``signal S`` is what the shim writes, with a second
+    line ``deadline shim`` (DEADLINE_MARK) when it stopped the worker at its deadline (files from
+    before have none); a
+    bare number is a file from an earlier server's shell shim, which wrote ``$?`` and re-raised
     129-192 on itself as signals: it reads as that server meant it. (A bare number could not
     be the new format: "147" meant SIGSTOP then and would mean exit 147 now.)"""
     try:
         text = read_small(path).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return None
-    line = text.rstrip("\n")  # (the shell shim leaves what it did not write over of the room)
-    if not text.endswith("\n") or not line or "\n" in line:
+    lines = text.rstrip("\n").split("\n")  # (the shell shim leaves what it did not write over of the room)
+    mark, _, keeper = lines[1].partition(" ") if len(lines) == 2 else (DEADLINE_MARK, "", "")
+    if not text.endswith("\n") or not lines[0] or len(lines) > 2 or mark != DEADLINE_MARK:
         return None
-    word, _, number = line.partition(" ")
+    if len(lines) == 2 and keeper not in DEADLINE_KEEPERS:
+        return None
+    word, _, number = lines[0].partition(" ")
     if not number:
         word, number = "old", word
     if not number.isdigit() or len(number) > 3 or int(number) > 255:
         return None
     code = int(number)
     if word == "exit":
-        return code
-    if word == "signal":
-        return -code if code > 0 else None
-    if word == "old":
-        return -(code - 128) if 128 < code < 193 else code
-    return None
+        found = code
+    elif word == "signal" and code > 0:
+        found = -code
+    elif word == "old":
+        found = -(code - 128) if 128 < code < 193 else code
+    else:
+        return None
+    return ExitStatus(found, DEADLINE_KEEPERS[keeper] if len(lines) == 2 else None)

@@ -9,7 +9,10 @@ it, with no moment outside), into the worker's folder, and ignores the signals a
 must ignore, then steps back. A worker's RLIMIT_FSIZE is the supervisor's own (a hard limit cannot
 be raised again): a supervisor serves one file-size limit, named in its socket's name. It records
 each worker's true wait status in its exit file (``exit N`` or ``signal S``, the shim's format)
-before it reaps it, so a process seen gone has its status on disk. A cluster node has one of its
+before it reaps it, so a process seen gone has its status on disk. It also keeps the deadline a spawn
+request may carry (shim.Deadline, the backstop for the worker's timeout while no server watches, as
+the perl shim does for the workers it runs): past it, SIGTERM to the worker's process group, SIGKILL
+after the grace, and the exit file's second line says so (shim.DEADLINE_MARK). A cluster node has one of its
 own (cluster/node.py), starting each attempt's shim with the lifeline the request carries (the
 attempt's process holds the write end; the shim writes the status itself). It runs in a session of its own, so a server killed
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import json
+import math
 import os
 import resource
 import select
@@ -43,7 +48,7 @@ from pathlib import Path
 from .. import protocol
 from .interpreter import package_argv
 from .procscan import process_start_id
-from .shim import FoundAttempt
+from .shim import DEADLINE_MARK, Deadline, FoundAttempt
 
 LOCK = "supervisor.lock"  # held to start a supervisor, connect to one, or for one to leave
 HEADER = struct.Struct("!I")
@@ -115,6 +120,9 @@ class Child:
     start_id: str | None
     exit_file: str | None  # None: another process writes its status (a sandbox's shim)
     attempt: str | None
+    stop_at: float | None = None  # monotonic: its deadline's next step (SIGTERM, then SIGKILL); None: none left
+    grace: float = 0.0
+    stopping: bool = False  # SIGTERM went out at its deadline (its exit file will say so)
 
 
 class Supervisor:
@@ -134,6 +142,7 @@ class Supervisor:
         self.listener.listen(64)
         self.clients: dict[int, socket.socket] = {}
         self.children: dict[int, Child] = {}
+        self.due: list[tuple[float, int]] = []  # (stop_at, pid) of each deadline's next step, a heap: no scan of every child
         self.served = False
         self.started = time.monotonic()
         self.wake_r, wake_w = os.pipe()
@@ -148,7 +157,7 @@ class Supervisor:
         poller.register(self.listener, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
         while True:
-            for fd, _ in poller.poll(1000):
+            for fd, _ in poller.poll(self._next_stop_ms()):
                 if fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
@@ -161,6 +170,7 @@ class Supervisor:
                     poller.unregister(fd)
                     self.clients.pop(fd).close()
             self._reap()
+            self._stop_overdue()
             if not self.clients and not self.children and (self.served or time.monotonic() - self.started > IDLE_START):
                 if self._leave():
                     return
@@ -217,6 +227,12 @@ class Supervisor:
             str(exit_file) if exit_file else None,
             optional_text(spec.get("attempt")),
         )
+        deadline = spec.get("deadline")
+        if isinstance(deadline, list) and len(deadline) == 2 and exit_file:  # [at (epoch), grace]
+            child = self.children[pid]
+            child.stop_at = time.monotonic() + float(deadline[0]) - time.time()  # (a clock step later moves it not)
+            heapq.heappush(self.due, (child.stop_at, pid))
+            child.grace = float(deadline[1])
         return {"pid": pid, "start_id": self.children[pid].start_id}
 
     def _posix_spawn(
@@ -270,8 +286,41 @@ class Supervisor:
                 return
             child = self.children.pop(info.si_pid, None)
             if child is not None and child.exit_file is not None:
-                _write_status(child.exit_file, status_line(info.si_code, info.si_status))
+                mark = f"{DEADLINE_MARK} supervisor\n".encode() if child.stopping else b""
+                _write_status(child.exit_file, status_line(info.si_code, info.si_status) + mark)
+            if child is not None and child.stopping:  # the rest of its group, while its pid (a zombie) holds the id
+                _killpg(child.pid, signal.SIGKILL)
             os.waitpid(info.si_pid, 0)
+
+    def _next_stop_ms(self) -> int:
+        """How long the next poll may block: a second at most, less when a deadline's step is due sooner."""
+        while self.due and self._stale(*self.due[0]):
+            heapq.heappop(self.due)
+        if not self.due:
+            return 1000
+        return max(0, min(1000, math.ceil((self.due[0][0] - time.monotonic()) * 1000)))
+
+    def _stale(self, at: float, pid: int) -> bool:
+        """Whether a heap entry is no step still to take (its worker was reaped, or the step was taken)."""
+        child = self.children.get(pid)
+        return child is None or child.stop_at != at
+
+    def _stop_overdue(self) -> None:
+        """Each worker past its deadline: SIGTERM to its process group (its own: it leads a session),
+        then SIGKILL once the grace has passed (the kill ladder of process/runner.py, with no server)."""
+        now = time.monotonic()
+        while self.due and self.due[0][0] <= now:
+            at, pid = heapq.heappop(self.due)
+            if self._stale(at, pid):
+                continue
+            child = self.children[pid]
+            if not child.stopping:
+                child.stopping, child.stop_at = True, now + child.grace
+                heapq.heappush(self.due, (child.stop_at, pid))
+                _killpg(pid, signal.SIGTERM)
+            else:
+                child.stop_at = None
+                _killpg(pid, signal.SIGKILL)
 
     def _leave(self) -> bool:
         """Leave unless a server is connecting: under the lock a server connects with, and only
@@ -308,6 +357,11 @@ def home_fds() -> list[int]:
 def optional_text(value: object) -> str | None:
     """``value`` as text, None staying None (a JSON field that may be null)."""
     return None if value is None else str(value)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
 
 
 def _write_status(path: str, line: bytes) -> None:
@@ -422,11 +476,13 @@ class SupervisorClient:
         file_size: int,
         ignore: tuple[int, ...] = (),
         lifeline: int | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[int, str | None, int]:
         """Start ``argv`` (an absolute path first) with RLIMIT_FSIZE ``file_size`` (0: none): its pid,
         its kernel start time and the supervisor's pid. With ``exit_file``, the supervisor writes the
         worker's status there before reaping it. With ``lifeline`` (a descriptor), the worker gets
-        it as descriptor supervisor.LIFELINE_FD."""
+        it as descriptor supervisor.LIFELINE_FD. With ``deadline`` (and ``exit_file``), the supervisor
+        stops the worker at it if it still runs (the module's docstring)."""
         message: dict[str, object] = {
             "op": "spawn",
             "argv": argv,
@@ -437,6 +493,7 @@ class SupervisorClient:
             "exit_file": str(exit_file) if exit_file is not None else None,
             "ignore": list(ignore),
             "lifeline": lifeline is not None,
+            "deadline": [deadline.at, deadline.grace] if deadline is not None else None,
         }
         fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds]
         got = self._call(file_size, message, fds)
