@@ -229,9 +229,12 @@ def test_the_repository_passes_git_fsck_after_jobs_deleted_or_not_whatever_their
         WorkerStatus.SUCCESS,
         WorkerStatus.SUCCESS,
     ]
-    # The plant was made (the store is shared: whichever worker's commit took it first says so in its log).
-    logs = "".join(engine.workspace.worker_log(kept.root_id, 0, f"worker_{n}").read_text() for n in range(1, 5))
+    # The plant was made, and refused: the store is every worker's, so the tree's log says so, not
+    # the log of whichever worker's take found it (its branch names no such object).
+    logs = engine.workspace.orchestrator_log(kept.root_id).read_text()
     assert "a tree git fsck refuses: entry '.GIT' is a .git on some file system" in logs, logs
+    told = "".join(engine.workspace.worker_log(kept.root_id, 0, f"worker_{n}").read_text() for n in range(1, 5))
+    assert "'.GIT'" not in told, told
     engine.delete(deleted.id, all_branches=True)
     done = fsck(host)
     assert done.returncode == 0 and "error" not in done.stdout + done.stderr and "broken" not in done.stdout + done.stderr, (

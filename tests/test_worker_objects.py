@@ -296,3 +296,18 @@ def test_the_sandbox_binds_the_workers_store_over_the_repositorys_and_a_node_get
         "/r/.git/orchestrator-host-objects",
     ]
     assert SandboxSpec.from_dict(spec.to_dict(), Support("/usr/bin/bwrap")) == spec
+
+
+def test_a_refusal_found_by_a_siblings_take_is_told_to_whoever_names_the_object(linked, tmp_path):
+    """The store is every worker's: a sibling's take may be the one to refuse a worker's object.
+    The refusal is remembered, so the worker whose branch names it hears why, whichever take found
+    it (a sibling's log naming another's object was issue 47's false alarm)."""
+    repo, tree, stores = linked
+    sibling = tmp_path / "sibling"
+    git(repo, "worktree", "add", "-q", "-b", "s", str(sibling))
+    bad = dotdot_tree(tree, stores)  # the first worker's object
+    taken = worker_objects.take(sibling, repo)  # found by the sibling's take
+    assert taken.refused == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]
+    said = f"fatal: bad tree object {bad}"  # git's words when the first worker's branch is checked
+    assert worker_objects.refused_earlier(said) == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]
+    assert worker_objects.refused_earlier("fatal: bad tree object " + "0" * 40) == []

@@ -82,6 +82,7 @@ from ..process.cgroups import Limits
 from ..process.sandbox import Backend
 from ..workers import refusals
 from ..workers.adapters import co_author_of
+from ..workspace import logs
 from ..workspace.layout import Workspace
 from . import untouched
 from .bootstrap import Bootstrap, EnvFor
@@ -554,19 +555,24 @@ class WorktreeCheckout(Checkout):
         in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
             self._refused(record, f"a file of its git dir had been made a link ({planted}): removed")
-        objects = worker_objects.take(directory, self.repo).refused
-        for line in objects:
-            self._refused(record, f"an object its sandbox wrote was not taken into the repository: {line}")
+        # The store is every sandboxed worker's of the repository, and a take moves all of it: what
+        # this take refused may be a sibling's, so it is the tree's to hear; the worker whose branch
+        # names a refused object is told below, with why.
+        for line in worker_objects.take(directory, self.repo).refused:
+            said = f"the workers' object store held an object not taken into the repository: {line}"
+            log.warning("%s", said, extra=logs.context(record.job_id, record.name))
+            self.workspace.log_event(record.root_id, said)
         ref = f"refs/heads/{self.branch(record)}"
         base, limits = self._read(directory, BASE_FILE), self._blob_limits()
         refused = worker_refs.take(directory, self.repo, record.name, ref, base=base, limits=limits)
         if refused:
+            objects = worker_objects.refused_earlier(refused)
+            if objects:  # why its objects are missing, not only that they are
+                refused += f" (refused on the way in: {'; '.join(objects[:3])})"
             self._refused(record, refused)
             private = linked_git_dir(directory)
             if private is not None:  # its git's reflog lines naming what was refused: git fsck walks them
                 worker_refs.forget_broken(self.repo, ref, private)
-            if objects:  # why its objects are missing, not only that they are
-                refused += f" (refused on the way in: {'; '.join(objects[:3])})"
         return refused
 
     def _blob_limits(self) -> BlobLimits:

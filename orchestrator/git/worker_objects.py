@@ -27,6 +27,7 @@ worker's disk cap otherwise, and it would grow for ever).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -54,6 +55,7 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (a FIFO planted there must not block)
 _HEX = re.compile(r"[0-9a-f]+")
 _OBJECTS = re.compile(r"[0-9a-f]{2}|pack")  # the folders of a store that hold objects
+_OID_IN_TEXT = re.compile(r"\b[0-9a-f]{40}(?:[0-9a-f]{24})?\b")  # a SHA-1 or SHA-256 object id
 GRACE = 60.0  # seconds a name that is no object may stay unwritten before it is removed (a git's temporary file)
 _CHUNK = 1 << 16
 _HEAD = 64  # inflated bytes that hold any object's header (kind, size, NUL)
@@ -125,6 +127,28 @@ def take(directory: Path, repo: Path) -> Taken:
     objects would otherwise have them moved here, and deleted there)."""
     stores = stores_of(directory)
     return Taken() if stores is None else take_from(stores, repo)
+
+
+# Why each object lately refused was: every worker of a repository writes one store, and a take
+# moves all of it, so a worker's object is often refused by a sibling's take; the worker whose
+# branch then names a missing object is told why from here (git/worker_refs.py), not the sibling.
+_REFUSED: collections.OrderedDict[str, str] = collections.OrderedDict()
+_REFUSED_KEPT = 4096
+
+
+def _remember_refused(oid: str, why: str) -> None:
+    with _HELD_GUARD:
+        _REFUSED[oid] = why
+        _REFUSED.move_to_end(oid)
+        while len(_REFUSED) > _REFUSED_KEPT:
+            _REFUSED.popitem(last=False)
+
+
+def refused_earlier(text: str) -> list[str]:
+    """ "OID: why" for each object id in ``text`` (git's words on a missing object) that a take of
+    this process refused, newest memory first kept."""
+    with _HELD_GUARD:
+        return [f"{oid}: {_REFUSED[oid]}" for oid in dict.fromkeys(_OID_IN_TEXT.findall(text)) if oid in _REFUSED]
 
 
 _HELD: dict[str, threading.Lock] = {}
@@ -275,6 +299,7 @@ def _take_folder(folder: int, prefix: str, host: Path, gitmodules: _Gitmodules, 
         why = _take_loose(folder, entry.name, oid, host, gitmodules)
         if why:
             taken.refused.append(f"{oid}: {why}")
+            _remember_refused(oid, why)
         elif why is not None:
             taken.objects += 1
 
