@@ -71,6 +71,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
+from ..workspace.filesystem import read_json_lines
 from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
 from ..workspace.stages import rerun_note
@@ -104,19 +105,7 @@ class RunLedger:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every whole line (a line cut short by a crash is skipped)."""
-        try:
-            lines = self.path.read_bytes().splitlines()
-        except FileNotFoundError:
-            return []
-        found = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("conflict"), str):
-                found.append(entry)
-        return found
+        return [e for e in read_json_lines(self.path) if isinstance(e.get("conflict"), str)]
 
     def cost(self) -> float | None:
         """What every run recorded here cost; None when there is no ledger (a tree from before it)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import stat
@@ -14,7 +15,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import RefusedPath
 from .groupsync import GroupCommit
@@ -48,6 +49,24 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The objects of an append-only JSON-lines file, in order; none when it does not exist. A line
+    that is not a whole object (cut short by a kill mid-append) is skipped: that write never happened."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True, mode: int = 0o666) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .filesystem import write_all
+from .filesystem import read_json_lines, write_all
 from .layout import Workspace
 
 log = logging.getLogger("orchestrator.workspace")
@@ -114,19 +114,7 @@ class StageLedger:
         self._append({"key": key, "event": "verdict", "at": round(time.time(), 3), "verdict": verdict})
 
     def _entries(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.path.read_bytes().splitlines()
-        except FileNotFoundError:
-            return []
-        found = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # cut short by a kill: that write never happened
-            if isinstance(entry, dict):
-                found.append(entry)
-        return found
+        return read_json_lines(self.path)
 
     def _append(self, entry: dict[str, Any]) -> None:
         """One line, whole and synced; a line that cannot be written (a full disk) is said and the
