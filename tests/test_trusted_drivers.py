@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.git.drivers import DriverRun, expand
 from orchestrator.process.backends import probe
 
 from .conftest import run_job
@@ -172,15 +173,18 @@ def test_a_trusted_driver_is_not_run_where_the_workers_run_unconfined(host, tmp_
             {"max_disk_mb": 5, "max_log_mb": 0, "monitor_interval": 0.2},
             "merge driver evil was stopped at a worker's cap",
         ),
+        # Its merged file a link to a file only the server reads (hidden in the sandbox): never followed.
+        ('ln -sf "$CONFIG" "$2"', {}, "merge driver evil left no merged file to read"),
     ],
-    ids=["fails", "past-the-disk-cap"],
+    ids=["fails", "past-the-disk-cap", "a-link-to-the-config"],
 )
 def test_a_trusted_driver_that_fails_or_passes_a_cap_leaves_the_path_a_conflict_with_the_reason(
     host, tmp_path, listener, backend, merge, caps, kind
 ):
     needs(backend)
     host, folder, make = host
-    evil_driver(host, tmp_path / "proof", listener.getsockname()[1], merge=merge)
+    (folder / "config.yaml").write_text("api:\n  api_key: the-admin-key\n")
+    evil_driver(host, tmp_path / "proof", listener.getsockname()[1], merge=merge.replace("$CONFIG", str(folder / "config.yaml")))
     before = snapshot(host, folder)
     engine = make(
         workers={"max_retries": 0, "sandbox": "on", "sandbox_backend": backend, **caps},
@@ -190,6 +194,7 @@ def test_a_trusted_driver_that_fails_or_passes_a_cap_leaves_the_path_a_conflict_
     (conflict,) = job.merge.outcome.conflicts
     assert conflict.path == "app.py" and conflict.kind.startswith(kind), (conflict, driver_log(engine, job))
     assert job.merge.outcome.skipped == ("worker_2",)
+    assert "the-admin-key" not in git(host, "show", f"{job.merge.outcome.result_ref}:app.py")
     assert not (engine.workspace.job_dir(job.root_id) / "drivers").exists() or not any(
         (engine.workspace.job_dir(job.root_id) / "drivers").iterdir()
     )  # its folder is gone
@@ -296,3 +301,11 @@ def test_a_clean_filter_alone_keeps_a_checked_out_merge_into_branch_where_it_is(
     assert "runs filters as files are checked out (filter.evil.clean)" in (into.refused or ""), into
     assert [p.read_text() for p in proof.iterdir()] == []
     assert snapshot(host, folder) == before
+
+
+def test_a_drivers_command_line_is_filled_in_as_git_fills_it():
+    run = DriverRun("evil", "", "a dir/it's.py", b"", b"", b"", marker_size=9)
+    files = ("/f/.merge_file_base", "/f/.merge_file_ours", "/f/.merge_file_theirs")
+    assert expand("drv %O %A %B %L %P %S %X %Y 100%% %Q", files, run) == (
+        "drv /f/.merge_file_base /f/.merge_file_ours /f/.merge_file_theirs 9 'a dir/it'\"'\"'s.py' base ours theirs 100% %Q"
+    )
