@@ -23,9 +23,11 @@ from orchestrator.git.drivers import DriverRun, expand
 from orchestrator.process.backends import probe
 
 from .conftest import run_job
+from .helpers import nesting as nesting_helpers
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+served = nesting_helpers.served
 
 W1_W2 = ["sed -i s/v2/w1/ app.py", "sed -i s/v2/w2/ app.py"]  # the same line, two ways: a conflict
 MERGED = "# merged by evil\nprint('w1')\nline2\nprint('w2')\nline2\n"  # what the driver makes of app.py
@@ -309,3 +311,29 @@ def test_a_drivers_command_line_is_filled_in_as_git_fills_it():
     assert expand("drv %O %A %B %L %P %S %X %Y 100%% %Q", files, run) == (
         "drv /f/.merge_file_base /f/.merge_file_ours /f/.merge_file_theirs 9 'a dir/it'\"'\"'s.py' base ours theirs 100% %Q"
     )
+
+
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_child_jobs_merge_into_its_parents_branch_runs_a_trusted_driver_confined(served, tmp_path, listener, backend):
+    """A child job's two workers add the same file two ways: its merge into the parent worker's
+    branch (engine/nesting.py) needs the user's driver, which runs in the sandbox; the parent's
+    checkout then holds the driver's merge, and so does the root's result."""
+    needs(backend)
+    host, folder, start = served
+    proof = tmp_path / "proof"
+    evil_driver(host, proof, listener.getsockname()[1])
+    before = snapshot(host, folder)
+    live = start(
+        sandbox="on",
+        sections={"workers": {"sandbox_backend": backend}, "git": {"trusted_merge_drivers": ["evil"]}},
+    )
+    doc, marker, child = nesting_helpers.run_tree(live, "parent: write a.txt=from a | write a.txt=from b")
+    merged = "# merged by evil\nfrom a\nfrom b\n"
+    assert marker["exit"] == 0 and child["status"] == "completed", (marker, child)
+    assert marker["seen"]["a.txt"] == merged, marker
+    assert doc["status"] == "completed", doc
+    assert git(host, "show", f"orchestrator/{doc['job_id']}/result:a.txt") == merged
+    said = driver_log(live.engine, live.engine.queries.get_job(doc["job_id"]))
+    assert "canary: refused" in said and "host: refused" in said and "listener: refused" in said, said
+    assert not list(proof.iterdir()) and not reached(listener)
+    assert snapshot(host, folder) == before
