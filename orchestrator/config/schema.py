@@ -145,6 +145,25 @@ def parse_sandbox_allow(value: Any, where: str) -> list[str]:
     return [item.strip() for item in value]
 
 
+def parse_driver_names(value: Any, where: str) -> list[str]:
+    """``git.trusted_merge_drivers``: names of ``merge.<name>.driver`` entries, as a ``merge=<name>``
+    attribute names them (no space, no ``=``, not empty)."""
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{where} must be a list of merge driver names (the <name> of merge.<name>.driver in your git config), "
+            "e.g. [npm-merge-driver]",
+            key=where,
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not re.fullmatch(r"[^\s=\x00]+", item):
+            raise ConfigError(
+                f"{where}[{i}]: {str(item)[:80]!r} is not a merge driver name: the <name> of a merge.<name>.driver "
+                "in your git config, as a merge=<name> attribute names it (no space, no '=', not empty)",
+                key=f"{where}[{i}]",
+            )
+    return list(dict.fromkeys(value))
+
+
 def parse_port_range(text: str) -> tuple[int, int]:
     """``"LOW-HIGH"`` (git.port_range) as two ports, 1024 <= LOW <= HIGH <= 65535."""
     found = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
@@ -504,6 +523,16 @@ class GitSettings(Section):
         "required gate fails (each starts from the merge again, told why the last was refused)",
         min=0,
         max=10,
+    )
+    trusted_merge_drivers: list[str] = setting(
+        [],
+        "merge drivers of your git config (the <name> of merge.<name>.driver) that may merge workers' files: each runs "
+        "in the workers' sandbox with their caps on the three versions of a path only, never in your checkout; a "
+        "driver not listed here never runs, its path is a conflict 'merge driver <name> not run' (docs/sandbox.md)",
+        parse=parse_driver_names,
+    )
+    merge_driver_timeout: float = setting(
+        120.0, "seconds a trusted merge driver may take on one path (past it: that path is a conflict)", min=1, max=86400
     )
     merge_into: str = setting(
         "", "a branch of yours to fast-forward to a root job's result (empty: none; only that ref ever moves)"

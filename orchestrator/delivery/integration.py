@@ -29,7 +29,7 @@ from ..quality.gates import step_block
 from ..quality.steps import PASS, Step, StepContext, Verdict, fail
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
-from .landing import ResolverFactory, repository, tree_lock
+from .landing import DriverFactory, ResolverFactory, repository, tree_lock
 
 log = logging.getLogger("orchestrator.integration")
 
@@ -46,10 +46,17 @@ class IntegrateStep(Step):
 
     name = "integrate"
 
-    def __init__(self, settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workspace: Workspace,
+        resolvers: ResolverFactory | None = None,
+        drivers: DriverFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.workspace = workspace
         self.resolvers = resolvers  # merge_strategy resolve's (None: a conflict fails the worker, as auto)
+        self.drivers = drivers  # runs the user's trusted merge drivers (None: none runs)
 
     def applies(self, job: JobRecord) -> bool:
         return job.integration is not None
@@ -63,7 +70,9 @@ class IntegrateStep(Step):
             return fail(f"not merged into {job.integration}: {blocked}")
         commit = ctx.updates.gated_commit or ctx.changes().commit
         branch = ctx.changes().branch
-        record, failure = integrate_worker(self.settings, self.workspace, job, ctx.record, branch, commit, self.resolvers)
+        record, failure = integrate_worker(
+            self.settings, self.workspace, job, ctx.record, branch, commit, self.resolvers, self.drivers
+        )
         if record is not None:
             ctx.updates.integrated = record
         return fail(failure) if failure else PASS
@@ -96,6 +105,7 @@ def integrate_worker(
     branch: str | None,
     commit: str | None,
     resolvers: ResolverFactory | None = None,
+    drivers: DriverFactory | None = None,
 ) -> tuple[IntegrationRecord | None, str | None]:
     """Outside the engine's lock: ``worker``'s ``commit`` (on ``branch``) merged into ``job``'s
     integration branch, one merge per tree at a time, a line in its log. The record for
@@ -119,6 +129,7 @@ def integrate_worker(
             prefix=settings.git.branch_prefix,
             root_id=job.root_id,
             resolver=resolver,
+            drivers=drivers(job) if drivers is not None else None,
         )
     at = time.time()
     log = workspace.worker_log(worker.root_id, worker.depth, worker.name)

@@ -39,6 +39,7 @@ from ..errors import ConfigError, Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git import merging
 from ..git.commits import Source
+from ..git.drivers import DriverRunner
 from ..git.gitcmd import run_git
 from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
 from ..git.gitwork import find_host
@@ -50,6 +51,8 @@ from ..workspace.layout import Workspace
 
 # (the job whose workers merge, the tree's worker records, the repository, the base) -> a resolver
 ResolverFactory = Callable[[JobRecord, list[WorkerRecord], Path, str], merging.Resolver]
+# the job whose merges these are -> what runs its tree's trusted merge drivers (delivery/trusted_drivers.py)
+DriverFactory = Callable[[JobRecord], DriverRunner]
 
 
 @dataclass(frozen=True)
@@ -193,11 +196,13 @@ def land(
     into: str | None = None,
     cancelled: bool = False,
     resolvers: ResolverFactory | None = None,
+    drivers: DriverFactory | None = None,
 ) -> Landed:
     """Merge the root job's workers' branches into its result branch (see the module docstring).
     A cancelled job is merged only when asked (POST /merge). Raises on a git failure; the caller
     records it. ``resolvers``: makes ``merge_strategy: resolve``'s resolver (delivery/resolving.py;
-    None: that strategy stops at a conflict as ``auto``)."""
+    None: that strategy stops at a conflict as ``auto``). ``drivers``: runs the user's trusted merge
+    drivers (None: none runs; git/drivers.py)."""
     if job.config.isolation != Isolation.WORKTREE:
         return Landed(None, "")
     if cancelled:
@@ -235,6 +240,7 @@ def land(
         commits=sorted_.commits,
         tasks={w.name: w.task for w in workers if w.job_id == job.id},
         credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
+        drivers=drivers(job) if drivers is not None else None,
     )
     resolver = resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None
     outcome = merging.merge_branches(repo, request, resolver)
@@ -361,6 +367,7 @@ def land_round(
     settings: Settings,
     workspace: Workspace,
     now: float,
+    drivers: DriverFactory | None = None,
 ) -> tuple[MergeRecord | None, str]:
     """A continue round's gated ``commit`` (engine/continuing.py) squashed onto the root's result branch
     as one new commit on its tip (never a rebuild: a result the user already took stays an ancestor),
@@ -385,7 +392,16 @@ def land_round(
     # What the round adds to the worker's work in the result (its commit merged then), else all of its work.
     since = merged_at if merged_at and worker.name in previous.outcome.merged else base
     with tree_lock(job.root_id):
-        done = merging.pick(repo, ref, since, source, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id)
+        done = merging.pick(
+            repo,
+            ref,
+            since,
+            source,
+            strategy,
+            prefix=settings.git.branch_prefix,
+            root_id=job.root_id,
+            drivers=drivers(job) if drivers is not None else None,
+        )
     short = ref.removeprefix("refs/heads/")
     if not done.merged:
         return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..delivery.integration import IntegrateStep
-from ..delivery.landing import ResolverFactory
+from ..delivery.landing import DriverFactory, ResolverFactory
 from ..quality.gates import GateStep
 from ..quality.ownership import OwnershipStep
 from ..quality.steps import Step
 from ..workspace.layout import Workspace
 
 
-def default_steps(settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None) -> tuple[Step, ...]:
+def default_steps(
+    settings: Settings, workspace: Workspace, resolvers: ResolverFactory | None = None, drivers: DriverFactory | None = None
+) -> tuple[Step, ...]:
     """The engine's after-attempt steps, in order: file ownership (cheap, first), the quality
     gates, then the merge into a graph job's integration branch (each applies only to the jobs
     that need it: a job with none of them pays nothing after its attempts). ``resolvers``: the
-    integration's resolver under ``merge_strategy: resolve`` (None: a conflict fails as ``auto``)."""
-    integrate = IntegrateStep(settings, workspace, resolvers)
+    integration's resolver under ``merge_strategy: resolve`` (None: a conflict fails as ``auto``);
+    ``drivers``: its runner of the user's trusted merge drivers (None: none runs)."""
+    integrate = IntegrateStep(settings, workspace, resolvers, drivers)
     return (OwnershipStep(settings, workspace), GateStep(settings, workspace), integrate)

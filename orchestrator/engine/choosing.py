@@ -39,6 +39,7 @@ from ..workspace.ids import worker_key
 from ..workspace.stages import StageLedger, StageState, rerun_note
 from .context import EngineContext
 from .locked_only import locked_only
+from .resolvers import driver_factory
 from .scheduling import Scheduler
 from .tables import LiveWorker, Snapshot, write_snapshots
 
@@ -290,7 +291,13 @@ class Choosing:
             if record is None or not record.status.ok:
                 continue
             merged, failure = integrate_worker(
-                self.settings, self.workspace, job, record, record.branch, gates.merge_commit(record)
+                self.settings,
+                self.workspace,
+                job,
+                record,
+                record.branch,
+                gates.merge_commit(record),
+                drivers=driver_factory(self.ctx),
             )
             tried[name] = merged
             if failure is None:

@@ -25,6 +25,7 @@ from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..reports.metrics import Metrics
 from ..workers.cli_configs import CliConfigs
+from ..workers.confinement import Confinement
 from ..workspace.layout import Workspace
 from .locked_only import locked_only
 
@@ -82,6 +83,8 @@ class EngineContext:
     cli_configs: CliConfigs = field(default_factory=lambda: CliConfigs({}))
     # Set at shutdown: what runs outside a worker's attempt and may take long (a merge's resolver) stops.
     closing: Wakeup = field(default_factory=Wakeup)
+    # The workers' sandbox: where a merge's trusted merge drivers run (engine/resolvers.py; None: none runs).
+    confinement: Confinement | None = None
 
     def restart_note(self, job: JobRecord, note: str) -> None:
         """What a server's restart did to a stage of ``job``'s (workspace/stages.py: re-run, or its

@@ -53,6 +53,7 @@ from ..workers.environment import WorkerPrompts
 from ..workspace.ids import validate_job_id, validate_worker_name
 from .attempts import Attempts
 from .context import EngineContext
+from .resolvers import driver_factory
 from .tables import LiveWorker, Outcome, new_tag
 
 log = logging.getLogger("orchestrator.engine")
@@ -367,7 +368,14 @@ class Continuing:
             else:
                 try:
                     merge, note = landing.land_round(
-                        job, rec, commit, before["merged_at"], settings=ctx.settings, workspace=ws, now=ctx.clock.time()
+                        job,
+                        rec,
+                        commit,
+                        before["merged_at"],
+                        settings=ctx.settings,
+                        workspace=ws,
+                        now=ctx.clock.time(),
+                        drivers=driver_factory(ctx),
                     )
                 except (OrchestratorError, OSError) as exc:
                     note = f"not merged: {exc}"

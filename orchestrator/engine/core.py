@@ -65,7 +65,7 @@ from .nesting import Nesting
 from .queries import Queries
 from .recovery import Recovered
 from .reporting import Reporting
-from .resolvers import resolver_factory
+from .resolvers import driver_factory, resolver_factory
 from .results import Results
 from .scheduling import Scheduler
 from .submission import Submission
@@ -158,6 +158,7 @@ class Engine:
             executor=self.executor,
             runner=self.runner,
             checkout=self.checkout,
+            confinement=self.confinement,
             hooks=self,
             cli_configs=self.cli_configs,
         )
@@ -165,7 +166,11 @@ class Engine:
         # merge_strategy resolve's resolver workers, for every merge: a root's, a child's, a graph's integration.
         resolvers = resolver_factory(ctx, self.confinement)
         # In order; by default the quality gates and a graph job's merge into its integration branch.
-        self.steps = tuple(steps) if steps is not None else default_steps(settings, self.workspace, resolvers=resolvers)
+        self.steps = (
+            tuple(steps)
+            if steps is not None
+            else default_steps(settings, self.workspace, resolvers=resolvers, drivers=driver_factory(ctx))
+        )
         # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
         self.nesting = Nesting(ctx, resolvers)
         # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).

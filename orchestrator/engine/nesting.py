@@ -49,6 +49,7 @@ from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
 from .context import EngineContext
+from .resolvers import driver_factory
 
 log = logging.getLogger("orchestrator.nesting")
 TRIES = 3  # merge attempts when the parent's checkout changed under it (an edit, its own git)
@@ -68,6 +69,7 @@ class Nesting:
         self.tables = ctx.tables
         self.clock = ctx.clock
         self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
+        self.drivers = driver_factory(ctx)  # runs the user's trusted merge drivers (None: none runs)
 
     def worktrees(self) -> Worktrees | None:
         """The engine's worktree checkout (None: its checkout never makes worktrees)."""
@@ -109,7 +111,8 @@ class Nesting:
             strategy = MergeStrategy.THEIRS if child.config.merge_strategy == MergeStrategy.THEIRS else MergeStrategy.AUTO
             subject = f"Child job {child.id}'s work again, reused by attempt {attempt}"
             source = Source(parent.name, ref, merge.result_commit, subject, None)
-            done = pick(wt.repo, ref, merge.base or tip, source, strategy, prefix=prefix, root_id=root)
+            runner = self.drivers(child) if self.drivers is not None else None
+            done = pick(wt.repo, ref, merge.base or tip, source, strategy, prefix=prefix, root_id=root, drivers=runner)
             if not done.merged:
                 raise Conflict(
                     f"child job {child.id}, which an earlier attempt started for the same request, cannot be reused: its "
@@ -213,6 +216,7 @@ class Nesting:
             # The resolver's diffs are shown against where the children started.
             if self.resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE:
                 resolver = self.resolvers(job, children, wt.repo, job.start_commit or wt.tip(parent))
+            drivers = self.drivers(job) if self.drivers is not None else None
             for attempt in range(TRIES):
                 subject = f"Work so far, as child job {job.id} ends"
                 tip = wt.commit(parent, len(parent.attempts), subject=subject)
@@ -226,6 +230,7 @@ class Nesting:
                     commits=sorted_.commits,
                     tasks={c.name: c.task for c in children},
                     credits={c.name: co_author_of(c, self.settings) for c in children},
+                    drivers=drivers,
                 )
                 outcome = merge_branches(wt.repo, request, resolver)
                 outcome = sorted_.with_unchanged(outcome, job.worker_names)

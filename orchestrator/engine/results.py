@@ -27,6 +27,7 @@ from ..workspace.stages import StageLedger, StageState, rerun_note
 from .context import EngineContext
 from .queries import Queries
 from .reporting import Reporting
+from .resolvers import driver_factory
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -75,6 +76,7 @@ class Results:
                     strategy=strategy,
                     into=into,
                     resolvers=self.resolvers,
+                    drivers=driver_factory(self.ctx),
                 )
             except Exception as exc:
                 log.warning("merging job %s failed: %s", job.id, exc, extra=logs.context(job.id))

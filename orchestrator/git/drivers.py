@@ -9,6 +9,13 @@ the orchestrator's merges in the host run with every configured driver replaced 
 which workers wrote). A conflicting path whose attribute names a configured driver is reported as
 such (:meth:`MergeDrivers.refused`), never as a plain content conflict.
 
+A driver the user lists in ``git.trusted_merge_drivers`` still never runs in the host: git refuses it
+as any other, and the merge then hands each such path to a :class:`DriverRunner` (the caller's:
+delivery/trusted_drivers.py runs the driver's own command line on the three versions in the
+workers' sandbox, with their caps) whose merged file is taken for that path (:func:`expand` gives
+the command line git would run, its ``%O %A %B %L %P %S %X %Y`` filled in). A driver that fails,
+or that no runner is there to run, leaves the path a conflict that says why.
+
 The overrides go through ``GIT_CONFIG_PARAMETERS`` (what ``git -c`` sets), each key quoted, so a
 driver name holding ``=`` (which ``-c`` would split) is overridden too; appended to whatever the
 server's environment already holds there, so they come last and win.
@@ -17,14 +24,17 @@ server's environment already holds there, so they come last and win.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .gitcmd import run_git
 
 REFUSING = "exit 1"  # the driver every configured one is replaced by: no program of the user's runs
 NOT_RUN = "merge driver {name} not run"  # a refused path's conflict kind (git/conflicts.py shows it)
+FAILED = "merge driver {name} {why}"  # a trusted driver's path it did not merge: "... exited with code 3"
 _PARAMETERS = "GIT_CONFIG_PARAMETERS"
 
 
@@ -35,6 +45,7 @@ class MergeDrivers:
 
     names: frozenset[str]
     default: str | None = None
+    commands: Mapping[str, str] = field(default_factory=dict)  # name -> its ``merge.<name>.driver`` line
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment entries that pin every merge of the host: each driver refused, no
@@ -72,10 +83,72 @@ class MergeDrivers:
 NONE = MergeDrivers(frozenset())
 
 
+@dataclass(frozen=True)
+class DriverRun:
+    """One path's merge by the user's driver ``name`` (``command``: its configured line): the three
+    versions as git hands them to a driver, ``%O`` (``base``), ``%A`` (``ours``: where the driver
+    writes its result) and ``%B`` (``theirs``); ``labels``: ``%S %X %Y``, as ``git merge`` names
+    the three."""
+
+    name: str
+    command: str
+    path: str
+    base: bytes
+    ours: bytes
+    theirs: bytes
+    labels: tuple[str, str, str] = ("base", "ours", "theirs")
+    marker_size: int = 7
+
+
+@dataclass(frozen=True)
+class DriverResult:
+    """A driver's answer: the merged file (None: it did not merge the path) and why not, as what
+    follows "merge driver <name>" ("exited with code 3", "not run: ...")."""
+
+    merged: bytes | None
+    reason: str = ""
+
+
+class DriverRunner(Protocol):
+    """Runs the drivers in ``trusted`` (``git.trusted_merge_drivers``) somewhere that is not the host:
+    the caller's sandbox (delivery/trusted_drivers.py)."""
+
+    trusted: frozenset[str]
+
+    def __call__(self, run: DriverRun) -> DriverResult: ...
+
+
+def expand(command: str, files: Sequence[str], run: DriverRun) -> str:
+    """``command`` (a ``merge.<name>.driver`` line) as git's ll-merge expands it for a shell: ``%O``,
+    ``%A``, ``%B`` the three ``files``, ``%L`` the marker size, ``%P`` the path, ``%S %X %Y`` the
+    labels, ``%%`` a ``%``; each file and text shell-quoted (a path a worker named is data)."""
+    values = {
+        "O": shlex.quote(files[0]),
+        "A": shlex.quote(files[1]),
+        "B": shlex.quote(files[2]),
+        "L": str(run.marker_size),
+        "P": shlex.quote(run.path),
+        "S": shlex.quote(run.labels[0]),
+        "X": shlex.quote(run.labels[1]),
+        "Y": shlex.quote(run.labels[2]),
+        "%": "%",
+    }
+    out, at = [], 0
+    while at < len(command):
+        char = command[at]
+        if char == "%" and at + 1 < len(command) and command[at + 1] in values:
+            out.append(values[command[at + 1]])
+            at += 2
+            continue
+        out.append(char)
+        at += 1
+    return "".join(out)
+
+
 def configured(repo: str | Path) -> MergeDrivers:
     """The merge drivers ``repo``'s git would find (one ``git config`` read)."""
     done = run_git(repo, "config", "-z", "--get-regexp", r"^merge\.", check=False)
-    names, default = set(), None
+    names, default, commands = set(), None, {}
     for entry in filter(None, done.stdout.split("\0")):
         key, _, value = entry.partition("\n")
         section, dot, rest = key.partition(".")
@@ -83,7 +156,8 @@ def configured(repo: str | Path) -> MergeDrivers:
             default = value
         elif section == "merge" and dot and rest.endswith(".driver") and len(rest) > len(".driver"):
             names.add(rest.removesuffix(".driver"))
-    return MergeDrivers(frozenset(names), default) if names else NONE
+            commands[rest.removesuffix(".driver")] = value
+    return MergeDrivers(frozenset(names), default, commands) if names else NONE
 
 
 def _quoted(text: str) -> str:
@@ -91,4 +165,15 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "'\\''").replace("!", "'\\!'") + "'"
 
 
-__all__ = ["NONE", "NOT_RUN", "REFUSING", "MergeDrivers", "configured"]
+__all__ = [
+    "FAILED",
+    "NONE",
+    "NOT_RUN",
+    "REFUSING",
+    "DriverResult",
+    "DriverRun",
+    "DriverRunner",
+    "MergeDrivers",
+    "configured",
+    "expand",
+]

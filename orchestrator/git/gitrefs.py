@@ -188,20 +188,23 @@ def advance(repo: str | Path, into_branch: str, result_commit: str) -> str:
     if tree is None:
         update_ref(repo, ref, new, current, under=ref)
         return f"moved {name} from {current[:12]} to {new[:12]}"
+    # A filter of the user's runs as the result's files are checked out (smudge, process), and as git
+    # checks which files changed (clean: ``status``, and the merge's own check), in their checkout, with
+    # their rights, on the workers' files; one that resolves a name there (``python -m x``) would run a
+    # worker's module unreviewed. Asked first: with one configured, not even ``status`` runs.
+    found = run_git(tree, "config", "--get-regexp", r"^filter\..*\.(clean|smudge|process)$", check=False).stdout
+    filters = [line.split(" ", 1)[0] for line in found.split("\n") if line.strip()]
+    if filters:
+        raise MergeRefused(
+            f"{name} is checked out in {tree}, whose git runs filters as files are checked out "
+            f"({', '.join(filters)}): they would run on the workers' files before anyone reviewed them, so it was "
+            "left alone; review the result, then take it",
+            f"git -C {shlex.quote(tree)} merge --ff-only {new}",
+        )
     status = run_git(tree, "status", "--porcelain").stdout
     if status.strip():
         raise MergeRefused(
             f"{name} is checked out in {tree}, which has uncommitted changes: commit or stash them, then take the result",
-            f"git -C {shlex.quote(tree)} merge --ff-only {new}",
-        )
-    # A filter of the user's runs as the result's files are checked out, in their checkout, with their
-    # rights; one that resolves a name there (``python -m x``) would run a worker's module unreviewed.
-    filters = run_git(tree, "config", "--get-regexp", r"^filter\..*\.(smudge|process)$", check=False).stdout.split("\n")
-    if any(line.strip() for line in filters):
-        raise MergeRefused(
-            f"{name} is checked out in {tree}, whose git runs filters as files are checked out "
-            f"({', '.join(line.split(' ', 1)[0] for line in filters if line.strip())}): they would run on the workers' "
-            "files before anyone reviewed them, so it was left alone; review the result, then take it",
             f"git -C {shlex.quote(tree)} merge --ff-only {new}",
         )
     run_git(tree, "merge", "--ff-only", "-q", new)

@@ -125,6 +125,7 @@ class _TreeMerge:
     tree: str
     stages: dict[str, dict[int, tuple[str, str]]]  # path -> stage -> (mode, blob)
     refused: dict[str, str] = field(default_factory=dict)  # path -> the user's merge driver it needed, not run
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why the trusted driver run for it did not merge it
 
     @property
     def clean(self) -> bool:
@@ -158,13 +159,46 @@ def _with_refusals(repo: str | Path, drivers: merge_drivers.MergeDrivers, merges
     return merges
 
 
-def _merge_tree(repo: str | Path, ours: str, theirs: str) -> _TreeMerge:
+def _with_drivers(
+    repo: str | Path, drivers: merge_drivers.MergeDrivers, merge: _TreeMerge, runner: merge_drivers.DriverRunner | None
+) -> _TreeMerge:
+    """``merge`` with each path whose driver the user trusts (``git.trusted_merge_drivers``) merged
+    by that driver, run by ``runner`` (in the workers' sandbox; None: no driver runs): its file
+    taken for the path, which is then no conflict; a driver that fails leaves the path conflicted,
+    with why (``failed``). Only a path with two files: git runs no driver on a deletion or a link."""
+    wanted = {p: name for p, name in merge.refused.items() if runner is not None and name in runner.trusted}
+    settled = []
+    for path, name in sorted(wanted.items()):
+        stages = merge.stages[path]
+        if runner is None or not _text_files(stages):
+            continue
+        base, ours, theirs = (git_bytes(repo, "cat-file", "blob", stages[s][1]) if s in stages else b"" for s in (1, 2, 3))
+        done = runner(merge_drivers.DriverRun(name, drivers.commands.get(name, ""), path, base, ours, theirs))
+        if done.merged is None:
+            merge.failed[path] = done.reason
+            continue
+        # --no-filters: the merged file is stored as the driver wrote it (no clean filter of the user's runs)
+        blob = git_bytes(repo, "hash-object", "-w", "--no-filters", "--stdin", input=done.merged).decode().strip()
+        mode = stages[3][0] if 1 in stages and stages[1][0] == stages[2][0] else stages[2][0]  # who changed it, as git
+        settled.append(f"{mode} {blob}\t{path}\n")
+        del merge.stages[path], merge.refused[path]
+    if settled:
+        with tempfile.TemporaryDirectory(prefix="orchestrator-merge-") as scratch:
+            env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            run_git(repo, "read-tree", merge.tree, env=env)
+            run_git(repo, "update-index", "--index-info", input="".join(settled), env=env)
+            merge.tree = run_git(repo, "write-tree", env=env).stdout.strip()
+    return merge
+
+
+def _merge_tree(repo: str | Path, ours: str, theirs: str, runner: merge_drivers.DriverRunner | None = None) -> _TreeMerge:
     drivers = merge_drivers.configured(repo)
     argv = ("merge-tree", "--write-tree", "-z", "--no-messages", ours, theirs)
     done = run_git(repo, *argv, check=False, env=drivers.env())
     if done.returncode not in (0, 1):
         raise GitFailed(["merge-tree", "--write-tree", ours, theirs], done.returncode, done.stderr)
-    return _with_refusals(repo, drivers, _parse_merges(done.stdout.split("\0") + [""], batch=False))[0]
+    merge = _with_refusals(repo, drivers, _parse_merges(done.stdout.split("\0") + [""], batch=False))[0]
+    return _with_drivers(repo, drivers, merge, runner)
 
 
 class _ChainedMerges:
@@ -175,9 +209,15 @@ class _ChainedMerges:
 
     ARGV = ("merge-tree", "--stdin", "-z", "--no-messages")
 
-    def __init__(self, repo: str | Path, meanwhile: Callable[[], object] = lambda: None) -> None:
+    def __init__(
+        self,
+        repo: str | Path,
+        meanwhile: Callable[[], object] = lambda: None,
+        runner: merge_drivers.DriverRunner | None = None,
+    ) -> None:
         self.repo = repo
         self.meanwhile = meanwhile  # called while each merge runs (the commit writer's preparation)
+        self.runner = runner  # the user's trusted merge drivers, run in the sandbox (None: none runs)
         self.spare: subprocess.Popen[str] | None = None
 
     @functools.cached_property
@@ -213,7 +253,8 @@ class _ChainedMerges:
         out, err = process.communicate()
         if process.returncode not in (0, 1) or not out:
             raise GitFailed(["merge-tree", "--write-tree", ours, theirs], process.returncode, err)
-        return _with_refusals(self.repo, self.drivers, _parse_merges(out.split("\0"), batch=True))[0]
+        merge = _with_refusals(self.repo, self.drivers, _parse_merges(out.split("\0"), batch=True))[0]
+        return _with_drivers(self.repo, self.drivers, merge, self.runner)
 
     def close(self) -> None:
         """End the spare process, if any (on end of input it merges nothing and exits)."""
@@ -236,7 +277,9 @@ def _merge_trees(repo: str | Path, pairs: list[tuple[str, str]]) -> list[_TreeMe
 
 def _kind_in(merge: _TreeMerge, path: str) -> str:
     """What kind of conflict ``path`` is in ``merge``: a merge driver of the user's it needed and did
-    not get (git/drivers.py), else git's kind (``_kind``)."""
+    not get (git/drivers.py), or one it trusted that failed, else git's kind (``_kind``)."""
+    if path in merge.failed:
+        return merge_drivers.FAILED.format(name=merge.refused[path], why=merge.failed[path])
     if path in merge.refused:
         return merge_drivers.NOT_RUN.format(name=merge.refused[path])
     return _kind(merge.stages[path])
@@ -590,6 +633,7 @@ class MergeRequest:
     tasks: Mapping[str, str] = field(default_factory=dict)
     credits: Mapping[str, str | None] = field(default_factory=dict)
     fast_path: bool = True
+    drivers: merge_drivers.DriverRunner | None = None  # runs the user's trusted merge drivers (None: none runs)
 
     @property
     def under(self) -> str:
@@ -653,7 +697,7 @@ def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver |
     any_merge = bool(request.branches) and strategy != MergeStrategy.MANUAL
     # The per-branch loop's processes: the first merge-tree starts now when the loop is certain,
     # while the names are read; the one that writes every commit, while the first merge runs.
-    chained = _ChainedMerges(repo)
+    chained = _ChainedMerges(repo, runner=request.drivers)
     if any_merge and not request.fast_path:
         chained.warm()
     try:
@@ -831,13 +875,15 @@ def integrate(
     prefix: str,
     root_id: str,
     resolver: Resolver | None = None,
+    drivers: merge_drivers.DriverRunner | None = None,
 ) -> Integrated:
     """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
     branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
     fast-forward to the worker's own history); ``auto`` leaves the branch where it is on a
     conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
     conflicting hunk; ``resolve`` asks ``resolver`` (refused, or none: as ``auto``, with its
-    resolution). The caller holds the tree's merge lock."""
+    resolution). ``drivers``: runs the user's trusted merge drivers (git/drivers.py). The caller
+    holds the tree's merge lock."""
     worker, branch, commit = source.worker, source.branch, source.commit
     if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS, MergeStrategy.RESOLVE):
         raise ValidationError(f"a task graph merges with auto, theirs or resolve, not {str(strategy)!r}")
@@ -853,7 +899,7 @@ def integrate(
     if not added:
         new = head
     else:
-        result = _merge_tree(repo, head, commit)
+        result = _merge_tree(repo, head, commit, drivers)
         tree = result.tree
         if not result.clean:
             files = changed_files(repo, head, [commit])[commit]
@@ -877,7 +923,17 @@ def integrate(
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
 
-def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, *, prefix: str, root_id: str) -> Integrated:
+def pick(
+    repo: str | Path,
+    ref: str,
+    since: str,
+    source: Source,
+    strategy: str,
+    *,
+    prefix: str,
+    root_id: str,
+    drivers: merge_drivers.DriverRunner | None = None,
+) -> Integrated:
     """What ``source.commit`` adds to ``since`` (an ancestor of it: the worker's work already in ``ref``)
     squashed onto ``ref``'s tip as one commit, as a cherry-pick would: a continue round's work on a
     result that holds the worker's earlier work. git 2.39's merge-tree takes no merge base, so a
@@ -894,7 +950,7 @@ def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, 
     who = identity_of(repo)
     with _writing(repo) as writer:  # the stand-in and the round's commit
         stand_in = writer.commit(head.tree, since, "stand-in", when, who)
-        result = _merge_tree(repo, stand_in, commit)
+        result = _merge_tree(repo, stand_in, commit, drivers)
         tree, conflicts = result.tree, []
         if not result.clean:
             files = changed_files(repo, since, [commit])[commit]
