@@ -16,11 +16,11 @@ def names(n: int) -> list[str]:
     return [f"worker_{i}" for i in range(1, n + 1)]
 
 
-def judge_failing_when(*bad: frozenset[str]) -> tuple[Callable[[tuple[str, ...]], Trial], list[tuple[str, ...]]]:
+def judge_failing_when(*bad: frozenset[str]) -> tuple[Callable[[tuple[str, ...], int], Trial], list[tuple[str, ...]]]:
     """A judge whose tree fails when it holds every worker of one of ``bad``; and its calls."""
     calls: list[tuple[str, ...]] = []
 
-    def judge(subset: tuple[str, ...]) -> Trial:
+    def judge(subset: tuple[str, ...], before: int = 0) -> Trial:
         calls.append(subset)
         for group in bad:
             if group <= set(subset):
@@ -92,14 +92,17 @@ def test_a_failure_not_reproduced_is_run_once_more_then_the_last_worker_is_left_
     outcomes = iter([Trial(False, "tests failed: flaky"), Trial(True), Trial(True), Trial(True)])
     calls: list[tuple[str, ...]] = []
 
-    def judge(subset: tuple[str, ...]) -> Trial:
+    earlier: list[int] = []
+
+    def judge(subset: tuple[str, ...], before: int) -> Trial:
         calls.append(subset)
+        earlier.append(before)
         return next(outcomes)
 
     found = settle(names(3), judge)
     # the batch (fails), worker_1 and worker_1+worker_2 (pass), the batch again (passes: not reproduced)
     batch = ("worker_1", "worker_2", "worker_3")
-    assert calls == [batch, ("worker_1",), ("worker_1", "worker_2"), batch]
+    assert calls == [batch, ("worker_1",), ("worker_1", "worker_2"), batch] and earlier == [0, 0, 0, 1]
     (breaker,) = found.breakers
     assert breaker.worker == "worker_3" and breaker.combination == ()
     assert reason_of(breaker).startswith(NOT_REPRODUCED) and "tests failed: flaky" in reason_of(breaker)

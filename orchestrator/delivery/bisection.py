@@ -39,8 +39,9 @@ class Trial:
     reason: str = ""  # why it failed ("" when it passed), e.g. "tests failed: ImportError: ..."
 
 
-# (the workers merged in order) -> the gates' verdict on their merged tree
-Judge = Callable[[tuple[str, ...]], Trial]
+# (the workers merged in order, how many times that set was judged before) -> the gates' verdict
+# on their merged tree (a set is judged again only for the re-run of a failure nothing smaller shows)
+Judge = Callable[[tuple[str, ...], int], Trial]
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,13 @@ def settle(workers: Sequence[str], judge: Judge) -> Settled:
     (see the module docstring). ``judge`` runs the gates on a set's merged tree."""
     found = Settled(())
     seen: dict[tuple[str, ...], Trial] = {}
+    times: dict[tuple[str, ...], int] = {}
 
     def trial(subset: tuple[str, ...], again: bool = False) -> Trial:
         if subset not in seen or again:
             found.runs += 1
-            seen[subset] = judge(subset)
+            seen[subset] = judge(subset, times.get(subset, 0))
+            times[subset] = times.get(subset, 0) + 1
         return seen[subset]
 
     left = tuple(workers)

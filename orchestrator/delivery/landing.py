@@ -10,6 +10,13 @@ timed out or was cancelled, or whose required gate did not pass (or never ran), 
 listed with why in the note and in ``merge["left_out"]`` (``[{"worker", "reason"}]``), and
 ``merge_into`` is then left alone.
 
+The result branch moves only to a tree that passed (DESIGN §15): with the job's gates, the merge
+is written as a candidate first, gated as a whole (delivery/result_gate.py) and, when it fails,
+searched for its breakers (delivery/bisection.py), each left out with the combination it broke
+(``{"worker", "reason", "combination"}`` in ``left_out``); the ref then moves once, to the candidate
+of the rest (``gated_merge``). Not yet here: a graph job's result (its integration branch moved as
+each worker passed, delivery/integration.py), which is merged as before.
+
 ``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
 them (engine/results.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
@@ -40,13 +47,15 @@ from ..git import conflicts as conflict_text
 from ..git import merging
 from ..git.commits import Source
 from ..git.gitcmd import run_git
-from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
+from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value, update_ref
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
 from ..outcomes import Into, MergeOutcome, MergeRecord
 from ..quality import gates
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
+from . import bisection
+from .result_gate import ResultGate
 
 # (the job whose workers merge, the tree's worker records, the repository, the base) -> a resolver
 ResolverFactory = Callable[[JobRecord, list[WorkerRecord], Path, str], merging.Resolver]
@@ -237,12 +246,66 @@ def land(
         credits={w.name: co_author_of(w, settings) for w in workers if w.job_id == job.id},
     )
     resolver = resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None
-    outcome = merging.merge_branches(repo, request, resolver)
-    outcome = sorted_.with_unchanged(outcome, job.worker_names)
+    if strategy == MergeStrategy.MANUAL or onto is not None:  # manual merges nothing; a graph's: delivery/integration.py
+        merged: MergeOutcome | None = merging.merge_branches(repo, request, resolver)
+    else:  # the result branch moves only to a tree that passed (delivery/result_gate.py)
+        merged, breakers = gated_merge(
+            repo, request, resolver, ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=workers)
+        )
+        left_out += breakers
+    if merged is None:
+        return Landed(None, "nothing merged: every worker was left out: " + _left_out(left_out))
+    outcome = sorted_.with_unchanged(merged, job.worker_names)
     failpoints.hit("landing_before_into")  # the chaos tests' stop between the result branch and merge_into
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
     merge = MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
     return Landed(merge, describe(merge))
+
+
+def gated_merge(
+    repo: Path, request: merging.MergeRequest, resolver: merging.Resolver | None, gate: ResultGate
+) -> tuple[MergeOutcome | None, list[dict[str, str]]]:
+    """The request's merge, its result branch moved only to a tree that passed the gates that
+    applied to the work in it (delivery/result_gate.py): the batch written as a candidate and gated
+    once; failing, its breakers found (delivery/bisection.py) and left out, the ref moved to the
+    candidate of the rest. Returns that outcome (None: no worker's work passed, nothing moved) and
+    the breakers as ``left_out`` entries (``{"worker", "reason", "combination"}``)."""
+    candidates: dict[tuple[str, ...], MergeOutcome] = {}
+
+    def candidate(subset: tuple[str, ...]) -> MergeOutcome:
+        if subset not in candidates:
+            wanted = set(subset)
+            branches = [(w, b) for w, b in request.branches if w in wanted]
+            candidates[subset] = merging.merge_branches(
+                repo, dataclasses.replace(request, branches=branches, move=False), resolver
+            )
+        return candidates[subset]
+
+    try:
+        whole = candidate(tuple(w for w, _ in request.branches))
+        batch = whole.merged  # what the batch's tree holds (a conflict stops ``auto``: the rest skipped)
+        if not gate.applies(batch):
+            settled = bisection.Settled(batch)
+        else:
+            settled = bisection.settle(batch, lambda subset, before: gate.judge(subset, candidate(subset).result_commit, before))
+    finally:
+        gate.close()
+    breakers = [
+        {"worker": b.worker, "reason": bisection.reason_of(b), "combination": ", ".join(b.combination)} for b in settled.breakers
+    ]
+    if not settled.landed:
+        return None, breakers
+    landed = candidate(settled.landed) if settled.landed != batch else whole
+    target, _ = request.destination()
+    old = ref_value(repo, target)
+    if landed.result_commit is not None and landed.result_commit != old:
+        update_ref(repo, target, landed.result_commit, old, under=request.under)
+    failed = {b.worker for b in settled.breakers}
+    comparison = tuple(c for c in whole.changes if c.worker not in failed)
+    kept = dataclasses.replace(
+        landed, skipped=whole.skipped, unchanged=whole.unchanged, conflicts=whole.conflicts, changes=comparison
+    )
+    return kept, breakers
 
 
 def _advance(repo: Path, branch: str, outcome: MergeOutcome, left_out: bool = False) -> Into:

@@ -91,7 +91,12 @@ class Ending:
         with self.tables.locked():
             outcome = tables.ending[job.id][0]
         if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
-            self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
+            landed = self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
+            if landed.merge is not None and any(w.get("combination") is not None for w in landed.merge.left_out):
+                with self.tables.locked():  # work left out of the result for breaking it: not complete
+                    status, ended = tables.ending[job.id]
+                    if status is JobStatus.COMPLETED:
+                        tables.ending[job.id] = (JobStatus.PARTIAL, ended)
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended

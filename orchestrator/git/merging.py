@@ -577,7 +577,8 @@ class MergeRequest:
     instead of its branch's tip (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker
     -> its subtask (its commit's subject), the AI that did its work (its ``Co-authored-by:``).
     ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint (tests
-    compare the two)."""
+    compare the two). ``move=False``: the result's commits are written and the outcome names the
+    last, but no ref moves (a candidate the caller gates first: delivery/result_gate.py)."""
 
     base: str
     branches: Sequence[tuple[str, str]]
@@ -590,6 +591,7 @@ class MergeRequest:
     tasks: Mapping[str, str] = field(default_factory=dict)
     credits: Mapping[str, str | None] = field(default_factory=dict)
     fast_path: bool = True
+    move: bool = True
 
     @property
     def under(self) -> str:
@@ -680,7 +682,7 @@ def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver |
     writer.close()
     comparison = told.comparison
     failpoints.hit("merge_before_update_ref")
-    if run.head != read.old:
+    if request.move and run.head != read.old:
         update_ref(repo, target, run.head, read.old, under=under)
     return run.outcome(target, comparison)
 
