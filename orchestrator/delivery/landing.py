@@ -454,10 +454,14 @@ def land_round(
         return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
     if not done.added or done.commit is None:
         return None, f"not merged: {short} already holds the round's work (nothing new)"
-    outcome = dataclasses.replace(previous.outcome, result_commit=done.commit)
+    # The worker's work is in the result now: merged, and no longer left out (whatever kept it out before).
+    merged = previous.outcome.merged if worker.name in previous.outcome.merged else (*previous.outcome.merged, worker.name)
+    left_out = tuple(w for w in previous.left_out if w.get("worker") != worker.name)
+    unchanged = tuple(w for w in previous.outcome.unchanged if w != worker.name)
+    outcome = dataclasses.replace(previous.outcome, result_commit=done.commit, merged=merged, unchanged=unchanged)
     into = previous.into.branch if previous.into is not None else job.config.merge_into
-    advanced = _advance(repo, check_branch(settings, into), outcome) if into else None
-    merge = dataclasses.replace(previous, outcome=outcome, at=now, into=advanced)
+    advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
+    merge = dataclasses.replace(previous, outcome=outcome, at=now, into=advanced, left_out=left_out)
     said = f"merged into {short} as commit {done.commit[:12]}"
     if advanced is not None:
         said += f"; {advanced.branch} " + ("moved to it" if advanced.moved else f"left alone: {advanced.refused}")
