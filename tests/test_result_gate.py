@@ -22,7 +22,8 @@ from orchestrator.workspace.stages import LEDGER
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .helpers.gates import gate, gated
 from .helpers.landing import result_of
-from .helpers.worktree import git, make_host, snapshot, user_env, workers
+from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
+from .test_continue import finished_round
 
 pytestmark = pytest.mark.slow
 __all__ = ["gated"]  # the fixture, shared
@@ -216,3 +217,45 @@ def test_kill_9_between_two_gate_runs_of_a_bisection_gates_nothing_twice_that_ha
         if server.poll() is None:
             server.terminate()
             server.wait(60)
+
+
+# -- a continue round onto the result: gated with the rest -----------------------------------------
+
+SHELL_LINE = ["bash", "-c", "{task}\n{feedback}"]  # the guide's shell line, the feedback its next line
+EITHER_NAME = (
+    "cat > report.py <<'END'\n"
+    "import calc\n\n\n"
+    "def report(xs):\n"
+    '    return "sum=%d" % getattr(calc, "sum_all", getattr(calc, "total", None))(xs)\n'
+    "END"
+)
+
+
+def test_a_breaker_continued_lands_only_once_its_round_passes_with_the_rest_and_the_job_then_reads_completed(tmp_path):
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": SHELL_LINE})
+    try:
+        before = snapshot(host, folder)
+        job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config={"gates": [UNITTEST], "max_retries": 0}, timeout=120)
+        assert job.status is JobStatus.PARTIAL and [w["worker"] for w in job.merge.left_out] == ["worker_2"]
+        result_1 = result_of(host, job.id)
+        # a round that passes alone but still breaks the rename: not merged, the result unchanged
+        engine.continue_worker(job.id, "worker_2", "echo more >> notes.txt")
+        rec = finished_round(engine, job, "worker_2", 2)
+        note = rec.rounds[-1].merge_note or ""
+        assert rec.rounds[-1].state == "success" and rec.rounds[-1].result_commit is None, note
+        assert note.startswith("not merged: the round's work breaks the result with worker_1: tests failed: ImportError"), note
+        assert result_of(host, job.id) == result_1
+        assert engine.queries.get_job(job.id).status is JobStatus.PARTIAL
+        # a round whose work works with either name: merged, and the job reads completed
+        engine.continue_worker(job.id, "worker_2", EITHER_NAME)
+        rec = finished_round(engine, job, "worker_2", 3)
+        assert rec.rounds[-1].result_commit == result_of(host, job.id) != result_1, rec.rounds[-1].merge_note
+        done = engine.queries.get_job(job.id)
+        assert done.status is JobStatus.COMPLETED and done.merge.left_out == ()
+        assert list(done.merge.merged) == ["worker_1", "worker_2"]
+        assert unittest_on(host, result_of(host, job.id), tmp_path).returncode == 0
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)

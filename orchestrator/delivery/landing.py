@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,27 @@ def gated_merge(
     return kept, breakers
 
 
+def _gate_round(
+    repo: Path,
+    job: JobRecord,
+    worker: WorkerRecord,
+    holds: Sequence[str],
+    commit: str,
+    *,
+    settings: Settings,
+    workspace: Workspace,
+) -> bisection.Trial:
+    """The gates that applied to the workers ``holds`` names, on the candidate ``commit`` of a continue
+    round's work onto the result; the round's worker as it is now (its new diff)."""
+    _, workers = workspace.load_tree(job.root_id)
+    current = [worker if w.name == worker.name and w.job_id == job.id else w for w in workers]
+    gate = ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=current)
+    try:
+        return gate.judge(holds, commit)
+    finally:
+        gate.close()
+
+
 def _advance(repo: Path, branch: str, outcome: MergeOutcome, left_out: bool = False) -> Into:
     short = outcome.result_ref.removeprefix("refs/heads/")
     if outcome.result_commit is None or outcome.skipped or left_out:
@@ -447,13 +468,23 @@ def land_round(
     source = Source(worker.name, worker.branch, commit, subject, co_author_of(worker, settings))
     # What the round adds to the worker's work in the result (its commit merged then), else all of its work.
     since = merged_at if merged_at and worker.name in previous.outcome.merged else base
-    with tree_lock(job.root_id):
-        done = merging.pick(repo, ref, since, source, strategy, prefix=settings.git.branch_prefix, root_id=job.root_id)
     short = ref.removeprefix("refs/heads/")
-    if not done.merged:
-        return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
-    if not done.added or done.commit is None:
-        return None, f"not merged: {short} already holds the round's work (nothing new)"
+    with tree_lock(job.root_id):
+        old = ref_value(repo, branch_ref(ref))
+        prefix = settings.git.branch_prefix
+        done = merging.pick(repo, ref, since, source, strategy, prefix=prefix, root_id=job.root_id, move=False)
+        if not done.merged:
+            return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
+        if not done.added or done.commit is None:
+            return None, f"not merged: {short} already holds the round's work (nothing new)"
+        # The result moves only to a tree that passed (delivery/result_gate.py): the round's work with the rest.
+        holds = (*(w for w in previous.outcome.merged if w != worker.name), worker.name)
+        verdict = _gate_round(repo, job, worker, holds, done.commit, settings=settings, workspace=workspace)
+        if not verdict.passed:
+            rest = ", ".join(w for w in holds if w != worker.name)
+            with_ = f" with {rest}" if rest else ""
+            return None, f"not merged: the round's work breaks the result{with_}: {verdict.reason}; {short} is unchanged"
+        update_ref(repo, branch_ref(ref), done.commit, old, under=job_prefix(prefix, job.root_id))
     # The worker's work is in the result now: merged, and no longer left out (whatever kept it out before).
     merged = previous.outcome.merged if worker.name in previous.outcome.merged else (*previous.outcome.merged, worker.name)
     left_out = tuple(w for w in previous.left_out if w.get("worker") != worker.name)

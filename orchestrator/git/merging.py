@@ -879,12 +879,15 @@ def integrate(
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
 
-def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, *, prefix: str, root_id: str) -> Integrated:
+def pick(
+    repo: str | Path, ref: str, since: str, source: Source, strategy: str, *, prefix: str, root_id: str, move: bool = True
+) -> Integrated:
     """What ``source.commit`` adds to ``since`` (an ancestor of it: the worker's work already in ``ref``)
     squashed onto ``ref``'s tip as one commit, as a cherry-pick would: a continue round's work on a
     result that holds the worker's earlier work. git 2.39's merge-tree takes no merge base, so a
     stand-in commit (the tip's tree, ``since`` its parent) makes ``since`` the merge's base. ``theirs``
-    takes the round's side of a conflicting hunk; any other strategy leaves ``ref`` alone on one."""
+    takes the round's side of a conflicting hunk; any other strategy leaves ``ref`` alone on one.
+    ``move=False``: the commit is written and returned, ``ref`` not moved (a candidate to gate first)."""
     worker, branch, commit = source.worker, source.branch, source.commit
     require_git(repo)
     target = branch_ref(ref)
@@ -908,7 +911,8 @@ def pick(repo: str | Path, ref: str, since: str, source: Source, strategy: str, 
         if tree == head.tree:
             return Integrated(target, old, True, tuple(conflicts), added=False)
         new = writer.commit(tree, old, source.message(root_id, strategy, target.removeprefix("refs/heads/")), when, who)
-        update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
+        if move:
+            update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
         return Integrated(target, new, True, tuple(conflicts))
 
 
