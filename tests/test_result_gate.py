@@ -259,3 +259,53 @@ def test_a_breaker_continued_lands_only_once_its_round_passes_with_the_rest_and_
         assert snapshot(host, folder) == before
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_the_result_gate_runs_in_the_workers_sandbox_a_write_to_the_host_path_lands_in_its_checkout(gated, tmp_path):
+    """With ``workers.sandbox: on`` the merged tree's gate runs confined as a worker's: the checkout is
+    shown at the repository's own path, so a gate that writes there writes its own checkout, never
+    the user's (which a gate run unconfined would)."""
+    host, folder, make = gated
+    add_package(host)
+    before = snapshot(host, folder)
+    engine = make(workers={"sandbox": "on"})
+    probe = f"echo escaped > {str(host / 'PWNED')!r}; exec {sys.executable} -m unittest -q"
+    tests = gate("tests", probe, shell=True, required=True, timeout=60)
+    job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config={"gates": [tests], "max_retries": 0}, timeout=120)
+    assert job.merge is not None and list(job.merge.merged) == ["worker_1"], job.notes
+    assert job.merge.left_out[0]["reason"].startswith("breaks the combination with worker_1: tests failed: ImportError")
+    log = (engine.workspace.logs_dir(job.root_id) / f"{job.id}.result_gate_tests.log").read_text()
+    assert "===== gate tests failed" in log
+    assert not (host / "PWNED").exists()
+    assert snapshot(host, folder) == before
+
+
+def test_a_three_way_interaction_leaves_out_the_third_and_lands_the_pair_that_passes(gated, tmp_path):
+    """Any two plugins pass the project's test, three do not: the later of the smallest failing set
+    (the third) is left out, named with the two it broke the result with."""
+    host, folder, make = gated
+    add_package(host)
+    (host / "plugins").mkdir()
+    (host / "plugins" / "README").write_text("one file per plugin\n")
+    (host / "test_plugins.py").write_text(
+        "import os\nimport unittest\n\n\nclass P(unittest.TestCase):\n    def test_at_most_two(self):\n"
+        "        found = sorted(f for f in os.listdir('plugins') if f.endswith('.py'))\n"
+        "        self.assertLessEqual(len(found), 2, f'too many plugins: {found}')\n"
+    )
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "plugins", env=user_env())
+    before = snapshot(host, folder)
+    engine = make()
+    tasks = [f"echo 'NAME = {n!r}' > plugins/{n}.py" for n in ("a", "b", "c")]
+    job = run_job(engine, "x", tasks=tasks, config={"gates": [UNITTEST], "max_retries": 0}, timeout=120)
+    assert all(w.gates and w.gates[0].passed for w in workers(engine, job).values())
+    merge = job.merge
+    assert merge is not None and list(merge.merged) == ["worker_1", "worker_2"]
+    (left,) = merge.left_out
+    assert left["worker"] == "worker_3" and left["combination"] == "worker_1, worker_2"
+    assert left["reason"].startswith(
+        "breaks the combination with worker_1, worker_2: tests failed: AssertionError: 3 not less than"
+    ), left
+    assert unittest_on(host, result_of(host, job.id), tmp_path).returncode == 0
+    assert job.status is JobStatus.PARTIAL
+    assert snapshot(host, folder) == before

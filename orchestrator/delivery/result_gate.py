@@ -13,8 +13,7 @@ candidate of the workers that passed together.
 Where a gate runs: a detached worktree of the candidate under ``job_<root>/result_gate/tree``,
 added without a checkout by the orchestrator's git and filled by git inside the sandbox (the files
 are the workers': a filter or driver of the user's that resolves a name in that folder runs on
-them only there), reused from one candidate to the next (``checkout -f`` and ``clean -ffdx``, in the
-sandbox), removed at the end. The gates run there as a worker's do (gates.run_gate): the job's
+them only there), made again for each candidate and removed at the end. The gates run there as a worker's do (gates.run_gate): the job's
 sandbox and network (a job's workers share one config, so the tightest caps and the intersection of
 their networks are the job's own), under the workers' caps, with the worker environment without
 its credential or ORCHESTRATOR_* variables, a TMPDIR of its own; output in
@@ -97,7 +96,6 @@ class ResultGate:
         self.ledger = StageLedger(workspace, job.root_id)
         home = workspace.job_dir(job.root_id) / "result_gate"
         self.tree, self.tmp = home / "tree", home / "tmp"
-        self.ready = False
         self.runs = 0  # gate runs made here (not those taken from the ledger)
 
     # -- which gates ------------------------------------------------------------------------------
@@ -181,31 +179,29 @@ class ResultGate:
 
     # -- the worktree -----------------------------------------------------------------------------
     def _check_out(self, commit: str) -> None:
-        """The candidate's files in the worktree, written by git in the sandbox."""
-        if not self.ready:
-            self.close()
-            self.tree.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            repo_op(
-                self.repo,
-                self.repo,
-                *_QUIET,
-                "worktree",
-                "add",
-                "-q",
-                "--no-checkout",
-                "--force",
-                "--detach",
-                "--",
-                str(self.tree),
-                commit,
-            )
-            self.ready = True
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        """The candidate's files in a worktree of its own, written by git in the sandbox. A new
+        worktree per candidate: its HEAD is set as it is added, by the orchestrator's git (which never
+        reads what a gate may have written there: the folder's ``.git`` file is the sandbox's to
+        change), and git in the sandbox cannot move a detached HEAD."""
+        self.close()
+        self.tree.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        repo_op(
+            self.repo,
+            self.repo,
+            *_QUIET,
+            "worktree",
+            "add",
+            "-q",
+            "--no-checkout",
+            "--force",
+            "--detach",
+            "--",
+            str(self.tree),
+            commit,
+        )
         git = CheckoutGit(self.tree, self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config))
-        git.run(*_QUIET, "checkout", "-q", "-f", "--detach", commit)
-        git.run("clean", "-q", "-ffdx")  # what an earlier candidate's gates wrote goes
+        git.run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
@@ -222,4 +218,3 @@ class ResultGate:
                 log.warning("could not remove the result gate's worktree %s", self.tree, exc_info=True)
         shutil.rmtree(self.tree, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.ready = False
