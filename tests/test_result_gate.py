@@ -156,7 +156,17 @@ def _up(url: str) -> bool:
 
 
 @pytest.mark.chaos
-def test_kill_9_between_two_gate_runs_of_a_bisection_gates_nothing_twice_that_had_a_verdict(tmp_path):
+@pytest.mark.parametrize(
+    ("failpoint", "started"),
+    [
+        # killed once the batch's gate reached its verdict: that verdict kept, never run again
+        ("result_gate_verdict", ["", " run 2"]),
+        # killed in the middle of the batch's gate: that run cut off and run once more, saying so
+        ("result_gate_running.tests", ["", "", " run 2"]),
+    ],
+    ids=["between-two-runs", "during-the-batch-gate"],
+)
+def test_kill_9_during_a_batch_gate_or_a_bisection_gates_nothing_twice_that_had_a_verdict(tmp_path, failpoint, started):
     host, folder = make_host(tmp_path)
     add_package(host)
     home = tmp_path / "home"  # the server's folder, outside the host: git.repo names the host
@@ -183,7 +193,7 @@ def test_kill_9_between_two_gate_runs_of_a_bisection_gates_nothing_twice_that_ha
         wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
         return server
 
-    server = start("result_gate_verdict=1")  # killed once the batch's gate reached its verdict
+    server = start(f"{failpoint}=1")
     try:
         config = {"gates": [UNITTEST], "max_retries": 0}
         answer = requests.post(
@@ -204,13 +214,19 @@ def test_kill_9_between_two_gate_runs_of_a_bisection_gates_nothing_twice_that_ha
         assert merge["merged"] == ["worker_1"]
         assert [w["worker"] for w in merge["left_out"]] == ["worker_2"]
         assert merge["left_out"][0]["reason"].startswith("breaks the combination with worker_1: tests failed: ImportError")
-        # the pair's first verdict was kept across the kill: two runs of the pair in all (the first
-        # and the search's re-run), never a third
+        # a verdict reached before the kill is kept: the pair is run once, plus the search's re-run
+        # of it, plus the one run the kill cut off (if it cut one off), never more
         entries = [json.loads(line) for line in (job_dir / "state" / LEDGER).read_text().splitlines()]
         gate_runs = [e["key"] for e in entries if e["key"].startswith(f"result gate {job_id} ") and e["event"] == "started"]
-        assert len(gate_runs) == 2 and gate_runs[1] == gate_runs[0] + " run 2"
+        pair = gate_runs[0]
+        assert gate_runs == [pair + suffix for suffix in started]
+        verdicts = [e["key"] for e in entries if e["key"].startswith(f"result gate {job_id} ") and e["event"] == "verdict"]
+        assert verdicts == [pair, pair + " run 2"]
         log = (job_dir / "logs" / f"{job_id}.result_gate_tests.log").read_text()
-        assert log.count("===== gate tests: ") == 2
+        assert log.count("===== gate tests: ") == len(started)
+        if len(started) == 3:  # the cut-off run is said to be run again
+            events = (job_dir / "logs").glob("*")
+            assert any("re-run: the server stopped during it" in p.read_text(errors="replace") for p in events if p.is_file())
         assert unittest_on(host, merge["result_commit"], tmp_path).returncode == 0
         assert snapshot(host, folder) == before
     finally:
