@@ -325,3 +325,41 @@ def test_a_three_way_interaction_leaves_out_the_third_and_lands_the_pair_that_pa
     assert unittest_on(host, result_of(host, job.id), tmp_path).returncode == 0
     assert job.status is JobStatus.PARTIAL
     assert snapshot(host, folder) == before
+
+
+# -- a graph's integration branch ------------------------------------------------------------------
+
+
+def test_a_graph_s_integration_branch_moves_only_to_a_passing_tree_and_a_dependent_never_starts_from_a_broken_tip(
+    tmp_path,
+):
+    """Task ``rename`` and task ``caller`` (later) each pass their gate; merged into the graph's
+    integration branch together they fail it, so ``caller`` is not merged (it fails, naming the
+    combination), the branch stays at the rename, and ``report``, which waits on both, never starts
+    from the broken tip."""
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder)
+    try:
+        before = snapshot(host, folder)
+        tasks = [
+            {"id": "rename", "task": RENAME},
+            {"id": "caller", "task": f"sleep 2; {NEW_CALLER}"},
+            {"id": "report", "task": "echo done > done.txt", "depends_on": ["rename", "caller"]},
+        ]
+        job = run_job(engine, "x", tasks=tasks, config={"gates": [UNITTEST], "max_retries": 0}, timeout=120)
+        by_task = {w.task_id: w for w in workers(engine, job).values()}
+        caller = by_task["caller"]
+        assert caller.gates and caller.gates[0].passed  # it passed alone
+        assert caller.status is WorkerStatus.FAILED, caller.exit_reason
+        assert "breaks the combination with worker_1: tests failed: ImportError: cannot import name 'total'" in (
+            caller.exit_reason or ""
+        )
+        assert by_task["report"].status is WorkerStatus.SKIPPED and by_task["report"].attempts == []
+        tip = result_of(host, job.id)
+        assert tip is not None and git(host, "show", f"{tip}:calc.py") == CALC.replace("total", "sum_all")
+        assert "report.py" not in git(host, "ls-tree", "--name-only", tip)
+        assert unittest_on(host, tip, tmp_path).returncode == 0
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)

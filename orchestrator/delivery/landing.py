@@ -14,8 +14,8 @@ The result branch moves only to a tree that passed (DESIGN §15): with the job's
 is written as a candidate first, gated as a whole (delivery/result_gate.py) and, when it fails,
 searched for its breakers (delivery/bisection.py), each left out with the combination it broke
 (``{"worker", "reason", "combination"}`` in ``left_out``); the ref then moves once, to the candidate
-of the rest (``gated_merge``). Not yet here: a graph job's result (its integration branch moved as
-each worker passed, delivery/integration.py), which is merged as before.
+of the rest (``gated_merge``). A graph job's result is its integration branch, gated as each
+worker's work went in (delivery/integration.py); what is left is merged onto it as before.
 
 ``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
 them (engine/results.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It

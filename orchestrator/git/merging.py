@@ -833,13 +833,15 @@ def integrate(
     prefix: str,
     root_id: str,
     resolver: Resolver | None = None,
+    move: bool = True,
 ) -> Integrated:
     """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
     branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
     fast-forward to the worker's own history); ``auto`` leaves the branch where it is on a
     conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
     conflicting hunk; ``resolve`` asks ``resolver`` (refused, or none: as ``auto``, with its
-    resolution). The caller holds the tree's merge lock."""
+    resolution). The caller holds the tree's merge lock. ``move=False``: the commit is written and
+    returned, the branch not moved (a candidate its caller gates first, then moves)."""
     worker, branch, commit = source.worker, source.branch, source.commit
     if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS, MergeStrategy.RESOLVE):
         raise ValidationError(f"a task graph merges with auto, theirs or resolve, not {str(strategy)!r}")
@@ -874,7 +876,7 @@ def integrate(
         message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
         with _writing(repo) as writer:
             new = writer.commit(tree, head, message, when, identity_of(repo))
-    if new != old:
+    if move and new != old:
         update_ref(repo, target, new, old, under=under)
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
