@@ -293,9 +293,9 @@ def gated_merge(
     breakers = [
         {"worker": b.worker, "reason": bisection.reason_of(b), "combination": ", ".join(b.combination)} for b in settled.breakers
     ]
-    if not settled.landed:
+    if batch and not settled.landed:
         return None, breakers
-    landed = candidate(settled.landed) if settled.landed != batch else whole
+    landed = candidate(settled.landed) if settled.landed != batch else whole  # (no batch: as the merge made it)
     target, _ = request.destination()
     old = ref_value(repo, target)
     if landed.result_commit is not None and landed.result_commit != old:
