@@ -426,7 +426,9 @@ def test_a_left_out_worker_continued_to_success_and_merged_makes_the_job_complet
             text=True,
             env={**os.environ, "ORCHESTRATOR_HOME": str(folder)},
         )
-        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.returncode == 0 and f"job {job.id}  COMPLETED" in check.stdout and "worker_2" in check.stdout, (
+            check.stdout + check.stderr
+        )
         final = engine.workspace.final_report(job.root_id).read_text()
         assert "| Status | **completed** |" in final and "- left out: none" in final.lower(), final
         assert snapshot(host, folder) == before

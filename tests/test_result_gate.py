@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestrator.cli import scripts
 from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.workspace.stages import LEDGER
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
@@ -111,6 +113,13 @@ def test_the_rename_and_a_new_caller_of_the_old_name_the_result_passes_and_the_b
     # the job says so: not completed, the combination named in its notes
     assert job.status is JobStatus.PARTIAL
     assert any("left out: worker_2 (breaks the combination with worker_1: tests failed: ImportError" in n for n in job.notes)
+    # every surface says which combination failed and why: status table, FINAL_RESULT.md, check-status's exit code
+    doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+    assert doc["status"] == "partial" and doc["merge"]["left_out"][0]["combination"] == "worker_1"
+    assert "left out: worker_2 (breaks the combination with worker_1: tests failed: ImportError" in status_table(doc)
+    final = engine.workspace.final_report(job.root_id).read_text()
+    assert "- Left out: `worker_2` (breaks the combination with worker_1: tests failed: ImportError" in final
+    assert scripts.status_exit_code(doc) == scripts.exit_code(doc) == 3
     # the merged tree's gate runs are in the stage ledger, with their verdicts
     entries = [json.loads(line) for line in (engine.workspace.state_dir(job.root_id) / LEDGER).read_text().splitlines()]
     mine = [e for e in entries if e["key"].startswith(f"result gate {job.id} ") and e["event"] == "verdict"]
