@@ -76,6 +76,13 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _J.CANCELLED: frozenset(),
 }
 
+# A continue round (engine/continuing.py) can make an ended job's result whole: the one way out of
+# an end status, and only upward (what the job reports is what is now true, never less).
+AFTER_ROUND: dict[JobStatus, frozenset[JobStatus]] = {
+    _J.FAILED: frozenset({_J.PARTIAL, _J.COMPLETED}),
+    _J.PARTIAL: frozenset({_J.COMPLETED}),
+}
+
 WORKER_TRANSITIONS: dict[WorkerStatus, frozenset[WorkerStatus]] = {
     _W.PENDING: frozenset({_W.RUNNING, _W.SKIPPED}),
     _W.RUNNING: frozenset({_W.SUCCESS, _W.RECURSIVE_SUCCESS, _W.CHILD_INCOMPLETE, _W.FAILED, _W.TIMEOUT, _W.CANCELLED}),
@@ -143,6 +150,12 @@ def set_job_status(job: JobRecord, status: JobStatus) -> bool:
     """The one writer of a job's status (``job`` may be a copy about to be written).
     Returns whether the status is now ``status``."""
     return _set_status(job, status, JOB_TRANSITIONS, lambda: f"job {job.id}")
+
+
+def set_job_status_after_round(job: JobRecord, status: JobStatus) -> bool:
+    """An ended job's status once a continue round landed work in its result (``AFTER_ROUND``);
+    anything else is refused as ``set_job_status`` refuses."""
+    return _set_status(job, status, {old: AFTER_ROUND.get(old, frozenset()) for old in JobStatus}, lambda: f"job {job.id}")
 
 
 def set_worker_status(record: WorkerRecord, status: WorkerStatus) -> bool:

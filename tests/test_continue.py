@@ -394,3 +394,43 @@ def test_a_command_without_a_placeholder_for_the_feedback_is_refused_before_a_ro
         assert snapshot(host, folder) == before
     finally:
         engine.shutdown(timeout=10)
+
+
+def test_a_left_out_worker_continued_to_success_and_merged_makes_the_job_completed_everywhere(tmp_path):
+    """Issue 49 item 5: the job reads what is now true once the worker its gate left out is continued
+    and merged: completed, nothing left out, in its record, its status document, check-status's exit
+    code and FINAL_RESULT.md."""
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": SHELL_LINE})
+    gate = {"name": "check", "run": ["sh", "-c", "! grep -rq bad --include=*.txt ."]}
+    try:
+        before = snapshot(host, folder)
+        tasks = ["echo one > one.txt", "echo bad > two.txt"]
+        job = run_job(engine, "notes", tasks=tasks, config={"gates": [gate], "max_retries": 0})
+        assert job.status is JobStatus.PARTIAL and [w["worker"] for w in job.merge.left_out] == ["worker_2"]
+        engine.continue_worker(job.id, "worker_2", "echo good > two.txt")
+        rec = finished_round(engine, job, "worker_2", 2)
+        assert rec.rounds[0].state == "success" and rec.rounds[0].result_commit, rec.rounds[0]
+        done = engine.queries.get_job(job.id)
+        assert done.status is JobStatus.COMPLETED
+        assert done.merge is not None and done.merge.left_out == () and list(done.merge.merged) == ["worker_1", "worker_2"]
+        assert show(host, done.merge.result_commit, "two.txt") == "good\n"
+        on_disk = engine.workspace.load_job(job.id)
+        assert on_disk.status is JobStatus.COMPLETED and on_disk.merge.left_out == ()
+        doc = engine.queries.status_document(job.id)
+        assert doc["status"] == "completed" and not doc["merge"].get("left_out")
+        check = subprocess.run(
+            [str(folder / "check-status.sh") if (folder / "check-status.sh").exists() else str(ROOT / "check-status.sh"), job.id],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ORCHESTRATOR_HOME": str(folder)},
+        )
+        assert check.returncode == 0 and f"job {job.id}  COMPLETED" in check.stdout and "worker_2" in check.stdout, (
+            check.stdout + check.stderr
+        )
+        final = engine.workspace.final_report(job.root_id).read_text()
+        assert "| Status | **completed** |" in final and "- left out: none" in final.lower(), final
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)

@@ -8,7 +8,10 @@ parent worker's branch at its end, as any child job's: engine/nesting.py). ``Int
 last after-attempt step: it merges the commit the gates judged (never a later one) with the
 job's strategy (``auto``: a conflict fails the worker, naming the files; ``resolve``: a resolver
 worker resolves it first, delivery/resolving.py, and only a refused resolution fails it; ``theirs``: the worker's
-side wins), one merge of a tree at a time (landing.tree_lock). Only ``merge_strategy`` auto,
+side wins), one merge of a tree at a time (landing.tree_lock). The branch moves only to a tree
+that passed (DESIGN §15): the merge is written as a candidate first and gated with the work the
+branch holds (delivery/result_gate.py); failing, the worker fails, naming the combination, and the
+branch stays where it was, so a task that waits on it never starts from a broken tip. Only ``merge_strategy`` auto,
 theirs or resolve runs a graph (submission refuses manual).
 """
 
@@ -20,16 +23,21 @@ import time
 from pathlib import Path
 
 from ..config import MergeStrategy, Settings
+from ..errors import OrchestratorError
 from ..git import conflicts as conflict_text
-from ..git.commits import Source
+from ..git.commits import WORKER_TRAILER, Source
+from ..git.gitcmd import run_git
+from ..git.gitrefs import branch_ref, job_prefix, ref_value, update_ref
 from ..git.merging import integrate
 from ..models import JobRecord, WorkerRecord
-from ..outcomes import IntegrationRecord
+from ..outcomes import Integrated, IntegrationRecord
 from ..quality.gates import step_block
 from ..quality.steps import PASS, Step, StepContext, Verdict, fail
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
+from .bisection import Trial
 from .landing import DriverFactory, ResolverFactory, repository, tree_lock
+from .result_gate import ResultGate
 
 log = logging.getLogger("orchestrator.integration")
 
@@ -78,6 +86,28 @@ class IntegrateStep(Step):
         return fail(failure) if failure else PASS
 
 
+def _gate_integration(
+    settings: Settings, workspace: Workspace, repo: Path, job: JobRecord, worker: WorkerRecord, start: str, commit: str
+) -> tuple[list[str], Trial]:
+    """The gates that applied to the work the integration candidate ``commit`` (one commit on the
+    branch's tip) holds: the workers its commits since ``start`` name, and ``worker``; each by its
+    record on disk (its role and diff), ``worker`` as it is now."""
+    try:
+        _, workers = workspace.load_tree(job.root_id)
+    except (OrchestratorError, OSError, ValueError):
+        workers = []
+    mine = [w for w in workers if w.job_id == job.id and w.name != worker.name]
+    # Who is in the branch already: its commits' worker trailers (the orchestrator's own commits), oldest first
+    fmt = f"--format=%(trailers:key={WORKER_TRAILER},valueonly,separator=%x20)"
+    named = run_git(repo, "log", "--reverse", fmt, f"{start}..{commit}^", "--").stdout.split()
+    holds = [*dict.fromkeys(n for n in named if n != worker.name), worker.name]
+    gate = ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=[*mine, worker])
+    try:
+        return holds, gate.judge(holds, commit)
+    finally:
+        gate.close()
+
+
 # root id (with what finds its repository) -> the host repository: a running tree's repository is
 # the one its worktrees were made in, found once (find_host costs three git processes a merge).
 _REPOS: dict[tuple[str, str, str, str], Path] = {}
@@ -119,6 +149,7 @@ def integrate_worker(
     resolver = None
     if resolvers is not None and job.config.merge_strategy == MergeStrategy.RESOLVE:
         resolver = resolvers(job, [worker], repo, start)
+    log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     with tree_lock(job.root_id):
         done = integrate(
             repo,
@@ -130,9 +161,23 @@ def integrate_worker(
             root_id=job.root_id,
             resolver=resolver,
             drivers=drivers(job) if drivers is not None else None,
+            move=False,
         )
+        if done.merged and done.added and done.commit is not None:
+            # The branch moves only to a tree that passed (delivery/result_gate.py): this work with what it holds.
+            holds, verdict = _gate_integration(settings, workspace, repo, job, worker, start, done.commit)
+            if not verdict.passed:
+                others = [w for w in holds if w != worker.name]
+                why = f"breaks the combination with {', '.join(others)}: " if others else "fails on the merged result: "
+                record = IntegrationRecord(Integrated(done.ref, None, False), time.time(), why + verdict.reason)
+                workspace.append_line(log, f"[orchestrator] not merged into {integration}: {record.reason}")
+                return record, f"not merged into {integration}: {record.reason}"
+            old = ref_value(repo, branch_ref(integration))
+            if done.commit != old:
+                update_ref(
+                    repo, branch_ref(integration), done.commit, old, under=job_prefix(settings.git.branch_prefix, job.root_id)
+                )
     at = time.time()
-    log = workspace.worker_log(worker.root_id, worker.depth, worker.name)
     if not done.merged:
         shown = conflict_text.listed(done.conflicts)
         refused = f"; the resolver's resolution was refused: {done.resolution.reason}" if done.resolution is not None else ""

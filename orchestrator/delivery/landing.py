@@ -10,6 +10,13 @@ timed out or was cancelled, or whose required gate did not pass (or never ran), 
 listed with why in the note and in ``merge["left_out"]`` (``[{"worker", "reason"}]``), and
 ``merge_into`` is then left alone.
 
+The result branch moves only to a tree that passed (DESIGN §15): with the job's gates, the merge
+is written as a candidate first, gated as a whole (delivery/result_gate.py) and, when it fails,
+searched for its breakers (delivery/bisection.py), each left out with the combination it broke
+(``{"worker", "reason", "combination"}`` in ``left_out``); the ref then moves once, to the candidate
+of the rest (``gated_merge``). A graph job's result is its integration branch, gated as each
+worker's work went in (delivery/integration.py); what is left is merged onto it as before.
+
 ``land`` returns what goes in ``JobRecord.merge`` and a note for the job; the engine stores
 them (engine/results.py when the root ends, ``Engine.merge`` for ``POST /jobs/{id}/merge``). It
 runs git and is never called under the engine's lock. Folder jobs have no branches: nothing
@@ -28,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +48,15 @@ from ..git import merging
 from ..git.commits import Source
 from ..git.drivers import DriverRunner
 from ..git.gitcmd import run_git
-from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value
+from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value, update_ref
 from ..git.gitwork import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
 from ..outcomes import Into, MergeOutcome, MergeRecord
 from ..quality import gates
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
+from . import bisection
+from .result_gate import ResultGate
 
 # (the job whose workers merge, the tree's worker records, the repository, the base) -> a resolver
 ResolverFactory = Callable[[JobRecord, list[WorkerRecord], Path, str], merging.Resolver]
@@ -243,12 +252,87 @@ def land(
         drivers=drivers(job) if drivers is not None else None,
     )
     resolver = resolvers(job, workers, repo, base) if resolvers is not None and strategy == MergeStrategy.RESOLVE else None
-    outcome = merging.merge_branches(repo, request, resolver)
-    outcome = sorted_.with_unchanged(outcome, job.worker_names)
+    if strategy == MergeStrategy.MANUAL or onto is not None:  # manual merges nothing; a graph's: delivery/integration.py
+        merged: MergeOutcome | None = merging.merge_branches(repo, request, resolver)
+    else:  # the result branch moves only to a tree that passed (delivery/result_gate.py)
+        merged, breakers = gated_merge(
+            repo, request, resolver, ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=workers)
+        )
+        left_out += breakers
+    if merged is None:
+        return Landed(None, "nothing merged: every worker was left out: " + _left_out(left_out))
+    outcome = sorted_.with_unchanged(merged, job.worker_names)
     failpoints.hit("landing_before_into")  # the chaos tests' stop between the result branch and merge_into
     advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
     merge = MergeRecord.of(outcome, now, into=advanced, left_out=tuple(left_out))
     return Landed(merge, describe(merge))
+
+
+def gated_merge(
+    repo: Path, request: merging.MergeRequest, resolver: merging.Resolver | None, gate: ResultGate
+) -> tuple[MergeOutcome | None, list[dict[str, str]]]:
+    """The request's merge, its result branch moved only to a tree that passed the gates that
+    applied to the work in it (delivery/result_gate.py): the batch written as a candidate and gated
+    once; failing, its breakers found (delivery/bisection.py) and left out, the ref moved to the
+    candidate of the rest. Returns that outcome (None: no worker's work passed, nothing moved) and
+    the breakers as ``left_out`` entries (``{"worker", "reason", "combination"}``)."""
+    candidates: dict[tuple[str, ...], MergeOutcome] = {}
+
+    def candidate(subset: tuple[str, ...]) -> MergeOutcome:
+        if subset not in candidates:
+            wanted = set(subset)
+            branches = [(w, b) for w, b in request.branches if w in wanted]
+            candidates[subset] = merging.merge_branches(
+                repo, dataclasses.replace(request, branches=branches, move=False), resolver
+            )
+        return candidates[subset]
+
+    try:
+        whole = candidate(tuple(w for w, _ in request.branches))
+        batch = whole.merged  # what the batch's tree holds (a conflict stops ``auto``: the rest skipped)
+        if not gate.applies(batch):
+            settled = bisection.Settled(batch)
+        else:
+            settled = bisection.settle(batch, lambda subset, before: gate.judge(subset, candidate(subset).result_commit, before))
+    finally:
+        gate.close()
+    breakers = [
+        {"worker": b.worker, "reason": bisection.reason_of(b), "combination": ", ".join(b.combination)} for b in settled.breakers
+    ]
+    if batch and not settled.landed:
+        return None, breakers
+    landed = candidate(settled.landed) if settled.landed != batch else whole  # (no batch: as the merge made it)
+    target, _ = request.destination()
+    old = ref_value(repo, target)
+    if landed.result_commit is not None and landed.result_commit != old:
+        update_ref(repo, target, landed.result_commit, old, under=request.under)
+    failed = {b.worker for b in settled.breakers}
+    comparison = tuple(c for c in whole.changes if c.worker not in failed)
+    kept = dataclasses.replace(
+        landed, skipped=whole.skipped, unchanged=whole.unchanged, conflicts=whole.conflicts, changes=comparison
+    )
+    return kept, breakers
+
+
+def _gate_round(
+    repo: Path,
+    job: JobRecord,
+    worker: WorkerRecord,
+    holds: Sequence[str],
+    commit: str,
+    *,
+    settings: Settings,
+    workspace: Workspace,
+) -> bisection.Trial:
+    """The gates that applied to the workers ``holds`` names, on the candidate ``commit`` of a continue
+    round's work onto the result; the round's worker as it is now (its new diff)."""
+    _, workers = workspace.load_tree(job.root_id)
+    current = [worker if w.name == worker.name and w.job_id == job.id else w for w in workers]
+    gate = ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=current)
+    try:
+        return gate.judge(holds, commit)
+    finally:
+        gate.close()
 
 
 def _advance(repo: Path, branch: str, outcome: MergeOutcome, left_out: bool = False) -> Into:
@@ -391,26 +475,41 @@ def land_round(
     source = Source(worker.name, worker.branch, commit, subject, co_author_of(worker, settings))
     # What the round adds to the worker's work in the result (its commit merged then), else all of its work.
     since = merged_at if merged_at and worker.name in previous.outcome.merged else base
+    short = ref.removeprefix("refs/heads/")
     with tree_lock(job.root_id):
+        old = ref_value(repo, branch_ref(ref))
+        prefix = settings.git.branch_prefix
         done = merging.pick(
             repo,
             ref,
             since,
             source,
             strategy,
-            prefix=settings.git.branch_prefix,
+            prefix=prefix,
             root_id=job.root_id,
             drivers=drivers(job) if drivers is not None else None,
+            move=False,
         )
-    short = ref.removeprefix("refs/heads/")
-    if not done.merged:
-        return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
-    if not done.added or done.commit is None:
-        return None, f"not merged: {short} already holds the round's work (nothing new)"
-    outcome = dataclasses.replace(previous.outcome, result_commit=done.commit)
+        if not done.merged:
+            return None, f"not merged: the round's work conflicts with {short} in: {conflict_text.listed(done.conflicts)}"
+        if not done.added or done.commit is None:
+            return None, f"not merged: {short} already holds the round's work (nothing new)"
+        # The result moves only to a tree that passed (delivery/result_gate.py): the round's work with the rest.
+        holds = (*(w for w in previous.outcome.merged if w != worker.name), worker.name)
+        verdict = _gate_round(repo, job, worker, holds, done.commit, settings=settings, workspace=workspace)
+        if not verdict.passed:
+            rest = ", ".join(w for w in holds if w != worker.name)
+            with_ = f" with {rest}" if rest else ""
+            return None, f"not merged: the round's work breaks the result{with_}: {verdict.reason}; {short} is unchanged"
+        update_ref(repo, branch_ref(ref), done.commit, old, under=job_prefix(prefix, job.root_id))
+    # The worker's work is in the result now: merged, and no longer left out (whatever kept it out before).
+    merged = previous.outcome.merged if worker.name in previous.outcome.merged else (*previous.outcome.merged, worker.name)
+    left_out = tuple(w for w in previous.left_out if w.get("worker") != worker.name)
+    unchanged = tuple(w for w in previous.outcome.unchanged if w != worker.name)
+    outcome = dataclasses.replace(previous.outcome, result_commit=done.commit, merged=merged, unchanged=unchanged)
     into = previous.into.branch if previous.into is not None else job.config.merge_into
-    advanced = _advance(repo, check_branch(settings, into), outcome) if into else None
-    merge = dataclasses.replace(previous, outcome=outcome, at=now, into=advanced)
+    advanced = _advance(repo, check_branch(settings, into), outcome, bool(left_out)) if into else None
+    merge = dataclasses.replace(previous, outcome=outcome, at=now, into=advanced, left_out=left_out)
     said = f"merged into {short} as commit {done.commit[:12]}"
     if advanced is not None:
         said += f"; {advanced.branch} " + ("moved to it" if advanced.moved else f"left alone: {advanced.refused}")

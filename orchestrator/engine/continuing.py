@@ -17,7 +17,9 @@ The rules, decided here:
   continued on its own: the root job's worker is (409 / 422 say so).
 - One round at a time per tree (409 while one runs); ``merge``, ``publish`` and ``delete`` of the job
   wait for it (409).
-- The job keeps the status it ended with (the result it reported stands until a round adds to it);
+- The job keeps the status it ended with until a round lands work in its result; then it reads what
+  is now true (``_status_now``: its workers' outcome, partial while the merge still leaves one out;
+  only upward, ``states.AFTER_ROUND``), and the worker leaves the merge's ``left_out``;
   the worker is ``running`` during the round, then the round's status. The round is in
   ``WorkerRecord.rounds`` (status, feedback, resumed session, cost, commits) and a note on the job.
 - A kind must carry the feedback to its worker (``Adapter.continue_refusal``): a ``command`` whose
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -53,6 +55,7 @@ from ..workers.environment import WorkerPrompts
 from ..workspace.ids import validate_job_id, validate_worker_name
 from .attempts import Attempts
 from .context import EngineContext
+from .ending import outcome_of
 from .resolvers import driver_factory
 from .tables import LiveWorker, Outcome, new_tag
 
@@ -381,12 +384,15 @@ class Continuing:
                     note = f"not merged: {exc}"
         else:
             note = f"not merged: the round {outcome.status.value} ({outcome.exit_reason}); the result is unchanged"
+        now_true = self._status_now(job, rec, merge.left_out) if merge is not None else None
         with ctx.tables.locked():
             round_.merge_note = note
             if merge is not None:
                 round_.result_commit = merge.result_commit
                 job.merge = merge
             job.notes.append(f"worker {rec.name} round {round_.number}: {round_.state}; {note}")
+            if now_true is not None and now_true is not job.status and states.set_job_status_after_round(job, now_true):
+                job.notes.append(f"job {now_true.value}: worker {rec.name}'s round {round_.number} landed its work")
         ws.save_worker(rec)
         ws.save_job(job)
         self._after(job, merge is not None)  # the reports; merged: RECORD.json, the push and pull request (git.push)
@@ -394,6 +400,18 @@ class Continuing:
             ws.save_job(job)  # its record's digest and its publish record
         ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)
         ctx.checkout.retire(rec, job)
+
+    def _status_now(self, job: JobRecord, rec: WorkerRecord, left_out: Sequence[Mapping[str, str]]) -> JobStatus | None:
+        """What the job reads once the round's work landed: its workers' outcome (``ending.outcome_of``),
+        the round's worker as it is now; partial while the merge still leaves a worker out. None:
+        only better than its status is taken (a round never makes a job read worse)."""
+        _, workers = self.ctx.workspace.load_tree(job.root_id)
+        mine = {w.name: w for w in workers if w.job_id == job.id}
+        mine[rec.name] = rec
+        found = outcome_of(job, [mine[n] for n in job.worker_names if n in mine])
+        if found is JobStatus.COMPLETED and left_out:
+            found = JobStatus.PARTIAL
+        return found if found in states.AFTER_ROUND.get(job.status, frozenset()) else None
 
     def close(self, timeout: float) -> None:
         """At shutdown: running rounds are cancelled (kill ladder) and waited for."""

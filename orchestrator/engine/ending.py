@@ -13,7 +13,7 @@ import threading
 
 from .. import failpoints, states
 from ..delivery import approval
-from ..models import JobRecord, JobStatus, WorkerStatus
+from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.monitor import ResourceMonitor
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
@@ -91,7 +91,12 @@ class Ending:
         with self.tables.locked():
             outcome = tables.ending[job.id][0]
         if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
-            self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
+            landed = self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
+            if landed.merge is not None and any(w.get("combination") is not None for w in landed.merge.left_out):
+                with self.tables.locked():  # work left out of the result for breaking it: not complete
+                    status, ended = tables.ending[job.id]
+                    if status is JobStatus.COMPLETED:
+                        tables.ending[job.id] = (JobStatus.PARTIAL, ended)
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
@@ -160,22 +165,7 @@ class Ending:
     def job_outcome(self, job: JobRecord) -> JobStatus:
         """The status a job whose workers are all settled ends with."""
         records = [self.tables.workers[(job.root_id, worker_key(job.depth, n))].record for n in job.worker_names]
-        if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
-            return JobStatus.CANCELLED
-        # A task run as candidates counts once, by its winner, whatever its losers did. A task is
-        # done when its work is (``ok``: it lands), complete when nothing below it is missing
-        # either: a child_incomplete worker's job is partial, not completed.
-        by_name = {r.name: r for r in records}
-        final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
-        for task in candidate_tasks(job):
-            winner = by_name.get(chosen.winner or "") if (chosen := job.selections.get(task)) is not None else None
-            if winner is None:
-                final[task] = WorkerStatus.FAILED
-            else:  # chosen among the eligible: its work is done; is anything below it missing?
-                final[task] = winner.status if winner.status is WorkerStatus.CHILD_INCOMPLETE else WorkerStatus.SUCCESS
-        if all(status.complete for status in final.values()):
-            return JobStatus.COMPLETED
-        return JobStatus.PARTIAL if any(status.ok for status in final.values()) else JobStatus.FAILED
+        return outcome_of(job, records)
 
     def evict_finished(self, root_id: str) -> None:
         """Keep the newest FINISHED_TREES_IN_MEMORY finished trees in memory; older ones are
@@ -186,3 +176,24 @@ class Ending:
             self.tables.finished_roots.append(root_id)
             while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
                 self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)
+
+
+def outcome_of(job: JobRecord, records: list[WorkerRecord]) -> JobStatus:
+    """The status a job ends with, from its own workers' records once all are settled (also after a
+    continue round: engine/continuing.py)."""
+    if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
+        return JobStatus.CANCELLED
+    # A task run as candidates counts once, by its winner, whatever its losers did. A task is
+    # done when its work is (``ok``: it lands), complete when nothing below it is missing
+    # either: a child_incomplete worker's job is partial, not completed.
+    by_name = {r.name: r for r in records}
+    final = {r.task_id or r.name: r.status for r in records if r.candidate is None}
+    for task in candidate_tasks(job):
+        winner = by_name.get(chosen.winner or "") if (chosen := job.selections.get(task)) is not None else None
+        if winner is None:
+            final[task] = WorkerStatus.FAILED
+        else:  # chosen among the eligible: its work is done; is anything below it missing?
+            final[task] = winner.status if winner.status is WorkerStatus.CHILD_INCOMPLETE else WorkerStatus.SUCCESS
+    if all(status.complete for status in final.values()):
+        return JobStatus.COMPLETED
+    return JobStatus.PARTIAL if any(status.ok for status in final.values()) else JobStatus.FAILED

@@ -620,7 +620,8 @@ class MergeRequest:
     instead of its branch's tip (its gated commit, quality/gates.py). ``tasks``, ``credits``: worker
     -> its subtask (its commit's subject), the AI that did its work (its ``Co-authored-by:``).
     ``fast_path=False`` forces one merge-tree per branch even when the changes are disjoint (tests
-    compare the two)."""
+    compare the two). ``move=False``: the result's commits are written and the outcome names the
+    last, but no ref moves (a candidate the caller gates first: delivery/result_gate.py)."""
 
     base: str
     branches: Sequence[tuple[str, str]]
@@ -634,6 +635,7 @@ class MergeRequest:
     credits: Mapping[str, str | None] = field(default_factory=dict)
     fast_path: bool = True
     drivers: merge_drivers.DriverRunner | None = None  # runs the user's trusted merge drivers (None: none runs)
+    move: bool = True
 
     @property
     def under(self) -> str:
@@ -724,7 +726,7 @@ def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver |
     writer.close()
     comparison = told.comparison
     failpoints.hit("merge_before_update_ref")
-    if run.head != read.old:
+    if request.move and run.head != read.old:
         update_ref(repo, target, run.head, read.old, under=under)
     return run.outcome(target, comparison)
 
@@ -876,6 +878,7 @@ def integrate(
     root_id: str,
     resolver: Resolver | None = None,
     drivers: merge_drivers.DriverRunner | None = None,
+    move: bool = True,
 ) -> Integrated:
     """Squash ``source.commit`` (the worker's gated commit) into ``ref``, a job's integration
     branch, made at ``start`` when it does not exist yet: one commit on the branch's tip (never a
@@ -883,7 +886,8 @@ def integrate(
     conflict (``merged`` False, the conflicts named); ``theirs`` takes the worker's side of each
     conflicting hunk; ``resolve`` asks ``resolver`` (refused, or none: as ``auto``, with its
     resolution). ``drivers``: runs the user's trusted merge drivers (git/drivers.py). The caller
-    holds the tree's merge lock."""
+    holds the tree's merge lock. ``move=False``: the commit is written and returned, the branch
+    not moved (a candidate its caller gates first, then moves)."""
     worker, branch, commit = source.worker, source.branch, source.commit
     if strategy not in (MergeStrategy.AUTO, MergeStrategy.THEIRS, MergeStrategy.RESOLVE):
         raise ValidationError(f"a task graph merges with auto, theirs or resolve, not {str(strategy)!r}")
@@ -918,7 +922,7 @@ def integrate(
         message = source.message(root_id, strategy, target.removeprefix("refs/heads/"))
         with _writing(repo) as writer:
             new = writer.commit(tree, head, message, when, identity_of(repo))
-    if new != old:
+    if move and new != old:
         update_ref(repo, target, new, old, under=under)
     return Integrated(target, new, True, tuple(conflicts), added=added, resolution=resolution)
 
@@ -933,12 +937,14 @@ def pick(
     prefix: str,
     root_id: str,
     drivers: merge_drivers.DriverRunner | None = None,
+    move: bool = True,
 ) -> Integrated:
     """What ``source.commit`` adds to ``since`` (an ancestor of it: the worker's work already in ``ref``)
     squashed onto ``ref``'s tip as one commit, as a cherry-pick would: a continue round's work on a
     result that holds the worker's earlier work. git 2.39's merge-tree takes no merge base, so a
     stand-in commit (the tip's tree, ``since`` its parent) makes ``since`` the merge's base. ``theirs``
-    takes the round's side of a conflicting hunk; any other strategy leaves ``ref`` alone on one."""
+    takes the round's side of a conflicting hunk; any other strategy leaves ``ref`` alone on one.
+    ``move=False``: the commit is written and returned, ``ref`` not moved (a candidate to gate first)."""
     worker, branch, commit = source.worker, source.branch, source.commit
     require_git(repo)
     target = branch_ref(ref)
@@ -962,7 +968,8 @@ def pick(
         if tree == head.tree:
             return Integrated(target, old, True, tuple(conflicts), added=False)
         new = writer.commit(tree, old, source.message(root_id, strategy, target.removeprefix("refs/heads/")), when, who)
-        update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
+        if move:
+            update_ref(repo, target, new, old, under=job_prefix(prefix, root_id))
         return Integrated(target, new, True, tuple(conflicts))
 
 

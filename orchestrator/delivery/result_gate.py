@@ -1,0 +1,220 @@
+"""The gates on a merged result: a result branch moves only to a tree on which every required gate
+that applied to the work in it passed (DESIGN §15, the not-rocket-science rule).
+
+Each worker's gates passed on its own work (quality/gates.py); two such works can still merge,
+without a textual conflict, into a tree that fails them (one renames a function, the other adds a
+caller of the old name). So landing (delivery/landing.py) writes the merge of the batch as a
+candidate first (``MergeRequest(move=False)``: commits written, no ref moved), and ``ResultGate``
+judges its tree: the required gates that applied to any worker in it (``applicable``, by each
+worker's role and diff, in the job's order), one by one until one does not pass. A failing batch
+is searched for its breakers (delivery/bisection.py); the result ref then moves once, to the
+candidate of the workers that passed together.
+
+Where a gate runs: a detached worktree of the candidate under ``job_<root>/result_gate/tree``,
+added without a checkout by the orchestrator's git and filled by git inside the sandbox (the files
+are the workers': a filter or driver of the user's that resolves a name in that folder runs on
+them only there), made again for each candidate and removed at the end. The gates run there as a worker's do (gates.run_gate): the job's
+sandbox and network (a job's workers share one config, so the tightest caps and the intersection of
+their networks are the job's own), under the workers' caps, with the worker environment without
+its credential or ORCHESTRATOR_* variables, a TMPDIR of its own; output in
+``logs/<job id>.result_gate_<name>.log``.
+
+Across a restart: each candidate tree's verdict goes in the tree's stage ledger
+(workspace/stages.py, key ``result gate <job id> <tree>``) as it is reached, so a landing run again
+after a kill -9 takes it as it was (the same workers give the same commits, so the same trees)
+and only the run the stop cut off runs once more, saying so.
+
+A candidate of one worker whose tree is the tree its own gates passed on is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import failpoints, protocol
+from ..config import Settings
+from ..config.quality import Gate
+from ..git.gitcmd import GitFailed, run_git
+from ..git.gitwork import repo_op
+from ..git.sandboxed import CheckoutGit
+from ..models import JobRecord, WorkerRecord
+from ..outcomes import PASSED
+from ..process.runner import ProcessRunner, Wakeup
+from ..quality import gates as gating
+from ..workers.confinement import Confinement
+from ..workers.environment import add_caches, base_env
+from ..workers.roles import role_of
+from ..workspace.layout import Workspace
+from ..workspace.stages import StageLedger, StageState, rerun_note
+from .bisection import Trial
+
+log = logging.getLogger("orchestrator.result_gate")
+
+_QUIET = ("-c", "core.hooksPath=/dev/null")
+# A line that says why, best first: an exception's (``ImportError: ...``), then a runner's failure line.
+_WHY_LINES = (re.compile(r"^\s*[\w.]+(?:Error|Exception)\b:.*$", re.M), re.compile(r"^\s*(?:FAIL|FAILED|error|Error)\b.*$", re.M))
+
+
+def why_failed(name: str, status: str, reason: str, output: str) -> str:
+    """``tests failed: ImportError: cannot import name 'total' ...``: the gate, and the line of
+    its output that says why (its last exception line, else its last failure line, else its last
+    line), else its reason."""
+    lines = next((found for pattern in _WHY_LINES if (found := pattern.findall(output))), [])
+    said = lines[-1].strip() if lines else next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+    said = said[:300]
+    if status == "failed":
+        return f"{name} failed: {said or reason}"
+    return f"{name} {status}: {reason}" + (f"; {said}" if said else "")
+
+
+class ResultGate:
+    """Judges candidate trees of one job's merge (see the module docstring); ``close`` removes
+    its worktree."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workspace: Workspace,
+        repo: Path,
+        job: JobRecord,
+        workers: Sequence[WorkerRecord],
+        runner: ProcessRunner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.repo = repo
+        self.job = job
+        self.by_name = {w.name: w for w in workers if w.job_id == job.id}
+        self.runner = runner or ProcessRunner()
+        self.confinement = Confinement(settings, workspace)
+        self.ledger = StageLedger(workspace, job.root_id)
+        home = workspace.job_dir(job.root_id) / "result_gate"
+        self.tree, self.tmp = home / "tree", home / "tmp"
+        self.runs = 0  # gate runs made here (not those taken from the ledger)
+
+    # -- which gates ------------------------------------------------------------------------------
+    def gates_for(self, subset: Sequence[str]) -> list[Gate]:
+        """The required gates that applied to any worker of ``subset``, in the job's order."""
+        wanted: set[str] = set()
+        for name in subset:
+            record = self.by_name.get(name)
+            if record is None:
+                continue
+            role = role_of(self.settings, record.role)
+            for gate in gating.applicable(self.job.config.gates, record.role, role, record.files_changed):
+                if gate.get("required"):
+                    wanted.add(gate["name"])
+        return [g for g in self.job.config.gates if g["name"] in wanted]
+
+    def applies(self, subset: Sequence[str]) -> bool:
+        return bool(self.gates_for(subset))
+
+    # -- one candidate ----------------------------------------------------------------------------
+    def judge(self, subset: Sequence[str], commit: str | None, before: int = 0) -> Trial:
+        """The verdict on the candidate ``commit`` (the merge of ``subset``; None: nothing merged,
+        the result as it was, which passes). ``before``: how many times this set was judged in
+        this search (its re-run is a stage of its own)."""
+        todo = self.gates_for(subset)
+        if commit is None or not todo:
+            return Trial(True)
+        tree = run_git(self.repo, "rev-parse", f"{commit}^{{tree}}").stdout.strip()
+        if len(subset) == 1 and self._own_tree(subset[0]) == tree:
+            return Trial(True)  # that worker's own gates passed on this very tree
+        key = f"result gate {self.job.id} {tree}" + (f" run {before + 1}" if before else "")
+        stage = self.ledger.begin(key, commit=commit, workers=list(subset))
+        if stage.state is StageState.DONE and stage.verdict is not None:
+            return Trial(bool(stage.verdict.get("passed")), str(stage.verdict.get("reason") or ""))
+        if stage.rerun:
+            self.workspace.log_event(self.job.root_id, f"job {self.job.id}: {rerun_note(f'the result gate on tree {tree[:12]}')}")
+        verdict = self._run(todo, subset, commit)
+        self.ledger.reached(key, {"passed": verdict.passed, "reason": verdict.reason, "workers": list(subset)})
+        failpoints.hit("result_gate_verdict")  # the chaos tests' stop between two candidates' gates
+        return verdict
+
+    def _own_tree(self, worker: str) -> str | None:
+        record = self.by_name.get(worker)
+        commit = gating.merge_commit(record) if record is not None else None
+        if commit is None:
+            return None
+        done = run_git(self.repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}", check=False)
+        return done.stdout.strip() or None
+
+    def _run(self, todo: list[Gate], subset: Sequence[str], commit: str) -> Trial:
+        try:
+            self._check_out(commit)
+        except (GitFailed, OSError) as exc:  # fail closed: a tree that cannot be checked out does not pass
+            log.warning("job %s: the candidate %s could not be checked out", self.job.id, commit, exc_info=True)
+            return Trial(False, f"its merged tree could not be checked out for the gates: {exc}")
+        for gate in todo:
+            env = gating.gate_env(self._env(), gate)
+            place = gating.GatePlace(
+                root_id=self.job.root_id,
+                directory=self.tree,
+                env=env,
+                sandbox=self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config, env),
+                log_path=self.workspace.logs_dir(self.job.root_id) / f"{self.job.id}.result_gate_{gate['name']}.log",
+                tag=f"{self.job.root_id}.result-gate-{secrets.token_hex(4)}",
+                heading=f"the merge of {', '.join(subset)}, commit {commit[:12]}",
+                commit=commit,
+                cancel=Wakeup(),
+                cancelled="the merge was cancelled while the gate ran",
+                stop_point="result_gate_running",
+                watch=self.confinement.watch(self.tree, self.tmp),  # the merged tree holds workers' work: their caps
+            )
+            self.runs += 1
+            try:
+                result, output = gating.run_gate(self.runner, self.workspace, self.settings, gate, place)
+            except Exception as exc:  # fail closed
+                log.exception("gate %s on a merged result raised", gate["name"])
+                return Trial(False, f"{gate['name']} raised {type(exc).__name__}: {exc}")
+            if result.status != PASSED:
+                return Trial(False, why_failed(result.name, result.status, result.reason, output))
+        return Trial(True)
+
+    # -- the worktree -----------------------------------------------------------------------------
+    def _check_out(self, commit: str) -> None:
+        """The candidate's files in a worktree of its own, written by git in the sandbox. A new
+        worktree per candidate: its HEAD is set as it is added, by the orchestrator's git (which never
+        reads what a gate may have written there: the folder's ``.git`` file is the sandbox's to
+        change), and git in the sandbox cannot move a detached HEAD."""
+        self.close()
+        self.tree.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        repo_op(
+            self.repo,
+            self.repo,
+            *_QUIET,
+            "worktree",
+            "add",
+            "-q",
+            "--no-checkout",
+            "--force",
+            "--detach",
+            "--",
+            str(self.tree),
+            commit,
+        )
+        git = CheckoutGit(self.tree, self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config))
+        git.run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
+        env.update({"TMPDIR": str(self.tmp), "TMP": str(self.tmp), "TEMP": str(self.tmp)})
+        add_caches(env, self.settings, self.workspace, self.job.root_id)
+        return env
+
+    def close(self) -> None:
+        """The worktree removed (never ``git worktree prune``: see delivery/resolving.py)."""
+        if self.tree.exists():
+            try:
+                repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(self.tree))
+            except GitFailed:
+                log.warning("could not remove the result gate's worktree %s", self.tree, exc_info=True)
+        shutil.rmtree(self.tree, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
