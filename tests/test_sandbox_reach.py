@@ -279,3 +279,105 @@ def test_a_worker_reaches_no_listener_through_a_socket_its_network_rules_do_not_
     why = _mptcp_here()
     if why:
         pytest.skip(f"{why}: the filter's EPERM is proven, an MPTCP connection could not have been made anyway")
+
+
+# The third test's two workers: one that waits (its argv marks it: a cmdline is readable by all), and
+# one that reads every process's environment it can for another worker's credential, in the variable
+# or in the file the variable names, and tries each on the waiting worker's job (200: it read that tree).
+WAITS = "import time; time.sleep(90)"
+SNOOPS = r"""
+import json, os, sys, time, urllib.request
+marker, job = sys.argv[1], sys.argv[2]
+own = os.environ.get("ORCHESTRATOR_API_KEY") or open(os.environ["ORCHESTRATOR_API_KEY_FILE"]).read().strip()
+def marked():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                return pid
+        except OSError:
+            pass
+deadline = time.monotonic() + 60
+while marked() is None and time.monotonic() < deadline:
+    time.sleep(0.1)
+found, read, errors, where = set(), 0, {}, []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        environ = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0") if "=" in e)
+    except OSError as exc:
+        errors[exc.strerror] = errors.get(exc.strerror, 0) + 1
+        continue
+    read += 1
+    if environ.get("ORCHESTRATOR_API_KEY"):
+        found.add(environ["ORCHESTRATOR_API_KEY"])
+        if environ["ORCHESTRATOR_API_KEY"] != own:
+            where.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")[:200].decode(errors="replace"))
+    if environ.get("ORCHESTRATOR_API_KEY_FILE"):
+        try:
+            found.add(open(environ["ORCHESTRATOR_API_KEY_FILE"]).read().strip())
+        except OSError as exc:
+            errors["key file: " + exc.strerror] = errors.get("key file: " + exc.strerror, 0) + 1
+found.discard(own)
+statuses = []
+for key in sorted(found):
+    asked = urllib.request.Request(os.environ["ORCHESTRATOR_API_URL"] + f"/api/v1/jobs/{job}/status", headers={"X-API-Key": key})
+    try:
+        statuses.append(urllib.request.urlopen(asked, timeout=10).status)
+    except OSError as exc:
+        statuses.append(getattr(exc, "code", str(exc)))
+print("REACH " + json.dumps({"marked": marked() is not None, "own": bool(own), "read": read, "errors": errors, "foreign": len(found), "where": where, "statuses": statuses}), flush=True)
+"""
+
+
+def test_a_worker_reads_no_other_trees_credential_from_the_process_table(backend, tmp_path):
+    """Item 7: where /proc is shared (Landlock: no PID namespace), a worker (as root: any) reads the
+    environment of every process; another tree's worker key there let it read that tree and start
+    jobs in it. The key comes by a file only its worker can read: none is found, none is used."""
+    from orchestrator.cli.server import start_in_thread
+    from orchestrator.config import load_settings
+    from orchestrator.engine.core import Engine
+
+    from .conftest import API_KEY, only_worker
+    from .helpers.worktree import make_host
+
+    host, folder = make_host(tmp_path)
+    marker = f"reach-waits-{os.getpid()}"
+    repo = str(Path(__file__).resolve().parent.parent)
+    settings = load_settings(
+        base_dir=folder,
+        environ={},
+        overrides={
+            "workers": {
+                "kill_grace": 0.5,
+                "default_timeout": 120,
+                "max_retries": 0,
+                "sandbox": "on",
+                "sandbox_backend": backend,
+                "sandbox_network": "host",
+                "env": {"PYTHONPATH": repo},
+            },
+            "orchestrator": {"worker": "command", "command": [sys.executable, "{task}"]},
+            "api": {"api_key": API_KEY, "host": "127.0.0.1", "port": 0},
+        },
+    )
+    engine = Engine(settings)
+    server = start_in_thread(settings, engine, port=0)
+    try:
+        waits = tmp_path / f"{marker}.py"  # (a task's text is one line: each script is a file, run by path)
+        waits.write_text(WAITS)
+        waiting = engine.submission.submit("waits", {"max_workers": 1}, [str(waits)])
+        snoops = tmp_path / "snoops.py"
+        snoops.write_text(SNOOPS.replace("sys.argv[1], sys.argv[2]", f"{marker!r}, {waiting.id!r}"))
+        snooping = engine.submission.submit("snoops", {"max_workers": 1}, [str(snoops)])
+        snooper = only_worker(engine, engine.queries.wait(snooping.id, timeout=120))
+        text = engine.queries.log_path(snooper).read_text(errors="replace")
+        engine.cancel(waiting.id)
+    finally:
+        engine.shutdown(timeout=10)
+        server.close()
+    lines = [line for line in text.splitlines() if line.startswith("REACH ")]
+    assert lines, text[-3000:]
+    seen = json.loads(lines[-1][len("REACH ") :])
+    # Its own key came to it; the other worker ran meanwhile, seen where /proc is shared (bubblewrap: not in its namespace)
+    assert seen["own"] and seen["marked"] == (backend == "landlock"), seen
+    # (Keys of other servers' workers on this machine may be found: none opens this server's job.)
+    assert 200 not in seen["statuses"], seen

@@ -16,6 +16,7 @@ from ..config import Isolation, JobConfig, Settings
 from ..config.schema import DEFAULT_TOKEN_ENV
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
+from ..process.sandbox import Backend, SandboxSpec
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
 from .caches import ENV_READ, cache_env
@@ -167,6 +168,34 @@ def worker_env(
         if credentials is not None:
             env[protocol.API_KEY] = credentials.issue(rec.root_id, rec.job_id, rec.name)
     return env
+
+
+KEY_FILE = ".orchestrator-api-key"  # in the worker's TMPDIR: its credential where /proc is shared
+
+
+def credential_by_file(env: dict[str, str], sandbox: SandboxSpec | None) -> dict[str, str]:
+    """``env`` with the worker's credential moved to a file only it can read, where other processes
+    can read its environment: a sandbox without a PID namespace (Landlock, Seatbelt), in which a
+    process of another tree (as root: any) reads ``/proc/PID/environ`` of every other. The file is in
+    its TMPDIR, which its sandbox lets no other worker's read; ``ORCHESTRATOR_API_KEY_FILE`` names it
+    (the spawn and lock helpers and the client read it: api/wire.py's worker_key). Unchanged under
+    bubblewrap (its PID namespace shows no other tree) and unconfined (any process of the user may read
+    any file of the user's anyway)."""
+    key, tmp = env.get(protocol.API_KEY), env.get("TMPDIR")
+    if sandbox is None or sandbox.backend is Backend.BUBBLEWRAP or not key or not tmp:
+        return env
+    os.makedirs(tmp, mode=0o700, exist_ok=True)
+    path = os.path.join(tmp, KEY_FILE)
+    try:  # made afresh (a name the worker planted, a link among them, is removed, never followed)
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key + "\n")
+    moved = {k: v for k, v in env.items() if k != protocol.API_KEY}
+    moved[protocol.API_KEY_FILE] = path
+    return moved
 
 
 @dataclass(frozen=True)
