@@ -14,6 +14,9 @@ PREFIX = "ORCHESTRATOR"  # every name below starts with it; a worker never inher
 # -- the worker protocol: set by the server for every worker ------------------------------
 API_URL = "ORCHESTRATOR_API_URL"  # where the worker reaches the API (only when recursion is on)
 API_KEY = "ORCHESTRATOR_API_KEY"  # the worker's own credential, scoped to its job tree
+# Instead of API_KEY where other processes can read a worker's environment (/proc shared: Landlock,
+# Seatbelt): a file only that worker can read, holding the key (DESIGN §5).
+API_KEY_FILE = "ORCHESTRATOR_API_KEY_FILE"
 JOB_ID = "ORCHESTRATOR_JOB_ID"
 ROOT_JOB_ID = "ORCHESTRATOR_ROOT_JOB_ID"
 WORKER_ID = "ORCHESTRATOR_WORKER_ID"  # the worker's name, e.g. worker_2

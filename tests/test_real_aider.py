@@ -31,7 +31,7 @@ from .conftest import (
     three_files_written,
 )
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, subtask
-from .net_guard import STRACE, assert_only_loopback, traced_program
+from .net_guard import STRACE, assert_only_loopback, trace_launches
 
 AIDER = ROOT / ".cli" / "bin" / "aider"
 MODEL = "openai/mock-model"
@@ -75,7 +75,9 @@ def aider_workers(monkeypatch, tmp_path):
         monkeypatch.setenv("OPENAI_API_BASE", mock.url + "/v1")
         monkeypatch.setenv("OPENAI_API_KEY", "sk-mock-0000")
         monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        program = traced_program(str(AIDER), traces) if traced else str(AIDER)
+        program = str(AIDER)
+        if traced:
+            trace_launches(monkeypatch, traces)
         settings = {
             "worker": "aider",
             "aider_command": program,
@@ -103,7 +105,7 @@ def write_the_subtasks_file(body):
 
 def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(make_engine, aider_workers):
     mock, settings = aider_workers(write_the_subtasks_file)
-    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120, "sandbox_writable": [str(aider_workers.traces)]})
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
     job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
@@ -117,7 +119,7 @@ def test_three_aider_workers_write_files_sum_their_costs_and_stay_on_loopback(ma
 
 def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, aider_workers):
     mock, settings = aider_workers(write_the_subtasks_file)
-    workers = {"default_timeout": 120, "sandbox_writable": [str(aider_workers.traces)]}  # the strace logs
+    workers = {"default_timeout": 120}
     three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
     assert_only_loopback(*traces_of(aider_workers))
 
@@ -126,7 +128,7 @@ def test_bad_key_fails_the_worker_once_at_once_with_aider_s_message(make_engine,
     mock, settings = aider_workers([], default=AUTH_401)
     engine = make_engine(
         orchestrator=settings,
-        workers={"max_retries": 2, "default_timeout": 90, "sandbox_writable": [str(aider_workers.traces)]},
+        workers={"max_retries": 2, "default_timeout": 90},
     )
     started = time.monotonic()
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)

@@ -48,7 +48,7 @@ from .mock_gemini_server import (
     subtask,
     tool_names,
 )
-from .net_guard import STRACE, assert_only_loopback, traced, traced_program
+from .net_guard import STRACE, assert_only_loopback, trace_launches, traced
 
 # The fixture this file shares with other test files (tests/helpers/real_gemini.py).
 gemini_workers = real_gemini_helpers.gemini_workers
@@ -136,11 +136,10 @@ def write_the_subtasks_file(body):
     return Call("write_file", {"file_path": name, "content": f"{task}\n"})
 
 
-def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, gemini_workers, tmp_path):
+def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, gemini_workers, tmp_path, monkeypatch):
     mock = gemini_workers(write_the_subtasks_file)
-    traces = tmp_path / "traces"
-    workers = {"default_timeout": 120, "sandbox_writable": [str(traces)]}  # the strace logs
-    engine = make_engine(orchestrator=settings_for(traced_program(GEMINI, traces)), workers=workers)
+    traces = trace_launches(monkeypatch, tmp_path / "traces")
+    engine = make_engine(orchestrator=settings_for(GEMINI), workers={"default_timeout": 120})
     job, workers, why = three_files_written(engine, mock)
     for worker in workers:
         name = worker.task.split()[-1]
@@ -151,12 +150,12 @@ def test_three_gemini_workers_write_their_files_on_loopback_only(make_engine, ge
     assert_only_loopback(*sorted(traces.glob("connect.*")))
 
 
-def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, gemini_workers, tmp_path):
+def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(
+    hosted_at_root, gemini_workers, tmp_path, monkeypatch
+):
     mock = gemini_workers(write_the_subtasks_file)
-    traces = tmp_path / "traces"
-    settings = settings_for(traced_program(GEMINI, traces))
-    workers = {"default_timeout": 120, "sandbox_writable": [str(traces)]}  # the strace logs
-    three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
+    traces = trace_launches(monkeypatch, tmp_path / "traces")
+    three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings_for(GEMINI), workers={"default_timeout": 120})
     assert_only_loopback(*sorted(traces.glob("connect.*")))
 
 

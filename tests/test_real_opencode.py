@@ -36,7 +36,7 @@ from .conftest import (
     three_files_written,
 )
 from .mock_chat_server import AUTH_401, ApiError, Hang, MockChatServer, Text, ToolCall, subtask, tool_results
-from .net_guard import STRACE, assert_only_loopback, traced_program
+from .net_guard import STRACE, assert_only_loopback, trace_launches
 
 OPENCODE = find_cli("opencode")
 PLUGIN_FOLDER = ROOT / ".cli" / "opencode-config"
@@ -104,7 +104,9 @@ def opencode_workers(monkeypatch, tmp_path):
         monkeypatch.setenv("OPENCODE_CONFIG_CONTENT", json.dumps(config))
         for flag in ("OPENCODE_DISABLE_MODELS_FETCH", "OPENCODE_DISABLE_AUTOUPDATE", "OPENCODE_DISABLE_SHARE"):
             monkeypatch.setenv(flag, "1")
-        program = traced_program(OPENCODE, traces) if traced else OPENCODE
+        program = OPENCODE
+        if traced:
+            trace_launches(monkeypatch, traces)
         return mock, {"worker": "opencode", "opencode_command": program, "planner": "heuristic", "opencode_model": MODEL}
 
     start.traces = traces
@@ -124,9 +126,7 @@ def write_then_report(body):
 
 def test_three_parallel_first_runs_write_their_files_on_loopback_only(make_engine, opencode_workers, tmp_path):
     mock, settings = opencode_workers(write_then_report)
-    engine = make_engine(
-        orchestrator=settings, workers={"default_timeout": 120, "sandbox_writable": [str(opencode_workers.traces)]}
-    )
+    engine = make_engine(orchestrator=settings, workers={"default_timeout": 120})
     job, workers, why = three_files_written(engine, mock)
     starts = sorted(w.attempts[0].started_at for w in workers)
     ends = sorted(w.attempts[0].ended_at for w in workers)
@@ -146,7 +146,7 @@ def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(h
     # opencode resolves a worktree's .git pointer to the main repository and works at its root
     # unless its directory is pinned: the files landed in the host's own checkout.
     mock, settings = opencode_workers(write_then_report)
-    workers = {"default_timeout": 120, "sandbox_writable": [str(opencode_workers.traces)]}  # the strace logs
+    workers = {"default_timeout": 120}
     three_files_in_worktrees(hosted_at_root, mock, orchestrator=settings, workers=workers)
     assert_only_loopback(*sorted(Path(opencode_workers.traces).glob("connect.*")))
 
@@ -155,7 +155,7 @@ def test_bad_key_fails_the_worker_once_at_once_with_opencode_s_message(make_engi
     mock, settings = opencode_workers(lambda body: AUTH_401)
     engine = make_engine(
         orchestrator=settings,
-        workers={"max_retries": 2, "default_timeout": 90, "sandbox_writable": [str(opencode_workers.traces)]},
+        workers={"max_retries": 2, "default_timeout": 90},
     )
     started = time.monotonic()
     job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)

@@ -450,13 +450,13 @@ def test_a_node_attempt_holds_its_lifeline_while_it_runs_and_closes_it_once_rele
 
 @pytest.mark.skipif(PERL is None, reason="the seccomp filter is the perl shim's")
 def test_a_seccomp_filter_the_shim_cannot_install_starts_no_worker(tmp_path):
-    """A sandboxed worker's Unix-socket filter (process/sandbox.py) is installed by the shim just
-    before the exec; one the kernel refuses (here an empty program) must not leave the worker
+    """A sandboxed worker's seccomp filter (process/sandbox.py) is installed by the shim before it
+    starts the worker; one the kernel refuses (here an empty program) must not leave the worker
     running unfiltered: it is not started, and the exit file says 126."""
     from orchestrator import protocol
-    from orchestrator.process.sandbox import unix_socket_filter
+    from orchestrator.process.sandbox import SandboxSpec, worker_filter
 
-    found = unix_socket_filter()
+    found = worker_filter(SandboxSpec(bwrap=""))
     if found is None:
         pytest.skip("no seccomp filter for this machine")
     marker = tmp_path / "started"

@@ -272,6 +272,33 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def test_the_key_comes_from_the_file_orchestrator_api_key_file_names(tmp_path, monkeypatch):
+    """Where /proc is shared (Landlock), a worker's key is a file (workers/environment.py's
+    credential_by_file): the helper and the Python client send what it holds; without either, the
+    helper says which variables a worker has."""
+    (tmp_path / "key").write_text("from-the-file\n")
+    stub = Stub(lambda h: (422, {}, {"error": "recursion_limit", "message": "Max recursion depth reached"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR", "PYTHONPATH"))}
+    env.update(ORCHESTRATOR_PYTHON=sys.executable, ORCHESTRATOR_API_URL=stub.url)
+    try:
+        with_file = {**env, "ORCHESTRATOR_API_KEY_FILE": str(tmp_path / "key")}
+        out = subprocess.run([SPAWN, "A"], env=with_file, capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stderr.strip()) == (1, "error: Max recursion depth reached")
+        unreadable = {**env, "ORCHESTRATOR_API_KEY_FILE": str(tmp_path / "none")}
+        out = subprocess.run([SPAWN, "A"], env=unreadable, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "spawn runs inside a worker" in out.stderr, out.stderr
+        monkeypatch.delenv("ORCHESTRATOR_API_KEY", raising=False)
+        monkeypatch.setenv("ORCHESTRATOR_API_URL", stub.url)
+        monkeypatch.setenv("ORCHESTRATOR_API_KEY_FILE", str(tmp_path / "key"))
+        from orchestrator.api.client import OrchestratorClient
+
+        with pytest.raises(Exception, match="Max recursion depth reached"):
+            OrchestratorClient(retries=0).orchestrate(request="A")
+    finally:
+        stub.close()
+    assert [headers["X-API-Key"] for _, _, headers, _ in stub.requests] == ["from-the-file", "from-the-file"]
+
+
 def test_errors_come_back_as_the_servers_with_its_exit_codes():
     answers = {"/api/v1/orchestrate": (422, {}, {"error": "recursion_limit", "message": "Max recursion depth reached"})}
     stub = Stub(lambda h: answers[h.path])

@@ -75,6 +75,25 @@ if TYPE_CHECKING:
 
 URL_ENV = protocol.API_URL
 KEY_ENV = protocol.API_KEY
+KEY_FILE_ENV = protocol.API_KEY_FILE
+
+
+def worker_key(environ: Mapping[str, str] | None = None) -> str:
+    """The worker's credential: ``ORCHESTRATOR_API_KEY``, else the file ``ORCHESTRATOR_API_KEY_FILE``
+    names (its first line; where /proc is shared the key is not put in the environment); '' for
+    neither, or a file that cannot be read (the caller's message names both variables)."""
+    environ = os.environ if environ is None else environ
+    key = environ.get(KEY_ENV, "")
+    path = environ.get(KEY_FILE_ENV, "")
+    if key or not path:
+        return key
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 TERMINAL = frozenset(TERMINAL_STATUSES)
 AT_REST = TERMINAL | {"waiting"}  # nothing runs: ended, or waiting for a person's approval (delivery/approval.py)
 START_HINT = "start the server with `./quick-start.sh --start` (or `python api_server.py`)"
@@ -194,12 +213,12 @@ class ApiClient:
         """Connect to ``api_url`` with ``api_key`` (default: from the environment).
         ``rate_limit_retries`` and ``max_retry_after`` bound how a 429 is waited out."""
         api_url = (api_url or os.environ.get(URL_ENV) or "").strip().rstrip("/")
-        api_key = api_key or os.environ.get(KEY_ENV) or ""
+        api_key = api_key or worker_key()
         missing = [
             f"{what} (pass {arg}=... or set {env})"
             for what, arg, env, value in (
                 ("the API URL", "api_url", URL_ENV, api_url),
-                ("the API key", "api_key", KEY_ENV, api_key),
+                ("the API key", "api_key", f"{KEY_ENV} or {KEY_FILE_ENV}", api_key),
             )
             if not value
         ]

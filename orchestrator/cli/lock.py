@@ -85,11 +85,11 @@ def main(argv: list[str]) -> int:
 
 def run_locked(paths: list[str], lease: float | None, wait: float | None, command: list[str]) -> int:
     from .. import protocol
-    from ..api.wire import KEY_ENV, URL_ENV, SpawnClient
+    from ..api.wire import KEY_ENV, URL_ENV, SpawnClient, worker_key
     from ..errors import ValidationError
 
     job_id = os.environ.get(protocol.JOB_ID)
-    if not os.environ.get(URL_ENV) or not os.environ.get(KEY_ENV) or not job_id:
+    if not os.environ.get(URL_ENV) or not worker_key() or not job_id:
         raise ValidationError(
             f"orchestrator-lock runs inside a worker: {URL_ENV}, {KEY_ENV} and {protocol.JOB_ID} are set by the "
             "orchestrator for each worker when its server runs"

@@ -37,6 +37,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from .. import protocol
 from ..api.client import TERMINAL, OrchestratorClient
+from ..api.wire import worker_key
 from ..errors import OrchestratorError, ServerUnreachable
 from ..gate_output import failing_gate, output_lines
 from ..models import JobStatus, WorkerStatus
@@ -65,7 +66,7 @@ class Backend:
         self.settings = settings
         self.config = config
         self.worker_url = env.get(protocol.API_URL) or None
-        self.worker_key = env.get(protocol.API_KEY) or None
+        self.worker_key = worker_key(env) or None
         self.job_id = env.get(protocol.JOB_ID) or None
         self.worker_id = env.get(protocol.WORKER_ID) or None
         self._client: OrchestratorClient | None = None

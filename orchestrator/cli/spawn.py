@@ -175,7 +175,7 @@ def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tupl
 
 
 def cmd_spawn(args: Any) -> int:
-    from ..api.wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps
+    from ..api.wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps, worker_key
     from ..errors import EXIT_BY_STATUS, EXIT_FAILED, ValidationError
 
     plan = read_plan(args.plan) if args.plan else None
@@ -186,7 +186,7 @@ def cmd_spawn(args: Any) -> int:
         args.request = args.request or "; ".join(texts)
     if not args.tasks and not args.request:
         raise ValidationError('nothing to spawn: give subtasks ("A" "B") or --request "what to do"')
-    if not os.environ.get(URL_ENV) or not os.environ.get(KEY_ENV):
+    if not os.environ.get(URL_ENV) or not worker_key():
         raise ValidationError(
             f"spawn runs inside a worker: {URL_ENV} and {KEY_ENV} are set by the orchestrator "
             "for each worker (outside a worker, use the API or `python -m orchestrator run`)"

@@ -68,7 +68,7 @@ from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import Adapter, WorkerContext
 from ..workers.confinement import Confinement
-from ..workers.environment import add_caches, base_env
+from ..workers.environment import add_caches, base_env, provider_keys_by_file
 from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
 from ..workspace.filesystem import read_json_lines
@@ -399,12 +399,13 @@ class ConflictResolver:
         header = f"===== resolver attempt {number} ({adapter.name}) in {tree} =====\n".encode()
         offset = self.workspace.append_log(log_path, header) + len(header)
         try:
-            argv = adapter.build_argv(ctx)
+            # (Its provider key in a file of its TMPDIR where its CLI reads one and /proc is shared.)
+            argv, env = provider_keys_by_file(adapter, adapter.build_argv(ctx), {**env, **adapter.extra_env(ctx)}, sandbox)
             tag = f"{self.job.root_id}.resolve-{secrets.token_hex(6)}"
             handle = self.runner.spawn(
                 argv,
                 cwd=tree,
-                env={**env, **adapter.extra_env(ctx)},
+                env=env,
                 log_path=log_path,
                 tag=tag,
                 sandbox=sandbox,

@@ -72,6 +72,7 @@ from ..workers.adapters import reported_model
 from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.cli_configs import check_reachable, live_endpoints
 from ..workers.confinement import Confinement
+from ..workers.environment import credential_by_file, provider_keys_by_file
 from .locked_only import assert_held, locked_only
 from .tables import Outcome
 
@@ -390,6 +391,9 @@ class Attempts:
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
+            env = credential_by_file(env, sandbox)  # no key in an environment other trees can read
+            argv, env = provider_keys_by_file(self.adapter, argv, env, sandbox)  # nor a provider key its CLI can read from a file
+            attempt.argv = audit_record.redacted_argv(argv, self.prompt)
             if sandbox is not None and sandbox.egress is not None:
                 # Its CLI's config names a model endpoint its proxy refuses (a file a worker may have
                 # changed since the job began): failed now, naming the setting, not waited on until its timeout.

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..process import backends
-from ..process.sandbox import SandboxSpec, unix_socket_filter
+from ..process.sandbox import SandboxSpec, refusals, seccomp_program
 from . import gitcmd, gitwork
 from .gitwork import GIT_TIMEOUT, GitError
 
@@ -89,8 +89,8 @@ class CheckoutGit:
             # Not the CLI's state overlays (git needs none); dies with this server.
             spec = replace(self.sandbox, private=(), die_with_parent=True, chdir=str(self.directory))
             argv = backends.argv(spec, argv)
-            seccomp = _unix_socket_filter(spec)
-            if seccomp is not None:  # as the shim refuses them to a worker: a filter git runs is the worker's code
+            seccomp = _worker_filter(spec)
+            if seccomp is not None:  # the worker's own program (the shim's): a filter git runs is the worker's code
                 at = argv.index("--")
                 argv[at:at] = ["--seccomp", str(seccomp)]
         environment = {k: v for k, v in os.environ.items() if k in _KEPT}
@@ -125,14 +125,15 @@ class CheckoutGit:
         return done
 
 
-def _unix_socket_filter(spec: SandboxSpec) -> int | None:
-    """A descriptor holding the seccomp program that refuses ``socket(AF_UNIX)`` (process/sandbox.py),
-    for bubblewrap's ``--seccomp``; None where Unix sockets stay open (the setting, or no program here)."""
-    found = None if spec.unix_sockets else unix_socket_filter()
+def _worker_filter(spec: SandboxSpec) -> int | None:
+    """A descriptor holding the worker's seccomp program (process/sandbox.py: no reaching into another
+    process; ``socket(AF_UNIX)`` refused unless the setting opens it), for the backend's ``--seccomp``;
+    None where there is no program here."""
+    found = seccomp_program(refusals(spec))
     if found is None:
         return None
     fd = os.memfd_create("orchestrator-seccomp", os.MFD_CLOEXEC)
-    os.write(fd, bytes.fromhex(found.split()[2]))
+    os.write(fd, found[2])
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 

@@ -17,7 +17,8 @@ What a Landlock-confined process may do (docs/sandbox.md, "Where bubblewrap cann
   Without mounts the source is granted and git is told (:func:`environment`): ``GIT_OBJECT_DIRECTORY``
   the workers' store, ``GIT_ALTERNATE_OBJECT_DIRECTORIES`` the repository's, which stays read-only;
 * **the network** of the host, or only the TCP ports of :func:`connect_ports` (ABI 4: Landlock's
-  TCP rules, with a seccomp program that refuses UDP and raw sockets, which Landlock does not cover);
+  TCP rules, with a seccomp program that refuses every socket they do not cover: UDP, MPTCP, SCTP, raw,
+  packet, and every family but Unix, netlink and IP: process/sandbox.py's :class:`Refusals`);
 * **signal** and reach abstract Unix sockets only within its own domain (ABI 6 scopes).
 
 Given up against bubblewrap: no mount view (no project view, no private view of refs: the tree's ref
@@ -34,7 +35,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .sandbox import PROBE_TIMEOUT, SandboxNetwork, SandboxSpec, _existing, _folders, network_filter
+from .sandbox import PROBE_TIMEOUT, Refusals, SandboxNetwork, SandboxSpec, _existing, _folders, seccomp_program
 from .shim import PERL
 
 NAME = "orchestrator-landlock"  # the launcher's first argument: how it shows in ps and in its messages
@@ -211,11 +212,13 @@ def argv(spec: SandboxSpec, command: Sequence[str]) -> list[str]:
             out += [letter, path]
     for port in ports or ():
         out += ["-c", str(port)]
-    if ports is not None:  # UDP and raw sockets, which Landlock's TCP rules do not cover
-        program = network_filter()
-        if program is None:
-            raise ValueError(f"no seccomp program for {os.uname().machine}: the network cannot be restricted")
-        out += ["-s", program.hex()]
+    # The sandbox's own program, for everything in it: no reaching into another process, and with the
+    # network restricted by its rules no socket they do not cover (UDP, MPTCP, SCTP, raw, packet).
+    program = seccomp_program(Refusals(unix=False, network=ports is not None))
+    if program is None and ports is not None:
+        raise ValueError(f"no seccomp program for {os.uname().machine}: the network cannot be restricted")
+    if program is not None:
+        out += ["-s", program[2].hex()]
     if spec.die_with_parent:
         out.append("-k")
     if spec.chdir:

@@ -50,7 +50,7 @@ from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import Backend, ProjectView, SandboxSpec, unix_socket_filter
+from .sandbox import Backend, ProjectView, SandboxSpec, worker_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -349,8 +349,8 @@ class ProcessRunner:
         # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
         # must die with this process (a node's attempt) keeps the shim.
         lifeline: tuple[int, int] | None = None
-        if sandbox is not None and not sandbox.unix_sockets:
-            refuse_unix_sockets(full_env, self.perl)
+        if sandbox is not None:
+            install_worker_filter(full_env, self.perl, sandbox)
         egress = None
         if sandbox is not None and sandbox.network is SandboxNetwork.ALLOW:
             # Its proxy, listening before it starts: in its network namespace, Unix sockets the shim's
@@ -770,11 +770,12 @@ def _group_alive(pgid: int) -> bool:
     return procscan.group_alive(pgid)
 
 
-def refuse_unix_sockets(env: dict[str, str], perl: str | None) -> None:
-    """Have the perl shim refuse ``socket(AF_UNIX)`` to the worker it starts (process/sandbox.py's
-    filter). Without Perl, or on an architecture the filter does not know, Unix sockets stay open:
+def install_worker_filter(env: dict[str, str], perl: str | None, sandbox: SandboxSpec) -> None:
+    """Have the perl shim install the worker's seccomp program (process/sandbox.py) on itself before it
+    starts the worker: ``socket(AF_UNIX)`` refused unless ``workers.sandbox_unix_sockets``, no reaching
+    into another process. Without Perl, or on an architecture the filter does not know, there is none:
     logged once (docs/sandbox.md says so)."""
-    found = unix_socket_filter()
+    found = worker_filter(sandbox)
     if found is not None and perl is not None:
         env[protocol.SHIM_STASH + "SECCOMP"] = found
     else:
@@ -784,7 +785,9 @@ def refuse_unix_sockets(env: dict[str, str], perl: str | None) -> None:
 @functools.lru_cache(maxsize=2)
 def _unfiltered(why: str) -> None:
     logging.getLogger("orchestrator.sandbox").warning(
-        "sandboxed workers can make Unix sockets here (%s): the host sockets they can see stay reachable", why
+        "sandboxed workers run without a seccomp filter here (%s): they can make Unix sockets, and the host "
+        "sockets they can see stay reachable",
+        why,
     )
 
 

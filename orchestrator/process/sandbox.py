@@ -16,10 +16,13 @@ What a sandboxed process and everything it starts get:
 * its checkout also at the repository's own path, its cwd there (:class:`ProjectView`), where the
   checkout is a linked worktree of a repository the orchestrator lies in or beside;
 * no Unix socket of its own making (``unix_sockets`` false, the default): the shim installs a seccomp
-  filter before the worker starts (:func:`unix_socket_filter`) under which ``socket(AF_UNIX)`` fails
+  filter before the worker starts (:func:`worker_filter`) under which ``socket(AF_UNIX)`` fails
   with EPERM, so neither the host's path sockets (a read-only bind does not stop ``connect()``) nor
   its abstract ones (no path at all) can be reached; ``socketpair`` stays allowed (Node's and
-  Python's child-process pipes);
+  Python's child-process pipes); under the same filter, whatever the setting, no ``ptrace``,
+  ``process_vm_readv``/``writev`` nor ``pidfd_getfd`` (the shim and its bridge hold what the worker is
+  refused; the bridge is also not dumpable), and with a restricted network no socket but Unix, netlink,
+  TCP and (in its own namespace) UDP: no MPTCP, SCTP, raw or packet socket (:class:`Refusals`);
 * its own PID namespace (``--unshare-pid``): it sees and can signal only its own processes, and
   when the namespace's init dies the kernel kills every process in it, whatever it did with its
   session, process group or environment: the tree is one unit;
@@ -382,42 +385,82 @@ def runtime_view(
     return tuple(found), tuple(kept)
 
 
-# seccomp (Linux): the programs the shim installs before it starts a sandboxed worker (process/shim.py)
-# and Landlock's launcher installs (process/landlock.py). Per architecture the process runs as
-# (AUDIT_ARCH_*), the system calls that make a socket: socket(family, type, ...) and, for 32-bit x86
-# programs, socketcall(SYS_SOCKET, ...), whose family cannot be seen (it is behind a pointer), so every
-# socketcall socket is refused there (glibc calls socket itself since Linux 4.3). Any other
-# architecture's calls are allowed.
-_AF_UNIX, _AF_INET, _AF_INET6, _AF_PACKET = 1, 2, 10, 17
-_SOCK_DGRAM, _SOCK_RAW = 2, 3
+# seccomp (Linux): the programs that hold for everything in a sandbox the worker can reach. The shim
+# installs the worker's on itself once its network bridge is forked (process/shim.py), so the worker
+# and the shim it could otherwise attach to hold it; Landlock's launcher installs the sandbox's on
+# itself (process/landlock.py), git run in a sandbox gets the worker's (git/sandboxed.py). Per
+# architecture the process runs as (AUDIT_ARCH_*): the system calls that make a socket, socket(family,
+# type, protocol) and, for 32-bit x86 programs, socketcall(SYS_SOCKET, ...), whose arguments cannot be
+# seen (they are behind a pointer), so every socketcall socket is refused where sockets are filtered
+# (glibc calls socket itself since Linux 4.3); and those that reach into another process (ptrace,
+# process_vm_readv/writev, pidfd_getfd), always refused: a worker attached to its shim or its bridge,
+# which run without its Unix-socket refusal, had their sockets. Any other architecture's calls are allowed.
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
+_SOCK_STREAM, _SOCK_DGRAM = 1, 2
+_IPPROTO_TCP, _IPPROTO_UDP = 6, 17
 _SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK and SOCK_CLOEXEC
 _X32 = 0x40000000
-_FILTERS: dict[str, tuple[int, int, dict[int, tuple[tuple[int, ...], tuple[int, ...]]]]] = {
-    # machine: (prctl, seccomp, {audit arch: (socket's numbers, socketcall's)})
-    "x86_64": (157, 317, {0xC000003E: ((41, _X32 | 41), ()), 0x40000003: ((359,), (102,))}),
-    "aarch64": (167, 277, {0xC00000B7: ((198,), ()), 0x40000028: ((281,), ())}),
-    "riscv64": (167, 277, {0xC00000F3: ((198,), ())}),
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """One audit architecture's system call numbers: the socket makers, and those that reach into
+    another process (ptrace, process_vm_readv, process_vm_writev, pidfd_getfd)."""
+
+    sockets: tuple[int, ...]
+    socketcalls: tuple[int, ...]
+    reaching: tuple[int, ...]
+
+
+_FILTERS: dict[str, tuple[int, int, dict[int, _Arch]]] = {
+    # machine: (prctl, seccomp, {audit arch: its numbers}); x32 numbers carry _X32 (its own ptrace and
+    # process_vm_* numbers: 521, 539, 540).
+    "x86_64": (
+        157,
+        317,
+        {
+            0xC000003E: _Arch((41, _X32 | 41), (), (101, 310, 311, 438, *(_X32 | n for n in (521, 539, 540, 438)))),
+            0x40000003: _Arch((359,), (102,), (26, 347, 348, 438)),
+        },
+    ),
+    "aarch64": (
+        167,
+        277,
+        {0xC00000B7: _Arch((198,), (), (117, 270, 271, 438)), 0x40000028: _Arch((281,), (), (26, 376, 377, 438))},
+    ),
+    "riscv64": (167, 277, {0xC00000F3: _Arch((198,), (), (117, 270, 271, 438))}),
 }
 _EPERM = 1
-# What each program refuses: (family, the types refused; none listed: every type).
-UNIX_SOCKETS: tuple[tuple[int, tuple[int, ...]], ...] = ((_AF_UNIX, ()),)
-# No network (Landlock's TCP rules cover TCP only): UDP and raw IP sockets, and packet sockets.
-DATAGRAMS: tuple[tuple[int, tuple[int, ...]], ...] = (
-    (_AF_INET, (_SOCK_DGRAM, _SOCK_RAW)),
-    (_AF_INET6, (_SOCK_DGRAM, _SOCK_RAW)),
-    (_AF_PACKET, ()),
-)
 
 
-def _bpf(
-    arches: Mapping[int, tuple[Sequence[int], Sequence[int]]], refused: Sequence[tuple[int, Sequence[int]]] = UNIX_SOCKETS
-) -> bytes:
-    """A classic BPF seccomp program: EPERM for ``socket(family, type)`` as ``refused`` lists and for
-    every ``socketcall(SYS_SOCKET)``, else allow. Assembled with labels; jumps are relative, forward."""
+@dataclass(frozen=True)
+class Refusals:
+    """What a seccomp program refuses besides reaching into another process: ``socket(AF_UNIX)``
+    (``unix``); with ``network``, every family but Unix, netlink and IP, and of IP every socket but
+    TCP (protocol 0 or IPPROTO_TCP: not MPTCP, SCTP, raw), and UDP too unless ``datagrams`` (a
+    network namespace of its own: its UDP reaches nothing but its own loopback)."""
+
+    unix: bool = True
+    network: bool = False
+    datagrams: bool = False
+
+
+def refusals(spec: SandboxSpec, *, unix: bool = True) -> Refusals:
+    """What ``spec``'s programs refuse (``unix`` False: the sandbox's own, which its bridge runs under)."""
+    restricted = spec.network is not SandboxNetwork.HOST
+    own_namespace = spec.backend is Backend.BUBBLEWRAP
+    return Refusals(unix=unix and not spec.unix_sockets, network=restricted, datagrams=restricted and own_namespace)
+
+
+def _bpf(arches: Mapping[int, _Arch], refused: Refusals) -> bytes:
+    """A classic BPF seccomp program: EPERM for the reaching calls, for the sockets ``refused`` names
+    and, where any socket is refused, for every ``socketcall(SYS_SOCKET)``; else allow. Assembled with
+    labels; jumps are relative, forward."""
     ld, jeq, ret, and_ = 0x20, 0x15, 0x06, 0x54  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K, BPF_ALU|AND|K
     allow, deny = 0x7FFF0000, 0x00050000 | _EPERM  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
-    nr, arch, arg0, arg1 = 0, 4, 16, 24  # struct seccomp_data offsets (the arguments' low 32 bits: little-endian)
-    code: list[tuple[int, str | None, int]] = []  # (opcode, label jumped to when equal, k); a str k-less item is a label
+    nr, arch, arg0, arg1, arg2 = 0, 4, 16, 24, 32  # struct seccomp_data offsets (the arguments' low 32 bits: little-endian)
+    filtered = refused.unix or refused.network
+    code: list[tuple[int, str | None, int]] = []  # (opcode, label jumped to when equal, k)
     labels: dict[str, int] = {}
 
     def label(name: str) -> None:
@@ -426,32 +469,42 @@ def _bpf(
     code.append((ld, None, arch))
     code += [(jeq, f"arch{i}", audit) for i, audit in enumerate(arches)]
     code.append((ret, None, allow))
-    for i, (sockets, socketcalls) in enumerate(arches.values()):
+    for i, numbers in enumerate(arches.values()):
         label(f"arch{i}")
         code.append((ld, None, nr))
-        code += [(jeq, "socket", n) for n in sockets] + [(jeq, "socketcall", n) for n in socketcalls]
+        code += [(jeq, "deny", n) for n in numbers.reaching]
+        if filtered:
+            code += [(jeq, "socket", n) for n in numbers.sockets] + [(jeq, "deny", n) for n in numbers.socketcalls]
         code.append((ret, None, allow))
-    label("socketcall")
-    code += [(ld, None, arg0), (jeq, "deny", 1), (ret, None, allow)]  # SYS_SOCKET
-    label("socket")
-    code.append((ld, None, arg0))
-    code += [(jeq, f"family{i}", family) for i, (family, _) in enumerate(refused)]
-    code.append((ret, None, allow))
-    for i, (_, types) in enumerate(refused):
-        label(f"family{i}")
-        if not types:
+    if filtered:
+        label("socket")
+        code.append((ld, None, arg0))
+        if refused.unix:
+            code.append((jeq, "deny", _AF_UNIX))
+        if refused.network:
+            code += [(jeq, "allow", _AF_UNIX), (jeq, "allow", _AF_NETLINK), (jeq, "ip", _AF_INET), (jeq, "ip", _AF_INET6)]
             code.append((ret, None, deny))
-            continue
-        code += [(ld, None, arg1), (and_, None, _SOCK_TYPE_MASK)]
-        code += [(jeq, "deny", t) for t in types]
+            label("ip")
+            code += [(ld, None, arg1), (and_, None, _SOCK_TYPE_MASK), (jeq, "stream", _SOCK_STREAM)]
+            if refused.datagrams:
+                code.append((jeq, "datagram", _SOCK_DGRAM))
+            code.append((ret, None, deny))
+            label("stream")
+            code += [(ld, None, arg2), (jeq, "allow", 0), (jeq, "allow", _IPPROTO_TCP), (ret, None, deny)]
+            if refused.datagrams:
+                label("datagram")
+                code += [(ld, None, arg2), (jeq, "allow", 0), (jeq, "allow", _IPPROTO_UDP), (ret, None, deny)]
+        label("allow")
         code.append((ret, None, allow))
     label("deny")
     code.append((ret, None, deny))
     program = [(op, labels[to] - at - 1 if to is not None else 0, k) for at, (op, to, k) in enumerate(code)]
+    assert all(0 <= jt < 256 for _, jt, _ in program), "a seccomp jump past 255 instructions"
     return b"".join(struct.pack("=HBBI", op, jt, 0, k) for op, jt, k in program)
 
 
-def _program(refused: Sequence[tuple[int, Sequence[int]]]) -> tuple[int, int, bytes] | None:
+@functools.lru_cache(maxsize=8)
+def seccomp_program(refused: Refusals) -> tuple[int, int, bytes] | None:
     """(prctl's number, seccomp's, the program) here; None: not Linux, or an architecture not listed."""
     if not sys.platform.startswith("linux"):
         return None
@@ -462,21 +515,12 @@ def _program(refused: Sequence[tuple[int, Sequence[int]]]) -> tuple[int, int, by
     return prctl, seccomp, _bpf(arches, refused)
 
 
-@functools.lru_cache(maxsize=1)
-def unix_socket_filter() -> str | None:
-    """What the perl shim needs to refuse Unix sockets to a worker: "PRCTL SECCOMP HEX" (the two
-    system calls' numbers and the program's bytes); None where it cannot (not Linux, or an
-    architecture not listed: the sandbox then leaves Unix sockets open, and says so)."""
-    found = _program(UNIX_SOCKETS)
+def worker_filter(spec: SandboxSpec) -> str | None:
+    """What the perl shim installs for a worker of ``spec``: "PRCTL SECCOMP HEX" (the two system calls'
+    numbers and the program's bytes); None where it cannot (not Linux, or an architecture not listed:
+    the sandbox then leaves Unix sockets open, and says so)."""
+    found = seccomp_program(refusals(spec))
     return None if found is None else f"{found[0]} {found[1]} {found[2].hex()}"
-
-
-@functools.lru_cache(maxsize=1)
-def network_filter() -> bytes | None:
-    """The program that refuses UDP, raw and packet sockets (no network under Landlock, whose rules
-    cover TCP only); None where there is none."""
-    found = _program(DATAGRAMS)
-    return None if found is None else found[2]
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,13 @@ from .procscan import process_start_id, read_small
 # and then watches it while the worker runs: once it reads as closed, the shim kills its process
 # group (the worker with it) and writes no exit file, whichever link failed to fire.
 #
-# SECCOMP (a sandboxed worker, unless workers.sandbox_unix_sockets): prctl's and seccomp's system call
-# numbers and a BPF program (process/sandbox.py's unix_socket_filter), which the shim's child installs
-# (PR_SET_NO_NEW_PRIVS, then SECCOMP_SET_MODE_FILTER) just before it execs the worker: in the sandbox,
-# so nothing outside is filtered, and before any of the worker's code runs.
+# SECCOMP (a sandboxed worker): prctl's and seccomp's system call numbers and a BPF program
+# (process/sandbox.py's worker_filter: Unix sockets refused unless workers.sandbox_unix_sockets, no
+# ptrace, process_vm_* nor pidfd_getfd), which the shim installs on itself (PR_SET_NO_NEW_PRIVS, then
+# SECCOMP_SET_MODE_FILTER) once its bridge is forked and before it forks the worker: in the sandbox, so
+# nothing outside is filtered, before any of the worker's code runs, and over the shim too (unfiltered,
+# a worker attached to it, or wrote its memory through /proc, and made the sockets refused to itself).
+# The bridge, which needs its Unix sockets, is made not dumpable instead.
 #
 # Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
 # into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
@@ -73,7 +76,7 @@ SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 # sockets bound into the sandbox. The shim listens on each ADDRESS:PORT of the namespace's loopback
 # (before the worker starts: it never finds the port closed) and forks the bridge, which accepts and
 # forks once per connection to carry its bytes to SOCKET and back (half-closes passed on). It runs
-# outside the worker's seccomp filter (its connect() to the socket is the one AF_UNIX use allowed), in
+# outside the worker's seccomp filter (its connect() to the socket is the one AF_UNIX use allowed), not dumpable, in
 # a process group of its own, which the shim kills once the worker has ended: bubblewrap's init
 # waits for every process of the namespace, so a bridge left running would keep the sandbox open. Builtins only, numbers for the constants
 # (AF_INET 2, AF_UNIX 1, SOCK_STREAM 1, SOL_SOCKET 1, SO_REUSEADDR 2, IPPROTO_TCP 6, TCP_NODELAY 1):
@@ -96,7 +99,10 @@ BRIDGE = (
     # Its group made by both sides (the child may not have run yet when a short worker has ended and
     # the group is killed: a bridge that set its group only after that outlived its worker).
     " setpgrp($k, $k) if $k;\n"
-    " if (!$k) { setpgrp(0, 0); $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
+    # Not dumpable (prctl PR_SET_DUMPABLE 0): the worker, without capabilities, cannot reach into it
+    # (/proc/PID/mem, ptrace, pidfd_getfd), while it keeps the Unix sockets the worker's filter refuses.
+    " if (!$k) { setpgrp(0, 0); syscall((split / /, $u)[0] + 0, 4, 0, 0, 0, 0) if $u;\n"
+    "  $SIG{CHLD} = 'IGNORE'; my $m = ''; vec($m, fileno($_->[0]), 1) = 1 for @l;\n"
     "  while (1) { my $r = $m; next if select($r, undef, undef, undef) < 0;\n"
     "   for my $e (@l) { next unless vec($r, fileno($e->[0]), 1); my $c; accept($c, $e->[0]) or next; my $f = fork;\n"
     "    if (defined $f && !$f) { close $_->[0] for @l; setsockopt($c, 6, 1, pack('i', 1)); my $v;\n"
@@ -112,7 +118,7 @@ PERL_SHIM = (
     f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
-    f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.unix_socket_filter
+    f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.worker_filter
     f"my $t = delete $ENV{{'{protocol.SHIM_STASH}DEADLINE'}}; my ($w, $z) = (0, 0);\n"  # "EPOCH GRACE" (DEADLINE above)
     # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
     f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
@@ -121,14 +127,19 @@ PERL_SHIM = (
     ' the worker is not started\\n"; exit 125 }'
     " open($g, '<&=', $l) or undef $g; $SIG{CHLD} = sub {} }\n"  # a handler: the worker's end interrupts the select below
     # A sandbox without a network of its own (BRIDGE below): the bridge listens before the worker starts.
-    f"my $x = delete $ENV{{'{protocol.SHIM_STASH}BRIDGE'}};\n" + BRIDGE + "my $p = fork;\n"
+    f"my $x = delete $ENV{{'{protocol.SHIM_STASH}BRIDGE'}};\n"
+    + BRIDGE
+    # The worker's seccomp filter (SECCOMP above), on the shim itself once its bridge is forked: it holds
+    # for the worker and everything it starts, and for the shim it could otherwise attach to. A filter
+    # that cannot be installed starts no worker.
+    + "if ($u) { my ($n, $c, $h) = split / /, $u; my $b = pack('H*', $h);"
+    " unless (syscall($n + 0, 38, 1, 0, 0, 0) == 0 && syscall($c + 0, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0) {"
+    ' print STDERR "orchestrator-shim: cannot install the sandbox seccomp filter: $!: the worker is not started\\n";'
+    " kill 9, -$k if $k; my $o; if (open($o, '+<', $f) || open($o, '>', $f)) { print $o \"exit 126\\n\"; truncate($o, tell($o)); close $o }"
+    " exit 126 } }\n"
+    "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
-    # A sandboxed worker's seccomp filter (SECCOMP below), last before the exec: it holds for the worker
-    # and everything it starts. A filter that cannot be installed starts no worker.
-    "if (!$p && $u) { my ($n, $c, $h) = split / /, $u; my $b = pack('H*', $h);"
-    " unless (syscall($n + 0, 38, 1, 0, 0, 0) == 0 && syscall($c + 0, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0) {"
-    ' print STDERR "orchestrator-shim: cannot install the sandbox seccomp filter: $!: the worker is not started\\n"; exit 126 } }\n'
     'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     # The deadline's alarm (DEADLINE above; $z: 1 once SIGTERM went out, 2 once SIGKILL did).
     "if (defined $t) { ($t, $w) = split / /, $t; $SIG{ALRM} = sub { my $n = $t - time; if ($n > 0) { alarm($n); return }\n"

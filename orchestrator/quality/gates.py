@@ -143,7 +143,7 @@ def gate_argv(gate: Gate) -> list[str]:
 def gate_env(worker_env: Mapping[str, str], gate: Gate) -> dict[str, str]:
     """The worker's environment without its API credential (a gate never holds it) or colour
     forcing, ``COLOURLESS``, then the gate's own ``env``."""
-    env = {k: v for k, v in worker_env.items() if k != protocol.API_KEY and k not in COLOUR_FORCING}
+    env = {k: v for k, v in worker_env.items() if k not in (protocol.API_KEY, protocol.API_KEY_FILE) and k not in COLOUR_FORCING}
     return {**env, **COLOURLESS, **(gate.get("env") or {})}
 
 

@@ -134,7 +134,7 @@ def run_command(
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / f"scoring-{candidate.name}.log"
     log_path.unlink(missing_ok=True)  # one run per log: the runner appends
-    env = {k: v for k, v in env.items() if k != protocol.API_KEY}  # never the worker's key
+    env = {k: v for k, v in env.items() if k not in (protocol.API_KEY, protocol.API_KEY_FILE)}  # never the worker's key
     timeout = settings.scoring.timeout
     try:
         tag = f"{candidate.tree_tag}scoring-{candidate.name}-{secrets.token_hex(4)}"

@@ -17,7 +17,8 @@ for an API error ``api_error_status``, ``api_error_type`` and ``retry_after``. T
 
 Credentials: ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` from the worker's environment
 (the server's ``workers.env`` / ``env_passthrough``), given to the client explicitly so the SDK
-looks for no other credential. The key is never printed.
+looks for no other credential; the key from ``--api-key-file`` instead where the orchestrator moved
+it out of an environment other processes can read (a Landlock sandbox). The key is never printed.
 
 Prompt caching: the system prompt and the tools are the same for every worker, and cached. When
 ``ORCHESTRATOR_SHARED_CONTEXT`` names a file whose text the prompt starts with (the job's shared
@@ -121,6 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-retries", type=int, default=2, help="the SDK's own retries of a failed request")
     parser.add_argument("--prices", help="USD per million input,output,cache-write,cache-read tokens")
     parser.add_argument("--no-tools", action="store_true", help="offer the model no tools: one answer")
+    parser.add_argument("--api-key-file", type=Path, help="a file holding the key (in place of ANTHROPIC_API_KEY)")
     return parser.parse_args(argv)
 
 
@@ -217,7 +219,7 @@ def agent_loop(args: argparse.Namespace, run: Run) -> str:
     # tool result, the conversation or the log.
     env = {name: value for name, value in os.environ.items() if name not in SECRET_ENV}
     tools = Tools(args.root, command_timeout=args.command_timeout, output_chars=args.tool_output_chars, env=env)
-    client = make_client(args.max_retries)
+    client = make_client(args.max_retries, args.api_key_file)
     emit(
         {
             "type": "system",
@@ -272,10 +274,18 @@ def move_breakpoint(messages: list[dict[str, Any]], results: list[dict[str, Any]
     results[-1]["cache_control"] = CACHED
 
 
-def make_client(max_retries: int) -> Any:
+def make_client(max_retries: int, key_file: Path | None = None) -> Any:
     import anthropic  # the SDK: imported here, after the arguments and the prompt were checked
 
-    key = os.environ.get("ANTHROPIC_API_KEY", "")
+    if key_file is not None:
+        try:
+            key = key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise Failed(
+                "error", f"cannot read the API key file {key_file}: {exc.strerror}", api_error_type="authentication_error"
+            ) from None
+    else:
+        key = os.environ.get("ANTHROPIC_API_KEY", "")
     if not key.strip():
         raise Failed(
             "error",

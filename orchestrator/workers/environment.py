@@ -16,8 +16,10 @@ from ..config import Isolation, JobConfig, Settings
 from ..config.schema import DEFAULT_TOKEN_ENV
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
+from ..process.sandbox import Backend, SandboxSpec
 from ..workspace.layout import Workspace
 from .adapters import get_adapter
+from .adapters.base import Adapter
 from .caches import ENV_READ, cache_env
 from .prompts import PromptFacts, SharedText, check_template, prompt_template_path, render_worker_prompt
 from .sharedcontext import SharedContexts
@@ -167,6 +169,68 @@ def worker_env(
         if credentials is not None:
             env[protocol.API_KEY] = credentials.issue(rec.root_id, rec.job_id, rec.name)
     return env
+
+
+KEY_FILE = ".orchestrator-api-key"  # in the worker's TMPDIR: its credential where /proc is shared
+
+
+def environ_shared(sandbox: SandboxSpec | None) -> bool:
+    """Whether other trees' workers can read this one's ``/proc/PID/environ``: a sandbox without a
+    PID namespace (Landlock, Seatbelt), in which a process of another tree (as root: any) reads the
+    environment of every other. Not under bubblewrap (its PID namespace shows no other tree) nor
+    unconfined (any process of the user may read any file of the user's anyway)."""
+    return sandbox is not None and sandbox.backend is not Backend.BUBBLEWRAP
+
+
+def _private_file(folder: str, name: str, value: str) -> str:
+    """``value`` in ``folder/name``, 0600, made afresh (a name the worker planted, a link among
+    them, is removed, never followed): its path."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, name)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(value + "\n")
+    return path
+
+
+def credential_by_file(env: dict[str, str], sandbox: SandboxSpec | None) -> dict[str, str]:
+    """``env`` with the worker's credential moved to a file only it can read where other processes
+    can read its environment (:func:`environ_shared`). The file is in its TMPDIR, which its sandbox
+    lets no other worker's read; ``ORCHESTRATOR_API_KEY_FILE`` names it (the spawn and lock helpers
+    and the client read it: api/wire.py's worker_key)."""
+    key, tmp = env.get(protocol.API_KEY), env.get("TMPDIR")
+    if not environ_shared(sandbox) or not key or not tmp:
+        return env
+    moved = {k: v for k, v in env.items() if k != protocol.API_KEY}
+    moved[protocol.API_KEY_FILE] = _private_file(tmp, KEY_FILE, key)
+    return moved
+
+
+def provider_keys_by_file(
+    adapter: Adapter, argv: list[str], env: dict[str, str], sandbox: SandboxSpec | None
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) with each provider key the worker's CLI can read from a file (its adapter's
+    ``keys_by_file``: claude's apiKeyHelper, the anthropic worker's --api-key-file) moved out of its
+    environment into a file only it can read, where other processes can read that environment
+    (:func:`environ_shared`); the others stay (docs/sandbox.md names which CLIs cannot)."""
+    tmp = env.get("TMPDIR")
+    if not environ_shared(sandbox) or not tmp:
+        return argv, env
+    for variable in adapter.keys_by_file:
+        value = env.get(variable)
+        if not value:
+            continue
+        path = _private_file(tmp, f".orchestrator-{variable.lower().replace('_', '-')}", value)
+        changed = adapter.key_from_file(argv, variable, path)
+        if changed is None:
+            os.unlink(path)
+            continue
+        argv, env = changed, {k: v for k, v in env.items() if k != variable}
+    return argv, env
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,11 @@ class AnthropicAdapter(Adapter):
             argv += ["--prices", ",".join(f"{p!r}" for p in prices)]
         return argv
 
+    keys_by_file = ("ANTHROPIC_API_KEY",)
+
+    def key_from_file(self, argv: list[str], variable: str, path: str) -> list[str] | None:
+        return [*argv, "--api-key-file", path] if variable == "ANTHROPIC_API_KEY" else None
+
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         obj = last_json_object(text, lambda o: o.get("type") == "result")
         if obj is None:

@@ -249,6 +249,15 @@ class Adapter:
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         return {}
 
+    # The provider-key variables its CLI can read from a file instead (key_from_file): where other
+    # processes read a worker's environment (workers/environment.py's provider_keys_by_file).
+    keys_by_file: tuple[str, ...] = ()
+
+    def key_from_file(self, argv: list[str], variable: str, path: str) -> list[str] | None:
+        """``argv`` made to read ``variable``'s value from the file at ``path`` rather than from the
+        environment, or None where it cannot (the variable then stays in the environment)."""
+        return None
+
     def readable(self, line: str) -> str | None:
         """``line`` of this kind's log as a person reads it (``logs``; None: nothing to show). By
         default as written: only a CLI that streams JSON events has another form (transcript.py)."""

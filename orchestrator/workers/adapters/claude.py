@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -138,6 +139,16 @@ class ClaudeAdapter(AICLIAdapter):
         if ctx.resume_session:
             argv += ["--resume", ctx.resume_session]
         return [*argv, *cli_args_of(ctx), "--", ctx.prompt]
+
+    keys_by_file = ("ANTHROPIC_API_KEY",)
+
+    def key_from_file(self, argv: list[str], variable: str, path: str) -> list[str] | None:
+        """Its ``apiKeyHelper`` (a shell command whose output is the key, sent as x-api-key) in a
+        ``--settings`` of its own; not where the user's cli_args give one (claude reads one only)."""
+        options = argv[: argv.index("--")] if "--" in argv else argv
+        if variable != "ANTHROPIC_API_KEY" or any(a == "--settings" or a.startswith("--settings=") for a in options):
+            return None
+        return [argv[0], "--settings", json.dumps({"apiKeyHelper": f"cat {shlex.quote(path)}"}), *argv[1:]]
 
     def state_files(self, settings: Settings, env: Mapping[str, str]) -> list[Path]:
         """Without CLAUDE_CONFIG_DIR, its config file sits in the home folder itself."""
