@@ -275,7 +275,7 @@ class Continuing:
             for name in breakers:
                 try:
                     self._back_to_worker(job, name)
-                except (OrchestratorError, OSError, ValueError):
+                except Exception:  # a bug or a full disk: said in the log; the job keeps what its records say
                     log.exception("sending worker %s of job %s back failed", name, job.id)
         finally:
             with self._guard:
