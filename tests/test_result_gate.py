@@ -19,6 +19,7 @@ import requests
 from orchestrator.cli import scripts
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.reports.status_document import job_status, status_table
+from orchestrator.webhooks.event_types import job_summary
 from orchestrator.workspace.stages import LEDGER
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
@@ -369,6 +370,131 @@ def test_a_graph_s_integration_branch_moves_only_to_a_passing_tree_and_a_depende
         assert tip is not None and git(host, "show", f"{tip}:calc.py") == CALC.replace("total", "sum_all")
         assert "report.py" not in git(host, "ls-tree", "--name-only", tip)
         assert unittest_on(host, tip, tmp_path).returncode == 0
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
+# -- back to the worker: a breaker sent back with the failing output, its checkout brought up --------
+
+# A command worker that reads its prompt file: told of the ImportError, it moves its caller to the new
+# name (which only works in a checkout that holds the rename); else it runs its task.
+FIXES_WHEN_TOLD = [
+    "bash",
+    "-c",
+    'if grep -q "ImportError" "$1"; then sed -i s/total/sum_all/g report.py test_report.py; else {task}; fi',
+    "worker",
+    "{prompt_file}",
+]
+# The same, but it never acts on what it is told: it runs its task again.
+DEAF_TO_IT = ["bash", "-c", "{task}", "worker", "{prompt_file}"]
+
+
+def _settled(engine, job):
+    """The job once its breakers' rounds sent back are over (the job at rest, no round running)."""
+    wait_until(lambda: not engine.continuing.busy(job.root_id), timeout=120, what="the rounds sent back end")
+    future = engine.continuing.futures.get(job.root_id)
+    if future is not None:
+        future.result(60)
+    return engine.queries.get_job(job.id)
+
+
+def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(tmp_path):
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": FIXES_WHEN_TOLD})
+    try:
+        before = snapshot(host, folder)
+        config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
+        job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
+        done = _settled(engine, job)
+        rec = workers(engine, job)["worker_2"]
+        assert len(rec.rounds) == 1, [r.to_dict() for r in rec.rounds]  # one round sent back, counted
+        sent = rec.rounds[0]
+        # what it was told: the combination and why, what the others changed, the gate's output
+        assert "breaks the combination with worker_1: tests failed: ImportError: cannot import name 'total'" in sent.feedback
+        assert "calc.py" in sent.feedback and "===== gate tests failed" in sent.feedback
+        assert sent.state == "success" and sent.result_commit is not None, sent.merge_note
+        assert done.status is JobStatus.COMPLETED, done.notes
+        assert done.merge.left_out == () and list(done.merge.merged) == ["worker_1", "worker_2"]
+        assert any("worker worker_2 sent back (1 of 1 rounds): breaks the combination with worker_1" in n for n in done.notes)
+        result = result_of(host, job.id)
+        assert result == sent.result_commit
+        tree = git(host, "ls-tree", "--name-only", result).split()
+        assert "report.py" in tree and git(host, "show", f"{result}:calc.py") == CALC.replace("total", "sum_all")
+        assert "sum_all" in git(host, "show", f"{result}:report.py")
+        assert unittest_on(host, result, tmp_path).returncode == 0
+        doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+        assert doc["status"] == "completed" and scripts.status_exit_code(doc) == 0
+        # watch's events say it was sent back
+        logs = [p for p in engine.workspace.logs_dir(job.root_id).glob("*") if p.is_file()]
+        assert any("continue round 2 started (sent back: it broke the result)" in p.read_text(errors="replace") for p in logs)
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_a_breaker_whose_kind_cannot_take_feedback_is_left_out_at_once(tmp_path):
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]})
+    try:
+        before = snapshot(host, folder)
+        config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
+        job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
+        done = _settled(engine, job)
+        assert workers(engine, job)["worker_2"].rounds == []
+        assert done.status is JobStatus.PARTIAL
+        (left,) = done.merge.left_out
+        assert left["worker"] == "worker_2" and left["combination"] == "worker_1"
+        assert any(
+            n.startswith("left out: worker_2 (breaks the combination with worker_1: tests failed: ImportError")
+            and "not sent back: its kind cannot take feedback (orchestrator.command" in n
+            for n in done.notes
+        ), done.notes
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
+def test_the_simulated_worker_cannot_take_feedback(tmp_path):
+    from orchestrator.config import Settings
+    from orchestrator.workers.adapters import get_adapter
+
+    assert (
+        get_adapter("simulated").feedback_refusal(Settings(base_dir=tmp_path))
+        == "the simulated worker runs the same script whatever it is told"
+    )
+
+
+def test_a_breaker_whose_rounds_are_spent_is_left_out_with_the_combination_named(tmp_path):
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": DEAF_TO_IT})
+    try:
+        before = snapshot(host, folder)
+        config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
+        job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
+        result_1 = result_of(host, job.id)
+        done = _settled(engine, job)
+        rec = workers(engine, job)["worker_2"]
+        assert len(rec.rounds) == 1 and rec.rounds[0].result_commit is None, [r.to_dict() for r in rec.rounds]
+        assert done.status is JobStatus.PARTIAL
+        (left,) = done.merge.left_out
+        assert left["worker"] == "worker_2" and left["combination"] == "worker_1"
+        assert left["reason"].startswith("breaks the combination with worker_1: tests failed: ImportError"), left
+        assert left["reason"].endswith("; not fixed by 1 round(s) sent back"), left
+        assert result_of(host, job.id) == result_1
+        assert unittest_on(host, result_1, tmp_path).returncode == 0
+        final = engine.workspace.final_report(job.root_id).read_text()
+        assert "- Left out: `worker_2` (breaks the combination with worker_1: tests failed: ImportError" in final
+        assert "not fixed by 1 round(s) sent back" in final
+        # status JSON and table, check-status's exit code, a webhook delivery's job: the combination and why
+        doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
+        assert doc["merge"]["left_out"][0]["reason"] == left["reason"]
+        assert "not fixed by 1 round(s) sent back" in status_table(doc)
+        assert scripts.status_exit_code(doc) == 3
+        assert job_summary(done)["merge"]["left_out"] == [dict(left)]
         assert snapshot(host, folder) == before
     finally:
         engine.shutdown(timeout=10)

@@ -613,7 +613,11 @@ class TasksSettings(Section):
         parse=quality.parse_gates,
     )
     gates_retry: int = setting(
-        0, "extra attempts a worker gets after a failed gate, with the gate's output added to its prompt", min=0, max=20
+        0,
+        "extra attempts a worker gets after a failed gate, with the gate's output added to its prompt; "
+        "also the continue rounds a worker whose work breaks the merged result is sent back for",
+        min=0,
+        max=20,
     )
     on_failure: OnFailure = setting(
         OnFailure.SKIP,

@@ -31,6 +31,14 @@ The rules, decided here:
 - Costs: the round's cost is added to the worker's ``cost_usd`` (so to the job's) and told per round;
   a job whose ``max_cost_usd`` is spent is not continued (409).
 - The tree is read from its records on disk during a round (the engine lets go of it first).
+- Back to the worker (DESIGN §15, ``send_back``): a root job that ended with workers left out for
+  breaking the merged result (``left_out`` entries with a ``combination``, delivery/landing.py) sends
+  each back on its own, one after the other, for up to ``gates_retry`` rounds (0: none is): its branch
+  and checkout brought up to the result first (``_bring_up``: git on objects, then the checkout in its
+  sandbox), the feedback why the merged tree failed, what the others changed and the gate's output.
+  Its round lands as any round (``land_round``, gated with the rest). A kind that cannot take
+  feedback (``Adapter.feedback_refusal``) is left out at once; rounds spent, its ``left_out`` reason
+  says so. The job reads ``partial`` while these rounds run.
 """
 
 from __future__ import annotations
@@ -43,9 +51,15 @@ from typing import Any
 
 from .. import states
 from ..checkouts.checkout import Changes, CheckoutFailed, finish_checkout
-from ..config import Isolation
+from ..config import Isolation, MergeStrategy
 from ..delivery import landing
 from ..errors import ConfigError, Conflict, OrchestratorError, ValidationError, WorkerNotFound
+from ..git import conflicts as conflict_text
+from ..git.commits import Source
+from ..git.gitcmd import run_git
+from ..git.gitrefs import is_ancestor, job_prefix, update_ref
+from ..git.gitwork import check_ref
+from ..git.merging import pick
 from ..models import JobRecord, JobStatus, Round, WorkerRecord, WorkerStatus
 from ..quality.steps import Step
 from ..workers.adapters import get_adapter
@@ -87,6 +101,33 @@ def check_feedback(value: object) -> str:
             f"feedback is not valid text (a lone surrogate at {exc.start}): send it as UTF-8", key="feedback"
         ) from exc
     return text
+
+
+GATE_OUTPUT_CHARS = 6_000  # of each result gate's log, in a breaker's feedback
+
+
+def combination_feedback(why: str, changes: str, output: str) -> str:
+    """A breaker's round's feedback: why its work was left out of the result, what the other workers
+    changed (now in its checkout), and the failing gate's output; within ``FEEDBACK_MAX_CHARS``."""
+    head = (
+        f"Your work was left out of the job's result: {why}.\n"
+        "Your checkout now holds the job's result (the other workers' work) merged with yours; "
+        "change your work so that the gates pass on the two together, without undoing theirs."
+    )
+    parts = [head]
+    if changes:
+        parts.append("What the other workers changed (git diff --stat of the result against the base):\n" + changes)
+    if output:
+        parts.append("The gate's output on the merged result (its tail):\n" + output)
+    text = "\n\n".join(parts)
+    return text if len(text) <= FEEDBACK_MAX_CHARS else text[: FEEDBACK_MAX_CHARS - 40] + "\n[... the rest cut off]"
+
+
+def _left_out_entry(job: JobRecord, worker: str) -> dict[str, str] | None:
+    """The merge's ``left_out`` entry of ``worker`` as a combination's breaker (None: not, or no longer)."""
+    merge = job.merge
+    found = [w for w in merge.left_out if w.get("worker") == worker] if merge is not None else []
+    return found[0] if found and found[0].get("combination") is not None else None
 
 
 def continuation_prompt(prompt: str, record: WorkerRecord, feedback: str) -> str:
@@ -134,6 +175,7 @@ class Continuing:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="continue")
         self.futures: dict[str, Future[None]] = {}
         self._live: dict[str, LiveWorker] = {}  # root id -> the worker its round runs (cancelled at shutdown)
+        self._closing = False  # at shutdown: no breaker is sent back again
 
     def cancel(self, root_id: str) -> bool:
         """``cancel JOB`` of a job whose continue round runs: the round is stopped (kill ladder) and ends
@@ -179,18 +221,7 @@ class Continuing:
                 raise WorkerNotFound(f"job {job.id} has no worker {worker!r} (its workers: {names})") from exc
             self._lost(job, rec)
             self._check(job, rec)
-            rec.rounds.append(
-                Round(
-                    number=len(rec.rounds) + 2,
-                    feedback=text,
-                    started_at=self.ctx.clock.time(),
-                    first_attempt=len(rec.attempts) + 1,
-                    resumed_session=rec.session_id if get_adapter(rec.kind).resumes else None,
-                    previous_ended_at=rec.ended_at,
-                )
-            )
-            ws.save_worker(rec)
-            shown = rec.rounds[-1].to_dict()
+            shown = self._begin(rec, text).to_dict()
             self.futures[job.root_id] = self._pool.submit(self._run, job, rec, text)
         except BaseException:
             with self._guard:
@@ -199,6 +230,158 @@ class Continuing:
         how = "resuming its session" if shown["resumed_session"] else "with a prompt holding its previous outcome"
         self.ctx.announce.line(job, f"worker {rec.name}: continue round {shown['number']} started ({how})", rec.name)
         return {"job_id": job.id, "worker": rec.name, "round": shown}
+
+    def _begin(self, rec: WorkerRecord, feedback: str) -> Round:
+        """The round recorded on the worker (on disk) before it runs."""
+        rec.rounds.append(
+            Round(
+                number=len(rec.rounds) + 2,
+                feedback=feedback,
+                started_at=self.ctx.clock.time(),
+                first_attempt=len(rec.attempts) + 1,
+                resumed_session=rec.session_id if get_adapter(rec.kind).resumes else None,
+                previous_ended_at=rec.ended_at,
+            )
+        )
+        self.ctx.workspace.save_worker(rec)
+        return rec.rounds[-1]
+
+    # -- back to the worker: a breaker of the merged result (DESIGN §15) ------------------------------
+    def send_back(self, job: JobRecord) -> None:
+        """A root job that ended with workers left out for breaking the merged result (``left_out``
+        entries with a ``combination``): each is continued, one after the other on a thread of the
+        pool, for at most ``gates_retry`` rounds (``_back_to_worker``). Nothing when it names none,
+        or ``gates_retry`` is 0 (left out, as the landing said)."""
+        merge = job.merge
+        if not job.is_root or merge is None or job.config.gates_retry < 1:
+            return
+        breakers = [str(w["worker"]) for w in merge.left_out if w.get("combination") is not None]
+        if not breakers:
+            return
+        with self._guard:
+            if job.root_id in self._busy or self._closing:
+                return
+            self._busy.add(job.root_id)
+        try:
+            self.futures[job.root_id] = self._pool.submit(self._send_back, job, breakers)
+        except BaseException:
+            with self._guard:
+                self._busy.discard(job.root_id)
+            raise
+
+    def _send_back(self, job: JobRecord, breakers: list[str]) -> None:
+        try:
+            self._release(job.root_id)  # the rounds change its records on disk
+            for name in breakers:
+                try:
+                    self._back_to_worker(job, name)
+                except Exception:  # a bug or a full disk: said in the log; the job keeps what its records say
+                    log.exception("sending worker %s of job %s back failed", name, job.id)
+        finally:
+            with self._guard:
+                self._busy.discard(job.root_id)
+                self._live.pop(job.root_id, None)
+
+    def _back_to_worker(self, job: JobRecord, name: str) -> None:
+        """Up to ``gates_retry`` rounds of the breaker ``name``, each with why the merged result failed
+        and what the others changed, its checkout first brought up to the result (``_bring_up``); its
+        work lands through ``landing.land_round``, gated with the rest. A kind that cannot take
+        feedback is left out at once; rounds spent, it stays left out, its entry saying how many."""
+        ws = self.ctx.workspace
+        rounds = job.config.gates_retry
+        spent = 0
+        while True:
+            job = ws.load_job(job.id)
+            entry = _left_out_entry(job, name)
+            if entry is None or job.merge is None:
+                return  # its work landed
+            rec = ws.load_worker(job.root_id, job.depth, name)
+            refused = get_adapter(rec.kind).feedback_refusal(self.ctx.settings)
+            if refused or spent >= rounds:
+                if refused:
+                    job.notes.append(
+                        f"left out: {name} ({entry['reason']}); not sent back: its kind cannot take feedback ({refused})"
+                    )
+                else:
+                    entry["reason"] += f"; not fixed by {spent} round(s) sent back"
+                    job.notes.append(f"left out: {name} ({entry['reason']})")
+                ws.save_job(job)
+                self._after(job, False)
+                self.ctx.announce.line(job, f"worker {name}: left out ({entry['reason']})", name)
+                return
+            if self._closing or not rec.branch or not rec.status.terminal:
+                return
+            feedback = combination_feedback(self._why_now(rec, entry), self._result_changes(job), self._gate_output(job))
+            spent += 1
+            job.notes.append(f"worker {name} sent back ({spent} of {rounds} rounds): {entry['reason']}")
+            ws.save_job(job)
+            number = self._begin(rec, feedback).number
+            self.ctx.announce.line(job, f"worker {name}: continue round {number} started (sent back: it broke the result)", name)
+            self._guarded_round(job, rec, feedback, bring_up=True)
+
+    @staticmethod
+    def _why_now(rec: WorkerRecord, entry: Mapping[str, Any]) -> str:
+        """Why the breaker's work is out of the result: its last round's note, else the landing's reason."""
+        last = rec.rounds[-1] if rec.rounds else None
+        if last is not None and last.merge_note and last.merge_note.startswith("not merged: "):
+            return last.merge_note.removeprefix("not merged: ")
+        return f"it {entry['reason']}"
+
+    def _result_changes(self, job: JobRecord) -> str:
+        """What the result holds that its base did not (the other workers' work): ``git diff --stat``."""
+        merge = job.merge
+        if merge is None or not merge.base or not merge.result_commit:
+            return ""
+        repo = landing.repository(self.ctx.settings, self.ctx.workspace)
+        done = run_git(repo, "diff", "--no-ext-diff", "--no-textconv", "--stat", merge.base, merge.result_commit, check=False)
+        return done.stdout.strip()[-4000:]
+
+    def _gate_output(self, job: JobRecord) -> str:
+        """The tail of the merged result's gate logs (delivery/result_gate.py): the failing run is last."""
+        logs = sorted(self.ctx.workspace.logs_dir(job.root_id).glob(f"{job.id}.result_gate_*.log"))
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace")[-GATE_OUTPUT_CHARS:] for p in logs)
+
+    def _bring_up(self, job: JobRecord, rec: WorkerRecord) -> str:
+        """The breaker's branch and checkout brought up to the job's result: what the result holds
+        since its base squashed onto the branch (``merging.pick``, by the orchestrator's git on
+        objects), the checkout following it in the worker's sandbox (``Worktrees.bring_in``). ""
+        when done (or nothing to bring), else why not."""
+        wt, merge = self.ctx.checkout.worktrees(), job.merge
+        if wt is None or merge is None or not merge.result_commit or not merge.base or not rec.branch:
+            return ""
+        prefix = self.ctx.settings.git.branch_prefix
+        ref = check_ref(wt.branch(rec))
+        with wt.holding(rec):
+            tip = wt.tip(rec)
+            if is_ancestor(wt.repo, merge.result_commit, tip):
+                return ""
+            subject = f"The job's result brought in (what the other workers changed), commit {merge.result_commit[:12]}"
+            source = Source(rec.name, merge.result_ref or ref, merge.result_commit, subject, None)
+            runner = driver_factory(self.ctx)
+            done = pick(
+                wt.repo,
+                ref,
+                merge.base,
+                source,
+                MergeStrategy.AUTO,
+                prefix=prefix,
+                root_id=job.root_id,
+                drivers=runner(job) if runner is not None else None,
+            )
+            if not done.merged:
+                return f"the job's result could not be brought into its branch: it conflicts in: {conflict_text.listed(done.conflicts)}"
+            if not done.added or done.commit is None:
+                return ""
+            problem = wt.bring_in(rec, tip, done.commit)
+            if problem:
+                update_ref(wt.repo, ref, tip, done.commit, under=job_prefix(prefix, job.root_id))
+                return f"the job's result could not be brought into its checkout: {problem}"
+        ws = self.ctx.workspace
+        ws.append_line(
+            ws.worker_log(rec.root_id, rec.depth, rec.name),
+            f"[orchestrator] the job's result brought into {wt.branch(rec)} as commit {done.commit[:12]}",
+        )
+        return ""
 
     def _lost(self, job: JobRecord, rec: WorkerRecord) -> None:
         """A round its record says runs, though none runs here: the server stopped during it. Whatever
@@ -243,7 +426,16 @@ class Continuing:
     # -- the round, on its own thread ------------------------------------------------------------
     def _run(self, job: JobRecord, rec: WorkerRecord, feedback: str) -> None:
         try:
-            self._round(job, rec, feedback)
+            self._guarded_round(job, rec, feedback)
+        finally:
+            with self._guard:
+                self._busy.discard(job.root_id)
+                self._live.pop(job.root_id, None)
+
+    def _guarded_round(self, job: JobRecord, rec: WorkerRecord, feedback: str, *, bring_up: bool = False) -> None:
+        """A round, its failure in the engine said on the round (never "running" forever)."""
+        try:
+            self._round(job, rec, feedback, bring_up=bring_up)
         except Exception as exc:  # a bug or a full disk: the round ends failed, said, never "running" forever
             log.exception("continue round of worker %s of job %s failed in the engine", rec.name, job.id)
             with self.ctx.tables.locked():
@@ -254,12 +446,8 @@ class Continuing:
                     if rec.status is WorkerStatus.RUNNING:
                         states.set_worker_status(rec, WorkerStatus.FAILED)
             self.ctx.workspace.save_worker(rec)
-        finally:
-            with self._guard:
-                self._busy.discard(job.root_id)
-                self._live.pop(job.root_id, None)
 
-    def _round(self, job: JobRecord, rec: WorkerRecord, feedback: str) -> None:
+    def _round(self, job: JobRecord, rec: WorkerRecord, feedback: str, *, bring_up: bool = False) -> None:
         ctx, ws = self.ctx, self.ctx.workspace
         round_ = rec.rounds[-1]
         before = {
@@ -274,8 +462,12 @@ class Continuing:
         adapter = get_adapter(rec.kind)
         try:
             directory = ctx.checkout.prepare(rec, job)  # its worktree again, from its branch, when it was retired
-        except CheckoutFailed as exc:
+            problem = self._bring_up(job, rec) if bring_up else ""
+        except (CheckoutFailed, OrchestratorError, OSError) as exc:
             self._end(job, rec, Outcome(WorkerStatus.FAILED, str(exc), error=str(exc)), before, None)
+            return
+        if problem:
+            self._end(job, rec, Outcome(WorkerStatus.FAILED, problem, error=problem), before, None)
             return
         rendered = self._prompts.render(rec, job, directory) if adapter.needs_prompt(ctx.settings) else None
         if round_.resumed_session:
@@ -416,6 +608,7 @@ class Continuing:
     def close(self, timeout: float) -> None:
         """At shutdown: running rounds are cancelled (kill ladder) and waited for."""
         with self._guard:
+            self._closing = True
             for live in self._live.values():
                 live.cancel.set()
         for future in list(self.futures.values()):

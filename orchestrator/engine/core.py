@@ -207,6 +207,7 @@ class Engine:
             confinement=self.confinement,
             after=self._after_round,
         )
+        self.ending.send_back = self.continuing.send_back
         self.monitor.start()
 
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 
 from .. import failpoints, states
 from ..delivery import approval
@@ -67,6 +68,8 @@ class Ending:
         self.choosing = Choosing(ctx, scheduler=scheduler, queries=queries, end_job=self.end_job)
         self.settling = Settling(ctx, monitor=monitor, scheduler=scheduler, choosing=self.choosing, end_job=self.end_job)
         self.approvals = Approvals(ctx, queries=queries, reporting=reporting, conclude=self.conclude)
+        # Set by the engine: a root that ended with breakers of its result sends them back (engine/continuing.py).
+        self.send_back: Callable[[JobRecord], None] | None = None
 
     def end_job(self, job: JobRecord) -> None:
         """Its last worker is settled: render its reports, write its final record, tell
@@ -142,6 +145,8 @@ class Ending:
             self.settling.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+            if land and self.send_back is not None:  # breakers of its result back to their workers (engine/continuing.py)
+                self.send_back(job)
 
     def write_final_job(self, job: JobRecord, snapshot: Snapshot) -> None:
         """A job's final record on disk, unless a full disk kept a worker's of its tree from the disk

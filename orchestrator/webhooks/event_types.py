@@ -110,6 +110,8 @@ def job_summary(job: JobRecord) -> dict[str, Any]:
             "result_commit": merge.result_commit,
             "command": merge.outcome.command if merge.outcome is not None else None,
             "error": (merge.error or "")[:500] or None,
+            # work kept out of the result, and why ({"worker", "reason"}; "combination": the workers it broke the result with)
+            "left_out": [dict(w) for w in merge.left_out],
         },
     }
 

@@ -341,6 +341,12 @@ class Adapter:
         it in its prompt or its resumed session)."""
         return None
 
+    def feedback_refusal(self, settings: Settings) -> str | None:
+        """Why a round sent back on its own (a breaker of the merged result, engine/continuing.py)
+        would not reach a worker that can act on its feedback, or None: it would. A kind that cannot
+        continue cannot take it; the simulated worker runs the same script whatever it is told."""
+        return self.continue_refusal(settings)
+
     def needs_prompt(self, settings: Settings) -> bool:
         """Whether the command reads the rendered prompt at all (else it is not rendered)."""
         return True

@@ -28,6 +28,9 @@ class SimulatedAdapter(Adapter):
     def needs_prompt_file(self, settings: object) -> bool:
         return False
 
+    def feedback_refusal(self, settings: object) -> str | None:
+        return "the simulated worker runs the same script whatever it is told"
+
     def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
         sim = ctx.settings.simulated
         return {
