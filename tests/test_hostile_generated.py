@@ -36,7 +36,7 @@ def printed(request):
                 reporter.write_line(line)
     if os.environ.get("HOSTILE_TABLE"):
         with open(os.environ["HOSTILE_TABLE"], "a", encoding="utf-8") as out:
-            out.write(table.render(RUNS, OFF_RUNS) + "\n")
+            out.write(table.render(RUNS, OFF_RUNS) + "\n\n" + table.markdown(RUNS, OFF_RUNS) + "\n")
 
 
 def available(backend: str) -> None:

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--backend", action="append", choices=["bubblewrap", "landlock"])
     parser.add_argument("--defences-off", action="store_true")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table summed over contexts, as docs/sandbox.md shows it"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (its server.log, workspace) and print it")
     args = parser.parse_args(argv)
     trees = generator.trees(args.attacks, args.seed)
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.defences_off:
                 off_runs += runner.defences_off_runs(Path(folder) / f"{backend}-off", backend, args.seed)
     print(table.render(runs, off_runs))
+    if args.markdown:
+        print("\n" + table.markdown(runs, off_runs))
     return 1 if any(r.escape for run in runs for r in run.results) or any(b for run in runs for b in run.checks.values()) else 0
 
 

@@ -93,3 +93,37 @@ def render(runs: list[Run], off_runs: list[Run] = ()) -> str:
                     f"  ESCAPE ({run.setup}): {result.attack.id} {result.attack.primitive.name} in {result.attack.context.value}: {result.escape}"
                 )
     return "\n".join(lines)
+
+
+def markdown(runs: list[Run], off_runs: list[Run] = ()) -> str:
+    """The table summed over contexts, one row per primitive, as docs/sandbox.md shows it."""
+    setups = [r.setup for r in runs]
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    off: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for run in runs:
+        for result in run.results:
+            got = counts[(result.attack.primitive.name, run.setup)]
+            got[0] += 1
+            got[1] += result.ran
+            got[2] += bool(result.escape)
+    for run in off_runs:
+        for result in run.results:
+            off[result.attack.primitive.name][0] += bool(result.escape)
+            off[result.attack.primitive.name][1] += 1
+    lines = [
+        "| primitive | category | contexts | " + " | ".join(setups) + " | defence | off |",
+        "|---|---|---|" + "---|" * len(setups) + "---|---|",
+    ]
+    for primitive in PRIMITIVES:
+        contexts = ", ".join(c.value for c in type(next(iter(primitive.contexts))) if c in primitive.contexts)
+        if primitive.awaiting:
+            cells = ["skipped"] * len(setups)
+            defence, escaped = f"awaiting {primitive.awaiting.split(':')[0]}", ""
+        else:
+            cells = ["/".join(map(str, counts[(primitive.name, s)])) for s in setups]
+            defence = primitive.defence
+            escaped = "/".join(map(str, off[primitive.name])) if off[primitive.name][1] else ""
+        lines.append(
+            f"| {primitive.name} | {primitive.category.value} | {contexts} | " + " | ".join(cells) + f" | {defence} | {escaped} |"
+        )
+    return "\n".join(lines)
