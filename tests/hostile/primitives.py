@@ -12,7 +12,9 @@ listener of a port nobody allowed, raw control characters on a command's termina
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 import json
 import re
 import subprocess
@@ -143,8 +145,7 @@ def forged_in_host(attack_id: str, outside: Outside) -> str:
 
 
 def genuine_oid(attack_id: str) -> str:
-    import hashlib
-
+    """The name of the blob an attack forges (the one whose content is ``GENUINE <id>``)."""
     genuine = f"GENUINE {attack_id}\n".encode()
     return hashlib.sha1(b"blob %d\0" % len(genuine) + genuine).hexdigest()
 
@@ -160,8 +161,7 @@ def raw_on_terminal(attack_id: str, outside: Outside) -> str:
 
 
 def osc52(attack_id: str) -> str:
-    import base64
-
+    """A clipboard write (OSC 52) of the attack's id: raw on a terminal, it is obeyed."""
     return "\x1b]52;c;" + base64.b64encode(attack_id.encode()).decode() + "\x07"
 
 

@@ -18,10 +18,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -106,6 +108,8 @@ class Listener:
         self._stop = True
         self._thread.join(5)
         self.sock.close()
+        if self.path is not None:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 @dataclass
@@ -308,7 +312,9 @@ def prepare(tmp: Path, trees: list[Tree]) -> Outside:
     claude.write_text(f"#!{sys.executable}\n" + Path(gullible.__file__).read_text())
     claude.chmod(0o755)
     (tmp / "attacks" / "spawner.py").write_text(SPAWNER)
-    return Outside(tmp, host, folder, proof, Listener.tcp(), Listener.unix(tmp / "host-service.sock"))
+    # A folder of its own, short: a socket's path must fit in 108 bytes (an ordinary user's pytest folders do not)
+    sockets = Path(tempfile.mkdtemp(prefix="hostile-"))
+    return Outside(tmp, host, folder, proof, Listener.tcp(), Listener.unix(sockets / "host.sock"))
 
 
 def write_attacks(outside: Outside, trees: list[Tree]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .primitives import AWAITING, PRIMITIVES
+from .primitives import AWAITING, PRIMITIVES, Context
 from .runner import Run
 
 
@@ -39,7 +39,7 @@ def rows(runs: list[Run], off_runs: list[Run] = ()) -> list[tuple[str, ...]]:
     for primitive in PRIMITIVES:
         if primitive.awaiting:
             continue
-        contexts = [c.value for c in type(next(iter(primitive.contexts))) if c in primitive.contexts]
+        contexts = [c.value for c in Context if c in primitive.contexts]
         for number, context in enumerate(contexts):
             cells = [f"{tried[k]}/{ran[k]}/{escaped[k]}" for s in setups for k in [(primitive.name, context, s)]]
             both = (primitive.name, context)
@@ -115,7 +115,7 @@ def markdown(runs: list[Run], off_runs: list[Run] = ()) -> str:
         "|---|---|---|" + "---|" * len(setups) + "---|---|",
     ]
     for primitive in PRIMITIVES:
-        contexts = ", ".join(c.value for c in type(next(iter(primitive.contexts))) if c in primitive.contexts)
+        contexts = ", ".join(c.value for c in Context if c in primitive.contexts)
         if primitive.awaiting:
             cells = ["skipped"] * len(setups)
             defence, escaped = f"awaiting {primitive.awaiting.split(':')[0]}", ""
