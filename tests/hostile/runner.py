@@ -219,7 +219,12 @@ class Server:
         claude = outside.tmp / "bin" / "gullible-claude"
         config = {
             "api": {"api_key": SECRET, "port": self.port, "rate_limit_worker": 0, "rate_limit_admin": 0},
-            "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"], "claude_command": str(claude)},
+            "orchestrator": {
+                "worker": "command",
+                "command": ["sh", "-c", "{task}"],
+                "claude_command": str(claude),
+                "planner_timeout": 300,  # (a loaded machine: a planner past its time falls back, its attacks unrun)
+            },
             "workers": {
                 "sandbox": "on",
                 "sandbox_backend": backend,
