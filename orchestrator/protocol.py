@@ -45,4 +45,5 @@ CONFIG = "ORCHESTRATOR_CONFIG"  # the config.yaml to read
 HOME = "ORCHESTRATOR_HOME"  # the orchestrator folder, when not the package's parent
 NO_VENV_REEXEC = "ORCHESTRATOR_NO_VENV_REEXEC"  # api_server.py: do not re-exec into .venv
 FAILPOINTS = "ORCHESTRATOR_FAILPOINTS"  # the chaos tests' crash points (see failpoints)
+DEFENCES_OFF = "ORCHESTRATOR_DEFENCES_OFF"  # the hostile suite's defences switched off (see defences; test-only)
 STRICT_STATES = "ORCHESTRATOR_STRICT_STATES"  # "1": an illegal status change raises (tests; see states)

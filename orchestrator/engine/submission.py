@@ -10,7 +10,7 @@ import json
 import shutil
 from dataclasses import dataclass
 
-from .. import states
+from .. import defences, states
 from ..checkouts.isolated import resolve_isolation
 from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..config.live import ConfigWatch
@@ -262,7 +262,7 @@ class Submission:
             if tree is not None:
                 env = Confinement.helper_env(env, scratch)
                 sandbox = self.confinement.helper(tree, cfg.worker, scratch, cfg, env)
-                if sandbox is None:
+                if sandbox is None and not defences.off("helper_refusal"):  # (the hostile suite's switch)
                     why = self.confinement.for_job(cfg).note
                     note = f"AI planner refused: a child job's request is a worker's text, and no sandbox runs it here: {why}; used the heuristic planner"
                     return heuristic_plan(request, cfg.max_workers, note, graph=graph)

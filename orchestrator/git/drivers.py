@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .. import defences
 from .gitcmd import run_git
 
 REFUSING = "exit 1"  # the driver every configured one is replaced by: no program of the user's runs
@@ -51,6 +52,8 @@ class MergeDrivers:
         """The environment entries that pin every merge of the host: each driver refused, no
         renormalizing. ``base``: the environment git would otherwise get (default: this process's)."""
         pins = {"merge.renormalize": "false", **{f"merge.{name}.driver": REFUSING for name in sorted(self.names)}}
+        if defences.off("merge_drivers"):  # (the hostile suite's switch: orchestrator/defences.py)
+            pins = {}
         before = (base if base is not None else os.environ).get(_PARAMETERS, "").strip()
         added = " ".join(f"{_quoted(key)}={_quoted(value)}" for key, value in pins.items())
         return {_PARAMETERS: f"{before} {added}".strip()}

@@ -28,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import defences
 from .gitcmd import git_bytes, run_git
 
 MAX_TREE = 32 << 20  # bytes of one tree object the check reads; a larger one is refused
@@ -206,7 +207,7 @@ def commit_problem(repo: str | Path, base: str, commit: str, limits: BlobLimits)
 def _oversized(repo: str | Path, changes: list[_Change], limits: BlobLimits) -> str:
     """Why ``changes`` add more than ``limits`` allow (each new or changed file at its inflated
     size, each object once), or "" when they do not."""
-    if not limits:
+    if not limits or defences.off("inflated_size"):  # (the hostile suite's switch: orchestrator/defences.py)
         return ""
     new: dict[str, str] = {}  # object -> the first path that holds it
     for change in changes:

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import defences
 from ..workspace.filesystem import remove_at
 from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitwork import common_dir_of, linked_git_dir
@@ -379,7 +380,7 @@ def _copy_checked(source: int, temp: Path, oid: str, gitmodules: _Gitmodules) ->
     kind, _, size = bytes(kept[: max(end, 0)]).partition(b" ")
     if end < 0 or kind not in _KINDS or not size.isdigit() or int(size) != total - end - 1:
         return "not a git object"
-    if digest.hexdigest() != oid:
+    if digest.hexdigest() != oid and not defences.off("object_check"):  # (the hostile suite's switch)
         return f"its content is object {digest.hexdigest()}, not the one it is named"
     if kind == b"tree":
         if total > len(kept):

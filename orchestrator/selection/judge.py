@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import protocol
+from .. import defences, protocol
 from ..config import Settings
 from ..errors import ConfigError
 from ..outcomes import JudgeAnswer, JudgeMatch, JudgeRecord, RankingRow
@@ -196,7 +196,7 @@ def ask(
     if confined is not None:
         base = Confinement.helper_env(base, call_dir)
         sandbox = confined.sandbox(call_dir, base)
-        if sandbox is None:
+        if sandbox is None and not defences.off("helper_refusal"):  # (the hostile suite's switch)
             return (
                 "",
                 None,

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from .. import protocol
+from .. import defences, protocol
 from ..audit import signing_key as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
@@ -168,7 +168,7 @@ class Confinement:
         resolver's in a merge's worktree (delivery/resolving.py). ``readable``: files of the
         workspace it reads (its prompt file). None: unconfined."""
         base = self.for_job(config).spec
-        if base is None:
+        if base is None or defences.off("sandbox"):  # (the hostile suite's switch: orchestrator/defences.py)
             return None
         w = self.settings.workers
         # Its tree's package caches (workers/caches.py): its own tree's only, writable.
