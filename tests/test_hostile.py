@@ -612,6 +612,53 @@ def test_eight_workers_committing_at_once_have_every_object_taken_and_no_false_a
     assert arena.snapshot() == before
 
 
+FORGE = """import os, subprocess, sys, zlib
+def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+oid, store = git("rev-parse", "HEAD:app.py"), git("rev-parse", "--git-path", "objects")
+body = b"FORGED\\n"
+os.makedirs(os.path.join(store, oid[:2]), exist_ok=True)
+with open(os.path.join(store, oid[:2], oid[2:]), "wb") as out:
+    out.write(zlib.compress(b"blob %d\\0" % len(body) + body))
+said = git("cat-file", "blob", oid)
+open(os.path.join(store, "info", "alternates"), "w").close()  # its store no longer reads the repository's
+print("planted", oid, "its own git reads:", said, flush=True)
+"""
+
+
+@needs_bwrap
+def test_a_worker_of_one_tree_cannot_plant_an_object_that_another_trees_git_reads(arena):
+    """Issue 48, item 2. A worker writes, in the store its git writes, a loose object under the name
+    of ``HEAD:app.py`` with other content (git does not hash a loose object it reads), empties that
+    store's alternates, and stays.
+    A worker of another tree then reads that blob through its git and commits what it read: it reads
+    the repository's app.py, not the forgery, and its tree's branch holds the real file. Each tree
+    has a store of its own (git/worker_objects.py); with one for the repository, the other tree's
+    git searched the forger's store first and committed the forged content."""
+    forge = arena.tmp / "forge.py"
+    forge.write_text(FORGE)
+    engine = arena.engine("on")
+    before = arena.snapshot()
+    real = git(arena.host, "show", "HEAD:app.py")
+    forger = engine.submission.submit("forger", {"max_workers": 1}, [f"'{sys.executable}' '{forge}' && sleep 60"])
+    forger_log = engine.workspace.worker_log(forger.root_id, 0, "worker_1")
+    said = wait_until(
+        lambda: forger_log.exists() and "planted" in forger_log.read_text() and forger_log.read_text(), 30, "the plant"
+    )
+    assert "its own git reads: FORGED" in said, said  # the forgery works where it was written
+    reader = engine.submission.submit("reader", {"max_workers": 1}, ["git cat-file blob $(git rev-parse HEAD:app.py) > seen.txt"])
+    assert engine.queries.wait(reader.id, 60).status.terminal
+    engine.cancel(forger.id)
+    assert engine.queries.wait(forger.id, 30).status.terminal
+    read = only_worker(engine, reader)
+    assert read.status is WorkerStatus.SUCCESS and read.commit
+    seen = git(arena.host, "show", f"{read.commit}:seen.txt")
+    row("sandbox on", "plant an object another tree reads", "read the real one" if seen == real else "FORGED read", None, True)
+    assert seen == real and "FORGED" not in seen
+    assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    assert arena.snapshot() == before
+
+
 @needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
     """merge_strategy resolve: the resolver runs worker-written code's sandbox too (delivery/resolving.py)."""
