@@ -373,6 +373,14 @@ class Confinement:
         tip = (ref_value(directory, ref) or "") if branch else ""
         if view:
             worker_refs.show(private, branch, tip)
+            # Other trees' branches, reflogs and worktrees shown empty, and packed-refs without them.
+            prefix, folder = self.settings.git.branch_prefix, self.workspace.job_dir(root_id)
+            emptied, kept = worker_refs.other_trees(common, prefix, root_id, folder, private)
+            paths.emptied.extend(emptied)
+            paths.kept.extend(kept)
+            copy = self.workspace.tree_packed_refs(root_id)
+            if worker_refs.packed_without_trees(common, prefix, root_id, copy) is not None:
+                paths.shown.append((copy, common / "packed-refs"))
         else:
             worker_refs.show_in_place(private, tip)
         paths.moved.append((private / worker_refs.VIEW, refs))

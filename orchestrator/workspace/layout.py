@@ -282,6 +282,11 @@ class Workspace:
         written by its workers, resolvers and gates only, never read by another tree's; goes with the tree."""
         return self._tree(root_id).state / "git-objects"
 
+    def tree_packed_refs(self, root_id: str) -> Path:
+        """The repository's packed-refs as a tree's sandboxes see it: without other trees' branches
+        (git/worker_refs.py), written at each sandbox's start."""
+        return self._tree(root_id).state / "packed-refs"
+
     def remove_tree_tmp(self, root_id: str) -> None:
         """A tree ended: all its workers' TMPDIRs go, at once."""
         shutil.rmtree(self._tree(root_id).tmp, ignore_errors=True)
