@@ -157,5 +157,8 @@ def test_the_folders_of_other_trees_and_a_packed_refs_without_them(linked, tmp_p
     assert "refs/heads/orch/r2/" not in shown and " refs/heads/orch/r1/sibling\n" in shown
     kept_lines = [line for line in original.splitlines() if "refs/heads/orch/r2/" not in line]
     assert shown.splitlines() == kept_lines and "refs/tags/v1" in shown and "^" in shown and "refs/heads/orchard" in shown
+    git(repo, "worktree", "remove", str(other))
+    git(repo, "branch", "-D", "orch/r2/w")
+    assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None  # nothing of another tree's
     (common / "packed-refs").unlink()
     assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None

@@ -287,7 +287,8 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
     all trees shared before stores were per tree (git/worker_objects.py). Kept: its tree's reflogs and
     its siblings' worktrees' git dirs (those whose checkout is in ``tree_folder``): a worker's ``git
     repack -ad`` or ``git gc`` in the tree's shared store keeps what they name, its siblings' commits.
-    Its own branch and worktree git dir the sandbox binds itself. Those that exist."""
+    Its own branch and worktree git dir the sandbox binds itself. Those that exist (a sibling's worktree
+    retired before the sandbox starts is skipped there: process/sandbox.py binds them with ``-try``)."""
     emptied = [common / "worktrees", common / IN_PLACE, common / "orchestrator-objects"]
     kept: list[Path] = []
     if prefix.endswith("/") and prefix.strip("/"):
@@ -317,7 +318,7 @@ def _worktrees_in(worktrees: Path, folder: Path) -> list[Path]:
 def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) -> Path | None:
     """The repository's ``packed-refs`` less every branch under ``prefix`` but tree ``root_id``'s (other
     job trees'), written to ``copy`` for a sandbox of that tree to see in its place; None when there is
-    no ``packed-refs``. Each sandbox's start writes it anew (renamed over: one already bound keeps its own),
+    no ``packed-refs`` or it names no other tree's branch (the common case, no ``git gc`` since). Each sandbox's start writes it anew (renamed over: one already bound keeps its own),
     so it holds the user's branches as they were when the worker started."""
     try:
         packed = (common / "packed-refs").read_bytes()
@@ -334,6 +335,8 @@ def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) ->
         dropping = not line.startswith(b"#") and hidden in line and own not in line
         if not dropping:
             kept.append(line)
+    if len(kept) == len(packed.splitlines()):
+        return None  # no other tree's branch in it: nothing to bind over the file git renames new ones over
     copy.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(copy, b"".join(kept), durable=False, mode=0o444)
     return copy

@@ -233,8 +233,8 @@ class SandboxSpec:
         for path in in_git:
             out += ["--tmpfs", at(path)]
         for path in _existing(self.kept):
-            if _below(path, git_dir):
-                out += ["--ro-bind", path, at(path)]
+            if _below(path, git_dir):  # a sibling's worktree retired since: gone, nothing to show
+                out += ["--ro-bind-try", path, at(path)]
         for path in _existing(self.private):
             if self.overlay and os.path.isdir(path):
                 out += ["--overlay-src", path, "--tmp-overlay", path]
