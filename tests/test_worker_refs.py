@@ -147,7 +147,9 @@ def test_the_folders_of_other_trees_and_a_packed_refs_without_them(linked, tmp_p
     assert kept == [common / "logs/refs/heads/orch/r1", siblings]  # not the other tree's worktree, nor its own
     theirs = worker_refs.other_trees(common, "orch/", "r2", tmp_path / "r2", private)[1]
     assert theirs == [common / "logs/refs/heads/orch/r2", linked_git_dir(other)]
-    assert worker_refs.other_trees(common, "orch-", "r1", tmp_path, private)[0] == [common / "worktrees"]
+    # Every worktree its tree's (one tree running alone): the folder is left whole, nothing bound per sibling
+    assert worker_refs.other_trees(common, "orch/", "r1", tmp_path, private)[1] == [common / "logs/refs/heads/orch/r1"]
+    assert worker_refs.other_trees(common, "orch-", "r1", tmp_path, private)[0] == []
 
     copy = worker_refs.packed_without_trees(common, "orch/", "r1", tmp_path / "state" / "packed-refs")
 

@@ -285,34 +285,41 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
     branches too), every worktree's git dir (their ``HEAD``s and reflogs name their commits; ``git log
     --all`` walks them), the tips shown to sandboxes without a view (:data:`IN_PLACE`) and the store
     all trees shared before stores were per tree (git/worker_objects.py). Kept: its tree's reflogs and
-    its siblings' worktrees' git dirs (those whose checkout is in ``tree_folder``): a worker's ``git
+    its siblings' worktrees' git dirs (those whose checkout is in ``tree_folder``; the folder is shown
+    whole where every worktree is its tree's, or the user's main checkout's alone): a worker's ``git
     repack -ad`` or ``git gc`` in the tree's shared store keeps what they name, its siblings' commits.
     Its own branch and worktree git dir the sandbox binds itself. Those that exist (a sibling's worktree
     retired before the sandbox starts is skipped there: process/sandbox.py binds them with ``-try``)."""
-    emptied = [common / "worktrees", common / IN_PLACE, common / "orchestrator-objects"]
+    emptied = [common / IN_PLACE, common / "orchestrator-objects"]
     kept: list[Path] = []
     if prefix.endswith("/") and prefix.strip("/"):
         folder = prefix.strip("/")
         emptied += [common / "refs" / "heads" / folder, common / "logs" / "refs" / "heads" / folder]
         kept.append(common / "logs" / "refs" / "heads" / f"{prefix}{root_id}")
-    kept += [path for path in _worktrees_in(common / "worktrees", tree_folder) if path != private]
+    ours, others = _worktrees_in(common / "worktrees", tree_folder)
+    if others:  # (none: nothing to hide there, and no bind per sibling to pay for: one tree running alone)
+        emptied.append(common / "worktrees")
+        kept += [path for path in ours if path != private]
     exists = [path for path in (*emptied, *kept) if path.is_dir() and not path.is_symlink()]
     return [p for p in emptied if p in exists], [p for p in kept if p in exists]
 
 
-def _worktrees_in(worktrees: Path, folder: Path) -> list[Path]:
+def _worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
     """The worktree git dirs in ``worktrees`` whose checkout (their ``gitdir`` file, which git writes
-    and a sandbox pins read-only) lies in ``folder``."""
-    found = []
+    and a sandbox pins read-only) lies in ``folder``, and the others."""
+    ours: list[Path] = []
+    others: list[Path] = []
     try:
         entries = list(os.scandir(worktrees))
     except OSError:
-        return []
+        return ours, others
     for entry in entries:
-        named = _read(os.path.join(entry.path, "gitdir")) if entry.is_dir(follow_symlinks=False) else ""
-        if named and os.path.isabs(named) and Path(named).is_relative_to(folder):
-            found.append(Path(entry.path))
-    return found
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        named = _read(os.path.join(entry.path, "gitdir"))
+        mine = bool(named) and os.path.isabs(named) and Path(named).is_relative_to(folder)
+        (ours if mine else others).append(Path(entry.path))
+    return ours, others
 
 
 def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) -> Path | None:
