@@ -612,6 +612,102 @@ def test_eight_workers_committing_at_once_have_every_object_taken_and_no_false_a
     assert arena.snapshot() == before
 
 
+FORGE = """import os, subprocess, sys, zlib
+def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+oid, store = git("rev-parse", "HEAD:app.py"), git("rev-parse", "--git-path", "objects")
+body = b"FORGED\\n"
+os.makedirs(os.path.join(store, oid[:2]), exist_ok=True)
+with open(os.path.join(store, oid[:2], oid[2:]), "wb") as out:
+    out.write(zlib.compress(b"blob %d\\0" % len(body) + body))
+said = git("cat-file", "blob", oid)
+open(os.path.join(store, "info", "alternates"), "w").close()  # its store no longer reads the repository's
+print("planted", oid, "its own git reads:", said, flush=True)
+"""
+
+
+@needs_bwrap
+def test_a_worker_of_one_tree_cannot_plant_an_object_that_another_trees_git_reads(arena):
+    """Issue 48, item 2. A worker writes, in the store its git writes, a loose object under the name
+    of ``HEAD:app.py`` with other content (git does not hash a loose object it reads), empties that
+    store's alternates, and stays.
+    A worker of another tree then reads that blob through its git and commits what it read: it reads
+    the repository's app.py, not the forgery, and its tree's branch holds the real file. Each tree
+    has a store of its own (git/worker_objects.py); with one for the repository, the other tree's
+    git searched the forger's store first and committed the forged content."""
+    forge = arena.tmp / "forge.py"
+    forge.write_text(FORGE)
+    engine = arena.engine("on")
+    before = arena.snapshot()
+    real = git(arena.host, "show", "HEAD:app.py")
+    forger = engine.submission.submit("forger", {"max_workers": 1}, [f"'{sys.executable}' '{forge}' && sleep 60"])
+    forger_log = engine.workspace.worker_log(forger.root_id, 0, "worker_1")
+    said = wait_until(
+        lambda: forger_log.exists() and "planted" in forger_log.read_text() and forger_log.read_text(), 30, "the plant"
+    )
+    assert "its own git reads: FORGED" in said, said  # the forgery works where it was written
+    reader = engine.submission.submit("reader", {"max_workers": 1}, ["git cat-file blob $(git rev-parse HEAD:app.py) > seen.txt"])
+    assert engine.queries.wait(reader.id, 60).status.terminal
+    engine.cancel(forger.id)
+    assert engine.queries.wait(forger.id, 30).status.terminal
+    read = only_worker(engine, reader)
+    assert read.status is WorkerStatus.SUCCESS and read.commit
+    seen = git(arena.host, "show", f"{read.commit}:seen.txt")
+    row("sandbox on", "plant an object another tree reads", "read the real one" if seen == real else "FORGED read", None, True)
+    assert seen == real and "FORGED" not in seen
+    assert subprocess.run(["git", "-C", str(arena.host), "fsck", "--no-dangling"], capture_output=True).returncode == 0
+    assert arena.snapshot() == before
+
+
+LOOK = """git for-each-ref --format='ref: %(refname)'
+git log --all --format='subject: %s'
+git worktree list --porcelain | sed 's/^/worktree: /'
+git reflog show --all --format='reflog: %gs' 2>/dev/null
+echo looked
+"""
+
+
+@needs_bwrap
+def test_a_worker_sees_through_git_no_other_trees_branches_commits_or_worktrees(arena):
+    """Issue 48, item 8. Two trees ran before (the first's branches then packed, as a user's
+    ``git gc`` packs them; the second's loose), each with a commit of its worker's own. A worker of a
+    third tree lists every ref, walks every branch (``git log --all``, which walks other worktrees'
+    HEADs too), lists the worktrees and the reflogs: under bubblewrap it sees the user's branches and
+    its own, nothing of the other trees (their ref folders, reflogs and worktrees' git dirs shown
+    empty, packed-refs without them: git/worker_refs.py). Landlock cannot show a folder of the git
+    dir empty (its rules would have to name each file there, and git renames new files over them),
+    so there the other trees stay visible: what docs/sandbox.md says it gives up."""
+    engine = arena.engine("on")
+    commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"
+    others = []
+    for n in (1, 2):
+        job = engine.submission.submit(
+            f"other {n}", {"max_workers": 1}, [f"echo {n} > own.txt && git add own.txt && {commit} other-tree-{n}-subject"]
+        )
+        assert engine.queries.wait(job.id, 60).status.terminal
+        assert only_worker(engine, job).status is WorkerStatus.SUCCESS
+        others.append(job.root_id)
+        if n == 1:
+            git(arena.host, "pack-refs", "--all")
+    assert any(others[0] in line for line in (arena.host / ".git" / "packed-refs").read_text().splitlines())
+    look = arena.tmp / "look.sh"
+    look.write_text(LOOK)
+    before = arena.snapshot()
+    job = engine.submission.submit("looker", {"max_workers": 1}, [f"sh '{look}'"])
+    assert engine.queries.wait(job.id, 60).status.terminal
+    log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+    assert "looked" in log and "ref: refs/heads/main" in log and "ref: refs/heads/dev" in log, log
+    assert f"ref: refs/heads/orchestrator/{job.root_id}/worker_1" in log, log  # its own
+    leaked = [line for line in log.splitlines() if any(o in line for o in others) or "other-tree-" in line]
+    row("sandbox on", "read other trees' branches through git", f"{len(leaked)} lines of them seen", None, True)
+    if arena.backend == "landlock":
+        assert leaked, log  # said in docs/sandbox.md: no view of the git dir under Landlock
+    else:
+        assert leaked == [], log
+    assert only_worker(engine, job).status is WorkerStatus.SUCCESS
+    assert arena.snapshot() == before
+
+
 @needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
     """merge_strategy resolve: the resolver runs worker-written code's sandbox too (delivery/resolving.py)."""

@@ -187,12 +187,12 @@ def test_prune_results_deletes_finished_jobs_result_branches_and_the_last_delete
     from .helpers.worktree import user_env
 
     host = served.host
-    store = host / ".git" / "orchestrator-objects"
+    store = host / ".git" / "orchestrator-host-objects"  # where sandboxes show the store (each tree has its own)
     # Given three finished jobs (one's result kept on a branch of the user's), a running one, and
     # a user's repository with a stash, a branch and a change in the working tree
     done = quick_jobs(served, 3)
     live, live_dir = running(served)
-    assert store.is_dir(), "the sandboxed workers wrote no object store: nothing to prove"
+    assert store.is_dir(), "no sandboxed worker ran: nothing to prove"
     git(host, "branch", "mine", f"orchestrator/{done[0]}/result")
     (host / "app.py").write_text("print('stashed')\n")
     git(host, "stash", "-q", env=user_env())

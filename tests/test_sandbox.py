@@ -434,3 +434,19 @@ def test_a_sandboxed_worker_past_its_deadline_with_no_server_watching_is_stopped
         assert "deadline passed with no server stopping it" in (tmp_path / "w.log").read_text()
     finally:
         runner.terminate(handle, grace=0.5)  # (a no-op once it has ended: nothing left behind if it did not)
+
+
+def test_folders_of_the_git_dir_shown_empty_land_where_a_project_view_shows_it():
+    """Issue 48, item 8: another tree's branches are shown empty in the view of the git dir, after it
+    is bound (a tmpfs at the real path would be covered by that bind) and before the sandbox's own
+    branch view is bound inside; read-only at the end."""
+    from orchestrator.process.sandbox import ProjectView
+
+    view = ProjectView(checkout="/", top="/nonexistent-top", git=("/tmp", "/view/git"))
+    spec = SandboxSpec(bwrap="/usr/bin/bwrap", emptied=("/tmp",), moved=(("/var", "/tmp/refs/mine"),), project=view)
+    argv = spec.bubblewrap_argv(["true"])
+    bound = argv.index("/view/git")
+    assert argv[bound - 2 : bound + 1] == ["--ro-bind", "/tmp", "/view/git"]
+    assert argv[bound + 1 : bound + 3] == ["--tmpfs", "/view/git"]
+    assert argv.index("/view/git/refs/mine") > bound + 2
+    assert argv[-4:-2] == ["--remount-ro", "/view/git"] and "/tmp" not in argv[: bound - 1]

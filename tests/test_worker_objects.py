@@ -31,7 +31,7 @@ def linked(tmp_path):
     git(repo, "commit", "-qm", "one", env=user_env())
     tree = tmp_path / "tree"
     git(repo, "worktree", "add", "-q", "-b", "w", str(tree))
-    stores = worker_objects.stores_of(tree)
+    stores = worker_objects.stores_of(tree, tmp_path / "job_tree" / "state" / "git-objects")
     assert stores is not None
     worker_objects.prepare(stores)
     return repo, tree, stores
@@ -53,11 +53,22 @@ def fsck(repo: Path) -> bool:
 
 
 def test_the_workers_store_reads_the_repository_through_its_alternates(linked):
-    _, _, stores = linked
+    _, tree, stores = linked
     # Relative (to the workers' store): a project view shows the git dir at another path.
     assert (stores.workers / "info" / "alternates").read_text() == "../orchestrator-host-objects\n"
-    assert (stores.workers / "../orchestrator-host-objects").resolve() == stores.shown_at.resolve()
+    # Where the sandbox binds the tree's store (the repository's objects), that is where it shows the real one.
+    assert (stores.host / "../orchestrator-host-objects").resolve() == stores.shown_at.resolve()
     assert stores.shown_at.is_dir() and not any(stores.shown_at.iterdir())  # outside the sandbox: an empty folder
+    # Where git is told the store's own path (Landlock), an empty folder: no "alternate missing" from every git.
+    beside = stores.workers / "../orchestrator-host-objects"
+    assert beside.is_dir() and not any(beside.iterdir())
+    done = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_OBJECT_DIRECTORY": str(stores.workers), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(stores.host)},
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_a_workers_own_commit_is_moved_into_the_repository_and_only_once(linked):
@@ -69,12 +80,12 @@ def test_a_workers_own_commit_is_moved_into_the_repository_and_only_once(linked)
     assert len(written) == 3 and not written & loose_in(stores.host)  # blob, tree, commit: only in the workers' store
     assert not fsck(repo)  # its branch names a commit the repository does not have yet
 
-    taken = worker_objects.take(tree, repo)
+    taken = worker_objects.take(tree, repo, stores.workers)
 
     assert (taken.objects, taken.packs, taken.refused) == (3, 0, [])
     assert written <= loose_in(stores.host) and not loose_in(stores.workers)
     assert fsck(repo) and git(repo, "log", "-1", "--format=%s", "w").strip() == "own"
-    assert worker_objects.take(tree, repo).objects == 0  # nothing new: nothing moved
+    assert worker_objects.take(tree, repo, stores.workers).objects == 0  # nothing new: nothing moved
 
 
 def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
@@ -89,7 +100,7 @@ def test_a_forged_object_is_refused_and_named_and_the_rest_is_taken(linked):
     (tree / "c.txt").write_text("c\n")
     blob = as_worker(tree, stores, "hash-object", "-w", "c.txt").strip()
 
-    taken = worker_objects.take(tree, repo)
+    taken = worker_objects.take(tree, repo, stores.workers)
 
     assert taken.objects == 1 and blob in loose_in(stores.host)
     assert sorted(taken.refused) == [
@@ -122,10 +133,10 @@ def test_an_object_gone_between_the_listing_and_its_reading_is_not_refused(linke
         return real(*args)
 
     monkeypatch.setattr(worker_objects, "_take_loose", packs_first)
-    first = worker_objects.take(tree, repo)
+    first = worker_objects.take(tree, repo, stores.workers)
     assert packed and first.refused == []
     monkeypatch.setattr(worker_objects, "_take_loose", real)
-    second = worker_objects.take(tree, repo)
+    second = worker_objects.take(tree, repo, stores.workers)
     assert second.refused == [] and first.packs + second.packs == 1
     assert fsck(repo) and git(repo, "log", "-1", "--format=%s", "w").strip() == "own"
 
@@ -142,7 +153,7 @@ def test_sibling_workers_takes_of_their_shared_store_run_one_at_a_time(linked, t
     written = loose_in(stores.workers)
     real = worker_objects._take_loose
     results: dict[str, worker_objects.Taken] = {}
-    racing = threading.Thread(target=lambda: results.setdefault("sibling", worker_objects.take(sibling, repo)))
+    racing = threading.Thread(target=lambda: results.setdefault("sibling", worker_objects.take(sibling, repo, stores.workers)))
 
     def sibling_ends_now(*args):
         if not racing.is_alive() and "sibling" not in results:
@@ -151,7 +162,7 @@ def test_sibling_workers_takes_of_their_shared_store_run_one_at_a_time(linked, t
         return real(*args)
 
     monkeypatch.setattr(worker_objects, "_take_loose", sibling_ends_now)
-    results["first"] = worker_objects.take(tree, repo)
+    results["first"] = worker_objects.take(tree, repo, stores.workers)
     racing.join(30)
     assert not racing.is_alive()
     first, second = results["first"], results["sibling"]
@@ -167,7 +178,7 @@ def test_an_object_that_inflates_to_more_than_it_says_is_refused(linked):
     oid = hashlib.sha1(data).hexdigest()
     (stores.workers / oid[:2]).mkdir()
     (stores.workers / oid[:2] / oid[2:]).write_bytes(zlib.compress(data))
-    assert worker_objects.take(tree, repo).refused == [f"{oid}: not a git object"]
+    assert worker_objects.take(tree, repo, stores.workers).refused == [f"{oid}: not a git object"]
     assert oid not in loose_in(stores.host)
 
 
@@ -186,11 +197,11 @@ def test_links_in_the_workers_store_take_nothing_and_delete_nothing_elsewhere(li
     os.symlink(other / ".git" / "objects" / folder, stores.workers / folder)
     target = sorted(p for p in (other / ".git" / "objects" / folder).iterdir())[0]
     os.symlink(target, stores.workers / "info" / "x")  # (not an object folder: ignored anyway)
-    assert worker_objects.take(tree, repo).objects == 0
+    assert worker_objects.take(tree, repo, stores.workers).objects == 0
 
     stores.workers.rename(stores.workers.with_name("moved-away"))
     os.symlink(other / ".git" / "objects", stores.workers)
-    assert worker_objects.take(tree, repo).objects == 0
+    assert worker_objects.take(tree, repo, stores.workers).objects == 0
 
     assert loose_in(other / ".git" / "objects") == theirs and fsck(other)
     assert not theirs & loose_in(stores.host)
@@ -205,7 +216,7 @@ def test_a_pack_the_worker_made_is_read_by_index_pack(linked):
     as_worker(tree, stores, "repack", "-adq")  # -a: the objects it borrows from the repository too
     assert list((stores.workers / "pack").glob("pack-*.pack")) and not loose_in(stores.workers)
 
-    taken = worker_objects.take(tree, repo)
+    taken = worker_objects.take(tree, repo, stores.workers)
 
     assert (taken.packs, taken.refused) == (1, [])
     assert not list((stores.workers / "pack").iterdir())
@@ -218,7 +229,7 @@ def test_a_broken_pack_is_refused_with_git_s_words(linked):
     pack.mkdir()
     (pack / "pack-1234.pack").write_bytes(b"PACK\0\0\0\2\0\0\0\1garbage")
     (pack / "pack-1234.idx").write_bytes(b"")
-    (taken,) = worker_objects.take(tree, repo).refused
+    (taken,) = worker_objects.take(tree, repo, stores.workers).refused
     assert taken.startswith("pack-1234.pack: git index-pack refused it (")
     assert not (pack / "pack-1234.pack").exists() and not (pack / "pack-1234.idx").exists()  # refused: removed
 
@@ -232,7 +243,7 @@ def dotdot_tree(tree: Path, stores: worker_objects.Stores) -> str:
 def test_a_loose_tree_that_names_dotdot_is_refused_and_removed(linked):
     repo, tree, stores = linked
     bad = dotdot_tree(tree, stores)
-    taken = worker_objects.take(tree, repo)
+    taken = worker_objects.take(tree, repo, stores.workers)
     assert taken.refused == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]
     assert bad not in loose_in(stores.host) | loose_in(stores.workers)
     assert taken.objects == 1  # the blob it names is an ordinary object
@@ -247,7 +258,7 @@ def test_a_packed_tree_that_names_dotdot_is_refused(linked):
     )
     for oid in loose_in(stores.workers):
         (stores.workers / oid[:2] / oid[2:]).unlink()
-    (taken,) = worker_objects.take(tree, repo).refused
+    (taken,) = worker_objects.take(tree, repo, stores.workers).refused
     assert "hasDotdot" in taken and bad not in git(repo, "cat-file", "--batch-all-objects", "--batch-check")
 
 
@@ -264,18 +275,18 @@ def test_what_is_no_object_leaves_the_store_once_nothing_wrote_it_for_a_while(li
     old = os.stat(fresh).st_mtime - worker_objects.GRACE - 1
     for path in junk:
         os.utime(path, (old, old))
-    worker_objects.take(tree, repo)
+    worker_objects.take(tree, repo, stores.workers)
     assert [p for p in junk if p.exists()] == [] and fresh.exists()
     assert (stores.workers / "info" / "alternates").is_file()  # the store's own
 
 
 def test_a_plain_folder_or_a_repository_without_the_store_takes_nothing(linked, tmp_path):
     repo, tree, stores = linked
-    assert worker_objects.take(tmp_path, repo).objects == 0
+    assert worker_objects.take(tmp_path, repo, stores.workers).objects == 0
     for path in sorted(stores.workers.rglob("*"), reverse=True):
         path.unlink() if not path.is_dir() else path.rmdir()
     stores.workers.rmdir()
-    assert worker_objects.take(tree, repo).objects == 0
+    assert worker_objects.take(tree, repo, stores.workers).objects == 0
 
 
 def test_the_sandbox_binds_the_workers_store_over_the_repositorys_and_a_node_gets_the_same():
@@ -306,7 +317,7 @@ def test_a_refusal_found_by_a_siblings_take_is_told_to_whoever_names_the_object(
     sibling = tmp_path / "sibling"
     git(repo, "worktree", "add", "-q", "-b", "s", str(sibling))
     bad = dotdot_tree(tree, stores)  # the first worker's object
-    taken = worker_objects.take(sibling, repo)  # found by the sibling's take
+    taken = worker_objects.take(sibling, repo, stores.workers)  # found by the sibling's take
     assert taken.refused == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]
     said = f"fatal: bad tree object {bad}"  # git's words when the first worker's branch is checked
     assert worker_objects.refused_earlier(said) == [f"{bad}: a tree git fsck refuses: an entry is named '..'"]

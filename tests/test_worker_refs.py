@@ -121,3 +121,46 @@ def test_a_plain_folder_has_no_view(tmp_path):
     assert worker_refs.take(tmp_path, tmp_path, "w", REF) == ""
     worker_refs.follow(tmp_path, "w", "0" * 40)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_folders_of_other_trees_and_a_packed_refs_without_them(linked, tmp_path):
+    """Issue 48, item 8: what a sandbox of tree r1 shows empty of the git dir (every worktree's git dir,
+    the prefix's branches and reflogs) and binds back (its tree's reflogs, its siblings' worktrees),
+    and packed-refs without other trees' branches, the user's kept with their tags' peeled lines."""
+    repo, tree, private, first, _ = linked
+    git(repo, "branch", "orch/r2/w", first)  # another tree's
+    git(repo, "branch", "orch/r1/sibling", first)  # its own tree's
+    git(repo, "branch", "orchard", first)  # the user's, beside the prefix
+    git(repo, "tag", "-a", "-m", "t", "v1", first, env=user_env())
+    sibling, other = tmp_path / "r1" / "sibling", tmp_path / "r2" / "other"  # in the trees' folders
+    git(repo, "worktree", "add", "-q", str(sibling), "orch/r1/sibling")
+    git(repo, "worktree", "add", "-q", str(other), "orch/r2/w")
+    git(repo, "pack-refs", "--all")
+    common = repo / ".git"
+    (common / "refs" / "heads" / "orch" / "r1").mkdir(parents=True)  # the tree's ref folder, as its sandbox makes it
+    (common / "logs" / "refs" / "heads" / "orch" / "r1").mkdir(parents=True, exist_ok=True)
+
+    emptied, kept = worker_refs.other_trees(common, "orch/", "r1", tmp_path / "r1", private)
+
+    assert sorted(emptied) == sorted([common / "worktrees", common / "refs/heads/orch", common / "logs/refs/heads/orch"])
+    siblings = linked_git_dir(sibling)
+    assert kept == [common / "logs/refs/heads/orch/r1", siblings]  # not the other tree's worktree, nor its own
+    theirs = worker_refs.other_trees(common, "orch/", "r2", tmp_path / "r2", private)[1]
+    assert theirs == [common / "logs/refs/heads/orch/r2", linked_git_dir(other)]
+    # Every worktree its tree's (one tree running alone): the folder is left whole, nothing bound per sibling
+    assert worker_refs.other_trees(common, "orch/", "r1", tmp_path, private)[1] == [common / "logs/refs/heads/orch/r1"]
+    assert worker_refs.other_trees(common, "orch-", "r1", tmp_path, private)[0] == []
+
+    copy = worker_refs.packed_without_trees(common, "orch/", "r1", tmp_path / "state" / "packed-refs")
+
+    assert copy is not None
+    original, shown = (common / "packed-refs").read_text(), copy.read_text()
+    assert " refs/heads/orch/r2/w\n" in original and " refs/heads/orch/r1/sibling\n" in original
+    assert "refs/heads/orch/r2/" not in shown and " refs/heads/orch/r1/sibling\n" in shown
+    kept_lines = [line for line in original.splitlines() if "refs/heads/orch/r2/" not in line]
+    assert shown.splitlines() == kept_lines and "refs/tags/v1" in shown and "^" in shown and "refs/heads/orchard" in shown
+    git(repo, "worktree", "remove", str(other))
+    git(repo, "branch", "-D", "orch/r2/w")
+    assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None  # nothing of another tree's
+    (common / "packed-refs").unlink()
+    assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None

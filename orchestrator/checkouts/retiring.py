@@ -266,16 +266,17 @@ def store_in_use(repo: Path, settings: Settings, workspace: Workspace, leaving: 
 
 
 def workers_store(repo: Path) -> Path | None:
-    """The workers' object store in the repository's git dir, if there is one."""
+    """What of the sandboxes' object stores is in the repository's git dir, if anything: the store all
+    trees shared before stores were per tree, else the folder sandboxes show the real store at."""
     stores = worker_objects.stores_at(common_dir(repo))
-    return stores.workers if stores.workers.is_dir() or stores.shown_at.is_dir() else None
+    return next((path for path in (stores.workers, stores.shown_at) if path.is_dir()), None)
 
 
 def drop_workers_store(repo: Path, settings: Settings, workspace: Workspace) -> bool:
-    """Remove the sandboxed workers' object store from the repository's git dir
-    (``.git/orchestrator-objects`` and the folder the sandbox shows the real store at) once no job
-    uses it (``store_in_use``). What it still holds is taken into the repository's store first.
-    True when removed."""
+    """Remove the sandboxes' folders from the repository's git dir (the store all trees shared before
+    stores were per tree, ``.git/orchestrator-objects``, and the folder the sandbox shows the real store
+    at) once no job uses them (``store_in_use``). What the old store still holds is taken into the
+    repository's store first. True when removed. (Each tree's own store goes with its tree's folder.)"""
     with repo_lock(repo):
         if workers_store(repo) is None or store_in_use(repo, settings, workspace) is not None:
             return False

@@ -555,10 +555,10 @@ class WorktreeCheckout(Checkout):
         in_place = spec is not None and spec.backend is not Backend.BUBBLEWRAP
         for planted in worker_refs.unlink_planted(directory, tree if in_place else None):
             self._refused(record, f"a file of its git dir had been made a link ({planted}): removed")
-        # The store is every sandboxed worker's of the repository, and a take moves all of it: what
-        # this take refused may be a sibling's, so it is the tree's to hear; the worker whose branch
+        # The store is every sandboxed worker's of the tree, and a take moves all of it: what this
+        # take refused may be a sibling's, so it is the tree's to hear; the worker whose branch
         # names a refused object is told below, with why.
-        for line in worker_objects.take(directory, self.repo).refused:
+        for line in worker_objects.take(directory, self.repo, self.workspace.tree_objects(record.root_id)).refused:
             said = f"the workers' object store held an object not taken into the repository: {line}"
             log.warning("%s", said, extra=logs.context(record.job_id, record.name))
             self.workspace.log_event(record.root_id, said)

@@ -235,7 +235,9 @@ def _add_late_commands(sub: Any) -> None:
         "git.keep_worktrees_days after they ended (their branches stay); with --older-than, finished job trees "
         "that ended that long ago go whole (their worker branches too; result branches stay); with --results, the "
         "result branches of finished jobs and of job trees deleted before go too (one merged nowhere else is "
-        "listed with a warning). The workers' object store (.git/orchestrator-objects) goes once no job uses it. "
+        "listed with a warning). Each tree's sandboxed object store goes with its tree; the folder sandboxes show "
+        "your store at (.git/orchestrator-host-objects) and the store all trees shared before "
+        "(.git/orchestrator-objects) go once no job uses them. "
         "A running tree, your checkout, a branch a job names as merge_into and any ref outside the branch prefix "
         "are never touched.",
     )

@@ -13,7 +13,9 @@ the branches and bytes that would go, and changes nothing. ``--yes`` does it:
   (retiring.prune_stale), so ``git worktree list`` shows none left behind;
 - with ``--results``, the result branches of finished jobs and of trees deleted before go
   (retention/results.py: one merged nowhere else is listed with a warning that its work is only there);
-- the sandboxed workers' object store (``.git/orchestrator-objects``) goes once no job uses it.
+- each tree's sandboxed object store goes with its tree (git/worker_objects.py); the folder sandboxes show the
+  repository's store at (``.git/orchestrator-host-objects``) and the store all trees shared before stores were
+  per tree (``.git/orchestrator-objects``) go once no job uses them.
 
 A running tree is never touched, nor a ref outside the branch prefix, nor the host's checkout.
 """

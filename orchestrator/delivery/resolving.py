@@ -452,7 +452,8 @@ class ConflictResolver:
         git = self._git(tree, tree.parent / "tmp")
         git.run(*_QUIET, "add", "-A", "--", ".")
         resolved = git.text("write-tree").strip()
-        refused = worker_objects.take(tree, self.repo).refused  # the resolver's objects and the tree, checked
+        store = self.confinement.workspace.tree_objects(self.job.root_id)
+        refused = worker_objects.take(tree, self.repo, store).refused  # the resolver's objects and the tree, checked
         if refused:
             return None, f"an object its sandbox wrote was not taken into the repository: {refused[0]}"
         left = []

@@ -540,7 +540,7 @@ class Attempts:
     def _footprint(self) -> Footprint:
         """What the disk cap counts of the attempt starting now (process/monitor.Footprint): its
         folder, its TMPDIR, and in a worktree its private git dir and the growth from now of its
-        repository's workers' object store. Those two are found from the worktree's ``.git``
+        tree's object store. Those two are found from the worktree's ``.git``
         pointer, read once, and only in a worktree, where the sandbox shows it read-only (a plain
         folder's ``.git`` is the worker's to write: a path it chose is never walked)."""
         if not self.settings.workers.max_disk_mb:
@@ -548,7 +548,8 @@ class Attempts:
         if self._git_disk is None:
             private, stores = None, None
             if self.config.isolation == Isolation.WORKTREE:
-                private, stores = linked_git_dir(self.worker_dir), stores_of(self.worker_dir)
+                store = self.workspace.tree_objects(self.record.root_id)
+                private, stores = linked_git_dir(self.worker_dir), stores_of(self.worker_dir, store)
             self._git_disk = ((private,) if private is not None else (), stores.workers if stores else None)
         rec = self.record
         own = (self.worker_dir, self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name), *self._git_disk[0])

@@ -1,16 +1,26 @@
 """Sandboxed workers' objects: their commits never write the repository's object store.
 
 Inside a worker's sandbox (process/sandbox.py, workers/confinement.py) the repository's
-``objects`` folder is ``.git/orchestrator-objects``, bound in its place, writable; the real store
-is shown read-only at ``.git/orchestrator-host-objects`` (an empty folder outside), and the
-workers' store's ``info/alternates`` names it, so git reads every object the repository has and
-writes new ones (a worker's ``git add``, its commits, a ``git repack``) into the workers' store. A
-worker that deletes objects deletes only what workers wrote; the repository's history cannot go.
-The store is one for all the repository's sandboxed workers (as the real one was), so a worker's
-git sees the objects of every branch, a sibling's un-merged commits too (``git log --all``).
+``objects`` folder is its job tree's own store (``state/git-objects`` in the tree's folder of the
+workspace: Workspace.tree_objects), bound in its place, writable; the real store is shown
+read-only at ``.git/orchestrator-host-objects`` (an empty folder outside), and the tree's store's
+``info/alternates`` names it, so git reads every object the repository has and writes new ones (a
+worker's ``git add``, its commits, a ``git repack``) into its tree's store. A worker that deletes
+objects deletes only what its tree wrote; the repository's history cannot go.
+
+The store is one per job tree (a root job and its child jobs: one tree, as its branches are): a
+worker's git reads the objects of its siblings' un-merged commits (``git log --all``), never what a
+worker of another tree wrote. A store every tree wrote, searched first by every tree's git, let one
+tree plant a loose object under the name of another's file (git does not hash a loose object it
+reads) and have that tree commit it (issue 48, item 2). A child job shares its parent's tree: its
+branches merge into its parent worker's, so nothing would be kept from the tree that a second store
+could keep, and its parent worker's git reads its child's commits as a sibling's. Under Landlock
+(no mounts) git is told the tree's store by its path (process/landlock.py): the alternates line,
+relative, then leads to an empty folder beside the store (:func:`prepare`), and the real store comes
+by ``GIT_ALTERNATE_OBJECT_DIRECTORIES``.
 
 Before the orchestrator runs git on a worktree outside the sandbox (its commit of the worker's
-work, a reset, a resolver's result), :func:`take` moves what is in the workers' store into the
+work, a reset, a resolver's result), :func:`take` moves what is in its tree's store into the
 real one, each object checked: a loose object's content must hash to its name, and a pack is
 read by ``git index-pack --strict``, which names each object by its content and checks it as git
 fsck does. A tree must also hold only names git fsck accepts (git/tree_checks.py). An object that
@@ -23,6 +33,9 @@ two at once each found what the other had just moved (the false "not taken" of i
 Whatever else is in the store (git's temporary files, anything a worker put there) is removed once
 nothing has written it for :data:`GRACE` seconds: the store holds objects on their way in, nothing else (it counts against no
 worker's disk cap otherwise, and it would grow for ever).
+
+Before stores were per tree, one lay in the repository's git dir (``.git/orchestrator-objects``,
+:func:`stores_at`): checkouts/retiring.py takes what it holds and removes it once no job uses it.
 """
 
 from __future__ import annotations
@@ -49,7 +62,7 @@ from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitwork import common_dir_of, linked_git_dir
 from .tree_checks import MAX_GITMODULES, MAX_TREE, gitmodules_blobs, gitmodules_problem, tree_problem
 
-WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the sandboxed workers' store
+WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the one store all trees shared, before
 SHOWN_AT = "orchestrator-host-objects"  # in the same dir: where the sandbox shows the real one
 _KINDS = {b"blob", b"tree", b"commit", b"tag"}
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -64,8 +77,8 @@ _HEAD = 64  # inflated bytes that hold any object's header (kind, size, NUL)
 
 @dataclass(frozen=True)
 class Stores:
-    """A repository's two stores: ``workers`` (the sandbox binds it over ``host``) and ``shown_at``,
-    where the sandbox shows ``host`` read-only."""
+    """A repository's two stores: ``workers`` (a job tree's: the sandbox binds it over ``host``) and
+    ``shown_at``, where the sandbox shows ``host`` read-only."""
 
     workers: Path
     host: Path
@@ -82,26 +95,39 @@ class Taken:
 
 
 def stores_at(common: Path) -> Stores:
-    """The stores of the repository whose (common) git dir is ``common``."""
+    """The one store every tree of the repository whose (common) git dir is ``common`` shared before
+    stores were per tree (what checkouts/retiring.py takes and removes), and where the sandbox shows
+    the real store."""
     return Stores(common / WORKERS_OBJECTS, common / "objects", common / SHOWN_AT)
 
 
-def stores_of(directory: Path) -> Stores | None:
-    """The stores of the linked worktree at ``directory``'s repository (None: not a linked worktree)."""
+def tree_stores(store: Path, common: Path) -> Stores:
+    """The stores of a job tree whose own store is ``store`` (Workspace.tree_objects), in the
+    repository whose (common) git dir is ``common``."""
+    return Stores(store, common / "objects", common / SHOWN_AT)
+
+
+def stores_of(directory: Path, store: Path) -> Stores | None:
+    """The stores of the linked worktree at ``directory``, of the job tree whose store is ``store``
+    (None: not a linked worktree)."""
     private = linked_git_dir(directory)
     common = common_dir_of(private) if private is not None else None
-    return stores_at(common) if common is not None else None
+    return tree_stores(store, common) if common is not None else None
 
 
 def prepare(stores: Stores) -> None:
-    """Make the workers' store (once per repository): its alternates name the real store where the
-    sandbox shows it, and the real store's own alternates, made absolute (a relative one is
-    relative to the real folder, which inside the sandbox is somewhere else). The shown store is
-    named relative to the workers' (its sibling): a project view shows the git dir at another path
-    (process/sandbox.py ProjectView), where an absolute name would point into the checkout."""
+    """Make a tree's store (once per tree): its alternates name the real store where the sandbox
+    shows it, and the real store's own alternates, made absolute (a relative one is relative to
+    the real folder, which inside the sandbox is somewhere else). The shown store is named relative
+    to where the sandbox binds the tree's store (the repository's ``objects``, its sibling): a
+    project view shows the git dir at another path (process/sandbox.py ProjectView), where an
+    absolute name would point into the checkout. Where git is told the store's own path (Landlock)
+    that name leads beside it, to an empty folder made here (else every git there says the
+    alternate is missing)."""
     stores.shown_at.mkdir(exist_ok=True)
+    (stores.workers.parent / SHOWN_AT).mkdir(parents=True, exist_ok=True)
     alternates = stores.workers / "info" / "alternates"
-    lines = [os.path.relpath(stores.shown_at, stores.workers)]
+    lines = [f"../{SHOWN_AT}"]
     with contextlib.suppress(OSError):
         for line in (stores.host / "info" / "alternates").read_text(encoding="utf-8").splitlines():
             if line.strip() and not line.startswith("#"):
@@ -116,21 +142,21 @@ def prepare(stores: Stores) -> None:
     os.replace(temp, alternates)
 
 
-def take(directory: Path, repo: Path) -> Taken:
-    """Move what sandboxed workers wrote into the workers' store of ``directory``'s repository into
-    the real one (``repo`` names it for git), checking every object; the moved ones leave the
-    workers' store, so a second call moves only what is new (another worker's objects go along:
-    they are checked the same, and a commit of a worker that is not merged is garbage as it would
-    have been). Nothing to do (no store, or an empty one) costs a listing.
+def take(directory: Path, repo: Path, store: Path) -> Taken:
+    """Move what the sandboxed workers of a job tree wrote into its store (``store``) into the real
+    one of ``directory``'s repository (``repo`` names it for git), checking every object; the moved
+    ones leave the tree's store, so a second call moves only what is new (a sibling's objects go
+    along: they are checked the same, and a commit of a worker that is not merged is garbage as it
+    would have been). Nothing to do (no store, or an empty one) costs a listing.
 
     Workers may still run, and the store is theirs to write: every step goes through a folder
     opened without following a link (a folder of it turned into a link to another repository's
     objects would otherwise have them moved here, and deleted there)."""
-    stores = stores_of(directory)
+    stores = stores_of(directory, store)
     return Taken() if stores is None else take_from(stores, repo)
 
 
-# Why each object lately refused was: every worker of a repository writes one store, and a take
+# Why each object lately refused was: every worker of a tree writes one store, and a take
 # moves all of it, so a worker's object is often refused by a sibling's take; the worker whose
 # branch then names a missing object is told why from here (git/worker_refs.py), not the sibling.
 _REFUSED: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -459,4 +485,4 @@ def _unlink(path: str | Path, folder: int | None = None) -> None:
         os.unlink(path, dir_fd=folder)
 
 
-__all__ = ["SHOWN_AT", "WORKERS_OBJECTS", "Stores", "Taken", "prepare", "stores_at", "stores_of", "take"]
+__all__ = ["SHOWN_AT", "WORKERS_OBJECTS", "Stores", "Taken", "prepare", "stores_at", "stores_of", "take", "tree_stores"]

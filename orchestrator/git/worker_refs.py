@@ -252,7 +252,7 @@ def _read(name: str, folder: int | None = None) -> str:
     except OSError:
         return ""
     try:
-        return os.read(fd, 200).decode("ascii", "replace").strip()
+        return os.read(fd, 4096).decode("utf-8", "replace").strip()
     except OSError:
         return ""
     finally:
@@ -276,7 +276,80 @@ def _write(folder: int, name: str, value: str) -> None:
         raise
 
 
-__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "show", "take"]
+def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, private: Path) -> tuple[list[Path], list[Path]]:
+    """What a sandbox of job tree ``root_id`` (its folder of the workspace ``tree_folder``; its own
+    worktree's git dir ``private``) shows of the repository's git dir (``common``) as (emptied, kept):
+    the folders that name other trees' branches and commits, shown empty (issue 48, item 8), and what
+    of its own tree is bound back in them, read-only. Emptied: the branches under ``prefix`` and their
+    reflogs, where ``prefix`` is a folder of its own (ends with "/": else the folder holds the user's
+    branches too), every worktree's git dir (their ``HEAD``s and reflogs name their commits; ``git log
+    --all`` walks them), the tips shown to sandboxes without a view (:data:`IN_PLACE`) and the store
+    all trees shared before stores were per tree (git/worker_objects.py). Kept: its tree's reflogs and
+    its siblings' worktrees' git dirs (those whose checkout is in ``tree_folder``; the folder is shown
+    whole where every worktree is its tree's, or the user's main checkout's alone): a worker's ``git
+    repack -ad`` or ``git gc`` in the tree's shared store keeps what they name, its siblings' commits.
+    Its own branch and worktree git dir the sandbox binds itself. Those that exist (a sibling's worktree
+    retired before the sandbox starts is skipped there: process/sandbox.py binds them with ``-try``)."""
+    emptied = [common / IN_PLACE, common / "orchestrator-objects"]
+    kept: list[Path] = []
+    if prefix.endswith("/") and prefix.strip("/"):
+        folder = prefix.strip("/")
+        emptied += [common / "refs" / "heads" / folder, common / "logs" / "refs" / "heads" / folder]
+        kept.append(common / "logs" / "refs" / "heads" / f"{prefix}{root_id}")
+    ours, others = _worktrees_in(common / "worktrees", tree_folder)
+    if others:  # (none: nothing to hide there, and no bind per sibling to pay for: one tree running alone)
+        emptied.append(common / "worktrees")
+        kept += [path for path in ours if path != private]
+    exists = [path for path in (*emptied, *kept) if path.is_dir() and not path.is_symlink()]
+    return [p for p in emptied if p in exists], [p for p in kept if p in exists]
+
+
+def _worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
+    """The worktree git dirs in ``worktrees`` whose checkout (their ``gitdir`` file, which git writes
+    and a sandbox pins read-only) lies in ``folder``, and the others."""
+    ours: list[Path] = []
+    others: list[Path] = []
+    try:
+        entries = list(os.scandir(worktrees))
+    except OSError:
+        return ours, others
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        named = _read(os.path.join(entry.path, "gitdir"))
+        mine = bool(named) and os.path.isabs(named) and Path(named).is_relative_to(folder)
+        (ours if mine else others).append(Path(entry.path))
+    return ours, others
+
+
+def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) -> Path | None:
+    """The repository's ``packed-refs`` less every branch under ``prefix`` but tree ``root_id``'s (other
+    job trees'), written to ``copy`` for a sandbox of that tree to see in its place; None when there is
+    no ``packed-refs`` or it names no other tree's branch (the common case, no ``git gc`` since). Each sandbox's start writes it anew (renamed over: one already bound keeps its own),
+    so it holds the user's branches as they were when the worker started."""
+    try:
+        packed = (common / "packed-refs").read_bytes()
+    except OSError:
+        return None
+    hidden, own = f" refs/heads/{prefix}".encode(), f" refs/heads/{prefix}{root_id}/".encode()
+    kept: list[bytes] = []
+    dropping = False
+    for line in packed.splitlines(keepends=True):
+        if line.startswith(b"^"):  # a tag's peeled line follows its tag
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = not line.startswith(b"#") and hidden in line and own not in line
+        if not dropping:
+            kept.append(line)
+    if len(kept) == len(packed.splitlines()):
+        return None  # no other tree's branch in it: nothing to bind over the file git renames new ones over
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(copy, b"".join(kept), durable=False, mode=0o444)
+    return copy
+
+
+__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "other_trees", "packed_without_trees", "show", "take"]
 
 
 # What git writes or follows in a worktree's private git dir on a commit, reset or ref move: a link a

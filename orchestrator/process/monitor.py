@@ -53,14 +53,13 @@ CAPPED = "stopped at a worker's cap"  # how a helper's reason starts when a cap 
 class Footprint:
     """What ``workers.max_disk_mb`` counts of one attempt: the folders that are the worker's alone
     (its checkout, its worktree's private git dir, its TMPDIR) whole, and the growth of a folder
-    it shares (``shared``: the workers' object store of its repository, git/worker_objects.py)
+    it shares (``shared``: its job tree's object store, git/worker_objects.py)
     since the attempt began (``shared_before``, read then).
 
-    The store is one for every sandboxed worker of the repository and says nothing of who wrote
-    what, so its growth counts against each worker running while it grew: a worker never pays for
-    what was there before it started, and a writer cannot hide its objects there; a sibling running
-    beside a writer may be stopped with it (the lesser wrong: the store lives in the user's
-    repository, and taken objects move into its real store)."""
+    The store is one for every sandboxed worker of the tree and says nothing of who wrote what, so
+    its growth counts against each worker running while it grew: a worker never pays for what was
+    there before it started, and a writer cannot hide its objects there; a sibling running beside a
+    writer may be stopped with it (the lesser wrong: taken objects move into the repository's store)."""
 
     own: tuple[Path, ...]
     shared: Path | None = None

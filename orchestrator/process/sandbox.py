@@ -220,14 +220,24 @@ class SandboxSpec:
             for path in _existing(view.kept):
                 out += ["--ro-bind", path, path]
         emptied = _folders(self.emptied)
+        # Folders of the repository's git dir shown empty land where the view shows it, once it is bound.
+        git_dir = [view.git[0]] if view is not None and view.git is not None else []
+        in_git = [p for p in emptied if _below(p, git_dir)]
         for path in emptied:
-            out += ["--tmpfs", path]
+            if path not in in_git:
+                out += ["--tmpfs", path]
         for path in _existing(self.kept):
-            out += ["--ro-bind", path, path]
+            if not _below(path, git_dir):
+                out += ["--ro-bind", path, path]
         if self.network is SandboxNetwork.ALLOW and self.egress_dir is not None:
             out += ["--ro-bind", self.egress_dir, EGRESS_INSIDE]
         if view is not None and view.git is not None:
             out += ["--ro-bind", view.git[0], view.git[1]]
+        for path in in_git:
+            out += ["--tmpfs", at(path)]
+        for path in _existing(self.kept):
+            if _below(path, git_dir):  # a sibling's worktree retired since: gone, nothing to show
+                out += ["--ro-bind-try", path, at(path)]
         for path in _existing(self.private):
             if self.overlay and os.path.isdir(path):
                 out += ["--overlay-src", path, "--tmp-overlay", path]
@@ -259,7 +269,7 @@ class SandboxSpec:
             else:
                 out += ["--ro-bind", self.empty or "/dev/null", path]
         for path in emptied:  # after the binds below it: they are mounts of their own and stay as bound
-            out += ["--remount-ro", path]
+            out += ["--remount-ro", at(path)]
         if self.chdir:
             out += ["--chdir", view.place(self.chdir) if view is not None else self.chdir]
         out.append("--")
@@ -601,6 +611,8 @@ class Paths:
     readonly: list[Path] = field(default_factory=list)
     moved: list[tuple[Path, Path]] = field(default_factory=list)
     shown: list[tuple[Path, Path]] = field(default_factory=list)
+    emptied: list[Path] = field(default_factory=list)  # folders shown empty (what of other trees the git dir holds)
+    kept: list[Path] = field(default_factory=list)  # paths in them bound back read-only
 
 
 def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str], hidden: Sequence[str]) -> SandboxSpec:
@@ -614,4 +626,6 @@ def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str]
         moved=tuple((str(a), str(b)) for a, b in paths.moved),
         shown=tuple((str(a), str(b)) for a, b in paths.shown),
         hidden=tuple(str(Path(x).expanduser()) for x in hidden),
+        emptied=(*base.emptied, *(str(p) for p in paths.emptied)),
+        kept=(*base.kept, *(str(p) for p in paths.kept)),
     )

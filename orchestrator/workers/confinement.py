@@ -340,7 +340,7 @@ class Confinement:
         return path
 
     def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True) -> None:
-        """What a worktree's own commits write: its private git dir, the workers' object store in place
+        """What a worktree's own commits write: its private git dir, its tree's object store in place
         of the repository's (which it sees read-only: git/worker_objects.py), its view of its tree's
         branches in place of their folder (its own branch only: git/worker_refs.py), and its own
         branch's reflog. Nothing for a plain folder.
@@ -355,7 +355,7 @@ class Confinement:
 
         Without ``view`` (Landlock: no mounts), the same pairs are rules: the tree's ref folder is
         writable whole and the worker's commits move its real branch, which the orchestrator checks
-        afterwards as it checks a view's copy (git/worker_refs.py ``take``); the workers' object store is
+        afterwards as it checks a view's copy (git/worker_refs.py ``take``); its tree's object store is
         where the worker's git is told to write (process/landlock.py)."""
         private = linked_git_dir(directory)
         if private is None:
@@ -373,13 +373,23 @@ class Confinement:
         tip = (ref_value(directory, ref) or "") if branch else ""
         if view:
             worker_refs.show(private, branch, tip)
+            # Other trees' branches, reflogs and worktrees shown empty, and packed-refs without them.
+            prefix, folder = self.settings.git.branch_prefix, self.workspace.job_dir(root_id)
+            emptied, kept = worker_refs.other_trees(common, prefix, root_id, folder, private)
+            paths.emptied.extend(emptied)
+            paths.kept.extend(kept)
+            copy = self.workspace.tree_packed_refs(root_id)
+            if worker_refs.packed_without_trees(common, prefix, root_id, copy) is not None:
+                paths.shown.append((copy, common / "packed-refs"))
         else:
             worker_refs.show_in_place(private, tip)
         paths.moved.append((private / worker_refs.VIEW, refs))
-        stores = worker_objects.stores_at(common)
+        # Its tree's object store in place of the repository's, which it reads (git/worker_objects.py).
+        stores = worker_objects.tree_stores(self.workspace.tree_objects(root_id), common)
         worker_objects.prepare(stores)
         paths.moved.append((stores.workers, stores.host))
         paths.shown.append((stores.host, stores.shown_at))
+        paths.readonly.append(stores.workers.parent / worker_objects.SHOWN_AT)  # where its alternates lead without mounts
         paths.fixed.append(private / "logs" / "HEAD")
         if branch:
             paths.fixed.append(common / "logs" / "refs" / "heads" / tree / branch)

@@ -277,6 +277,16 @@ class Workspace:
         workers, setups and gates, never by another tree's; kept until the tree is deleted."""
         return self._tree(root_id).state / "caches"
 
+    def tree_objects(self, root_id: str) -> Path:
+        """A tree's sandboxed git object store (git/worker_objects.py): what its workers' git writes,
+        written by its workers, resolvers and gates only, never read by another tree's; goes with the tree."""
+        return self._tree(root_id).state / "git-objects"
+
+    def tree_packed_refs(self, root_id: str) -> Path:
+        """The repository's packed-refs as a tree's sandboxes see it: without other trees' branches
+        (git/worker_refs.py), written at each sandbox's start."""
+        return self._tree(root_id).state / "packed-refs"
+
     def remove_tree_tmp(self, root_id: str) -> None:
         """A tree ended: all its workers' TMPDIRs go, at once."""
         shutil.rmtree(self._tree(root_id).tmp, ignore_errors=True)
