@@ -68,6 +68,7 @@ class Primitive:
     body: str  # standard-library Python, run with ``P`` (the attack's parameters) and ``say``
     proof: Callable[[str, Outside], str]  # (attack id, the outside's state) -> the escape seen, or ""
     awaiting: str = ""  # the branch whose defence it awaits: skipped on main, with this reason
+    gaps: frozenset[str] = frozenset()  # backends where it is a gap docs/sandbox.md names: not tried there
     spawns: bool = False  # runs in the parent worker of a child-job tree (it writes the child's task itself)
     pair: bool = False  # needs two workers of its tree (a conflict between them)
     params: Callable[[str, Outside], dict] = field(default=lambda attack_id, outside: {})
@@ -357,10 +358,17 @@ PRIMITIVES: tuple[Primitive, ...] = (
         print("EXFIL", P["id"], "read:", " ".join(done.stdout.split())[-3000:], flush=True)
         """,
         exfiltrated(lambda o: o.other_secret),
-        awaiting="h-store: other trees' branches and objects are readable through git (issue 48 item 8)",
+        gaps=frozenset({"landlock"}),  # Landlock cannot hide folders inside .git a running git renames files in
     ),
 )
 
 RUNNABLE = tuple(p for p in PRIMITIVES if not p.awaiting)
+
+
+def runnable(backend: str) -> tuple[Primitive, ...]:
+    """What is tried under ``backend``: the runnable primitives less its documented gaps."""
+    return tuple(p for p in RUNNABLE if backend not in p.gaps)
+
+
 AWAITING = tuple(p for p in PRIMITIVES if p.awaiting)
 BY_NAME = {p.name: p for p in PRIMITIVES}

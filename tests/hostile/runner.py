@@ -35,7 +35,7 @@ import requests
 from ..helpers.worktree import git, make_host, snapshot, user_env
 from . import gullible
 from .generator import Attack, Tree, pack
-from .primitives import BY_NAME, RUNNABLE, Context, source
+from .primitives import BY_NAME, Context, runnable, source
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hostile-generated-admin-key-0123456789abcdef"
@@ -501,8 +501,8 @@ def defences_off_runs(base: Path, backend: str, seed: int) -> list[Run]:
     a restart). Each of these attacks must get out: a suite that cannot fail proves nothing."""
     rng = random.Random(seed)
     plans: list[tuple[tuple[str, ...], list[Tree]]] = []
-    for defence in sorted({p.defence for p in RUNNABLE}):
-        chosen = [p for p in RUNNABLE if p.defence == defence]
+    for defence in sorted({p.defence for p in runnable(backend)}):
+        chosen = [p for p in runnable(backend) if p.defence == defence]
         attacks = [
             Attack(f"off{seed}{defence[:4]}{n}", p, next(c for c in Context if c in p.contexts)) for n, p in enumerate(chosen)
         ]

@@ -120,7 +120,9 @@ def markdown(runs: list[Run], off_runs: list[Run] = ()) -> str:
             cells = ["skipped"] * len(setups)
             defence, escaped = f"awaiting {primitive.awaiting.split(':')[0]}", ""
         else:
-            cells = ["/".join(map(str, counts[(primitive.name, s)])) for s in setups]
+            cells = [
+                "gap" if any(b in s for b in primitive.gaps) else "/".join(map(str, counts[(primitive.name, s)])) for s in setups
+            ]
             defence = primitive.defence
             escaped = "/".join(map(str, off[primitive.name])) if off[primitive.name][1] else ""
         lines.append(
