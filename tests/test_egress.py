@@ -156,7 +156,7 @@ def test_a_refused_host_is_logged_and_recorded_ten_times_then_at_each_power_of_t
     log.write_text("")
     record = tmp_path / "state" / "worker.network.jsonl"
     record.parent.mkdir()
-    report = egress._reporter(log, record)
+    report = egress.reporter(log, record)
     for count in range(1, 1001):
         report(Refusal("evil.example", 443, "not in workers.sandbox_allow", count))
     report(Refusal("gone.example", 443, "its name did not resolve: unknown", 1, Outcome.UNREACHABLE))

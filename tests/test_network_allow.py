@@ -26,6 +26,7 @@ from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
+from orchestrator.network.direct import REASON as DIRECT_REASON
 from orchestrator.outcomes import RefusalKind
 from orchestrator.process import landlock
 from orchestrator.process.backends import forget_probes, probe
@@ -150,11 +151,14 @@ def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(s
     assert allowed.hits == 1 and denied.hits == 0  # the denied server never saw a connection
 
     refused = f"[orchestrator] network: refused {DENIED_ADDRESS}:{denied_port}: "
-    assert [line.startswith(refused) for line in log.splitlines()].count(True) == 3, log
+    # Three by its proxy; under Landlock the direct one too, refused and recorded outside it (network/direct.py).
+    direct = backend == "landlock"
+    assert [line.startswith(refused) for line in log.splitlines()].count(True) == 3 + direct, log
     assert worker.status is WorkerStatus.SUCCESS
     network = [r for r in worker.refusals if r.kind is RefusalKind.NETWORK]
     assert [r.path for r in network] == [f"{DENIED_ADDRESS}:{denied_port}"], worker.refusals
-    assert network[0].line.endswith("(3 so far)"), network  # the latest line: how many times
+    # the latest line: how many times (its proxy's three, or the one direct connection after them)
+    assert network[0].line.endswith(f"{DIRECT_REASON} (1 so far)" if direct else "(3 so far)"), network
     assert f"{DENIED_ADDRESS}:{denied_port}" in json.dumps(engine.queries.status_document(worker.job_id))
 
 
@@ -174,9 +178,12 @@ def test_a_program_that_ignores_the_proxy_is_refused_before_it_sends_and_the_rec
     script.write_text(IGNORES_PROXY)
     worker = run(engine, f"'{sys.executable}' '{script}'")
     assert worker.status is WorkerStatus.SUCCESS
-    assert [r.kind for r in worker.refusals] == [RefusalKind.NETWORK], worker.refusals
     said = "[Errno 101] Network is unreachable" if backend == "bubblewrap" else "[Errno 13] Permission denied"
-    assert said in worker.refusals[0].line, worker.refusals
+    if backend == "landlock":  # refused outside it, and recorded (network/direct.py); then its own words
+        assert [(r.kind, r.path, r.recorded) for r in worker.refusals[:1]] == [(RefusalKind.NETWORK, "192.0.2.1:80", True)]
+        assert DIRECT_REASON in worker.refusals[0].line, worker.refusals
+    assert [r.kind for r in worker.refusals if not r.recorded] == [RefusalKind.NETWORK], worker.refusals
+    assert said in worker.refusals[-1].line, worker.refusals
 
 
 def test_a_child_job_is_started_through_the_proxied_api(served):
