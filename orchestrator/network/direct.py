@@ -1,14 +1,16 @@
-"""A Landlock worker's direct TCP connections, decided and recorded outside its reach.
+"""A sandboxed worker's direct TCP connections, decided and recorded outside its reach.
 
-Under Landlock a worker shares the host's loopback; its rules let it connect to its proxy's port and
-the forwarded endpoints' ports only (process/landlock.py), and the kernel refuses any other port with
-EACCES, keeping no record of it. So the launcher also installs a seccomp filter that hands every
-``connect()`` of the worker's processes to this process (a seccomp user notification, Linux 5.0+):
-the launcher passes the filter's listener over a socket pair and closes its own copy before it execs,
-so no process of the worker holds it. For each connection to an IPv4 or IPv6 address, the
-:class:`Guard` reads its destination from the worker's memory and
+With ``workers.sandbox_network`` ``allow`` or ``none``, a worker may connect to its proxy's port and
+the forwarded endpoints' ports only. Under Landlock it shares the host's loopback and its rules refuse
+any other port with EACCES; under bubblewrap its own network namespace has nothing listening there. In
+both the kernel keeps no record. So a seccomp filter hands every ``connect()`` of the worker's
+processes to this process (a seccomp user notification, Linux 5.0+): Landlock's launcher installs it,
+under bubblewrap the shim inside, just before the worker starts; either sends the filter's listener
+over a socket pair and closes its own copy before the exec, so no process of the worker holds it. For
+each connection to an IPv4 or IPv6 address, the :class:`Guard` reads its destination from the worker's
+memory and
 
-* lets a port the worker's rules allow go on to the kernel (which checks it again: Landlock decides);
+* lets a port the worker may reach go on to the kernel (which, under Landlock, checks it again);
 * refuses any other port itself (EACCES, as Landlock would) and writes the refusal to the worker's
   network record (``state/workers/<key>.network.jsonl``, network/egress.py's record and its reporter:
   a ``[orchestrator] network: refused HOST:PORT: ...`` line in its log too), before any packet leaves.
@@ -16,8 +18,8 @@ so no process of the worker holds it. For each connection to an IPv4 or IPv6 add
 Another family (a Unix socket the worker may have, AF_UNSPEC) goes on unseen. What it cannot promise:
 the destination is read from the worker's memory while it waits, so a worker that rewrites it from a
 second thread between that read and the kernel's own can make an allowed port's connection go to
-another port, which Landlock then refuses unrecorded (the refusal stands; only the record misses it).
-The listener lives in this process: a worker a restarted server adopts has none, and each of its
+another port, which Landlock then refuses, or the namespace leaves unanswered, unrecorded. The
+listener lives in this process: a worker a restarted server adopts has none, and each of its
 ``connect()`` calls fails ("Function not implemented") until it ends.
 """
 

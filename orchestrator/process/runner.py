@@ -53,7 +53,7 @@ from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, unix_socket_filter
+from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, unix_socket_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -372,19 +372,24 @@ class ProcessRunner:
                 sandbox = replace(sandbox, egress_dir=str(egress.folder))
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
-        # Landlock with a restricted network: every connect() of its processes decided here
-        # (network/direct.py), its launcher's filter's listener sent over a socket pair: through the
-        # supervisor as its descriptor LIFELINE_FD (a node's attempt, which has the lifeline there, is not watched).
+        # A restricted network: every connect() of its processes decided here (network/direct.py), the
+        # listener of its filter (Landlock's launcher's; bubblewrap: the shim's, inside) sent over a
+        # socket pair: through the supervisor as its descriptor LIFELINE_FD (a node's attempt, which has
+        # the lifeline there, is not watched).
         guard: tuple[socket.socket, socket.socket] | None = None
         if (
             sandbox is not None
-            and sandbox.backend is Backend.LANDLOCK
             and sandbox.network is not SandboxNetwork.HOST
             and parent_death_signal is None
             and connect_filter() is not None
+            and (sandbox.backend is Backend.LANDLOCK or (sandbox.backend is Backend.BUBBLEWRAP and self.perl is not None))
         ):
             guard = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            sandbox = replace(sandbox, connect_guard=LIFELINE_FD if through_supervisor else guard[1].fileno())
+            fd = LIFELINE_FD if through_supervisor else guard[1].fileno()
+            if sandbox.backend is Backend.LANDLOCK:
+                sandbox = replace(sandbox, connect_guard=fd)
+            else:
+                full_env[protocol.SHIM_STASH + "GUARD"] = connect_guard_words(fd) or ""
         if exit_file is not None and (sandbox is not None or not through_supervisor):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -473,7 +478,7 @@ class ProcessRunner:
             guard is not None and sandbox is not None
         ):  # the launcher's end is the child's now; the guard takes the listener from ours
             guard[1].close()
-            watch = direct.shared().watch(guard[0], sandbox.egress_ports or (), self._direct_reporter(sandbox, log_path))
+            watch = direct.shared().watch(guard[0], egress.ports if egress else (), self._direct_reporter(sandbox, log_path))
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:

@@ -495,6 +495,19 @@ def connect_filter() -> bytes | None:
     return b"".join(struct.pack("=HBBI", op, jt, jf, k) for op, jt, jf, k in code)
 
 
+_SENDMSG = {"x86_64": 46, "aarch64": 211, "riscv64": 211}
+
+
+def connect_guard_words(fd: int) -> str | None:
+    """What the perl shim needs to hand a bubblewrap worker's connect() calls to the orchestrator
+    (network/direct.py): "FD PRCTL SECCOMP SENDMSG HEX" (the descriptor the listener is sent over, the
+    system calls' numbers, the program); None where there is no such program."""
+    program, found = connect_filter(), _FILTERS.get(os.uname().machine)
+    if program is None or found is None:
+        return None
+    return f"{fd} {found[0]} {found[1]} {_SENDMSG[os.uname().machine]} {program.hex()}"
+
+
 @functools.lru_cache(maxsize=1)
 def unix_socket_filter() -> str | None:
     """What the perl shim needs to refuse Unix sockets to a worker: "PRCTL SECCOMP HEX" (the two
