@@ -12,17 +12,24 @@ A real server, real sandboxes, a TCP listener on 127.0.0.1; tests/test_network_a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
+import requests
 
 from orchestrator.models import WorkerStatus
 from orchestrator.network.direct import REASON
 from orchestrator.outcomes import RefusalKind
 from orchestrator.reports.status_document import status_table
 
+from .conftest import API_KEY, ROOT, wait_until
+from .helpers.worktree import make_host
 from .test_network_allow import backend, run, serve, served  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -110,3 +117,125 @@ def test_a_direct_connection_to_a_port_not_allowed_reaches_nothing_and_is_record
     assert len(recorded) == 1 and REASON in recorded[0].line, worker.refusals  # from its network record
     assert f"network {denied}" in task["refused"] and f"network {denied}" in table, (task, table)
     assert any(r["path"] == denied and r["recorded"] for r in task["refusals"]), task["refusals"]
+
+
+# Connects to the allowed port, then waits for the flag (the server is killed and restarted
+# meanwhile) and connects to the allowed port and the one not allowed again.
+CONNECTS_ACROSS_A_RESTART = """
+import json, os, socket, sys, time
+allowed, denied, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+def attempt(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return "connected"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror}"
+
+print(json.dumps({"before": attempt(allowed)}), flush=True)
+while not os.path.exists(flag):
+    time.sleep(0.1)
+print(json.dumps({"allowed": attempt(allowed), "denied": attempt(denied)}), flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _json_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_restart(tmp_path, backend, listener):  # noqa: F811
+    """The guard's listener is the supervisor's (it outlives the server): after the server is SIGKILLed
+    and a new one adopts the worker, its connection to an allowed port still goes on (not "Function not
+    implemented"), one to a port not allowed is refused and recorded, and the new server's status shows it."""
+    allowed = Listener()  # listed in workers.sandbox_allow: reached directly
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    host, _ = make_host(tmp_path)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    script, flag = work / "connects.py", work / "go"
+    script.write_text(CONNECTS_ACROSS_A_RESTART)
+    (home / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  host: "127.0.0.1"\n  port: {port}\n  rate_limit_worker: 0\n'
+        'orchestrator:\n  worker: "command"\n  command: ["sh", "-c", "{task}"]\n'
+        'workers:\n  kill_grace: 0.5\n  default_timeout: 120\n  max_retries: 0\n  sandbox: "on"\n'
+        f'  sandbox_network: "allow"\n  sandbox_allow: ["127.0.0.1:{allowed.port}"]\n  sandbox_writable: ["{work}"]\n'
+    )
+    env = {**os.environ, "ORCHESTRATOR_HOME": str(home)}  # PATH: the backend fixture's (Landlock: a failing bwrap first)
+    env.pop("ORCHESTRATOR_CONFIG", None)
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "api_server.py")],
+                cwd=host,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        return servers[-1]
+
+    def healthy() -> bool:
+        if servers[-1].poll() is not None:
+            raise AssertionError(f"the server exited with {servers[-1].returncode}")
+        try:
+            return requests.get(url + "/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def call(method: str, path: str, **kwargs):
+        return requests.request(method, url + path, headers={"X-API-Key": API_KEY}, timeout=10, **kwargs)
+
+    start()
+    try:
+        wait_until(healthy, timeout=60, what="the server")
+        task = f"'{sys.executable}' '{script}' {allowed.port} {listener.port} '{flag}'"
+        root = call("POST", "/api/v1/orchestrate", json={"request": "guard", "tasks": [task]}).json()["job_id"]
+        workers = home / "workspace" / f"job_{root}" / "state" / "workers"
+
+        def record() -> dict:
+            found = [json.loads(p.read_text()) for p in workers.glob("*.json")] if workers.is_dir() else []
+            return found[0] if len(found) == 1 else {}
+
+        log = wait_until(
+            lambda: record().get("log_path") and home / "workspace" / f"job_{root}" / record()["log_path"], timeout=60
+        )
+        assert wait_until(lambda: log.exists() and _json_lines(log), timeout=60, what="its first connection") == [
+            {"before": "connected"}
+        ], log.read_text()
+        servers[-1].send_signal(signal.SIGKILL)
+        servers[-1].wait(10)
+        start()
+        wait_until(healthy, timeout=60, what="the restarted server")
+        orchestrator_log = home / "workspace" / f"job_{root}" / "logs" / "orchestrator.log"
+        wait_until(lambda: "re-adopted" in orchestrator_log.read_text(), timeout=30, what="the worker re-adopted")
+        flag.write_text("go\n")
+        wait_until(lambda: call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("completed", "partial", "failed"), timeout=60)
+        lines = _json_lines(log)
+        assert lines[0] == {"before": "connected"} and len(lines) == 2, log.read_text()
+        seen = lines[-1]
+        assert seen["allowed"] == "connected", log.read_text()  # not "Function not implemented": still guarded
+        assert seen["denied"] == "PermissionError: Permission denied", log.read_text()  # refused outside it
+        assert allowed.accepted == 2 and listener.accepted == 0
+        assert f"[orchestrator] network: refused 127.0.0.1:{listener.port}: {REASON} (1 so far)" in log.read_text()
+        denied = f"127.0.0.1:{listener.port}"
+        doc = call("GET", f"/api/v1/jobs/{root}/status").json()
+        (only,) = doc["results"]["tasks"]
+        assert only["status"] == "success", only
+        assert f"network {denied}" in only["refused"], only  # from its network record, read by the new server
+        assert any(r["path"] == denied and r["recorded"] and REASON in r["line"] for r in only["refusals"]), only["refusals"]
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(60)
+        allowed.close()

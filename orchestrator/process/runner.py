@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,7 @@ from typing import Any
 from .. import protocol
 from ..config.schema import SandboxNetwork
 from ..network import direct
-from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress, reporter
-from ..network.proxy import Refusal
+from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
@@ -372,10 +371,11 @@ class ProcessRunner:
                 sandbox = replace(sandbox, egress_dir=str(egress.folder))
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
-        # A restricted network: every connect() of its processes decided here (network/direct.py), the
-        # listener of its filter (Landlock's launcher's; bubblewrap: the shim's, inside) sent over a
-        # socket pair: through the supervisor as its descriptor LIFELINE_FD (a node's attempt, which has
-        # the lifeline there, is not watched).
+        # A restricted network: every connect() of its processes decided outside it (network/direct.py),
+        # the listener of its filter (Landlock's launcher's; bubblewrap: the shim's, inside) sent over a
+        # socket pair. Through the supervisor, the worker's end is its descriptor LIFELINE_FD and the
+        # supervisor holds the listener (it outlives this server); else this process does (a node's
+        # attempt, which has the lifeline there, is not watched).
         guard: tuple[socket.socket, socket.socket] | None = None
         if (
             sandbox is not None
@@ -427,10 +427,11 @@ class ProcessRunner:
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
+        guarded = False  # the supervisor holds its guard's listener
         try:
             if supervised:
                 assert self.supervisor is not None
-                pid, start_id, reaper = self.supervisor.spawn(
+                pid, start_id, reaper, guarded = self.supervisor.spawn(
                     command,
                     cwd=cwd,
                     env=full_env,
@@ -443,6 +444,7 @@ class ProcessRunner:
                     ignore=LAUNCHER_IGNORES if launcher else (),
                     lifeline=lifeline[0] if tethered and lifeline is not None else guard[1].fileno() if guard else None,
                     deadline=deadline if sandbox is None and not tethered else None,  # else the shim's
+                    guard=(guard[0].fileno(), self._direct_policy(sandbox, egress, log_path)) if guard and sandbox else None,
                 )
             else:
                 popen = subprocess.Popen(
@@ -474,11 +476,14 @@ class ProcessRunner:
                 for fd in child_setup.fds:
                     os.close(fd)
         watch = None
-        if (
+        if guarded:  # the supervisor took both ends: its own copies
+            _close_pair(guard)
+        elif (
             guard is not None and sandbox is not None
-        ):  # the launcher's end is the child's now; the guard takes the listener from ours
+        ):  # the launcher's end is the child's now; this process's guard takes the listener from ours
             guard[1].close()
-            watch = direct.shared().watch(guard[0], egress.ports if egress else (), self._direct_reporter(sandbox, log_path))
+            policy = self._direct_policy(sandbox, egress, log_path)
+            watch = direct.shared().watch(guard[0], egress.ports if egress else (), str(policy["log"]), str(policy["record"]))
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -631,10 +636,11 @@ class ProcessRunner:
             handle.watch = None
 
     @staticmethod
-    def _direct_reporter(sandbox: SandboxSpec, log_path: Path) -> Callable[[Refusal], None]:
-        """Where the guard's refusals of an attempt go: its network record and its log, as its proxy's."""
+    def _direct_policy(sandbox: SandboxSpec, egress: Egress | None, log_path: Path) -> dict[str, object]:
+        """An attempt's connect() guard's policy (network/direct.py): the ports it may connect to, and
+        where its refusals go (its log and its network record, as its proxy's)."""
         record = sandbox.network_record or (sandbox.egress.record if sandbox.egress is not None else "")
-        return reporter(log_path, Path(record) if record else None)
+        return {"ports": sorted(egress.ports) if egress else [], "log": str(log_path), "record": record}
 
     def _end_egress(self, egress: Egress | None, tag: str) -> None:
         """An attempt's way out closed (it ended, or never began): its listeners, and its bridge forgotten."""
