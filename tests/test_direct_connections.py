@@ -149,6 +149,20 @@ def _json_lines(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
+def _supervisor_listeners(home: Path) -> int:
+    """The seccomp listeners held by the supervisors of the workspace in ``home``."""
+    found = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if not any(b"orchestrator.process.supervisor" in a for a in argv) or not any(str(home).encode() in a for a in argv):
+                continue
+            found += sum(os.readlink(fd).startswith("anon_inode:seccomp") for fd in (proc / "fd").iterdir())
+        except OSError:
+            continue
+    return found
+
+
 def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_restart(tmp_path, backend, listener):  # noqa: F811
     """The guard's listener is the supervisor's (it outlives the server): after the server is SIGKILLed
     and a new one adopts the worker, its connection to an allowed port still goes on (not "Function not
@@ -212,6 +226,7 @@ def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_
         assert wait_until(lambda: log.exists() and _json_lines(log), timeout=60, what="its first connection") == [
             {"before": "connected"}
         ], log.read_text()
+        assert _supervisor_listeners(home) == 1  # the guard's listener is the supervisor's
         servers[-1].send_signal(signal.SIGKILL)
         servers[-1].wait(10)
         start()
@@ -220,6 +235,7 @@ def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_
         wait_until(lambda: "re-adopted" in orchestrator_log.read_text(), timeout=30, what="the worker re-adopted")
         flag.write_text("go\n")
         wait_until(lambda: call("GET", f"/api/v1/jobs/{root}").json()["status"] in ("completed", "partial", "failed"), timeout=60)
+        wait_until(lambda: _supervisor_listeners(home) == 0, timeout=30, what="the listener closed with its worker")
         lines = _json_lines(log)
         assert lines[0] == {"before": "connected"} and len(lines) == 2, log.read_text()
         seen = lines[-1]

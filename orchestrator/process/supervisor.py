@@ -187,7 +187,11 @@ class Supervisor:
         while True:
             for fd, event in poller.poll(self._next_stop_ms()):
                 if fd in self.guards:
-                    self._guard(self.guards[fd], event)
+                    guarded = self.guards[fd]
+                    try:
+                        self._guard(guarded, event)
+                    except Exception:  # noqa: BLE001 - one worker's guard must not end the supervisor of all
+                        self._unguard(guarded)  # its calls then fail (ENOSYS): none goes on unseen
                 elif fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
