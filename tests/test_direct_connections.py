@@ -255,3 +255,45 @@ def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_
                 server.terminate()
                 server.wait(60)
         allowed.close()
+
+
+def test_without_a_supervisor_the_runners_own_guard_refuses_and_records(tmp_path, backend, listener):  # noqa: F811
+    """The fallback where no supervisor starts the worker (a runner built without one): this process's
+    guard thread holds the listener, with the same decision and the same record."""
+    from dataclasses import replace
+
+    from orchestrator.process.backends import probe
+    from orchestrator.process.runner import ProcessRunner
+    from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
+
+    base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.NONE).spec
+    assert base is not None
+    work = tmp_path / "work"
+    work.mkdir()
+    record = tmp_path / "network.jsonl"
+    spec = replace(base, writable=(str(work),), network_record=str(record))
+    script = work / "connects.py"
+    script.write_text(CONNECTS)
+    runner = ProcessRunner()
+    assert runner.supervisor is None
+    handle = runner.spawn(
+        [sys.executable, str(script), str(listener.port)],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=f"noguard-{os.getpid()}",
+        sandbox=spec,
+    )
+    try:
+        assert runner.wait(handle, 60) == 0
+        assert handle.watch is not None  # the runner's own guard watched it
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.release(handle)
+    log = (tmp_path / "log").read_text()
+    assert json.loads([line for line in log.splitlines() if line.startswith("{")][-1]) == {
+        str(listener.port): "PermissionError"
+    }, log
+    assert listener.accepted == 0
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    assert entries == [{"outcome": "refused", "host": "127.0.0.1", "port": listener.port, "reason": REASON, "count": 1}]
