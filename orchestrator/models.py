@@ -364,10 +364,14 @@ class WorkerRecord:
     gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
-    # What the system refused it, read from its log after each attempt (workers/refusals.py): the first
-    # distinct ones (bounded), and how many refused lines its log held in all. A success stays one.
+    # What the system refused it, from records its sandbox cannot write (workers/refusals.py): the first
+    # distinct ones (bounded), and how many in all. A success stays one.
     refusals: list[Refusal] = field(default_factory=list)
     refusals_total: int = 0
+    # What its log says it was refused (its CLI's words: "Read-only file system"...), where nothing
+    # outside it recorded a refusal: shown as its own words, never counted as refusals.
+    said_refused: list[Refusal] = field(default_factory=list)
+    said_refused_total: int = 0
     # Its merge into the job's integration branch (a graph job's; records.IntegrationRecord: the branch's
     # tip after it, whether it merged, when, why not, the conflicts); None: not merged yet.
     integrated: IntegrationRecord | None = None
@@ -442,6 +446,10 @@ class WorkerRecord:
             data["refusals"] = [r.to_dict() for r in self.refusals]
         else:  # none: left out, so a record without refusals is what it was before they were read
             del data["refusals"], data["refusals_total"]
+        if self.said_refused_total:
+            data["said_refused"] = [r.to_dict() for r in self.said_refused]
+        else:
+            del data["said_refused"], data["said_refused_total"]
         if self.reported_model is None:  # not said: left out, so a record is what it was before models were read
             del data["reported_model"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
@@ -465,7 +473,7 @@ class WorkerRecord:
         dup.child_job_ids = list(self.child_job_ids)
         dup.reused_children = dict(self.reused_children)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
-        dup.refusals = list(self.refusals)
+        dup.refusals, dup.said_refused = list(self.refusals), list(self.said_refused)
         dup.rounds = [_shallow(r) for r in self.rounds]
         return dup
 
@@ -478,6 +486,16 @@ class WorkerRecord:
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
         known["gates"] = [GateResult.from_dict(g) for g in known.get("gates") or []]
         known["refusals"] = [Refusal.from_dict(r) for r in known.get("refusals") or []]
+        known["said_refused"] = [Refusal.from_dict(r) for r in known.get("said_refused") or []]
+        if any(not r.recorded for r in known["refusals"]):  # a record from when its log's words were counted
+            own = [r for r in known["refusals"] if not r.recorded]
+            known["refusals"] = [r for r in known["refusals"] if r.recorded]
+            total = int(known.get("refusals_total") or 0)
+            known["refusals_total"] = len(known["refusals"])
+            known["said_refused"] += own
+            known["said_refused_total"] = int(known.get("said_refused_total") or 0) + max(
+                len(own), total - len(known["refusals"])
+            )
         known["rounds"] = [Round.from_dict(r) for r in known.get("rounds") or []]
         if known.get("integrated") is not None:
             known["integrated"] = IntegrationRecord.from_dict(known["integrated"])

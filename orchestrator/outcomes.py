@@ -183,6 +183,17 @@ def refusal_line(refusals: list[Refusal] | list[dict[str, Any]], total: int, lim
     return f"{total} refused: " + "; ".join(parts) + more
 
 
+def said_line(said: list[Refusal] | list[dict[str, Any]], total: int, limit: int = 3) -> str:
+    """One line for what a worker's log says it was refused (its own words, never counted as a refusal:
+    workers/refusals.py): ``its log says (its own words): read-only /etc/x; network: ... (2 lines)``; "" for none."""
+    if not total:
+        return ""
+    rows = [r.to_dict() if isinstance(r, Refusal) else r for r in said[:limit]]
+    parts = [f"{r['kind']} {r['path']}" if r.get("path") else f"{r['kind']}: {str(r.get('line'))[:80]}" for r in rows]
+    more = f" and {total - len(parts)} more" if total > len(parts) else ""
+    return "its log says (its own words): " + "; ".join(parts) + more + f" ({total} line{'s' if total != 1 else ''})"
+
+
 @dataclass(frozen=True)
 class FileConflict:
     """One conflicting path: the workers whose changes meet there and how many hunks conflict."""

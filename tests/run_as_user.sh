@@ -34,6 +34,7 @@ defaults=(
   tests/test_helper_confinement.py
   tests/test_gate_caps.py
   tests/test_forged_refusals.py
+  tests/test_direct_connections.py
   tests/test_supervisor.py
   tests/test_project_view.py
   tests/test_guide_path.py

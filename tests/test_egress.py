@@ -156,7 +156,7 @@ def test_a_refused_host_is_logged_and_recorded_ten_times_then_at_each_power_of_t
     log.write_text("")
     record = tmp_path / "state" / "worker.network.jsonl"
     record.parent.mkdir()
-    report = egress._reporter(log, record)
+    report = egress.reporter(log, record)
     for count in range(1, 1001):
         report(Refusal("evil.example", 443, "not in workers.sandbox_allow", count))
     report(Refusal("gone.example", 443, "its name did not resolve: unknown", 1, Outcome.UNREACHABLE))
@@ -289,3 +289,20 @@ def test_a_base_url_a_worker_plants_in_its_clis_config_file_allows_nothing(tmp_p
     assert urls == ["https://gw.example.org/v1", "http://127.0.0.1:4010/v1"]  # the environment's and the settings' only
     plan = plan_for([], get_adapter("codex").network_hosts, urls)
     assert not plan.policy().check_name("exfil.example.com", 8443).allowed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_direct_connection_guards_record_is_its_proxys_byte_for_byte(tmp_path, host):
+    """network/direct.py writes its refusals without importing this module (the supervisor does, and
+    imports little): the same log lines and record entries, the same throttle, which status reads."""
+    from orchestrator.network import direct
+
+    (tmp_path / "a.log").touch()
+    (tmp_path / "b.log").touch()
+    report = egress.reporter(tmp_path / "a.log", tmp_path / "a.jsonl")
+    for count in (*range(1, 13), 100, 101):
+        report(Refusal(host, 8080, direct.REASON, count))
+        direct.record(str(tmp_path / "b.log"), str(tmp_path / "b.jsonl"), (host, 8080), count)
+    assert direct.REFUSED_LINE == egress.REFUSED
+    assert (tmp_path / "a.log").read_bytes() == (tmp_path / "b.log").read_bytes() != b""
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes() != b""

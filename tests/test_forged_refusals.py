@@ -63,4 +63,30 @@ def test_twenty_forged_orchestrator_lines_neither_show_nor_push_out_the_real_ref
     assert f"1 refused: network {real}" in table and "ZQFAKE" not in table, table
     final = (engine.workspace.job_dir(worker.root_id) / "FINAL_RESULT.md").read_text()
     refused = final.split("## Refused", 1)[1].split("\n## ", 1)[0]
-    assert real in refused and "ZQFAKE" not in refused and "1 refused line" in refused, refused
+    assert real in refused and "ZQFAKE" not in refused and ": success, 1 refused\n" in refused, refused
+
+
+def test_what_its_log_says_it_was_refused_is_its_own_words_never_a_refusal(served, tmp_path):  # noqa: F811
+    """A sandbox's read-only path and Landlock's file rules keep no record of a write they refused, so
+    the lines a CLI prints of one ("Read-only file system", "Permission denied") are the worker's words:
+    shown as such, never counted as refusals. Here one is printed for a write never tried, and one comes
+    from a real refused write (``/etc`` is read-only in both sandboxes): neither is a refusal."""
+    forged = "touch: cannot touch '/etc/ZQFORGED': Read-only file system"
+    engine = served()
+    worker = run(engine, f'echo "{forged}"; echo x > /etc/ZQREAL || true')
+    log = engine.workspace.worker_log(worker.root_id, worker.depth, worker.name).read_text()
+    assert forged in log and "/etc/ZQREAL" in log, log  # it printed one and its shell printed the other
+
+    assert worker.status is WorkerStatus.SUCCESS, log
+    assert worker.refusals == [] and worker.refusals_total == 0, worker.refusals
+    assert [r.path for r in worker.said_refused] == ["/etc/ZQFORGED", "/etc/ZQREAL"], worker.said_refused
+    assert worker.said_refused_total == 2 and not any(r.recorded for r in worker.said_refused)
+    doc = engine.queries.status_document(worker.job_id)
+    (task,) = doc["results"]["tasks"]
+    assert task["refusals_total"] == 0 and task["refused"] is None, task
+    assert task["said"].startswith("its log says (its own words): ") and "/etc/ZQFORGED" in task["said"], task
+    table = status_table(doc)  # check-status's table
+    assert "refused:" not in table and "its log says (its own words): " in table, table
+    final = (engine.workspace.job_dir(worker.root_id) / "FINAL_RESULT.md").read_text()
+    refused = final.split("## Refused", 1)[1].split("\n## ", 1)[0]
+    assert ", 0 refused, its log says 2 more (its own words)" in refused and "its log says: read-only" in refused, refused

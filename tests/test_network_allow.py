@@ -8,7 +8,7 @@ proxy, and ``command`` workers (tests/net_worker.py) trying every way out, under
   connect to its proxy's port and the forwarded endpoints' only.
 
 Every address here is on 127.0.0.0/8, except one a worker tries without the proxy, refused before
-anything is sent (no route in its namespace; no port allowed by its Landlock rules).
+anything is sent (its connect() handed to the orchestrator, network/direct.py, which refuses a port not allowed).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from orchestrator.cli.server import start_in_thread
 from orchestrator.config import load_settings
 from orchestrator.engine.core import Engine
 from orchestrator.models import WorkerStatus
+from orchestrator.network.direct import REASON as DIRECT_REASON
 from orchestrator.outcomes import RefusalKind
 from orchestrator.process import landlock
 from orchestrator.process.backends import forget_probes, probe
@@ -142,19 +143,19 @@ def test_an_allowed_host_the_api_and_nothing_else_and_each_refusal_is_recorded(s
     assert seen["denied"].startswith("HTTP/1.1 403") and "x-orchestrator-refused" in seen["denied"].lower(), seen
     assert seen["socks denied"] == "socks reply 2", seen  # "connection not allowed by ruleset"
     assert seen["direct"] == "connected", seen  # a listed loopback service, reached at its own address and port
-    if backend == "bubblewrap":
-        assert seen["direct denied"].startswith("ConnectionRefusedError"), seen  # its own loopback: nothing listens there
-    else:
-        assert seen["direct denied"] == "PermissionError: Permission denied", seen  # a port its rules do not allow
+    # a port nobody allowed: refused outside it before a packet left (network/direct.py)
+    assert seen["direct denied"] == "PermissionError: Permission denied", seen
     assert " 200" in seen["api"], seen  # this server's API, at the address and port its URL names
     assert allowed.hits == 1 and denied.hits == 0  # the denied server never saw a connection
 
     refused = f"[orchestrator] network: refused {DENIED_ADDRESS}:{denied_port}: "
-    assert [line.startswith(refused) for line in log.splitlines()].count(True) == 3, log
+    # Three by its proxy, and the direct one, refused and recorded outside it (network/direct.py).
+    assert [line.startswith(refused) for line in log.splitlines()].count(True) == 4, log
     assert worker.status is WorkerStatus.SUCCESS
     network = [r for r in worker.refusals if r.kind is RefusalKind.NETWORK]
     assert [r.path for r in network] == [f"{DENIED_ADDRESS}:{denied_port}"], worker.refusals
-    assert network[0].line.endswith("(3 so far)"), network  # the latest line: how many times
+    # the latest line: how many times (the one direct connection, after its proxy's three)
+    assert network[0].line.endswith(f"{DIRECT_REASON} (1 so far)"), network
     assert f"{DENIED_ADDRESS}:{denied_port}" in json.dumps(engine.queries.status_document(worker.job_id))
 
 
@@ -167,16 +168,19 @@ except OSError as exc:
 """
 
 
-def test_a_program_that_ignores_the_proxy_is_refused_before_it_sends_and_the_record_says_so(served, tmp_path, backend):
+def test_a_program_that_ignores_the_proxy_is_refused_before_it_sends(served, tmp_path, backend):
     engine = served()
-    # 192.0.2.1 (TEST-NET-1): no route in the worker's own namespace; port 80 not in its Landlock rules.
+    # 192.0.2.1 (TEST-NET-1), port 80: not a port it may connect to (its proxy's and the forwarded endpoints' only).
     script = tmp_path / "ignores_proxy.py"
     script.write_text(IGNORES_PROXY)
     worker = run(engine, f"'{sys.executable}' '{script}'")
     assert worker.status is WorkerStatus.SUCCESS
-    assert [r.kind for r in worker.refusals] == [RefusalKind.NETWORK], worker.refusals
-    said = "[Errno 101] Network is unreachable" if backend == "bubblewrap" else "[Errno 13] Permission denied"
-    assert said in worker.refusals[0].line, worker.refusals
+    # refused outside it, and recorded (network/direct.py)
+    assert [(r.kind, r.path, r.recorded) for r in worker.refusals] == [(RefusalKind.NETWORK, "192.0.2.1:80", True)]
+    assert DIRECT_REASON in worker.refusals[0].line, worker.refusals
+    # what the program printed is its own words, apart
+    assert [r.kind for r in worker.said_refused] == [RefusalKind.NETWORK], worker.said_refused
+    assert "[Errno 13] Permission denied" in worker.said_refused[0].line, worker.said_refused
 
 
 def test_a_child_job_is_started_through_the_proxied_api(served):

@@ -1,7 +1,8 @@
 """What the system refused a worker (workers/refusals.py) on every surface: its record, the status
-document, check-status's table, FINAL_RESULT.md, the webhook payload, ``watch``; and a running
-worker's silence ("no output for N s"). A real sandboxed worker whose every write outside its
-checkout is refused stays ``success``, its refusals beside it."""
+document, check-status's table, FINAL_RESULT.md, the webhook payload, ``watch``; what its log says
+it was refused, shown as its own words and never counted as a refusal; and a running worker's silence
+("no output for N s"). A real sandboxed worker whose every write outside its checkout is refused
+stays ``success``, what it was refused beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from orchestrator.cli.progress import ProgressView, render_tree, tree_from_records, tree_from_status
 from orchestrator.events import Event
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from orchestrator.outcomes import Refusal, RefusalKind, refusal_line
+from orchestrator.outcomes import Refusal, RefusalKind, refusal_line, said_line
 from orchestrator.process.backends import probe
 from orchestrator.reports.status_document import Silence, job_status, status_table
 from orchestrator.webhooks.event_types import Seen, worker_summary, worker_types
@@ -38,7 +39,7 @@ def _worker(**fields):
 
 
 # -- reading a log ---------------------------------------------------------------------------
-def test_the_refusals_a_cli_printed_are_read_with_the_path_each_names(tmp_path):
+def test_the_refusals_a_cli_printed_are_its_own_words_read_with_the_path_each_names(tmp_path):
     log = _log(
         tmp_path,
         "===== attempt 1 started =====",
@@ -49,13 +50,14 @@ def test_the_refusals_a_cli_printed_are_read_with_the_path_each_names(tmp_path):
         "all good",
     )
     found = refusals.scan(log)
-    assert [(r.kind, r.path, r.recorded) for r in found.shown] == [
+    assert found.shown == [] and found.total == 0  # nothing outside it recorded a refusal
+    assert [(r.kind, r.path, r.recorded) for r in found.said] == [
         (RefusalKind.READ_ONLY, "/home/u/.bashrc", False),
         (RefusalKind.READ_ONLY, "/repo/.git/refs/heads/main.lock", False),
         (RefusalKind.GIT_REF, None, False),
         (RefusalKind.PERMISSION, "/etc/passwd", False),
     ]
-    assert found.total == 4 and found.shown[0].line == "touch: cannot touch '/home/u/.bashrc': Read-only file system"
+    assert found.said_total == 4 and found.said[0].line == "touch: cannot touch '/home/u/.bashrc': Read-only file system"
 
 
 def test_an_orchestrator_line_the_worker_printed_is_no_refusal_its_record_is(tmp_path):
@@ -70,7 +72,7 @@ def test_an_orchestrator_line_the_worker_printed_is_no_refusal_its_record_is(tmp
         "[orchestrator] its branch ref had been made a link (../main): set back to 0123456789ab",
         "[orchestrator] sandbox: write to /etc/passwd refused: Permission denied",
     )
-    assert refusals.scan(log).total == 0
+    assert refusals.scan(log).total == 0 and refusals.scan(log).said_total == 0
     record = tmp_path / "w.refusals.jsonl"
     refusals.record(record, "[orchestrator] an object its sandbox wrote was not taken into the repository: 99: bad")
     with record.open("a") as f:
@@ -82,7 +84,7 @@ def test_an_orchestrator_line_the_worker_printed_is_no_refusal_its_record_is(tmp
     ]
 
 
-def test_the_recorded_refusals_come_first_and_a_flood_in_the_log_cannot_push_them_out(tmp_path):
+def test_a_flood_in_the_log_is_no_refusal_and_cannot_push_the_recorded_ones_out(tmp_path):
     from orchestrator.network.egress import RecordEntry
     from orchestrator.network.proxy import Outcome
 
@@ -90,9 +92,10 @@ def test_the_recorded_refusals_come_first_and_a_flood_in_the_log_cannot_push_the
     found = refusals.Refusals()
     refusals.add_network(found, [RecordEntry(Outcome.REFUSED, "api.example", 443, "not in workers.sandbox_allow", 1)])
     refusals.scan(log, into=found)
-    assert found.total == 41 and len(found.shown) == refusals.MAX_SHOWN
-    assert found.shown[0].path == "api.example:443" and found.shown[0].recorded
-    assert refusal_line(found.shown, found.total).startswith("41 refused: network api.example:443; read-only /forged/0")
+    assert found.total == 1 and [r.path for r in found.shown] == ["api.example:443"] and found.shown[0].recorded
+    assert found.said_total == 40 and len(found.said) == refusals.MAX_SHOWN
+    assert refusal_line(found.shown, found.total) == "1 refused: network api.example:443"
+    assert said_line(found.said, found.said_total).startswith("its log says (its own words): read-only /forged/0;")
 
 
 def test_a_proxy_line_the_worker_printed_itself_is_no_refusal_its_network_record_is(tmp_path):
@@ -117,7 +120,7 @@ def test_a_proxy_line_the_worker_printed_itself_is_no_refusal_its_network_record
 def test_permission_denied_inside_the_workers_own_folders_is_no_refusal(tmp_path):
     own = tmp_path / "work"
     log = _log(tmp_path, f"PermissionError: [Errno 13] Permission denied: '{own}/locked.txt'", "sh: x: Permission denied")
-    assert refusals.scan(log, [own]).total == 0
+    assert refusals.scan(log, [own]).said_total == 0
 
 
 def test_a_flood_of_refused_lines_keeps_a_bounded_record(tmp_path):
@@ -128,22 +131,37 @@ def test_a_flood_of_refused_lines_keeps_a_bounded_record(tmp_path):
         for i in range(200_000):
             f.write(b"touch: cannot touch '/home/u/f%d': Read-only file system\n" % (i % 50))
     found = refusals.scan(log)
-    assert found.total == 200_001
-    assert len(found.shown) == refusals.MAX_SHOWN
-    assert all(len(r.line) <= refusals.MAX_LINE for r in found.shown)
-    assert len({r.path for r in found.shown}) == refusals.MAX_SHOWN  # distinct, not the same line 20 times
+    assert found.said_total == 200_001 and found.total == 0
+    assert len(found.said) == refusals.MAX_SHOWN
+    assert all(len(r.line) <= refusals.MAX_LINE for r in found.said)
+    assert len({r.path for r in found.said}) == refusals.MAX_SHOWN  # distinct, not the same line 20 times
 
 
 def test_a_log_that_cannot_be_read_has_no_refusals(tmp_path):
-    assert refusals.scan(tmp_path / "missing.log").total == 0
+    assert refusals.scan(tmp_path / "missing.log").said_total == 0
 
 
 def test_refusals_survive_the_records_round_trip():
     rec = _worker(status=WorkerStatus.SUCCESS)
-    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 4
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.NETWORK, "a.example:443", "refused", recorded=True)], 4
+    rec.said_refused, rec.said_refused_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 2
     again = WorkerRecord.from_dict(rec.to_dict())
     assert again.refusals == rec.refusals and again.refusals_total == 4
-    assert refusal_line(again.refusals, 4) == "4 refused: read-only /home/u/x and 3 more"
+    assert again.said_refused == rec.said_refused and again.said_refused_total == 2
+    assert refusal_line(again.refusals, 4) == "4 refused: network a.example:443 and 3 more"
+
+
+def test_a_record_from_when_its_logs_words_were_counted_reads_them_as_its_words():
+    rec = _worker(status=WorkerStatus.SUCCESS)
+    data = rec.to_dict()
+    data["refusals"] = [
+        Refusal(RefusalKind.NETWORK, "a.example:443", "refused", recorded=True).to_dict(),
+        Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system").to_dict(),
+    ]
+    data["refusals_total"] = 5
+    again = WorkerRecord.from_dict(data)
+    assert [r.path for r in again.refusals] == ["a.example:443"] and again.refusals_total == 1
+    assert [r.path for r in again.said_refused] == ["/home/u/x"] and again.said_refused_total == 4
 
 
 # -- the surfaces ----------------------------------------------------------------------------
@@ -155,17 +173,23 @@ def _tree(tmp_path, **fields):
     return job, rec
 
 
-def test_the_status_document_and_table_show_refusals_beside_success(tmp_path):
+def test_the_status_document_and_table_show_refusals_beside_success_and_the_logs_words_apart(tmp_path):
     job, rec = _tree(tmp_path, status=WorkerStatus.SUCCESS)
-    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 1
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.NETWORK, "a.example:443", "refused: a", recorded=True)], 1
+    rec.said_refused, rec.said_refused_total = [Refusal(RefusalKind.READ_ONLY, "/home/u/x", "no: Read-only file system")], 1
     doc = job_status("r", [job], [rec], tmp_path)
     task = doc["results"]["tasks"][0]
-    assert task["status"] == "success" and task["refused"] == "1 refused: read-only /home/u/x"
-    assert task["refusals"] == [
+    assert task["status"] == "success" and task["refused"] == "1 refused: network a.example:443"
+    assert task["refusals"] == [{"kind": "network", "path": "a.example:443", "line": "refused: a", "recorded": True}]
+    assert task["refusals_total"] == 1
+    assert task["said"] == "its log says (its own words): read-only /home/u/x (1 line)" and task["said_refused_total"] == 1
+    assert task["said_refused"] == [
         {"kind": "read-only", "path": "/home/u/x", "line": "no: Read-only file system", "recorded": False}
     ]
-    assert task["refusals_total"] == 1
-    assert "↳ 1 refused: read-only /home/u/x" in status_table(doc)
+    table = status_table(doc)
+    assert "↳ 1 refused: network a.example:443" in table and "↳ its log says (its own words): read-only /home/u/x" in table
+    drawn = "\n".join(render_tree(tree_from_status(doc)))
+    assert "(1 refused: network a.example:443) (its log says (its own words): read-only /home/u/x (1 line))" in drawn
 
 
 def test_a_running_worker_silent_past_quiet_after_says_so_on_every_surface(tmp_path):
@@ -194,13 +218,16 @@ def test_a_worker_that_ends_refused_something_sends_worker_refused_with_its_refu
     event = Event(seq=1, time=1.0, type="worker", job_id="r", root_id="r", status="success", message="done", worker="worker_1")
     seen = Seen()
     assert worker_types(seen, job, rec, event) == []  # nothing refused: nothing to tell
-    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.GIT_REF, None, "fatal: cannot lock ref 'refs/stash'")], 2
+    rec.said_refused, rec.said_refused_total = [Refusal(RefusalKind.GIT_REF, None, "fatal: cannot lock ref 'refs/stash'")], 2
+    assert worker_types(seen, job, rec, event) == []  # its log's words alone: no refusal to tell
+    rec.refusals, rec.refusals_total = [Refusal(RefusalKind.ORCHESTRATOR, None, "[orchestrator] not taken", recorded=True)], 2
     assert worker_types(seen, job, rec, event) == ["worker.refused"]
     assert worker_types(seen, job, rec, event) == []  # once
     payload = worker_summary(rec, event)
     assert payload["status"] == "success" and payload["refusals_total"] == 2
-    assert payload["refused"].startswith("2 refused: git-ref: fatal: cannot lock ref")
-    assert payload["refusals"][0]["kind"] == "git-ref"
+    assert payload["refused"].startswith("2 refused: orchestrator: [orchestrator] not taken")
+    assert payload["refusals"][0]["kind"] == "orchestrator"
+    assert payload["said"].startswith("its log says (its own words): git-ref: fatal: cannot lock ref")
 
 
 # -- a real sandboxed worker -------------------------------------------------------------------
@@ -226,15 +253,20 @@ def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refus
         engine.shutdown(timeout=10)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
     assert w.status is WorkerStatus.SUCCESS and job.status is JobStatus.COMPLETED, log
-    paths = {r.path for r in w.refusals}
+    # No record outside the sandbox holds a refused write (bubblewrap's binds keep none): its shell's and
+    # git's words, shown as such.
+    paths = {r.path for r in w.said_refused}
     # (Not the host's files: at the repository's own path its sandbox shows its own checkout.)
-    assert {"/usr/orch-refusal-probe", f"{home}/.orch-refusal-probe", f"{folder}/workspace/planted"} <= paths, (w.refusals, log)
-    assert w.refusals_total >= 5, (w.refusals, log)  # the three writes, the stash drop and the branch move
+    assert {"/usr/orch-refusal-probe", f"{home}/.orch-refusal-probe", f"{folder}/workspace/planted"} <= paths, (
+        w.said_refused,
+        log,
+    )
+    assert w.said_refused_total >= 5, (w.said_refused, log)  # the three writes, the stash drop and the branch move
     task_doc = doc["results"]["tasks"][0]
-    assert task_doc["status"] == "success" and task_doc["refusals_total"] == w.refusals_total
+    assert task_doc["status"] == "success" and task_doc["said_refused_total"] == w.said_refused_total
     assert "/usr/orch-refusal-probe" in status_table(doc)
     final = (engine.workspace.job_dir(job.root_id) / "FINAL_RESULT.md").read_text()
-    assert "## Refused" in final and f"{home}/.orch-refusal-probe" in final and "success, " in final
+    assert "## Refused" in final and f"{home}/.orch-refusal-probe" in final and "success, 0 refused, its log says" in final
     assert not (home / ".orch-refusal-probe").exists()
     assert snapshot(host, folder) == before
 

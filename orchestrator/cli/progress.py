@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from ..outcomes import refusal_line
+from ..outcomes import refusal_line, said_line
 from ..reports import terminal
 from ..reports.candidate_groups import ASCII_ICONS as CANDIDATE_ASCII_ICONS
 from ..reports.candidate_groups import CandidateGroup, candidate_line, groups
@@ -67,7 +67,8 @@ class WorkerNode:
     waiting: str | None = None  # why it is still pending ("waiting for memory: ...": process/admission.py)
     no_changes: bool = False  # it ended with its checkout as it found it
     quiet: str | None = None  # a running worker's "no output for 73 s" (workers.quiet_after)
-    refused: str | None = None  # what the system refused it: "2 refused: read-only /home/u/x; ..."
+    refused: str | None = None  # what the system refused it: "2 refused: network 10.0.0.1:443; ..."
+    said: str | None = None  # what its log says it was refused (its own words): "its log says ...: read-only /x"
 
 
 @dataclass
@@ -126,6 +127,7 @@ def tree_from_records(
                     bool(rec.no_changes),
                     silence(rec) if silence is not None else None,
                     refusal_line(rec.refusals, rec.refusals_total) or None,
+                    said_line(rec.said_refused, rec.said_refused_total) or None,
                 )
             )
         node.candidates = groups(job, own)
@@ -146,7 +148,7 @@ def tree_from_status(doc: Mapping[str, Any]) -> JobNode:
             node.task_id, node.candidate, node.node = task.get("task_id"), task.get("candidate"), task.get("node")
             node.waiting = task.get("waiting")
             node.no_changes = bool(task.get("no_changes"))
-            node.quiet, node.refused = task.get("quiet"), task.get("refused")
+            node.quiet, node.refused, node.said = task.get("quiet"), task.get("refused"), task.get("said")
             by_child: dict[str, list[dict[str, Any]]] = {}
             status: dict[str, str] = {}
             for sub in task.get("child_results") or []:  # flat: each entry names its job
@@ -289,6 +291,7 @@ def _lay_out(rows: list[tuple[str, str, Any]], now: float, width: int, dots: str
             waits += "no changes: " if what.no_changes else ""
             waits += f"({what.quiet}) " if what.quiet and what.status == WorkerStatus.RUNNING else ""
             waits += f"({what.refused}) " if what.refused else ""
+            waits += f"({what.said}) " if what.said else ""
             line = f"{left:<{pad}}  {status:<17} {_took(what, now):>7}  {waits}{' '.join(what.task.split())}"
         else:
             line = f"{left:<{pad}}  {status:<17} {what}"
@@ -428,6 +431,8 @@ class ProgressView:
             extra += " (no changes)" if worker.no_changes else ""
             refused = refusal_line(worker.refusals, worker.refusals_total)
             extra += f" ({refused})" if refused and worker.status.terminal else ""
+            said = said_line(worker.said_refused, worker.said_refused_total)
+            extra += f" ({said})" if said and worker.status.terminal else ""
             quiet = self.silence(worker) if self.silence is not None else None
             # A line when it falls silent (once per silence), and one when its state changes.
             self._line(worker.key, worker.status.value + (" (quiet)" if quiet else ""), f" ({quiet})" if quiet else extra)

@@ -588,6 +588,7 @@ class Attempts:
         def end() -> None:  # in the next section this thread enters (``apply_deferred``)
             assert_held(self.tables, "an attempt's end")
             self.record.refusals, self.record.refusals_total = refused.shown, refused.total
+            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
             attempt.ended_at = ended
             attempt.enforced = enforced
             attempt.kill_rung = rung

@@ -222,6 +222,7 @@ class WorkerThread:
         live, outcome, changes, rec = ended.live, ended.outcome, ended.changes, ended.live.record
         changes.apply_to(rec)
         rec.refusals, rec.refusals_total = ended.refused.shown, ended.refused.total
+        rec.said_refused, rec.said_refused_total = ended.refused.said, ended.refused.said_total
         if ended.early and changes.error is not None and live.outcome is not None:
             live.outcome = outcome  # (its end was recorded before its work was read)
             rec.exit_reason, rec.error = outcome.exit_reason, outcome.error

@@ -262,7 +262,7 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
     egress = Egress(folder)
     try:
         policy = plan.policy()
-        report = _reporter(log_path, Path(plan.record) if plan.record else None)
+        report = reporter(log_path, Path(plan.record) if plan.record else None)
         if namespace:
             egress.listeners.append(shared().open(policy, unix_path=str(folder / "proxy.sock"), on_refusal=report, wait=False))
         else:
@@ -299,8 +299,8 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
     return egress
 
 
-def _reporter(log_path: Path | None, record_path: Path | None) -> Any:
-    """The proxy's ``on_refusal``: an entry in the attempt's network record per refusal (or host not
+def reporter(log_path: Path | None, record_path: Path | None) -> Any:
+    """The proxy's ``on_refusal`` (and network/direct.py's): an entry in the attempt's network record per refusal (or host not
     reached), and a line in the worker's log per refusal, the first ten of a host and then each power
     of ten (a worker retrying in a loop must not flood either)."""
 

@@ -35,7 +35,17 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .sandbox import PROBE_TIMEOUT, Refusals, SandboxNetwork, SandboxSpec, _existing, _folders, seccomp_program
+from .sandbox import (
+    _SENDMSG,
+    PROBE_TIMEOUT,
+    Refusals,
+    SandboxNetwork,
+    SandboxSpec,
+    _existing,
+    _folders,
+    connect_filter,
+    seccomp_program,
+)
 from .shim import PERL
 
 NAME = "orchestrator-landlock"  # the launcher's first argument: how it shows in ps and in its messages
@@ -63,7 +73,9 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev
 # rights of a read rule; FLAGS: "O_PATH|O_CLOEXEC O_NOFOLLOW"; PRCTL/SECCOMP: the system calls'
 # numbers here. Options: -w PATH (every right beneath), -r PATH (read), -p PATH (read, not following
 # a link: a partitioned folder's entry), -c PORT (TCP connect allowed), -s HEX and --seccomp FD (a
-# seccomp program, installed after the restriction), -k (die with the parent), -d DIR (chdir). A
+# seccomp program, installed after the restriction), -n "FD SENDMSG HEX" (a seccomp program of user
+# notifications installed last, its listener sent over descriptor FD with sendmsg, then both closed:
+# network/direct.py), -k (die with the parent), -d DIR (chdir). A
 # rule's path that does not exist is skipped; a rule on a file keeps the file rights only. Any failure
 # starts nothing (exit 126). Loads no module (each would cost every worker milliseconds).
 LAUNCHER = (
@@ -71,11 +83,12 @@ LAUNCHER = (
     'sub fail { print STDERR "' + NAME + ': $_[0]: $!: the command is not started\\n"; exit 126 }\n'
     "my $attr = $scope ? pack('QQQ', $fs, $net, $scope) : $net ? pack('QQ', $fs, $net) : pack('Q', $fs);\n"
     "my $rs = syscall(444, $attr, length($attr), 0); $rs >= 0 or fail('landlock_create_ruleset');\n"
-    "my ($dir, $kill, @bpf);\n"
+    "my ($dir, $kill, $guard, @bpf);\n"
     "while (@ARGV && $ARGV[0] ne '--') { my $o = shift @ARGV;\n"
     " if ($o eq '-k') { $kill = 1; next }\n"
     ' my $v = shift @ARGV; defined $v or fail("$o without its value");\n'
     " if ($o eq '-d') { $dir = $v }\n"
+    " elsif ($o eq '-n') { $guard = $v }\n"
     " elsif ($o eq '-s') { push @bpf, pack('H*', $v) }\n"
     " elsif ($o eq '--seccomp') { open(my $h, '<&=', $v) or fail(\"seccomp descriptor $v\"); my $b = '';"
     " 1 while sysread($h, $b, 65536, length $b); close $h; push @bpf, $b }\n"
@@ -90,6 +103,12 @@ LAUNCHER = (
     "syscall($prctl, 1, 9, 0, 0, 0) == 0 or fail('PR_SET_PDEATHSIG') if $kill;\n"
     "syscall(446, $rs, 0) == 0 or fail('landlock_restrict_self');\n"
     "for my $b (@bpf) { syscall($sc, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0 or fail('seccomp') }\n"
+    "if (defined $guard) { my ($to, $sendmsg, $hex) = split / /, $guard; my $b = pack('H*', $hex);\n"
+    " my $l = syscall($sc, 1, 8, pack('S x![P] P', length($b) / 8, $b)); $l >= 0 or fail('seccomp listener');\n"
+    " my $one = 'l'; my $iov = pack('P Q', $one, 1); my $cmsg = pack('Q i i i x4', 20, 1, 1, $l);\n"
+    " my $msg = pack('Q L x4 P Q P Q i x4', 0, 0, $iov, 1, $cmsg, length($cmsg), 0);\n"
+    " syscall($sendmsg + 0, $to + 0, $msg, 0) == 1 or fail('sending the seccomp listener');\n"
+    " for my $fd ($l, $to) { open(my $h, '+<&=', $fd) or fail(\"descriptor $fd\"); close $h } }\n"
     'if (defined $dir) { chdir($dir) or fail("chdir $dir") }\n'
     'exec {$ARGV[0]} @ARGV; fail("cannot run $ARGV[0]");\n'
 )
@@ -219,6 +238,11 @@ def argv(spec: SandboxSpec, command: Sequence[str]) -> list[str]:
         raise ValueError(f"no seccomp program for {os.uname().machine}: the network cannot be restricted")
     if program is not None:
         out += ["-s", program[2].hex()]
+    if spec.connect_guard is not None and ports is not None:  # its connect() calls to network/direct.py
+        guard = connect_filter()
+        if guard is None:
+            raise ValueError(f"no seccomp program for {os.uname().machine}: direct connections cannot be watched")
+        out += ["-n", f"{spec.connect_guard} {_SENDMSG[os.uname().machine]} {guard.hex()}"]
     if spec.die_with_parent:
         out.append("-k")
     if spec.chdir:

@@ -33,6 +33,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,12 +46,13 @@ from typing import Any
 
 from .. import protocol
 from ..config.schema import SandboxNetwork
+from ..network import direct
 from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
-from .sandbox import Backend, ProjectView, SandboxSpec, worker_filter
+from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
 from .shim import (
     PERL,
     PERL_SHIM,
@@ -174,6 +176,7 @@ class ProcessHandle:
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
     watched_from: float = field(default_factory=time.time)  # made (spawned or adopted): an end before it was not seen live
     egress: Egress | None = None  # its proxy's listeners (workers.sandbox_network: allow), closed once it has ended
+    watch: direct.Watch | None = None  # Landlock: its connect() calls, decided outside (network/direct.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -368,6 +371,25 @@ class ProcessRunner:
                 sandbox = replace(sandbox, egress_dir=str(egress.folder))
             else:
                 sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
+        # A restricted network: every connect() of its processes decided outside it (network/direct.py),
+        # the listener of its filter (Landlock's launcher's; bubblewrap: the shim's, inside) sent over a
+        # socket pair. Through the supervisor, the worker's end is its descriptor LIFELINE_FD and the
+        # supervisor holds the listener (it outlives this server); else this process does (a node's
+        # attempt, which has the lifeline there, is not watched).
+        guard: tuple[socket.socket, socket.socket] | None = None
+        if (
+            sandbox is not None
+            and sandbox.network is not SandboxNetwork.HOST
+            and parent_death_signal is None
+            and connect_filter() is not None
+            and (sandbox.backend is Backend.LANDLOCK or (sandbox.backend is Backend.BUBBLEWRAP and self.perl is not None))
+        ):
+            guard = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fd = LIFELINE_FD if through_supervisor else guard[1].fileno()
+            if sandbox.backend is Backend.LANDLOCK:
+                sandbox = replace(sandbox, connect_guard=fd)
+            else:
+                full_env[protocol.SHIM_STASH + "GUARD"] = connect_guard_words(fd) or ""
         if exit_file is not None and (sandbox is not None or not through_supervisor):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -401,13 +423,15 @@ class ProcessRunner:
         except BaseException:
             _never_began(exit_file)
             self._end_egress(egress, tag)
+            _close_pair(guard)
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
+        guarded = False  # the supervisor holds its guard's listener
         try:
             if supervised:
                 assert self.supervisor is not None
-                pid, start_id, reaper = self.supervisor.spawn(
+                pid, start_id, reaper, guarded = self.supervisor.spawn(
                     command,
                     cwd=cwd,
                     env=full_env,
@@ -418,8 +442,9 @@ class ProcessRunner:
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
                     ignore=LAUNCHER_IGNORES if launcher else (),
-                    lifeline=lifeline[0] if tethered and lifeline is not None else None,
+                    lifeline=lifeline[0] if tethered and lifeline is not None else guard[1].fileno() if guard else None,
                     deadline=deadline if sandbox is None and not tethered else None,  # else the shim's
+                    guard=(guard[0].fileno(), self._direct_policy(sandbox, egress, log_path)) if guard and sandbox else None,
                 )
             else:
                 popen = subprocess.Popen(
@@ -431,7 +456,7 @@ class ProcessRunner:
                     stderr=log_fd,
                     start_new_session=True,
                     close_fds=True,
-                    pass_fds=(lifeline[0],) if lifeline is not None else (),
+                    pass_fds=(lifeline[0],) if lifeline is not None else (guard[1].fileno(),) if guard else (),
                     preexec_fn=_preexec(child_setup, parent_death_signal, launcher=launcher),
                 )
                 pid, start_id = popen.pid, process_start_id(popen.pid)
@@ -439,6 +464,7 @@ class ProcessRunner:
             self.confined.end(tag)
             _never_began(exit_file)
             self._end_egress(egress, tag)
+            _close_pair(guard)
             if lifeline is not None:
                 os.close(lifeline[1])
             raise
@@ -449,6 +475,15 @@ class ProcessRunner:
             if child_setup is not None:
                 for fd in child_setup.fds:
                     os.close(fd)
+        watch = None
+        if guarded:  # the supervisor took both ends: its own copies
+            _close_pair(guard)
+        elif (
+            guard is not None and sandbox is not None
+        ):  # the launcher's end is the child's now; this process's guard takes the listener from ours
+            guard[1].close()
+            policy = self._direct_policy(sandbox, egress, log_path)
+            watch = direct.shared().watch(guard[0], egress.ports if egress else (), str(policy["log"]), str(policy["record"]))
         pidfd = None
         if hasattr(os, "pidfd_open"):
             try:
@@ -476,6 +511,7 @@ class ProcessRunner:
             enforced=enforced,
             log_path=log_path,
             egress=egress,
+            watch=watch,
         )
 
     def _shim(
@@ -595,6 +631,16 @@ class ProcessRunner:
         if handle.egress is not None and handle.poll() is not None:
             self._end_egress(handle.egress, handle.tag)
             handle.egress = None
+        if handle.watch is not None and handle.poll() is not None:
+            direct.shared().forget(handle.watch)
+            handle.watch = None
+
+    @staticmethod
+    def _direct_policy(sandbox: SandboxSpec, egress: Egress | None, log_path: Path) -> dict[str, object]:
+        """An attempt's connect() guard's policy (network/direct.py): the ports it may connect to, and
+        where its refusals go (its log and its network record, as its proxy's)."""
+        record = sandbox.network_record or (sandbox.egress.record if sandbox.egress is not None else "")
+        return {"ports": sorted(egress.ports) if egress else [], "log": str(log_path), "record": record}
 
     def _end_egress(self, egress: Egress | None, tag: str) -> None:
         """An attempt's way out closed (it ended, or never began): its listeners, and its bridge forgotten."""
@@ -738,6 +784,11 @@ SWEEP_GATHER = 0.01
 SEEN_AT_ONCE = 0.5  # seconds after its exit file's time within which a worker's end counts as seen live
 # The resolution of the clock file times are stamped with (CLOCK_REALTIME_COARSE, 5 on Linux).
 _STAMP_TICK = time.clock_getres(5) if sys.platform.startswith("linux") else 0.0
+
+
+def _close_pair(pair: tuple[socket.socket, socket.socket] | None) -> None:
+    for end in pair or ():
+        end.close()
 
 
 def _never_began(exit_file: Path | None) -> None:

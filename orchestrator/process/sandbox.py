@@ -196,6 +196,11 @@ class SandboxSpec:
     # Without a network namespace (Landlock): the TCP ports it may connect to, its proxy's and the
     # forwarded endpoints' (set by the runner with the listeners); None: no such rule.
     egress_ports: tuple[int, ...] | None = None
+    # Landlock with a restricted network: the descriptor its launcher sends the listener of its
+    # connect() filter over (network/direct.py decides and records its direct connections), and the
+    # record where those refusals go (``allow``: its egress plan's; ``none``: this). None: not watched.
+    connect_guard: int | None = None
+    network_record: str = ""
     # What confines it: bubblewrap (``bwrap`` its path), or Landlock (process/landlock.py: the same
     # spec as access rules; ``landlock_abi`` the kernel's, what the rules may name).
     backend: Backend = Backend.BUBBLEWRAP
@@ -523,6 +528,47 @@ def seccomp_program(refused: Refusals) -> tuple[int, int, bytes] | None:
         return None
     prctl, seccomp, arches = found
     return prctl, seccomp, _bpf(arches, refused)
+
+
+# connect() per architecture (native and 32-bit; socketcall's connect is not seen: Landlock still decides it).
+_CONNECTS: dict[str, dict[int, tuple[int, ...]]] = {
+    "x86_64": {0xC000003E: (42, _X32 | 42), 0x40000003: (362,)},
+    "aarch64": {0xC00000B7: (203,), 0x40000028: (283,)},
+    "riscv64": {0xC00000F3: (203,)},
+}
+_USER_NOTIF = 0x7FC00000  # SECCOMP_RET_USER_NOTIF
+
+
+@functools.lru_cache(maxsize=1)
+def connect_filter() -> bytes | None:
+    """The program that hands every ``connect()`` to the orchestrator (a seccomp user notification:
+    network/direct.py decides and records a Landlock worker's direct connections); None where there is none."""
+    if not sys.platform.startswith("linux") or os.uname().machine not in _CONNECTS:
+        return None
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    allow = 0x7FFF0000
+    code: list[tuple[int, int, int, int]] = [(ld, 0, 0, 4)]  # (opcode, jump if equal, if not, k): the arch
+    for arch, numbers in _CONNECTS[os.uname().machine].items():
+        # this arch: load nr; each connect number jumps to the notify return; else allow. Another arch: skip the block.
+        code.append((jeq, 0, len(numbers) + 3, arch))
+        code.append((ld, 0, 0, 0))
+        code += [(jeq, len(numbers) - i, 0, n) for i, n in enumerate(numbers)]
+        code += [(ret, 0, 0, allow), (ret, 0, 0, _USER_NOTIF)]
+    code.append((ret, 0, 0, allow))
+    return b"".join(struct.pack("=HBBI", op, jt, jf, k) for op, jt, jf, k in code)
+
+
+_SENDMSG = {"x86_64": 46, "aarch64": 211, "riscv64": 211}
+
+
+def connect_guard_words(fd: int) -> str | None:
+    """What the perl shim needs to hand a bubblewrap worker's connect() calls to the orchestrator
+    (network/direct.py): "FD PRCTL SECCOMP SENDMSG HEX" (the descriptor the listener is sent over, the
+    system calls' numbers, the program); None where there is no such program."""
+    program, found = connect_filter(), _FILTERS.get(os.uname().machine)
+    if program is None or found is None:
+        return None
+    return f"{fd} {found[0]} {found[1]} {_SENDMSG[os.uname().machine]} {program.hex()}"
 
 
 def worker_filter(spec: SandboxSpec) -> str | None:

@@ -52,6 +52,12 @@ from .procscan import process_start_id, read_small
 # a worker attached to it, or wrote its memory through /proc, and made the sockets refused to itself).
 # The bridge, which needs its Unix sockets, is made not dumpable instead.
 #
+# GUARD (a sandboxed worker under bubblewrap with a restricted network: sandbox.connect_guard_words):
+# "FD PRCTL SECCOMP SENDMSG HEX". The shim's child installs the program (after SECCOMP) with a listener
+# (SECCOMP_FILTER_FLAG_NEW_LISTENER), sends the listener over descriptor FD (inherited through
+# bubblewrap) to the orchestrator, which decides each connect() of the worker (network/direct.py),
+# and closes both before the exec: no process of the worker holds them.
+#
 # Perl starts in its own environment (SHIM_START_ENV): no PERL5OPT (a user's -M would load a module
 # into the shim, or fail it), LC_ALL=C (else it reads ~13 locale files at start: ~0.3 ms of the
 # ~2 ms it costs per worker) and a fixed hash seed (no /dev/urandom reads; the shim hashes nothing
@@ -119,6 +125,7 @@ PERL_SHIM = (
     " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
     f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
     f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.worker_filter
+    f"my $q = delete $ENV{{'{protocol.SHIM_STASH}GUARD'}};\n"  # "FD PRCTL SECCOMP SENDMSG HEX": sandbox.connect_guard_words
     f"my $t = delete $ENV{{'{protocol.SHIM_STASH}DEADLINE'}}; my ($w, $z) = (0, 0);\n"  # "EPOCH GRACE" (DEADLINE above)
     # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
     f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
@@ -140,6 +147,13 @@ PERL_SHIM = (
     "my $p = fork;\n"
     'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
     "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
+    # Its connect() calls handed to the orchestrator (GUARD below): the filter's listener sent out, closed here.
+    "if (!$p && $q) { my ($o, $n, $c, $s, $h) = split / /, $q; my $b = pack('H*', $h); my $one = 'l'; my ($iov, $cm, $msg);\n"
+    " my $k = syscall($n + 0, 38, 1, 0, 0, 0) == 0 ? syscall($c + 0, 1, 8, pack('S x![P] P', length($b) / 8, $b)) : -1;\n"
+    " if ($k >= 0) { $iov = pack('P Q', $one, 1); $cm = pack('Q i i i x4', 20, 1, 1, $k); $msg = pack('Q L x4 P Q P Q i x4', 0, 0, $iov, 1, $cm, 24, 0) }\n"
+    " unless ($k >= 0 && syscall($s + 0, $o + 0, $msg, 0) == 1) {"
+    ' print STDERR "orchestrator-shim: cannot hand its connections to the orchestrator: $!: the worker is not started\\n"; exit 126 }\n'
+    " for my $e ($k, $o) { open(my $y, '+<&=', $e) and close $y } }\n"
     'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
     # The deadline's alarm (DEADLINE above; $z: 1 once SIGTERM went out, 2 once SIGKILL did).
     "if (defined $t) { ($t, $w) = split / /, $t; $SIG{ALRM} = sub { my $n = $t - time; if ($n > 0) { alarm($n); return }\n"

@@ -18,6 +18,13 @@ attempt's process holds the write end; the shim writes the status itself). It ru
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
 them (``list``). It exits once no server is connected and no worker runs.
 
+A sandboxed worker with a restricted network has its ``connect()`` calls handed over by a seccomp
+filter (network/direct.py): the spawn request carries the policy (the ports it may connect to, its log
+and network record) and the socket its launcher sends the filter's listener over. The supervisor
+holds that listener and answers each call itself (network/direct.py's ``answer`` and ``record``,
+between requests, in this same loop), so a worker keeps its guard while no server runs and after a
+restarted server adopts it; the listener is closed when the worker is reaped.
+
 Requests come over a Unix stream socket in the workspace's supervisor folder (mode 0700: the
 user's own; a sandboxed worker sees that folder empty): a 4-byte length, then JSON, the first
 bytes carrying the descriptors (the log, the cgroup's join files). The server's side is
@@ -42,10 +49,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import protocol
+from ..network import direct
 from .interpreter import package_argv
 from .procscan import process_start_id
 from .shim import DEADLINE_MARK, Deadline, FoundAttempt
@@ -125,6 +134,23 @@ class Child:
     stopping: bool = False  # SIGTERM went out at its deadline (its exit file will say so)
 
 
+@dataclass
+class GuardedWorker:
+    """A worker's connect() guard (network/direct.py): the socket its launcher sends the listener
+    over, until it has, then the listener; the ports it may connect to, where its refusals go."""
+
+    pid: int
+    ports: frozenset[int]
+    log_path: str
+    record_path: str
+    channel: socket.socket | None
+    listener: int | None = None
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def fd(self) -> int:
+        return self.listener if self.listener is not None else self.channel.fileno() if self.channel else -1
+
+
 class Supervisor:
     """The serving loop (``serve``) and the workers it started."""
 
@@ -142,6 +168,8 @@ class Supervisor:
         self.listener.listen(64)
         self.clients: dict[int, socket.socket] = {}
         self.children: dict[int, Child] = {}
+        self.guards: dict[int, GuardedWorker] = {}  # by the descriptor polled: its channel, then its listener
+        self.poller = select.poll()
         self.due: list[tuple[float, int]] = []  # (stop_at, pid) of each deadline's next step, a heap: no scan of every child
         self.served = False
         self.started = time.monotonic()
@@ -153,12 +181,18 @@ class Supervisor:
             signal.signal(signum, signal.SIG_IGN)
 
     def serve(self) -> None:
-        poller = select.poll()
+        poller = self.poller
         poller.register(self.listener, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
         while True:
-            for fd, _ in poller.poll(self._next_stop_ms()):
-                if fd == self.wake_r:
+            for fd, event in poller.poll(self._next_stop_ms()):
+                if fd in self.guards:
+                    guarded = self.guards[fd]
+                    try:
+                        self._guard(guarded, event)
+                    except Exception:  # noqa: BLE001 - one worker's guard must not end the supervisor of all
+                        self._unguard(guarded)  # its calls then fail (ENOSYS): none goes on unseen
+                elif fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
                     conn, _ = self.listener.accept()
@@ -174,6 +208,45 @@ class Supervisor:
             if not self.clients and not self.children and (self.served or time.monotonic() - self.started > IDLE_START):
                 if self._leave():
                     return
+
+    def _guard(self, guarded: GuardedWorker, event: int) -> None:
+        """A guarded worker's descriptor is ready: the listener its launcher sent (or nothing: it
+        failed before starting anything), a connect() to answer, or every process of its filter ended."""
+        if guarded.listener is None:
+            assert guarded.channel is not None
+            listener = direct.receive_listener(guarded.channel)
+            self._unguard(guarded)
+            if listener is not None:
+                guarded.listener = listener
+                self.guards[listener] = guarded
+                self.poller.register(listener, select.POLLIN)
+            return
+        if not event & select.POLLIN:
+            self._unguard(guarded)
+            return
+        try:
+            destination = direct.answer(guarded.listener, guarded.ports)
+        except OSError:  # its calls then fail (ENOSYS): none goes on unseen
+            self._unguard(guarded)
+            return
+        if destination is not None:
+            count = guarded.counts[destination] = guarded.counts.get(destination, 0) + 1
+            direct.record(guarded.log_path, guarded.record_path, destination, count)
+
+    def _unguard(self, guarded: GuardedWorker) -> None:
+        """Its descriptor no longer polled and closed (the channel once the listener came, or both)."""
+        fd = guarded.fd()
+        if self.guards.get(fd) is guarded:
+            del self.guards[fd]
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(fd)
+        if guarded.channel is not None:
+            guarded.channel.close()
+            guarded.channel = None
+        elif guarded.listener is not None:
+            with contextlib.suppress(OSError):
+                os.close(guarded.listener)
+            guarded.listener = None
 
     def _answer(self, conn: socket.socket) -> bool:
         """Serve one request; False when the client is gone (or sent what cannot be read)."""
@@ -210,9 +283,13 @@ class Supervisor:
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
         exit_file = spec.get("exit_file")
         # The descriptors: the log, then the lifeline if the request says it carries one (the
-        # worker gets it as LIFELINE_FD), then each cgroup's join file (cgroups.join_file).
+        # worker gets it as LIFELINE_FD), then each cgroup's join file (cgroups.join_file), then the
+        # channel its connect() guard's listener comes by, if it has one (last: one this supervisor
+        # did not know would be taken for a join file, and the server then guards it itself).
         lifeline = fds[1] if spec.get("lifeline") else None
-        joins = fds[2:] if lifeline is not None else fds[1:]
+        policy = spec.get("guard")
+        guard_fd = fds[-1] if isinstance(policy, dict) and len(fds) > 1 + (lifeline is not None) else None
+        joins = fds[2 if lifeline is not None else 1 : -1 if guard_fd is not None else None]
         if joins and not self.home:  # it could not step back out of the worker's cgroup: the child joins it
             pid = os.fork()
             if pid == 0:
@@ -227,13 +304,21 @@ class Supervisor:
             str(exit_file) if exit_file else None,
             optional_text(spec.get("attempt")),
         )
+        reply: dict[str, object] = {"pid": pid, "start_id": self.children[pid].start_id}
+        if guard_fd is not None and isinstance(policy, dict):
+            ports = frozenset(int(p) for p in policy.get("ports") or ())
+            channel = socket.socket(fileno=os.dup(guard_fd))
+            guarded = GuardedWorker(pid, ports, str(policy.get("log") or ""), str(policy.get("record") or ""), channel)
+            self.guards[channel.fileno()] = guarded
+            self.poller.register(channel.fileno(), select.POLLIN)
+            reply["guarded"] = True
         deadline = spec.get("deadline")
         if isinstance(deadline, list) and len(deadline) == 2 and exit_file:  # [at (epoch), grace]
             child = self.children[pid]
             child.stop_at = time.monotonic() + float(deadline[0]) - time.time()  # (a clock step later moves it not)
             heapq.heappush(self.due, (child.stop_at, pid))
             child.grace = float(deadline[1])
-        return {"pid": pid, "start_id": self.children[pid].start_id}
+        return reply
 
     def _posix_spawn(
         self, argv: list[str], env: dict[str, str], cwd: str, log: int, lifeline: int | None, joins: list[int], ignore: list[int]
@@ -285,6 +370,8 @@ class Supervisor:
             if info is None or info.si_pid == 0:
                 return
             child = self.children.pop(info.si_pid, None)
+            for guarded in [g for g in self.guards.values() if g.pid == info.si_pid]:
+                self._unguard(guarded)  # the worker's launcher ended: its guard with it
             if child is not None and child.exit_file is not None:
                 mark = f"{DEADLINE_MARK} supervisor\n".encode() if child.stopping else b""
                 _write_status(child.exit_file, status_line(info.si_code, info.si_status) + mark)
@@ -440,6 +527,17 @@ START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 30.0  # a supervisor that does not answer a request in this long is stuck (stopped, swapped out)
 
 
+class Spawned(NamedTuple):
+    """A worker the supervisor started: its pid, its kernel start time, the supervisor's pid, and
+    whether the supervisor holds its connect() guard (False: none was asked for, or this supervisor
+    predates them, and the caller guards it itself)."""
+
+    pid: int
+    start_id: str | None
+    supervisor: int
+    guarded: bool = False
+
+
 class SupervisorError(OSError):
     """The supervisor could not be started or reached, or refused a request (the message says which)."""
 
@@ -477,12 +575,15 @@ class SupervisorClient:
         ignore: tuple[int, ...] = (),
         lifeline: int | None = None,
         deadline: Deadline | None = None,
-    ) -> tuple[int, str | None, int]:
+        guard: tuple[int, dict[str, object]] | None = None,
+    ) -> Spawned:
         """Start ``argv`` (an absolute path first) with RLIMIT_FSIZE ``file_size`` (0: none): its pid,
         its kernel start time and the supervisor's pid. With ``exit_file``, the supervisor writes the
         worker's status there before reaping it. With ``lifeline`` (a descriptor), the worker gets
         it as descriptor supervisor.LIFELINE_FD. With ``deadline`` (and ``exit_file``), the supervisor
-        stops the worker at it if it still runs (the module's docstring)."""
+        stops the worker at it if it still runs (the module's docstring). With ``guard`` (the socket its
+        launcher sends its connect() filter's listener over, and the policy: ``ports``, ``log``,
+        ``record``), the supervisor holds that listener and answers the worker's calls (network/direct.py)."""
         message: dict[str, object] = {
             "op": "spawn",
             "argv": argv,
@@ -494,12 +595,13 @@ class SupervisorClient:
             "ignore": list(ignore),
             "lifeline": lifeline is not None,
             "deadline": [deadline.at, deadline.grace] if deadline is not None else None,
+            "guard": guard[1] if guard is not None else None,
         }
-        fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds]
+        fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds, *([guard[0]] if guard is not None else [])]
         got = self._call(file_size, message, fds)
         assert got is not None
         reply, supervisor = got
-        return int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor
+        return Spawned(int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor, reply.get("guarded") is True)
 
     def found(self, tag_prefix: str) -> list[FoundAttempt]:
         """The workers a running supervisor started whose tag starts with ``tag_prefix`` (none when

@@ -368,7 +368,7 @@ def _context(
         by_job.setdefault(w.job_id, []).append(w)
         if w.status in FAILURE_STATUSES:
             failures.append(w)
-        if w.refusals_total:
+        if w.refusals_total or w.said_refused_total:
             refused.append(w)
         if w.output and w.output.strip():
             with_output.append(w)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..git.conflicts import counted
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
-from ..outcomes import refusal_line
+from ..outcomes import refusal_line, said_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
@@ -195,6 +195,9 @@ def _task(
         "refusals": [r.to_dict() for r in worker.refusals],
         "refusals_total": worker.refusals_total,
         "refused": refusal_line(worker.refusals, worker.refusals_total) or None,
+        "said_refused": [r.to_dict() for r in worker.said_refused],
+        "said_refused_total": worker.said_refused_total,
+        "said": said_line(worker.said_refused, worker.said_refused_total) or None,
         "error": worker.error,
         "failure_class": worker.failure_class,
         "log": worker.log_path,
@@ -459,7 +462,7 @@ def _flatten(tasks: Sequence[Mapping[str, Any]], indent: int, unconfirmed: bool 
             rows.append(" " * (2 * indent + 2) + "↳ " + task["waiting"])
         # child_incomplete: which child job did not complete, and how it ended (its exit reason)
         short = task.get("exit_reason") if task["status"] == WorkerStatus.CHILD_INCOMPLETE else None
-        for said in (task.get("quiet"), task.get("refused"), short):
+        for said in (task.get("quiet"), task.get("refused"), task.get("said"), short):
             if said:
                 rows.append(" " * (2 * indent + 2) + "↳ " + said)
         if task.get("child_results"):

@@ -160,12 +160,17 @@ class _TaskKeys(GraphFields):
     # log's last write is the clock), and the words every surface shows.
     quiet_for: int | None
     quiet: str | None
-    # What the system refused it (its sandbox, the kernel, the orchestrator), read from its log:
-    # [{"kind": read-only|permission|git-ref|orchestrator, "path", "line"}], the first distinct
-    # ones, how many refused lines its log held, and the one-line summary (null: none).
+    # What the system refused it, from records it cannot write (the orchestrator's, its network record):
+    # [{"kind": orchestrator|network, "path", "line", "recorded"}], the first distinct ones, how many
+    # in all, and the one-line summary (null: none).
     refusals: list[dict[str, Any]]
     refusals_total: int
     refused: str | None
+    # What its log says it was refused, where nothing outside it recorded a refusal: its own words,
+    # the same shape, never counted as refusals (``said``: the one-line summary).
+    said_refused: list[dict[str, Any]]
+    said_refused_total: int
+    said: str | None
     error: str | None
     failure_class: str | None  # auth, bad_request, transient
     log: str | None

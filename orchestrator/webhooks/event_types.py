@@ -21,7 +21,7 @@ from ..config.hooks import WebhookEvent
 from ..errors import TERMINAL_STATUSES
 from ..events import Event
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from ..outcomes import refusal_line
+from ..outcomes import refusal_line, said_line
 
 TERMINAL = TERMINAL_STATUSES
 TERMINAL_WORKER = frozenset(s.value for s in WorkerStatus if s.terminal)
@@ -130,6 +130,7 @@ def worker_summary(record: WorkerRecord, event: Event) -> dict[str, Any]:
         "refused": refusal_line(record.refusals, record.refusals_total) or None,
         "refusals_total": record.refusals_total,
         "refusals": [r.to_dict() for r in record.refusals],
+        "said": said_line(record.said_refused, record.said_refused_total) or None,  # its log's words, not refusals
     }
 
 

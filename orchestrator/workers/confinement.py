@@ -117,6 +117,8 @@ class Confinement:
         )
         if spec is not None and spec.egress is not None:  # what its proxy refuses it, where it cannot write
             spec = replace(spec, egress=replace(spec.egress, record=str(paths.network)))
+        if spec is not None and spec.network is not SandboxNetwork.HOST:  # and its direct connections (Landlock)
+            spec = replace(spec, network_record=str(paths.network))
         return spec
 
     def helper(

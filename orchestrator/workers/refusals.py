@@ -1,18 +1,22 @@
-"""What the system refused a worker. First what records the worker cannot write say: the orchestrator's
-own (:func:`record`: an object of its sandbox not taken into the repository, a branch move left undone,
-a link of its git dir undone), and its network record (network/egress.py: what its proxy refused it
-and the allowed hosts it could not reach, :func:`add_network`). Then what its log says, read from it
-(:func:`scan`): the sandbox's (and the kernel's) refusals its CLI printed ("Read-only file system",
-EROFS, "Permission denied" on a path outside its own folders, a git ref it could not lock, no route
-out). Those are the worker's own words (the sandbox keeps no record of an EROFS), so they come after
-the recorded ones and cannot push them out; and no ``[orchestrator] ...`` line of the log is taken for
-a refusal: the worker writes that log too, and a line there that looks like the orchestrator's may be its.
+"""What the system refused a worker, from records the worker cannot write: the orchestrator's own
+(:func:`record`: an object of its sandbox not taken into the repository, a branch move left undone, a
+link of its git dir undone) and its network record (network/egress.py: what its proxy refused it and
+the allowed hosts it could not reach; under Landlock, network/direct.py: a direct connection to a port
+not allowed; :func:`add_network`). Those alone are its refusals.
+
+What its log says it was refused (:func:`scan`: the sandbox's and the kernel's refusals its CLI printed,
+"Read-only file system", EROFS, "Permission denied" on a path outside its own folders, a git ref it
+could not lock, no route out) has no record outside it: bubblewrap's read-only binds and Landlock's file
+rules keep none here (Landlock's audit of denials needs the kernel's audit on and a reader with
+CAP_AUDIT_READ). The worker writes its log, so those lines are its own words, which any program can
+print without trying anything: they are kept apart (``Refusals.said``), shown as its words, never
+counted as refusals; and no ``[orchestrator] ...`` line of the log is read at all.
 
 A worker whose every write outside its checkout was refused may still have done its subtask, and is
 ``success`` then; its refusals are shown beside that status on every surface, so a reviewer learns
 what the agent tried. The log is the worker's own writing, so the summary is bounded however much it
-printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN` (the recorded ones first), each line cut
-to :data:`MAX_LINE`, and a count of every matching line.
+printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN` of each kind of source, each line cut to
+:data:`MAX_LINE`, and a count of every matching line.
 """
 
 from __future__ import annotations
@@ -59,25 +63,34 @@ _PATH = re.compile(r"(?<![\w.~-])/[^\s'\"`:,;()\[\]{}<>]+")
 
 @dataclass
 class Refusals:
-    """A worker's refusals: the first :data:`MAX_SHOWN` distinct ones (by kind and path, or line where
-    no path is named), and how many lines matched."""
+    """A worker's refusals (``shown``, ``total``: from the records it cannot write) and what its log
+    says it was refused (``said``, ``said_total``: its own words, never counted as refusals): of each,
+    the first :data:`MAX_SHOWN` distinct ones (by kind and path, or line where no path is named), and
+    how many there were."""
 
     shown: list[Refusal] = field(default_factory=list)
     total: int = 0
-    _seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    said: list[Refusal] = field(default_factory=list)
+    said_total: int = 0
+    _seen: set[tuple[bool, str, str]] = field(default_factory=set, repr=False)
 
     def add(self, found: Refusal) -> None:
-        """Count ``found``; keep it unless one of its kind on its path (or, naming none, its line) is
-        kept. A host the proxy refused again replaces its line: the latest says how many times."""
-        self.total += 1
-        key = (found.kind.value, found.path if found.path is not None else found.line)
+        """Count ``found`` (a refusal if ``recorded``, else the worker's words); keep it unless one of
+        its kind on its path (or, naming none, its line) is kept. A host refused again replaces its
+        line: the latest says how many times."""
+        kept = self.shown if found.recorded else self.said
+        if found.recorded:
+            self.total += 1
+        else:
+            self.said_total += 1
+        key = (found.recorded, found.kind.value, found.path if found.path is not None else found.line)
         if key in self._seen:
             if found.kind is RefusalKind.NETWORK and found.path is not None:
-                self.shown = [found if (r.kind, r.path) == (found.kind, found.path) else r for r in self.shown]
+                kept[:] = [found if (r.kind, r.path) == (found.kind, found.path) else r for r in kept]
             return
-        if len(self.shown) < MAX_SHOWN:
+        if len(kept) < MAX_SHOWN:
             self._seen.add(key)
-            self.shown.append(found)
+            kept.append(found)
 
 
 def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0, into: Refusals | None = None) -> Refusals:

@@ -405,11 +405,13 @@
     GraphView.worker(entry);  // graph.js: its task id, prerequisites, waits, gates, unblocked
   }
 
-  // What the system refused the worker (its sandbox, the kernel, the orchestrator), from its log: one line each.
+  // What the system refused the worker, from records it cannot write: one line each; then what its log
+  // says it was refused, which nothing outside it recorded: its own words, marked so, never counted.
   function showRefused(entry, key) {
     const list = $("w-refused");
     const refusals = entry.refusals || [];
-    const sig = (entry.refusals_total || 0) + ":" + refusals.length + ":" + key;
+    const said = entry.said_refused || [];
+    const sig = (entry.refusals_total || 0) + ":" + refusals.length + ":" + (entry.said_refused_total || 0) + ":" + key;
     if (list.dataset.sig === sig) return;
     list.dataset.sig = sig;
     list.textContent = "";
@@ -417,8 +419,13 @@
       list.append(el("li", { className: "mono", text: r.kind + (r.path ? " " + r.path : "") + ": " + r.line }));
     }
     const more = (entry.refusals_total || 0) - refusals.length;
-    if (more > 0) list.append(el("li", { className: "muted", text: "+" + more + " more refused lines (see the log)" }));
+    if (more > 0) list.append(el("li", { className: "muted", text: "+" + more + " more refused" }));
     if (!refusals.length) list.append(el("li", { className: "muted", text: "none" }));
+    for (const r of said) {
+      list.append(el("li", { className: "mono muted", text: "its log says (its own words): " + r.kind + (r.path ? " " + r.path : "") + ": " + r.line }));
+    }
+    const unsaid = (entry.said_refused_total || 0) - said.length;
+    if (unsaid > 0) list.append(el("li", { className: "muted", text: "+" + unsaid + " more such lines in its log" }));
   }
 
   function appendLog(text) {
