@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -62,6 +63,7 @@ from .continuing import Continuing
 from .ending import FINISHED_TREES_IN_MEMORY, Ending
 from .locked_only import locked_only
 from .nesting import Nesting
+from .pr_checks import ChecksWatch
 from .queries import Queries
 from .recovery import Recovered
 from .reporting import Reporting
@@ -207,7 +209,17 @@ class Engine:
             confinement=self.confinement,
             after=self._after_round,
         )
+        # After the pull request: its checks watched, a failed one sent back to a worker (engine/pr_checks.py).
+        self.checks_watch = ChecksWatch(
+            ctx,
+            continuing=self.continuing,
+            release=self.release,
+            ended=self._tree_ended,
+            render=self.reporting.render_locked,
+            environ=os.environ,
+        )
         self.monitor.start()
+        self.checks_watch.start()
 
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
     @locked_only
@@ -422,6 +434,12 @@ class Engine:
         self._no_round(job, action)
         return held
 
+    def _tree_ended(self, job: JobRecord) -> bool:
+        """Whether a root job's whole tree has ended (nothing of it runs or ends here)."""
+        with self.tables.locked():
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            return all(j.status.terminal and j.id not in self.tables.ending for j in tree)
+
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its
         signed record, then its push and pull request (git.push)."""
@@ -527,6 +545,7 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self.continuing.close(timeout)
+        self.checks_watch.close(timeout)
         self.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
         self.reporting.level_renders.close()
