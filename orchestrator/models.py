@@ -627,6 +627,8 @@ class JobRecord:
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["publish"] = self.publish.to_dict() if self.publish is not None else None
         data["checks"] = self.checks.to_dict() if self.checks is not None else None
+        if data["checks"] is None:  # never watched: the record as it was before the watch existed
+            del data["checks"]
         for name in ("spawn_key", "parent_attempt"):  # a root's (or an older child's): left out, the record as it was
             if data[name] is None:
                 del data[name]

@@ -6,10 +6,13 @@ remote), real command workers, the loopback forge server of tests/mock_forge_ser
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
+from orchestrator.audit import signing_key
+from orchestrator.audit.verify import verify
 from orchestrator.delivery import forge as forge_api
 from orchestrator.delivery import pr_checks
 from orchestrator.models import JobStatus
@@ -62,6 +65,19 @@ def ci_check(remote):
     return checker
 
 
+class JobEvents:
+    """A sink of the announcer's job events (what the webhooks sink is given)."""
+
+    def __init__(self):
+        self.events = []
+
+    def job_event(self, job, event):
+        self.events.append(event)
+
+    def worker_event(self, job, record, event):
+        pass
+
+
 def final_checks(engine, job, timeout=60):
     def done():  # the record final, its reports rendered and the marker gone (the watch's last steps)
         checks = engine.workspace.load_job(job.id).checks
@@ -77,6 +93,8 @@ def test_a_failed_check_goes_back_to_the_worker_whose_file_it_names_and_the_fix_
     forge.checker = ci_check(remote)
     forge.statuses = lambda sha: [{"context": "lint", "state": "success", "description": "clean"}]
     engine = engine_with_command(folder, forge)
+    sink = JobEvents()
+    engine.announce.sinks.append(sink)
     try:
         job = run_job(engine, "two files", tasks=["TASK-CALC", "TASK-OTHER"])
         assert job.status is JobStatus.COMPLETED
@@ -88,6 +106,9 @@ def test_a_failed_check_goes_back_to_the_worker_whose_file_it_names_and_the_fix_
         doc = engine.queries.status_document(job.id)
     finally:
         engine.shutdown(timeout=10)
+    # Each step is a job event, as the webhooks' sink receives them
+    said = [e.to_dict().get("message") or "" for e in sink.events]
+    assert any(m.startswith("pr checks: tests failed on") for m in said) and any(m.startswith("pr checks passed") for m in said)
     # The check failed on the first push; one round went to worker_1, whose file the log names
     assert checks.state == "passed", checks
     (round_,) = checks.rounds
@@ -105,6 +126,14 @@ def test_a_failed_check_goes_back_to_the_worker_whose_file_it_names_and_the_fix_
     paths = [c.path for c in forge.calls if c.method == "GET"]
     assert f"/repos/me/app/commits/{first}/check-runs" in paths and f"/repos/me/app/commits/{tip}/status" in paths
     assert any(p.startswith("/repos/me/app/actions/jobs/") and p.endswith("/logs") for p in paths)
+    # The signed record holds the watch and its round
+    record = json.loads((engine.workspace.job_dir(job.root_id) / "RECORD.json").read_text())
+    (root_row,) = [j for j in record["jobs"] if j["id"] == job.id]
+    assert root_row["checks"]["state"] == "passed" and root_row["checks"]["rounds"][0]["worker"] == "worker_1"
+    assert done.record_digest is not None
+    public = signing_key.load_or_create(engine.workspace.root).public_key()
+    _, problems = verify(engine.workspace.job_dir(job.root_id), public, lambda ref: git(host, "rev-parse", ref).strip())
+    assert problems == []  # signed again as the watch ended: it verifies
     # Every surface says it: status JSON, the table and closing lines, notes, FINAL_RESULT.md
     assert doc["checks"]["state"] == "passed" and doc["checks"]["rounds_used"] == 1
     notes = shown.pop("notes")

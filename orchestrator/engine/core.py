@@ -215,7 +215,7 @@ class Engine:
             continuing=self.continuing,
             release=self.release,
             ended=self._tree_ended,
-            render=self.reporting.render_locked,
+            render=self._after_checks,
             environ=os.environ,
         )
         self.monitor.start()
@@ -439,6 +439,14 @@ class Engine:
         with self.tables.locked():
             tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
             return all(j.status.terminal and j.id not in self.tables.ending for j in tree)
+
+    def _after_checks(self, job: JobRecord) -> None:
+        """The watch of a root's pull request's checks changed its record (on disk): its signed
+        record again (it holds the check rounds), then its reports."""
+        jobs, workers = self.queries.snapshot(job.root_id)
+        self.results.write_record(job, job.status, job.ended_at, jobs, workers)
+        self.workspace.save_job(job)  # the record's new digest
+        self.reporting.render_locked(job)
 
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its

@@ -237,6 +237,6 @@ class ChecksWatch:
     def _save(self, job: JobRecord, note: str) -> None:
         job.notes.append(note)
         self.ctx.workspace.save_job(job)
-        self._render(job)  # FINAL_RESULT.md says it too
+        self._render(job)  # RECORD.json and FINAL_RESULT.md say it too
         self.ctx.announce.job(job, note)
         self.ctx.announce.line(job, note)
