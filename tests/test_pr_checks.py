@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.audit import signing_key
 from orchestrator.audit.verify import verify
+from orchestrator.cli.scripts import status_exit_code
 from orchestrator.delivery import forge as forge_api
 from orchestrator.delivery import pr_checks
 from orchestrator.models import JobStatus
@@ -136,6 +137,8 @@ def test_a_failed_check_goes_back_to_the_worker_whose_file_it_names_and_the_fix_
     assert problems == []  # signed again as the watch ended: it verifies
     # Every surface says it: status JSON, the table and closing lines, notes, FINAL_RESULT.md
     assert doc["checks"]["state"] == "passed" and doc["checks"]["rounds_used"] == 1
+    assert status_exit_code(doc) == 0  # check-status: completed, its result final
+    assert status_exit_code({**doc, "checks": {**doc["checks"], "state": "watching"}}) == 8  # not final while watched
     notes = shown.pop("notes")
     for surface, text in shown.items():
         assert f"pr checks: passed on {tip[:12]}; 1 of 2 rounds; round 1: tests -> worker_1 success" in text.replace(
@@ -206,6 +209,7 @@ def test_a_server_stopped_while_watching_goes_on_watching_when_started_again(hos
         job = run_job(engine, "one file", tasks=["TASK-CALC"])
         wait_until(lambda: any("/check-runs" in c.path for c in forge.calls), timeout=30)
         assert engine.workspace.load_job(job.id).checks.state == "watching"
+        assert status_exit_code(engine.queries.status_document(job.id)) == 8  # check-status: not final yet
     finally:
         engine.shutdown(timeout=10)
     assert (engine.workspace.root / "checks_watched" / job.root_id).exists()  # durable: what is watched
