@@ -263,3 +263,34 @@ def test_bad_forge_answers_are_errors_naming_the_call(forge, answers, said):
     with pytest.raises(forge_api.ForgeError) as caught:
         pr_checks.read(project(forge), "c" * 40, 1)
     assert said in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_on_gitlab_a_failed_pipeline_job_goes_back_and_the_fixed_commits_pipeline_passes(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    forge.checker = ci_check(remote)
+
+    def head():
+        found = subprocess.run(
+            ["git", "-C", str(remote), "for-each-ref", "--format=%(objectname)", "refs/heads/orchestrator/"],
+            capture_output=True,
+            text=True,
+        )
+        return found.stdout.split()[0] if found.stdout.split() else None
+
+    forge.head = head
+    engine = engine_with_command(folder, forge, pull_request="gitlab")
+    try:
+        job = run_job(engine, "two files", tasks=["TASK-CALC", "TASK-OTHER"])
+        first = job.publish.commit
+        checks = final_checks(engine, job)
+    finally:
+        engine.shutdown(timeout=10)
+    assert checks.state == "passed" and [(r.worker, r.failed, r.commit) for r in checks.rounds] == [
+        ("worker_1", ["tests"], first)
+    ]
+    assert git(remote, "show", f"{checks.commit}:calc.txt") == "fixed\n"
+    paths = [c.path for c in forge.calls if c.method == "GET"]
+    assert any(p.endswith("/merge_requests/1/pipelines") for p in paths) and any(p.endswith("/trace") for p in paths)
+    assert forge.pipelines == [first, checks.commit]  # one pipeline per pushed commit, the newest one judged
+    assert snapshot(host, folder) == before
