@@ -19,6 +19,7 @@ from .config.job import JobConfig
 from .config.keys import StrEnum
 from .errors import TERMINAL_STATUSES
 from .outcomes import (
+    ChecksRecord,
     Enforced,
     GateResult,
     IntegrationRecord,
@@ -600,6 +601,9 @@ class JobRecord:
     # A root's last publishing of its result (delivery/publishing.py; git.push, git.pull_request:
     # outcomes.PublishRecord); replaced whole, never changed in place. None: never published.
     publish: PublishRecord | None = None
+    # A root's watch of its pull request's checks (engine/pr_checks.py; git.check_rounds): what is
+    # watched and each round a failed check sent back to a worker. None: not watched.
+    checks: ChecksRecord | None = None
 
     @property
     def is_root(self) -> bool:
@@ -640,6 +644,9 @@ class JobRecord:
         data["selections"] = {k: v.to_dict() for k, v in self.selections.items()}
         data["approval"] = self.approval.to_dict() if self.approval is not None else None
         data["publish"] = self.publish.to_dict() if self.publish is not None else None
+        data["checks"] = self.checks.to_dict() if self.checks is not None else None
+        if data["checks"] is None:  # never watched: the record as it was before the watch existed
+            del data["checks"]
         for name in ("spawn_key", "parent_attempt"):  # a root's (or an older child's): left out, the record as it was
             if data[name] is None:
                 del data[name]
@@ -668,6 +675,8 @@ class JobRecord:
             known["approval"] = Approval.from_dict(known["approval"])
         if known.get("publish") is not None:
             known["publish"] = PublishRecord.from_dict(known["publish"])
+        if known.get("checks") is not None:
+            known["checks"] = ChecksRecord.from_dict(known["checks"])
         return cls(**known)
 
 

@@ -579,6 +579,91 @@ class PublishRecord:
         )
 
 
+class ChecksState(StrEnum):
+    """Where the watch of a pull request's checks stands (``ChecksRecord.state``); every one but
+    ``watching`` is final: the job's result branch moves no more."""
+
+    WATCHING = "watching"  # the checks of the pushed commit are read every git.checks_poll_interval
+    PASSED = "passed"  # every check of the pushed commit passed
+    FAILED = "failed"  # a check failed and no round is left (git.check_rounds), or no worker can take it
+    TIMED_OUT = "timed_out"  # a check did not finish within git.checks_timeout
+    ERROR = "error"  # the forge kept answering wrong (404, 500, no JSON): the watch stopped, said why
+
+
+@dataclass(slots=True)
+class CheckRound:
+    """One round a failed pull-request check sent back to a worker (engine/pr_checks.py): the checks
+    that failed on ``commit``, the worker continued with their log tail and why it was chosen, how
+    its continue round ended and what it cost, and the commit pushed after it (None: none)."""
+
+    number: int  # 1 for the first check round
+    commit: str  # the pushed result commit whose checks failed
+    failed: list[str]  # the failing checks' names
+    worker: str
+    why: str  # "the failing check names its files", "no check names a worker's files: each in turn"
+    started_at: float
+    state: str = "running"  # running, then the worker's continue round's status
+    ended_at: float | None = None
+    cost_usd: float | None = None
+    pushed: str | None = None  # the result commit pushed after the round
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckRound:
+        names = set(cls.__slots__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(slots=True)
+class ChecksRecord:
+    """``JobRecord.checks``: the watch of a root's pull request's checks after it was pushed (git.check_rounds
+    above 0). Durable: a server restarted while ``watching`` goes on watching (engine/pr_checks.py)."""
+
+    state: str  # a ChecksState value
+    commit: str  # the pushed result commit being watched (or last watched)
+    since: float  # when the watch of ``commit`` began (git.checks_timeout counts from it)
+    max_rounds: int
+    rounds: list[CheckRound] = field(default_factory=list)
+    reason: str | None = None  # why the watch ended, in words
+    failed_reads: int = 0  # forge answers in a row that could not be read (the watch stops past a bound)
+
+    @property
+    def final(self) -> bool:
+        return self.state != ChecksState.WATCHING.value
+
+    @property
+    def cost_usd(self) -> float | None:
+        costs = [r.cost_usd for r in self.rounds if r.cost_usd is not None]
+        return sum(costs) if costs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "commit": self.commit,
+            "since": self.since,
+            "max_rounds": self.max_rounds,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "rounds_used": len(self.rounds),
+            "cost_usd": self.cost_usd,
+            "reason": self.reason,
+            "failed_reads": self.failed_reads,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChecksRecord:
+        return cls(
+            state=str(data.get("state") or ChecksState.ERROR.value),
+            commit=str(data.get("commit") or ""),
+            since=float(data.get("since") or 0.0),
+            max_rounds=int(data.get("max_rounds") or 0),
+            rounds=[CheckRound.from_dict(r) for r in data.get("rounds") or [] if isinstance(r, Mapping)],
+            reason=data.get("reason"),
+            failed_reads=int(data.get("failed_reads") or 0),
+        )
+
+
 # -- selections (selection/, engine/choosing.py) ------------------------------------------------
 
 

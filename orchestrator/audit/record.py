@@ -192,7 +192,7 @@ def _job_row(j: JobRecord, status: str) -> dict[str, Any]:
         "merge": j.merge.to_dict() if j.merge is not None else None,
         "selections": {task: s.to_dict() for task, s in j.selections.items()},
         "start_commit": j.start_commit,
-    }
+    } | ({"checks": j.checks.to_dict()} if j.checks is not None else {})  # its pull request's checks (engine/pr_checks.py)
 
 
 def write_signed(

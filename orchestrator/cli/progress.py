@@ -468,13 +468,16 @@ def summary(doc: Mapping[str, Any]) -> str:
 def closing_lines(doc: Mapping[str, Any]) -> list[str]:
     """The summary, then the path of FINAL_RESULT.md and of each level report that exists."""
     from ..reports.status_document import merge_lines
-    from ..reports.wording import approval_lines, pull_request_text
+    from ..reports.wording import approval_lines, checks_text, pull_request_text
     from ..workspace.layout import Workspace
 
     lines = [summary(doc), *merge_lines(doc)]
     published = pull_request_text(doc.get("publish"))
     if published:
         lines.append(f"pull request: {published}")
+    watched = checks_text(doc.get("checks"))
+    if watched:
+        lines.append(f"pr checks: {watched}")
     if doc.get("status") == JobStatus.WAITING:  # approval: before_merge (delivery/approval.py)
         lines += approval_lines(doc["job_id"])
     results = doc["results"]

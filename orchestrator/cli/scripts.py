@@ -229,8 +229,11 @@ def exit_code(doc: Mapping[str, Any]) -> int:
 
 def status_exit_code(doc: Mapping[str, Any]) -> int:
     """The exit status of a command that shows a job as it is now (check-status, status): quick-start's
-    for a job at rest (``exit_code``), 8 for one still pending or running."""
+    for a job at rest (``exit_code``), 8 for one still pending or running, or whose pull request's
+    checks are still watched (its result branch may still move: engine/pr_checks.py)."""
     if doc["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
+        return RET_RUNNING
+    if (doc.get("checks") or {}).get("state") == "watching":
         return RET_RUNNING
     return exit_code(doc)
 

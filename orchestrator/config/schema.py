@@ -561,6 +561,23 @@ class GitSettings(Section):
     pull_request_base: str = setting(
         "", "the branch the pull request targets (empty: merge_into, else the branch checked out in the repository)"
     )
+    check_rounds: int = setting(
+        2,
+        "after the pull request: how many times a failed check of it goes back, as a continue round with the "
+        "check's log tail, to the worker whose change broke it, then is pushed again (0: the checks are not "
+        "watched); needs pull_request",
+        min=0,
+        max=20,
+    )
+    checks_poll_interval: float = setting(
+        30.0, "seconds between two readings of the pull request's checks while they are watched", min=0.05, max=3600
+    )
+    checks_timeout: float = setting(
+        3600.0,
+        "seconds a pushed commit's checks may stay unfinished (or absent) before the watch ends timed_out",
+        min=0.1,
+        max=7 * 86400,
+    )
     keep_worktrees_days: float = setting(
         7.0,
         "a finished job's worktrees are removed this many days after it ended, or once its result is in merge_into "

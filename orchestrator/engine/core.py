@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -62,6 +63,7 @@ from .continuing import Continuing
 from .ending import FINISHED_TREES_IN_MEMORY, Ending
 from .locked_only import locked_only
 from .nesting import Nesting
+from .pr_checks import ChecksWatch
 from .queries import Queries
 from .recovery import Recovered
 from .reporting import Reporting
@@ -208,7 +210,17 @@ class Engine:
             after=self._after_round,
         )
         self.ending.send_back = self.continuing.send_back
+        # After the pull request: its checks watched, a failed one sent back to a worker (engine/pr_checks.py).
+        self.checks_watch = ChecksWatch(
+            ctx,
+            continuing=self.continuing,
+            release=self.release,
+            ended=self._tree_ended,
+            render=self._after_checks,
+            environ=os.environ,
+        )
         self.monitor.start()
+        self.checks_watch.start()
 
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
     @locked_only
@@ -423,6 +435,20 @@ class Engine:
         self._no_round(job, action)
         return held
 
+    def _tree_ended(self, job: JobRecord) -> bool:
+        """Whether a root job's whole tree has ended (nothing of it runs or ends here)."""
+        with self.tables.locked():
+            tree = [j for j in self.tables.jobs.values() if j.root_id == job.root_id] or [job]
+            return all(j.status.terminal and j.id not in self.tables.ending for j in tree)
+
+    def _after_checks(self, job: JobRecord) -> None:
+        """The watch of a root's pull request's checks changed its record (on disk): its signed
+        record again (it holds the check rounds), then its reports."""
+        jobs, workers = self.queries.snapshot(job.root_id)
+        self.results.write_record(job, job.status, job.ended_at, jobs, workers)
+        self.workspace.save_job(job)  # the record's new digest
+        self.reporting.render_locked(job)
+
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its
         signed record, then its push and pull request (git.push)."""
@@ -528,6 +554,7 @@ class Engine:
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
         self.continuing.close(timeout)
+        self.checks_watch.close(timeout)
         self.choosing.close(timeout)  # a selection's thread ends the job it chooses for
         self._pool.shutdown(wait=False)
         self.reporting.level_renders.close()

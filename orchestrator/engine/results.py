@@ -14,7 +14,7 @@ from .. import failpoints
 from ..audit import record as audit_record
 from ..audit import signing_key as audit_keys
 from ..config import Isolation
-from ..delivery import landing, publishing
+from ..delivery import landing, pr_checks, publishing
 from ..delivery.landing import Landed, ResolverFactory
 from ..errors import OrchestratorError
 from ..git.gitcmd import GitFailed
@@ -197,6 +197,7 @@ class Results:
         said = pull_request_text(found)
         with self.tables.locked():
             job.publish = found
+            pr_checks.begin(job, found, self.settings, self.workspace, self.clock.time())  # git.check_rounds
             if said:
                 job.notes.append(f"pull request: {said}")
         pr = found.pull_request

@@ -90,6 +90,7 @@ def _make_env(loader: BaseLoader) -> Environment:
     env.filters["conflict_outcome"] = conflict_text.outcome
     env.globals["merge_stopped"] = conflict_text.STOPPED
     env.globals["pull_request_text"] = wording.pull_request_text
+    env.globals["checks_text"] = wording.checks_text
     env.globals["file_counts"] = wording.file_counts
     env.globals["failing_gate"] = failing_gate
     return env

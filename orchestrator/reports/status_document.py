@@ -25,7 +25,7 @@ from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
 from .status_shapes import GraphFields, Performance, ResolverTotals, StatusDocument, TaskEntry, TreeTotals
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
-from .wording import approval_lines, file_counts, pull_request_text
+from .wording import approval_lines, checks_text, file_counts, pull_request_text
 
 QUIET_AFTER = 60.0  # workers.quiet_after's default
 
@@ -87,6 +87,8 @@ def job_status(
         "record": {"path": f"job_{job.id}/RECORD.json", "digest": job.record_digest} if job.record_digest else None,
         "publish": publish,
         "pull_request": pull_request_text(job.publish),
+        "checks": job.checks.to_dict() if job.checks is not None else None,
+        "checks_text": checks_text(job.checks.to_dict() if job.checks is not None else None),
         "approval": job.approval.to_dict() if job.approval else None,
         "nodes": [n.to_dict() for n in job.nodes],
         "integration": job.integration,
@@ -378,6 +380,9 @@ def status_table(doc: Mapping[str, Any], merge: bool = True) -> str:
     published = pull_request_text(doc.get("publish"))
     if published:
         lines.append(f"pull request: {published}")
+    watched = checks_text(doc.get("checks"))
+    if watched:
+        lines.append(f"pr checks: {watched}")
     if doc["status"] == JobStatus.WAITING:
         lines += approval_lines(doc["job_id"])
     return "\n".join(lines)

@@ -250,6 +250,11 @@ class StatusDocument(TypedDict):
     # {"at", "remote", "branch", "commit", "pushed", "error", "pull_request": {"forge", "number", "url", "action", "base"}}.
     publish: dict[str, Any] | None
     pull_request: str | None  # its URL, or why publishing failed, as every surface says it
+    # The watch of its pull request's checks (git.check_rounds; null: not watched): {"state", "commit",
+    # "since", "max_rounds", "rounds": [{"number", "commit", "failed", "worker", "why", "started_at",
+    # "state", "ended_at", "cost_usd", "pushed"}], "rounds_used", "cost_usd", "reason", "failed_reads"}.
+    checks: dict[str, Any] | None
+    checks_text: str | None  # the same in one line, as every surface says it
     # approval: before_merge, once its workers were done: {"state", "earned", "waiting_since",
     # "decided_at", "note", "reason"}.
     approval: dict[str, Any] | None

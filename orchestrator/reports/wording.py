@@ -39,6 +39,23 @@ def pull_request_text(publish: PublishRecord | Mapping[str, Any] | None) -> str 
     return None
 
 
+def checks_text(checks: Mapping[str, Any] | None) -> str | None:
+    """The watch of a root's pull request's checks in one line (engine/pr_checks.py): its state, the
+    rounds a failed check sent back to workers and their cost, and why it ended; None: not watched."""
+    if not checks:
+        return None
+    rounds = checks.get("rounds") or []
+    cost = checks.get("cost_usd")
+    parts = [f"{checks.get('state')} on {str(checks.get('commit') or '')[:12]}"]
+    parts.append(f"{len(rounds)} of {checks.get('max_rounds')} rounds" + (f" (${cost:,.4f})" if cost is not None else ""))
+    parts += [
+        f"round {r.get('number')}: {', '.join(r.get('failed') or [])} -> {r.get('worker')} {r.get('state')}" for r in rounds
+    ]
+    if checks.get("reason"):
+        parts.append(str(checks["reason"]))
+    return "; ".join(parts)
+
+
 def approval_lines(job_id: str) -> list[str]:
     """What a job waiting for approval waits for, and the two commands that end the wait."""
     return [

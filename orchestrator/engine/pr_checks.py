@@ -1,0 +1,242 @@
+"""After the pull request: its checks are watched, and a failed check goes back to a worker.
+
+Once a root job's result is pushed and its pull request opened or updated (delivery/publishing.py),
+with ``git.check_rounds`` above 0, the job's ``checks`` record says ``watching`` that commit and a
+marker file ``checks_watched/<root id>`` in the workspace says so too: a server started later reads
+the markers and goes on watching (the job's record is the truth; the marker is its index). Every
+``git.checks_poll_interval`` seconds the checks of the watched commit are read from the forge
+(delivery/pr_checks.py):
+
+- all passed: ``passed``; the job's result branch is final.
+- one failed and a round is left: a continue round (engine/continuing.py) of one worker, with the
+  failed checks' names and log tails as its feedback. Which worker, decided here: the workers whose
+  changed files a failing check's name or log names; when none is named, every worker that changed
+  something, in turn (round k goes to the k-th, cycling). One worker per round, since a tree runs
+  one continue round at a time; its round lands on the result branch, which is pushed again, and
+  the new commit is watched from then on. A round that lands nothing leaves the commit as it was,
+  and the next failure reading sends the next round to the next worker in turn.
+- failed with no round left (or no worker that can take feedback): ``failed``, saying which check.
+- unfinished (or absent) past ``git.checks_timeout`` from the push: ``timed_out``.
+- the forge answering what cannot be read (404, 500, no JSON, another shape) ``MAX_FAILED_READS``
+  times in a row: ``error`` with the last answer; one good reading resets the count.
+
+Each change is on the job's record (status JSON, check-status, watch, FINAL_RESULT.md, RECORD.json
+when the round lands), a note and an event (webhooks). The token is never in any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from ..config import PullRequestForge, Settings
+from ..delivery import forge
+from ..delivery import pr_checks as forge_checks
+from ..delivery.pr_checks import WATCHED_DIR, marker
+from ..errors import OrchestratorError
+from ..models import JobRecord, WorkerRecord
+from ..outcomes import CheckRound, ChecksRecord, ChecksState
+from ..workers.adapters import get_adapter
+from .context import EngineContext
+from .continuing import FEEDBACK_MAX_CHARS, Continuing
+
+log = logging.getLogger("orchestrator.engine")
+
+MAX_FAILED_READS = 5  # forge answers in a row that cannot be read before the watch stops (bounded)
+
+
+def feedback_of(reading: forge_checks.ChecksReading, commit: str, number: int, of: int) -> str:
+    """What a worker is told of the failed checks: their names and the end of their logs."""
+    lines = [
+        f"The pull request's checks failed on commit {commit[:12]} (check round {number} of {of}).",
+        "Fix your change so that they pass; their logs end:",
+    ]
+    for check in reading.failed:
+        lines += ["", f"## check {check.name}", check.log_tail]
+    text = "\n".join(lines)
+    return text if len(text) <= FEEDBACK_MAX_CHARS else text[: FEEDBACK_MAX_CHARS - 1] + "…"
+
+
+def suspects(
+    reading: forge_checks.ChecksReading, workers: list[WorkerRecord], settings: Settings
+) -> tuple[list[WorkerRecord], str]:
+    """The workers a failure may go back to, and why: those whose changed files the failing checks
+    name, else every worker that changed something; only kinds that can take feedback."""
+    able = [w for w in workers if w.files_changed and not get_adapter(w.kind).continue_refusal(settings)]
+    said = "\n".join(f"{c.name}\n{c.log_tail}" for c in reading.failed)
+    named = [w for w in able if any(f.get("path") and f["path"] in said for f in w.files_changed)]
+    if named:
+        return named, "the failing check names its files"
+    return able, "no failing check names a worker's files: each worker in turn"
+
+
+class ChecksWatch:
+    """Watches the checks of the roots whose marker is in the workspace, on one thread; ``release``
+    lets the engine's memory go of a tree (read and written on disk from then on), ``ended`` says
+    whether a root's whole tree has ended, ``after`` publishes a changed record (reports, event)."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        continuing: Continuing,
+        release: Callable[[str], None],
+        ended: Callable[[JobRecord], bool],
+        render: Callable[[JobRecord], object],
+        environ: Mapping[str, str],
+    ) -> None:
+        self.ctx = ctx
+        self._continuing = continuing
+        self._release = release
+        self._ended = ended
+        self._render = render
+        self._environ = environ
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Watch from now on (a restarted server: the markers left by the one before)."""
+        if self.ctx.settings.git.check_rounds <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="pr-checks", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def watched(self) -> list[str]:
+        folder = self.ctx.workspace.root / WATCHED_DIR
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def _loop(self) -> None:
+        while not self.ctx.closing.wait(self.ctx.settings.git.checks_poll_interval):
+            for root_id in self.watched():
+                if self.ctx.closing.is_set():
+                    return
+                try:
+                    self.poll(root_id)
+                except Exception:  # a bug or a full disk: said, and tried again at the next reading
+                    log.exception("watching the pull request checks of job %s failed", root_id)
+
+    # -- one reading ---------------------------------------------------------------------------
+    def poll(self, root_id: str) -> None:
+        ws = self.ctx.workspace
+        if self._continuing.busy(root_id):
+            return  # its round runs: its end is read at the next reading
+        try:
+            job = ws.load_job(root_id)
+        except (OrchestratorError, OSError, ValueError):
+            marker(ws, root_id).unlink(missing_ok=True)  # the job was deleted
+            return
+        if not self._ended(job):
+            return
+        checks = job.checks
+        if checks is None or checks.final:
+            marker(ws, root_id).unlink(missing_ok=True)
+            return
+        self._release(root_id)
+        job = ws.load_job(root_id)  # as it is on disk, once no one else holds it
+        checks = job.checks
+        assert checks is not None
+        self._round_ended(job, checks)
+        publish = job.publish
+        pr = publish.pull_request if publish is not None else None
+        g = self.ctx.settings.git
+        token = self._environ.get(g.forge_token_env or forge.DEFAULT_TOKEN_ENV.get(str(g.pull_request.value), ""), "")
+        if pr is None or g.pull_request == PullRequestForge.NONE:
+            return self._end(job, checks, ChecksState.ERROR, "no pull request to watch (git.pull_request)")
+        project = forge.ForgeProject(g.pull_request, g.forge_api_url, g.forge_repo, token)
+        try:
+            reading = forge_checks.read(project, checks.commit, pr.number)
+        except forge.ForgeError as exc:
+            checks.failed_reads += 1
+            why = (str(exc).replace(token, "***") if token else str(exc))[:500]
+            if checks.failed_reads >= MAX_FAILED_READS:
+                return self._end(
+                    job,
+                    checks,
+                    ChecksState.ERROR,
+                    f"the forge's answers could not be read {checks.failed_reads} times in a row: {why}",
+                )
+            self._save(job, f"pr checks: reading {checks.failed_reads} of at most {MAX_FAILED_READS} failed: {why}")
+            return
+        checks.failed_reads = 0
+        now = self.ctx.clock.time()
+        if reading.state == "passed":
+            after = f" after {len(checks.rounds)} round(s)" if checks.rounds else ""
+            return self._end(job, checks, ChecksState.PASSED, f"all {reading.total} checks of {checks.commit[:12]} passed{after}")
+        if reading.state == "pending":
+            if now - checks.since > g.checks_timeout:
+                waiting = ", ".join(reading.pending) or "no check was reported"
+                return self._end(
+                    job,
+                    checks,
+                    ChecksState.TIMED_OUT,
+                    f"checks not finished {g.checks_timeout:g}s after the push (git.checks_timeout): {waiting}",
+                )
+            return
+        names = [c.name for c in reading.failed]
+        if len(checks.rounds) >= checks.max_rounds:
+            return self._end(
+                job,
+                checks,
+                ChecksState.FAILED,
+                f"check {', '.join(names)} failed on {checks.commit[:12]}; no round left ({len(checks.rounds)} of {checks.max_rounds}, git.check_rounds)",
+            )
+        _, workers = ws.load_tree(root_id)
+        mine = [w for w in workers if w.job_id == job.id and w.name in job.worker_names]
+        found, why = suspects(reading, mine, self.ctx.settings)
+        if not found:
+            return self._end(
+                job,
+                checks,
+                ChecksState.FAILED,
+                f"check {', '.join(names)} failed; no worker that changed something can take feedback",
+            )
+        worker = found[len(checks.rounds) % len(found)]
+        number = len(checks.rounds) + 1
+        checks.rounds.append(CheckRound(number, checks.commit, names, worker.name, why, now))
+        self._save(
+            job,
+            f"pr checks: {', '.join(names)} failed on {checks.commit[:12]}; round {number} of {checks.max_rounds} goes to {worker.name} ({why})",
+        )
+        try:
+            self._continuing.start(job, worker.name, feedback_of(reading, checks.commit, number, checks.max_rounds))
+        except OrchestratorError as exc:
+            job = ws.load_job(root_id)
+            assert job.checks is not None
+            job.checks.rounds[-1].state, job.checks.rounds[-1].ended_at = "not started", self.ctx.clock.time()
+            self._end(job, job.checks, ChecksState.FAILED, f"round {number} could not start: {exc}")
+
+    def _round_ended(self, job: JobRecord, checks: ChecksRecord) -> None:
+        """A check round whose continue round has ended: its state and cost from the worker's record."""
+        last = checks.rounds[-1] if checks.rounds else None
+        if last is None or last.state != "running":
+            return
+        rec = self.ctx.workspace.load_worker(job.root_id, job.depth, last.worker)
+        done = rec.rounds[-1] if rec.rounds else None
+        if done is None or done.started_at < last.started_at:
+            last.state = "not started"
+        elif done.state == "running":
+            last.state = "lost: the server stopped during the round"
+        else:
+            last.state, last.cost_usd = done.state, done.cost_usd
+        last.ended_at = done.ended_at if done is not None and done.ended_at else self.ctx.clock.time()
+        self._save(
+            job,
+            f"pr checks: round {last.number} ({last.worker}) ended {last.state}"
+            + (f"; pushed {last.pushed[:12]}" if last.pushed else "; nothing pushed"),
+        )
+
+    def _end(self, job: JobRecord, checks: ChecksRecord, state: ChecksState, reason: str) -> None:
+        checks.state, checks.reason = state.value, reason
+        self._save(job, f"pr checks {state.value}: {reason}")
+        marker(self.ctx.workspace, job.root_id).unlink(missing_ok=True)
+
+    def _save(self, job: JobRecord, note: str) -> None:
+        job.notes.append(note)
+        self.ctx.workspace.save_job(job)
+        self._render(job)  # RECORD.json and FINAL_RESULT.md say it too
+        self.ctx.announce.job(job, note)
+        self.ctx.announce.line(job, note)
