@@ -587,6 +587,7 @@ class ChecksState(StrEnum):
     PASSED = "passed"  # every check of the pushed commit passed
     FAILED = "failed"  # a check failed and no round is left (git.check_rounds), or no worker can take it
     TIMED_OUT = "timed_out"  # a check did not finish within git.checks_timeout
+    NONE = "none"  # no check at all was reported within git.checks_appear_within: the forge runs none here
     ERROR = "error"  # the forge kept answering wrong (404, 500, no JSON): the watch stopped, said why
 
 

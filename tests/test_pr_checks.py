@@ -184,6 +184,21 @@ def test_a_check_that_never_finishes_ends_the_watch_timed_out(hosted_remote, for
     assert "not finished 0.5s after the push (git.checks_timeout): slow-ci" in checks.reason
 
 
+def test_a_repository_whose_forge_runs_no_check_ends_the_watch_none_not_after_the_timeout(hosted_remote, forge):
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    forge.checker = lambda sha: []
+    engine = engine_with_command(folder, forge, checks_appear_within=0.5, checks_timeout=3600)
+    try:
+        job = run_job(engine, "one file", tasks=["TASK-OTHER"])
+        checks = final_checks(engine, job)
+    finally:
+        engine.shutdown(timeout=10)
+    assert checks.state == "none" and checks.rounds == []
+    assert "no check was reported 0.5s after the push (git.checks_appear_within)" in checks.reason
+    assert snapshot(host, folder) == before
+
+
 def test_garbage_from_the_forge_stops_the_watch_after_a_bounded_number_of_readings(hosted_remote, forge):
     host, folder, remote = hosted_remote
     forge.garbage = 1000

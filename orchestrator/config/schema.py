@@ -578,6 +578,13 @@ class GitSettings(Section):
         min=0.1,
         max=7 * 86400,
     )
+    checks_appear_within: float = setting(
+        600.0,
+        "seconds after a push in which a first check must be reported; none by then ends the watch none (a "
+        "repository whose forge runs no CI: nothing to wait for)",
+        min=0.1,
+        max=7 * 86400,
+    )
     keep_worktrees_days: float = setting(
         7.0,
         "a finished job's worktrees are removed this many days after it ended, or once its result is in merge_into "

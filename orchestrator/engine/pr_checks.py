@@ -16,7 +16,9 @@ the markers and goes on watching (the job's record is the truth; the marker is i
   the new commit is watched from then on. A round that lands nothing leaves the commit as it was,
   and the next failure reading sends the next round to the next worker in turn.
 - failed with no round left (or no worker that can take feedback): ``failed``, saying which check.
-- unfinished (or absent) past ``git.checks_timeout`` from the push: ``timed_out``.
+- none reported at all past ``git.checks_appear_within`` from the push: ``none`` (the forge runs no
+  CI on the repository: nothing to wait an hour for).
+- unfinished past ``git.checks_timeout`` from the push: ``timed_out``.
 - the forge answering what cannot be read (404, 500, no JSON, another shape) ``MAX_FAILED_READS``
   times in a row: ``error`` with the last answer; one good reading resets the count.
 
@@ -167,6 +169,14 @@ class ChecksWatch:
             after = f" after {len(checks.rounds)} round(s)" if checks.rounds else ""
             return self._end(job, checks, ChecksState.PASSED, f"all {reading.total} checks of {checks.commit[:12]} passed{after}")
         if reading.state == "pending":
+            if reading.total == 0 and now - checks.since > g.checks_appear_within:
+                return self._end(
+                    job,
+                    checks,
+                    ChecksState.NONE,
+                    f"no check was reported {g.checks_appear_within:g}s after the push (git.checks_appear_within): "
+                    "the forge runs none on this commit",
+                )
             if now - checks.since > g.checks_timeout:
                 waiting = ", ".join(reading.pending) or "no check was reported"
                 return self._end(
