@@ -4,7 +4,7 @@
 #     bash tests/run_as_user.sh [pytest args...]
 # It makes the user (ORCHESTRATOR_TEST_USER, default orchestrator-test), copies this folder into its
 # home (without .venv, .cli, workspace), installs it there with the README's command, and runs the
-# sandbox, cgroup, hostile-worker, helper-confinement, gate-caps, forged-refusals, supervisor, project-view and network tests and the guide's path (or the pytest
+# sandbox, cgroup, hostile-worker, helper-confinement, gate-caps, forged-refusals, supervisor, project-view, network and worker-content tests and the guide's path (or the pytest
 # args given) as that user.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,7 +25,7 @@ chown -R "$user:" "$copy"
 python="${PYTHON:-/usr/bin/python3}"
 tests=("$@")
 # Their fast and slow tiers both (the default run is the fast tier only: pyproject's addopts).
-[ ${#tests[@]} -gt 0 ] || tests=(tests/test_sandbox.py tests/test_landlock.py tests/test_cgroups.py tests/test_hostile.py tests/test_no_deputy.py tests/test_helper_confinement.py tests/test_gate_caps.py tests/test_forged_refusals.py tests/test_supervisor.py tests/test_project_view.py tests/test_guide_path.py tests/test_network_allow.py tests/test_egress.py -q -m "not chaos and not real_cli")
+[ ${#tests[@]} -gt 0 ] || tests=(tests/test_sandbox.py tests/test_landlock.py tests/test_cgroups.py tests/test_hostile.py tests/test_no_deputy.py tests/test_helper_confinement.py tests/test_gate_caps.py tests/test_forged_refusals.py tests/test_supervisor.py tests/test_project_view.py tests/test_guide_path.py tests/test_network_allow.py tests/test_egress.py tests/test_worker_content.py -q -m "not chaos and not real_cli")
 runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHON="$python" \
   bash -c 'cd "$1" && shift && ./install.sh --dev >install.log 2>&1 || { tail -20 install.log; exit 1; }; exec .venv/bin/python -m pytest -p no:cacheprovider "$@"' \
   run-as-user "$copy" "${tests[@]}"
