@@ -71,8 +71,8 @@ SERVER_FIXTURES = {"redis_server": "redis", "fresh_redis": "redis", "postgres_se
 
 
 # The longest tests of the slow tier and of the real-CLI and chaos run (each a minute or more on CI's
-# loaded machine), run first: CI runs those tiers on several pytest-xdist workers (.ci/run), where one
-# of them started near the end would run alone after the others are done. A prefix of node ids; a
+# loaded machine), run first: CI runs the slow tier on several pytest-xdist workers (.ci/run), where
+# one of them started near the end would run alone after the others are done. A prefix of node ids; a
 # test renamed away from here only loses its place at the front.
 LONGEST_FIRST = (
     "tests/chaos/test_server_kill.py::test_server_killed_at_random_points_200_times",
