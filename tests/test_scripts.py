@@ -184,7 +184,8 @@ def test_a_sigkilled_server_re_adopts_its_running_workers_at_the_next_start(home
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: _healthy(url))
+        # (on a loaded machine, beside other xdist workers, a server may take more than 15 s to answer)
+        wait_until(lambda: _healthy(url), timeout=60, what="the server answered /health")
         return proc
 
     def status():
@@ -611,7 +612,8 @@ def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_a
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: _healthy(url))
+        # (on a loaded machine, beside other xdist workers, a server may take more than 15 s to answer)
+        wait_until(lambda: _healthy(url), timeout=60, what="the server answered /health")
         return proc
 
     # Given a server running a job whose one worker hangs, followed by `watch` (no terminal)
@@ -677,8 +679,9 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
         .read_text()
         .replace('worker: "auto"', f'worker: "command"\n  command: ["{sys.executable}", "{FAKE_CLI}", "{{task}}"]')
         .replace("workers:\n", "workers:\n  default_timeout: 6\n")
-        # Its keeper's backstop (6 + kill_grace + 2 s) after the restart: the server is the one that stops it.
-        .replace("kill_grace: 1\n", "kill_grace: 10\n")
+        # Its keeper's backstop (6 + kill_grace + 2 s) after the restart, even where a loaded machine takes
+        # many seconds to start the server again: the server is the one that stops it.
+        .replace("kill_grace: 1\n", "kill_grace: 30\n")
     )
     url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
 
@@ -686,7 +689,8 @@ def test_a_re_adopted_workers_timeout_counts_from_its_own_start_across_a_server_
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: _healthy(url))
+        # (on a loaded machine, beside other xdist workers, a server may take more than 15 s to answer)
+        wait_until(lambda: _healthy(url), timeout=60, what="the server answered /health")
         return proc
 
     def task():
@@ -755,7 +759,8 @@ def test_a_workers_timeout_holds_while_its_server_is_down_and_the_restart_record
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: _healthy(url))
+        # (on a loaded machine, beside other xdist workers, a server may take more than 15 s to answer)
+        wait_until(lambda: _healthy(url), timeout=60, what="the server answered /health")
         return proc
 
     def task():

@@ -199,7 +199,11 @@ def test_a_gitmodules_that_runs_a_command_is_refused_with_the_reason(host, tmp_p
     by_name = workers(engine, job)
     planted = by_name["worker_1"]
     assert planted.status is WorkerStatus.FAILED, (planted.status, planted.error)
-    assert f"submodule 'x' runs a command on update ('!touch {proof}'; git fsck: gitmodulesUpdate)" in (planted.error or "")
+    # The reason quotes the worker's command up to tree_checks.QUOTED_COMMAND characters: all of it
+    # where pytest's folder is short (root's), its start where it is long (an ordinary user's, run_as_user.sh)
+    quoted = f"!touch {proof}"[: tree_checks.QUOTED_COMMAND]
+    reason = f"submodule 'x' runs a command on update ({quoted!r}; git fsck: gitmodulesUpdate)"
+    assert reason in (planted.error or ""), f"{reason}\nnot in the worker's error:\n{planted.error}"
     assert job.merge.outcome.merged == ("worker_2",)
     assert ".gitmodules" not in git(host, "ls-tree", "-r", "--name-only", job.merge.outcome.result_ref)
     assert not proof.exists()

@@ -106,6 +106,7 @@ def gitmodules_blobs(body: bytes, width: int) -> list[bytes]:
 
 
 MAX_GITMODULES = 1 << 20  # bytes of a .gitmodules a worker may commit (a real one is a few hundred)
+QUOTED_COMMAND = 80  # characters of a submodule's ``update = !command`` a refusal quotes (the worker's words)
 
 
 def gitmodules_problem(repo: str | Path, content: bytes) -> str:
@@ -137,7 +138,7 @@ def gitmodules_problem(repo: str | Path, content: bytes) -> str:
         if ".." in name.replace("\\", "/").split("/"):
             return f"a .gitmodules whose submodule name {name!r} climbs out with '..' (git fsck: gitmodulesName)"
         if variable == "update" and value.strip().startswith("!"):
-            return f"a .gitmodules whose submodule {name!r} runs a command on update ({value[:80]!r}; git fsck: gitmodulesUpdate)"
+            return f"a .gitmodules whose submodule {name!r} runs a command on update ({value[:QUOTED_COMMAND]!r}; git fsck: gitmodulesUpdate)"
         if variable in ("url", "path") and value.startswith("-"):
             return f"a .gitmodules whose submodule {name!r} has a {variable} git would read as an option (git fsck: gitmodules{variable.capitalize()})"
     return ""
