@@ -241,6 +241,8 @@ def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_
         seen = lines[-1]
         assert seen["allowed"] == "connected", log.read_text()  # not "Function not implemented": still guarded
         assert seen["denied"] == "PermissionError: Permission denied", log.read_text()  # refused outside it
+        # (under bubblewrap the allowed connection is carried out by the sandbox's bridge: its accept may come later)
+        wait_until(lambda: allowed.accepted == 2, timeout=15, what="the allowed port's second connection")
         assert allowed.accepted == 2 and listener.accepted == 0
         assert f"[orchestrator] network: refused 127.0.0.1:{listener.port}: {REASON} (1 so far)" in log.read_text()
         denied = f"127.0.0.1:{listener.port}"

@@ -401,11 +401,12 @@ def test_every_variable_the_guide_mentions_is_given_to_workers(make_live):
     assert mentioned <= {value for name, value in vars(protocol).items() if name.isupper()}
     # and in a real worker's environment (a folder worker's here: ORCHESTRATOR_PORT is a worktree
     # worker's only, proven in tests/test_bootstrap.py; ORCHESTRATOR_SHARED_CONTEXT a worker's whose command reads
-    # its prompt, proven in tests/test_sharedcontext.py)
+    # its prompt, proven in tests/test_sharedcontext.py; ORCHESTRATOR_API_KEY_FILE a Landlock worker's, in
+    # place of its key, proven in tests/test_sandbox_reach.py)
     live = command_live(make_live, fake_command("env"))
     job_id = live.submit(request="env", tasks=["env"]).json()["job_id"]
     (worker,) = live.wait(job_id)["results"]["tasks"]
-    assert mentioned - {protocol.PORT, protocol.SHARED_CONTEXT} <= set(json.loads(worker["output"]))
+    assert mentioned - {protocol.PORT, protocol.SHARED_CONTEXT, protocol.API_KEY_FILE} <= set(json.loads(worker["output"]))
     assert json.loads(worker["output"])["ORCHESTRATOR_API_KEY"].startswith(f"wk.{job_id}.worker_1.")
     # settings variables (ORCHESTRATOR__SECTION__KEY) name real settings
     for section, key in re.findall(r"\bORCHESTRATOR__([A-Z]+)__([A-Z_]+)", text):

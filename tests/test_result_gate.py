@@ -442,6 +442,8 @@ def test_a_breaker_whose_kind_cannot_take_feedback_is_left_out_at_once(tmp_path)
         before = snapshot(host, folder)
         config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
         job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
+        # (the note comes once the job's end hands its breakers to the continue pool: wait for it, not for the pool)
+        wait_until(lambda: any("not sent back" in n for n in engine.queries.get_job(job.id).notes), timeout=60)
         done = _settled(engine, job)
         assert workers(engine, job)["worker_2"].rounds == []
         assert done.status is JobStatus.PARTIAL

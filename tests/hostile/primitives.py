@@ -331,8 +331,8 @@ PRIMITIVES: tuple[Primitive, ...] = (
         spawns=True,
         params=lambda i, o: {"osc": osc52(i)},
     ),
-    # -- awaiting the defences being built on other branches (skipped on main; the engineer switches
-    # them on by emptying ``awaiting`` once that branch is merged) -------------------------------
+    # -- a primitive whose defence is still being built is marked ``awaiting`` (skipped, with the
+    # reason in the table); one a backend cannot stop lists it in ``gaps`` (docs/sandbox.md) -------
     Primitive(
         "MPTCP to a loopback port nobody allowed",
         Category.NETWORK,
