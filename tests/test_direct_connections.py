@@ -259,9 +259,12 @@ def test_a_worker_keeps_its_direct_connection_guard_across_a_server_sigkill_and_
         allowed.close()
 
 
-def test_without_a_supervisor_the_runners_own_guard_refuses_and_records(tmp_path, backend, listener):  # noqa: F811
-    """The fallback where no supervisor starts the worker (a runner built without one): this process's
-    guard thread holds the listener, with the same decision and the same record."""
+def test_without_a_supervisor_no_guard_is_installed_and_the_sandbox_alone_refuses(tmp_path, backend, listener):  # noqa: F811
+    """Where no supervisor starts the process (a runner built without one), no guard is installed: its
+    listener would be this process's, and a server killed just after the spawn left the worker unable
+    to hand it over (not started: the chaos tests' gate cut off mid-run never ran). The sandbox's own
+    rules still refuse the connection (Landlock's ports, bubblewrap's empty namespace); it is not
+    recorded."""
     from dataclasses import replace
 
     from orchestrator.process.backends import probe
@@ -288,14 +291,12 @@ def test_without_a_supervisor_the_runners_own_guard_refuses_and_records(tmp_path
     )
     try:
         assert runner.wait(handle, 60) == 0
-        assert handle.watch is not None  # the runner's own guard watched it
+        assert handle.watch is None  # no guard of this process's
     finally:
         runner.terminate(handle, grace=1)
         runner.release(handle)
     log = (tmp_path / "log").read_text()
-    assert json.loads([line for line in log.splitlines() if line.startswith("{")][-1]) == {
-        str(listener.port): "PermissionError"
-    }, log
+    said = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+    assert said[str(listener.port)] in ("PermissionError", "ConnectionRefusedError"), log
     assert listener.accepted == 0
-    entries = [json.loads(line) for line in record.read_text().splitlines()]
-    assert entries == [{"outcome": "refused", "host": "127.0.0.1", "port": listener.port, "reason": REASON, "count": 1}]
+    assert not record.exists() or not record.read_text().strip()

@@ -381,6 +381,7 @@ class ProcessRunner:
             sandbox is not None
             and sandbox.network is not SandboxNetwork.HOST
             and parent_death_signal is None
+            and through_supervisor
             and connect_filter() is not None
             and (sandbox.backend is Backend.LANDLOCK or (sandbox.backend is Backend.BUBBLEWRAP and self.perl is not None))
         ):
