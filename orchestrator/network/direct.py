@@ -101,13 +101,13 @@ def record(log_path: str, record_path: str, destination: tuple[str, int], count:
     host, port = destination
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if log_path:
-        _append(log_path, f"{REFUSED_LINE}{authority}: {REASON} ({count} so far)\n", create=False)
+        append(log_path, f"{REFUSED_LINE}{authority}: {REASON} ({count} so far)\n", create=False)
     if record_path:
         entry = {"outcome": "refused", "host": host, "port": port, "reason": REASON, "count": count}
-        _append(record_path, json.dumps(entry) + "\n", create=True)
+        append(record_path, json.dumps(entry) + "\n", create=True)
 
 
-def _append(path: str, line: str, *, create: bool) -> None:
+def append(path: str, line: str, *, create: bool) -> None:
     """``line`` at the end of ``path`` (never through a link; ``create``: made where missing, private)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
@@ -296,4 +296,4 @@ def shared() -> Guard:
         return _shared
 
 
-__all__ = ["REASON", "Guard", "Watch", "allowed", "answer", "receive_listener", "record", "shared"]
+__all__ = ["REASON", "Guard", "Watch", "allowed", "answer", "append", "receive_listener", "record", "shared"]

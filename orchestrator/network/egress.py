@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import direct
 from .policy import Endpoint, Policy, endpoint_of_url, parse_entry
 from .proxy import Listener, Outcome, Refusal, shared
 
@@ -377,16 +378,7 @@ def _authority(host: str, port: int) -> str:
 
 def _append(log_path: Path | None, line: str, *, create: bool = False) -> None:
     """``line`` at the end of the worker's log (appended as its own output is: never through a link),
-    or of the network record (``create``: made where missing, private)."""
-    if log_path is None:
-        return
-    try:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o600)
-    except OSError:
-        return
-    try:
-        os.write(fd, line.encode("utf-8", "replace"))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    or of the network record (``create``: made where missing, private): as the direct-connection guard
+    writes them (network/direct.py, which the supervisor imports with the standard library alone)."""
+    if log_path is not None:
+        direct.append(str(log_path), line, create=create)
