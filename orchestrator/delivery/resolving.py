@@ -55,7 +55,7 @@ from ..config.quality import Gate
 from ..errors import ConfigError
 from ..git import gitcmd, worker_objects
 from ..git.gitcmd import GitFailed, git_bytes, run_git
-from ..git.gitwork import repo_op
+from ..git.gitwork import add_detached_worktree, repo_op
 from ..git.merging import Conflicted
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
@@ -298,22 +298,7 @@ class ConflictResolver:
         tree.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        # --force: an earlier attempt's entry whose folder is gone (its removal failed) is replaced
-        # rather than refused; the path is the orchestrator's own.
-        repo_op(
-            self.repo,
-            self.repo,
-            *_QUIET,
-            "worktree",
-            "add",
-            "-q",
-            "--no-checkout",
-            "--force",
-            "--detach",
-            "--",
-            str(tree),
-            at.head,
-        )
+        add_detached_worktree(self.repo, tree, at.head)
         git = self._git(tree, tmp)
         git.run("reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox too
         # In the resolver's sandbox: the merge checks out the workers' files, and a filter or driver of

@@ -40,7 +40,7 @@ from .. import failpoints, protocol
 from ..config import Settings
 from ..config.quality import Gate
 from ..git.gitcmd import GitFailed, run_git
-from ..git.gitwork import repo_op
+from ..git.gitwork import add_detached_worktree, repo_op
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import PASSED
@@ -186,20 +186,7 @@ class ResultGate:
         self.close()
         self.tree.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        repo_op(
-            self.repo,
-            self.repo,
-            *_QUIET,
-            "worktree",
-            "add",
-            "-q",
-            "--no-checkout",
-            "--force",
-            "--detach",
-            "--",
-            str(self.tree),
-            commit,
-        )
+        add_detached_worktree(self.repo, self.tree, commit)
         git = CheckoutGit(self.tree, self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config))
         git.run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
 

@@ -217,6 +217,29 @@ def repo_op(repo: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
         return retry_locked(cwd, *args)
 
 
+def add_detached_worktree(repo: Path, tree: Path, commit: str) -> None:
+    """A worktree at ``tree`` with ``commit`` detached and nothing checked out: its HEAD set by the
+    orchestrator's git as it is added (git in a sandbox cannot move a detached HEAD), its files the
+    caller's to check out where it runs what may read them (in the sandbox). ``--force``: an earlier
+    entry whose folder is gone (its removal failed) is replaced rather than refused; the path is the
+    orchestrator's own. No hook runs."""
+    repo_op(
+        repo,
+        repo,
+        "-c",
+        "core.hooksPath=/dev/null",
+        "worktree",
+        "add",
+        "-q",
+        "--no-checkout",
+        "--force",
+        "--detach",
+        "--",
+        str(tree),
+        commit,
+    )
+
+
 def retry_locked(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A git call retried while another process holds one of git's lock files."""
     for attempt in range(LOCK_RETRIES):
