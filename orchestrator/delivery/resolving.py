@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import failpoints, protocol
+from .. import failpoints
 from ..config import JobConfig, Settings
 from ..config.quality import Gate
 from ..errors import ConfigError
@@ -68,7 +68,7 @@ from ..workers import costs
 from ..workers.adapters import get_adapter
 from ..workers.adapters.base import Adapter, WorkerContext
 from ..workers.confinement import Confinement
-from ..workers.environment import add_caches, base_env, provider_keys_by_file
+from ..workers.environment import helper_env, provider_keys_by_file
 from ..workers.prompts import render_resolver_prompt
 from ..workers.roles import role_of
 from ..workspace.filesystem import read_json_lines
@@ -340,10 +340,7 @@ class ConflictResolver:
         return text if len(text) <= DIFF_BYTES else text[:DIFF_BYTES] + f"\n... ({len(text) - DIFF_BYTES} more characters)"
 
     def _env(self, tmp: Path) -> dict[str, str]:
-        env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
-        env.update({"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)})
-        add_caches(env, self.settings, self.workspace, self.job.root_id)
-        return env
+        return helper_env(self.settings, tmp, self.workspace, self.job.root_id)
 
     def _run(
         self,

@@ -36,7 +36,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import failpoints, protocol
+from .. import failpoints
 from ..config import Settings
 from ..config.quality import Gate
 from ..git.gitcmd import GitFailed, run_git
@@ -47,7 +47,7 @@ from ..outcomes import PASSED
 from ..process.runner import ProcessRunner, Wakeup
 from ..quality import gates as gating
 from ..workers.confinement import Confinement
-from ..workers.environment import add_caches, base_env
+from ..workers.environment import helper_env
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
 from ..workspace.stages import StageLedger, StageState, rerun_note
@@ -191,10 +191,7 @@ class ResultGate:
         git.run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
-        env.update({"TMPDIR": str(self.tmp), "TMP": str(self.tmp), "TEMP": str(self.tmp)})
-        add_caches(env, self.settings, self.workspace, self.job.root_id)
-        return env
+        return helper_env(self.settings, self.tmp, self.workspace, self.job.root_id)
 
     def close(self) -> None:
         """The worktree removed (never ``git worktree prune``: see delivery/resolving.py)."""

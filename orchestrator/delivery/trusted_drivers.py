@@ -25,7 +25,6 @@ import shutil
 import stat
 from pathlib import Path
 
-from .. import protocol
 from ..config import Settings
 from ..git.drivers import DriverResult, DriverRun, expand
 from ..models import JobRecord
@@ -33,7 +32,7 @@ from ..process.monitor import CAPPED
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from ..selection.scoring import wait_for
 from ..workers.confinement import Confinement
-from ..workers.environment import base_env
+from ..workers.environment import helper_env
 from ..workspace.layout import Workspace
 
 log = logging.getLogger("orchestrator.drivers")
@@ -80,9 +79,7 @@ class SandboxedDrivers:
             shutil.rmtree(home, ignore_errors=True)
 
     def _env(self, tmp: Path) -> dict[str, str]:
-        env = {k: v for k, v in base_env(self.settings).items() if not k.startswith(protocol.PREFIX)}
-        env.update({"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp), "GIT_TERMINAL_PROMPT": "0"})
-        return env
+        return {**helper_env(self.settings, tmp), "GIT_TERMINAL_PROMPT": "0"}
 
     def _run(self, run: DriverRun, folder: Path, tmp: Path) -> DriverResult:
         root = self.job.root_id

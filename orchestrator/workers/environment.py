@@ -81,6 +81,17 @@ def add_helpers(env: dict[str, str]) -> None:
     env[protocol.PYTHON] = python_executable()
 
 
+def helper_env(settings: Settings, tmp: Path, workspace: Workspace | None = None, root_id: str = "") -> dict[str, str]:
+    """The environment of a program run on workers' files in their sandbox (a gate on a merged result,
+    a resolver, a trusted merge driver): ``base_env`` with no ORCHESTRATOR_* variable, ``tmp`` its
+    TMPDIR, and given a ``workspace``, ``root_id``'s tree's package caches."""
+    env = {k: v for k, v in base_env(settings).items() if not k.startswith(protocol.PREFIX)}
+    env.update({"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)})
+    if workspace is not None:
+        add_caches(env, settings, workspace, root_id)
+    return env
+
+
 def add_caches(env: dict[str, str], settings: Settings, workspace: Workspace, root_id: str) -> None:
     """Its tree's private package caches on ``env`` (workers/caches.py): npm, yarn, pip, uv, Go and
     cargo write there, never in the user's own caches (read-only in the sandbox). Worked out once
