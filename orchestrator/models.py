@@ -201,6 +201,9 @@ class Round:
     # When the worker had ended before this round (its previous round's end): the time between it and
     # ``started_at`` is no work of the worker's, left out of ``WorkerRecord.duration``. None: not recorded.
     previous_ended_at: float | None = None
+    # Sent back by the job itself for breaking its merged result (engine/continuing.py ``send_back``),
+    # not by a person: these count against ``gates_retry``, across a server's restarts.
+    sent_back: bool = False
 
     @property
     def duration(self) -> float | None:

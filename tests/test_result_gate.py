@@ -245,6 +245,88 @@ def test_kill_9_during_a_batch_gate_or_a_bisection_gates_nothing_twice_that_had_
             server.wait(60)
 
 
+# The breaker of the first round it is sent back: it says so in its log and waits to be killed with the
+# server; in any later round it moves its caller to the new name.
+KILLED_IN_ITS_FIRST_ROUND = [
+    "bash",
+    "-c",
+    'if grep -q "ImportError" "$1"; then'
+    " if [ ! -e .round-cut ]; then touch .round-cut; echo WAITING-FOR-THE-KILL; sleep 120; fi;"
+    " rm -f .round-cut; sed -i s/total/sum_all/g report.py test_report.py;"
+    " else {task}; fi",
+    "worker",
+    "{prompt_file}",
+]
+
+
+@pytest.mark.chaos
+def test_kill_9_during_a_round_sent_back_the_job_is_not_ended_and_the_next_server_sends_it_back_again(tmp_path):
+    """The job has not ended while its breaker's round runs (running over REST, no result yet of that
+    round); the server killed then, the next one ends the cut-off round failed (counted), sends the
+    breaker back for its second round, and the job then ends completed."""
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    home = tmp_path / "home"
+    home.mkdir()
+    port = _free_port()
+    (home / "config.yaml").write_text(
+        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
+        f"orchestrator:\n  worker: command\n  command: {json.dumps(KILLED_IN_ITS_FIRST_ROUND)}\n"
+        f"git:\n  repo: {json.dumps(str(host))}\n"
+    )
+    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env["ORCHESTRATOR_HOME"] = str(home)
+    before = snapshot(host, folder)
+
+    def start() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
+        return server
+
+    server = start()
+    try:
+        config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 2}
+        answer = requests.post(
+            url + "/api/v1/orchestrate",
+            json={"request": "x", "tasks": [RENAME, NEW_CALLER], "config": config},
+            headers=headers,
+            timeout=30,
+        )
+        job_id = answer.json()["job_id"]
+        job_dir = home / "workspace" / f"job_{job_id}"
+        log = job_dir / "logs" / "depth_0_worker_2.log"
+        wait_until(lambda: log.exists() and "WAITING-FOR-THE-KILL" in log.read_text(errors="replace"), timeout=120)
+        shown = requests.get(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        assert shown["status"] == "running", shown["status"]  # its breaker's round runs: not ended
+        assert (job_dir / "state" / "sending-back").exists()
+        first = result_of(host, job_id)
+        assert first is not None and unittest_on(host, first, tmp_path).returncode == 0  # worker_1's, gated
+        server.kill()
+        server.wait(30)
+        server = start()
+        done = requests.get(f"{url}/api/v1/jobs/{job_id}/wait?timeout=150", headers=headers, timeout=200).json()
+        assert done["status"] == "completed", done.get("notes")
+        record = json.loads((job_dir / "state" / "workers" / "depth_0_worker_2.json").read_text())
+        rounds = record["rounds"]
+        assert [r["state"] for r in rounds] == ["failed", "success"], rounds
+        assert rounds[0]["exit_reason"].startswith("lost: the server stopped during the round")
+        assert all(r["sent_back"] for r in rounds)
+        merge = json.loads((job_dir / "state" / "jobs" / f"{job_id}.json").read_text())["merge"]
+        assert merge["left_out"] == [] and merge["merged"] == ["worker_1", "worker_2"]
+        result = merge["result_commit"]
+        assert result == result_of(host, job_id) and unittest_on(host, result, tmp_path).returncode == 0
+        assert ".round-cut" not in git(host, "ls-tree", "--name-only", result).split()
+        assert not (job_dir / "state" / "sending-back").exists()
+        assert snapshot(host, folder) == before
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(60)
+
+
 # -- a continue round onto the result: gated with the rest -----------------------------------------
 
 SHELL_LINE = ["bash", "-c", "{task}\n{feedback}"]  # the guide's shell line, the feedback its next line
@@ -390,13 +472,15 @@ FIXES_WHEN_TOLD = [
 DEAF_TO_IT = ["bash", "-c", "{task}", "worker", "{prompt_file}"]
 
 
-def _settled(engine, job):
-    """The job once its breakers' rounds sent back are over (the job at rest, no round running)."""
-    wait_until(lambda: not engine.continuing.busy(job.root_id), timeout=120, what="the rounds sent back end")
-    future = engine.continuing.futures.get(job.root_id)
-    if future is not None:
-        future.result(60)
-    return engine.queries.get_job(job.id)
+def _ended_after_rounds(engine, job):
+    """The job as its wait returned: ended only once its breakers' rounds sent back were over (no
+    round runs, and it ended after the last of them)."""
+    assert job.status.terminal and not engine.continuing.busy(job.root_id), job.status
+    _, found = engine.queries.snapshot(job.root_id)
+    rounds = [r for w in found for r in w.rounds]
+    assert all(r.ended_at is not None and r.ended_at <= job.ended_at for r in rounds), [r.to_dict() for r in rounds]
+    assert not (engine.workspace.state_dir(job.root_id) / "sending-back").exists()
+    return job
 
 
 def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(tmp_path):
@@ -407,7 +491,7 @@ def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_resu
         before = snapshot(host, folder)
         config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
         job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
-        done = _settled(engine, job)
+        done = _ended_after_rounds(engine, job)
         rec = workers(engine, job)["worker_2"]
         assert len(rec.rounds) == 1, [r.to_dict() for r in rec.rounds]  # one round sent back, counted
         sent = rec.rounds[0]
@@ -434,6 +518,30 @@ def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_resu
         engine.shutdown(timeout=10)
 
 
+def test_cancel_during_a_round_sent_back_stops_it_and_the_job_ends_with_what_landed(tmp_path):
+    host, folder = make_host(tmp_path)
+    add_package(host)
+    engine = host_engine(folder, orchestrator={"worker": "command", "command": KILLED_IN_ITS_FIRST_ROUND})
+    try:
+        before = snapshot(host, folder)
+        config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 2}
+        job = engine.submission.submit("x", config, [RENAME, NEW_CALLER])
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_2")
+        wait_until(lambda: log.exists() and "WAITING-FOR-THE-KILL" in log.read_text(errors="replace"), timeout=120)
+        assert engine.queries.get_job(job.id).status is JobStatus.RUNNING  # not ended while its round runs
+        engine.cancel(job.id)
+        done = engine.queries.wait(job.id, 120)
+        assert done.status is JobStatus.PARTIAL, done.notes
+        rec = workers(engine, job)["worker_2"]
+        assert [r.state for r in rec.rounds] == ["cancelled"]  # one round, stopped; no second sent
+        assert "cancel requested: no more workers sent back; the job ends with what landed" in done.notes
+        assert [w["worker"] for w in done.merge.left_out] == ["worker_2"]
+        assert unittest_on(host, result_of(host, job.id), tmp_path).returncode == 0
+        assert snapshot(host, folder) == before
+    finally:
+        engine.shutdown(timeout=10)
+
+
 def test_a_breaker_whose_kind_cannot_take_feedback_is_left_out_at_once(tmp_path):
     host, folder = make_host(tmp_path)
     add_package(host)
@@ -442,9 +550,7 @@ def test_a_breaker_whose_kind_cannot_take_feedback_is_left_out_at_once(tmp_path)
         before = snapshot(host, folder)
         config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
         job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
-        # (the note comes once the job's end hands its breakers to the continue pool: wait for it, not for the pool)
-        wait_until(lambda: any("not sent back" in n for n in engine.queries.get_job(job.id).notes), timeout=60)
-        done = _settled(engine, job)
+        done = _ended_after_rounds(engine, job)
         assert workers(engine, job)["worker_2"].rounds == []
         assert done.status is JobStatus.PARTIAL
         (left,) = done.merge.left_out
@@ -478,7 +584,7 @@ def test_a_breaker_whose_rounds_are_spent_is_left_out_with_the_combination_named
         config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
         job = run_job(engine, "x", tasks=[RENAME, NEW_CALLER], config=config, timeout=120)
         result_1 = result_of(host, job.id)
-        done = _settled(engine, job)
+        done = _ended_after_rounds(engine, job)
         rec = workers(engine, job)["worker_2"]
         assert len(rec.rounds) == 1 and rec.rounds[0].result_commit is None, [r.to_dict() for r in rec.rounds]
         assert done.status is JobStatus.PARTIAL

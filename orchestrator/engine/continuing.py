@@ -38,7 +38,12 @@ The rules, decided here:
   sandbox), the feedback why the merged tree failed, what the others changed and the gate's output.
   Its round lands as any round (``land_round``, gated with the rest). A kind that cannot take
   feedback (``Adapter.feedback_refusal``) is left out at once; rounds spent, its ``left_out`` reason
-  says so. The job reads ``partial`` while these rounds run.
+  says so. The job has not ended while these rounds run (engine/ending.py holds it: ``running`` on
+  disk, a marker in its tree's state): it ends once they are over (``done``), with what is then true,
+  and is published then. Its rounds are ``Round.sent_back``: they count against ``gates_retry``
+  across restarts (a round the server's shutdown cancelled does not); a server started later sends
+  the rest back (``Takeover``), a round its stop cut off ending failed (``_lost``). ``cancel JOB``
+  stops the round and sends no one else back.
 """
 
 from __future__ import annotations
@@ -176,16 +181,19 @@ class Continuing:
         self.futures: dict[str, Future[None]] = {}
         self._live: dict[str, LiveWorker] = {}  # root id -> the worker its round runs (cancelled at shutdown)
         self._closing = False  # at shutdown: no breaker is sent back again
+        self._held: dict[str, threading.Event] = {}  # root id -> set by ``cancel``: its breakers' rounds stop
 
     def cancel(self, root_id: str) -> bool:
         """``cancel JOB`` of a job whose continue round runs: the round is stopped (kill ladder) and ends
         cancelled, the result unchanged. False: no round of it runs here."""
         with self._guard:
             live = self._live.get(root_id)
-        if live is None:
-            return False
-        live.cancel.set()
-        return True
+            held = self._held.get(root_id)
+        if held is not None:
+            held.set()
+        if live is not None:
+            live.cancel.set()
+        return live is not None or held is not None
 
     def busy(self, root_id: str) -> bool:
         with self._guard:
@@ -231,7 +239,7 @@ class Continuing:
         self.ctx.announce.line(job, f"worker {rec.name}: continue round {shown['number']} started ({how})", rec.name)
         return {"job_id": job.id, "worker": rec.name, "round": shown}
 
-    def _begin(self, rec: WorkerRecord, feedback: str) -> Round:
+    def _begin(self, rec: WorkerRecord, feedback: str, *, sent_back: bool = False) -> Round:
         """The round recorded on the worker (on disk) before it runs."""
         rec.rounds.append(
             Round(
@@ -241,61 +249,88 @@ class Continuing:
                 first_attempt=len(rec.attempts) + 1,
                 resumed_session=rec.session_id if get_adapter(rec.kind).resumes else None,
                 previous_ended_at=rec.ended_at,
+                sent_back=sent_back,
             )
         )
         self.ctx.workspace.save_worker(rec)
         return rec.rounds[-1]
 
     # -- back to the worker: a breaker of the merged result (DESIGN §15) ------------------------------
-    def send_back(self, job: JobRecord) -> None:
-        """A root job that ended with workers left out for breaking the merged result (``left_out``
-        entries with a ``combination``): each is continued, one after the other on a thread of the
-        pool, for at most ``gates_retry`` rounds (``_back_to_worker``). Nothing when it names none,
-        or ``gates_retry`` is 0 (left out, as the landing said)."""
+    def breakers(self, job: JobRecord) -> list[str]:
+        """The workers a root job sends back before it ends: those its landing left out for breaking
+        the merged result (``left_out`` entries with a ``combination``). None when ``gates_retry`` is 0
+        (left out, as the landing said)."""
         merge = job.merge
         if not job.is_root or merge is None or job.config.gates_retry < 1:
-            return
-        breakers = [str(w["worker"]) for w in merge.left_out if w.get("combination") is not None]
-        if not breakers:
-            return
+            return []
+        return [str(w["worker"]) for w in merge.left_out if w.get("combination") is not None]
+
+    def send_back(self, job: JobRecord, done: Callable[[str], None]) -> None:
+        """Send the job's breakers back (``breakers``), each on its own, one after the other on a
+        thread of the pool, for at most ``gates_retry`` rounds (``_back_to_worker``); then the job ends
+        (``done(job id)``). At shutdown nothing is started and ``done`` is not called: the job stays
+        held on disk, and the next server sends the rest back."""
         with self._guard:
-            if job.root_id in self._busy or self._closing:
+            if self._closing:
                 return
-            self._busy.add(job.root_id)
+            taken = job.root_id in self._busy
+            if not taken:
+                self._busy.add(job.root_id)
+                self._held[job.root_id] = threading.Event()
+        if taken:  # a round of an unended root cannot run: nothing to wait for
+            done(job.id)
+            return
         try:
-            self.futures[job.root_id] = self._pool.submit(self._send_back, job, breakers)
+            self.futures[job.root_id] = self._pool.submit(self._send_back, job, self.breakers(job), done)
         except BaseException:
             with self._guard:
                 self._busy.discard(job.root_id)
+                self._held.pop(job.root_id, None)
             raise
 
-    def _send_back(self, job: JobRecord, breakers: list[str]) -> None:
+    def _send_back(self, job: JobRecord, breakers: list[str], done: Callable[[str], None]) -> None:
+        stop = self._held[job.root_id]
         try:
             self._release(job.root_id)  # the rounds change its records on disk
             for name in breakers:
+                if stop.is_set() or self._closing:
+                    break
                 try:
-                    self._back_to_worker(job, name)
+                    self._back_to_worker(job, name, stop)
                 except Exception:  # a bug or a full disk: said in the log; the job keeps what its records say
                     log.exception("sending worker %s of job %s back failed", name, job.id)
         finally:
             with self._guard:
                 self._busy.discard(job.root_id)
                 self._live.pop(job.root_id, None)
+                self._held.pop(job.root_id, None)
+                closing = self._closing
+            if not closing:  # at shutdown the job stays held: the next server sends the rest back
+                try:
+                    if stop.is_set():
+                        said = self.ctx.workspace.load_job(job.id)
+                        said.notes.append("cancel requested: no more workers sent back; the job ends with what landed")
+                        self.ctx.workspace.save_job(said)
+                    done(job.id)
+                except Exception:  # said in the log; a restart ends it from its marker
+                    log.exception("ending job %s after its workers sent back failed", job.id)
 
-    def _back_to_worker(self, job: JobRecord, name: str) -> None:
+    def _back_to_worker(self, job: JobRecord, name: str, stop: threading.Event) -> None:
         """Up to ``gates_retry`` rounds of the breaker ``name``, each with why the merged result failed
         and what the others changed, its checkout first brought up to the result (``_bring_up``); its
         work lands through ``landing.land_round``, gated with the rest. A kind that cannot take
-        feedback is left out at once; rounds spent, it stays left out, its entry saying how many."""
+        feedback is left out at once; rounds spent, it stays left out, its entry saying how many. The
+        rounds spent are read from its record: a restarted server goes on where the last stopped."""
         ws = self.ctx.workspace
         rounds = job.config.gates_retry
-        spent = 0
         while True:
             job = ws.load_job(job.id)
             entry = _left_out_entry(job, name)
             if entry is None or job.merge is None:
                 return  # its work landed
             rec = ws.load_worker(job.root_id, job.depth, name)
+            self._lost(job, rec)  # a round the last server's stop cut off
+            spent = sum(1 for r in rec.rounds if r.sent_back and r.state != WorkerStatus.CANCELLED.value)
             refused = get_adapter(rec.kind).feedback_refusal(self.ctx.settings)
             if refused or spent >= rounds:
                 if refused:
@@ -309,13 +344,12 @@ class Continuing:
                 self._after(job, False)
                 self.ctx.announce.line(job, f"worker {name}: left out ({entry['reason']})", name)
                 return
-            if self._closing or not rec.branch or not rec.status.terminal:
+            if stop.is_set() or self._closing or not rec.branch or not rec.status.terminal:
                 return
             feedback = combination_feedback(self._why_now(rec, entry), self._result_changes(job), self._gate_output(job))
-            spent += 1
-            job.notes.append(f"worker {name} sent back ({spent} of {rounds} rounds): {entry['reason']}")
+            job.notes.append(f"worker {name} sent back ({spent + 1} of {rounds} rounds): {entry['reason']}")
             ws.save_job(job)
-            number = self._begin(rec, feedback).number
+            number = self._begin(rec, feedback, sent_back=True).number
             self.ctx.announce.line(job, f"worker {name}: continue round {number} started (sent back: it broke the result)", name)
             self._guarded_round(job, rec, feedback, bring_up=True)
 
@@ -587,7 +621,9 @@ class Continuing:
                 job.notes.append(f"job {now_true.value}: worker {rec.name}'s round {round_.number} landed its work")
         ws.save_worker(rec)
         ws.save_job(job)
-        self._after(job, merge is not None)  # the reports; merged: RECORD.json, the push and pull request (git.push)
+        with self._guard:  # a job held for its breakers' rounds is recorded and published once, as it ends
+            held = job.root_id in self._held
+        self._after(job, merge is not None and not held)  # the reports; merged: RECORD.json, the push and pull request
         if merge is not None:
             ws.save_job(job)  # its record's digest and its publish record
         ctx.announce.line(job, f"worker {rec.name}: continue round {round_.number} {round_.state}; {note}", rec.name)

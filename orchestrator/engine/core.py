@@ -209,6 +209,7 @@ class Engine:
             confinement=self.confinement,
             after=self._after_round,
         )
+        self.ending.breakers = self.continuing.breakers
         self.ending.send_back = self.continuing.send_back
         # After the pull request: its checks watched, a failed one sent back to a worker (engine/pr_checks.py).
         self.checks_watch = ChecksWatch(

@@ -3,6 +3,12 @@
 its parent worker's branch (``nesting``), the reports rendered (``reporting``) and the final record
 written before anyone hears the job ended; a parent worker waiting on it resumes or is settled,
 and a finished tree leaves memory once FINISHED_TREES_IN_MEMORY newer ones have ended.
+
+A root whose landing left workers out for breaking its merged result, with ``gates_retry`` rounds to
+give, has not ended (``hold``): its record stays ``running`` with a note, a marker in its tree's state
+says so, the engine lets go of the tree, and its breakers are sent back (engine/continuing.py); once
+their rounds are over it ends (``end_held``) with what is then true, its reports, signed record and
+pull request following, and only then is anyone told it ended (``job.completed``, ``--wait``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import failpoints, states
 from ..delivery import approval
@@ -20,6 +27,7 @@ from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
 from ..workspace import logs
 from ..workspace.ids import worker_key
+from ..workspace.layout import Workspace
 from .approvals import Approvals
 from .choosing import Choosing
 from .context import EngineContext
@@ -68,8 +76,9 @@ class Ending:
         self.choosing = Choosing(ctx, scheduler=scheduler, queries=queries, end_job=self.end_job)
         self.settling = Settling(ctx, monitor=monitor, scheduler=scheduler, choosing=self.choosing, end_job=self.end_job)
         self.approvals = Approvals(ctx, queries=queries, reporting=reporting, conclude=self.conclude)
-        # Set by the engine: a root that ended with breakers of its result sends them back (engine/continuing.py).
-        self.send_back: Callable[[JobRecord], None] | None = None
+        # Set by the engine (engine/continuing.py): a root's breakers of its result, sent back before it ends.
+        self.breakers: Callable[[JobRecord], list[str]] | None = None
+        self.send_back: Callable[[JobRecord, Callable[[str], None]], None] | None = None
 
     def end_job(self, job: JobRecord) -> None:
         """Its last worker is settled: render its reports, write its final record, tell
@@ -100,6 +109,11 @@ class Ending:
                     status, ended = tables.ending[job.id]
                     if status is JobStatus.COMPLETED:
                         tables.ending[job.id] = (JobStatus.PARTIAL, ended)
+            if outcome is not JobStatus.CANCELLED and self.breakers is not None and self.send_back is not None:
+                breakers = self.breakers(job)
+                if breakers and self.hold(job, breakers):
+                    self.send_back(job, self.end_held)
+                    return
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
@@ -145,8 +159,68 @@ class Ending:
             self.settling.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
-            if land and self.send_back is not None:  # breakers of its result back to their workers (engine/continuing.py)
-                self.send_back(job)
+
+    def hold(self, job: JobRecord, breakers: list[str]) -> bool:
+        """A root whose breakers are sent back before it ends: its record on disk says ``running`` with
+        a note and its marker is written, then the engine lets go of its tree (read from disk from now
+        on). False, and nothing changed: its records cannot be written (a full disk): it ends now."""
+        tables = self.tables
+        with self.tables.locked():
+            if job.root_id in tables.unwritten:
+                return False
+            note = (
+                f"not ended yet: {', '.join(breakers)} left out for breaking the merged result, sent back to fix it "
+                f"(up to {job.config.gates_retry} round(s) each); the job ends once their rounds are over"
+            )
+            job.notes.append(note)
+            snapshot = tables.job_snapshot(job)
+        if write_unless_full([snapshot]) is not None:
+            with self.tables.locked():
+                job.notes.remove(note)
+            return False
+        self.workspace.write_text(held_marker(self.workspace, job.root_id), job.id + "\n")
+        with self.tables.locked():
+            del tables.ending[job.id]
+            if self.scheduler is not None:
+                self.scheduler.forget(job.id)
+            tables.forget_tree(job.root_id, self.announce.events)
+            self.announce.line(job, f"job {job.id}: {note}")
+            self.tables.notify_all()
+            self.hooks.dispatch()
+        return True
+
+    def end_held(self, job_id: str) -> None:
+        """A root held while its breakers were sent back (``hold``) ends, from its records on disk: the
+        status its workers' outcome now gives (partial while the merge leaves one out), its TMPDIRs
+        gone, its reports, signed record and pull request, then its record, then everyone told."""
+        ws, tables = self.workspace, self.tables
+        job = ws.load_job(job_id)
+        if job.status.terminal:  # ended already (a second server's end of the same hold)
+            held_marker(ws, job.root_id).unlink(missing_ok=True)
+            return
+        _, workers = ws.load_tree(job.root_id)
+        mine = {w.name: w for w in workers if w.job_id == job.id}
+        status = outcome_of(job, [mine[n] for n in job.worker_names if n in mine])
+        if status is JobStatus.COMPLETED and job.merge is not None and job.merge.left_out:
+            status = JobStatus.PARTIAL
+        ended = self.clock.time()
+        ws.remove_tree_tmp(job.root_id)
+        with tables.locked():
+            tables.ending[job.id] = (status, ended)  # the reports show it (``Queries.snapshot``'s outcomes)
+        try:
+            self.reporting.render_locked(job)
+            self.results.record_result(job, status, ended, publish=True)
+            states.set_job_status(job, status)
+            job.ended_at = ended
+            ws.save_job(job)
+        finally:
+            with tables.locked():
+                del tables.ending[job.id]
+        held_marker(ws, job.root_id).unlink(missing_ok=True)
+        with tables.locked():
+            self.announce.job(job, f"job {status.value}")
+            self.announce.line(job, f"job {job.id} {status.value}")
+            tables.notify_all()
 
     def write_final_job(self, job: JobRecord, snapshot: Snapshot) -> None:
         """A job's final record on disk, unless a full disk kept a worker's of its tree from the disk
@@ -181,6 +255,14 @@ class Ending:
             self.tables.finished_roots.append(root_id)
             while len(self.tables.finished_roots) > FINISHED_TREES_IN_MEMORY:
                 self.tables.forget_tree(self.tables.finished_roots.popleft(), self.announce.events)
+
+
+HELD = "sending-back"  # in a tree's state folder: its root is held while its breakers are sent back
+
+
+def held_marker(workspace: Workspace, root_id: str) -> Path:
+    """The marker of a root held for its breakers' rounds (``Ending.hold``): a restarted server reads it."""
+    return workspace.state_dir(root_id) / HELD
 
 
 def outcome_of(job: JobRecord, records: list[WorkerRecord]) -> JobStatus:

@@ -119,8 +119,13 @@ class Queries:
                 jobs = self._subtree(job_id)
             else:
                 jobs = [j for j in self._jobs.values() if j.root_id == root_id]
-            if not jobs:
-                return self.workspace.load_tree(root_id)
+            if not jobs:  # not held: from disk (a root held for its breakers' rounds ends so: engine/ending.py)
+                loaded, found = self.workspace.load_tree(root_id)
+                for dup in loaded if outcomes else []:
+                    if dup.id in self._ending:
+                        status, dup.ended_at = self._ending[dup.id]
+                        states.set_job_status(dup, status)
+                return loaded, found
             copies: list[JobRecord] = []
             workers: list[WorkerRecord] = []
             for job in jobs:
@@ -182,11 +187,12 @@ class Queries:
         with self.tables.locked():
             while True:
                 job = self._jobs.get(validate_job_id(job_id))
-                if job is None:
-                    return self.workspace.load_job(job_id)
+                # Not held: its record on disk, which may still say running (a root whose breakers are
+                # sent back before it ends, engine/continuing.py): woken again when a job ends.
+                found = job if job is not None else self.workspace.load_job(job_id)
                 remaining = deadline - time.monotonic()
-                if job.status.at_rest or remaining <= 0:  # a job waiting for approval waits for a person
-                    return job.copy()  # the JobConfig is frozen: shared, never rebuilt
+                if found.status.at_rest or remaining <= 0:  # a job waiting for approval waits for a person
+                    return found.copy() if job is not None else found  # the JobConfig is frozen: shared, never rebuilt
                 self.tables.wait(remaining)
 
     def list_jobs(self) -> list[JobRecord]:

@@ -16,7 +16,7 @@ from ..retention import pruning
 from ..states import WorkerPhase
 from . import recovery
 from .context import EngineContext
-from .ending import Ending
+from .ending import Ending, held_marker
 from .locked_only import locked_only
 from .queries import Queries
 from .recovery import Fate, Recovered
@@ -77,8 +77,13 @@ class Takeover:
             if self.queries.holds(root_id):
                 continue  # ours, live
             try:
-                if self.workspace.load_job(root_id).status.terminal:
+                root = self.workspace.load_job(root_id)
+                if root.status.terminal:
                     continue  # a root ends after its whole tree: one small read skips a finished tree
+                if held_marker(self.workspace, root_id).exists():
+                    self.resume_sending_back(root)
+                    recovered.append(root_id)
+                    continue
                 jobs, workers = self.workspace.load_tree(root_id)
             except (JobNotFound, OSError, ValueError) as exc:
                 log.warning("cannot read job tree %s to recover it: %s", root_id, exc)
@@ -88,6 +93,16 @@ class Takeover:
             self.restore_tree(root_id, jobs, workers)
             recovered.append(root_id)
         return recovered
+
+    def resume_sending_back(self, job: JobRecord) -> None:
+        """A root the last server held while its breakers were sent back (engine/ending.py ``hold``):
+        its tree had ended but for those rounds, so nothing of it is restored; the rest are sent back
+        (a round the stop cut off ends failed: engine/continuing.py), then it ends."""
+        job.notes.append("recovered at server start: the server had stopped while its workers were sent back; the rest go on")
+        self.workspace.save_job(job)
+        self.announce.line(job, f"job {job.id} recovered: sending its workers back goes on")
+        if self.ending.send_back is not None:
+            self.ending.send_back(job, self.ending.end_held)
 
     def restore_tree(self, root_id: str, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         shims: dict[str, list[FoundAttempt]] = {}
