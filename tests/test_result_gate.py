@@ -25,8 +25,12 @@ from orchestrator.workspace.stages import LEDGER
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .helpers.gates import gate, gated
 from .helpers.landing import result_of
+from .helpers import webhooks as webhooks_helpers
+from .helpers.webhooks import endpoint, hooks
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 from .test_continue import finished_round
+
+receivers = webhooks_helpers.receivers  # the fixture: a webhook receiver on 127.0.0.1
 
 pytestmark = pytest.mark.slow
 __all__ = ["gated"]  # the fixture, shared
@@ -483,10 +487,17 @@ def _ended_after_rounds(engine, job):
     return job
 
 
-def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(tmp_path):
+def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(
+    tmp_path, receivers
+):
     host, folder = make_host(tmp_path)
     add_package(host)
-    engine = host_engine(folder, orchestrator={"worker": "command", "command": FIXES_WHEN_TOLD})
+    receiver = receivers()
+    engine = host_engine(
+        folder,
+        orchestrator={"worker": "command", "command": FIXES_WHEN_TOLD},
+        **hooks(endpoint(receiver, ["job.completed", "job.partial", "job.failed"])),
+    )
     try:
         before = snapshot(host, folder)
         config = {"gates": [UNITTEST], "max_retries": 0, "gates_retry": 1}
@@ -510,6 +521,10 @@ def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_resu
         assert unittest_on(host, result, tmp_path).returncode == 0
         doc = job_status(job.id, *engine.queries.snapshot(job.root_id), engine.workspace.job_dir(job.id))
         assert doc["status"] == "completed" and scripts.status_exit_code(doc) == 0
+        # one end told, once its round landed: job.completed, never a job.partial before it
+        wait_until(lambda: receiver.requests, what="the job's end delivered")
+        assert receiver.types() == ["job.completed"]
+        assert json.loads(receiver.requests[0]["body"])["job"]["merge"]["left_out"] == []
         # watch's events say it was sent back
         logs = [p for p in engine.workspace.logs_dir(job.root_id).glob("*") if p.is_file()]
         assert any("continue round 2 started (sent back: it broke the result)" in p.read_text(errors="replace") for p in logs)
