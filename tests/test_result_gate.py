@@ -23,9 +23,9 @@ from orchestrator.webhooks.event_types import job_summary
 from orchestrator.workspace.stages import LEDGER
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
+from .helpers import webhooks as webhooks_helpers
 from .helpers.gates import gate, gated
 from .helpers.landing import result_of
-from .helpers import webhooks as webhooks_helpers
 from .helpers.webhooks import endpoint, hooks
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 from .test_continue import finished_round
@@ -487,9 +487,7 @@ def _ended_after_rounds(engine, job):
     return job
 
 
-def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(
-    tmp_path, receivers
-):
+def test_a_breaker_that_takes_feedback_is_sent_back_fixes_its_caller_on_the_result_and_the_job_completes(tmp_path, receivers):
     host, folder = make_host(tmp_path)
     add_package(host)
     receiver = receivers()
