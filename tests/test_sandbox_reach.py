@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from dataclasses import replace
@@ -381,3 +382,46 @@ def test_a_worker_reads_no_other_trees_credential_from_the_process_table(backend
     assert seen["own"] and seen["marked"] == (backend == "landlock"), seen
     # (Keys of other servers' workers on this machine may be found: none opens this server's job.)
     assert 200 not in seen["statuses"], seen
+
+
+# The worker's side of the last test: its capabilities (/proc/self/status) and another process's
+# environment (a process outside, of its user, holding a secret there).
+OUTSIDE = r"""
+import json, sys
+caps = {line.split(":")[0]: int(line.split()[1], 16 if line.startswith("Cap") else 10)
+        for line in open("/proc/self/status") if line.startswith(("Cap", "NoNewPrivs"))}
+try:
+    read = open("/proc/%s/environ" % sys.argv[1], "rb").read().decode(errors="replace")
+except OSError as exc:
+    read = "refused: " + exc.strerror
+print("REACH " + json.dumps({"caps": caps, "environ": read[-2000:]}), flush=True)
+"""
+
+
+def test_a_worker_holds_no_capability_and_reads_no_environment_outside_even_as_root(backend, tmp_path):
+    """Landlock lets a process with CAP_SYS_PTRACE read (and write) another process's memory and
+    environment, and leaves CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel's own checks:
+    as root a worker under its launcher kept them all. Every backend now starts a worker with no
+    capability (effective, permitted, inheritable, ambient, bounding), as bubblewrap always did, and a
+    process outside holding a secret in its environment stays unread."""
+    secret = f"outside-secret-{os.getpid()}"
+    holder = subprocess.Popen(["sleep", "300"], env={**os.environ, "HOLDER_TOKEN": secret})
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        seen = run_worker(sandbox(backend, SandboxNetwork.NONE, work), OUTSIDE, [str(holder.pid)], tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert secret not in seen["environ"] and seen["environ"].startswith("refused: "), seen
+    caps = seen["caps"]
+    # none held, and none gained by an exec: no_new_privs (bubblewrap keeps the bounding set; the
+    # Landlock launcher empties it too, so a root exec there has none to gain either way)
+    assert {k: caps[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")} == {
+        "CapInh": 0,
+        "CapPrm": 0,
+        "CapEff": 0,
+        "CapAmb": 0,
+        "NoNewPrivs": 1,
+    }, seen
+    assert caps["CapBnd"] == 0 or backend == "bubblewrap", seen

@@ -19,21 +19,25 @@ What a Landlock-confined process may do (docs/sandbox.md, "Where bubblewrap cann
 * **the network** of the host, or only the TCP ports of :func:`connect_ports` (ABI 4: Landlock's
   TCP rules, with a seccomp program that refuses every socket they do not cover: UDP, MPTCP, SCTP, raw,
   packet, and every family but Unix, netlink and IP: process/sandbox.py's :class:`Refusals`);
-* **signal** and reach abstract Unix sockets only within its own domain (ABI 6 scopes).
+* **signal** and reach abstract Unix sockets only within its own domain (ABI 6 scopes);
+* hold **no capability**, even as root (its launcher empties the bounding set and every other set
+  before it runs anything): Landlock's rules leave a root process's CAP_SYS_PTRACE free to read another
+  process's memory and environment, and CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel.
 
 Given up against bubblewrap: no mount view (no project view, no private view of refs: the tree's ref
 folder is writable whole; ``readonly`` and ``fixed`` entries inside a writable folder stay writable),
-no PID namespace (the process tree is tracked by its tag and cgroup, as an unconfined worker's), and
-root keeps its capabilities (Landlock holds for root all the same).
+and no PID namespace (the process tree is tracked by its tag and cgroup, as an unconfined worker's).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .sandbox import (
     _SENDMSG,
@@ -68,18 +72,19 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2  # LANDLOCK_SCOPE_* (ABI 6)
 # (Python's multiprocessing locks live in /dev/shm; it is the host's, not a private one as in bubblewrap).
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts", "/dev/shm")
 
-# The launcher: argv NAME FS NET SCOPE READ FLAGS PRCTL SECCOMP, then options, then "--" and the
+# The launcher: argv NAME FS NET SCOPE READ FLAGS PRCTL SECCOMP CAPSET LAST, then options, then "--" and the
 # command (run by exec, never by a shell). FS/NET/SCOPE: the handled rights (the ABI's); READ: the
-# rights of a read rule; FLAGS: "O_PATH|O_CLOEXEC O_NOFOLLOW"; PRCTL/SECCOMP: the system calls'
-# numbers here. Options: -w PATH (every right beneath), -r PATH (read), -p PATH (read, not following
-# a link: a partitioned folder's entry), -c PORT (TCP connect allowed), -s HEX and --seccomp FD (a
+# rights of a read rule; FLAGS: "O_PATH|O_CLOEXEC O_NOFOLLOW"; PRCTL/SECCOMP/CAPSET: the system calls'
+# numbers here; LAST: the highest capability (root drops them all). Options: -w PATH (every right
+# beneath), -r PATH (read), -p PATH (read, not following a link: a partitioned folder's entry), -c PORT (TCP connect allowed), -s HEX and --seccomp FD (a
 # seccomp program, installed after the restriction), -n "FD SENDMSG HEX" (a seccomp program of user
 # notifications installed last, its listener sent over descriptor FD with sendmsg, then both closed:
 # network/direct.py), -k (die with the parent), -d DIR (chdir). A
 # rule's path that does not exist is skipped; a rule on a file keeps the file rights only. Any failure
 # starts nothing (exit 126). Loads no module (each would cost every worker milliseconds).
 LAUNCHER = (
-    "shift; my ($fs, $net, $scope, $read, $flags, $prctl, $sc) = splice(@ARGV, 0, 7); my ($open, $nofollow) = split / /, $flags;\n"
+    "shift; my ($fs, $net, $scope, $read, $flags, $prctl, $sc, $capset, $last) = splice(@ARGV, 0, 9);"
+    " my ($open, $nofollow) = split / /, $flags;\n"
     'sub fail { print STDERR "' + NAME + ': $_[0]: $!: the command is not started\\n"; exit 126 }\n'
     "my $attr = $scope ? pack('QQQ', $fs, $net, $scope) : $net ? pack('QQ', $fs, $net) : pack('Q', $fs);\n"
     "my $rs = syscall(444, $attr, length($attr), 0); $rs >= 0 or fail('landlock_create_ruleset');\n"
@@ -101,6 +106,13 @@ LAUNCHER = (
     "shift @ARGV; @ARGV or fail('no command');\n"
     "syscall($prctl, " + str(_PR_SET_NO_NEW_PRIVS) + ", 1, 0, 0, 0) == 0 or fail('PR_SET_NO_NEW_PRIVS');\n"
     "syscall($prctl, 1, 9, 0, 0, 0) == 0 or fail('PR_SET_PDEATHSIG') if $kill;\n"
+    # As root: no capability (as under bubblewrap): Landlock lets CAP_SYS_PTRACE read another process's
+    # memory and environment, and leaves CAP_SYS_MODULE, CAP_SYS_BOOT, CAP_NET_ADMIN... unchecked.
+    "if ($> == 0) { for my $i (0 .. $last) { my $c = $i + 0;"
+    ' syscall($prctl, 24, $c, 0, 0, 0) == 0 or fail("dropping capability $c") }\n'
+    " syscall($prctl, 47, 4, 0, 0, 0);\n"  # PR_CAP_AMBIENT_CLEAR_ALL (before Linux 4.3: none to clear)
+    " my $head = pack('L i', 0x20080522, 0); my $none = pack('L6', (0) x 6);"
+    " syscall($capset, $head, $none) == 0 or fail('capset') }\n"
     "syscall(446, $rs, 0) == 0 or fail('landlock_restrict_self');\n"
     "for my $b (@bpf) { syscall($sc, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0 or fail('seccomp') }\n"
     "if (defined $guard) { my ($to, $sendmsg, $hex) = split / /, $guard; my $b = pack('H*', $hex);\n"
@@ -112,7 +124,16 @@ LAUNCHER = (
     'if (defined $dir) { chdir($dir) or fail("chdir $dir") }\n'
     'exec {$ARGV[0]} @ARGV; fail("cannot run $ARGV[0]");\n'
 )
-_SYSCALLS = {"x86_64": (157, 317), "aarch64": (167, 277), "riscv64": (167, 277)}  # (prctl, seccomp)
+_SYSCALLS = {"x86_64": (157, 317, 126), "aarch64": (167, 277, 91), "riscv64": (167, 277, 91)}  # (prctl, seccomp, capset)
+
+
+@functools.cache
+def last_capability() -> int:
+    """The highest capability this kernel knows (each is dropped from a root process's bounding set)."""
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 40  # CAP_CHECKPOINT_RESTORE, Linux 5.9; a number the kernel does not know fails the launch
 
 
 def abi() -> int:
@@ -222,9 +243,10 @@ def argv(spec: SandboxSpec, command: Sequence[str]) -> list[str]:
     if ports is not None and version < 4:
         raise ValueError(f"Landlock ABI {version} cannot restrict the network (ABI 4, Linux 6.7, can)")
     scope = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if version >= 6 else 0
-    prctl, seccomp = _SYSCALLS.get(os.uname().machine, (0, 0))
+    prctl, seccomp, capset = _SYSCALLS.get(os.uname().machine, (0, 0, 0))
     flags = f"{os.O_PATH | os.O_CLOEXEC} {os.O_NOFOLLOW}"
-    header = [str(handled_fs(version)), str(net), str(scope), str(READ), flags, str(prctl), str(seccomp)]
+    header = [str(handled_fs(version)), str(net), str(scope), str(READ), flags, str(prctl), str(seccomp), str(capset)]
+    header.append(str(last_capability()))
     out = [PERL, "-e", LAUNCHER, NAME, *header]
     for letter, paths in (("-p", found.partitioned), ("-r", found.read), ("-w", found.write)):
         for path in dict.fromkeys(paths):

@@ -222,6 +222,19 @@ PRIMITIVES: tuple[Primitive, ...] = (
         params=lambda i, o: {"pid": o.decoy(i).pid},
     ),
     Primitive(
+        "read a process's environment outside",
+        Category.PROCESSES,
+        RUNS_CODE,
+        "sandbox",
+        """
+        with open("/proc/%d/environ" % P["pid"], "rb") as f:
+            text = f.read().replace(b"\\0", b" ").decode(errors="replace")
+        print("EXFIL", P["id"], "read:", " ".join(text.split())[-3000:], flush=True)
+        """,
+        exfiltrated(lambda o: o.other_secret),
+        params=lambda i, o: {"pid": o.holder(i).pid},
+    ),
+    Primitive(
         "connect to a loopback port nobody allowed",
         Category.NETWORK,
         RUNS_CODE,

@@ -138,6 +138,15 @@ class Outside:
             self.decoys[attack_id] = subprocess.Popen(["sleep", "1800"], start_new_session=True)
         return self.decoys[attack_id]
 
+    def holder(self, attack_id: str) -> subprocess.Popen:
+        """A process outside, of the same user, with the bystander's secret in its environment (as a
+        CLI of another tree holds its provider key)."""
+        key = f"holder {attack_id}"
+        if key not in self.decoys:
+            env = {**os.environ, "BYSTANDER_TOKEN": self.other_secret}
+            self.decoys[key] = subprocess.Popen(["sleep", "1800"], start_new_session=True, env=env)
+        return self.decoys[key]
+
     def texts(self) -> list[tuple[str, str]]:
         """Every file the workspace holds, but the bystander tree's (its own secret is there), as text."""
         if self._texts is None:
