@@ -47,9 +47,10 @@ def _commit(repo: Path, n: str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
-def _gate(tmp_path: Path) -> tuple[ResultGate, list[str]]:
-    """A job of one worker whose required gate is :data:`HOSTILE`, and three candidate commits:
-    n.txt good, bad, good (each a tree of its own)."""
+def _gate(tmp_path: Path, backend: str = "auto") -> tuple[ResultGate, list[str]]:
+    """A job of one worker whose required gate is :data:`HOSTILE`, run in the sandbox of ``backend``
+    (skipped where this machine has none), and three candidate commits: n.txt good, bad, good
+    (each a tree of its own)."""
     repo, home = tmp_path / "repo", tmp_path / "home"
     repo.mkdir()
     home.mkdir()
@@ -61,21 +62,26 @@ def _gate(tmp_path: Path) -> tuple[ResultGate, list[str]]:
     commits = [_commit(repo, n) for n in ("good", "bad")]
     (repo / "b.txt").write_text("a tree of its own\n")
     commits.append(_commit(repo, "good"))
-    settings = load_settings(base_dir=home, environ={}, overrides={})
+    settings = load_settings(base_dir=home, environ={}, overrides={"workers": {"sandbox_backend": backend}})
     job = JobRecord(id=ROOT, root_id=ROOT, request="x", status=JobStatus.COMPLETED, worker_names=["w1"])
     job.config = dataclasses.replace(
         job.config, gates=[{"name": "hostile", "run": ["sh", "-c", HOSTILE], "required": True, "timeout": 60}]
     )
     worker = WorkerRecord(ROOT, ROOT, "w1", 1, 0, "task", "command", status=WorkerStatus.SUCCESS)
-    return ResultGate(settings=settings, workspace=Workspace(home / "workspace"), repo=repo, job=job, workers=[worker]), commits
+    gate = ResultGate(settings=settings, workspace=Workspace(home / "workspace"), repo=repo, job=job, workers=[worker])
+    spec = gate.confinement.spec_at(ROOT, None, gate.tree, gate.tmp, job.config)
+    if spec is None or (backend != "auto" and spec.backend.value != backend):
+        pytest.skip(f"no {backend} sandbox on this machine")
+    return gate, commits
 
 
-def test_a_gate_s_leftovers_never_reach_the_next_candidate_s_verdict_in_the_reused_checkout(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_gate_s_leftovers_never_reach_the_next_candidate_s_verdict_in_the_reused_checkout(tmp_path, monkeypatch, backend):
     """Three candidates in one checkout (added once): each gate run leaves an untracked file, an
     ignored one that would make the next run pass, a nested repository, a file in its TMPDIR and an
     edit of a tracked file hidden by the index's skip-worktree bit; each next verdict is the
     candidate's own: pass, fail on n.txt, pass."""
-    gate, (good, bad, good_again) = _gate(tmp_path)
+    gate, (good, bad, good_again) = _gate(tmp_path, backend)
     added: list[str] = []
     real_add = result_gate.add_detached_worktree
     monkeypatch.setattr(
