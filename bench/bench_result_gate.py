@@ -11,7 +11,11 @@ sandbox where the machine has one, as every result gate runs). Then, in the same
 * all passing: ``landing.gated_merge`` of the branches (the batch written as a candidate, its
   tree checked out in the sandbox and gated once, the ref moved);
 * one breaker: the same with a gate that fails when one branch's change is in the tree
-  (``grep`` for it), which the search (delivery/bisection.py) must find.
+  (``grep`` for it), which the search (delivery/bisection.py) must find; its candidates share
+  one checkout, moved from one to the next (only the first is checked out whole).
+
+All passing is one candidate, so one whole checkout, as the one gate run it is measured against:
+the ratio is what gating adds beyond that (the candidate's merge, the worktree's removal).
 
 RESULT lines: all passing / (today's merge + one gate run) (target <= 1.2x), and the gate runs
 the one breaker took (target <= 9 for 16: 2⌈log2 N⌉ + 1). A measurement, not a test: exit 0

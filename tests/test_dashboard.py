@@ -670,6 +670,34 @@ def test_the_merge_card_shows_the_merge_and_its_button_posts_only_once_the_job_e
     shot(browser, "git-merge-card")
 
 
+@pytest.mark.slow
+def test_the_merge_card_names_the_combination_a_left_out_worker_broke_and_why(hosted_live, browser):  # noqa: F811
+    """Two workers each pass the project's tests alone (one renames a function, one adds a caller of
+    its old name); their merge fails them, and the second is left out: the job's merge card lists
+    it on a line of its own, with the workers it broke the result with and the failing line."""
+    from .test_result_gate import NEW_CALLER, RENAME, UNITTEST, add_package
+
+    make, host, _ = hosted_live
+    add_package(host)
+    live = make()
+    config = {"isolation": "worktree", "gates": [UNITTEST], "max_retries": 0}
+    job_id = submit(live, request="rename and a new caller", tasks=[RENAME, NEW_CALLER], config=config)
+    assert live.wait(job_id)["status"] == "partial"
+    sign_in(browser, f"{live.url}/jobs/{job_id}")
+    wait_for(browser, lambda: browser.find_elements("css selector", "#merge-left-out li"), "the left-out list")
+    parts = js(
+        browser,
+        "return [...document.querySelectorAll('#merge-left-out li')].map((li) => [...li.children].map((c) => [c.className, c.textContent]))",
+    )
+    assert len(parts) == 1, parts
+    (worker, combination, reason) = parts[0]
+    assert worker == ["left-out-worker", "worker_2"]
+    assert combination == ["left-out-combination", " · in combination with worker_1"]
+    assert reason[0] == "left-out-reason"
+    assert reason[1].startswith(" · breaks the combination with worker_1: tests failed: ImportError: cannot import name 'total'")
+    assert "Merged" in text_of(browser, "merge-state") and "worker_1" in text_of(browser, "merge-facts")
+
+
 # -- the task graph ------------------------------------------------------------------------------
 def _graph_nodes(driver):
     return js(

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestrator.audit import signing_key
+from orchestrator.audit.verify import verify
 from orchestrator.cli import scripts
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.reports.status_document import job_status, status_table
@@ -125,6 +127,14 @@ def test_the_rename_and_a_new_caller_of_the_old_name_the_result_passes_and_the_b
     final = engine.workspace.final_report(job.root_id).read_text()
     assert "- Left out: `worker_2` (breaks the combination with worker_1: tests failed: ImportError" in final
     assert scripts.status_exit_code(doc) == scripts.exit_code(doc) == 3
+    # ... the webhooks' payload, and the signed record (which verifies)
+    named = {"worker": "worker_2", "combination": "worker_1", "reason": left["reason"]}
+    assert job_summary(engine.queries.get_job(job.id))["merge"]["left_out"] == [named]
+    record = json.loads((engine.workspace.job_dir(job.root_id) / "RECORD.json").read_text())
+    (row,) = [j for j in record["jobs"] if j["id"] == job.id]
+    assert row["merge"]["left_out"] == [named]
+    public = signing_key.load_or_create(engine.workspace.root).public_key()
+    assert verify(engine.workspace.job_dir(job.root_id), public, lambda ref: git(host, "rev-parse", ref).strip())[1] == []
     # the merged tree's gate runs are in the stage ledger, with their verdicts
     entries = [json.loads(line) for line in (engine.workspace.state_dir(job.root_id) / LEDGER).read_text().splitlines()]
     mine = [e for e in entries if e["key"].startswith(f"result gate {job.id} ") and e["event"] == "verdict"]

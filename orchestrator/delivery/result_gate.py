@@ -13,7 +13,15 @@ candidate of the workers that passed together.
 Where a gate runs: a detached worktree of the candidate under ``job_<root>/result_gate/tree``,
 added without a checkout by the orchestrator's git and filled by git inside the sandbox (the files
 are the workers': a filter or driver of the user's that resolves a name in that folder runs on
-them only there), made again for each candidate and removed at the end. The gates run there as a worker's do (gates.run_gate): the job's
+them only there), and removed at the end. The next candidate of the same search reuses it, so
+only the files that differ are written (a 1,000-file checkout costs seconds on a slow disk):
+the orchestrator's git moves its detached HEAD from the repository (``worktrees/<id>/HEAD``: git
+in the sandbox cannot, the HEAD file is bound read-only there and git renames over it), the index
+git wrote before the last gate ran is put back (a gate can rewrite the index, and a forged stat
+entry would keep its edit of a tracked file), and git in the sandbox cleans and resets the tree:
+``clean -ffdx`` (untracked and ignored files, nested repositories), ``reset --hard``, then
+``status --ignored`` must show nothing. Anything else (the pointer files changed, a leftover
+that will not go) makes the checkout again from nothing. The gates run there as a worker's do (gates.run_gate): the job's
 sandbox and network (a job's workers share one config, so the tightest caps and the intersection of
 their networks are the job's own), under the workers' caps, with the worker environment without
 its credential or ORCHESTRATOR_* variables, a TMPDIR of its own; output in
@@ -30,17 +38,20 @@ A candidate of one worker whose tree is the tree its own gates passed on is not 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import failpoints
 from ..config import Settings
 from ..config.quality import Gate
 from ..git.gitcmd import GitFailed, run_git
-from ..git.gitwork import add_detached_worktree, repo_op
+from ..git.gitwork import add_detached_worktree, linked_git_dir, repo_op
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import PASSED
@@ -49,6 +60,7 @@ from ..quality import gates as gating
 from ..workers.confinement import Confinement
 from ..workers.environment import helper_env
 from ..workers.roles import role_of
+from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from ..workspace.stages import StageLedger, StageState, rerun_note
 from .bisection import Trial
@@ -70,6 +82,50 @@ def why_failed(name: str, status: str, reason: str, output: str) -> str:
     if status == "failed":
         return f"{name} failed: {said or reason}"
     return f"{name} {status}: {reason}" + (f"; {said}" if said else "")
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The worktree's checkout as git left it in the sandbox before a gate ran: its private git dir,
+    its pointer files, and its index (bytes and modification time)."""
+
+    private: Path
+    pins: dict[str, bytes | None]
+    index: bytes
+    mtime_ns: int
+
+
+# What git there follows to find its repository (bound read-only under bubblewrap, not under Landlock).
+_PINNED = ("commondir", "gitdir", "config.worktree")
+
+
+def _pins(tree: Path, private: Path) -> dict[str, bytes | None]:
+    """The worktree's ``.git`` pointer and its git dir's :data:`_PINNED` files, read without following a
+    link (a link or a folder reads as a marker of its own, None as absent)."""
+    return {str(path): _read_plain(path) for path in (tree / ".git", *(private / name for name in _PINNED))}
+
+
+def _read_plain(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return b"\0not a plain file"
+    try:
+        return os.read(fd, 1 << 16) if stat.S_ISREG(os.fstat(fd).st_mode) else b"\0not a plain file"
+    finally:
+        os.close(fd)
+
+
+def _index_of(private: Path) -> tuple[bytes, int]:
+    """The index git just wrote in the sandbox (no gate ran since), and its modification time."""
+    fd = os.open(private / "index", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read(), os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
 
 
 class ResultGate:
@@ -97,6 +153,7 @@ class ResultGate:
         home = workspace.job_dir(job.root_id) / "result_gate"
         self.tree, self.tmp = home / "tree", home / "tmp"
         self.runs = 0  # gate runs made here (not those taken from the ledger)
+        self._held: _Held | None = None  # the checkout the next candidate may reuse
 
     # -- which gates ------------------------------------------------------------------------------
     def gates_for(self, subset: Sequence[str]) -> list[Gate]:
@@ -179,22 +236,72 @@ class ResultGate:
 
     # -- the worktree -----------------------------------------------------------------------------
     def _check_out(self, commit: str) -> None:
-        """The candidate's files in a worktree of its own, written by git in the sandbox. A new
-        worktree per candidate: its HEAD is set as it is added, by the orchestrator's git (which never
-        reads what a gate may have written there: the folder's ``.git`` file is the sandbox's to
-        change), and git in the sandbox cannot move a detached HEAD."""
+        """The candidate's files in the worktree, written by git in the sandbox: the previous
+        candidate's checkout moved to this one where there is one (:meth:`_move_to`), else a new
+        worktree (:meth:`_fresh`)."""
+        if self._held is not None:
+            try:
+                self._move_to(commit)
+                return
+            except (GitFailed, OSError) as exc:
+                log.info("job %s: the result gate's checkout is made again: %s", self.job.id, exc)
+        self._fresh(commit)
+
+    def _fresh(self, commit: str) -> None:
+        """A new worktree, its HEAD set as it is added by the orchestrator's git (which never reads
+        what a gate may have written there), its files checked out by git in the sandbox."""
         self.close()
         self.tree.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         add_detached_worktree(self.repo, self.tree, commit)
-        git = CheckoutGit(self.tree, self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config))
-        git.run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
+        private = linked_git_dir(self.tree)  # read before anything ran there
+        if private is None:
+            raise OSError(f"{self.tree} is not a worktree after git added it")
+        pins = _pins(self.tree, private)
+        self._git().run(*_QUIET, "reset", "--hard", "-q")  # its files are the workers': checked out in the sandbox
+        self._held = _Held(private, pins, *_index_of(private))
+
+    def _move_to(self, commit: str) -> None:
+        """The worktree of the last candidate made this candidate's: nothing a gate left there kept
+        (see the module docstring). Raises (GitFailed, OSError) where it cannot be sure of that."""
+        held, self._held = self._held, None  # (until it is done: a failure leaves nothing to reuse)
+        assert held is not None
+        if _pins(self.tree, held.private) != held.pins:
+            raise OSError("its .git pointer or its git dir's commondir, gitdir or config.worktree changed")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=False)  # (FileExistsError: what a gate left in its TMPDIR will not go)
+        index = held.private / "index"
+        atomic_write(index, held.index, durable=False)  # renamed over: a link a gate put there is replaced
+        os.utime(index, ns=(held.mtime_ns, held.mtime_ns), follow_symlinks=False)  # git's racy-entry check needs it
+        git = self._git()
+        git.run(*_QUIET, "clean", "-ffdxq")  # untracked and ignored files, nested repositories
+        head = held.private / "HEAD"
+        if head.is_symlink():
+            head.unlink()
+        run_git(
+            self.repo,
+            "update-ref",
+            "--no-deref",
+            "-m",
+            "orchestrator: the next candidate",
+            f"worktrees/{held.private.name}/HEAD",
+            commit,
+        )
+        git.run(*_QUIET, "reset", "--hard", "-q")
+        left = git.run(*_QUIET, "status", "--porcelain", "--ignored", "--untracked-files=all", "-z")
+        if left.stdout or left.stderr.strip():
+            raise OSError(f"it still differs from the candidate after its clean: {(left.stdout or left.stderr)[:200]!r}")
+        self._held = _Held(held.private, held.pins, *_index_of(held.private))
+
+    def _git(self) -> CheckoutGit:
+        return CheckoutGit(self.tree, self.confinement.spec_at(self.job.root_id, None, self.tree, self.tmp, self.job.config))
 
     def _env(self) -> dict[str, str]:
         return helper_env(self.settings, self.tmp, self.workspace, self.job.root_id)
 
     def close(self) -> None:
         """The worktree removed (never ``git worktree prune``: see delivery/resolving.py)."""
+        self._held = None
         if self.tree.exists():
             try:
                 repo_op(self.repo, self.repo, "worktree", "remove", "--force", "--force", "--", str(self.tree))

@@ -167,8 +167,17 @@ const GitView = (() => {
     fact("Merged", names((merge.merged || []).filter((n) => !(merge.unchanged || []).includes(n))), "mono");
     fact("Skipped", names(merge.skipped), "mono");
     if (merge.unchanged && merge.unchanged.length) fact("No changes", names(merge.unchanged) + " (nothing to merge)", "mono");
-    const leftOut = (merge.left_out || []).map((w) => String(w.worker) + " (" + String(w.reason) + ")");
-    if (leftOut.length) fact("Left out", leftOut.join("; "), "mono");
+    const leftOut = merge.left_out || [];
+    if (leftOut.length) {  // each its own line: the worker, the workers it broke the result with, and why
+      const list = el("ul", { className: "left-out", id: "merge-left-out" });
+      for (const w of leftOut) {
+        const item = el("li", { className: "mono" }, el("strong", { className: "left-out-worker", text: String(w.worker) }));
+        if (w.combination) item.append(el("span", { className: "left-out-combination", text: " · in combination with " + String(w.combination) }));
+        item.append(el("span", { className: "left-out-reason", text: " · " + String(w.reason) }));
+        list.append(item);
+      }
+      facts.append(el("dt", { text: "Left out" }), el("dd", {}, list));
+    }
     if (merge.removed) fact("Removed", "the result branch of an earlier merge (" + short(merge.previous) + "): manual merges nothing", "mono");
     if (merge.command) fact("Take it", String(merge.command), "mono take");
     if (merge.into) {
