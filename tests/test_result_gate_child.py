@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from orchestrator.process.backends import probe
+from orchestrator.reports.status_document import status_table
 from orchestrator.workspace.stages import LEDGER
 
 from .conftest import API_KEY, ROOT, wait_until
@@ -111,6 +112,8 @@ def test_a_child_jobs_rename_and_new_caller_the_parents_branch_passes_and_the_br
     # the child job reads partial, and its notes say who was left out and why
     assert child["status"] == "partial", child["notes"]
     assert any(f"left out: worker_1_2 ({why}" in n for n in child["notes"]), child["notes"]
+    assert f"left out: worker_1_2 ({why}" in status_table(child)  # check-status CHILD
+    assert live.engine.workspace.load_job(child_id).merge.left_out == (left,)  # its record on disk
     # the parent's spawn --wait said so, and exited as for a partial job
     assert marker["exit"] == 3, marker
     assert f"Left out (not in your branch; its work stays on its branch): worker_1_2 ({why}" in marker["out"], marker["out"]
@@ -120,6 +123,11 @@ def test_a_child_jobs_rename_and_new_caller_the_parents_branch_passes_and_the_br
     assert "report.py" not in git(host, "ls-tree", "--name-only", tip).split()
     assert unittest_on(host, merge["result_commit"], tmp_path).returncode == 0
     assert unittest_on(host, tip, tmp_path).returncode == 0
+    # the parent's own gate passed on its branch with its child's work in it; its child job being
+    # partial, it is child_incomplete and the root partial (what is below it is not all there)
+    (parent,) = doc["results"]["tasks"]
+    assert parent["status"] == "child_incomplete" and doc["status"] == "partial", (parent["status"], doc["status"])
+    assert parent["commit"] == tip and [g["passed"] for g in parent["gates"]] == [True], parent["gates"]
     # the candidate's gate runs are in the stage ledger: the pair, and the pair once more (only the
     # whole batch failed); worker_1_1 alone is the tree its own gate passed on: not run again
     assert _verdicts(live, root_id, child_id) == [(False, ["worker_1_1", "worker_1_2"])] * 2
