@@ -319,5 +319,8 @@ def merged(merge: dict[str, Any] | None) -> list[str]:
         where = merge["target"].rsplit("/", 1)[0]
         branches = ", ".join(f"{where}/{w}" for w in merge["skipped"])
         lines.append("Not merged (their work stays on their branches; merge or redo it yourself): " + branches)
+    if merge.get("left_out"):  # kept out: it failed or its gates did not pass, or it broke the combination
+        said = "; ".join(f"{w.get('worker')} ({w.get('reason')})" for w in merge["left_out"])
+        lines.append("Left out (not in your branch; its work stays on its branch): " + said)
     lines.append("")
     return lines

@@ -148,7 +148,7 @@ def job_config(
     if parent is not None and "approval" in requested:  # a worker may not gate (or ungate) its root's landing: 403
         raise Forbidden(
             "config.approval is for a root job only (the admin key): a person approves the root's result before it "
-            "merges; a child job's work merges into its parent worker's branch ungated. Leave approval out of a child job's config.",
+            "merges; a child job's work merges into its parent worker's branch without waiting for a person. Leave approval out of a child job's config.",
             key="approval",
         )
     if parent is not None and requested.get("callback_url"):  # a worker may not send the server's signed posts

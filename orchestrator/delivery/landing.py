@@ -272,10 +272,27 @@ def gated_merge(
     repo: Path, request: merging.MergeRequest, resolver: merging.Resolver | None, gate: ResultGate
 ) -> tuple[MergeOutcome | None, list[dict[str, str]]]:
     """The request's merge, its result branch moved only to a tree that passed the gates that
-    applied to the work in it (delivery/result_gate.py): the batch written as a candidate and gated
-    once; failing, its breakers found (delivery/bisection.py) and left out, the ref moved to the
-    candidate of the rest. Returns that outcome (None: no worker's work passed, nothing moved) and
-    the breakers as ``left_out`` entries (``{"worker", "reason", "combination"}``)."""
+    applied to the work in it (``gated_candidate``), the ref moved to the candidate of the workers
+    that passed. Returns that outcome (None: no worker's work passed, nothing moved) and the
+    breakers as ``left_out`` entries (``{"worker", "reason", "combination"}``)."""
+    kept, breakers = gated_candidate(repo, request, resolver, gate)
+    if kept is not None:
+        target, _ = request.destination()
+        old = ref_value(repo, target)
+        if kept.result_commit is not None and kept.result_commit != old:
+            update_ref(repo, target, kept.result_commit, old, under=request.under)
+    return kept, breakers
+
+
+def gated_candidate(
+    repo: Path, request: merging.MergeRequest, resolver: merging.Resolver | None, gate: ResultGate
+) -> tuple[MergeOutcome | None, list[dict[str, str]]]:
+    """The request's merge written as a candidate, no ref moved: the batch gated once as a whole
+    with the gates that applied to the work in it (delivery/result_gate.py); failing, its breakers
+    found (delivery/bisection.py) and left out, the outcome that of the candidate of the rest.
+    Returns that outcome (None: no worker's work passed) and the breakers as ``left_out`` entries
+    (``{"worker", "reason", "combination"}``). The caller moves the ref (``gated_merge``; a child
+    job's merge from the parent's commit it merged onto: engine/nesting.py)."""
     candidates: dict[tuple[str, ...], MergeOutcome] = {}
 
     def candidate(subset: tuple[str, ...]) -> MergeOutcome:
@@ -302,10 +319,6 @@ def gated_merge(
     if batch and not settled.landed:
         return None, breakers
     landed = candidate(settled.landed) if settled.landed != batch else whole  # (no batch: as the merge made it)
-    target, _ = request.destination()
-    old = ref_value(repo, target)
-    if landed.result_commit is not None and landed.result_commit != old:
-        update_ref(repo, target, landed.result_commit, old, under=request.under)
     failed = {b.worker for b in settled.breakers}
     comparison = tuple(c for c in whole.changes if c.worker not in failed)
     kept = dataclasses.replace(

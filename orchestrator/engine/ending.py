@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import failpoints, states
 from ..delivery import approval
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
+from ..outcomes import MergeRecord
 from ..process.monitor import ResourceMonitor
 from ..selection.candidates import candidate_tasks
 from ..states import WorkerPhase
@@ -104,11 +105,7 @@ class Ending:
             outcome = tables.ending[job.id][0]
         if job.is_root and land:  # its result branch (delivery/landing.py) is on disk before anyone hears the tree ended
             landed = self.results.land_once(job, cancelled=outcome is JobStatus.CANCELLED)
-            if landed.merge is not None and any(w.get("combination") is not None for w in landed.merge.left_out):
-                with self.tables.locked():  # work left out of the result for breaking it: not complete
-                    status, ended = tables.ending[job.id]
-                    if status is JobStatus.COMPLETED:
-                        tables.ending[job.id] = (JobStatus.PARTIAL, ended)
+            self.partial_if_broken(job, landed.merge)
             if outcome is not JobStatus.CANCELLED and self.breakers is not None and self.send_back is not None:
                 breakers = self.breakers(job)
                 if breakers and self.hold(job, breakers):
@@ -116,6 +113,9 @@ class Ending:
                     return
         elif not job.is_root and self.nesting is not None:  # in the parent's checkout before its spawn --wait returns
             self.nesting.merge_child(job)
+            with self.tables.locked():
+                merge = job.merge
+            self.partial_if_broken(job, merge)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.reporting.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
             # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
@@ -221,6 +221,16 @@ class Ending:
             self.announce.job(job, f"job {status.value}")
             self.announce.line(job, f"job {job.id} {status.value}")
             tables.notify_all()
+
+    def partial_if_broken(self, job: JobRecord, merge: MergeRecord | None) -> None:
+        """A job ending completed whose merge (a root's into its result, a child's into its parent
+        worker's branch) left out work for breaking the combination ends partial: not complete."""
+        if merge is None or not any(w.get("combination") is not None for w in merge.left_out):
+            return
+        with self.tables.locked():
+            status, ended = self.tables.ending[job.id]
+            if status is JobStatus.COMPLETED:
+                self.tables.ending[job.id] = (JobStatus.PARTIAL, ended)
 
     def write_final_job(self, job: JobRecord, snapshot: Snapshot) -> None:
         """A job's final record on disk, unless a full disk kept a worker's of its tree from the disk

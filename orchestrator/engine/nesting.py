@@ -14,6 +14,14 @@ at its end (ending.Ending.end_job, before the child job's terminal status is vis
            the parent's worktree is brought to the merged commit (``merge_child``).
 ========== ==================================================================================
 
+The parent's branch moves only to a tree that passed (DESIGN §15), as a root's result does: the
+merge is written as a candidate first and gated as a whole with the required gates that applied to
+the child's workers' work in it (delivery/result_gate.py, in the workers' sandbox with the child
+job's caps and network; verdicts in the tree's stage ledger, so a restart gates no tree twice);
+failing, its breakers are found by bisection (delivery/bisection.py) and left out with the
+combination they broke (``merge["left_out"]``: ``{"worker", "reason", "combination"}``), and the
+branch moves to the candidate of the rest. The child job then reads partial (engine/ending.py).
+
 The parent may have edited files since the spawn (``spawn`` without ``--wait``). So, holding the
 worktree's lock (checkouts/worktree.py takes it for its own commits too): its pending work is committed
 first; the branch moves only by an atomic ``update-ref`` from that commit to the merge; then
@@ -34,17 +42,19 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from ..checkouts.checkout import Worktrees
 from ..config import Isolation, MergeStrategy
-from ..delivery.landing import ResolverFactory, mergeable
+from ..delivery.landing import ResolverFactory, gated_candidate, mergeable, tree_lock
+from ..delivery.result_gate import ResultGate
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git.commits import Source
 from ..git.gitcmd import GitFailed
-from ..git.gitrefs import is_ancestor, job_prefix, update_ref
+from ..git.gitrefs import RefMoved, is_ancestor, job_prefix, update_ref
 from ..git.gitwork import check_ref, head_ref, run_git
-from ..git.merging import MergeRequest, merge_branches, pick
+from ..git.merging import MergeRequest, Resolver, merge_branches, pick
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
@@ -232,19 +242,51 @@ class Nesting:
                     credits={c.name: co_author_of(c, self.settings) for c in children},
                     drivers=drivers,
                 )
-                outcome = merge_branches(wt.repo, request, resolver)
+                outcome, breakers = self._gated(wt.repo, job, children, request, resolver)
                 outcome = sorted_.with_unchanged(outcome, job.worker_names)
                 new = outcome.result_commit
                 if new is None or new == tip:
+                    left_out.extend(breakers)
                     return outcome
+                try:  # the branch moves only from the commit the candidate was merged onto
+                    update_ref(wt.repo, ref, new, tip, under=under)
+                except RefMoved as exc:  # its own git moved it while the candidate was gated: again
+                    problem = str(exc)
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
                 problem = wt.bring_in(parent, tip, new)
                 if not problem:
+                    left_out.extend(breakers)
                     return outcome
                 # Its checkout changed since the commit (an edit, a git of its own): put the branch
                 # back where the checkout is, and go again from a new commit.
                 update_ref(wt.repo, ref, tip, new, under=under)
                 time.sleep(0.1 * (attempt + 1))
         raise NotMerged(f"worker {parent.name}'s checkout kept changing while the merge was brought into it: {problem}")
+
+    def _gated(
+        self,
+        repo: Path,
+        job: JobRecord,
+        children: list[WorkerRecord],
+        request: MergeRequest,
+        resolver: Resolver | None,
+    ) -> tuple[MergeOutcome, list[dict[str, str]]]:
+        """The child job's merge onto the parent's commit ``request.base``, written as a candidate (no
+        ref moved): the parent's branch moves only to a tree that passed the gates that applied to
+        the work in it (DESIGN §15; the root's rule, delivery/landing.gated_candidate: one gate run on
+        the whole, bisection for its breakers, each left out with the combination it broke). Returns
+        the outcome to move the branch to (its ``result_commit`` the base when nothing passed) and the
+        breakers as ``left_out`` entries. ``manual`` merges nothing: nothing to gate."""
+        if request.strategy == MergeStrategy.MANUAL:
+            return merge_branches(repo, request, resolver), []
+        gate = ResultGate(settings=self.settings, workspace=self.workspace, repo=repo, job=job, workers=children)
+        with tree_lock(job.root_id):  # one merge of a tree at a time: the result gate's checkout is the tree's
+            kept, breakers = gated_candidate(repo, request, resolver, gate)
+        if kept is None:  # every worker's work broke the parent's branch: it stays where it was
+            target, _ = request.destination()
+            kept = MergeOutcome(request.strategy, request.base, target, request.base, (), (), (), (), "")
+        return kept, breakers
 
 
 def _not_merged(strategy: str, target: str, workers: list[str]) -> MergeOutcome:
@@ -258,7 +300,10 @@ def summary(job_id: str, target: str, outcome: MergeOutcome, error: str | None =
     if outcome.strategy == MergeStrategy.MANUAL:
         return f"child job {job_id} was not merged into {target} (merge_strategy manual): {outcome.command}"
     done = [w for w in outcome.merged if w not in outcome.unchanged]
-    parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done) or 'nothing new'}"]
+    if done:
+        parts = [f"child job {job_id} merged into {target} ({outcome.strategy}): {', '.join(done)}"]
+    else:
+        parts = [f"child job {job_id}: nothing new merged into {target} ({outcome.strategy})"]
     if outcome.unchanged:
         parts.append(f"no changes from {', '.join(outcome.unchanged)}")
     parts += [conflict_text.describe(c) for c in outcome.conflicts if c.resolved_by or not c.predicted]
