@@ -251,7 +251,7 @@ def test_bisection_stops_at_check_bisect_max_and_the_round_goes_in_turn_with_the
     finally:
         engine.shutdown(timeout=10)
     (round_,) = checks.rounds
-    assert round_.worker == "worker_1" and round_.candidates == 0
+    assert round_.worker == "worker_1" and round_.candidates == 1
     assert round_.why == (
         "bisection stopped after 1 candidate(s): 1 candidates pushed, the most git.check_bisect_max allows; each worker in turn"
     )

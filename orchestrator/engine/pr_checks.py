@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ..config import PullRequestForge, Settings
 from ..delivery import forge, pr_bisection, pr_review
@@ -105,7 +106,18 @@ def suspects(
 
 
 NAMED = "the failing check names its files"
-IN_TURN = "no failing check names a worker's files: each worker in turn"
+EACH = "each worker in turn"
+IN_TURN = f"no failing check names a worker's files: {EACH}"
+
+
+@dataclass(frozen=True)
+class Bisected:
+    """What a bisection across the workers found: the breakers in merge order (None: no search, or
+    it stopped: each worker in turn), the candidates it pushed, and why, in words."""
+
+    breakers: list[str] | None
+    pushes: int
+    why: str
 
 
 class ChecksWatch:
@@ -239,12 +251,10 @@ class ChecksWatch:
             bisected = self._bisect(job, checks, workers, project, reading)
             if bisected is None:
                 return  # the server is stopping: the next one reads the failure again
-            if isinstance(bisected, str):
-                why = bisected
-            else:
-                breakers, candidates, why = bisected
+            candidates, why = bisected.pushes, bisected.why
+            if bisected.breakers is not None:
                 in_turn = False
-                found = [w for w in found if w.name in breakers]
+                found = [w for w in found if w.name in bisected.breakers]
                 if not found:
                     return self._end(
                         job, checks, ChecksState.FAILED, f"check {', '.join(names)} failed; {why}, which cannot take feedback"
@@ -286,17 +296,16 @@ class ChecksWatch:
         workers: list[WorkerRecord],
         project: forge.ForgeProject,
         reading: forge_checks.ChecksReading,
-    ) -> tuple[list[str], int, str] | str | None:
+    ) -> Bisected | None:
         """The breakers of a failure whose log names no worker's files, found by pushing candidates
-        (delivery/pr_bisection.py) when the result holds several workers' work: (their names, the
-        candidates pushed, why); a string: why there was no search or it stopped (each in turn
-        then); None: the server is stopping."""
+        (delivery/pr_bisection.py) when the result holds several workers' work; None: the server
+        is stopping (nothing recorded: the next one reads the failure again)."""
         merge = job.merge
         mine = {w.name: w for w in workers if w.job_id == job.id}
         names = [n for n in (merge.merged if merge is not None else ()) if n in mine and mine[n].files_changed]
         g = self.ctx.settings.git
         if len(names) < 2 or g.check_bisect_max <= 0:
-            return IN_TURN
+            return Bisected(None, 0, IN_TURN)
         failed = ", ".join(c.name for c in reading.failed)
         self._save(job, f"pr checks: {failed} failed on {checks.commit[:12]}; bisecting across {', '.join(names)}")
         search = pr_bisection.Search(
@@ -313,14 +322,14 @@ class ChecksWatch:
         except pr_bisection.Stopped as exc:
             if exc.closing:
                 return None
-            return f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; each worker in turn"
+            return Bisected(None, len(search.pushed), f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; {EACH}")
         except (OrchestratorError, OSError) as exc:
-            return f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; each worker in turn"
-        breakers = [b.worker for b in found.breakers]
-        if not breakers:
-            return f"bisection stopped after {found.pushes} candidate(s): no set of workers failed; each worker in turn"
+            return Bisected(None, len(search.pushed), f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; {EACH}")
+        if not found.breakers:
+            return Bisected(None, found.pushes, f"bisection found no set of workers that fails; {EACH}")
         said = "; ".join(bisection_reason(b) for b in found.breakers)
-        return breakers, found.pushes, f"bisection across {len(names)} workers in {found.pushes} candidate pushes: {said}"
+        why = f"bisection across {len(names)} workers in {found.pushes} candidate pushes: {said}"
+        return Bisected([b.worker for b in found.breakers], found.pushes, why)
 
     # -- review comments on lines ------------------------------------------------------------------
     def _review(self, job: JobRecord, checks: ChecksRecord, project: forge.ForgeProject, number: int) -> bool:
