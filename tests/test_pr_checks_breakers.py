@@ -297,3 +297,38 @@ def test_review_comments_only_from_the_repositorys_writers_and_bad_answers_name_
     with pytest.raises(forge_api.ForgeError) as caught:
         pr_review.read(github, 4)
     assert "comments answered 500: boom" in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_server_stopped_during_a_bisection_records_no_round_deletes_its_side_branch_and_the_next_one_searches_again(
+    hosted_remote, forge
+):
+    host, folder, remote = hosted_remote
+    before = snapshot(host, folder)
+    released = {"yet": False}
+    side_prefix = "refs/heads/orchestrator/"
+
+    def candidate_pending():  # a candidate's checks do not finish until released; the pull request's do
+        return not released["yet"] and any("/checks-bisect/" in ref for ref in remote_refs(remote))
+
+    ci = CI(remote, pending=candidate_pending)
+    forge.checker = ci
+    engine = start(folder, forge, "github")
+    try:
+        job = run_job(engine, "three files", tasks=TASKS)
+        side = f"{side_prefix}{job.root_id}/checks-bisect/"
+        wait_until(lambda: any(r.startswith(side) for r in remote_refs(remote)), timeout=30)
+    finally:
+        engine.shutdown(timeout=10)
+    stopped = engine.workspace.load_job(job.id)
+    assert stopped.checks.state == "watching" and stopped.checks.rounds == []  # nothing recorded for a cut search
+    assert not any(r.startswith(side) for r in remote_refs(remote))  # its side branch deleted as it stopped
+    released["yet"] = True
+    again = start(folder, forge, "github")
+    try:
+        checks = final_checks(again, job)
+    finally:
+        again.shutdown(timeout=10)
+    (round_,) = checks.rounds
+    assert checks.state == "passed" and round_.worker == "worker_2" and round_.why.startswith("bisection across 3 workers")
+    assert sorted(remote_refs(remote)) == [f"refs/heads/{again.workspace.load_job(job.id).publish.branch}"]
+    assert snapshot(host, folder) == before
