@@ -607,6 +607,8 @@ class CheckRound:
     ended_at: float | None = None
     cost_usd: float | None = None
     pushed: str | None = None  # the result commit pushed after the round
+    candidates: int = 0  # candidate commits pushed to find its worker by bisection (delivery/pr_bisection.py)
+    comment: str | None = None  # the review comment it answers ("github 123"), None: a failed check
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -629,6 +631,7 @@ class ChecksRecord:
     rounds: list[CheckRound] = field(default_factory=list)
     reason: str | None = None  # why the watch ended, in words
     failed_reads: int = 0  # forge answers in a row that could not be read (the watch stops past a bound)
+    answered: list[str] = field(default_factory=list)  # review comments read once (a round or a note), by id
 
     @property
     def final(self) -> bool:
@@ -650,6 +653,7 @@ class ChecksRecord:
             "cost_usd": self.cost_usd,
             "reason": self.reason,
             "failed_reads": self.failed_reads,
+            "answered": list(self.answered),
         }
 
     @classmethod
@@ -662,6 +666,7 @@ class ChecksRecord:
             rounds=[CheckRound.from_dict(r) for r in data.get("rounds") or [] if isinstance(r, Mapping)],
             reason=data.get("reason"),
             failed_reads=int(data.get("failed_reads") or 0),
+            answered=[str(a) for a in data.get("answered") or []],
         )
 
 

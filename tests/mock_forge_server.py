@@ -15,6 +15,14 @@ check run's job log ``GET .../actions/jobs/{id}/logs`` (302 to the text, as GitH
 GitLab's ``GET /projects/{id}/merge_requests/{iid}/pipelines`` (one pipeline per commit ``head``
 returned, newest first), ``GET .../pipelines/{pid}/jobs`` and ``GET .../jobs/{jid}/trace`` (text).
 ``garbage`` makes the next check readings answer 200 with a body that is not JSON.
+
+A commit pushed to a branch of no pull request (a bisection's candidate): GitHub's check runs and
+status are by commit already; GitLab's ``GET /projects/{id}/pipelines?sha=`` lists the pipelines of
+a commit, one made for each commit ``pushed`` returns (what the remote's branches hold) as it is
+first asked for. Review comments: GitHub's ``GET /repos/{o}/{r}/pulls/{n}/comments`` answers
+``comments``; GitLab's ``GET .../merge_requests/{iid}/discussions`` answers ``discussions`` and
+``GET /projects/{id}/members/all/{user_id}`` the member of ``members`` (user id -> access level; 404
+for another).
 """
 
 from __future__ import annotations
@@ -72,6 +80,10 @@ class MockForge:
     garbage: int = 0  # check readings to answer with a body that is not JSON
     pipelines: list[str] = field(default_factory=list)  # GitLab: the commits a pipeline ran for, by id - 1
     logs: dict[int, str] = field(default_factory=dict)  # a check run's or job's id -> its log
+    pushed: Callable[[], list[str]] = lambda: []  # GitLab: the commits on the remote's branches (pipelines run for them)
+    comments: list[dict[str, Any]] = field(default_factory=list)  # GitHub review comments of every pull request
+    discussions: list[dict[str, Any]] = field(default_factory=list)  # GitLab discussions of every merge request
+    members: dict[int, int] = field(default_factory=dict)  # GitLab user id -> access level
 
     @property
     def url(self) -> str:
@@ -128,6 +140,25 @@ class MockForge:
         if reading and self.garbage:
             self.garbage -= 1
             return 200, Raw(200, "<html>502 Bad Gateway</html>")
+        if parts[0] == "repos" and len(parts) == 6 and parts[3] == "pulls" and parts[5] == "comments":
+            return 200, list(self.comments)
+        if parts[0] == "projects" and len(parts) == 5 and parts[2] == "merge_requests" and parts[4] == "discussions":
+            return 200, list(self.discussions)
+        if parts[0] == "projects" and len(parts) == 5 and parts[2:4] == ["members", "all"]:
+            level = self.members.get(int(parts[4]))
+            return (
+                (200, {"id": int(parts[4]), "access_level": level}) if level is not None else (404, {"message": "404 Not found"})
+            )
+        if parts[0] == "projects" and len(parts) == 3 and parts[2] == "pipelines":
+            sha = (call.query.get("sha") or [""])[0]
+            if sha in self.pushed() and sha not in self.pipelines:
+                self.pipelines.append(sha)
+            listed = [
+                {"id": i + 1, "iid": i + 1, "sha": made, "ref": "branch", "status": _pipeline_status(self.checker(made))}
+                for i, made in enumerate(self.pipelines)
+                if made == sha
+            ]
+            return 200, listed[::-1]
         if parts[0] == "repos" and len(parts) == 6 and parts[3] == "commits" and parts[5] == "check-runs":
             sha = parts[4]
             runs = []

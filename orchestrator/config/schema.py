@@ -564,8 +564,9 @@ class GitSettings(Section):
     check_rounds: int = setting(
         2,
         "after the pull request: how many times a failed check of it goes back, as a continue round with the "
-        "check's log tail, to the worker whose change broke it, then is pushed again (0: the checks are not "
-        "watched); needs pull_request",
+        "check's log tail, to the worker whose change broke it (named by the log, else found by bisection), or a "
+        "writer's review comment on a line to the worker git blame names, then is pushed again (0: the checks "
+        "are not watched); needs pull_request",
         min=0,
         max=20,
     )
@@ -584,6 +585,15 @@ class GitSettings(Section):
         "repository whose forge runs no CI: nothing to wait for)",
         min=0.1,
         max=7 * 86400,
+    )
+    check_bisect_max: int = setting(
+        8,
+        "after the pull request: when a failed check's log names no worker's files and the pull request holds "
+        "several workers' work, at most this many candidate commits (the base with a subset of the work) are "
+        "pushed to side branches under the job's prefix for the forge's CI to find the breaker by bisection "
+        "(0: no bisection, each worker in turn)",
+        min=0,
+        max=64,
     )
     keep_worktrees_days: float = setting(
         7.0,

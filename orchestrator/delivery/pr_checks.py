@@ -42,7 +42,7 @@ def marker(workspace: Workspace, root_id: str) -> Path:
 def begin(job: JobRecord, found: PublishRecord, settings: Settings, workspace: Workspace, now: float) -> None:
     """Inside the lock, once a root's result was pushed and its pull request opened or updated:
     watch the pushed commit's checks (git.check_rounds above 0). The rounds so far are kept (the
-    bound is per job); a round waiting for its push names the commit pushed after it."""
+    bound is per job), and the review comments answered; a round waiting for its push names the commit pushed after it."""
     if settings.git.check_rounds <= 0 or not found.pushed or found.pull_request is None or not found.commit:
         return
     old = job.checks
@@ -51,7 +51,8 @@ def begin(job: JobRecord, found: PublishRecord, settings: Settings, workspace: W
     rounds = list(old.rounds) if old is not None else []
     if rounds and rounds[-1].pushed is None:
         rounds[-1].pushed = found.commit
-    job.checks = ChecksRecord(ChecksState.WATCHING.value, found.commit, now, settings.git.check_rounds, rounds)
+    answered = list(old.answered) if old is not None else []  # review comments read once stay read
+    job.checks = ChecksRecord(ChecksState.WATCHING.value, found.commit, now, settings.git.check_rounds, rounds, answered=answered)
     path = marker(workspace, job.root_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
@@ -75,15 +76,20 @@ class ChecksReading:
 
 
 def read(project: ForgeProject, commit: str, number: int | None, http: requests.Session | None = None) -> ChecksReading:
-    """The checks of ``commit`` on the pull request numbered ``number`` (GitLab needs it)."""
+    """The checks of ``commit`` on the pull request numbered ``number`` (GitLab needs it; None: the
+    commit's own pipelines, ``GET /projects/{id}/pipelines?sha=``, for a commit pushed to a branch
+    of no merge request, such as a bisection's candidate)."""
     http = http or session(retries=1)  # the watch polls again anyway: its reading is not held up by retries
     if project.forge == schema.PullRequestForge.GITHUB:
         return _github(http, project, commit)
     if project.forge == schema.PullRequestForge.GITLAB:
-        if number is None:
-            raise ForgeError("no merge request number to read the pipelines of (publish it first)")
         return _gitlab(http, project, commit, number)
     raise ForgeError(f"unknown forge {project.forge!r}: github or gitlab")
+
+
+def gitlab_base(project: ForgeProject) -> str:
+    repo = project.repo
+    return f"{project.api}/projects/{quote(repo, safe='') if not repo.isdigit() else repo}"
 
 
 def _verdict(total: int, failed: list[FailedCheck], pending: list[str]) -> ChecksReading:
@@ -142,12 +148,15 @@ def _output_of(run: dict[str, Any]) -> str:
     return said or f"{run.get('conclusion')}"
 
 
-def _gitlab(http: requests.Session, project: ForgeProject, commit: str, number: int) -> ChecksReading:
+def _gitlab(http: requests.Session, project: ForgeProject, commit: str, number: int | None) -> ChecksReading:
     headers = {"PRIVATE-TOKEN": project.token}
-    repo = project.repo
-    base = f"{project.api}/projects/{quote(repo, safe='') if not repo.isdigit() else repo}"
-    pipes_url = f"{base}/merge_requests/{number}/pipelines"
-    pipelines = _call(http, "GET", pipes_url, headers)
+    base = gitlab_base(project)
+    if number is None:
+        pipes_url = f"{base}/pipelines"
+        pipelines = _call(http, "GET", pipes_url, headers, params={"sha": commit})
+    else:
+        pipes_url = f"{base}/merge_requests/{number}/pipelines"
+        pipelines = _call(http, "GET", pipes_url, headers)
     if not isinstance(pipelines, list) or not all(isinstance(p, dict) for p in pipelines):
         raise ForgeError(f"GET {pipes_url}: the answer is not a list of pipelines")
     mine = [p for p in pipelines if p.get("sha") == commit]

@@ -65,19 +65,18 @@ def publish(
         return replace(record, error=f"no repository to push from: {exc}")
     # Pushed to the remote's push URL, not its name: a push by name also moves the user's
     # remote-tracking ref (refs/remotes/<remote>/...), a ref outside the job's prefix.
-    found = run_git(repo, "remote", "get-url", "--push", "--end-of-options", g.push, check=False)
-    url = found.stdout.strip()
-    if found.returncode != 0 or not url:
+    url = push_url(repo, g.push)
+    if not url:
         return replace(record, error=f"git push {g.push} failed: no remote named {g.push!r} in {repo} (git.push)")
     ours = previous.commit if previous is not None and previous.pushed and previous.branch == branch else None
     # The lease: the branch as this job left it on the remote, or absent (a branch deleted there, say
     # after its pull request was merged, is made again); anything else there is someone else's work.
-    there = _remote_git(repo, "ls-remote", "--end-of-options", url, f"refs/heads/{branch}")
+    there = remote_git(repo, "ls-remote", "--end-of-options", url, f"refs/heads/{branch}")
     if there.returncode != 0:
         return replace(record, error=f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}")
     remote_tip = there.stdout.split()[0] if there.stdout.split() else ""
     lease = remote_tip if remote_tip and remote_tip in (ours, merge.result_commit) else ""
-    done = _remote_git(
+    done = remote_git(
         repo,
         "push",
         "--porcelain",
@@ -172,7 +171,13 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord], status: JobStatus |
     return "\n".join(lines)
 
 
-def _remote_git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def push_url(repo: Path, remote: str) -> str:
+    """The push URL of ``remote`` (git.push) in ``repo``; "" when there is no such remote."""
+    found = run_git(repo, "remote", "get-url", "--push", "--end-of-options", remote, check=False)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def remote_git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """A git call that talks to the remote: bounded in time, never asking for a password."""
     return run_git(repo, *args, check=False, timeout=PUSH_TIMEOUT, env=NO_PROMPT)
 

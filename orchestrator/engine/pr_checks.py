@@ -8,10 +8,18 @@ the markers and goes on watching (the job's record is the truth; the marker is i
 (delivery/pr_checks.py):
 
 - all passed: ``passed``; the job's result branch is final.
+- a review comment on a line of the pull request, by one of the repository's writers, not read
+  before, while a round is left: a continue round of the worker whose commit ``git blame`` names
+  for that line (delivery/pr_review.py), with the comment's text quoted as its feedback; the
+  comment's id is kept in the job's ``checks.answered`` (a restarted server does not send it
+  again), also when its line is no worker's (a note says so). Read before the checks, one per reading.
 - one failed and a round is left: a continue round (engine/continuing.py) of one worker, with the
   failed checks' names and log tails as its feedback. Which worker, decided here: the workers whose
-  changed files a failing check's name or log names; when none is named, every worker that changed
-  something, in turn (round k goes to the k-th, cycling). One worker per round, since a tree runs
+  changed files a failing check's name or log names; when none is named and the result holds
+  several workers' work, the breaker bisection finds by pushing candidates of subsets of their work
+  for the forge's CI to judge (delivery/pr_bisection.py, at most ``git.check_bisect_max``; the
+  candidates it pushed are counted in the round); else (no bisection, or it stopped) every worker
+  that changed something, in turn (round k goes to the k-th, cycling). One worker per round, since a tree runs
   one continue round at a time; its round lands on the result branch, which is pushed again, and
   the new commit is watched from then on. A round that lands nothing leaves the commit as it was,
   and the next failure reading sends the next round to the next worker in turn.
@@ -31,12 +39,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ..config import PullRequestForge, Settings
-from ..delivery import forge
+from ..delivery import forge, pr_bisection, pr_review
 from ..delivery import pr_checks as forge_checks
+from ..delivery.bisection import reason_of as bisection_reason
+from ..delivery.landing import repository
 from ..delivery.pr_checks import WATCHED_DIR, marker
 from ..errors import OrchestratorError
+from ..git.gitcmd import run_git
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import CheckRound, ChecksRecord, ChecksState
 from ..workers.adapters import get_adapter
@@ -60,17 +72,52 @@ def feedback_of(reading: forge_checks.ChecksReading, commit: str, number: int, o
     return text if len(text) <= FEEDBACK_MAX_CHARS else text[: FEEDBACK_MAX_CHARS - 1] + "…"
 
 
+def comment_feedback(comment: pr_review.ReviewComment, number: int, of: int) -> str:
+    """What a worker is told of a review comment on a line of its: where, by whom, and its text,
+    quoted (a reviewer's words: data for the worker to weigh, never a command the orchestrator runs)."""
+    at = f" of commit {comment.commit[:12]}" if comment.commit else ""
+    lines = [
+        f"A review comment on the pull request (check round {number} of {of}), on line {comment.line} of "
+        f"{comment.path}{at}, where git blame names your change; by {comment.author or 'a reviewer'}.",
+        "Address it in your change if it is right; its text, quoted:",
+        "",
+        *("> " + line for line in comment.body.splitlines()),
+    ]
+    text = "\n".join(lines)
+    return text if len(text) <= FEEDBACK_MAX_CHARS else text[: FEEDBACK_MAX_CHARS - 1] + "…"
+
+
+def able(workers: list[WorkerRecord], settings: Settings) -> list[WorkerRecord]:
+    """The workers that changed something and whose kind can take feedback."""
+    return [w for w in workers if w.files_changed and not get_adapter(w.kind).continue_refusal(settings)]
+
+
 def suspects(
     reading: forge_checks.ChecksReading, workers: list[WorkerRecord], settings: Settings
 ) -> tuple[list[WorkerRecord], str]:
     """The workers a failure may go back to, and why: those whose changed files the failing checks
     name, else every worker that changed something; only kinds that can take feedback."""
-    able = [w for w in workers if w.files_changed and not get_adapter(w.kind).continue_refusal(settings)]
+    found = able(workers, settings)
     said = "\n".join(f"{c.name}\n{c.log_tail}" for c in reading.failed)
-    named = [w for w in able if any(f.get("path") and f["path"] in said for f in w.files_changed)]
+    named = [w for w in found if any(f.get("path") and f["path"] in said for f in w.files_changed)]
     if named:
-        return named, "the failing check names its files"
-    return able, "no failing check names a worker's files: each worker in turn"
+        return named, NAMED
+    return found, IN_TURN
+
+
+NAMED = "the failing check names its files"
+EACH = "each worker in turn"
+IN_TURN = f"no failing check names a worker's files: {EACH}"
+
+
+@dataclass(frozen=True)
+class Bisected:
+    """What a bisection across the workers found: the breakers in merge order (None: no search, or
+    it stopped: each worker in turn), the candidates it pushed, and why, in words."""
+
+    breakers: list[str] | None
+    pushes: int
+    why: str
 
 
 class ChecksWatch:
@@ -164,6 +211,8 @@ class ChecksWatch:
             self._save(job, f"pr checks: reading {checks.failed_reads} of at most {MAX_FAILED_READS} failed: {why}")
             return
         checks.failed_reads = 0
+        if pr.number is not None and len(checks.rounds) < checks.max_rounds and self._review(job, checks, project, pr.number):
+            return  # a review comment's round was started (or noted): the checks are read at the next reading
         now = self.ctx.clock.time()
         if reading.state == "passed":
             after = f" after {len(checks.rounds)} round(s)" if checks.rounds else ""
@@ -197,6 +246,19 @@ class ChecksWatch:
         _, workers = ws.load_tree(root_id)
         mine = [w for w in workers if w.job_id == job.id and w.name in job.worker_names]
         found, why = suspects(reading, mine, self.ctx.settings)
+        candidates, in_turn = 0, True
+        if why == IN_TURN and len(found) > 0:
+            bisected = self._bisect(job, checks, workers, project, reading)
+            if bisected is None:
+                return  # the server is stopping: the next one reads the failure again
+            candidates, why = bisected.pushes, bisected.why
+            if bisected.breakers is not None:
+                in_turn = False
+                found = [w for w in found if w.name in bisected.breakers]
+                if not found:
+                    return self._end(
+                        job, checks, ChecksState.FAILED, f"check {', '.join(names)} failed; {why}, which cannot take feedback"
+                    )
         if not found:
             return self._end(
                 job,
@@ -204,20 +266,118 @@ class ChecksWatch:
                 ChecksState.FAILED,
                 f"check {', '.join(names)} failed; no worker that changed something can take feedback",
             )
-        worker = found[len(checks.rounds) % len(found)]
+        worker = found[len(checks.rounds) % len(found)] if in_turn else found[0]  # a breaker found: the first
         number = len(checks.rounds) + 1
-        checks.rounds.append(CheckRound(number, checks.commit, names, worker.name, why, now))
-        self._save(
+        checks.rounds.append(CheckRound(number, checks.commit, names, worker.name, why, now, candidates=candidates))
+        self._start_round(
             job,
+            worker.name,
             f"pr checks: {', '.join(names)} failed on {checks.commit[:12]}; round {number} of {checks.max_rounds} goes to {worker.name} ({why})",
+            feedback_of(reading, checks.commit, number, checks.max_rounds),
         )
+
+    def _start_round(self, job: JobRecord, worker: str, note: str, feedback: str) -> None:
+        """The round just appended to the job's checks saved, then its worker continued with ``feedback``."""
+        self._save(job, note)
+        number = len(job.checks.rounds) if job.checks is not None else 0
         try:
-            self._continuing.start(job, worker.name, feedback_of(reading, checks.commit, number, checks.max_rounds))
+            self._continuing.start(job, worker, feedback)
         except OrchestratorError as exc:
-            job = ws.load_job(root_id)
+            job = self.ctx.workspace.load_job(job.root_id)
             assert job.checks is not None
             job.checks.rounds[-1].state, job.checks.rounds[-1].ended_at = "not started", self.ctx.clock.time()
             self._end(job, job.checks, ChecksState.FAILED, f"round {number} could not start: {exc}")
+
+    # -- a failure no log explains: bisection across the workers -----------------------------------
+    def _bisect(
+        self,
+        job: JobRecord,
+        checks: ChecksRecord,
+        workers: list[WorkerRecord],
+        project: forge.ForgeProject,
+        reading: forge_checks.ChecksReading,
+    ) -> Bisected | None:
+        """The breakers of a failure whose log names no worker's files, found by pushing candidates
+        (delivery/pr_bisection.py) when the result holds several workers' work; None: the server
+        is stopping (nothing recorded: the next one reads the failure again)."""
+        merge = job.merge
+        mine = {w.name: w for w in workers if w.job_id == job.id}
+        names = [n for n in (merge.merged if merge is not None else ()) if n in mine and mine[n].files_changed]
+        g = self.ctx.settings.git
+        if len(names) < 2 or g.check_bisect_max <= 0:
+            return Bisected(None, 0, IN_TURN)
+        failed = ", ".join(c.name for c in reading.failed)
+        self._save(job, f"pr checks: {failed} failed on {checks.commit[:12]}; bisecting across {', '.join(names)}")
+        search = pr_bisection.Search(
+            self.ctx.settings,
+            self.ctx.workspace,
+            job,
+            workers,
+            project,
+            wait=self.ctx.closing.wait,
+            clock=self.ctx.clock.time,
+        )
+        try:
+            found = search.run(names, f"{failed} failed")
+        except pr_bisection.Stopped as exc:
+            if exc.closing:
+                return None
+            return Bisected(None, len(search.pushed), f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; {EACH}")
+        except (OrchestratorError, OSError) as exc:
+            return Bisected(None, len(search.pushed), f"bisection stopped after {len(search.pushed)} candidate(s): {exc}; {EACH}")
+        if not found.breakers:
+            return Bisected(None, found.pushes, f"bisection found no set of workers that fails; {EACH}")
+        said = "; ".join(bisection_reason(b) for b in found.breakers)
+        why = f"bisection across {len(names)} workers in {found.pushes} candidate pushes: {said}"
+        return Bisected([b.worker for b in found.breakers], found.pushes, why)
+
+    # -- review comments on lines ------------------------------------------------------------------
+    def _review(self, job: JobRecord, checks: ChecksRecord, project: forge.ForgeProject, number: int) -> bool:
+        """The first review comment on a line not read before: a round to the worker ``git blame`` names
+        for its line (delivery/pr_review.py), or a note why none. True when one was taken."""
+        try:
+            comments = pr_review.read(project, number)
+        except forge.ForgeError as exc:
+            token = project.token
+            why = (str(exc).replace(token, "***") if token else str(exc))[:300]
+            log.warning("job %s: the pull request's review comments could not be read: %s", job.id, why)
+            return False  # the checks go on being watched; the comments are read again next time
+        comment = next((c for c in comments if c.id not in checks.answered), None)
+        if comment is None:
+            return False
+        checks.answered.append(comment.id)
+        where = f"{comment.path}:{comment.line}"
+        _, workers = self.ctx.workspace.load_tree(job.root_id)
+        mine = {w.name: w for w in able([w for w in workers if w.job_id == job.id], self.ctx.settings)}
+        at = comment.commit if comment.commit and self._has(comment.commit) else checks.commit
+        try:
+            name = pr_review.blamed_worker(repository(self.ctx.settings, self.ctx.workspace), at, comment.path, comment.line)
+        except (OrchestratorError, OSError) as exc:
+            name, at = None, f"{at} ({exc})"
+        if name is None or name not in mine:
+            whose = f"{name}'s, which cannot take feedback" if name else "no worker's"
+            self._save(job, f"pr checks: review comment {comment.id} on {where} is on a line of {whose} (git blame): not sent")
+            return True
+        round_number = len(checks.rounds) + 1
+        label = f"review comment {comment.id} on {where}"
+        why = f"git blame names its commit for {where}"
+        checks.rounds.append(
+            CheckRound(round_number, checks.commit, [label], name, why, self.ctx.clock.time(), comment=comment.id)
+        )
+        self._start_round(
+            job,
+            name,
+            f"pr checks: {label} by {comment.author or 'a reviewer'}; round {round_number} of {checks.max_rounds} goes to {name} ({why})",
+            comment_feedback(comment, round_number, checks.max_rounds),
+        )
+        return True
+
+    def _has(self, commit: str) -> bool:
+        try:
+            repo = repository(self.ctx.settings, self.ctx.workspace)
+        except OrchestratorError:
+            return False
+        return run_git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
 
     def _round_ended(self, job: JobRecord, checks: ChecksRecord) -> None:
         """A check round whose continue round has ended: its state and cost from the worker's record."""

@@ -252,7 +252,8 @@ class StatusDocument(TypedDict):
     pull_request: str | None  # its URL, or why publishing failed, as every surface says it
     # The watch of its pull request's checks (git.check_rounds; null: not watched): {"state", "commit",
     # "since", "max_rounds", "rounds": [{"number", "commit", "failed", "worker", "why", "started_at",
-    # "state", "ended_at", "cost_usd", "pushed"}], "rounds_used", "cost_usd", "reason", "failed_reads"}.
+    # "state", "ended_at", "cost_usd", "pushed", "candidates", "comment"}], "rounds_used", "cost_usd", "reason",
+    # "failed_reads", "answered"}.
     checks: dict[str, Any] | None
     checks_text: str | None  # the same in one line, as every surface says it
     # approval: before_merge, once its workers were done: {"state", "earned", "waiting_since",
