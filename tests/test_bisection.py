@@ -61,8 +61,9 @@ def test_a_combination_only_failure_leaves_out_the_later_of_the_pair_and_names_t
     assert [b.worker for b in found.breakers] == ["worker_4"]
     assert found.landed == ("worker_1", "worker_2", "worker_3", "worker_5", "worker_6")
     (breaker,) = found.breakers
-    assert breaker.combination == ("worker_1", "worker_2", "worker_3")
-    assert reason_of(breaker) == "breaks the combination with worker_1, worker_2, worker_3: tests failed: worker_2+worker_4"
+    # the smallest failing set is named, not the whole prefix it failed after
+    assert breaker.combination == ("worker_2",)
+    assert reason_of(breaker) == "breaks the combination with worker_2: tests failed: worker_2+worker_4"
 
 
 def test_the_rename_pair_two_workers_the_second_breaks_the_combination_with_the_first():
@@ -70,8 +71,24 @@ def test_the_rename_pair_two_workers_the_second_breaks_the_combination_with_the_
     found = settle(names(2), judge)
     assert found.breakers == [Breaker("worker_2", "tests failed: worker_1+worker_2", ("worker_1",))]
     assert found.landed == ("worker_1",)
-    # the pair, worker_1 alone, the pair once more (only the whole failed): 3 = 2⌈log2 2⌉ + 1
-    assert calls == [("worker_1", "worker_2"), ("worker_1",), ("worker_1", "worker_2")] and found.runs == 3
+    # the pair, worker_1 alone, worker_2 alone (it breaks only with worker_1), the pair once more (only
+    # the whole failed). (A result gate answers a worker alone from its own gates when its tree is theirs.)
+    pair = ("worker_1", "worker_2")
+    assert calls == [pair, ("worker_1",), ("worker_2",), pair] and found.runs == 4
+
+
+def test_a_combination_of_three_names_the_prefix_when_no_pair_fails():
+    judge, calls = judge_failing_when(frozenset({"worker_1", "worker_3", "worker_5"}))
+    found = settle(names(6), judge)
+    (breaker,) = found.breakers
+    assert breaker.worker == "worker_5" and breaker.combination == ("worker_1", "worker_2", "worker_3")
+    assert ("worker_3", "worker_5") in calls  # the pair was tried, and passed
+
+
+def test_a_breaker_that_fails_alone_names_no_combination():
+    judge, _ = judge_failing_when(frozenset({"worker_11"}))
+    (breaker,) = settle(names(16), judge).breakers
+    assert breaker.combination == () and reason_of(breaker) == "fails on the merged result: tests failed: worker_11"
 
 
 def test_two_breakers_are_both_left_out_and_the_rest_lands():
@@ -89,7 +106,7 @@ def test_three_way_interaction_leaves_out_only_the_third():
 
 
 def test_a_failure_not_reproduced_is_run_once_more_then_the_last_worker_is_left_out():
-    outcomes = iter([Trial(False, "tests failed: flaky"), Trial(True), Trial(True), Trial(True)])
+    outcomes = iter([Trial(False, "tests failed: flaky"), Trial(True), Trial(True), Trial(True), Trial(True)])
     calls: list[tuple[str, ...]] = []
 
     earlier: list[int] = []
@@ -100,13 +117,13 @@ def test_a_failure_not_reproduced_is_run_once_more_then_the_last_worker_is_left_
         return next(outcomes)
 
     found = settle(names(3), judge)
-    # the batch (fails), worker_1 and worker_1+worker_2 (pass), the batch again (passes: not reproduced)
+    # the batch (fails), worker_1, worker_1+worker_2 and worker_3 alone (pass), the batch again (passes: not reproduced)
     batch = ("worker_1", "worker_2", "worker_3")
-    assert calls == [batch, ("worker_1",), ("worker_1", "worker_2"), batch] and earlier == [0, 0, 0, 1]
+    assert calls == [batch, ("worker_1",), ("worker_1", "worker_2"), ("worker_3",), batch] and earlier == [0, 0, 0, 0, 1]
     (breaker,) = found.breakers
     assert breaker.worker == "worker_3" and breaker.combination == ()
     assert reason_of(breaker).startswith(NOT_REPRODUCED) and "tests failed: flaky" in reason_of(breaker)
-    assert found.landed == ("worker_1", "worker_2") and found.runs == 4 <= most_runs(3)
+    assert found.landed == ("worker_1", "worker_2") and found.runs == 5 <= most_runs(3)
 
 
 def test_a_batch_of_one_that_fails_is_left_out_at_once():

@@ -108,7 +108,8 @@ def test_a_failed_check_naming_no_file_goes_to_the_worker_bisection_finds(hosted
     assert checks.state == "passed", checks
     (round_,) = checks.rounds
     assert round_.worker == "worker_2" and round_.commit == first and round_.failed == ["tests"]
-    assert round_.why.startswith("bisection across 3 workers in 3 candidate pushes: breaks the combination with worker_1")
+    # (worker_2's work fails the check alone: tried alone, it names no combination)
+    assert round_.why.startswith("bisection across 3 workers in 4 candidate pushes: fails on the merged result: tests failed")
     # Within 2⌈log2 3⌉+1 pushes, each a side branch under the job's own prefix, none left on the remote
     assert 1 <= round_.candidates <= 2 * math.ceil(math.log2(3)) + 1 == bisection.most_runs(3)
     side = f"refs/heads/orchestrator/{job.root_id}/checks-bisect/"

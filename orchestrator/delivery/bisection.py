@@ -4,15 +4,17 @@ The workers ready to merge are merged, in merge order, and gated together once (
 caller merges a set of them onto the result so far and runs the gates on that tree). When the
 batch fails, a binary search over its prefixes finds the first worker whose addition turns a
 passing prefix into a failing one: that worker is the breaker, the later in merge order of the
-smallest failing set (it breaks alone on the result, or only in combination with the work merged
-before it). It is left out, and the rest is gated again, the search going on past the prefix
-known to pass, until the set left passes. A single breaker among N costs at most
-2⌈log2 N⌉ + 1 gate runs (1 for the batch, ⌈log2 N⌉ for the search, 1 for the rest or the re-run
-below).
+smallest failing set. It is tried alone on the result: failing, it breaks alone; passing, it breaks
+only in combination with work merged before it, and a second search over that work finds the
+shortest prefix it fails after, whose last worker is named (with the breaker, a failing pair), or
+that whole prefix when the pair alone passes (``_partners``). It is left out, and the rest is gated
+again, the search going on past the prefix known to pass, until the set left passes. A single
+breaker among N costs at most 2⌈log2 N⌉ + 1 gate runs (1 for the batch, ⌈log2 N⌉ for the search, 1
+alone, 1 for the rest).
 
 The empty set is the result so far, taken as passing (every worker's own gates passed on its
 work, and the result holds only gated trees). A failure that no smaller set reproduces (every
-proper prefix passed: only the whole batch failed, once) is run once more: failing again, its
+proper prefix passed, and its last worker alone: only the whole batch failed, once) is run once more: failing again, its
 last worker is the breaker of that combination; passing, the failure was not reproduced, and the
 batch's last worker is left out all the same, as "failed in combination, not reproduced" (the
 result never moves to a tree that failed a run whose cause is unknown). A batch of one is that
@@ -98,17 +100,44 @@ def settle(workers: Sequence[str], judge: Judge) -> Settled:
             else:
                 failing, reason = middle, verdict.reason
         worker, before = left[failing - 1], left[: failing - 1]
-        combination = before
-        if failing == len(left) > 1:
-            again = trial(left, again=True)  # only the whole batch failed, once: is it so?
-            if again.passed:
-                reason, combination = f"{NOT_REPRODUCED} (the batch failed once: {reason}; it passed when run again)", ()
+        combination: tuple[str, ...] = ()
+        alone = trial((worker,)) if before else None  # it breaks alone: no combination to name
+        if alone is not None and not alone.passed:
+            reason = alone.reason
+        elif before:
+            if failing == len(left):
+                again = trial(left, again=True)  # only the whole batch failed, once: is it so?
+                if again.passed:
+                    reason = f"{NOT_REPRODUCED} (the batch failed once: {reason}; it passed when run again)"
+            if not reason.startswith(NOT_REPRODUCED):
+                combination, reason = _partners(before, worker, trial, reason)
         found.breakers.append(Breaker(worker, reason, combination))
         left, known = before + left[failing:], failing - 1
         if known == len(left):  # what is left is a prefix known to pass
             found.landed = left
             return found
     return found
+
+
+def _partners(
+    before: tuple[str, ...], worker: str, trial: Callable[[tuple[str, ...]], Trial], reason: str
+) -> tuple[tuple[str, ...], str]:
+    """The workers ``worker`` breaks the result with (it passes alone, and after all of ``before``
+    it fails): the shortest prefix of ``before`` it fails after, by a binary search; its last worker
+    alone when the two of them fail (a pair), else that whole prefix. With the failing run's reason."""
+    passing, failing = 0, len(before)  # before[:passing] + worker passes (0: alone), before[:failing] + worker fails
+    while failing - passing > 1:
+        middle = (passing + failing) // 2
+        verdict = trial(before[:middle] + (worker,))
+        if verdict.passed:
+            passing = middle
+        else:
+            failing, reason = middle, verdict.reason
+    partner = before[failing - 1]
+    if failing == 1:
+        return (partner,), reason
+    pair = trial((partner, worker))
+    return ((partner,), pair.reason) if not pair.passed else (before[:failing], reason)
 
 
 def reason_of(breaker: Breaker) -> str:
