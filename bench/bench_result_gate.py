@@ -49,7 +49,11 @@ from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from orchestrator.workspace.layout import Workspace  # noqa: E402
 
 
-def job_of(branches: list[tuple[str, str]], run: str, repo: Path) -> tuple[JobRecord, list[WorkerRecord]]:
+def job_of(
+    branches: list[tuple[str, str]], run: str, repo: Path, breaker: str | None = None
+) -> tuple[JobRecord, list[WorkerRecord]]:
+    """The job and its workers' records, each gated on its own tip (so a candidate of it alone is not
+    run again), but ``breaker``: the gate fails on its change, so its own gate could not have passed."""
     root = secrets.token_hex(6)
     job = JobRecord(id=root, root_id=root, request="bench", status=JobStatus.COMPLETED, worker_names=[w for w, _ in branches])
     job.config = dataclasses.replace(
@@ -59,7 +63,7 @@ def job_of(branches: list[tuple[str, str]], run: str, repo: Path) -> tuple[JobRe
     for index, (name, branch) in enumerate(branches, 1):
         tip = run_git(repo, "rev-parse", branch).stdout.strip()
         record = WorkerRecord(root, root, name, index, 0, f"task {name}", "command", status=WorkerStatus.SUCCESS)
-        record.branch, record.commit, record.gated_commit = branch, tip, tip
+        record.branch, record.commit, record.gated_commit = branch, tip, (None if name == breaker else tip)
         workers.append(record)
     return job, workers
 
@@ -109,7 +113,7 @@ def main() -> int:
             runs_passing = gate.runs
         today, one_gate, gated = (statistics.median(x) for x in (todays, gate_runs, gateds))
 
-        job, workers = job_of(branches, failing, repo)
+        job, workers = job_of(branches, failing, repo, breaker=f"w{args.breaker}")
         gate = ResultGate(settings=settings, workspace=workspace, repo=repo, job=job, workers=workers)
         started = time.perf_counter()
         outcome, left = landing.gated_merge(repo, request(job), None, gate)

@@ -196,7 +196,7 @@ class ResultGate:
 
     def _own_tree(self, worker: str) -> str | None:
         record = self.by_name.get(worker)
-        commit = gating.merge_commit(record) if record is not None else None
+        commit = record.gated_commit if record is not None else None  # (a tip no gate judged is no verdict)
         if commit is None:
             return None
         done = run_git(self.repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}", check=False)
