@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.cli.doctor import Level, Report, check_host, fix_bubblewrap, render
 from orchestrator.process import userns
-from orchestrator.process.sandbox import Backend, Support
+from orchestrator.process.sandbox import LANDLOCK_TABLE, Backend, SandboxMode, SandboxNetwork, Support, decide
 
 from .conftest import ROOT
 
@@ -355,3 +355,29 @@ def test_the_real_fix_never_changes_this_machine_without_an_answer(tmp_path):
     ):
         done = doctor_cli(tmp_path, *args)
         assert done.returncode == 2 and said in done.stderr, (args, done.stderr)
+
+
+# ---- the start-up note under Landlock ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", list(SandboxNetwork))
+def test_the_landlock_note_names_what_it_does_not_hold_and_where_the_table_is(network):
+    decision = decide(SandboxMode.AUTO, LANDLOCK, network=network)
+    note = decision.note
+    assert note.startswith("workers run sandboxed (Landlock ABI 6, bubblewrap cannot start here"), note
+    assert "not held here as under bubblewrap: private CLI state folders, other trees' branches unseen, the project view" in note
+    assert note.endswith(f"(the table: {LANDLOCK_TABLE})"), note
+    assert ("an address filter (its rules name ports" in note) is (network is SandboxNetwork.ALLOW), note
+
+
+def test_the_table_the_note_points_to_is_a_heading_of_docs_sandbox_md():
+    path, anchor = LANDLOCK_TABLE.split("#")
+    text = (ROOT / path).read_text()
+    slugs = {
+        "-".join("".join(c for c in line.lstrip("#").strip().lower() if c.isalnum() or c in " -").split())
+        for line in text.splitlines()
+        if line.startswith("#")
+    }
+    assert anchor in slugs, sorted(slugs)
+    table = text.split("### Where bubblewrap cannot start", 1)[1].split("\n### ", 1)[0]
+    assert "| promise | bubblewrap | Landlock |" in table

@@ -299,12 +299,12 @@ def check_host(report: Report, support: Support, host: userns.Host, bwrap: str |
     """What the kernel and a container around this process say about bubblewrap's user namespace, the
     backend that runs because of it, and (Ubuntu 23.10+) the AppArmor profile that lets bwrap start.
     ``bwrap``: its real path, None when not installed."""
-    from ..process.sandbox import LANDLOCK_GIVES_UP, Backend
+    from ..process.sandbox import LANDLOCK_GIVES_UP, LANDLOCK_TABLE, Backend
 
     facts = userns.read(host)
     bubblewrap = support.backend is Backend.BUBBLEWRAP
     if support.backend is Backend.LANDLOCK:
-        runs = f"{support.bwrap_reason}; Landlock runs (ABI {support.landlock_abi}): {LANDLOCK_GIVES_UP}"
+        runs = f"{support.bwrap_reason}; Landlock runs (ABI {support.landlock_abi}): {LANDLOCK_GIVES_UP} ({LANDLOCK_TABLE})"
     else:
         runs = f"no backend runs: {support.reason}"
     if facts.container:
