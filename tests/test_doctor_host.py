@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.doctor import Level, Report, check_host, fix_bubblewrap, render
-from orchestrator.process import userns
+from orchestrator.process import backends, userns
 from orchestrator.process.sandbox import LANDLOCK_TABLE, Backend, SandboxMode, SandboxNetwork, Support, decide
 
 from .conftest import ROOT
@@ -381,3 +381,24 @@ def test_the_table_the_note_points_to_is_a_heading_of_docs_sandbox_md():
     assert anchor in slugs, sorted(slugs)
     table = text.split("### Where bubblewrap cannot start", 1)[1].split("\n### ", 1)[0]
     assert "| promise | bubblewrap | Landlock |" in table
+
+
+def test_bubblewraps_refusal_names_what_this_host_says_refuses_it(tmp_path):
+    """The probe's sentence (the start-up note's, ``workers.sandbox: on``'s refusal): this host's own
+    causes where it shows any (here a container, Ubuntu's rule, a kernel switch), else the general fix."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    fake = folder / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    backends.forget_probes()
+    try:
+        found = backends.probe("bwrap", backend="bubblewrap", path=str(folder))
+    finally:
+        backends.forget_probes()
+    assert not found.available
+    known = userns.causes(userns.read(userns.Host()))
+    assert found.reason == (
+        f"bwrap cannot create a sandbox here: bwrap: setting up uid map: Permission denied "
+        f"({'; '.join(known) or backends.HOW_TO_ENABLE})"
+    ), found.reason
