@@ -334,7 +334,8 @@ def check_host(report: Report, support: Support, host: userns.Host, bwrap: str |
                 "apparmor",
                 Level.NOTE,
                 f"{setting}: only a program under an AppArmor profile allowing userns may create a user namespace, "
-                f"and {bwrap} has none, so bubblewrap cannot start ({runs})",
+                f"and {bwrap} has none, so bubblewrap cannot start: "
+                + ("Landlock runs instead (the sandbox line above)" if support.available else "no backend runs"),
                 "doctor --fix (as root) installs and loads the profile below",
             )
     elif not bubblewrap and support.backend is not Backend.SEATBELT:
