@@ -46,6 +46,7 @@ defaults=(
   tests/test_provider_keys.py
   tests/test_worker_content.py
   tests/test_result_gate_child.py
+  tests/test_doctor_host.py
 )
 [ ${#tests[@]} -gt 0 ] || tests=("${defaults[@]}" -q -m "not chaos and not real_cli")
 runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHON="$python" \

@@ -278,9 +278,12 @@ def test_the_real_claude_plans_a_child_job_in_the_sandbox_with_no_tool_through_t
     assert len(planned) == 1 and planned[0].get("tools") == [], why
 
 
-def test_a_scoring_command_runs_under_the_workers_caps(served, tmp_path):
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_scoring_command_runs_under_the_workers_caps(served, tmp_path, backend):
     """``scoring.command`` runs on a candidate's checkout: in its sandbox, under a worker's caps (no
     file past 1 MB here: its 3 MB file is refused, which its measure says)."""
+    if not probe(backend=backend).available:
+        pytest.skip(f"no {backend} sandbox here: {probe(backend=backend).reason}")
     host, folder, start = served
     worker = tmp_path / "worker.py"
     worker.write_text(CANDIDATE)
@@ -295,11 +298,11 @@ def test_a_scoring_command_runs_under_the_workers_caps(served, tmp_path):
         "print(json.dumps({'big': big}))\n"
     )
     sections = {
-        "workers": {"max_log_mb": 1, "max_disk_mb": 1},
+        "workers": {"max_log_mb": 1, "max_disk_mb": 1, "sandbox_backend": backend},
         "orchestrator": {"command": [str(ROOT / "orchestrator" / "bin" / "orchestrator-python"), str(worker), "{task}"]},
         "scoring": {"command": [sys.executable, str(score)]},
     }
-    live = start(sandbox="auto", sections=sections)
+    live = start(sandbox="on", sections=sections)
     root_id = live.submit(request="best of two", tasks=["make work.txt"], config={"attempts": 2, "select": "best"}).json()[
         "job_id"
     ]

@@ -126,8 +126,7 @@ def test_a_workspace_that_holds_this_folder_is_emptied_folder_by_folder(tmp_path
 
 
 # -- the mechanism ----------------------------------------------------------------------------
-@needs_bwrap
-def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty(tmp_path):
+def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty(tmp_path, backend):
     outside, secret = tmp_path / "outside", tmp_path / "config.yaml"
     outside.mkdir()
     secret.write_text("api_key: s3cret\n")
@@ -136,13 +135,16 @@ def test_a_sandboxed_process_writes_its_folders_only_and_sees_hidden_files_empty
     script = (
         f"echo mine > {mine}/a.txt; echo no > {outside}/b.txt; echo no > {secret}; echo key=$(cat {secret}); echo $$ > {mine}/pid"
     )
-    runner, handle = spawn(tmp_path, script, spec(mine, hidden=(secret,)))
+    runner, handle = spawn(tmp_path, script, spec(mine, hidden=(secret,), backend=backend))
     assert runner.wait(handle, 30) == 0
     log = (tmp_path / "w.log").read_text()
     assert (mine / "a.txt").read_text() == "mine\n"
-    assert not (outside / "b.txt").exists() and "Read-only file system" in log
+    # bubblewrap: the host read-only, the hidden file empty; Landlock: both refused (docs/sandbox.md's table)
+    refused = "Read-only file system" if backend == "bubblewrap" else "Permission denied"
+    assert not (outside / "b.txt").exists() and refused in log, log
     assert secret.read_text() == "api_key: s3cret\n" and "key=\n" in log and "s3cret" not in log
-    assert int((mine / "pid").read_text()) == 3  # its own PID namespace: bubblewrap's init is 1, the shim 2
+    if backend == "bubblewrap":
+        assert int((mine / "pid").read_text()) == 3  # its own PID namespace: bubblewrap's init is 1, the shim 2
     assert handle.sandboxed
 
 
@@ -343,11 +345,27 @@ def test_sandbox_modes_match_the_setting_choices():
 
 @needs_bwrap
 @pytest.mark.slow
-def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_starts(tmp_path):
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "bubblewrap",
+        pytest.param(
+            "landlock",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="under Landlock the tree's ref folder is writable whole and a sibling's branch written by hand "
+                "is not put back (seen 2026-11-26; Landlock's refs are another change's): remove this mark when it is",
+            ),
+        ),
+    ],
+)
+def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_starts(tmp_path, backend):
     """A worker moving or deleting a sibling's branch in its own job tree, or making the result
     branch (the user's refs are read-only to it:
     test_a_sandboxed_worktree_worker_commits_on_its_branch_and_cannot_touch_the_host). It sees its
     own branch only (git/worker_refs.py): what it writes under another name stays in its view."""
+    if not probe(backend=backend).available:
+        pytest.skip(f"no {backend} sandbox here: {probe(backend=backend).reason}")
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
     sibling = 'refs/heads/orchestrator/"$ORCHESTRATOR_ROOT_JOB_ID"/worker_1'
@@ -359,14 +377,15 @@ def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_s
         f' git rev-parse HEAD~1 > "$(git rev-parse --git-common-dir)/{sibling}";'
         " git -c user.name=w -c user.email=w@x commit --no-verify --allow-empty -qm mine && echo COMMITTED; exit 0"
     )
-    engine = host_engine(folder, git={"isolation": "worktree"})
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox_backend": backend})
     try:
         job = run_job(engine, tasks=["echo one > one.txt", second], config={"max_workers": 1})
         found = workers(engine, job)
     finally:
         engine.shutdown(timeout=10)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_2").read_text()
-    assert "NOT-SEEN" in log and "COMMITTED" in log, log
+    # (under Landlock it sees the sibling: no private view of refs, docs/sandbox.md; it still cannot move it)
+    assert ("NOT-SEEN" in log) is (backend == "bubblewrap") and "COMMITTED" in log, log
     first = found["worker_1"]
     assert git(host, "rev-parse", first.branch).strip() == first.commit  # still where its own work put it
     assert "mine" in git(host, "log", "-1", "--format=%s", found["worker_2"].branch)
@@ -377,11 +396,11 @@ def test_a_worker_cannot_move_a_sibling_branch_of_its_tree_that_exists_when_it_s
 
 @needs_bwrap
 @pytest.mark.slow
-def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_path):
+def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_path, backend):
     from orchestrator.audit import signing_key as keys
 
     host, folder = make_host(tmp_path)
-    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on"})
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": backend})
     key = keys.key_path(engine.workspace.root)
     keys.load_or_create(engine.workspace.root)
     assert b"PRIVATE KEY" in key.read_bytes()
@@ -390,7 +409,8 @@ def test_a_sandboxed_worker_cannot_read_the_key_that_signs_the_runs_records(tmp_
     finally:
         engine.shutdown(timeout=10)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
-    assert "key=" in log and "PRIVATE KEY" not in log, log  # the folder is an empty tmpfs in its sandbox
+    # the folder is an empty tmpfs in its sandbox (bubblewrap), refused (Landlock): nothing listed either way
+    assert "key=" in log and "PRIVATE KEY" not in log, log
     assert "\n0\n" in log, log
     assert job.record_digest is not None  # the record was still signed, outside the sandbox
 

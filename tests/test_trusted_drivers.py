@@ -285,7 +285,8 @@ def test_no_filter_or_textconv_of_the_users_runs_in_the_host_on_the_workers_file
     assert {p.name.split("-")[0] for p in proof.iterdir()} == {"smudge", "textconv", "clean", "process"}
 
 
-def test_a_clean_filter_alone_keeps_a_checked_out_merge_into_branch_where_it_is(host, tmp_path):
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_a_clean_filter_alone_keeps_a_checked_out_merge_into_branch_where_it_is(host, tmp_path, backend):
     """A ``clean`` filter (no smudge): git runs it on the checkout's files as it checks what changed
     (the landing's ``status``, the fast-forward's own check), which then hold the workers' work."""
     host, folder, make = host
@@ -296,7 +297,8 @@ def test_a_clean_filter_alone_keeps_a_checked_out_merge_into_branch_where_it_is(
     before = snapshot(host, folder)
     for marker in proof.iterdir():
         marker.unlink()
-    engine = make(workers={"max_retries": 0, "sandbox": "on"})
+    needs(backend)
+    engine = make(workers={"max_retries": 0, "sandbox": "on", "sandbox_backend": backend})
     job = run_job(engine, "x", tasks=["sed -i s/v2/w1/ app.py"], config={"merge_into": "main"})
     into = job.merge.into
     assert into is not None and into.moved is False, into

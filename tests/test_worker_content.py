@@ -23,6 +23,16 @@ from .conftest import run_job
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+SANDBOXES = ["bubblewrap", "landlock", "off"]  # workers.sandbox on under each backend, and off
+
+
+def sandboxing(sandbox: str) -> dict[str, str]:
+    """The workers settings for one of SANDBOXES (a backend this machine lacks: skipped)."""
+    if sandbox == "off":
+        return {"sandbox": "off"}
+    if not probe(backend=sandbox).available:
+        pytest.skip(f"no {sandbox} sandbox here: {probe(backend=sandbox).reason}")
+    return {"sandbox": "on", "sandbox_backend": sandbox}
 
 
 @pytest.fixture
@@ -127,13 +137,11 @@ STAGE_BIG = (
 )
 
 
-@pytest.mark.parametrize("sandbox", ["on", "off"])
+@pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_a_compressed_blob_past_the_disk_cap_is_refused_by_its_inflated_size_and_never_lands(host, sandbox):
     host, folder, make = host
-    if sandbox == "on" and not probe().available:
-        pytest.skip(f"no sandbox here: {probe().reason}")
     before = git(host, "rev-parse", "main")
-    engine = make(workers={"max_retries": 0, "max_disk_mb": 5, "sandbox": sandbox})
+    engine = make(workers={"max_retries": 0, "max_disk_mb": 5, **sandboxing(sandbox)})
     job = run_job(engine, "x", tasks=["echo ok > ok.txt", STAGE_BIG], config={"merge_into": "main"})
     by_name = workers(engine, job)
     big = by_name["worker_2"]
@@ -141,7 +149,7 @@ def test_a_compressed_blob_past_the_disk_cap_is_refused_by_its_inflated_size_and
     assert "new files hold 20.0 MiB (inflated), more than the disk cap of 5.0 MiB (workers.max_disk_mb)" in (big.error or ""), (
         big.error
     )
-    if sandbox == "on":  # its branch move refused: in the orchestrator's record of refusals, not read from its log
+    if sandbox != "off":  # its branch move refused: in the orchestrator's record of refusals, not read from its log
         recorded = [r for r in big.refusals if r.kind is RefusalKind.ORCHESTRATOR]
         assert recorded and recorded[0].recorded and "disk cap" in recorded[0].line, big.refusals
     assert by_name["worker_1"].status is WorkerStatus.SUCCESS
@@ -187,14 +195,12 @@ def fsck(host: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(host), "fsck", "--strict", "--no-progress"], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("sandbox", ["on", "off"])
+@pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_a_gitmodules_that_runs_a_command_is_refused_with_the_reason(host, tmp_path, sandbox):
     host, folder, make = host
-    if sandbox == "on" and not probe().available:
-        pytest.skip(f"no sandbox here: {probe().reason}")
     proof = tmp_path / "updated"
     before = snapshot(host, folder)
-    engine = make(workers={"max_retries": 0, "sandbox": sandbox})
+    engine = make(workers={"max_retries": 0, **sandboxing(sandbox)})
     job = run_job(engine, "x", tasks=[planted_gitmodules(proof), "echo a > a.txt"])
     by_name = workers(engine, job)
     planted = by_name["worker_1"]
@@ -210,14 +216,13 @@ def test_a_gitmodules_that_runs_a_command_is_refused_with_the_reason(host, tmp_p
     assert snapshot(host, folder) == before
 
 
-def test_the_repository_passes_git_fsck_after_jobs_deleted_or_not_whatever_their_workers_planted(host, tmp_path):
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_the_repository_passes_git_fsck_after_jobs_deleted_or_not_whatever_their_workers_planted(host, tmp_path, backend):
     """Sandboxed workers (git fsck's promise needs them: unconfined, a worker writes the store itself):
     a planted ``.gitmodules``, a tree named ``.GIT`` it made by hand on a branch it made, a 20 MiB
     blob of zeros past the disk cap, plain work; one job kept, one deleted with all its branches."""
     host, folder, make = host
-    if not probe().available:
-        pytest.skip(f"no sandbox here: {probe().reason}")
-    engine = make(workers={"max_retries": 0, "sandbox": "on", "max_disk_mb": 5})
+    engine = make(workers={"max_retries": 0, "max_disk_mb": 5, **sandboxing(backend)})
     maker = tmp_path / "dotgit_tree.py"  # a tree holding ".GIT", which git's own commands never write
     maker.write_text("import sys\nsys.stdout.buffer.write(b'100644 .GIT\\0' + bytes.fromhex(sys.argv[1]))\n")
     dotgit = (

@@ -14,20 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..process import userns
 from ..workers.adapters import get_adapter, resolve_kind
 from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..process.sandbox import Support
 
 MIN_PYTHON = (3, 10)
 # Test commands a repository shows by its files, as a gate's argv (the first found wins).
@@ -69,6 +72,7 @@ class Report:
     copied: list[str] = field(default_factory=list)  # variables whose values go into workers.env
     written: bool = False
     network: list[str] = field(default_factory=list)  # the proxy's effective list for the chosen kind
+    apparmor: userns.Plan | None = None  # the AppArmor profile that lets bwrap start, where one is needed
 
     def add(self, topic: str, level: Level, text: str, fix: str = "") -> None:
         self.findings.append(Finding(topic, level, text, fix))
@@ -101,12 +105,33 @@ class Report:
             "suggested": self.shown,
             "written": self.written,
             "network": self.network,
+            "apparmor_fix": _plan_dict(self.apparmor),
         }
 
 
-def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | None = None, worker: str | None = None) -> Report:
+def _plan_dict(plan: userns.Plan | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    fix = plan.fix
+    return {
+        "verdict": plan.verdict.value,
+        "reason": plan.reason,
+        "path": fix.shown if fix else None,
+        "content": fix.content if fix else None,
+        "command": list(fix.command) if fix else None,
+    }
+
+
+def examine(
+    settings: Settings,
+    config_path: Path,
+    environ: Mapping[str, str] | None = None,
+    worker: str | None = None,
+    machine: userns.Host | None = None,
+) -> Report:
     """Every check, and the configuration to propose. ``worker``: the AI CLI kind to propose
-    (``doctor --worker``), else the configured one, else the first logged-in CLI found."""
+    (``doctor --worker``), else the configured one, else the first logged-in CLI found; ``machine``: where
+    the kernel's and a container's facts are read (a test's temporary root; default ``/``)."""
     from ..workers.environment import base_env
 
     report = Report(config_path)
@@ -116,7 +141,7 @@ def examine(settings: Settings, config_path: Path, environ: Mapping[str, str] | 
     _check_clis(report, settings, env, worker)
     _check_python(report)
     host = _check_git(report, settings)
-    sandboxed = _check_sandbox(report, settings)
+    sandboxed = _check_sandbox(report, settings, userns.Host() if machine is None else machine)
     if sandboxed:
         _check_network(report, settings, env)
     project = _check_project(report, settings, host, sandboxed)
@@ -250,8 +275,9 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
     return host.repo
 
 
-def _check_sandbox(report: Report, settings: Settings) -> bool:
-    """Whether workers will run sandboxed (bubblewrap, or Landlock where bubblewrap cannot start)."""
+def _check_sandbox(report: Report, settings: Settings, host: userns.Host) -> bool:
+    """Whether workers will run sandboxed (bubblewrap, or Landlock where bubblewrap cannot start), and
+    what on this host decides it (:func:`check_host`)."""
     from ..process.backends import probe
     from ..process.sandbox import SandboxMode, SandboxNetwork, decide
 
@@ -264,7 +290,57 @@ def _check_sandbox(report: Report, settings: Settings) -> bool:
         return False
     level = Level.NOTE if decision.spec is None and mode is not SandboxMode.OFF else Level.OK
     report.add("sandbox", level, decision.note, support.reason if decision.spec is None and support.reason else "")
+    if mode is not SandboxMode.OFF:
+        check_host(report, support, host, userns.find_bwrap())
     return decision.spec is not None
+
+
+def check_host(report: Report, support: Support, host: userns.Host, bwrap: str | None) -> None:
+    """What the kernel and a container around this process say about bubblewrap's user namespace, the
+    backend that runs because of it, and (Ubuntu 23.10+) the AppArmor profile that lets bwrap start.
+    ``bwrap``: its real path, None when not installed."""
+    from ..process.sandbox import LANDLOCK_GIVES_UP, LANDLOCK_TABLE, Backend
+
+    facts = userns.read(host)
+    bubblewrap = support.backend is Backend.BUBBLEWRAP
+    if support.backend is Backend.LANDLOCK:
+        runs = f"{support.bwrap_reason}; Landlock runs (ABI {support.landlock_abi}): {LANDLOCK_GIVES_UP} ({LANDLOCK_TABLE})"
+    else:
+        runs = f"no backend runs: {support.reason}"
+    if facts.container:
+        where = f"in {userns.runtime_name(facts)} ({', '.join(facts.markers)})"
+        if bubblewrap:
+            report.add("container", Level.OK, f"{where}: it lets bubblewrap create its namespaces, so bubblewrap runs")
+        else:
+            report.add("container", Level.NOTE, f"{where}: {runs}", userns.container_advice(facts))
+    if facts.restrict_userns == 1 and support.backend is not Backend.SEATBELT:
+        plan = userns.plan(host, facts, bwrap, starts=bubblewrap)
+        report.apparmor = plan
+        setting = "kernel.apparmor_restrict_unprivileged_userns = 1 (Ubuntu 23.10+)"
+        if plan.verdict is userns.Verdict.NOTHING:
+            report.add("apparmor", Level.OK, f"{setting}: {plan.reason}")
+        elif plan.verdict is userns.Verdict.CANNOT:
+            report.add("apparmor", Level.NOTE, f"{setting}: {plan.reason}")
+        elif bubblewrap:  # root: bubblewrap starts for root alone
+            report.add(
+                "apparmor",
+                Level.NOTE,
+                f"{setting}: bubblewrap starts for root, but an ordinary user's is refused until bwrap has an "
+                "AppArmor profile allowing userns (below)",
+                "doctor --fix installs and loads it",
+            )
+        else:
+            report.add(
+                "apparmor",
+                Level.NOTE,
+                f"{setting}: only a program under an AppArmor profile allowing userns may create a user namespace, "
+                f"and {bwrap} has none, so bubblewrap cannot start: "
+                + ("Landlock runs instead (the sandbox line above)" if support.available else "no backend runs"),
+                "doctor --fix (as root) installs and loads the profile below",
+            )
+    elif not bubblewrap and support.backend is not Backend.SEATBELT:
+        for cause in userns.settings_refusing(facts):
+            report.add("userns", Level.NOTE, cause)
 
 
 def _check_network(report: Report, settings: Settings, env: Mapping[str, str]) -> None:
@@ -571,6 +647,8 @@ def render(report: Report) -> str:
         lines.append(f"  {f.level.value.upper() if f.level is Level.PROBLEM else f.level.value:<8}{f.topic:<10}{f.text}")
         if f.fix and f.level is not Level.OK:
             lines.append(f"  {'':<18}fix: {f.fix}")
+    if report.apparmor is not None and report.apparmor.fix is not None:
+        lines.extend(_render_fix(report.apparmor.fix, "doctor --fix installs it; or by hand, as root"))
     if report.changes:
         verb = "written to" if report.written else "for"
         lines.append(f"Configuration {verb} {report.config_path}" + ("" if report.written else " (doctor --write merges it)"))
@@ -586,8 +664,79 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _render_fix(fix: userns.Fix, how: str) -> list[str]:
+    """The profile, where it goes and the command that loads it, as ``doctor --fix`` would do it."""
+    lines = [f"AppArmor profile for bubblewrap ({how})"]
+    if fix.write:
+        lines.append(f"  file {fix.shown}:")
+        lines.extend(f"    {line}" if line else "" for line in fix.content.splitlines())
+    else:
+        lines.append(f"  file {fix.shown}: installed already, as above (not loaded)")
+    lines.append(f"  then: {' '.join(fix.command)}")
+    return lines
+
+
+def fix_bubblewrap(
+    host: userns.Host,
+    *,
+    bwrap: str | None,
+    starts: bool,
+    yes: bool = False,
+    ask: Callable[[str], str] = input,
+    out: Callable[[str], None] = print,
+) -> int:
+    """``doctor --fix``: install and load the AppArmor profile that lets bwrap create its namespaces,
+    after showing exactly what changes and a yes to the prompt (``yes``: ``--yes``, for scripts).
+    Refused, naming why, when there is nothing to fix, AppArmor is not the cause, or this is not root.
+    0: fixed, or nothing to fix; 1: refused, declined or failed (nothing changed then)."""
+    plan = userns.plan(host, userns.read(host), bwrap, starts=starts)
+    if plan.verdict is userns.Verdict.NOTHING:
+        out(f"doctor --fix: {plan.reason}")
+        return 0
+    if plan.fix is None:
+        out(f"doctor --fix: cannot fix this: {plan.reason}")
+        return 1
+    fix = plan.fix
+    out(f"doctor --fix would {plan.reason}:")
+    for line in _render_fix(fix, "what changes")[1:]:
+        out(line)
+    if host.euid != 0:
+        again = shlex.join([sys.executable, "-m", "orchestrator", "doctor", "--fix"])
+        out(
+            f"doctor --fix: refused: writing {fix.shown} and loading it needs root; run `sudo {again}`, or write the "
+            f"profile above to {fix.shown} and run `sudo {' '.join(fix.command)}`. Nothing changed."
+        )
+        return 1
+    if not yes:
+        try:
+            answer = ask("Make this change? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            out("doctor --fix: not confirmed: nothing changed (--yes confirms without asking)")
+            return 1
+    applied = userns.apply(host, fix)
+    for line in applied.lines:
+        out(f"doctor --fix: {line}")
+    if applied.ok:
+        out("doctor --fix: run `doctor` as the user who runs the server: its sandbox line says whether bubblewrap starts now")
+    return 0 if applied.ok else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..config import load_settings
+    from ..process.backends import probe
+    from ..process.sandbox import Backend
+
+    if args.yes and not args.fix:
+        print("doctor: --yes confirms doctor --fix; it does nothing alone", file=sys.stderr)
+        return 2
+    if args.fix:
+        if args.write or args.json or args.worker:
+            print("doctor: --fix changes this machine alone; run it without --write, --json or --worker", file=sys.stderr)
+            return 2
+        starts = probe(backend="bubblewrap").backend is Backend.BUBBLEWRAP
+        return fix_bubblewrap(userns.Host(), bwrap=userns.find_bwrap(), starts=starts, yes=args.yes)
 
     if args.worker is not None and args.worker not in login_kinds():
         print(f"doctor: --worker {args.worker} is not an AI CLI kind; choose one of: {', '.join(login_kinds())}", file=sys.stderr)

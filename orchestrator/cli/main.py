@@ -221,6 +221,13 @@ def _add_late_commands(sub: Any) -> None:
         help="the AI CLI to check and propose (claude, codex, gemini, aider, ollama, opencode); "
         "default: the configured worker, else the first logged-in CLI found",
     )
+    doctor.add_argument(
+        "--fix",
+        action="store_true",
+        help="where Ubuntu's AppArmor rule keeps bubblewrap from starting: install and load the AppArmor profile "
+        "that lets bwrap create its namespaces (as root; shows what changes and asks first)",
+    )
+    doctor.add_argument("--yes", action="store_true", help="with --fix: make the change without asking (for scripts)")
     doctor.set_defaults(func=_lazy("orchestrator.cli.doctor", "cmd_doctor"))
     start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
     start.add_argument(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..config.schema import SandboxBackendChoice
-from . import landlock, seatbelt
+from . import landlock, seatbelt, userns
 from .sandbox import PROBE_TIMEOUT, Backend, SandboxSpec, Support
 
 HOW_TO_ENABLE = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow unprivileged user namespaces"
@@ -89,8 +89,9 @@ def _bubblewrap(command: str, path: str | None) -> Support:
         return Support(None, f"{command} is not installed ({HOW_TO_ENABLE})")
     base = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--cap-drop", "ALL"]
     ok, why = _runs([*base, "--", "true"])
-    if not ok:
-        return Support(None, f"{command} cannot create a sandbox here: {why} ({HOW_TO_ENABLE})")
+    if not ok:  # what this host says refuses its namespace, where it says (docs/sandbox.md: doctor --fix)
+        known = userns.causes(userns.read(userns.Host()))
+        return Support(None, f"{command} cannot create a sandbox here: {why} ({'; '.join(known) or HOW_TO_ENABLE})")
     overlay, _ = _runs([*base, "--overlay-src", "/tmp", "--tmp-overlay", "/tmp", "--", "true"])
     return Support(found, overlay=overlay)
 

@@ -587,10 +587,23 @@ class Decision:
     note: str = ""
 
 
-# What the Landlock backend gives up against bubblewrap, in one sentence (docs/sandbox.md has the table).
+# What the Landlock backend gives up against bubblewrap, in one sentence: the start-up note's and doctor's
+# summary of the rows marked "no" in docs/sandbox.md's per-backend table (the anchor below is that table's).
+LANDLOCK_TABLE = "docs/sandbox.md#where-bubblewrap-cannot-start-landlock"
 LANDLOCK_GIVES_UP = (
-    "this mode cannot hide a readable file or show a private view of refs, and has no PID namespace (docs/sandbox.md)"
+    "this mode cannot hide a readable file or show a private view of refs; not held here as under bubblewrap: "
+    "private CLI state folders, other trees' branches unseen, the project view, a PID namespace"
 )
+# With workers.sandbox_network: allow, what Landlock's port rules do not hold.
+LANDLOCK_ALLOW_GIVES_UP = (
+    "an address filter (its rules name ports: an IP literal at an allowed port passes the proxy), a listener of its own"
+)
+
+
+def landlock_gives_up(network: SandboxNetwork) -> str:
+    """The one line a Landlock sandbox's start-up note ends with: what it does not hold, and where the table is."""
+    extra = f", {LANDLOCK_ALLOW_GIVES_UP}" if network is SandboxNetwork.ALLOW else ""
+    return f"{LANDLOCK_GIVES_UP}{extra} (the table: {LANDLOCK_TABLE})"
 
 
 def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> Decision:
@@ -628,7 +641,7 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
         return Decision(
             spec,
             f"workers run sandboxed (Landlock ABI {abi}, {support.bwrap_reason}; {where}): {writes} (workers.sandbox); "
-            + LANDLOCK_GIVES_UP,
+            + landlock_gives_up(network),
         )
     if support.backend is Backend.SEATBELT:
         spec = SandboxSpec(bwrap="", network=network, emptied=emptied, kept=kept, backend=Backend.SEATBELT)
