@@ -181,7 +181,7 @@ def test_a_git_dir_of_its_own_shows_its_branch_and_the_users_refs_and_nothing_of
     loose and packed ones, their worktrees and reflogs not); its commit moves its view, which ``take``
     moves the real branch to; what it left as links or folders in its own git dir is replaced."""
     repo, tree, private, first, _ = linked
-    git(repo, "tag", "-a", "-m", "t", "v1", "main")
+    git(repo, "tag", "-a", "-m", "t", "v1", "main", env=user_env())
     git(repo, "branch", "orch/r2/w", "main")  # another tree's, packed
     git(repo, "pack-refs", "--all")
     git(repo, "branch", "orch/r3/w", "main")  # another's, loose
