@@ -265,6 +265,16 @@ AT_HOST_PATH = {
     "git commit (host)",
     "write config.yaml",
 }
+# Under Landlock every git a worker runs is told its own git dir, index and work tree (git/worker_gitdir.py):
+# git on the user's repository (``git -C <host>``) acts on those, its own, and the user's repository is proven
+# unchanged from outside. (``git stash drop`` finds no stash there: its git dir holds no reflog of yours.)
+ON_OWN_GIT_DIR = {
+    "git branch -f main HEAD~1",
+    "git update-ref refs/heads/x HEAD",
+    "git checkout -b y",
+    "git add -A (host index)",
+    "git commit (host)",
+}
 
 
 @needs_bwrap
@@ -294,9 +304,9 @@ def test_a_sandboxed_worker_is_refused_everything_outside_its_checkout_and_the_h
     }
     assert set(seen) == expected
     landlock = arena.backend == "landlock"
-    # Landlock: no project view (the host's path is the user's tree, read-only) and no PID namespace (it
-    # sees every process; its signals stay in its own domain: ABI 6's scope)
-    done = {"see the server's pid"} if landlock else AT_HOST_PATH
+    # Landlock: no project view (the host's path is the user's tree, read-only; its git there is its own git
+    # dir's) and no PID namespace (it sees every process; its signals stay in its own domain: ABI 6's scope)
+    done = {"see the server's pid", *ON_OWN_GIT_DIR} if landlock else AT_HOST_PATH
     assert {name for name, g in seen.items() if g["done"]} == done, seen
     # hidden: bound over by /dev/null, which the sandbox's nodev mount makes unreadable (EACCES), not empty; or,
     # the folder being tracked, the worker's own checkout's copy (as committed, without the key). Landlock:
@@ -430,11 +440,14 @@ def test_a_worker_cannot_point_its_head_at_the_users_branch_for_the_orchestrator
     engine = arena.engine("on")
     job, before, after = planted_job(arena, engine, "git symbolic-ref HEAD refs/heads/main\n")
     if arena.backend == "landlock":
-        # HEAD is writable (its folder is), but the orchestrator's commit runs in the worker's sandbox,
-        # where main's ref folder is not: that commit fails, and main stays
+        # Its git's HEAD is its own git dir's (git/worker_gitdir.py): the worker moves that copy, and the
+        # orchestrator's commit, in its sandbox, is on its branch again (HEAD written anew): main stays
         assert after == before
-        assert only_worker(engine, job).status is not WorkerStatus.SUCCESS
-        row("landlock", "point HEAD at main", "HEAD moved; the commit refused in the sandbox", None, after == before)
+        done = only_worker(engine, job)
+        assert done.status is WorkerStatus.SUCCESS and done.commit, done.exit_reason
+        assert git(arena.host, "show", f"{done.commit}:changed.txt").strip() == "change"
+        assert git(arena.host, "rev-parse", f"refs/heads/{done.branch}").strip() == done.commit
+        row("landlock", "point HEAD at main", "its own git dir's HEAD moved; its work committed on its branch", None, True)
         return
     # git writes HEAD.lock and renames it over HEAD: a mount point cannot be renamed over
     assert (
@@ -481,14 +494,18 @@ def test_a_worker_cannot_turn_a_reflog_into_a_link_to_a_file_of_the_users(arena,
     engine = arena.engine("on")
     job, before, after = planted_job(arena, engine, script)
     log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
-    # Landlock: the private dir's logs/HEAD is writable with its folder (a link there is the worker's
-    # own sandbox's business: its git appends through it, and may not write the host's file)
+    # Landlock: its git dir is its own (git/worker_gitdir.py), whose logs/HEAD is writable with its folder
+    # (its branch's reflog folder is not made yet): the link is made there, and removed before the
+    # orchestrator's git in its sandbox (which appends to it) runs; no git outside reads that git dir
     pinned = ("branch", "new") if arena.backend == "landlock" else ("branch", "head", "new")
     assert all(f"refused-{what}-log" in log for what in pinned), log
-    if arena.backend == "landlock":  # the link was made, and removed before any git ran outside
-        assert "a file of its git dir had been made a link" in log and f"-> {arena.host}/.env): removed" in log, log
+    if arena.backend == "landlock":
+        own = engine.workspace.tree_git_dirs(job.root_id)
+        assert f"{own}/" in log and "refused-head-log" not in log, log  # made, in its own git dir
+        assert not [p for p in own.rglob("*") if p.is_symlink() and "logs" in p.parts], list(own.rglob("*"))
+        assert only_worker(engine, job).status is WorkerStatus.SUCCESS
     assert after == before
-    outcome = "refused: reflogs pinned" if arena.backend != "landlock" else "logs/HEAD link removed before git ran"
+    outcome = "refused: reflogs pinned" if arena.backend != "landlock" else "its own logs/HEAD link removed before git ran"
     row("sandbox on", "reflog as a link to a host file", outcome, None, after == before)
 
 
@@ -575,7 +592,8 @@ def test_committing_workers_whose_git_walks_every_branch_see_their_own_and_land(
     _, workers = engine.queries.snapshot(job.id)
     logs = [engine.workspace.worker_log(job.root_id, 0, w.name).read_text() for w in workers]
     assert all(w.status is WorkerStatus.SUCCESS for w in workers), logs
-    # Landlock has no view of the tree's branches: each may see its siblings' too (what is left out)
+    # Landlock: its git dir lists its tree's worktrees at their tips (git/worker_gitdir.py: so that its gc
+    # keeps what they committed), so ``log --all`` walks its siblings' commits too; never their branches
     seen = ("mine seen: 1",) if arena.backend == "bubblewrap" else ("mine seen: 1", "mine seen: 2", "mine seen: 3")
     assert all(any(s in log for s in seen) and "packed" in log for log in logs), logs
     assert all(git(arena.host, "log", "-1", "--format=%s", str(w.commit)).strip() == "mine" for w in workers)
@@ -590,9 +608,13 @@ def test_eight_workers_committing_at_once_have_every_object_taken_and_no_false_a
     jobs in a row: every commit lands, the repository is whole, and no worker's log says an object
     was "not taken" (issue 47, item 6: sibling takes had moved what another take had listed)."""
     commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"
+    # Landlock: a worker's git reads only the siblings' worktrees it was granted at its start (all of them
+    # only while no other tree has a worktree: rounds 2 and 3 have), so a gc there may drop the commits of a
+    # sibling started after it (docs/sandbox.md: a gap); there its git packs what it has, deleting nothing.
+    pack = "git gc -q --prune=now" if arena.backend == "bubblewrap" else "git repack -q"
     script = (
         f"od -An -N8 -tx1 /dev/urandom > one.txt && git add one.txt && {commit} one\n"
-        "git gc -q --prune=now 2>/dev/null; echo packed\n"
+        f"{pack} 2>/dev/null; echo packed\n"
         f"od -An -N8 -tx1 /dev/urandom > two.txt && git add two.txt && {commit} two && echo committed\n"
     )
     attack = arena.tmp / "eight.sh"
@@ -663,6 +685,11 @@ LOOK = """git for-each-ref --format='ref: %(refname)'
 git log --all --format='subject: %s'
 git worktree list --porcelain | sed 's/^/worktree: /'
 git reflog show --all --format='reflog: %gs' 2>/dev/null
+common=$(cd "$(sed 's/^gitdir: //' .git)" && cd "$(cat commondir)" && pwd)
+ls -R "$common/refs" "$common/logs" "$common/worktrees" 2>&1 | sed 's/^/direct: /'
+sed 's/^/direct: /' "$common/packed-refs" 2>&1
+env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE git for-each-ref --format='unset: %(refname)' 2>&1
+env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE git log --all --format='unset: %s' 2>&1
 echo looked
 """
 
@@ -672,11 +699,13 @@ def test_a_worker_sees_through_git_no_other_trees_branches_commits_or_worktrees(
     """Issue 48, item 8. Two trees ran before (the first's branches then packed, as a user's
     ``git gc`` packs them; the second's loose), each with a commit of its worker's own. A worker of a
     third tree lists every ref, walks every branch (``git log --all``, which walks other worktrees'
-    HEADs too), lists the worktrees and the reflogs: under bubblewrap it sees the user's branches and
-    its own, nothing of the other trees (their ref folders, reflogs and worktrees' git dirs shown
-    empty, packed-refs without them: git/worker_refs.py). Landlock cannot show a folder of the git
-    dir empty (its rules would have to name each file there, and git renames new files over them),
-    so there the other trees stay visible: what docs/sandbox.md says it gives up."""
+    HEADs too), lists the worktrees and the reflogs, through git and reading the repository's git dir
+    itself, and with git's variables unset: under bubblewrap it sees the user's branches and
+    its own, nothing of the other trees. Under bubblewrap their ref folders, reflogs and worktrees'
+    git dirs are shown empty and packed-refs without them (git/worker_refs.py); Landlock cannot show
+    a folder of the git dir empty, so there the repository's git dir is not granted and the worker's
+    git is told a git dir of its own (git/worker_gitdir.py). With the git dir shared, 14 lines of the
+    other trees were seen under Landlock."""
     engine = arena.engine("on")
     commit = "git -c user.name=W -c user.email=w@x commit -q --no-verify -m"
     others = []
@@ -700,10 +729,9 @@ def test_a_worker_sees_through_git_no_other_trees_branches_commits_or_worktrees(
     assert f"ref: refs/heads/orchestrator/{job.root_id}/worker_1" in log, log  # its own
     leaked = [line for line in log.splitlines() if any(o in line for o in others) or "other-tree-" in line]
     row("sandbox on", "read other trees' branches through git", f"{len(leaked)} lines of them seen", None, True)
-    if arena.backend == "landlock":
-        assert leaked, log  # said in docs/sandbox.md: no view of the git dir under Landlock
-    else:
-        assert leaked == [], log
+    assert leaked == [], log
+    if arena.backend == "landlock":  # its worktree's real git dir leads to a git dir it cannot read: git fails
+        assert "unset: refs/heads/main" not in log and "Permission denied" in log, log
     assert only_worker(engine, job).status is WorkerStatus.SUCCESS
     assert arena.snapshot() == before
 
@@ -933,7 +961,7 @@ def test_on_a_node_under_the_rq_executor_the_attempt_is_confined_the_same(arena,
     )
     assert all(w.node == "n1" for w in engine.queries.snapshot(job.root_id)[1])
     ran = {n: (worker(engine, job, n).exit_reason, lines_of(engine, job, n)[-3:]) for n in ("worker_1", "worker_2")}
-    done = set() if arena.backend == "landlock" else AT_HOST_PATH  # Landlock: no project view, the user's tree read-only
+    done = ON_OWN_GIT_DIR if arena.backend == "landlock" else AT_HOST_PATH  # Landlock: no project view, the user's tree read-only
     assert len(seen) == 12 and {name for name, g in seen.items() if g["done"]} == done, (seen, ran)
     assert after == before
     legit = worker(engine, job, "worker_4")

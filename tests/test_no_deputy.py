@@ -52,6 +52,11 @@ open(index, "wb").write(body + hashlib.sha1(body).digest())
 """
 
 
+# git on a repository of the worker's own making: under Landlock every git it runs is told its own git dir
+# (git/worker_gitdir.py), so an attacker drops those variables first (a no-op under bubblewrap)
+NESTED = "env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE git"
+
+
 @pytest.fixture(params=["bubblewrap", "landlock"])
 def deputy(tmp_path, request):
     """A host repository, the orchestrator's folder in it with an API key in its config.yaml, a proof
@@ -113,7 +118,7 @@ def test_an_index_entry_that_climbs_out_of_the_checkout_reads_nothing_and_is_nev
     before = snapshot(host, folder)
     engine = make()
     climb = "../../../../config.yaml"  # from workspace/job_<id>/depth_0/worker_1 to the folder's config.yaml
-    task = f"'{sys.executable}' '{plant}' \"$(git rev-parse --git-dir)/index\" '{climb}' && echo work > work.txt"
+    task = f"'{sys.executable}' '{plant}' \"$(git rev-parse --git-path index)\" '{climb}' && echo work > work.txt"
     job = run_job(engine, "x", tasks=[task])
     worker = only_worker(engine, job)
     # bubblewrap: the hidden config.yaml reads empty, and the tree's check refuses the ".." entry;
@@ -132,8 +137,8 @@ def test_a_nested_repository_whose_config_runs_a_command_runs_nothing_outside_an
     before = snapshot(host, folder)
     engine = make()
     task = (
-        f"git init -q sub && git -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && git -C sub add f"
-        " && git -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub; echo work > work.txt"
+        f"{NESTED} init -q sub && {NESTED} -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && {NESTED} -C sub add f"
+        f" && {NESTED} -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub; echo work > work.txt"
     )
     job = run_job(engine, "x", tasks=[task])
     worker = only_worker(engine, job)
@@ -352,8 +357,8 @@ def test_on_a_node_under_the_rq_executor_what_a_worker_plants_runs_nothing_outsi
     )
     tasks = [
         f"cp '{module}' stripper.py; echo cell > x.nb",
-        f"git init -q sub && git -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && git -C sub add f"
-        " && git -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub",
+        f"{NESTED} init -q sub && {NESTED} -C sub config core.fsmonitor '{evil} nested' && echo x > sub/f && {NESTED} -C sub add f"
+        f" && {NESTED} -C sub -c user.name=a -c user.email=a@x commit -qm s && git add sub",
         "printf x > \"$(printf 'caf\\351.txt')\"",
     ]
     try:

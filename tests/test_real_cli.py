@@ -803,6 +803,59 @@ def test_a_sandboxed_claude_worker_with_claude_code_tmpdir_outside_runs_the_proj
     assert snapshot(host, folder) == before
 
 
+GIT_IN_A_TEST = """import subprocess
+
+
+def git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_git_in_the_checkout():
+    seen = git("log", "--all", "--format=subject: %s") + git("for-each-ref", "--format=ref: %(refname)")
+    print(seen)
+    assert "subject: a git test" in seen and "ref: refs/heads/main" in seen
+    assert "other-tree" not in seen
+    open("by_the_test.txt", "w").write("committed by the project's test")
+    git("add", "by_the_test.txt")
+    git("-c", "user.name=T", "-c", "user.email=t@x", "commit", "-q", "--no-verify", "-m", "by the test")
+"""
+
+
+@needs_adapter
+@pytest.mark.skipif(not probe_sandbox(backend="landlock").available, reason="no Landlock on this machine")
+def test_a_claude_worker_under_landlock_runs_git_in_its_worktree_and_sees_no_other_tree(tmp_path, claude_workers):
+    # Under Landlock the worker's git is told a git dir of its own (git/worker_gitdir.py): the CLI starts
+    # in its worktree (Claude Code runs git there itself), its Bash tool runs the project's test, which
+    # walks every branch, lists every ref (another tree's branch not among them) and commits. That
+    # commit, and the orchestrator's of what was left, land on the worker's branch; the host is unchanged.
+    from .helpers.worktree import git, host_engine, make_host, snapshot, user_env
+
+    host, folder = make_host(tmp_path)
+    (host / "test_git.py").write_text(GIT_IN_A_TEST)
+    git(host, "add", "test_git.py")
+    git(host, "commit", "-qm", "a git test", "--no-verify", env=user_env())
+    git(host, "branch", "orchestrator/0other0tree0/worker_1", "HEAD")
+    git(host, "commit", "-q", "--allow-empty", "-m", "other-tree commit", "--no-verify", env=user_env())
+    git(host, "branch", "-f", "orchestrator/0other0tree0/worker_1", "HEAD")
+    git(host, "reset", "-q", "--hard", "HEAD~1")
+    before = snapshot(host, folder)
+    mock = claude_workers(_bash_turns("python -m pytest -q -s -p no:cacheprovider test_git.py"))
+    sandbox = {"sandbox": "on", "sandbox_backend": "landlock", "default_timeout": 120, "max_retries": 0}
+    engine = host_engine(folder, orchestrator=worker_settings(), workers=sandbox)
+    try:
+        job = run_job(engine, "Run the tests", tasks=["Run the project's tests"], timeout=150)
+        worker = only_worker(engine, job)
+        why = explain(engine, job, mock)
+        assert worker.status is WorkerStatus.SUCCESS and worker.sandbox == "landlock", why
+        (result,) = tool_results(mock.conversation[-1].body)
+        assert "1 passed" in str(result["content"]) and "other-tree" not in str(result["content"]), why
+        assert git(host, "log", "--format=%s", str(worker.commit)).splitlines()[:2] == ["by the test", "a git test"], why
+        assert git(host, "show", f"{worker.commit}:by_the_test.txt") == "committed by the project's test"
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
+
+
 @needs_adapter
 def test_continue_resumes_the_claude_session_it_recorded_and_the_round_lands_on_the_result(hosted_at_root, claude_workers):
     # Round 1 writes notes.md; round 2 (the feedback) adds a line. Resumed with --resume, the CLI sends

@@ -5,11 +5,12 @@ bind, and ``take`` must move the real branch only to a commit, only from where i
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from orchestrator.git import worker_refs
+from orchestrator.git import worker_gitdir, worker_refs
 from orchestrator.git.gitrefs import ref_value
 from orchestrator.git.gitwork import linked_git_dir
 
@@ -164,3 +165,56 @@ def test_the_folders_of_other_trees_and_a_packed_refs_without_them(linked, tmp_p
     assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None  # nothing of another tree's
     (common / "packed-refs").unlink()
     assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None
+
+
+def own_git(tree: Path, git_dir: Path, env: dict[str, str], *args: str) -> str:
+    """git as a worker under Landlock runs it: told its own git dir (worker_gitdir), nothing else of the repository's."""
+    scrubbed = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = subprocess.run(["git", *args], cwd=tree, env={**scrubbed, **user_env(), **env}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_git_dir_of_its_own_shows_its_branch_and_the_users_refs_and_nothing_of_other_trees(linked, tmp_path):
+    """Landlock (git/worker_gitdir.py): no mount hides other trees' folders of the git dir, so the worker's
+    git is told one of its own. It lists the user's branches and tags and its own branch (other trees'
+    loose and packed ones, their worktrees and reflogs not); its commit moves its view, which ``take``
+    moves the real branch to; what it left as links or folders in its own git dir is replaced."""
+    repo, tree, private, first, _ = linked
+    git(repo, "tag", "-a", "-m", "t", "v1", "main", env=user_env())
+    git(repo, "branch", "orch/r2/w", "main")  # another tree's, packed
+    git(repo, "pack-refs", "--all")
+    git(repo, "branch", "orch/r3/w", "main")  # another's, loose
+    git(repo, "worktree", "add", "-q", "-b", "orch/r3/x", str(tmp_path / "other"), "main")
+    store = tmp_path / "store"
+    store.mkdir()
+    own = tmp_path / "git-dirs" / private.name
+    common = repo / ".git"
+    env = worker_gitdir.prepare(own, private, common, tree, "orch/", "r1", "w", store)
+    env |= {"GIT_OBJECT_DIRECTORY": str(store), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects")}
+    refs = own_git(tree, own, env, "for-each-ref", "--format=%(refname)").split()
+    assert refs == ["refs/heads/main", "refs/heads/orch/r1/w", "refs/tags/v1"]
+    assert "orch/r3" not in own_git(tree, own, env, "worktree", "list") + own_git(tree, own, env, "reflog", "show", "--all")
+    (tree / "b.txt").write_text("mine")
+    own_git(tree, own, env, "add", "b.txt")
+    own_git(tree, own, env, "commit", "-qm", "mine")
+    mine = own_git(tree, own, env, "rev-parse", "HEAD").strip()
+    assert view_file(private).read_text().strip() == mine != first
+    assert git(repo, "rev-parse", REF).strip() == first  # the real branch: not until it is taken
+    for path in store.rglob("*"):  # (worker_objects.take checks and moves them; here a plain copy)
+        if path.is_file() and path.parent.name != "info":
+            target = common / "objects" / path.relative_to(store)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    assert worker_refs.take(tree, repo, "w", REF) == ""
+    assert git(repo, "rev-parse", REF).strip() == mine
+    # What a worker may leave in its own git dir: HEAD elsewhere, a folder where config goes, a link in logs.
+    (own / "HEAD").write_text("ref: refs/heads/main\n")
+    (own / "config").unlink()
+    (own / "config").mkdir()
+    (own / "logs" / "HEAD").unlink()
+    (own / "logs" / "HEAD").symlink_to(repo / "a.txt")
+    worker_gitdir.prepare(own, private, common, tree, "orch/", "r1", "w", store)
+    assert (own / "HEAD").read_text() == "ref: refs/heads/orch/r1/w\n" and (own / "config").is_file()
+    assert not (own / "logs" / "HEAD").is_symlink() and (repo / "a.txt").read_text() == "two"
+    assert "packRefs = false" in (own / "config").read_text()

@@ -539,7 +539,7 @@ class Attempts:
 
     def _footprint(self) -> Footprint:
         """What the disk cap counts of the attempt starting now (process/monitor.Footprint): its
-        folder, its TMPDIR, and in a worktree its private git dir and the growth from now of its
+        folder, its TMPDIR, and in a worktree its private git dir (and its own, under Landlock) and the growth from now of its
         tree's object store. Those two are found from the worktree's ``.git``
         pointer, read once, and only in a worktree, where the sandbox shows it read-only (a plain
         folder's ``.git`` is the worker's to write: a path it chose is never walked)."""
@@ -550,7 +550,10 @@ class Attempts:
             if self.config.isolation == Isolation.WORKTREE:
                 store = self.workspace.tree_objects(self.record.root_id)
                 private, stores = linked_git_dir(self.worker_dir), stores_of(self.worker_dir, store)
-            self._git_disk = ((private,) if private is not None else (), stores.workers if stores else None)
+            # (and the git dir of its own a sandbox without mounts gives it: git/worker_gitdir.py)
+            own_git = self.workspace.tree_git_dirs(self.record.root_id) / private.name if private is not None else None
+            found = (private, own_git) if private is not None and own_git is not None else ()
+            self._git_disk = (found, stores.workers if stores else None)
         rec = self.record
         own = (self.worker_dir, self.workspace.worker_tmp(rec.root_id, rec.depth, rec.name), *self._git_disk[0])
         return Footprint.start(own, self._git_disk[1])

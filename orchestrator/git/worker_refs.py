@@ -296,7 +296,7 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
         folder = prefix.strip("/")
         emptied += [common / "refs" / "heads" / folder, common / "logs" / "refs" / "heads" / folder]
         kept.append(common / "logs" / "refs" / "heads" / f"{prefix}{root_id}")
-    ours, others = _worktrees_in(common / "worktrees", tree_folder)
+    ours, others = worktrees_in(common / "worktrees", tree_folder)
     if others:  # (none: nothing to hide there, and no bind per sibling to pay for: one tree running alone)
         emptied.append(common / "worktrees")
         kept += [path for path in ours if path != private]
@@ -304,7 +304,7 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
     return [p for p in emptied if p in exists], [p for p in kept if p in exists]
 
 
-def _worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
+def worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
     """The worktree git dirs in ``worktrees`` whose checkout (their ``gitdir`` file, which git writes
     and a sandbox pins read-only) lies in ``folder``, and the others."""
     ours: list[Path] = []
@@ -349,7 +349,7 @@ def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) ->
     return copy
 
 
-__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "other_trees", "packed_without_trees", "show", "take"]
+__all__ = ["SHOWN", "VIEW", "follow", "forget_broken", "other_trees", "packed_without_trees", "show", "take", "worktrees_in"]
 
 
 # What git writes or follows in a worktree's private git dir on a commit, reset or ref move: a link a

@@ -24,9 +24,13 @@ What a Landlock-confined process may do (docs/sandbox.md, "Where bubblewrap cann
   before it runs anything): Landlock's rules leave a root process's CAP_SYS_PTRACE free to read another
   process's memory and environment, and CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel.
 
-Given up against bubblewrap: no mount view (no project view, no private view of refs: the tree's ref
-folder is writable whole; ``readonly`` and ``fixed`` entries inside a writable folder stay writable),
-and no PID namespace (the process tree is tracked by its tag and cgroup, as an unconfined worker's).
+* **a worker's own git dir** in place of the repository's, which its rules leave out: ``git_env``
+  (git/worker_gitdir.py) names it, its index and work tree, for :func:`environment` too.
+
+Given up against bubblewrap: no mount view (no project view; a detached worktree's git, a resolver's,
+has the tree's ref folder writable whole and the repository's git dir readable; ``readonly`` and
+``fixed`` entries inside a writable folder stay writable), and no PID namespace (the process tree is
+tracked by its tag and cgroup, as an unconfined worker's).
 """
 
 from __future__ import annotations
@@ -274,13 +278,14 @@ def argv(spec: SandboxSpec, command: Sequence[str]) -> list[str]:
 
 def environment(spec: SandboxSpec) -> dict[str, str]:
     """Where the git of a process of ``spec`` writes objects: the workers' store (git/worker_objects.py),
-    reading the repository's as an alternate, which stays read-only. Empty without a store. (Every git
-    the process runs, on any repository, writes its objects there.)"""
+    reading the repository's as an alternate, which stays read-only; and, for a worker's worktree, its
+    own git dir, index and work tree (``git_env``: git/worker_gitdir.py). Empty without them. (Every
+    git the process runs, on any repository, uses them.)"""
     found = _redirected(spec)
     if found is None:
-        return {}
+        return dict(spec.git_env)
     store, real = found
-    return {"GIT_OBJECT_DIRECTORY": store, "GIT_ALTERNATE_OBJECT_DIRECTORIES": real}
+    return {**dict(spec.git_env), "GIT_OBJECT_DIRECTORY": store, "GIT_ALTERNATE_OBJECT_DIRECTORIES": real}
 
 
 def _redirected(spec: SandboxSpec) -> tuple[str, str] | None:

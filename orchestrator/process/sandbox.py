@@ -205,6 +205,9 @@ class SandboxSpec:
     # spec as access rules; ``landlock_abi`` the kernel's, what the rules may name).
     backend: Backend = Backend.BUBBLEWRAP
     landlock_abi: int = 0
+    # Without mounts (Landlock): where its git finds its own git dir, index and work tree
+    # (git/worker_gitdir.py), as environment variables; none under bubblewrap, which binds a view.
+    git_env: tuple[tuple[str, str], ...] = ()
 
     def with_writable(self, *paths: str | Path) -> SandboxSpec:
         return _replace(self, writable=(*self.writable, *(str(p) for p in paths)))
@@ -299,6 +302,7 @@ class SandboxSpec:
             "project": self.project.to_dict() if self.project is not None else None,
             "egress": self.egress.to_dict() if self.egress is not None else None,
             "backend": self.backend.value,
+            "git_env": [list(pair) for pair in self.git_env],
         }
 
     @classmethod
@@ -332,6 +336,7 @@ class SandboxSpec:
             unix_sockets=bool(data.get("unix_sockets", False)),
             project=ProjectView.from_dict(data["project"]) if data.get("project") else None,
             egress=EgressPlan.from_dict(data["egress"]) if data.get("egress") else None,
+            git_env=_pairs(data.get("git_env", ())),
         )
 
 

@@ -30,7 +30,7 @@ from .. import defences, protocol
 from ..audit import signing_key as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
-from ..git import worker_objects, worker_refs
+from ..git import worker_gitdir, worker_objects, worker_refs
 from ..git.gitrefs import ref_value
 from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
@@ -178,7 +178,7 @@ class Confinement:
         caches.mkdir(parents=True, exist_ok=True)
         paths = Paths(writable=[directory, tmp, caches])
         mounts = base.backend is Backend.BUBBLEWRAP  # Landlock and Seatbelt show no path at another
-        self._git_paths(root_id, branch, directory, paths, view=mounts)
+        git_env = self._git_paths(root_id, branch, directory, paths, view=mounts, own=base.backend is Backend.LANDLOCK)
         adapter = get_adapter(kind) if kind else None
         if adapter is not None:
             for folder in adapter.state_dirs(self.settings, env or {}):
@@ -204,6 +204,7 @@ class Confinement:
             # No mount view under Landlock or Seatbelt: the checkout is where it is (process/landlock.py).
             project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW) if mounts else None,
             egress=self.egress_plan(adapter, env or {}) if spec.network is SandboxNetwork.ALLOW else None,
+            git_env=tuple(git_env.items()),
         )
 
     def egress_plan(self, adapter: Adapter | None, env: Mapping[str, str]) -> EgressPlan:
@@ -341,7 +342,9 @@ class Confinement:
             atomic_write(path, b"", durable=False, mode=0o444)
         return path
 
-    def _git_paths(self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True) -> None:
+    def _git_paths(
+        self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True, own: bool = False
+    ) -> dict[str, str]:
         """What a worktree's own commits write: its private git dir, its tree's object store in place
         of the repository's (which it sees read-only: git/worker_objects.py), its view of its tree's
         branches in place of their folder (its own branch only: git/worker_refs.py), and its own
@@ -355,17 +358,20 @@ class Confinement:
         over themselves and their folder stays read-only: no reflog can become a link to a file of
         the user's, which the orchestrator's commit would append to.
 
-        Without ``view`` (Landlock: no mounts), the same pairs are rules: the tree's ref folder is
-        writable whole and the worker's commits move its real branch, which the orchestrator checks
-        afterwards as it checks a view's copy (git/worker_refs.py ``take``); its tree's object store is
-        where the worker's git is told to write (process/landlock.py)."""
+        Without ``view`` (no mounts), the same pairs are rules, and its tree's object store is where the
+        worker's git is told to write (process/landlock.py). With ``own`` (Landlock) and a ``branch``,
+        the repository's git dir is not granted at all: the worker's git is told a git dir of its own
+        (git/worker_gitdir.py: its branch from its view, the user's refs, nothing of other trees),
+        the environment returned. Else (Seatbelt; a detached worktree: a resolver's, the result
+        gate's) the tree's ref folder is writable whole and the worker's commits move its real branch,
+        which the orchestrator checks afterwards as it checks a view's copy (git/worker_refs.py ``take``)."""
         private = linked_git_dir(directory)
         if private is None:
-            return
+            return {}
         common = common_dir_of(private)
         if common is None:
             paths.writable.append(private)
-            return
+            return {}
         tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
         refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
@@ -383,23 +389,42 @@ class Confinement:
             copy = self.workspace.tree_packed_refs(root_id)
             if worker_refs.packed_without_trees(common, prefix, root_id, copy) is not None:
                 paths.shown.append((copy, common / "packed-refs"))
-        else:
+        elif not (own and branch):
             worker_refs.show_in_place(private, tip)
-        paths.moved.append((private / worker_refs.VIEW, refs))
+        if view or not (own and branch):
+            paths.moved.append((private / worker_refs.VIEW, refs))
         # Its tree's object store in place of the repository's, which it reads (git/worker_objects.py).
         stores = worker_objects.tree_stores(self.workspace.tree_objects(root_id), common)
         worker_objects.prepare(stores)
         paths.moved.append((stores.workers, stores.host))
         paths.shown.append((stores.host, stores.shown_at))
+        git_env: dict[str, str] = {}
+        if own and branch and not view:
+            worker_refs.show(private, branch, tip)
+            dirs = self.workspace.tree_git_dirs(root_id)
+            ours, others = worker_refs.worktrees_in(common / "worktrees", self.workspace.job_dir(root_id))
+            prefix = self.settings.git.branch_prefix
+            git_env = worker_gitdir.prepare(
+                dirs / private.name, private, common, directory, prefix, root_id, branch, stores.workers, ours
+            )
+            paths.writable.append(dirs / private.name)
+            # Its tree's worktrees, read-only: their tips and indexes, which its git's gc keeps. As under bubblewrap,
+            # the folder of every worktree's git dir whole where all are its tree's (or the user's): a sibling's
+            # made after its start is read there too; else each of its siblings' there now.
+            paths.readonly.append(dirs / worker_gitdir.WORKTREES)
+            paths.readonly.extend([common / "worktrees"] if not others else [p for p in ours if p != private])
+            paths.emptied.append(common)  # not granted: only what its git is told (an unset variable fails)
+            paths.readonly.append(stores.host)  # the repository's objects, its git's alternate
         paths.readonly.append(stores.workers.parent / worker_objects.SHOWN_AT)  # where its alternates lead without mounts
         paths.fixed.append(private / "logs" / "HEAD")
-        if branch:
+        if branch and not git_env:  # (its own git dir holds its own reflogs)
             paths.fixed.append(common / "logs" / "refs" / "heads" / tree / branch)
         pinned = ("HEAD", "commondir", "gitdir", "config.worktree", BASE_FILE, CHECKPOINT_FILE, worker_refs.SHOWN)
         paths.readonly.extend([directory / ".git", *(private / name for name in pinned)])
         # (Its siblings' branches bound read-only one by one instead of a view: a sibling's commit (git
         # renames a new file over its ref) between that list and bubblewrap's start made the start
         # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)
+        return git_env
 
 
 def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -> None:

@@ -282,6 +282,11 @@ class Workspace:
         written by its workers, resolvers and gates only, never read by another tree's; goes with the tree."""
         return self._tree(root_id).state / "git-objects"
 
+    def tree_git_dirs(self, root_id: str) -> Path:
+        """The git dirs of a tree's sandboxed workers where no mount shows them a view (Landlock:
+        git/worker_gitdir.py), one per worktree; written by those workers, goes with the tree."""
+        return self._tree(root_id).state / "git-dirs"
+
     def tree_packed_refs(self, root_id: str) -> Path:
         """The repository's packed-refs as a tree's sandboxes see it: without other trees' branches
         (git/worker_refs.py), written at each sandbox's start."""

@@ -371,7 +371,6 @@ PRIMITIVES: tuple[Primitive, ...] = (
         print("EXFIL", P["id"], "read:", " ".join(done.stdout.split())[-3000:], flush=True)
         """,
         exfiltrated(lambda o: o.other_secret),
-        gaps=frozenset({"landlock"}),  # Landlock cannot hide folders inside .git a running git renames files in
     ),
 )
 
