@@ -345,7 +345,7 @@ class WorkersSettings(Section):
     sandbox_backend: SandboxBackendChoice = setting(
         SandboxBackendChoice.AUTO,
         "what confines sandboxed workers: bubblewrap (a mount view, a PID namespace), landlock (the kernel's access "
-        "rules, where bubblewrap cannot start: it cannot hide a readable file or show a private view of refs), or auto: "
+        "rules, where bubblewrap cannot start: it cannot hide a readable file), or auto: "
         "bubblewrap where it starts, else landlock (docs/sandbox.md)",
         choices=SandboxBackendChoice,
     )

@@ -22,8 +22,7 @@ What a Landlock-confined process may do (docs/sandbox.md, "Where bubblewrap cann
 * **signal** and reach abstract Unix sockets only within its own domain (ABI 6 scopes);
 * hold **no capability**, even as root (its launcher empties the bounding set and every other set
   before it runs anything): Landlock's rules leave a root process's CAP_SYS_PTRACE free to read another
-  process's memory and environment, and CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel.
-
+  process's memory and environment, and CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel;
 * **a worker's own git dir** in place of the repository's, which its rules leave out: ``git_env``
   (git/worker_gitdir.py) names it, its index and work tree, for :func:`environment` too.
 

@@ -596,8 +596,8 @@ class Decision:
 # summary of the rows marked "no" in docs/sandbox.md's per-backend table (the anchor below is that table's).
 LANDLOCK_TABLE = "docs/sandbox.md#where-bubblewrap-cannot-start-landlock"
 LANDLOCK_GIVES_UP = (
-    "this mode cannot hide a readable file or show a private view of refs; not held here as under bubblewrap: "
-    "private CLI state folders, other trees' branches unseen, the project view, a PID namespace"
+    "this mode cannot hide a readable file; not held here as under bubblewrap: "
+    "private CLI state folders, other trees' branches unseen by a resolver or the result gate, the project view, a PID namespace"
 )
 # With workers.sandbox_network: allow, what Landlock's port rules do not hold.
 LANDLOCK_ALLOW_GIVES_UP = (
