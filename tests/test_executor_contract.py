@@ -17,6 +17,8 @@ from orchestrator.process.runner import CommandNotFound, Wakeup
 from orchestrator.process.shim import read_exit_file
 from orchestrator.testing import FakeClock, FakeExecutor, Script
 
+from .conftest import wait_until
+
 # What each kind of attempt does, as a real command and as a script.
 COMMANDS = {
     "exit3": ["sh", "-c", "echo hello; exit 3"],
@@ -152,8 +154,10 @@ def test_a_wakeup_makes_its_event_and_pipe_on_first_use_and_is_the_same_flag_eit
 
 
 def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig):
-    handle, _ = rig.start("stubborn", "contract.stubborn.1")
-    rig.executor.wait(handle, 0.3)  # its trap is set
+    handle, log = rig.start("stubborn", "contract.stubborn.1")
+    assert rig.executor.wait(handle, 0.3) is None
+    # Its trap is set once it says "up" (before that, under load, SIGTERM still ends it)
+    wait_until(lambda: log.is_file() and log.read_text().startswith("up\n"), timeout=30, what="the trap set")
     assert rig.executor.terminate(handle, grace=0.5, first_signal=signal.SIGTERM) == "SIGKILL"
     assert rig.executor.wait(handle, 10) == -signal.SIGKILL
 
