@@ -342,10 +342,11 @@ def test_a_hanging_request_ends_in_timeout(make_engine, mock_api):
 
 def test_a_timeout_mid_answer_keeps_the_tokens_the_stream_showed(make_engine, mock_api):
     # The model's stream starts (message_start: its input usage) and then stalls.
-    mock = mock_api([Text("never finished", usage=usage(3000, 400, read=1000), stall=60)])
-    # Long enough for the SDK's import and the request under load; the stall is far longer.
-    engine = anthropic_engine(make_engine, mock, workers={"default_timeout": 10, "kill_grace": 5})
-    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=60)
+    mock = mock_api([Text("never finished", usage=usage(3000, 400, read=1000), stall=120)])
+    # Long enough for the SDK's import and the request under load (10 s was not, under the parallel
+    # slow tier: stopped before its request); the stall is far longer.
+    engine = anthropic_engine(make_engine, mock, workers={"default_timeout": 30, "kill_grace": 5})
+    job = run_job(engine, "Say hi", tasks=["Say hi"], timeout=120)
     worker = only_worker(engine, job)
     why = explain(engine, job, mock)
     assert worker.status is WorkerStatus.TIMEOUT and worker.attempts[0].kill_rung == "SIGINT", why

@@ -311,7 +311,9 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     spec = enqueue(ops, ws, "k1", ["sh", "-c", "setsid sleep 300 & setsid sleep 301 & wait"], lease=3)
     wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
     shim = int(ops.read("k1")["pid"])
-    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4, what="shim, sh and its two sleeps")
+    # Four tagged, two of them exec'd into sleep (each is a forked sh, then setsid, first)
+    sleeping = lambda: [pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"]  # noqa: E731
+    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4 and len(sleeping()) == 2, what="shim, sh and its two sleeps")
     # The node's supervisor starts the shim: the shim and its tree are the supervisor's, not the node's.
     supervisor = parent_of(shim)
     assert supervisor is not None and supervisor not in _node_tree(node.pid)
@@ -322,11 +324,11 @@ def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(
     # The parent-death signal takes the pool's workers; the shim sees its lifeline close and kills
     # its group (the command, sh); the node's supervisor leaves once its last child is gone.
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
-    wait_for(lambda: not alive(), timeout=10, what=f"the node's tree to die: {alive()}")
+    wait_for(lambda: not alive(), timeout=30, what=f"the node's tree to die: {alive()}")
     assert not process_alive(shim, None)
     assert set(ProcessRunner().tagged(spec.run_tag)) == sleeps  # a grandchild gets no parent-death signal
     start_node(redis_server.url, unique_prefix, name="nk2", slots=1)  # another node on this host
-    wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=10, what="the sweep of the dead node's leftovers")
+    wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=30, what="the sweep of the dead node's leftovers")
     host_dir = next((ws / ".cluster" / "nodes").iterdir())
     assert sorted(p.name for p in host_dir.iterdir()) == ["nk2.attempts", "nk2.json"]
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -204,14 +205,19 @@ def test_json_errors_carry_the_servers_code_and_status_and_the_text_exit_code(se
 def check_status(served: Served, job_id: str, url: str) -> subprocess.CompletedProcess[str]:
     """``./check-status.sh JOB URL`` with a config naming the served folder's workspace: from the
     server at URL when it answers, else from the workspace files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
+    env["ORCHESTRATOR_CONFIG"] = str(check_config(served))
+    return subprocess.run([str(ROOT / "check-status.sh"), job_id, url], env=env, capture_output=True, text=True, timeout=120)
+
+
+def check_config(served: Served) -> Path:
+    """A config naming the served folder's workspace, with its API key."""
     path = served.folder / "workspace" / "check-config.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(
         yaml.safe_dump({"api": {"api_key": API_KEY}, "orchestrator": {"workspace_root": str(served.folder / "workspace")}})
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env["ORCHESTRATOR_CONFIG"] = str(path)
-    return subprocess.run([str(ROOT / "check-status.sh"), job_id, url], env=env, capture_output=True, text=True, timeout=120)
+    return path
 
 
 def test_check_status_exits_as_quick_start_does_and_8_while_running_with_the_server_up_or_down(served):
@@ -240,9 +246,8 @@ def test_check_status_exits_as_quick_start_does_and_8_while_running_with_the_ser
 
 
 def cli_status(served: Served, job_id: str) -> subprocess.CompletedProcess[str]:
-    check_status(served, job_id, served.url)  # writes the config
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    config = served.folder / "workspace" / "check-config.yaml"
+    config = check_config(served)
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", "--config", str(config), "status", job_id],
         cwd=ROOT,

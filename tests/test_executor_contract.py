@@ -17,6 +17,13 @@ from orchestrator.process.runner import CommandNotFound, Wakeup
 from orchestrator.process.shim import read_exit_file
 from orchestrator.testing import FakeClock, FakeExecutor, Script
 
+from .conftest import wait_until
+
+# Tags are found and swept machine-wide (/proc): this process's own, so that pytest-xdist's other
+# workers (and other checkouts' runs on this machine) running these tests neither sweep its attempts
+# nor have theirs swept by it.
+PREFIX = f"contract{os.getpid()}."
+
 # What each kind of attempt does, as a real command and as a script.
 COMMANDS = {
     "exit3": ["sh", "-c", "echo hello; exit 3"],
@@ -102,13 +109,13 @@ class RQRig:
 def rig(request, tmp_path):
     made = request.param(tmp_path, request) if request.param is RQRig else request.param(tmp_path)
     yield made
-    made.executor.sweep_prefix("contract.")
+    made.executor.sweep_prefix(PREFIX)
     if hasattr(made, "close"):
         made.close()
 
 
 def test_an_attempt_exits_with_its_code_its_output_in_the_log_and_its_status_in_the_exit_file(rig):
-    handle, log = rig.start("exit3", "contract.exit3.1")
+    handle, log = rig.start("exit3", f"{PREFIX}exit3.1")
     assert rig.executor.wait(handle, 10) == 3
     assert handle.exited and handle.code == 3 and handle.pid is not None and handle.id
     assert log.read_text() == "hello\n"
@@ -117,13 +124,13 @@ def test_an_attempt_exits_with_its_code_its_output_in_the_log_and_its_status_in_
 
 
 def test_a_signal_death_reads_as_a_negative_status(rig):
-    handle, _ = rig.start("signal", "contract.signal.1")
+    handle, _ = rig.start("signal", f"{PREFIX}signal.1")
     assert rig.executor.wait(handle, 10) == -signal.SIGUSR1
     assert read_exit_file(handle.exit_file) == -signal.SIGUSR1
 
 
 def test_a_wait_ends_on_its_timeout_or_its_wakeup_and_the_ladder_ends_the_attempt(rig):
-    handle, log = rig.start("hang", "contract.hang.1")
+    handle, log = rig.start("hang", f"{PREFIX}hang.1")
     assert rig.executor.wait(handle, 0.2) is None and not handle.exited
     wake = Wakeup()
     threading.Timer(0.1, wake.set).start()
@@ -152,8 +159,10 @@ def test_a_wakeup_makes_its_event_and_pipe_on_first_use_and_is_the_same_flag_eit
 
 
 def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig):
-    handle, _ = rig.start("stubborn", "contract.stubborn.1")
-    rig.executor.wait(handle, 0.3)  # its trap is set
+    handle, log = rig.start("stubborn", f"{PREFIX}stubborn.1")
+    assert rig.executor.wait(handle, 0.3) is None
+    # Its trap is set once it says "up" (before that, under load, SIGTERM still ends it)
+    wait_until(lambda: log.is_file() and log.read_text().startswith("up\n"), timeout=30, what="the trap set")
     assert rig.executor.terminate(handle, grace=0.5, first_signal=signal.SIGTERM) == "SIGKILL"
     assert rig.executor.wait(handle, 10) == -signal.SIGKILL
 
@@ -165,24 +174,24 @@ def test_a_missing_command_or_an_empty_argv_never_starts(rig, tmp_path):
             cwd=tmp_path,
             env={"PATH": "/usr/bin"},
             log_path=tmp_path / "x.log",
-            tag="contract.missing.1",
+            tag=f"{PREFIX}missing.1",
             exit_file=tmp_path / "x.exit",
         )
     with pytest.raises(ValueError):
-        rig.executor.start([], cwd=tmp_path, env={}, log_path=tmp_path / "y.log", tag="contract.empty.1")
+        rig.executor.start([], cwd=tmp_path, env={}, log_path=tmp_path / "y.log", tag=f"{PREFIX}empty.1")
     assert not (tmp_path / "x.exit").exists()
 
 
 def test_a_restarted_server_finds_a_running_attempt_by_its_tag_and_adopts_it(rig):
-    handle, _ = rig.start("hang", "contract.adopt.1")
+    handle, _ = rig.start("hang", f"{PREFIX}adopt.1")
     rig.executor.wait(handle, 0.2)
-    found = [f for f in rig.executor.find("contract.adopt.") if f.tag == "contract.adopt.1"]
+    found = [f for f in rig.executor.find(f"{PREFIX}adopt.") if f.tag == f"{PREFIX}adopt.1"]
     assert [(f.pid, f.exit_file, f.attempt) for f in found] == [(handle.pid, handle.exit_file, 1)]
     adopted = rig.executor.adopt(
         found[0].pid, found[0].start_id, tag=found[0].tag, started_at=handle.started_at, exit_file=found[0].exit_file
     )
     assert rig.executor.wait(adopted, 0.1) is None
-    assert rig.executor.sweep_prefix("contract.adopt.", keep={"contract.other"}) >= 1
+    assert rig.executor.sweep_prefix(f"{PREFIX}adopt.", keep={f"{PREFIX}other"}) >= 1
     assert rig.executor.wait(adopted, 10) == -signal.SIGKILL
     assert rig.executor.wait(handle, 10) == -signal.SIGKILL  # the first server's handle (reaped, locally)
-    assert rig.executor.find("contract.adopt.") == []
+    assert rig.executor.find(f"{PREFIX}adopt.") == []

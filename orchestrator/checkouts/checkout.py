@@ -46,7 +46,7 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -192,6 +192,11 @@ class Checkout(ABC):
         """A finished worker's final record is on disk: what it worked in may go (a worktree,
         its branch staying). Returns whether something is going; a folder stays."""
         return False
+
+    def finishing(self, record: WorkerRecord, job: JobRecord) -> AbstractContextManager[None]:
+        """Around a finished worker's end, from its slot going to the next worker up to its
+        ``retire``: what it worked in counts as going (a worktree against the removal backlog)."""
+        return nullcontext()
 
     def worktrees(self) -> Worktrees | None:
         """The checkout it makes worktrees with; None: it makes none. May raise GitError when it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from ..config import Isolation, Settings
@@ -70,6 +71,14 @@ class IsolatedCheckout(Checkout):
         except (GitFailed, OrchestratorError, OSError):
             log.warning("could not queue the worktree of worker %s for removal", record.key, exc_info=True)
             return False
+
+    def finishing(self, record: WorkerRecord, job: JobRecord) -> AbstractContextManager[None]:
+        if getattr(job.config, "isolation", Isolation.FOLDER) != Isolation.WORKTREE:
+            return nullcontext()
+        try:
+            return self._worktree_for().finishing(record, job)
+        except (GitFailed, OrchestratorError, OSError):
+            return nullcontext()  # (its retire finds no repository either)
 
     def worktrees(self) -> WorktreeCheckout:
         """The host repository's worktree checkout (GitError when there is none)."""

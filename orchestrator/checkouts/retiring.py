@@ -6,10 +6,12 @@ outside a job's prefix. The worktrees themselves are made by checkouts/worktree.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Settings
@@ -32,13 +34,15 @@ class Retirer:
     renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
     and deleted after it, so a git operation waiting for that lock waits for no deletion. What
     ``git worktree remove`` does, without its checks for changes (the work is committed) and its
-    process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``)."""
+    process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``),
+    counting those of workers still ``finishing`` (their slot freed, their worktree not yet handed over)."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
         self._cond = threading.Condition()
         self._queue: list[Path] = []
         self._pending: set[Path] = set()  # queued or being removed
+        self._finishing = 0  # workers whose slot went to the next one, their worktree not yet handed over
         self._thread: threading.Thread | None = None
         self.removed = 0
         self.backlog = RETIRE_BACKLOG
@@ -60,12 +64,27 @@ class Retirer:
             while directory in self._pending:
                 self._cond.wait(1.0)
 
-    def wait_below(self) -> None:
-        """Until fewer than ``backlog`` worktrees wait for removal: with workers that finish faster
-        than their worktrees can be deleted, live worktrees stay bounded by the workers running
-        plus this backlog."""
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        """Around a finished worker's end, from its slot going to the next worker to its worktree
+        handed over (``put``): its worktree counts as waiting for removal all that time. Under
+        load that stretch (its sweep, its commit, its record) can outlast other workers' whole
+        runs; uncounted, their worktrees piled up past the backlog."""
         with self._cond:
-            while len(self._pending) >= self.backlog:
+            self._finishing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._finishing -= 1
+                self._cond.notify_all()
+
+    def wait_below(self) -> None:
+        """Until fewer than ``backlog`` worktrees wait for removal (queued, being removed, or their
+        worker still ``finishing``): with workers that finish faster than their worktrees can be
+        deleted, live worktrees stay bounded by the workers running plus this backlog."""
+        with self._cond:
+            while len(self._pending) + self._finishing >= self.backlog:
                 self._cond.wait(1.0)
 
     def flush(self) -> None:

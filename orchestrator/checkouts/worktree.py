@@ -364,6 +364,13 @@ class WorktreeCheckout(Checkout):
         self.retirer.put(directory)
         return True
 
+    def finishing(self, record: WorkerRecord, job: JobRecord) -> contextlib.AbstractContextManager[None]:
+        """Counted against the retirer's backlog while it finishes, if its worktree will go
+        (as ``retire`` decides, before its commit is known)."""
+        if not self.settings.git.remove_worker_worktrees or record.child_job_ids or record.candidate is not None:
+            return contextlib.nullcontext()
+        return self.retirer.finishing()
+
     def keep_args(self, directory: Path) -> list[str]:
         return self.bootstrap.keep_args(directory)
 

@@ -4,6 +4,7 @@ once its process has ended. The engine starts ``run_worker`` on a pool thread pe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -162,6 +163,29 @@ class WorkerThread:
         # finishing workers. A worker with child jobs does this after the sweep, in one step
         # with settling it (a child job ending in between may settle it).
         early = not rec.child_job_ids
+        # From its slot freed to its worktree handed over, that worktree counts against the removal
+        # backlog (checkouts/retiring.py): under load this stretch can outlast whole other workers.
+        finishing = self.checkout.finishing(rec, live.job) if early else contextlib.nullcontext()
+        with finishing:
+            ended = self._finish(live, outcome, sweep, known, deferred, early)
+            if ended.ending is None and ended.written:  # on disk with its commit, its worktree may go now
+                self.checkout.retire(rec, live.job)  # (its branch stays; checkouts/worktree.py)
+        if ended.ending is not None:  # its job's last worker: the job ends, on this thread
+            self.ending.end_job(ended.ending)
+            if ended.written:
+                self.checkout.retire(rec, live.job)
+
+    def _finish(
+        self,
+        live: LiveWorker,
+        outcome: Outcome,
+        sweep: Callable[[], None],
+        known: Changes | None,
+        deferred: list[Callable[[], None]],
+        early: bool,
+    ) -> Ended:
+        """Its slot freed (``early``), its processes swept, its work committed and its end settled."""
+        rec = live.record
         with self.tables.locked():
             while deferred:  # its last attempt's end, in this same section
                 deferred.pop(0)()
@@ -182,10 +206,7 @@ class WorkerThread:
         refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         ended = Ended(live, outcome, changes, refused, early)
         self._settling(ended)
-        if ended.ending is not None:  # its job's last worker: the job ends, on this thread
-            self.ending.end_job(ended.ending)
-        if ended.written:  # on disk with its commit, its worktree may go now (its branch stays; checkouts/worktree.py)
-            self.checkout.retire(rec, live.job)
+        return ended
 
     def _settle(self, batch: list[Ended]) -> None:
         """The settling pass (``_settling``): every worker whose work was read since the last pass,
