@@ -49,6 +49,8 @@ defaults=(
   tests/test_doctor_host.py
 )
 [ ${#tests[@]} -gt 0 ] || tests=("${defaults[@]}" -q -m "not chaos and not real_cli")
+# HOSTILE_TABLE (a file the user may write): where the generated hostile suite appends its table (docs/sandbox.md).
 runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHON="$python" \
+  ${HOSTILE_TABLE:+HOSTILE_TABLE="$HOSTILE_TABLE"} \
   bash -c 'cd "$1" && shift && ./install.sh --dev >install.log 2>&1 || { tail -20 install.log; exit 1; }; exec .venv/bin/python -m pytest -p no:cacheprovider "$@"' \
   run-as-user "$copy" "${tests[@]}"

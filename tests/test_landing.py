@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +27,7 @@ from orchestrator.reports.status_document import job_status, status_table
 
 from .conftest import API_KEY, ROOT, run_job, wait_until
 from .helpers.landing import result_of
+from .helpers.served_home import served_home
 from .helpers.worktree import git, make_host, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
@@ -566,37 +565,11 @@ def test_cli_merge_and_conflicts_against_a_real_server(served, tmp_path):
 # -- a server killed in the middle of the merge ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_kill_9_during_the_result_merge_leaves_no_ref_and_a_restart_and_post_merge_land_it(tmp_path):
     host, folder = make_host(tmp_path)
-    home = tmp_path / "home"  # the server's folder, outside the host: git.repo names the host
-    home.mkdir()
-    port = _free_port()
-    (home / "config.yaml").write_text(
-        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
-        'orchestrator:\n  worker: "command"\n  command: ["sh", "-c", "{task}"]\n'
-        f"git:\n  repo: {json.dumps(str(host))}\n  merge_strategy: theirs\n"
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env["ORCHESTRATOR_HOME"] = str(home)
+    served = served_home(tmp_path, host, ["sh", "-c", "{task}"], "  merge_strategy: theirs\n")  # (outside the host)
+    home, url, start = served.home, served.url, served.start
     before = snapshot(host, folder)
-
-    def start(failpoints: str = "") -> subprocess.Popen[bytes]:
-        extra = {"ORCHESTRATOR_FAILPOINTS": failpoints} if failpoints else {}
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "api_server.py")],
-            env={**env, **extra},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
-        return server
 
     server = start("merge_before_update_ref=1")
     try:
@@ -620,10 +593,3 @@ def test_kill_9_during_the_result_merge_leaves_no_ref_and_a_restart_and_post_mer
         if server.poll() is None:
             server.terminate()
             server.wait(60)
-
-
-def _up(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False

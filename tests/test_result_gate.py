@@ -6,9 +6,7 @@ repository checked before and after."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +22,11 @@ from orchestrator.reports.status_document import job_status, status_table
 from orchestrator.webhooks.event_types import job_summary
 from orchestrator.workspace.stages import LEDGER
 
-from .conftest import API_KEY, ROOT, run_job, wait_until
+from .conftest import API_KEY, run_job, wait_until
 from .helpers import webhooks as webhooks_helpers
 from .helpers.gates import gate, gated
 from .helpers.landing import result_of
+from .helpers.served_home import served_home
 from .helpers.webhooks import endpoint, hooks
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 from .test_continue import finished_round
@@ -166,19 +165,6 @@ def test_disjoint_workers_that_pass_together_land_whole_after_one_gate_run_on_th
 # -- a server killed during the gates of a batch ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _up(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @pytest.mark.chaos
 @pytest.mark.parametrize(
     ("failpoint", "started"),
@@ -193,29 +179,9 @@ def _up(url: str) -> bool:
 def test_kill_9_during_a_batch_gate_or_a_bisection_gates_nothing_twice_that_had_a_verdict(tmp_path, failpoint, started):
     host, folder = make_host(tmp_path)
     add_package(host)
-    home = tmp_path / "home"  # the server's folder, outside the host: git.repo names the host
-    home.mkdir()
-    port = _free_port()
-    (home / "config.yaml").write_text(
-        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
-        'orchestrator:\n  worker: "command"\n  command: ["sh", "-c", "{task}"]\n'
-        f"git:\n  repo: {json.dumps(str(host))}\n"
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env["ORCHESTRATOR_HOME"] = str(home)
+    served = served_home(tmp_path, host, ["sh", "-c", "{task}"])  # (its folder outside the host)
+    home, url, start = served.home, served.url, served.start
     before = snapshot(host, folder)
-
-    def start(failpoints: str = "") -> subprocess.Popen[bytes]:
-        extra = {"ORCHESTRATOR_FAILPOINTS": failpoints} if failpoints else {}
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "api_server.py")],
-            env={**env, **extra},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
-        return server
 
     server = start(f"{failpoint}=1")
     try:
@@ -280,25 +246,9 @@ def test_kill_9_during_a_round_sent_back_the_job_is_not_ended_and_the_next_serve
     breaker back for its second round, and the job then ends completed."""
     host, folder = make_host(tmp_path)
     add_package(host)
-    home = tmp_path / "home"
-    home.mkdir()
-    port = _free_port()
-    (home / "config.yaml").write_text(
-        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
-        f"orchestrator:\n  worker: command\n  command: {json.dumps(KILLED_IN_ITS_FIRST_ROUND)}\n"
-        f"git:\n  repo: {json.dumps(str(host))}\n"
-    )
-    url, headers = f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env["ORCHESTRATOR_HOME"] = str(home)
+    served = served_home(tmp_path, host, KILLED_IN_ITS_FIRST_ROUND)
+    home, url, headers, start = served.home, served.url, served.headers, served.start
     before = snapshot(host, folder)
-
-    def start() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "api_server.py")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
-        return server
 
     server = start()
     try:

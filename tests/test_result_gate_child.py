@@ -8,10 +8,7 @@ before and after."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +18,11 @@ from orchestrator.process.backends import probe
 from orchestrator.reports.status_document import status_table
 from orchestrator.workspace.stages import LEDGER
 
-from .conftest import API_KEY, ROOT, wait_until
+from .conftest import API_KEY, ROOT
 from .helpers import nesting as nesting_helpers
+from .helpers.served_home import served_home
 from .helpers.worktree import git, make_host, snapshot
-from .test_result_gate import NEW_CALLER, RENAME, UNITTEST, _free_port, _up, add_package, unittest_on
+from .test_result_gate import NEW_CALLER, RENAME, UNITTEST, add_package, unittest_on
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 served = nesting_helpers.served
@@ -172,30 +170,9 @@ def test_a_child_job_whose_workers_pass_together_lands_all_of_them_after_one_gat
 def test_kill_9_during_a_child_merges_gate_gates_nothing_twice_that_had_a_verdict(tmp_path, failpoint, started):
     host, folder = make_host(tmp_path)
     add_package(host)
-    home = tmp_path / "home"  # the server's folder, outside the host: git.repo names the host
-    home.mkdir()
-    port = _free_port()
-    command = json.dumps(_command(tmp_path))
-    (home / "config.yaml").write_text(
-        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
-        f'orchestrator:\n  worker: "command"\n  command: {command}\n'
-        f"git:\n  repo: {json.dumps(str(host))}\n"
-    )
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env["ORCHESTRATOR_HOME"] = str(home)
+    served = served_home(tmp_path, host, _command(tmp_path))  # (its folder outside the host)
+    home, url, start = served.home, served.url, served.start
     before = snapshot(host, folder)
-
-    def start(failpoints: str = "") -> subprocess.Popen[bytes]:
-        extra = {"ORCHESTRATOR_FAILPOINTS": failpoints} if failpoints else {}
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "api_server.py")],
-            env={**env, **extra},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _up(url) or server.poll() is not None, timeout=30, what="the server answers")
-        return server
 
     headers = {"X-API-Key": API_KEY}
     server = start(f"{failpoint}=1")
