@@ -31,6 +31,7 @@ from ..config import load_settings
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from ..checkouts import place
     from ..checkouts.retiring import drop_workers_store, prune_stale
     from ..retention import lifetime
     from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
@@ -89,7 +90,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for r in due:
             removed = lifetime.release(repo, settings, workspace, r.root_id, r.reason)
             print(f"removed {len(removed)} worktree(s) of {r.root_id}")
-        stale = prune_stale(repo, workspace.root)
+        stale = prune_stale(repo, workspace.root, place.workspace_folder(settings, workspace.root))
         if stale:
             print(f"dropped {len(stale)} stale worktree entr{'y' if len(stale) == 1 else 'ies'} of this workspace")
     if trees:

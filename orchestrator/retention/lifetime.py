@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..checkouts import place
 from ..checkouts.retiring import job_worktrees, prune_stale, remove_job_worktrees
 from ..config import Isolation
 from ..errors import OrchestratorError
@@ -164,7 +165,7 @@ def expire(settings: Settings, workspace: Workspace, now: float) -> list[Release
     for item in found:
         release(repo, settings, workspace, item.root_id, item.reason)
     if found:
-        prune_stale(repo, workspace.root)
+        prune_stale(repo, workspace.root, place.workspace_folder(settings, workspace.root))
     return found
 
 
