@@ -72,10 +72,11 @@ def tree_folder(settings: Settings, workspace: Workspace, root_id: str) -> Path:
     return Path(text) if text and os.path.isabs(text) else job_folder(settings, workspace.root, root_id)
 
 
-def make_private(settings: Settings, workspace_root: Path, around: tuple[Path, ...]) -> Path:
+def make_private(settings: Settings, workspace_root: Path, around: tuple[Path, ...], *, create: bool = True) -> Path:
     """This workspace's folder of checkouts, made (0700) and checked: owned by the user, no folder
     on the way writable by another, and nothing of ``around`` (the orchestrator's folder, the
-    repository) above it. A WorkspaceError naming the folder and the fix otherwise."""
+    repository) above it. A WorkspaceError naming the folder and the fix otherwise. Without
+    ``create`` (doctor), only what exists is checked."""
     folder = workspace_folder(settings, workspace_root)
     root = checkouts_root(settings)
     if not root.is_absolute():
@@ -98,6 +99,8 @@ def make_private(settings: Settings, workspace_root: Path, around: tuple[Path, .
         try:
             info = os.stat(made)
         except FileNotFoundError:
+            if not create:
+                return folder  # the rest is made, 0700, by the first worker placed there
             try:
                 os.mkdir(made, 0o700)
             except FileExistsError:
