@@ -33,8 +33,7 @@ PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests
 def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto", backend: str = "auto"):
     engine = host_engine(
         folder,
-        # (make_host's folder is <tmp>/my host repo/tools/orch: the checkouts outside go to <tmp>/checkouts)
-        git={"isolation": "worktree", "checkouts_root": str(folder.parents[2] / "checkouts")},
+        git={"isolation": "worktree"},  # (host_engine: the checkouts outside go to <tmp>/checkouts)
         tasks={"gates": [{"name": "tests", "run": gate}]},
         workers={"sandbox": sandbox, "sandbox_backend": backend},
     )
