@@ -109,6 +109,36 @@ def test_walk_up_configuration_is_the_projects_not_the_orchestrator_folders(tmp_
     assert snapshot(host, folder) == before
 
 
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_the_checkout_lives_outside_and_goes_with_its_job(tmp_path):
+    # Given a job under Landlock whose worker writes a file and records where it ran
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "landlock"})
+    try:
+        job = run_job(engine, tasks=["pwd -P > where.txt && echo mine > mine.txt"])
+        w = workers(engine, job)["worker_1"]
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+        assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
+        # Then it ran outside the orchestrator's folder and the repository, under git.checkouts_root, 0700 on the way,
+        # and the workspace's folder of it is a link there
+        where = Path(git(host, "show", f"{w.branch}:where.txt").strip())
+        outside = tmp_path / "checkouts"
+        assert where.is_relative_to(outside) and not where.is_relative_to(host), where
+        assert where.parts[-3:] == (f"job_{job.root_id}", "depth_0", "worker_1")
+        assert (where.parents[2].stat().st_mode & 0o777) == 0o700
+        link = engine.workspace.worker_dir(job.root_id, 0, "worker_1")
+        assert link.is_symlink() and link.resolve() == where and (link / "mine.txt").read_text() == "mine\n"
+        assert git(host, "show", f"{w.branch}:mine.txt") == "mine\n"
+        assert not (host / "mine.txt").exists()
+        # When the job is deleted, its worktree and its folder outside go, the branch prefix's refs with them
+        engine.delete(job.root_id, all_branches=True)
+        assert not where.parents[1].exists() and str(where) not in git(host, "worktree", "list", "--porcelain")
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
+
+
 def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_checkout(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
