@@ -116,7 +116,11 @@ def test_under_landlock_the_checkout_lives_outside_and_goes_with_its_job(tmp_pat
     before = snapshot(host, folder)
     engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "landlock"})
     try:
-        job = run_job(engine, tasks=["pwd -P > where.txt && echo mine > mine.txt"])
+        # (and reads a file of its own it made unreadable: a file's own mode, no refusal of the sandbox)
+        task = (
+            'pwd -P > where.txt && echo mine > mine.txt && echo x > own && chmod 000 own && (cat "$PWD/own" || true) && rm -f own'
+        )
+        job = run_job(engine, tasks=[task])
         w = workers(engine, job)["worker_1"]
         log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
         assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
@@ -131,6 +135,7 @@ def test_under_landlock_the_checkout_lives_outside_and_goes_with_its_job(tmp_pat
         assert link.is_symlink() and link.resolve() == where and (link / "mine.txt").read_text() == "mine\n"
         assert git(host, "show", f"{w.branch}:mine.txt") == "mine\n"
         assert not (host / "mine.txt").exists()
+        assert "Permission denied" in log and w.said_refused == [] and w.refusals == [], (w.said_refused, log)
         # When the job is deleted, its worktree and its folder outside go, the branch prefix's refs with them
         engine.delete(job.root_id, all_branches=True)
         assert not where.parents[1].exists() and str(where) not in git(host, "worktree", "list", "--porcelain")
