@@ -1,4 +1,4 @@
-"""Where a worker's worktree lives when no project view shows it (checkouts/place.py): the folder's
+"""Where a worker's worktree lives when no project view shows it (workspace/checkout_place.py): the folder's
 checks on a real file system, and what doctor says under a sandbox without a view (Landlock)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkouts import place
 from orchestrator.cli.doctor import Report, _check_project
 from orchestrator.config import load_settings
 from orchestrator.errors import WorkspaceError
+from orchestrator.workspace import checkout_place as place
 
 from .helpers.projects import src_layout_host
 

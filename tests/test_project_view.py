@@ -144,6 +144,27 @@ def test_under_landlock_the_checkout_lives_outside_and_goes_with_its_job(tmp_pat
     assert snapshot(host, folder) == before
 
 
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_a_worker_cannot_read_another_trees_checkout_outside(tmp_path):
+    # Given a finished job under Landlock whose worker left a secret in its checkout (outside the workspace)
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "landlock"})
+    try:
+        first = run_job(engine, tasks=["echo SECRET-OF-THE-FIRST > secret.txt"])
+        theirs = engine.workspace.worker_dir(first.root_id, 0, "worker_1").resolve()
+        assert (theirs / "secret.txt").read_text() == "SECRET-OF-THE-FIRST\n"
+        # When another tree's worker reads it, and lists the folder of all the checkouts
+        task = f"(cat '{theirs}/secret.txt'; ls '{theirs.parents[2]}') > seen.txt 2>&1; true"
+        second = run_job(engine, tasks=[task])
+        w = workers(engine, second)["worker_1"]
+        seen = git(host, "show", f"{w.branch}:seen.txt")
+    finally:
+        engine.shutdown(timeout=10)
+    # Then it read nothing of it: the workspace's checkouts outside are refused as the workspace is
+    assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: Permission denied" in seen, seen
+    assert f"cannot open directory '{theirs.parents[2]}': Permission denied" in seen, seen  # (listed nothing)
+
+
 def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_checkout(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)

@@ -14,8 +14,8 @@ from ..errors import ConfigError, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..git.gitwork import GitError, find_host
 from ..models import JobRecord, WorkerRecord
+from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
-from . import place
 from .bootstrap import EnvFor
 from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout, RemoveTree
 from .retiring import drop_workers_store, prune_stale, remove_worktrees

@@ -18,8 +18,8 @@ from ..git import gitrefs, worker_objects
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
 from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
+from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
-from . import place
 
 log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
 

@@ -82,9 +82,10 @@ from ..process.cgroups import Limits
 from ..process.sandbox import Backend
 from ..workers import refusals
 from ..workers.adapters import co_author_of
+from ..workspace import checkout_place as place
 from ..workspace import logs
 from ..workspace.layout import Workspace
-from . import place, untouched
+from . import untouched
 from .bootstrap import Bootstrap, EnvFor
 from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout
 from .retiring import retirer_of
@@ -130,7 +131,7 @@ class WorktreeCheckout(Checkout):
 
     def directory(self, record: WorkerRecord) -> Path:
         """The worker's checkout: its folder of the workspace, or, where that folder is a link
-        (checkouts/place.py), the folder outside the workspace its tree's worktrees live in."""
+        (workspace/checkout_place.py), the folder outside the workspace its tree's worktrees live in."""
         key = (record.root_id, record.depth, record.name)
         found = self._dirs.get(key)
         if found is not None:
@@ -145,7 +146,7 @@ class WorktreeCheckout(Checkout):
 
     def _place(self, record: WorkerRecord, job: JobRecord) -> None:
         """A new worker whose sandbox shows no project view (Landlock, Seatbelt): its worktree goes
-        outside the workspace (checkouts/place.py), its folder of the workspace a link to it. Under
+        outside the workspace (workspace/checkout_place.py), its folder of the workspace a link to it. Under
         bubblewrap, or with the sandbox off, it stays in the workspace."""
         inside = self.workspace.worker_dir(record.root_id, record.depth, record.name)
         if inside.is_symlink() or inside.exists():

@@ -545,8 +545,8 @@ def _check_project(
 def _check_no_view(report: Report, settings: Settings, host: Path, project: Project, installs: str) -> None:
     """Without a project view (Landlock): where the checkouts live, and which links of the project
     still lead to the user's checkout rather than the worker's."""
-    from ..checkouts import place
     from ..errors import WorkspaceError
+    from ..workspace import checkout_place as place
 
     try:
         folder = place.make_private(

@@ -31,11 +31,11 @@ from ..config import load_settings
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..checkouts import place
     from ..checkouts.retiring import drop_workers_store, prune_stale
     from ..retention import lifetime
     from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
     from ..retention.results import delete as delete_results
+    from ..workspace import checkout_place as place
     from ..workspace.layout import Workspace
     from .scripts import server_client
 

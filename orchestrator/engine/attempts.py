@@ -745,7 +745,7 @@ def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -
     found = refusals.Refusals()
     refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
-    # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: checkouts/place.py)
+    # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
     real = Path(os.path.realpath(directory))
     own = (directory, paths.tmp) if real == directory else (directory, real, paths.tmp)
     return refusals.scan(paths.log, own, into=found)

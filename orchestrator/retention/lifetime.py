@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkouts import place
 from ..checkouts.retiring import job_worktrees, prune_stale, remove_job_worktrees
 from ..config import Isolation
 from ..errors import OrchestratorError
@@ -36,6 +35,7 @@ from ..git.gitcmd import GitFailed
 from ..git.gitwork import check_ref, find_host, run_git
 from ..models import JobRecord
 from ..outcomes import MergeRecord
+from ..workspace import checkout_place as place
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
 
 if TYPE_CHECKING:

@@ -50,6 +50,7 @@ from ..process.sandbox import (
     decide,
     for_worker,
 )
+from ..workspace import checkout_place
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import auto_order, get_adapter
@@ -196,6 +197,11 @@ class Confinement:
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
         spec = for_worker(base, paths, extra_writable=writable, hidden=hidden)
         emptied, kept = self.workspace_view((directory, tmp, caches), readable, env or {})
+        # The workspace's checkouts outside it (Landlock: workspace/checkout_place.py), as the workspace: emptied,
+        # its own checkout granted back (no worker reads another's, nor another tree's).
+        outside = checkout_place.workspace_folder(self.settings, self.workspace.root)
+        if outside.is_dir():
+            emptied.append(os.path.realpath(outside))
         return replace(
             spec,
             empty=str(self._empty()),

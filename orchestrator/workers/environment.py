@@ -332,7 +332,7 @@ def worker_prompt(
         depth=rec.depth,
         max_recursion_depth=cfg.max_recursion_depth,
         recursion_enabled=cfg.enable_recursion and api_url is not None,  # spawn needs the API
-        # (where its checkout lives: outside the workspace, the workspace's folder a link to it: checkouts/place.py)
+        # (where its checkout lives: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
         worker_dir=os.path.realpath(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
         job_id=rec.job_id,
         worker_id=rec.name,

@@ -2,7 +2,7 @@
 
     workspace/job_<root>/
         depth_<d>/worker_<name>/        a worker's directory (its cwd); a worktree outside the workspace
-                                        where no project view shows it: a link to it (checkouts/place.py)
+                                        where no project view shows it: a link to it (workspace/checkout_place.py)
         depth_<d>/worker_<name>_recursive -> worker_<name>   (marker: it started child jobs)
         depth_<d>/LEVEL_<d>_REPORT.md
         logs/orchestrator.log           job-tree events, one line each
@@ -12,7 +12,7 @@
         state/workers/depth_<d>_<worker>.json
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
-        state/checkouts_at              where its worktrees live when outside the workspace (checkouts/place.py)
+        state/checkouts_at              where its worktrees live when outside the workspace (workspace/checkout_place.py)
         state/stages.jsonl              the stages after the workers' agents: started, verdict (workspace/stages.py)
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
         state/caches/<tool>/            the tree's private package caches (workers/caches.py), gone with the tree
@@ -205,7 +205,7 @@ class Workspace:
         return self.job_dir(root_id) / "git_base"
 
     def tree_checkouts_file(self, root_id: str) -> Path:
-        """Where a tree's worktrees live when outside the workspace (checkouts/place.py), written at its
+        """Where a tree's worktrees live when outside the workspace (workspace/checkout_place.py), written at its
         first such worktree, so a changed git.checkouts_root or a restart finds them where they are."""
         return self._tree(root_id).state / "checkouts_at"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import WorkspaceError
-from ..workspace.layout import Workspace
+from .layout import Workspace
 
 SETTING = "git.checkouts_root"
 
