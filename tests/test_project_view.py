@@ -163,6 +163,17 @@ def test_under_landlock_a_worker_cannot_read_another_trees_checkout_outside(tmp_
     # Then it read nothing of it: the workspace's checkouts outside are refused as the workspace is
     assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: Permission denied" in seen, seen
     assert f"cannot open directory '{theirs.parents[2]}': Permission denied" in seen, seen  # (listed nothing)
+    if not probe(backend="bubblewrap").available:
+        return
+    # And a worker of the same folder under bubblewrap (its checkout in the workspace) sees that folder empty
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "bubblewrap"})
+    try:
+        third = run_job(engine, tasks=[task])
+        w = workers(engine, third)["worker_1"]
+        seen = git(host, "show", f"{w.branch}:seen.txt")
+    finally:
+        engine.shutdown(timeout=10)
+    assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: No such file or directory" in seen, seen
 
 
 def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_checkout(tmp_path):
