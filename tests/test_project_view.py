@@ -176,6 +176,29 @@ def test_under_landlock_a_worker_cannot_read_another_trees_checkout_outside(tmp_
     assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: No such file or directory" in seen, seen
 
 
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_a_checkouts_root_others_can_write_refuses_the_worker_naming_it(tmp_path):
+    host, folder = make_host(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    before = snapshot(host, folder)
+    engine = host_engine(
+        folder,
+        git={"isolation": "worktree", "checkouts_root": str(shared / "checkouts")},
+        workers={"sandbox": "on", "sandbox_backend": "landlock", "max_retries": 0},
+    )
+    try:
+        job = run_job(engine, tasks=["echo hi > a.txt"])
+        w = workers(engine, job)["worker_1"]
+    finally:
+        engine.shutdown(timeout=10)
+    assert w.status is WorkerStatus.FAILED and f"{shared} is writable by others" in (w.error or ""), w.error
+    assert "git.checkouts_root" in (w.error or "") and not (shared / "checkouts").exists()
+    assert not engine.workspace.worker_dir(job.root_id, 0, "worker_1").exists()
+    assert snapshot(host, folder) == before
+
+
 def test_the_worker_works_at_the_repositorys_path_and_its_files_land_in_its_checkout(tmp_path):
     host, folder = make_host(tmp_path)
     before = snapshot(host, folder)
