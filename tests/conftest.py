@@ -107,7 +107,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def private_temp_folder(tmp_path_factory):
-    """TMPDIR (and TMP, TEMP) for the whole run, and every process it starts, is a folder under
+    """TMPDIR (and TMP, TEMP, XDG_STATE_HOME) for the whole run, and every process it starts, is a folder under
     pytest's base temp: what the tests, servers and real CLIs leave in "the temp folder" (claude's
     claude-<uid>/ and cc-socks/, gemini's error reports...) goes when pytest removes that base
     (pyproject: tmp_path_retention_policy), instead of piling up in the system's."""
@@ -115,8 +115,11 @@ def private_temp_folder(tmp_path_factory):
     import tempfile
 
     path = str(tmp_path_factory.mktemp("tmp"))
-    saved = {name: os.environ.get(name) for name in ("TMPDIR", "TMP", "TEMP")}
-    os.environ.update({name: path for name in saved})
+    saved = {name: os.environ.get(name) for name in ("TMPDIR", "TMP", "TEMP", "XDG_STATE_HOME")}
+    os.environ.update({name: path for name in ("TMPDIR", "TMP", "TEMP")})
+    # The state folder too: where a worker's checkout lives under Landlock (git.checkouts_root's default,
+    # workspace/checkout_place.py), not the user's ~/.local/state
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     yield path
     for name, value in saved.items():

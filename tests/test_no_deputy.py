@@ -117,8 +117,14 @@ def test_an_index_entry_that_climbs_out_of_the_checkout_reads_nothing_and_is_nev
     plant.write_text(PLANT_INDEX)
     before = snapshot(host, folder)
     engine = make()
-    climb = "../../../../config.yaml"  # from workspace/job_<id>/depth_0/worker_1 to the folder's config.yaml
-    task = f"'{sys.executable}' '{plant}' \"$(git rev-parse --git-path index)\" '{climb}' && echo work > work.txt"
+    # From the checkout to the folder's config.yaml: workspace/job_<id>/depth_0/worker_1 under bubblewrap; under
+    # Landlock the checkout lives outside the folder (git.checkouts_root), its climb computed where it runs.
+    climb = (
+        "../../../../config.yaml"
+        if make.backend == "bubblewrap"
+        else f"$('{sys.executable}' -c 'import os, sys; print(os.path.relpath(sys.argv[1]))' '{folder / 'config.yaml'}')"
+    )
+    task = f"'{sys.executable}' '{plant}' \"$(git rev-parse --git-path index)\" \"{climb}\" && echo work > work.txt"
     job = run_job(engine, "x", tasks=[task])
     worker = only_worker(engine, job)
     # bubblewrap: the hidden config.yaml reads empty, and the tree's check refuses the ".." entry;

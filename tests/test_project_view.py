@@ -30,35 +30,70 @@ pytestmark = [
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
 
 
-def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto"):
+def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto", backend: str = "auto"):
     engine = host_engine(
         folder,
-        git={"isolation": "worktree"},
+        git={"isolation": "worktree"},  # (host_engine: the checkouts outside go to <tmp>/checkouts)
         tasks={"gates": [{"name": "tests", "run": gate}]},
-        workers={"sandbox": sandbox},
+        workers={"sandbox": sandbox, "sandbox_backend": backend},
     )
     try:
         job = run_job(engine, tasks=[task])
         w = workers(engine, job)["worker_1"]
         log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+        inside = engine.workspace.worker_dir(job.root_id, 0, "worker_1")
+        if backend == "landlock":  # no project view: the checkout lives outside the orchestrator's folder
+            assert inside.is_symlink() and not inside.resolve().is_relative_to(folder.parents[1]), inside.resolve()
+            assert inside.resolve().is_relative_to(folder.parents[2] / "checkouts")
+        elif backend == "bubblewrap":  # the view shows it at the repository's path: it stays in the workspace
+            assert inside.is_dir() and not inside.is_symlink()
     finally:
         engine.shutdown(timeout=10)
     return job, w, log
 
 
-def test_an_editable_install_of_the_host_tests_the_workers_code(tmp_path):
+# Each backend the machine offers, pinned (Landlock: as where bubblewrap cannot start).
+BACKENDS = [
+    pytest.param(b, marks=pytest.mark.skipif(not probe(backend=b).available, reason=f"no {b} here: {probe(backend=b).reason}"))
+    for b in ("bubblewrap", "landlock")
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_editable_install_of_the_host_tests_the_workers_code(tmp_path, backend):
     host, folder = src_layout_host(tmp_path)
     gate = [str(host / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     before = snapshot(host, folder)
     breaking = "sed -i 's/a + b/a - b/' src/pkg/__init__.py"
-    _, bad, log = run_with_gate(folder, gate, breaking)
+    _, bad, log = run_with_gate(folder, gate, breaking, sandbox="on", backend=backend)
     assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log  # it broke add
-    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md")
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md", sandbox="on", backend=backend)
     assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
     assert snapshot(host, folder) == before
 
 
-def test_walk_up_configuration_is_the_projects_not_the_orchestrator_folders(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_declared_package_root_of_an_editable_install_is_the_workers_under_landlock(tmp_path, backend):
+    # Given a project whose pyproject names its package root for setuptools (lib/, not src/), installed editable
+    host, folder = src_layout_host(tmp_path)
+    git(host, "mv", "src", "lib")
+    (host / "pyproject.toml").write_text(
+        '[project]\nname = "pkg"\nversion = "0.1"\n\n[tool.setuptools.packages.find]\nwhere = ["lib"]\n'
+    )
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "lib layout", env=user_env())
+    site = next((host / ".venv" / "lib").glob("python*/site-packages"))
+    (site / "__editable__.pkg-0.1.pth").write_text(f"{host / 'lib'}\n")
+    gate = [str(host / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    before = snapshot(host, folder)
+    # When a worker breaks add, then the gate imports the worker's lib/pkg and fails it
+    _, bad, log = run_with_gate(folder, gate, "sed -i 's/a + b/a - b/' lib/pkg/__init__.py", sandbox="on", backend=backend)
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_walk_up_configuration_is_the_projects_not_the_orchestrator_folders(tmp_path, backend):
     host, folder = make_host(tmp_path)
     (host / "tests").mkdir()
     (host / "tests" / "test_ok.py").write_text("def test_ok():\n    assert True\n")
@@ -66,9 +101,101 @@ def test_walk_up_configuration_is_the_projects_not_the_orchestrator_folders(tmp_
     git(host, "commit", "--no-verify", "-qm", "tests", env=user_env())
     # The orchestrator's folder (around the workspace) has a pytest section the project does not.
     (folder / "pyproject.toml").write_text('[tool.pytest.ini_options]\naddopts = "--no-such-option-of-pytest"\n')
+    # (and a conftest.py that fails every collection: the orchestrator's, never the project's)
+    (folder / "conftest.py").write_text("raise ImportError('the orchestrator folder conftest.py was loaded')\n")
     before = snapshot(host, folder)
-    job, w, log = run_with_gate(folder, PYTEST, "echo hi > a.txt")
+    job, w, log = run_with_gate(folder, PYTEST, "echo hi > a.txt", sandbox="on", backend=backend)
     assert job.status is JobStatus.COMPLETED and w.gates[0].status == "passed", log
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_the_checkout_lives_outside_and_goes_with_its_job(tmp_path):
+    # Given a job under Landlock whose worker writes a file and records where it ran
+    host, folder = make_host(tmp_path)
+    before = snapshot(host, folder)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "landlock"})
+    try:
+        # (and reads a file of its own it made unreadable: a file's own mode, no refusal of the sandbox)
+        task = (
+            'pwd -P > where.txt && echo mine > mine.txt && echo x > own && chmod 000 own && (cat "$PWD/own" || true) && rm -f own'
+        )
+        job = run_job(engine, tasks=[task])
+        w = workers(engine, job)["worker_1"]
+        log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
+        assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
+        # Then it ran outside the orchestrator's folder and the repository, under git.checkouts_root, 0700 on the way,
+        # and the workspace's folder of it is a link there
+        where = Path(git(host, "show", f"{w.branch}:where.txt").strip())
+        outside = tmp_path / "checkouts"
+        assert where.is_relative_to(outside) and not where.is_relative_to(host), where
+        assert where.parts[-3:] == (f"job_{job.root_id}", "depth_0", "worker_1")
+        assert (where.parents[2].stat().st_mode & 0o777) == 0o700
+        link = engine.workspace.worker_dir(job.root_id, 0, "worker_1")
+        assert link.is_symlink() and link.resolve() == where and (link / "mine.txt").read_text() == "mine\n"
+        assert git(host, "show", f"{w.branch}:mine.txt") == "mine\n"
+        assert not (host / "mine.txt").exists()
+        assert "Permission denied" in log and w.said_refused == [] and w.refusals == [], (w.said_refused, log)
+        # When the job is deleted, its worktree and its folder outside go, the branch prefix's refs with them
+        engine.delete(job.root_id, all_branches=True)
+        assert not where.parents[1].exists() and str(where) not in git(host, "worktree", "list", "--porcelain")
+    finally:
+        engine.shutdown(timeout=10)
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_a_worker_cannot_read_another_trees_checkout_outside(tmp_path):
+    # Given a finished job under Landlock whose worker left a secret in its checkout (outside the workspace)
+    host, folder = make_host(tmp_path)
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "landlock"})
+    try:
+        first = run_job(engine, tasks=["echo SECRET-OF-THE-FIRST > secret.txt"])
+        theirs = engine.workspace.worker_dir(first.root_id, 0, "worker_1").resolve()
+        assert (theirs / "secret.txt").read_text() == "SECRET-OF-THE-FIRST\n"
+        # When another tree's worker reads it, and lists the folder of all the checkouts
+        task = f"(cat '{theirs}/secret.txt'; ls '{theirs.parents[2]}') > seen.txt 2>&1; true"
+        second = run_job(engine, tasks=[task])
+        w = workers(engine, second)["worker_1"]
+        seen = git(host, "show", f"{w.branch}:seen.txt")
+    finally:
+        engine.shutdown(timeout=10)
+    # Then it read nothing of it: the workspace's checkouts outside are refused as the workspace is
+    assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: Permission denied" in seen, seen
+    assert f"cannot open directory '{theirs.parents[2]}': Permission denied" in seen, seen  # (listed nothing)
+    if not probe(backend="bubblewrap").available:
+        return
+    # And a worker of the same folder under bubblewrap (its checkout in the workspace) sees that folder empty
+    engine = host_engine(folder, git={"isolation": "worktree"}, workers={"sandbox": "on", "sandbox_backend": "bubblewrap"})
+    try:
+        third = run_job(engine, tasks=[task])
+        w = workers(engine, third)["worker_1"]
+        seen = git(host, "show", f"{w.branch}:seen.txt")
+    finally:
+        engine.shutdown(timeout=10)
+    assert "SECRET-OF-THE-FIRST" not in seen and "secret.txt: No such file or directory" in seen, seen
+
+
+@pytest.mark.skipif(not probe(backend="landlock").available, reason="no Landlock here")
+def test_under_landlock_a_checkouts_root_others_can_write_refuses_the_worker_naming_it(tmp_path):
+    host, folder = make_host(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    before = snapshot(host, folder)
+    engine = host_engine(
+        folder,
+        git={"isolation": "worktree", "checkouts_root": str(shared / "checkouts")},
+        workers={"sandbox": "on", "sandbox_backend": "landlock", "max_retries": 0},
+    )
+    try:
+        job = run_job(engine, tasks=["echo hi > a.txt"])
+        w = workers(engine, job)["worker_1"]
+    finally:
+        engine.shutdown(timeout=10)
+    assert w.status is WorkerStatus.FAILED and f"{shared} is writable by others" in (w.error or ""), w.error
+    assert "git.checkouts_root" in (w.error or "") and not (shared / "checkouts").exists()
+    assert not engine.workspace.worker_dir(job.root_id, 0, "worker_1").exists()
     assert snapshot(host, folder) == before
 
 
@@ -155,7 +282,8 @@ CARGO = shutil.which("cargo")
 
 
 @pytest.mark.skipif(CARGO is None, reason="cargo is not installed")
-def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with_the_trees_cargo_home(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with_the_trees_cargo_home(tmp_path, backend):
     # Given a host that is a Cargo workspace (one member crate with its tests), the orchestrator's folder in it
     host, folder = make_host(tmp_path)
     (host / "Cargo.toml").write_text('[workspace]\nmembers = ["crates/calc"]\nresolver = "2"\n')
@@ -172,9 +300,9 @@ def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with
     before = snapshot(host, folder)
     gate = [str(CARGO), "test", "--offline", "-q", "--workspace"]
     # When a worker breaks add, and another adds a file: each gated on the workspace's own tests
-    _, bad, log = run_with_gate(folder, gate, "sed -i 's/a + b/a - b/' crates/calc/src/lib.rs")
+    _, bad, log = run_with_gate(folder, gate, "sed -i 's/a + b/a - b/' crates/calc/src/lib.rs", sandbox="on", backend=backend)
     assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
-    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md")
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md", sandbox="on", backend=backend)
     # Then the breaking one fails its gate, the other passes: cargo built the worker's checkout, its
     # registry and build locks in the tree's own CARGO_HOME (the user's ~/.cargo is read-only there)
     assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log

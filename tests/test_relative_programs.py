@@ -53,7 +53,8 @@ def run(engine, tasks: list[str], timeout: float = 120):
         job = run_job(engine, tasks=tasks, config={"max_workers": len(tasks)}, timeout=timeout)
         found = workers(engine, job)
         logs = {name: engine.workspace.worker_log(job.root_id, 0, name).read_text() for name in found}
-        logs["checkout"] = str(engine.workspace.worker_dir(job.root_id, 0, "worker_1"))
+        # (resolved: under Landlock the workspace's folder is a link to the checkout outside, git.checkouts_root)
+        logs["checkout"] = str(engine.workspace.worker_dir(job.root_id, 0, "worker_1").resolve())
         job_dir = engine.workspace.job_dir(job.root_id)
         for name, w in found.items():  # each gate's own output, after the worker's
             logs[name] += "".join((job_dir / g.log_path).read_text() for g in w.gates if g.log_path)

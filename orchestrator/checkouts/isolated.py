@@ -15,6 +15,7 @@ from ..errors import ConfigError, OrchestratorError
 from ..git.gitcmd import GitFailed
 from ..git.gitwork import GitError, find_host
 from ..models import JobRecord, WorkerRecord
+from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
 from .bootstrap import EnvFor
 from .checkout import Changes, Checkout, CheckoutKind, FolderCheckout, RemoveTree
@@ -175,7 +176,9 @@ class WorktreeFactory:
                     raise GitError(f"worktree isolation is not possible: {host}")
                 self._made = WorktreeCheckout(self.workspace, self.settings, host.repo, self.env)
                 try:  # once per server run, before its first worktree: a dead entry would block its branch
-                    self.pruned = prune_stale(host.repo, self.workspace.root)
+                    self.pruned = prune_stale(
+                        host.repo, self.workspace.root, place.workspace_folder(self.settings, self.workspace.root)
+                    )
                 except GitFailed:
                     log.warning("could not prune stale worktree entries in %s", host.repo, exc_info=True)
             return self._made

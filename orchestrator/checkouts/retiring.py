@@ -20,6 +20,7 @@ from ..git import gitrefs, worker_objects
 from ..git.gitcmd import GitFailed
 from ..git.gitrefs import Deleted
 from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
+from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
 
 log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
@@ -193,10 +194,11 @@ def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id:
     included). Never a worktree of the user's, wherever its branch."""
     prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
     tree = workspace.job_dir(root_id).resolve()
+    outside = place.tree_folder(settings, workspace, root_id)  # where no project view shows them (place.py)
     found = []
     for entry in worktree_list(repo):
         ours = entry.get("branch", "").startswith(prefix) and _inside(entry["worktree"], workspace.root)
-        if ours or _inside(entry["worktree"], tree):
+        if ours or _inside(entry["worktree"], tree) or _inside(entry["worktree"], outside):
             found.append(entry["worktree"])
     return found
 
@@ -212,12 +214,14 @@ def remove_job_worktrees(repo: Path, settings: Settings, workspace: Workspace, r
             removed.append(path)
         except GitError:
             log.warning("could not remove worktree %s", path, exc_info=True)
+    # Its folder outside the workspace (place.py) goes with it, as the workspace's own folder does.
+    shutil.rmtree(place.tree_folder(settings, workspace, root_id), ignore_errors=True)
     return removed
 
 
-def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
+def prune_stale(repo: Path, workspace_root: Path, outside: Path | None = None) -> list[str]:
     """``git worktree prune``, for this workspace only: the admin entries of worktrees inside
-    the workspace whose folders are gone (a job folder deleted by hand, a server killed
+    the workspace (or ``outside``, its folder of checkouts: place.py) whose folders are gone (a job folder deleted by hand, a server killed
     mid-delete). A plain ``git worktree prune`` would also drop the entry of a user's own
     worktree whose folder is only away for now (an unmounted disk), so each entry is removed
     by its path. Returns the paths whose entries went."""
@@ -226,7 +230,10 @@ def prune_stale(repo: Path, workspace_root: Path) -> list[str]:
     pruned = []
     for entry in worktree_list(repo):
         dead = "prunable" in entry or not Path(entry["worktree"]).exists()  # git < 2.31 does not say "prunable"
-        if dead and _inside(entry["worktree"], workspace_root.resolve()):
+        ours = _inside(entry["worktree"], workspace_root.resolve()) or (
+            outside is not None and _inside(entry["worktree"], outside)
+        )
+        if dead and ours:
             try:
                 repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", entry["worktree"])
                 pruned.append(entry["worktree"])

@@ -82,6 +82,7 @@ from ..process.cgroups import Limits
 from ..process.sandbox import Backend
 from ..workers import refusals
 from ..workers.adapters import co_author_of
+from ..workspace import checkout_place as place
 from ..workspace import logs
 from ..workspace.layout import Workspace
 from . import untouched
@@ -116,6 +117,7 @@ class WorktreeCheckout(Checkout):
         self._made: dict[Path, bool] = {}  # worktrees the running ``prepare`` made (not re-adopted ones)
         self._bases: dict[str, str] = {}  # root id -> the commit its root workers branch from
         self._lock = threading.Lock()
+        self._dirs: dict[tuple[str, int, str], Path] = {}  # workers whose worktree is outside the workspace (place.py)
         # One lock per worktree: its commits (after an attempt, at a spawn) and a child job's
         # merge into it (engine/nesting.py) never interleave.
         self._held: dict[Path, threading.RLock] = {}
@@ -128,7 +130,38 @@ class WorktreeCheckout(Checkout):
         return f"{self.settings.git.branch_prefix}{record.root_id}/{record.name}"
 
     def directory(self, record: WorkerRecord) -> Path:
-        return self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        """The worker's checkout: its folder of the workspace, or, where that folder is a link
+        (workspace/checkout_place.py), the folder outside the workspace its tree's worktrees live in."""
+        key = (record.root_id, record.depth, record.name)
+        found = self._dirs.get(key)
+        if found is not None:
+            return found
+        inside = self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        if not inside.is_symlink():
+            return inside
+        found = place.tree_folder(self.settings, self.workspace, record.root_id) / f"depth_{int(record.depth)}" / record.name
+        with self._lock:
+            self._dirs[key] = found
+        return found
+
+    def _place(self, record: WorkerRecord, job: JobRecord) -> None:
+        """A new worker whose sandbox shows no project view (Landlock, Seatbelt): its worktree goes
+        outside the workspace (workspace/checkout_place.py), its folder of the workspace a link to it. Under
+        bubblewrap, or with the sandbox off, it stays in the workspace."""
+        inside = self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        if inside.is_symlink() or inside.exists():
+            return
+        spec = self.confinement.for_job(job.config).spec
+        if spec is None or spec.backend is Backend.BUBBLEWRAP:
+            return
+        saved = self.workspace.tree_checkouts_file(record.root_id)
+        if not saved.is_file():
+            place.make_private(self.settings, self.workspace.root, (self.settings.base_dir, self.workspace.root, self.repo))
+            self.workspace.write_text(saved, str(place.job_folder(self.settings, self.workspace.root, record.root_id)) + "\n")
+        outside = place.tree_folder(self.settings, self.workspace, record.root_id) / f"depth_{int(record.depth)}" / record.name
+        outside.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        inside.parent.mkdir(parents=True, exist_ok=True)
+        inside.symlink_to(outside, target_is_directory=True)
 
     def _root_base(self, root_id: str) -> str:
         """The commit a root job's workers start from, fixed at its first worker (and kept in
@@ -174,6 +207,7 @@ class WorktreeCheckout(Checkout):
     # -- the seam ------------------------------------------------------------------------------
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         self._configs[record.job_id] = job.config
+        self._place(record, job)
         self._marks.pop(self.directory(record), None)
         directory = self._prepare(record, job)
         if not record.attempts and self._made.pop(directory, False):

@@ -30,7 +30,7 @@ from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_comman
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..process.sandbox import Support
+    from ..process.sandbox import Backend, Support
 
 MIN_PYTHON = (3, 10)
 # Test commands a repository shows by its files, as a gate's argv (the first found wins).
@@ -132,6 +132,7 @@ def examine(
     """Every check, and the configuration to propose. ``worker``: the AI CLI kind to propose
     (``doctor --worker``), else the configured one, else the first logged-in CLI found; ``machine``: where
     the kernel's and a container's facts are read (a test's temporary root; default ``/``)."""
+    from ..process.sandbox import Backend
     from ..workers.environment import base_env
 
     report = Report(config_path)
@@ -141,10 +142,11 @@ def examine(
     _check_clis(report, settings, env, worker)
     _check_python(report)
     host = _check_git(report, settings)
-    sandboxed = _check_sandbox(report, settings, userns.Host() if machine is None else machine)
+    backend = _check_sandbox(report, settings, userns.Host() if machine is None else machine)
+    sandboxed = backend is not None
     if sandboxed:
         _check_network(report, settings, env)
-    project = _check_project(report, settings, host, sandboxed)
+    project = _check_project(report, settings, host, sandboxed, view=backend is Backend.BUBBLEWRAP)
     _check_cgroups(report)
     _check_port(report, settings)
     _check_config_file(report)
@@ -275,9 +277,9 @@ def _check_git(report: Report, settings: Settings) -> Path | None:
     return host.repo
 
 
-def _check_sandbox(report: Report, settings: Settings, host: userns.Host) -> bool:
-    """Whether workers will run sandboxed (bubblewrap, or Landlock where bubblewrap cannot start), and
-    what on this host decides it (:func:`check_host`)."""
+def _check_sandbox(report: Report, settings: Settings, host: userns.Host) -> Backend | None:
+    """Which backend sandboxes the workers (bubblewrap, or Landlock where bubblewrap cannot start), or None,
+    and what on this host decides it (:func:`check_host`)."""
     from ..process.backends import probe
     from ..process.sandbox import SandboxMode, SandboxNetwork, decide
 
@@ -287,12 +289,12 @@ def _check_sandbox(report: Report, settings: Settings, host: userns.Host) -> boo
         decision = decide(mode, support, network=SandboxNetwork(settings.workers.sandbox_network))
     except ValueError as exc:
         report.add("sandbox", Level.PROBLEM, str(exc), "fix the above, or set workers.sandbox: auto")
-        return False
+        return None
     level = Level.NOTE if decision.spec is None and mode is not SandboxMode.OFF else Level.OK
     report.add("sandbox", level, decision.note, support.reason if decision.spec is None and support.reason else "")
     if mode is not SandboxMode.OFF:
         check_host(report, support, host, userns.find_bwrap())
-    return decision.spec is not None
+    return decision.spec.backend if decision.spec is not None else None
 
 
 def check_host(report: Report, support: Support, host: userns.Host, bwrap: str | None) -> None:
@@ -568,14 +570,21 @@ def _names_host(path: Path, top: str) -> bool:
     return top in text
 
 
-def _check_project(report: Report, settings: Settings, host: Path | None, sandboxed: bool) -> Project | None:
+def _check_project(
+    report: Report, settings: Settings, host: Path | None, sandboxed: bool, *, view: bool = True
+) -> Project | None:
     """Which code a gate tests: where workers run unconfined, their checkouts lie in the
-    orchestrator's folder inside the repository and the host's venv runs the main checkout's code."""
+    orchestrator's folder inside the repository and the host's venv runs the main checkout's code.
+    ``view``: the sandbox shows each checkout at the repository's path (bubblewrap); without one
+    (Landlock, Seatbelt) the checkout lives outside this folder and a gate's PYTHONPATH leads to it."""
     if host is None:
         return None
     venvs = [host / name for name in settings.workers.sandbox_env_folders if (host / name / "pyvenv.cfg").is_file()]
     project = find_project(host, venvs)
     installs = ", ".join(f"{e.venv.name}/…/{e.name}" for e in project.editable)
+    if sandboxed and not view:
+        _check_no_view(report, settings, host, project, installs)
+        return project
     if sandboxed:
         if project.editable:
             report.add(
@@ -606,6 +615,68 @@ def _check_project(report: Report, settings: Settings, host: Path | None, sandbo
             else "enable the sandbox, or run the gate with PYTHONPATH set to the checkout's packages",
         )
     return project
+
+
+def _check_no_view(report: Report, settings: Settings, host: Path, project: Project, installs: str) -> None:
+    """Without a project view (Landlock): where the checkouts live, and which links of the project
+    still lead to the user's checkout rather than the worker's."""
+    from ..errors import WorkspaceError
+    from ..workspace import checkout_place as place
+
+    try:
+        folder = place.make_private(
+            settings, settings.workspace_root, (settings.base_dir, settings.workspace_root, host), create=False
+        )
+    except WorkspaceError as exc:
+        report.add("project", Level.PROBLEM, str(exc), f"set {place.SETTING} in config.yaml to a folder of your own")
+        return
+    report.add(
+        "project",
+        Level.OK,
+        f"no project view under this sandbox: each worker's worktree lives in {folder}, outside this folder, so tools "
+        "that look upwards for their configuration find your project's (the workspace's depth_<n>/worker_<k> links to it)",
+    )
+    if project.editable:
+        report.add(
+            "project",
+            Level.OK,
+            f"an editable install of {host} ({installs}): a gate gets the worker's checkout's package roots first on "
+            "PYTHONPATH (your pyproject's [tool.setuptools] package-dir or packages.find where, else src/, else its "
+            "top), so it runs the worker's code",
+        )
+    for what in _links_to_host(host):
+        report.add(
+            "project",
+            Level.NOTE,
+            f"{what}: under this sandbox it still leads to your checkout at {host}, not the worker's, so a gate that "
+            "goes through it tests your code there",
+            "use bubblewrap (its project view shows the worker's checkout at your repository's path), or a git.setup "
+            "that installs the project in the worker's checkout",
+        )
+
+
+def _links_to_host(host: Path) -> list[str]:
+    """What in the host's environment points at the host's own files by a path that does not follow
+    a worker's checkout: npm/yarn workspace or ``npm link`` links in ``node_modules``, and Cargo path
+    dependencies given as absolute paths into the repository."""
+    found: list[str] = []
+    top = str(host.resolve())
+    modules = host / "node_modules"
+    if modules.is_dir() and not modules.is_symlink():
+        links = []
+        for entry in sorted(modules.glob("*")) + sorted(modules.glob("@*/*")):
+            if entry.is_symlink() and (os.path.realpath(entry) + "/").startswith(top + "/"):
+                links.append(entry.relative_to(modules).as_posix())
+        if links:
+            found.append(f"node_modules links to the repository's own packages ({', '.join(links[:5])}: workspaces or npm link)")
+    for manifest in [host / "Cargo.toml", *sorted(host.glob("*/Cargo.toml")), *sorted(host.glob("*/*/Cargo.toml"))][:200]:
+        try:
+            text = manifest.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if f'path = "{top}' in text or f"path = '{top}" in text:
+            found.append(f"{manifest.relative_to(host)} names a path dependency by its absolute path in the repository")
+    return found
 
 
 def _npm_tests(path: Path) -> bool:

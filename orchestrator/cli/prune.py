@@ -35,6 +35,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..retention import lifetime
     from ..retention.pruning import candidates, delete_offline, parse_age, parse_statuses
     from ..retention.results import delete as delete_results
+    from ..workspace import checkout_place as place
     from ..workspace.layout import Workspace
     from .scripts import server_client
 
@@ -89,7 +90,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for r in due:
             removed = lifetime.release(repo, settings, workspace, r.root_id, r.reason)
             print(f"removed {len(removed)} worktree(s) of {r.root_id}")
-        stale = prune_stale(repo, workspace.root)
+        stale = prune_stale(repo, workspace.root, place.workspace_folder(settings, workspace.root))
         if stale:
             print(f"dropped {len(stale)} stale worktree entr{'y' if len(stale) == 1 else 'ies'} of this workspace")
     if trees:

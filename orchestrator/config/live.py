@@ -63,7 +63,7 @@ RESTART_KEYS: dict[str, frozenset[str] | None] = {
     ),
     # The port pool (checkouts/bootstrap.py), the signed approval links' lifetime (webhooks/sending.py)
     # and the path lock tables (cluster/distribution.py) are built once, at the server's start.
-    "git": frozenset({"repo", "port_range", "approval_link_ttl"}),
+    "git": frozenset({"repo", "port_range", "approval_link_ttl", "checkouts_root"}),
     "tasks": frozenset({"lock_lease", "lock_timeout"}),
 }
 

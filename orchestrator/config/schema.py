@@ -602,6 +602,14 @@ class GitSettings(Section):
         min=0,
         max=36500,
     )
+    checkouts_root: str = setting(
+        "",
+        "where a worker's worktree lives when its sandbox shows no project view (Landlock, Seatbelt): outside "
+        "this folder, so tools that look upwards for their configuration find your project's, never this folder's "
+        "(the workspace's depth_<n>/worker_<k> is a link to it); empty: your state folder, "
+        "$XDG_STATE_HOME/orchestrator/checkouts or ~/.local/state/orchestrator/checkouts. Must be yours, no folder "
+        "on the way writable by another (else the worker is refused, saying which)",
+    )
     remove_worker_worktrees: bool = setting(
         False,
         "remove each worker's worktree as soon as its work is committed on its branch (not one with child jobs or "

@@ -40,6 +40,7 @@ from __future__ import annotations
 import calendar
 import functools
 import math
+import os
 import random
 import re
 import signal
@@ -747,7 +748,10 @@ def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -
     found = refusals.Refusals()
     refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
-    return refusals.scan(paths.log, (directory, paths.tmp), into=found)
+    # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
+    real = Path(os.path.realpath(directory))
+    own = (directory, paths.tmp) if real == directory else (directory, real, paths.tmp)
+    return refusals.scan(paths.log, own, into=found)
 
 
 def _enforced(handle: AttemptHandle | None) -> Enforced | None:

@@ -89,7 +89,7 @@ from ..process.monitor import CAPPED, HelperWatch
 from ..process.plaintext import plain
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..process.sandbox import SandboxSpec
-from ..workers.confinement import Confinement, environment_program
+from ..workers.confinement import Confinement, environment_program, project_imports
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
 from ..workspace.stages import Stage, StageLedger, StageState, rerun_note
@@ -424,7 +424,8 @@ def run_gate(
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
         argv = environment_program(gate_argv(gate), place.directory, cwd, settings, place.sandbox)
         limits = place.watch.limits if place.watch is not None else None
-        handle = runner.spawn(argv, cwd=cwd, env=place.env, log_path=path, tag=place.tag, sandbox=place.sandbox, limits=limits)
+        env = project_imports(place.env, place.directory, place.sandbox)  # no view: the worker's code first
+        handle = runner.spawn(argv, cwd=cwd, env=env, log_path=path, tag=place.tag, sandbox=place.sandbox, limits=limits)
         failpoints.hit(f"{place.stop_point}.{name}")  # the chaos tests' stop in the middle of a gate
     except GateDirError as exc:
         status, reason = NOT_STARTED, str(exc)

@@ -35,6 +35,7 @@ from ..git.gitcmd import GitFailed
 from ..git.gitwork import check_ref, find_host, run_git
 from ..models import JobRecord
 from ..outcomes import MergeRecord
+from ..workspace import checkout_place as place
 from .pruning import UNITS, jobs_on_disk, prune_engine, refusal, size_of
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def expire(settings: Settings, workspace: Workspace, now: float) -> list[Release
     for item in found:
         release(repo, settings, workspace, item.root_id, item.reason)
     if found:
-        prune_stale(repo, workspace.root)
+        prune_stale(repo, workspace.root, place.workspace_folder(settings, workspace.root))
     return found
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import sys
@@ -49,6 +50,7 @@ from ..process.sandbox import (
     decide,
     for_worker,
 )
+from ..workspace import checkout_place
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from .adapters import auto_order, get_adapter
@@ -195,6 +197,11 @@ class Confinement:
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
         spec = for_worker(base, paths, extra_writable=writable, hidden=hidden)
         emptied, kept = self.workspace_view((directory, tmp, caches), readable, env or {})
+        # The workspace's checkouts outside it (Landlock: workspace/checkout_place.py), as the workspace: emptied,
+        # its own checkout granted back (no worker reads another's, nor another tree's).
+        outside = checkout_place.workspace_folder(self.settings, self.workspace.root)
+        if outside.is_dir():
+            emptied.append(os.path.realpath(outside))
         return replace(
             spec,
             empty=str(self._empty()),
@@ -509,6 +516,57 @@ def environment_program(argv: list[str], checkout: Path, cwd: Path, settings: Se
     if not folder.is_dir() or folder.is_symlink() or not own.is_file():
         return argv
     return [str(own), *argv[1:]]
+
+
+def project_imports(env: Mapping[str, str], checkout: Path, spec: SandboxSpec | None) -> dict[str, str]:
+    """``env`` with the worker's checkout's Python package roots first on ``PYTHONPATH``, for a
+    sandboxed process (a gate) where no project view shows the checkout at the repository's path
+    (Landlock, Seatbelt): there an editable install of the repository (``pip install -e .``, its
+    ``.pth`` or finder naming the user's checkout) would import the user's code, not the worker's,
+    and a breaking worker would pass its gate. A ``PYTHONPATH`` entry comes before both.
+
+    Which roots: the repository's own ``pyproject.toml`` (the user's, never the worker's copy)
+    ``[tool.setuptools] package-dir`` ``""`` or ``[tool.setuptools.packages.find] where``; else
+    ``src`` where the checkout has that folder; else the checkout's top. Only for a repository that
+    is a Python project (``pyproject.toml``, ``setup.py`` or ``setup.cfg`` at its top), and only
+    roots that are folders inside the checkout. Under bubblewrap, or unconfined, ``env`` unchanged."""
+    if spec is None or spec.project is not None:
+        return dict(env)
+    private = linked_git_dir(checkout)
+    common = common_dir_of(private) if private is not None else None
+    if common is None or common.name != ".git":
+        return dict(env)
+    top = common.parent
+    if not any((top / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
+        return dict(env)
+    roots = [checkout / r for r in _declared_roots(top / "pyproject.toml")] or [checkout / "src"]
+    found = [str(r) for r in roots if r.is_relative_to(checkout) and r.is_dir() and not r.is_symlink()] or [str(checkout)]
+    given = env.get("PYTHONPATH", "")
+    return {**env, "PYTHONPATH": os.pathsep.join([*found, *([given] if given else [])])}
+
+
+def _declared_roots(pyproject: Path) -> list[str]:
+    """The package roots a ``pyproject.toml`` names for setuptools (relative, no ``..``), or none
+    (also on Python 3.10, which has no tomllib: then ``src`` or the top, as for an undeclared layout)."""
+    try:
+        data = importlib.import_module("tomllib").loads(pyproject.read_text(encoding="utf-8"))
+    except (ImportError, OSError, ValueError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    tool = data.get("tool", {}).get("setuptools", {}) if isinstance(data.get("tool"), dict) else {}
+    if not isinstance(tool, dict):
+        return []
+    given: list[object] = []
+    package_dir = tool.get("package-dir")
+    if isinstance(package_dir, dict) and isinstance(package_dir.get(""), str):
+        given.append(package_dir[""])
+    find = tool.get("packages", {}).get("find", {}) if isinstance(tool.get("packages"), dict) else {}
+    if isinstance(find, dict) and isinstance(find.get("where"), list):
+        given.extend(find["where"])
+    return [
+        os.path.normpath(str(g)) for g in given if isinstance(g, str) and g and not os.path.isabs(g) and ".." not in Path(g).parts
+    ]
 
 
 def _vacant(path: Path) -> bool:

@@ -332,7 +332,8 @@ def worker_prompt(
         depth=rec.depth,
         max_recursion_depth=cfg.max_recursion_depth,
         recursion_enabled=cfg.enable_recursion and api_url is not None,  # spawn needs the API
-        worker_dir=str(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
+        # (where its checkout lives: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
+        worker_dir=os.path.realpath(workspace.worker_dir(rec.root_id, rec.depth, rec.name)),
         job_id=rec.job_id,
         worker_id=rec.name,
         children_left=max(0, cfg.max_children_per_worker - len(rec.child_job_ids)),

@@ -1,7 +1,8 @@
 """The on-disk layout of job trees: every path in the workspace is built here.
 
     workspace/job_<root>/
-        depth_<d>/worker_<name>/        a worker's directory (its cwd)
+        depth_<d>/worker_<name>/        a worker's directory (its cwd); a worktree outside the workspace
+                                        where no project view shows it: a link to it (workspace/checkout_place.py)
         depth_<d>/worker_<name>_recursive -> worker_<name>   (marker: it started child jobs)
         depth_<d>/LEVEL_<d>_REPORT.md
         logs/orchestrator.log           job-tree events, one line each
@@ -11,6 +12,7 @@
         state/workers/depth_<d>_<worker>.json
         state/prompts/depth_<d>_<worker>.txt
         state/exits/depth_<d>_<worker>.<attempt>   exit status, written by the worker's shim
+        state/checkouts_at              where its worktrees live when outside the workspace (workspace/checkout_place.py)
         state/stages.jsonl              the stages after the workers' agents: started, verdict (workspace/stages.py)
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
         state/caches/<tool>/            the tree's private package caches (workers/caches.py), gone with the tree
@@ -201,6 +203,11 @@ class Workspace:
         """Git isolation: the commit a tree's root workers branched from (checkouts/worktree.py writes it;
         landing and diffs read it), kept so a restarted server uses the same base."""
         return self.job_dir(root_id) / "git_base"
+
+    def tree_checkouts_file(self, root_id: str) -> Path:
+        """Where a tree's worktrees live when outside the workspace (workspace/checkout_place.py), written at its
+        first such worktree, so a changed git.checkouts_root or a restart finds them where they are."""
+        return self._tree(root_id).state / "checkouts_at"
 
     def depth_dir(self, root_id: str, depth: int) -> Path:
         return self._tree(root_id).depth(int(depth))

@@ -81,6 +81,10 @@ def host_engine(folder: Path, **sections: dict) -> Engine:
         "orchestrator": {"worker": "command", "command": ["sh", "-c", "{task}"]},
         "simulated": {"duration": 0.05},
     }
+    folder = Path(folder)
+    if folder.name == "orch" and folder.parent.name == "tools":  # make_host's: the checkouts a sandbox without a
+        # project view (Landlock) places outside the orchestrator's folder go to the test's own folder, not ~/.local/state
+        overrides["git"] = {"checkouts_root": str(folder.parents[2] / "checkouts")}
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return Engine(load_settings(base_dir=folder, environ={}, overrides=overrides))
