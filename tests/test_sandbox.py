@@ -19,7 +19,7 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.backends import probe
 from orchestrator.process.executor import LocalExecutor, Sample
 from orchestrator.process.monitor import Watched
-from orchestrator.process.procscan import group_alive, process_alive
+from orchestrator.process.procscan import group_alive, process_alive, process_start_id
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import Backend, SandboxMode, SandboxNetwork, SandboxSpec, Support, decide
 from orchestrator.process.shim import PERL, Deadline, ExitStatus, read_exit
@@ -434,11 +434,11 @@ def test_a_sandboxed_worker_past_its_deadline_with_no_server_watching_is_stopped
         runner.close()  # as a killed server's connection: the supervisor keeps its workers
     try:
         wait_until(lambda: len(runner.tagged(tag)) >= 3, what="the shim, the worker and its child started")
-        members = runner.tagged(tag)
+        members = {pid: process_start_id(pid) for pid in runner.tagged(tag)}  # (by start too: a pid is reused)
         # (handle.poll reaps the runner's own child, as a server's wait would)
         wait_until(lambda: handle.poll() is not None and runner.tagged(tag) == [], timeout=30, what="the sandbox ended")
         assert time.time() - began >= 2  # never before its deadline
-        assert not any(process_alive(pid, None) for pid in members) and not group_alive(handle.pid)
+        assert not any(process_alive(pid, start) for pid, start in members.items() if start) and not group_alive(handle.pid)
         assert read_exit(tmp_path / "w.exit") == ExitStatus(-signal.SIGKILL, "its shim")
         assert handle.poll() == -signal.SIGKILL and handle.deadline_stop == "its shim"
         assert "deadline passed with no server stopping it" in (tmp_path / "w.log").read_text()
