@@ -11,6 +11,7 @@ ordinary user see the same results here (run as both: see docs/sandbox.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -740,6 +741,81 @@ def test_a_worker_sees_through_git_no_other_trees_branches_commits_or_worktrees(
     assert arena.snapshot() == before
 
 
+GATE_LOOK = """git rev-parse HEAD | sed 's/^/head: /'
+git for-each-ref --format='ref: %(refname)'
+git log --all --format='subject: %s'
+git worktree list --porcelain | sed 's/^/worktree: /'
+git reflog show --all --format='reflog: %gs' 2>/dev/null
+common=$(cd "$(sed 's/^gitdir: //' .git)" && cd "$(cat commondir)" && pwd)
+ls -R "$common/refs" "$common/logs" "$common/worktrees" 2>&1 | sed 's/^/direct: /'
+sed 's/^/direct: /' "$common/packed-refs" 2>&1
+cat "$common"/worktrees/*/HEAD 2>&1 | sed 's/^/direct: /'
+env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE git for-each-ref --format='unset: %(refname)' 2>&1
+env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE git log --all --format='unset: %s' 2>&1
+echo looked
+"""
+
+
+@needs_bwrap
+def test_the_result_gate_sees_through_git_no_other_trees_branches_commits_or_worktrees(arena):
+    """Issue 48, item 8, for the result gate (delivery/result_gate.py), which runs the project's gates,
+    worker-written code, in a detached worktree of the merged candidate. Two bystander trees, each a
+    worktree on its branch with a commit whose subject is a secret (the first's branch then packed);
+    the gate lists every ref, walks every branch, lists the worktrees and reflogs, through git, reading
+    the repository's git dir itself, and with git's variables unset: it sees its own HEAD at the
+    candidate and nothing of the other trees. Under Landlock its git is told a git dir of its own
+    (git/worker_gitdir.py, detached), the repository's not granted; with the git dir shared, the
+    bystanders' branches, subjects and worktrees were all seen there."""
+    from orchestrator.config import load_settings
+    from orchestrator.delivery.result_gate import ResultGate
+    from orchestrator.models import JobStatus
+    from orchestrator.workspace.layout import Workspace
+
+    root = "a1b2c3d4e5f6"
+    settings = load_settings(
+        base_dir=arena.folder, environ={}, overrides={"workers": {"sandbox": "on", "sandbox_backend": arena.backend}}
+    )
+    workspace = Workspace(settings.base_dir / "workspace")
+    secrets_seen = []
+    bystanders = []
+    for n in (1, 2):
+        other = f"0bbe{n}0bbe{n}0b"
+        place = workspace.job_dir(other) / "worker_1"
+        git(arena.host, "worktree", "add", "-q", "-b", f"orchestrator/{other}/worker_1", str(place), "main")
+        secret = f"bystander-{n}-secret-{random.randint(0, 1 << 30)}"
+        (place / "b.txt").write_text(secret)
+        git(place, "add", "b.txt")
+        git(place, "commit", "-q", "--no-verify", "-m", secret, env=user_env())
+        secrets_seen.append(secret)
+        bystanders.append(other)
+        if n == 1:
+            git(arena.host, "pack-refs", "--all")
+    assert bystanders[0] in (arena.host / ".git" / "packed-refs").read_text()
+    candidate = git(arena.host, "rev-parse", "main").strip()
+    job = JobRecord(id=root, root_id=root, request="x", status=JobStatus.COMPLETED, worker_names=["w1"])
+    job.config = dataclasses.replace(
+        job.config, gates=[{"name": "look", "run": ["sh", "-c", GATE_LOOK], "required": True, "timeout": 60}]
+    )
+    record = WorkerRecord(root, root, "w1", 1, 0, "task", "command", status=WorkerStatus.SUCCESS)
+    gate = ResultGate(settings=settings, workspace=workspace, repo=arena.host, job=job, workers=[record])
+    spec = gate.confinement.spec_at(root, None, gate.tree, gate.tmp, job.config)
+    assert spec is not None and spec.backend.value == arena.backend
+    before = arena.snapshot()
+    try:
+        verdict = gate.judge(["w1"], candidate)
+    finally:
+        gate.close()
+    log = (workspace.logs_dir(root) / f"{root}.result_gate_look.log").read_text(errors="replace")
+    assert verdict.passed, (verdict, log)
+    assert "looked" in log and f"head: {candidate}" in log and "ref: refs/heads/main" in log, log
+    leaked = [line for line in log.splitlines() if any(o in line for o in [*bystanders, *secrets_seen])]
+    row("sandbox on", "the result gate reads other trees' branches", f"{len(leaked)} lines of them seen", None, True)
+    assert leaked == [], log
+    if arena.backend == "landlock":  # its worktree's real git dir leads to a git dir it cannot read: git fails
+        assert "unset: refs/heads/main" not in log and "Permission denied" in log, log
+    assert arena.snapshot() == before
+
+
 @needs_bwrap
 def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_leaves_the_host_as_it_was(arena):
     """merge_strategy resolve: the resolver runs worker-written code's sandbox too (delivery/resolving.py)."""
@@ -758,7 +834,9 @@ def test_a_hostile_resolver_is_confined_as_a_worker_and_its_refused_resolution_l
             got = json.loads(line.removeprefix("HOSTILE "))
             seen[got["name"]] = got
     assert {"write host tracked file", "write config.yaml", "git branch -f main HEAD~1", "git stash drop"} <= set(seen), seen
-    assert {name for name, g in seen.items() if g["done"]} <= AT_HOST_PATH, seen  # its own merge worktree there
+    # Its own merge worktree there; under Landlock its git's ref moves land in its git dir of its own (the host's unchanged)
+    done_here = AT_HOST_PATH | ON_OWN_GIT_DIR if arena.backend == "landlock" else AT_HOST_PATH
+    assert {name for name, g in seen.items() if g["done"]} <= done_here, seen
     unchanged = arena.snapshot() == before
     row("sandbox on", "a resolver's writes and git", "refused: its resolution refused", None, unchanged)
     assert unchanged

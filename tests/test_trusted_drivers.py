@@ -83,6 +83,9 @@ def evil_driver(host: Path, proof: Path, port: int, merge: str = "") -> Path:
         f"if echo ran > '{proof}/outside' 2>/dev/null; then echo 'canary: written'; else echo 'canary: refused'; fi\n"
         f"if echo ran > '{host}/pwned' 2>/dev/null; then echo 'host: written'; else echo 'host: refused'; fi\n"
         f'if \'{PYTHON}\' -c "{connect}" 2>/dev/null; then echo "listener: reached"; else echo "listener: refused"; fi\n'
+        # Your git dir (other trees' branches, their commits): a driver merges three files, it needs none.
+        f"if cat '{host}/.git/HEAD' >/dev/null 2>&1 || git -C '{host}' log --all >/dev/null 2>&1; then echo 'git dir: read'; "
+        "else echo 'git dir: refused'; fi\n"
         + (merge or '{ echo "# merged by evil"; cat "$2" "$3"; } > "$2.new" && mv "$2.new" "$2"')
         + "\n"
     )
@@ -126,6 +129,7 @@ def test_a_trusted_merge_driver_merges_the_workers_files_confined_in_the_sandbox
     if backend == "bubblewrap":
         assert f"mntns={os.readlink('/proc/self/ns/mnt')} " not in said, said  # in a mount namespace of its own
     assert "canary: refused" in said and "host: refused" in said and "listener: refused" in said, said
+    assert "git dir: refused" in said, said
     assert "ended: exit code 0" in said, said
     assert not list(proof.iterdir()) and not (host / "pwned").exists() and not reached(listener)
     assert snapshot(host, folder) == before
@@ -133,6 +137,7 @@ def test_a_trusted_merge_driver_merges_the_workers_files_confined_in_the_sandbox
     (tmp_path / "o").write_text("x\n")
     done = subprocess.run([str(script), *(str(tmp_path / "o"),) * 3], capture_output=True, text=True, cwd=tmp_path)
     assert "canary: written" in done.stdout and "host: written" in done.stdout and "listener: reached" in done.stdout
+    assert "git dir: read" in done.stdout
     assert (proof / "outside").exists() and reached(listener)
 
 

@@ -218,3 +218,34 @@ def test_a_git_dir_of_its_own_shows_its_branch_and_the_users_refs_and_nothing_of
     assert (own / "HEAD").read_text() == "ref: refs/heads/orch/r1/w\n" and (own / "config").is_file()
     assert not (own / "logs" / "HEAD").is_symlink() and (repo / "a.txt").read_text() == "two"
     assert "packRefs = false" in (own / "config").read_text()
+
+
+def test_a_detached_worktrees_git_dir_of_its_own_holds_its_commit_and_no_branch_of_any_tree(linked, tmp_path):
+    """Landlock, a resolver's or the result gate's detached worktree (git/worker_gitdir.py): its git dir
+    of its own has HEAD at the commit its private HEAD names (moved from the repository's side, copied at
+    the next start), the user's refs, and no branch of its tree or another's, even where an earlier git dir
+    of that name (a worker's) linked its tree's branches. A HEAD there that names a branch (a process
+    wrote it) is not copied: git there fails rather than follow it."""
+    repo, _, _, first, second = linked
+    git(repo, "branch", "orch/r2/w", "main")  # another tree's
+    detached = tmp_path / "detached"
+    git(repo, "worktree", "add", "-q", "--detach", str(detached), first)
+    private = linked_git_dir(detached)
+    assert private is not None
+    store = tmp_path / "store"
+    store.mkdir()
+    own = tmp_path / "git-dirs" / private.name
+    common = repo / ".git"
+    worker_gitdir.prepare(own, private, common, detached, "orch/", "r1", "w", store)  # an earlier worker's, that name
+    assert (own / "refs" / "heads" / "orch" / "r1").is_symlink()
+    env = worker_gitdir.prepare(own, private, common, detached, "orch/", "r1", "", store)
+    env |= {"GIT_OBJECT_DIRECTORY": str(store), "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects")}
+    assert own_git(detached, own, env, "rev-parse", "HEAD").strip() == first
+    assert own_git(detached, own, env, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main"]
+    git(repo, "update-ref", "--no-deref", f"worktrees/{private.name}/HEAD", second)  # the result gate's move
+    worker_gitdir.prepare(own, private, common, detached, "orch/", "r1", "", store)
+    assert own_git(detached, own, env, "rev-parse", "HEAD").strip() == second
+    (private / "HEAD").write_text("ref: refs/heads/orch/r2/w\n")
+    (own / "commondir").write_text(f"{common}\n")
+    worker_gitdir.prepare(own, private, common, detached, "orch/", "r1", "", store)
+    assert (own / "HEAD").read_bytes() == b"" and not (own / "commondir").exists()

@@ -16,7 +16,9 @@ are the workers': a filter or driver of the user's that resolves a name in that 
 them only there), and removed at the end. The next candidate of the same search reuses it, so
 only the files that differ are written (a 1,000-file checkout costs seconds on a slow disk):
 the orchestrator's git moves its detached HEAD from the repository (``worktrees/<id>/HEAD``: git
-in the sandbox cannot, the HEAD file is bound read-only there and git renames over it), the index
+in the sandbox cannot, the HEAD file is bound read-only there and git renames over it; under
+Landlock git there has a git dir of its own, whose HEAD each sandbox's start writes from that one:
+git/worker_gitdir.py), the index
 git wrote before the last gate ran is put back (a gate can rewrite the index, and a forged stat
 entry would keep its edit of a tracked file), and git in the sandbox cleans and resets the tree:
 ``clean -ffdx`` (untracked and ignored files, nested repositories), ``reset --hard``, then
@@ -287,6 +289,7 @@ class ResultGate:
             f"worktrees/{held.private.name}/HEAD",
             commit,
         )
+        git = self._git()  # (under Landlock its git dir of its own takes the HEAD moved: git/worker_gitdir.py)
         git.run(*_QUIET, "reset", "--hard", "-q")
         left = git.run(*_QUIET, "status", "--porcelain", "--ignored", "--untracked-files=all", "-z")
         if left.stdout or left.stderr.strip():

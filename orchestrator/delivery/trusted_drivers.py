@@ -7,7 +7,8 @@ merge hands the three versions to :class:`SandboxedDrivers`, which runs the driv
 as git would (``sh -c``, ``%O %A %B %L %P`` filled in: git/drivers.expand) in an empty folder of the
 tree's (``job_<root>/drivers/<run>/``) holding only those three files, in the sandbox a worker's gate
 or resolver runs in (workers/confinement.py ``spec_at``: its network rules, hidden paths and the
-workspace shown empty), with the workers' caps (``limits`` at its spawn, the rest watched as a
+workspace shown empty, and your repository's git dir too: a driver needs none, and it holds other
+trees' branches), with the workers' caps (``limits`` at its spawn, the rest watched as a
 worker's) and ``git.merge_driver_timeout``, no ORCHESTRATOR_* variable, its output appended to the
 tree's ``logs/merge-drivers.log``. Exit 0: what it left in ``%A`` is the path's merged file, read
 back as data (a regular file, never a link it made, no larger than the disk cap). Anything else
@@ -23,6 +24,7 @@ import os
 import secrets
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import Settings
@@ -91,6 +93,8 @@ class SandboxedDrivers:
                 "not run: it is trusted (git.trusted_merge_drivers), but this job's workers run unconfined "
                 "(workers.sandbox) and a trusted driver runs only in their sandbox",
             )
+        if run.git_dir:  # three files in, one out: it needs no repository (other trees' branches are in yours)
+            sandbox = replace(sandbox, emptied=(*sandbox.emptied, run.git_dir))
         command = expand(run.command, tuple(str(folder / name) for name in FILES), run)
         log_path = self.workspace.logs_dir(root) / LOG_NAME
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,7 @@ class DriverRun:
     theirs: bytes
     labels: tuple[str, str, str] = ("base", "ours", "theirs")
     marker_size: int = 7
+    git_dir: str = ""  # the repository's common git dir, which a driver (three files in, one out) is not shown
 
 
 @dataclass(frozen=True)

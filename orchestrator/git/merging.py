@@ -55,7 +55,7 @@ from . import drivers as merge_drivers
 from .commits import Identity, Source, identity_of, squashed_in
 from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
 from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
-from .gitwork import git_version
+from .gitwork import common_dir, git_version
 from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tree_body, tree_entries, tree_record
 
 T = TypeVar("T")
@@ -173,7 +173,8 @@ def _with_drivers(
         if runner is None or not _text_files(stages):
             continue
         base, ours, theirs = (git_bytes(repo, "cat-file", "blob", stages[s][1]) if s in stages else b"" for s in (1, 2, 3))
-        done = runner(merge_drivers.DriverRun(name, drivers.commands.get(name, ""), path, base, ours, theirs))
+        command = drivers.commands.get(name, "")
+        done = runner(merge_drivers.DriverRun(name, command, path, base, ours, theirs, git_dir=str(common_dir(Path(repo)))))
         if done.merged is None:
             merge.failed[path] = done.reason
             continue

@@ -23,6 +23,13 @@ state folder (outside what it can replace: only its content is the worker's), ho
   sparse-checkout), copied: what the worker writes there stays its own until its next sandbox starts;
 * ``objects``: a link to its tree's store (git/worker_objects.py, which git is told by path too).
 
+A detached worktree's process (a resolver, the result gate and its gates: worker-written code on the
+merged files) gets one the same way, but for two things: its ``HEAD`` is the commit its worktree's
+private ``HEAD`` names (the orchestrator's git set it, from the repository's side: the result gate moves
+it there for its next candidate), copied at each sandbox's start, and it holds no branch of the tree
+(its ``refs`` emptied at each start; a merge's ``MERGE_HEAD`` and the like stay, between the git runs of
+one resolution).
+
 The index stays its worktree's (``GIT_INDEX_FILE``), the work tree its checkout (``GIT_WORK_TREE``).
 No other worktree is registered there and no other reflog lies there, so ``git log --all``,
 ``git worktree list`` and ``git reflog`` show nothing of another tree. A worker that drops the
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +56,7 @@ _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OWN_CONFIG = b"\n[gc]\n\tpackRefs = false\n"  # its branch stays a file of its view (no pack-refs by a gc)
 _MAX = 1 << 20  # bytes read of a file copied from a git dir
+_COMMIT_ID = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 WORKTREES = ".worktrees"  # beside the tree's git dirs: its worktrees as their git sees them (read-only there)
 
 
@@ -62,7 +71,8 @@ def prepare(
     store: Path,
     worktrees_of_tree: Sequence[Path] = (),
 ) -> dict[str, str]:
-    """Make ``own`` the git dir of the sandboxed worker ``branch`` of tree ``root_id`` whose worktree's
+    """Make ``own`` the git dir of the sandboxed worker ``branch`` (empty: a detached worktree's process,
+    its HEAD its worktree's commit, no branch of the tree) of tree ``root_id`` whose worktree's
     private git dir is ``private`` (its checkout ``checkout``) in the repository whose common git dir
     is ``common`` (``prefix``: the branch prefix; ``store``: its tree's object store; ``worktrees_of_tree``:
     the private git dirs of its tree's worktrees, listed in :data:`WORKTREES` beside ``own``, which every
@@ -72,7 +82,8 @@ def prepare(
     own.mkdir(parents=True, exist_ok=True)
     top = os.open(own, _FOLDER)
     try:
-        _put(top, "HEAD", f"ref: {tree_refs}/{branch}\n".encode())
+        _put(top, "HEAD", f"ref: {tree_refs}/{branch}\n".encode() if branch else _detached_head(private))
+        remove_at(top, "commondir")  # (one written here would lead its git to another git dir)
         _put(top, "config", _read(common / "config") + _OWN_CONFIG)
         worktree_config = _read(private / "config.worktree")
         if worktree_config:
@@ -90,6 +101,8 @@ def prepare(
                     remove_at(info, source.name)
         finally:
             os.close(info)
+        if not branch:  # no branch of its tree: none of their refs (one left by an earlier git dir of that name)
+            remove_at(top, "refs")
         os.close(_folder(top, "refs"))
         logs = _folder(top, "logs")
         try:
@@ -107,6 +120,8 @@ def prepare(
         finally:
             os.close(worktrees)
         _link(top, "worktrees", str(own.parent / WORKTREES))
+        if not branch:
+            return _environment(own, checkout, private)
         parts = tree_refs.split("/")
         folder = top
         try:
@@ -121,7 +136,19 @@ def prepare(
                 os.close(folder)
     finally:
         os.close(top)
+    return _environment(own, checkout, private)
+
+
+def _environment(own: Path, checkout: Path, private: Path) -> dict[str, str]:
     return {"GIT_DIR": str(own), "GIT_WORK_TREE": str(checkout), "GIT_INDEX_FILE": str(private / "index")}
+
+
+def _detached_head(private: Path) -> bytes:
+    """A detached worktree's HEAD as its git dir of its own holds it: the commit its private git dir's
+    HEAD names, which the orchestrator's git set (``worktree add --detach``, the result gate's
+    ``update-ref``); anything else (a name a process there wrote) holds nothing, and git there fails."""
+    head = _read(private / "HEAD").strip()
+    return head + b"\n" if _COMMIT_ID.fullmatch(head) else b""
 
 
 def _packed_refs(common: Path, hidden: str) -> bytes:

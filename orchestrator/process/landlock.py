@@ -23,11 +23,11 @@ What a Landlock-confined process may do (docs/sandbox.md, "Where bubblewrap cann
 * hold **no capability**, even as root (its launcher empties the bounding set and every other set
   before it runs anything): Landlock's rules leave a root process's CAP_SYS_PTRACE free to read another
   process's memory and environment, and CAP_SYS_MODULE, CAP_SYS_BOOT or CAP_NET_ADMIN to the kernel;
-* **a worker's own git dir** in place of the repository's, which its rules leave out: ``git_env``
+* **a git dir of its own** in place of the repository's, which its rules leave out, for a worker and
+  for a detached worktree's process (a resolver, the result gate: its HEAD at the candidate): ``git_env``
   (git/worker_gitdir.py) names it, its index and work tree, for :func:`environment` too.
 
-Given up against bubblewrap: no mount view (no project view; a detached worktree's git, a resolver's,
-has the tree's ref folder writable whole and the repository's git dir readable; ``readonly`` and
+Given up against bubblewrap: no mount view (no project view; ``readonly`` and
 ``fixed`` entries inside a writable folder stay writable), and no PID namespace (the process tree is
 tracked by its tag and cgroup, as an unconfined worker's).
 """

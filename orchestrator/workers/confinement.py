@@ -366,12 +366,13 @@ class Confinement:
         the user's, which the orchestrator's commit would append to.
 
         Without ``view`` (no mounts), the same pairs are rules, and its tree's object store is where the
-        worker's git is told to write (process/landlock.py). With ``own`` (Landlock) and a ``branch``,
-        the repository's git dir is not granted at all: the worker's git is told a git dir of its own
-        (git/worker_gitdir.py: its branch from its view, the user's refs, nothing of other trees),
-        the environment returned. Else (Seatbelt; a detached worktree: a resolver's, the result
-        gate's) the tree's ref folder is writable whole and the worker's commits move its real branch,
-        which the orchestrator checks afterwards as it checks a view's copy (git/worker_refs.py ``take``)."""
+        worker's git is told to write (process/landlock.py). With ``own`` (Landlock), the repository's
+        git dir is not granted at all: the process's git is told a git dir of its own
+        (git/worker_gitdir.py: a worker's branch from its view, or a detached worktree's HEAD at its
+        commit (a resolver's, the result gate's), the user's refs, nothing of other trees), the
+        environment returned. Else (Seatbelt) the tree's ref folder is writable whole and the worker's
+        commits move its real branch, which the orchestrator checks afterwards as it checks a view's
+        copy (git/worker_refs.py ``take``)."""
         private = linked_git_dir(directory)
         if private is None:
             return {}
@@ -396,9 +397,9 @@ class Confinement:
             copy = self.workspace.tree_packed_refs(root_id)
             if worker_refs.packed_without_trees(common, prefix, root_id, copy) is not None:
                 paths.shown.append((copy, common / "packed-refs"))
-        elif not (own and branch):
+        elif not own:
             worker_refs.show_in_place(private, tip)
-        if view or not (own and branch):
+        if view or not own:
             paths.moved.append((private / worker_refs.VIEW, refs))
         # Its tree's object store in place of the repository's, which it reads (git/worker_objects.py).
         stores = worker_objects.tree_stores(self.workspace.tree_objects(root_id), common)
@@ -406,8 +407,8 @@ class Confinement:
         paths.moved.append((stores.workers, stores.host))
         paths.shown.append((stores.host, stores.shown_at))
         git_env: dict[str, str] = {}
-        if own and branch and not view:
-            worker_refs.show(private, branch, tip)
+        if own and not view:
+            worker_refs.show(private, branch, tip)  # (a detached worktree's: empty)
             dirs = self.workspace.tree_git_dirs(root_id)
             ours, others = worker_refs.worktrees_in(common / "worktrees", self.workspace.job_dir(root_id))
             prefix = self.settings.git.branch_prefix

@@ -364,7 +364,7 @@ PRIMITIVES: tuple[Primitive, ...] = (
     Primitive(
         "read another tree's branches through git",
         Category.OBJECT_STORE,
-        frozenset({Context.WORKER, Context.GATE, Context.CHILD, Context.RESTART}),
+        frozenset({Context.WORKER, Context.GATE, Context.CHILD, Context.RESOLVE, Context.RESTART}),
         "sandbox",
         """
         done = subprocess.run(["git", "log", "--all", "-p", "-n", "200", "--format=%H %s"], capture_output=True, text=True)
