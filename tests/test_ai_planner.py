@@ -149,7 +149,9 @@ def fake_ai(tmp_path):
     runner = ProcessRunner()
     work_dir = tmp_path / "planning"
 
-    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag="planner-test", request=REQUEST, **options):
+    # Tags are found and swept machine-wide: one of this test process's own (another pytest-xdist worker's
+    # plan, ending, swept "planner-test" and killed this one's CLI: "killed by SIGKILL", the heuristic used).
+    def plan(body, *, command=None, timeout=20.0, max_tasks=5, tag=None, request=REQUEST, **options):
         script = tmp_path / "fake_ai.py"
         script.write_text("import os, sys, time, subprocess\n" + body)
         settings = make_settings(
@@ -167,7 +169,7 @@ def fake_ai(tmp_path):
             runner=runner,
             work_dir=work_dir,
             timeout=timeout,
-            tag=tag,
+            tag=tag or f"planner-test-{os.getpid()}",
             **options,
         )
 
@@ -237,13 +239,14 @@ def test_plan_with_ai_falls_back_after_a_timeout_and_leaves_no_process(fake_ai):
     # Given a CLI that starts a helper process and then never answers
     body = "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n"
     started = time.monotonic()
-    result = fake_ai(body, timeout=2.0, tag="planner-hang")
+    hang = f"planner-hang-{os.getpid()}"
+    result = fake_ai(body, timeout=2.0, tag=hang)
     elapsed = time.monotonic() - started
     # Then the heuristic plan is used, soon after the timeout, and nothing of the CLI survives
     assert (result.planner, result.tasks) == ("heuristic", heuristic())
     assert result.note == "AI planner failed: no answer within 2s (orchestrator.planner_timeout); used the heuristic planner"
     assert 2.0 <= elapsed < 6.0
-    assert fake_ai.runner.tagged("planner-hang") == []
+    assert fake_ai.runner.tagged(hang) == []
 
 
 @pytest.mark.slow
