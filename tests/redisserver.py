@@ -80,12 +80,21 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {(self.folder / 'redis.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not listen within 20 s")
+            if self._ready():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING within 20 s")
+
+    def _ready(self) -> bool:
+        """It answers PING: listening is not enough, as a restart loading its append-only file answers
+        every command with "LOADING" (under load, longer than a test's next call took to come)."""
+        import redis
+
+        try:
+            with redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=0.5) as client:
+                return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (SIGTERM: a clean shutdown, which writes the append-only file if on; SIGKILL: a crash)."""
