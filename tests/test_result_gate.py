@@ -164,16 +164,18 @@ def test_disjoint_workers_that_pass_together_land_whole_after_one_gate_run_on_th
 
 # -- a server killed during the gates of a batch ---------------------------------------------------
 
+# Where a kill -9 stops the server, and the gate runs the ledger then starts: once the gate reached its
+# verdict (that verdict kept, never run again), or in the middle of its run (cut off, run once more).
+KILL_POINTS = [
+    ("result_gate_verdict", ["", " run 2"]),
+    ("result_gate_running.tests", ["", "", " run 2"]),
+]
+
 
 @pytest.mark.chaos
 @pytest.mark.parametrize(
     ("failpoint", "started"),
-    [
-        # killed once the batch's gate reached its verdict: that verdict kept, never run again
-        ("result_gate_verdict", ["", " run 2"]),
-        # killed in the middle of the batch's gate: that run cut off and run once more, saying so
-        ("result_gate_running.tests", ["", "", " run 2"]),
-    ],
+    KILL_POINTS,
     ids=["between-two-runs", "during-the-batch-gate"],
 )
 def test_kill_9_during_a_batch_gate_or_a_bisection_gates_nothing_twice_that_had_a_verdict(tmp_path, failpoint, started):

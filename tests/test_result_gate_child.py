@@ -22,7 +22,7 @@ from .conftest import API_KEY, ROOT
 from .helpers import nesting as nesting_helpers
 from .helpers.served_home import served_home
 from .helpers.worktree import git, make_host, snapshot
-from .test_result_gate import NEW_CALLER, RENAME, UNITTEST, add_package, unittest_on
+from .test_result_gate import KILL_POINTS, NEW_CALLER, RENAME, UNITTEST, add_package, unittest_on
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 served = nesting_helpers.served
@@ -159,12 +159,7 @@ def test_a_child_job_whose_workers_pass_together_lands_all_of_them_after_one_gat
 @pytest.mark.chaos
 @pytest.mark.parametrize(
     ("failpoint", "started"),
-    [
-        # killed once the pair's gate reached its verdict: that verdict kept, never run again
-        ("result_gate_verdict", ["", " run 2"]),
-        # killed in the middle of the pair's gate: that run cut off and run once more, saying so
-        ("result_gate_running.tests", ["", "", " run 2"]),
-    ],
+    KILL_POINTS,
     ids=["between-two-runs", "during-the-batch-gate"],
 )
 def test_kill_9_during_a_child_merges_gate_gates_nothing_twice_that_had_a_verdict(tmp_path, failpoint, started):
