@@ -74,7 +74,7 @@ from ..workers.environment import WorkerPrompts
 from ..workspace.ids import validate_job_id, validate_worker_name
 from .attempts import Attempts
 from .context import EngineContext
-from .ending import outcome_of
+from .ending import outcome_now
 from .resolvers import driver_factory
 from .tables import LiveWorker, Outcome, new_tag
 
@@ -630,15 +630,11 @@ class Continuing:
         ctx.checkout.retire(rec, job)
 
     def _status_now(self, job: JobRecord, rec: WorkerRecord, left_out: Sequence[Mapping[str, str]]) -> JobStatus | None:
-        """What the job reads once the round's work landed: its workers' outcome (``ending.outcome_of``),
+        """What the job reads once the round's work landed: its workers' outcome (``ending.outcome_now``),
         the round's worker as it is now; partial while the merge still leaves a worker out. None:
         only better than its status is taken (a round never makes a job read worse)."""
         _, workers = self.ctx.workspace.load_tree(job.root_id)
-        mine = {w.name: w for w in workers if w.job_id == job.id}
-        mine[rec.name] = rec
-        found = outcome_of(job, [mine[n] for n in job.worker_names if n in mine])
-        if found is JobStatus.COMPLETED and left_out:
-            found = JobStatus.PARTIAL
+        found = outcome_now(job, [*(w for w in workers if w.key != rec.key), rec], left_out)
         return found if found in states.AFTER_ROUND.get(job.status, frozenset()) else None
 
     def close(self, timeout: float) -> None:

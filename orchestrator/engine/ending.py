@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .. import failpoints, states
@@ -199,10 +199,7 @@ class Ending:
             held_marker(ws, job.root_id).unlink(missing_ok=True)
             return
         _, workers = ws.load_tree(job.root_id)
-        mine = {w.name: w for w in workers if w.job_id == job.id}
-        status = outcome_of(job, [mine[n] for n in job.worker_names if n in mine])
-        if status is JobStatus.COMPLETED and job.merge is not None and job.merge.left_out:
-            status = JobStatus.PARTIAL
+        status = outcome_now(job, workers, job.merge.left_out if job.merge is not None else ())
         ended = self.clock.time()
         ws.remove_tree_tmp(job.root_id)
         with tables.locked():
@@ -273,6 +270,14 @@ HELD = "sending-back"  # in a tree's state folder: its root is held while its br
 def held_marker(workspace: Workspace, root_id: str) -> Path:
     """The marker of a root held for its breakers' rounds (``Ending.hold``): a restarted server reads it."""
     return workspace.state_dir(root_id) / HELD
+
+
+def outcome_now(job: JobRecord, workers: Iterable[WorkerRecord], left_out: Sequence[Mapping[str, str]]) -> JobStatus:
+    """What an ended root reads after rounds of its workers (continued, or sent back): its own workers'
+    outcome (``workers``: its tree's records, the latest of each), partial while its merge leaves one out."""
+    mine = {w.name: w for w in workers if w.job_id == job.id}
+    found = outcome_of(job, [mine[n] for n in job.worker_names if n in mine])
+    return JobStatus.PARTIAL if found is JobStatus.COMPLETED and left_out else found
 
 
 def outcome_of(job: JobRecord, records: list[WorkerRecord]) -> JobStatus:
