@@ -329,7 +329,7 @@ class Bootstrap:
 
 def job_cancelled(job: JobRecord) -> Callable[[], bool]:
     """Whether the job was asked to stop (engine.cancel marks it so, under its lock)."""
-    return lambda: job.error == "cancelled"
+    return lambda: job.cancel_requested
 
 
 def included_files(repo: Path, exclude: list[str]) -> list[str]:

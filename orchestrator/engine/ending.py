@@ -283,7 +283,7 @@ def outcome_now(job: JobRecord, workers: Iterable[WorkerRecord], left_out: Seque
 def outcome_of(job: JobRecord, records: list[WorkerRecord]) -> JobStatus:
     """The status a job ends with, from its own workers' records once all are settled (also after a
     continue round: engine/continuing.py)."""
-    if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
+    if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.cancel_requested:
         return JobStatus.CANCELLED
     # A task run as candidates counts once, by its winner, whatever its losers did. A task is
     # done when its work is (``ok``: it lands), complete when nothing below it is missing

@@ -38,6 +38,7 @@ from orchestrator.reports.timeline import render_timeline_svg, text_marks, timel
 from ..config import SIMULATED_KIND, Isolation
 from ..gate_output import failing_gate
 from ..git import conflicts as conflict_text
+from ..outcomes import CostBasis
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -300,7 +301,7 @@ def _changes(root: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]
     return {
         # Their cost (part of the tree's, None: none known) and how many are estimated from a price table
         "resolver_cost": sum(costs) if costs else None,
-        "resolver_estimated": sum(1 for r in resolutions if r["cost_basis"] == "estimated"),
+        "resolver_estimated": sum(1 for r in resolutions if r["cost_basis"] == CostBasis.ESTIMATED),
         "resolver_count": len(resolutions),
         "resolutions": resolutions[:SHOWN_LIMIT] if summary else resolutions,
         "resolutions_total": len(resolutions),
@@ -378,7 +379,7 @@ def _context(
         level = (w.depth, w.status._value_)  # plain keys: an Enum hashes in Python
         tally[level] = tally.get(level, 0) + 1
         cost_known += w.cost_usd is not None
-        cost_estimated += w.cost_basis == "estimated"
+        cost_estimated += w.cost_basis == CostBasis.ESTIMATED
         if w.cost_note and w.cost_usd is None:
             cost_unknown[w.cost_note] = cost_unknown.get(w.cost_note, 0) + 1
         simulated += w.kind == SIMULATED_KIND
