@@ -118,15 +118,16 @@ class Ending:
             self.partial_if_broken(job, merge)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.reporting.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
-            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # Removing a TMPDIR per worker is kernel time; the record and the reports are Python: side by side.
             # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
             remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
             remover.start()
-            self.reporting.render_locked(job)
-            remover.join()
             with self.tables.locked():
                 status, ended = tables.ending[job.id]
-            self.results.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
+            try:  # its signed record, its pull request, then its reports once
+                self.results.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
+            finally:
+                remover.join()
         with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
@@ -205,8 +206,7 @@ class Ending:
         with tables.locked():
             tables.ending[job.id] = (status, ended)  # the reports show it (``Queries.snapshot``'s outcomes)
         try:
-            self.reporting.render_locked(job)
-            self.results.record_result(job, status, ended, publish=True)
+            self.results.record_result(job, status, ended, publish=True)  # (its reports too)
             states.set_job_status(job, status)
             job.ended_at = ended
             ws.save_job(job)
