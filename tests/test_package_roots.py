@@ -70,8 +70,9 @@ def test_an_editable_install_names_its_roots_inside_the_repository_only(tmp_path
     assert installed_roots(top, [top / "venv"]) == []  # not a venv: nothing read
 
 
-def test_under_landlock_a_process_is_refused_the_users_tree_but_what_it_needs(tmp_path):
-    # Given make_host's repository (the orchestrator's folder in it), a venv and a CLI installed in it
+def test_under_landlock_a_process_is_refused_the_users_tree_but_what_it_needs(tmp_path, monkeypatch):
+    # Given make_host's repository (the orchestrator's folder in it) in the home folder, a venv and a CLI installed in it
+    monkeypatch.setenv("HOME", str(tmp_path))
     host, folder = make_host(tmp_path)
     (host / ".venv" / "bin").mkdir(parents=True)
     (host / "src" / "pkg").mkdir(parents=True)

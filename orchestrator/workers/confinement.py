@@ -319,10 +319,17 @@ class Confinement:
         top = os.path.realpath(common.parent)
         if _below(os.path.realpath(directory), top):
             return [], []
+        return self.tree_refusal(top) or ([], [])
+
+    def tree_refusal(self, top: str) -> tuple[list[str], list[str]] | None:
+        """(folders, files) :meth:`user_tree` refuses of the working tree at ``top`` (a real path), or
+        None where nothing can be: the repository is the home folder, or lies in this folder, the
+        orchestrator's Python or its package's folder (the orchestrator runs on its own repository)."""
         keep = [*self._needed_paths, _PACKAGE_ROOT, *(os.path.realpath(p) for p in self._programs())]
         keep += [os.path.join(top, name) for name in self.settings.workers.sandbox_env_folders]
-        if any(_below(top, path) for path in keep):
-            return [], []
+        home = str(Path.home().resolve())  # (a repository in the home folder is the usual case: refused there)
+        if top == home or any(_below(top, path) for path in keep if path != home):
+            return None
         return _carved(top, [p for p in keep if _below(p, top)])
 
     def workspace_view(
