@@ -315,16 +315,27 @@ def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with
     assert snapshot(host, folder) == before
 
 
-def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view(tmp_path):
+@pytest.mark.parametrize("where", ["folder", "repository"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view(tmp_path, backend, where):
     # Given a tracked orchestrator folder whose CLI is installed, untracked, in its own .cli (as
-    # tests/install_cli.sh and doctor put one), configured by its absolute path
+    # tests/install_cli.sh and doctor put one), or in an ignored .cli of the repository's top,
+    # configured by its absolute path
     host, folder = make_host(tmp_path)
-    program = folder / ".cli" / "bin" / "agent"
+    program = (folder if where == "folder" else host) / ".cli" / "bin" / "agent"
     program.parent.mkdir(parents=True)
     program.write_text('#!/bin/sh\necho "ran from $0" > ran.txt\n')
     program.chmod(0o755)
+    if where == "repository":
+        (host / ".git" / "info" / "exclude").write_text("/.cli/\n")
     before = snapshot(host, folder)
-    engine = host_engine(folder, git={"isolation": "worktree"}, orchestrator={"worker": "command", "command": [str(program)]})
+    # (Landlock: no view; the program is granted where it lies, the rest of the user's tree refused)
+    engine = host_engine(
+        folder,
+        git={"isolation": "worktree"},
+        orchestrator={"worker": "command", "command": [str(program)]},
+        workers={"sandbox_backend": backend},
+    )
     try:
         job = run_job(engine, tasks=["x"])
         w = workers(engine, job)["worker_1"]
