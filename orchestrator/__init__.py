@@ -3,6 +3,19 @@
 This module stays import-free on purpose (``os`` is loaded with the interpreter): worker
 subprocesses (``python -m orchestrator spawn``, the simulated worker) import the package and must
 start fast.
+
+Modules:
+
+- ``models``: records; ``outcomes``: the merge, gate, integration and refusal records they hold;
+- ``states``: statuses, transitions, the one writer; ``events``: the per-tree event log;
+- ``gate_output``: a failed gate's output tail, and how every surface shows it;
+- ``protocol``: every ``ORCHESTRATOR_*`` name; ``clock``: time; ``errors``: the error tree and exit codes;
+- ``failpoints``: crash points for the chaos tests; ``defences``: the hostile suite's switches;
+- ``testing``: fakes for users' own tests (an executor that starts no process, a clock, an engine);
+- ``network/``, ``config/``, ``workspace/``, ``process/``, ``git/``, ``audit/``, ``reports/``,
+  ``workers/``, ``planner/``, ``selection/``, ``checkouts/``, ``retention/``, ``quality/``,
+  ``delivery/``, ``index/``, ``webhooks/``, ``cluster/``, ``engine/``, ``dashboard/``, ``api/``,
+  ``cli/``: the layers, lowest first (docs/architecture.md follows a job through them).
 """
 
 import os as _os
