@@ -5,6 +5,9 @@ and every ``name.py`` its docstring mentions exists. An entry names a module as 
 
     - ``steps``: after-attempt steps; ``gates``: quality gates
     - ``tasks_routes``, ``tasks_openapi``: Kage Bunshin's task API
+
+And docs/architecture.md's "The life of a job" names modules (``folder/module``, ``module.function``)
+that exist.
 """
 
 from __future__ import annotations
@@ -71,3 +74,21 @@ def test_every_file_a_folders_docstring_mentions_exists():
 def test_the_check_reads_entries_as_written():
     text = "Prose ``core`` here.\n\nModules:\n\n- ``a``: x ``nope``, ``no``: y; ``b``, ``c``: z\n- ``d/``, ``e``,\n  ``f``: w"
     assert named(text) == {"a", "b", "c", "d/", "e", "f"}
+
+
+def test_the_life_of_a_job_names_modules_and_functions_that_exist():
+    # docs/architecture.md's walk through one request: each folder/module (and module.function) it names is there
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## The life of a job", 1)[1].split("\n## ", 1)[0]
+    folders_ = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    named = re.findall(r"(?<![\w/.<-])([a-z_]+)/([a-z_]+)(?:\.([a-z_]+))?", section)
+    checked = [(f, m, attr) for f, m, attr in named if f in folders_]
+    assert len(checked) > 40, checked
+    wrong = []
+    for folder, module, attr in checked:
+        path = PACKAGE / folder / f"{module}.py"
+        if not path.is_file() and not (PACKAGE / folder / module / "__init__.py").is_file():
+            wrong.append(f"{folder}/{module}")
+        elif attr and not re.search(rf"^\s*(?:def|class) {attr}\b", path.read_text(encoding="utf-8"), re.M):
+            wrong.append(f"{folder}/{module}.{attr}")
+    assert not wrong, wrong
