@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import UNRECORDED, __version__, folder_version
 from ..errors import EXIT_OK, EXIT_USAGE
 from ..git.gitwork import toplevel
+from .failures import ClientCode, CommandFailed, report
 
 PACKAGE = Path(__file__).resolve().parent.parent
 PAYLOAD = PACKAGE / "_folder"  # the folder's files beside the package, as the build copied them
@@ -39,8 +40,11 @@ USAGE = f"""usage: orchestrator init [DIR]     write the orchestrator folder int
 This is orchestrator {__version__}."""
 
 
-class Refused(Exception):
-    """What the installed command will not do, and why; printed as it is (exit 2)."""
+class Refused(CommandFailed):
+    """What the installed command will not do, why, and the fix (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ClientCode.INVALID_ARGUMENT, message, EXIT_USAGE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,12 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if words == ["--version"]:
             print(f"orchestrator {__version__}")
             return EXIT_OK
+        if words[0] == "init" and words[1:] in (["-h"], ["--help"]):
+            print(USAGE)
+            return EXIT_OK
         if words[0] == "init":
             return init(_init_target(words[1:]), Path.cwd())
         run_in_folder(Path.cwd(), words)
     except Refused as refused:
-        print(f"orchestrator: {refused}", file=sys.stderr)
-        return EXIT_USAGE
+        return report(refused, as_json=False)
     return EXIT_OK  # not reached: run_in_folder replaces this process
 
 
