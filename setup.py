@@ -33,10 +33,12 @@ FOLDER = (
     "orchestrator.sh",
     "quick-start.sh",
     "requirements.txt",
-    "workspace/.gitkeep",
     "docs",
     "examples",
 )
+# Made empty in the wheel, never copied: the folder's workspace/ is there from the start (where a folder in use
+# keeps its jobs, which no build takes).
+EMPTY = ("workspace/.gitkeep",)
 # What a clone has that the folder leaves out: the orchestrator's own development (its tests and their
 # tools, benchmarks, CI, this build). tests/test_wheel.py checks every tracked file is in one of the two.
 DEVELOPMENT = (".ci", "bench", "tests", "conftest.py", "pyproject.toml", "setup.py", "requirements-dev.txt")
@@ -69,6 +71,9 @@ class BuildWithFolder(build_py):
                 shutil.copytree(source, target, ignore=_left_out)
             else:
                 shutil.copy2(source, target)
+        for name in EMPTY:
+            (payload / name).parent.mkdir(parents=True, exist_ok=True)
+            (payload / name).write_bytes(b"")
         version = self.distribution.get_version()
         (package / VERSION_FILE).write_text(
             f'"""Written by the build (setup.py) from the orchestrator\'s git tags."""\n\nVERSION = {version!r}\n',

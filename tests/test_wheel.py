@@ -109,7 +109,7 @@ def installed_with(pins: dict[str, str]) -> set[str]:
 
 
 def test_every_tracked_file_is_the_folders_or_the_orchestrators_development():
-    folder, development = setup_constant("FOLDER"), setup_constant("DEVELOPMENT")
+    folder, development = setup_constant("FOLDER") + setup_constant("EMPTY"), setup_constant("DEVELOPMENT")
     assert not set(folder) & set(development)
     for name in tracked():
         top = name.split("/")[0]
@@ -208,7 +208,7 @@ def test_the_wheel_pins_requirements_and_holds_the_folders_files_and_its_tags_ve
     required = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert sorted(required) == sorted(f"{name}=={version}" for name, version in pinned().items())
     # every tracked file of the package, its data included, and every file of the folder beside it
-    folder = setup_constant("FOLDER")
+    folder = setup_constant("FOLDER") + setup_constant("EMPTY")
     for name in tracked():
         if name.startswith("orchestrator/"):
             assert name in names, name
