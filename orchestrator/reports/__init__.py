@@ -5,6 +5,15 @@ Beside the reports: ``analytics`` (a tree's performance figures), ``status_docum
 status document, from records alone) and ``metrics`` (the engine's Prometheus text).
 Templates ship in ``templates/``; a ``templates_dir`` from config
 (``orchestrator.templates_dir``) overrides them file by file.
+
+Modules:
+
+- ``markdown``: the Jinja environment and the reports it renders;
+- ``taskgraph``, ``candidate_groups``, ``promptshare``, ``timeline``: a report's figures and sections;
+- ``analytics``: a tree's performance figures; ``metrics``: the engine's Prometheus text;
+- ``status_document``: the status document, from records alone; ``status_shapes``: its every key, typed;
+- ``wording``: the words every surface uses for the same fact;
+- ``terminal``: text for a terminal: control characters shown, never sent.
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ The registry is built from this package's modules: each that declares ``KIND`` (
 ``WorkerKind``, kind.py) is a kind, so a new kind is one module here and its tests. Every table
 of kinds is read from the registry (``ADAPTERS``, ``auto_order``, ``memory_peaks``, doctor's hints,
 the price table's providers), never kept by hand; ``register`` adds one at run time (a test's).
+
+Modules:
+
+- ``base``: ``Adapter``, ``WorkerContext``, ``ParsedResult``; ``kind``: ``WorkerKind``;
+- ``transcript``: what the kinds' logs share; ``aicli``: what the AI CLIs' adapters share;
+- ``claude``, ``codex``, ``gemini``, ``aider``, ``opencode``, ``ollama``, ``anthropic``, ``command``,
+  ``simulated``: the kinds, one module each.
 """
 
 from __future__ import annotations
