@@ -312,3 +312,32 @@ def test_each_merge_into_the_integration_branch_is_judged_only_where_a_required_
     assert {"a.txt", "b.txt", "c.txt"} <= set(git(host, "ls-tree", "--name-only", result).split())
     assert (len(made) == 3) if judged else made == [], made
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_a_workers_sandbox_reads_its_branch_without_asking_git_about_its_worktrees_layout(hosted, monkeypatch):
+    """Each sandbox's start reads the worker's branch from the ref files (git/refstore.py), which
+    first asks git once whether the repository's refs are plain files (gitwork.plain_layout, kept per
+    repository): asked by the repository, not by each worker's worktree (a git process per worker,
+    in the time its attempt is counted from)."""
+    from orchestrator.git import gitwork
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    asked: list[str] = []
+    real_run_git = gitwork.run_git
+
+    def run_git(repo, *args, **kwargs):
+        if args[:2] == ("config", "--get-regexp") and gitwork._LAYOUT_KEYS in args:
+            asked.append(str(repo))
+        return real_run_git(repo, *args, **kwargs)
+
+    monkeypatch.setattr(gitwork, "run_git", run_git)
+    gitwork.plain_layout.cache_clear()
+    engine = make()
+    job = run_job(engine, "graph", tasks=[task("a"), task("b", "a"), task("c", "a")], config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    worktrees = {str(engine.workspace.worker_dir(job.id, 0, name)) for name in workers(engine, job)}
+    assert len(worktrees) == 3 and not worktrees & set(asked), asked
+    assert len(asked) == len(set(asked)), asked  # each repository asked once
+    assert snapshot(host, folder) == before
