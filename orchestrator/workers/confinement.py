@@ -428,7 +428,10 @@ class Confinement:
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
-        tip = (ref_value(directory, ref) or "") if branch else ""
+        # Read from the repository (refs are its, not the worktree's): its layout is asked of git once
+        # per repository (gitwork.plain_layout), where by the worktree it was a git process per worker.
+        repository = common.parent if common.name == ".git" else directory
+        tip = (ref_value(repository, ref) or "") if branch else ""
         if view:
             worker_refs.show(private, branch, tip)
             # Other trees' branches, reflogs and worktrees shown empty, and packed-refs without them.
