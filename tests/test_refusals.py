@@ -123,48 +123,6 @@ def test_permission_denied_inside_the_workers_own_folders_is_no_refusal(tmp_path
     assert refusals.scan(log, [own]).said_total == 0
 
 
-def test_a_second_read_reuses_the_first_only_while_nothing_it_read_has_changed(tmp_path):
-    """A worker's end reads its refusals again after its attempt's end did (engine/attempts.py): the
-    earlier read is reused while its log, its two records and its checkout's entry are as they were,
-    and any of them changed (the orchestrator's refusal after its commit, a line appended, a link put
-    in its checkout's place) is read afresh."""
-    from orchestrator.engine.attempts import read_refusals
-    from orchestrator.workspace.layout import Workspace
-
-    ws = Workspace(tmp_path / "ws")
-    rec = _worker(root_id="abcdef123456", job_id="abcdef123456")
-    paths = ws.worker_paths(rec.root_id, rec.depth, rec.name)
-    for folder in (paths.dir, paths.log.parent, paths.refusals.parent, paths.tmp):
-        folder.mkdir(parents=True, exist_ok=True)
-    paths.log.write_text(f"PermissionError: [Errno 13] Permission denied: '{paths.dir}/locked.txt'\n")
-
-    first = read_refusals(ws, rec, paths.dir)
-    assert first.refused.total == 0 and first.refused.said_total == 0  # inside its own folder: no refusal
-    assert read_refusals(ws, rec, paths.dir, last=first) is first  # nothing changed: the same read
-
-    refusals.record(paths.refusals, "a link its sandbox left in its checkout: not committed")
-    after_commit = read_refusals(ws, rec, paths.dir, last=first)
-    assert after_commit is not first
-    assert [(r.kind, r.line) for r in after_commit.refused.shown] == [
-        (RefusalKind.ORCHESTRATOR, "a link its sandbox left in its checkout: not committed")
-    ]
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with paths.log.open("a") as f:
-        f.write("touch: cannot touch '/home/u/.bashrc': Read-only file system\n")
-        f.write(f"PermissionError: [Errno 13] Permission denied: '{elsewhere}/locked.txt'\n")
-    appended = read_refusals(ws, rec, paths.dir, last=after_commit)
-    assert [r.path for r in appended.refused.said] == ["/home/u/.bashrc", f"{elsewhere}/locked.txt"]
-
-    # Its checkout swapped for a link to that other folder (the log unchanged): read again against
-    # the new real path, in which the second line is now its own folder's, no refusal.
-    paths.dir.rename(tmp_path / "moved")
-    paths.dir.symlink_to(elsewhere)
-    relinked = read_refusals(ws, rec, paths.dir, last=appended)
-    assert [r.path for r in relinked.refused.said] == ["/home/u/.bashrc"]
-
-
 def test_a_flood_of_refused_lines_keeps_a_bounded_record(tmp_path):
     """A hostile worker's flood: every line counted, the first distinct ones kept, each cut short."""
     log = tmp_path / "flood.log"

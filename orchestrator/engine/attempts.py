@@ -46,7 +46,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,7 +78,7 @@ from .locked_only import assert_held, locked_only
 from .tables import Outcome
 
 if TYPE_CHECKING:
-    from ..workspace.layout import WorkerPaths, Workspace
+    from ..workspace.layout import Workspace
     from .context import EngineContext
     from .tables import LiveWorker
 
@@ -178,7 +178,6 @@ class Attempts:
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
         self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
         self.network_start = 0  # where the current attempt's entries begin in its network record
-        self.refusals_read: RefusalsRead | None = None  # the last attempt's end's read (its worker's end may reuse it)
 
     @locked_only
     def apply_deferred(self) -> None:
@@ -585,8 +584,7 @@ class Attempts:
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
-        self.refusals_read = read_refusals(self.workspace, self.record, self.worker_dir)
-        refused = self.refusals_read.refused
+        refused = read_refusals(self.workspace, self.record, self.worker_dir)
         network = read_record(
             self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network, self.network_start
         )
@@ -741,49 +739,19 @@ def _distinct(entries: Iterable[RecordEntry]) -> list[RecordEntry]:
     return list(found.values())[:5]
 
 
-@dataclass(frozen=True)
-class RefusalsRead:
-    """What ``read_refusals`` found, and what it read as it stood just before (``stamp``)."""
-
-    refused: refusals.Refusals
-    stamp: tuple[tuple[int, ...] | None, ...]
-
-
-def _refusals_stamp(paths: WorkerPaths, directory: Path) -> tuple[tuple[int, ...] | None, ...]:
-    """Each file ``read_refusals`` reads (the two records, the log; all only ever appended to) and
-    the checkout's own entry (a link put in its place moves its real path): identity, size and
-    times, None where missing."""
-    stamp: list[tuple[int, ...] | None] = []
-    for path in (paths.refusals, paths.network, paths.log, directory):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            stamp.append(None)
-            continue
-        stamp.append((st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(stamp)
-
-
-def read_refusals(
-    workspace: Workspace, record: WorkerRecord, directory: Path, *, last: RefusalsRead | None = None
-) -> RefusalsRead:
+def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -> refusals.Refusals:
     """What the system refused ``record`` over all its attempts so far: first its records the worker
     cannot write (the orchestrator's, its proxy's), then its whole log (what its CLI printed; never
     an ``[orchestrator]`` line, which the worker could have printed); a "Permission denied" inside
-    ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox. ``last``: an earlier
-    read, returned as it is when nothing it read has changed since (a worker's end reads again after
-    its attempt's end read, and usually finds the same: its log, records and checkout as they were)."""
+    ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox."""
     paths = workspace.worker_paths(record.root_id, record.depth, record.name)
-    stamp = _refusals_stamp(paths, directory)  # before reading: a write during the read shows next time
-    if last is not None and last.stamp == stamp:
-        return last
     found = refusals.Refusals()
     refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
     # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
     real = Path(os.path.realpath(directory))
     own = (directory, paths.tmp) if real == directory else (directory, real, paths.tmp)
-    return RefusalsRead(refusals.scan(paths.log, own, into=found), stamp)
+    return refusals.scan(paths.log, own, into=found)
 
 
 def _enforced(handle: AttemptHandle | None) -> Enforced | None:

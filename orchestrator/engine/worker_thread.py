@@ -26,7 +26,7 @@ from ..workers.refusals import Refusals
 from ..workspace import logs
 from ..workspace.groupsync import GroupCommit
 from ..workspace.layout import Workspace
-from .attempts import Attempts, RefusalsRead, attempt_marker, marker_start_time, read_refusals
+from .attempts import Attempts, attempt_marker, marker_start_time, read_refusals
 from .context import EngineContext
 from .ending import Ending
 from .locked_only import assert_held, locked_only
@@ -140,9 +140,8 @@ class WorkerThread:
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         known: Changes | None = None  # its last attempt's changes, when its steps asked for them
         deferred: list[Callable[[], None]] = []  # record changes left for the next lock section (attempts.py)
-        read: list[RefusalsRead | None] = [None]  # its last attempt's end's read of its refusals, if any
         try:
-            outcome, sweep, known = self.execute(live, adopted, deferred, read)
+            outcome, sweep, known = self.execute(live, adopted, deferred)
         except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
             if exc.cancelled:
                 outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
@@ -168,7 +167,7 @@ class WorkerThread:
         # backlog (checkouts/retiring.py): under load this stretch can outlast whole other workers.
         finishing = self.checkout.finishing(rec, live.job) if early else contextlib.nullcontext()
         with finishing:
-            ended = self._finish(live, outcome, sweep, known, deferred, early, read[0])
+            ended = self._finish(live, outcome, sweep, known, deferred, early)
             if ended.ending is None and ended.written:  # on disk with its commit, its worktree may go now
                 self.checkout.retire(rec, live.job)  # (its branch stays; checkouts/worktree.py)
         if ended.ending is not None:  # its job's last worker: the job ends, on this thread
@@ -184,7 +183,6 @@ class WorkerThread:
         known: Changes | None,
         deferred: list[Callable[[], None]],
         early: bool,
-        last_read: RefusalsRead | None = None,
     ) -> Ended:
         """Its slot freed (``early``), its processes swept, its work committed and its end settled."""
         rec = live.record
@@ -204,10 +202,8 @@ class WorkerThread:
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
         if changes.error is not None and outcome.status is WorkerStatus.SUCCESS:  # its work is not on its branch
             outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
-        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now
-        # (``last_read``, its last attempt's, is reused when none of what it read has changed since).
-        directory = self.workspace.worker_dir(rec.root_id, rec.depth, rec.name)
-        refused = read_refusals(self.workspace, rec, directory, last=last_read).refused
+        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now.
+        refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
         ended = Ended(live, outcome, changes, refused, early)
         self._settling(ended)
         return ended
@@ -272,17 +268,12 @@ class WorkerThread:
         self.hooks.process_ended(live.record)  # its path locks and memory are free again
 
     def execute(
-        self,
-        live: LiveWorker,
-        adopted: Recovered | None,
-        deferred: list[Callable[[], None]],
-        read: list[RefusalsRead | None] | None = None,
+        self, live: LiveWorker, adopted: Recovered | None, deferred: list[Callable[[], None]]
     ) -> tuple[Outcome, Callable[[], None], Changes | None]:
         """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers
         and the changes its last attempt's steps asked for, when still current (else None). The
         record's changes still in ``deferred`` at the end are the caller's to make inside its next
-        ``tables.locked()`` section. ``read`` gets its last attempt's read of its refusals (also
-        when the attempts raise)."""
+        ``tables.locked()`` section."""
         rec, job = live.record, live.job
         cfg = job.config
         adapter = get_adapter(rec.kind)
@@ -318,11 +309,7 @@ class WorkerThread:
         if adopted is not None and adopted.attempt is not None:
             resume = (adopted.attempt, self.adopt(live, adopted, execution.apply_deferred))
         # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
-        try:
-            return execution.run(resume), execution.sweep, execution.known_changes
-        finally:
-            if read is not None:
-                read[0] = execution.refusals_read
+        return execution.run(resume), execution.sweep, execution.known_changes
 
     @locked_only
     def _executed(self, live: LiveWorker) -> None:
