@@ -20,10 +20,16 @@ Each method runs ``--jobs`` no-op processes (``true``), at most ``--concurrency`
 * parallel-bwrap: GNU parallel running that same argv: the peer doing the sandboxed run's work.
 * sandbox floor: bubblewrap alone with the Perl shim inside (what records the exit status).
 * orch. host net: the orchestrator with ``workers.sandbox_network: host`` (no namespace, no bridge).
+* sandbox-runtime: Anthropic's ``@anthropic-ai/sandbox-runtime`` (pinned in bench/package.json,
+  installed by bench/setup.sh) on its documented path, from node (bench/sandbox_runtime_noop.mjs):
+  ``initialize`` once with an allow-list like the default's, then ``wrapWithSandbox("true")`` and
+  ``spawn`` at the same concurrency; the peer doing a sandboxed start's work. ``n/a`` without node.
 * tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator with its workspace there.
 
-Targets (RESULT lines): sandboxed <= 1.50x bubblewrap alone and <= 1.00x parallel-bwrap; without
-the sandbox <= 4.00x bare Popen and <= 1.00x GNU parallel; allow <= 1.10x host. The CPU time of
+Targets (RESULT lines): sandboxed <= 0.60x sandbox-runtime; without
+the sandbox <= 1.00x GNU parallel; the server's CPU per worker <= 3.0 ms in every mode. The retired
+targets (sandboxed <= 1.50x bubblewrap alone and <= 1.00x parallel-bwrap, unsandboxed <= 4.00x bare
+Popen, allow <= 1.10x host) stay as DIAGNOSTIC lines. The CPU time of
 the engine's process per worker (every thread; not the workers', not the supervisor's) is
 printed for the sandboxed and unsandboxed runs. A measurement, not a test: exit 0 whatever the
 ratios, 1 only when a correctness check failed.
@@ -57,6 +63,10 @@ TARGET = 1.00  # orchestrator wall / GNU parallel's (running the same thing: tru
 TARGET_POPEN = 4.00  # orchestrator without the sandbox / bare Popen pool wall
 TARGET_SANDBOXED = 1.50  # orchestrator (sandboxed, the default) / bubblewrap alone
 TARGET_ALLOW = 1.10  # sandbox_network allow / host, the sandboxed default row
+TARGET_SANDBOX_RUNTIME = 0.60  # orchestrator (sandboxed, the default) / Anthropic's sandbox-runtime
+TARGET_SERVER_CPU_MS = 3.0  # the engine's process's CPU per worker, in every mode
+SANDBOX_RUNTIME_SCRIPT = Path(__file__).resolve().parent / "sandbox_runtime_noop.mjs"
+SANDBOX_RUNTIME_PACKAGE = Path(__file__).resolve().parent / "node_modules" / "@anthropic-ai" / "sandbox-runtime"
 
 
 class CheckFailed(Exception):
@@ -227,6 +237,45 @@ def run_parallel_bwrap(jobs: int, concurrency: int) -> float:
         return run_parallel(jobs, concurrency, argv)
 
 
+def sandbox_runtime_available() -> tuple[str | None, str]:
+    """(the installed sandbox-runtime's version, "") or (None, why its row cannot run here)."""
+    if shutil.which("node") is None:
+        return None, "node not found (sandbox-runtime is a node package)"
+    try:
+        version = json.loads((SANDBOX_RUNTIME_PACKAGE / "package.json").read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError):
+        return None, "@anthropic-ai/sandbox-runtime not installed in bench/node_modules (run: bash bench/setup.sh)"
+    missing = [tool for tool in ("bwrap", "socat", "rg") if shutil.which(tool) is None]
+    if missing:
+        return None, f"sandbox-runtime needs {', '.join(missing)} (run: bash bench/setup.sh)"
+    return str(version), ""
+
+
+def run_sandbox_runtime(jobs: int, concurrency: int, node_cpu: list[float] | None = None) -> float:
+    """bench/sandbox_runtime_noop.mjs: sandbox-runtime initialized once, then ``jobs`` wrapped
+    ``true`` spawned from node, ``concurrency`` at once. Its own clock (first wrap to last exit,
+    not the initialize); node's CPU for the same span goes to ``node_cpu``."""
+    with tempfile.TemporaryDirectory(prefix="bench-sandbox-runtime-") as tmp:
+        proc = subprocess.run(
+            ["node", str(SANDBOX_RUNTIME_SCRIPT), str(jobs), str(concurrency), tmp],
+            cwd=SANDBOX_RUNTIME_SCRIPT.parent,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=max(600.0, jobs * 1.0),
+        )
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        figures = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        err = proc.stderr.decode(errors="replace").strip()[-800:]
+        raise CheckFailed(f"sandbox-runtime: exited {proc.returncode} without its figures: {err}") from None
+    if proc.returncode != 0 or figures.get("failed"):
+        raise CheckFailed(f"sandbox-runtime: {figures.get('failed')} of {jobs} wrapped commands failed (exit {proc.returncode})")
+    if node_cpu is not None:
+        node_cpu.append(float(figures["cpu_s"]))
+    return float(figures["wall_s"])
+
+
 def parallel_available() -> str | None:
     """GNU parallel's version line, or None (missing, or moreutils' different `parallel`)."""
     if not shutil.which("parallel"):
@@ -266,6 +315,21 @@ def filesystem_of(path: str) -> str:
 
 
 # -- reporting -----------------------------------------------------------------------
+def load_text() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: a figure needs its load)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, timeout=30).stdout.decode().strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
@@ -290,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "sandbox-floor",
             "bwrap-alone",
             "parallel-bwrap",
+            "sandbox-runtime",
         ),
         action="append",
         help="run only this method (repeatable; for profiling)",
@@ -311,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "popen",
         "parallel",
         "unsandboxed",
-        *(["bwrap-alone", "parallel-bwrap", "sandbox-floor", "host-network"] if can_sandbox else []),
+        *(["bwrap-alone", "parallel-bwrap", "sandbox-floor", "host-network", "sandbox-runtime"] if can_sandbox else []),
     ]
     methods = args.only or [*default, *(["tmpfs"] if shm and not args.no_tmpfs else [])]
     version = parallel_available() if {"parallel", "parallel-bwrap"} & set(methods) else None
@@ -322,12 +387,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orchestrator workspaces: {filesystem_of(tempfile.gettempdir())} (set TMPDIR to move them)")
     if "parallel" in methods:
         print(f"GNU parallel: {version or 'not found'}")
+    srt_version, srt_missing = sandbox_runtime_available() if "sandbox-runtime" in methods else (None, "")
+    if srt_version:
+        print(f"sandbox-runtime: @anthropic-ai/sandbox-runtime {srt_version}, node {node_version()}")
+    print(f"load average at the start: {load_text()}")
 
     walls: dict[str, list[float]] = {m: [] for m in methods}
     skipped: dict[str, str] = {}
     for method in ("parallel", "parallel-bwrap"):
         if method in methods and version is None:
             skipped[method] = "GNU parallel not installed (run: bash bench/setup.sh)"
+    if "sandbox-runtime" in methods and srt_version is None:
+        skipped["sandbox-runtime"] = srt_missing
     if "tmpfs" in methods and shm is None:
         skipped["tmpfs"] = "no writable tmpfs at /dev/shm, or the workspaces are on tmpfs already"
     elif "tmpfs" in methods:
@@ -335,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, list[float]] = {
         m: [] for m in ("orchestrator", "unsandboxed", "host-network", "tmpfs")
     }  # the engine's process, per orchestrator run
+    node_cpu: list[float] = []  # sandbox-runtime's node process, per run (not its sandboxes')
     runners = {
         "orchestrator": lambda: run_orchestrator(args.jobs, args.concurrency, workspaces, server_cpu=cpu["orchestrator"]),
         "popen": lambda: run_popen(args.jobs, args.concurrency),
@@ -349,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         "sandbox-floor": lambda: run_sandbox_floor(args.jobs, args.concurrency),
         "bwrap-alone": lambda: run_sandbox_floor(args.jobs, args.concurrency, shimmed=False),
         "parallel-bwrap": lambda: run_parallel_bwrap(args.jobs, args.concurrency),
+        "sandbox-runtime": lambda: run_sandbox_runtime(args.jobs, args.concurrency, node_cpu),
     }
     if not can_sandbox:
-        for method in ("host-network", "sandbox-floor", "bwrap-alone", "parallel-bwrap"):
+        for method in ("host-network", "sandbox-floor", "bwrap-alone", "parallel-bwrap", "sandbox-runtime"):
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
@@ -362,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 wall = runners[method]()
                 walls[method].append(wall)
-                print(f"  run {r}/{args.repeat} {method:<12} {wall:8.3f} s  {wall / args.jobs * 1000:7.3f} ms/job", flush=True)
+                print(
+                    f"  run {r}/{args.repeat} {method:<15} {wall:8.3f} s  {wall / args.jobs * 1000:7.3f} ms/job"
+                    f"  (load {load_text()})",
+                    flush=True,
+                )
     except CheckFailed as exc:
         print(f"CHECK FAILED: {exc}")
         args.keep = True  # leave the evidence
@@ -386,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "sandbox-floor": "sandbox floor",
         "bwrap-alone": "bubblewrap alone",
         "parallel-bwrap": "parallel-bwrap",
+        "sandbox-runtime": "sandbox-runtime",
     }
     print()
     print(f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
@@ -398,15 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     peak_mb = peak_kb / (1024 * 1024) if sys.platform == "darwin" else peak_kb / 1024
     print()
-    print(f"peak RSS of this process: {peak_mb:.1f} MiB; nproc: {nproc}")
+    print(f"peak RSS of this process: {peak_mb:.1f} MiB; nproc: {nproc}; load average at the end: {load_text()}")
     orch, off = median.get("orchestrator"), median.get("unsandboxed")
     alone, par_bwrap = median.get("bwrap-alone"), median.get("parallel-bwrap")
     results = [
-        ("orchestrator (sandboxed, the default)/bubblewrap alone", orch, alone, TARGET_SANDBOXED),
-        ("orchestrator (sandboxed)/parallel-bwrap", orch, par_bwrap, TARGET),
-        ("orchestrator without the sandbox/Popen", off, pop, TARGET_POPEN),
+        ("orchestrator (sandboxed, the default)/sandbox-runtime", orch, median.get("sandbox-runtime"), TARGET_SANDBOX_RUNTIME),
         ("orchestrator without the sandbox/parallel", off, par, TARGET),
-        ("orchestrator (sandbox_network allow)/(host)", orch, median.get("host-network"), TARGET_ALLOW),
     ]
     for name, a, b, target in results:
         if a is not None and b:
@@ -416,7 +491,23 @@ def main(argv: list[str] | None = None) -> int:
     for method in ("orchestrator", "host-network", "unsandboxed"):
         if cpu.get(method):
             per = statistics.median(cpu[method]) / args.jobs * 1000
-            print(f"RESULT server CPU per worker ({labels[method]}) = {per:.2f} ms (the engine's process, every thread)")
+            verdict = "met" if per <= TARGET_SERVER_CPU_MS else "not met"
+            print(
+                f"RESULT server CPU per worker ({labels[method]}) = {per:.2f} ms (the engine's process, every thread)"
+                f" (target <= {TARGET_SERVER_CPU_MS:.1f} ms) {verdict}"
+            )
+    if node_cpu:
+        per = statistics.median(node_cpu) / args.jobs * 1000
+        print(f"DIAGNOSTIC sandbox-runtime's node process CPU per command = {per:.2f} ms (its proxies and spawns, not bwrap's)")
+    retired = [
+        ("orchestrator (sandboxed, the default)/bubblewrap alone", orch, alone, TARGET_SANDBOXED),
+        ("orchestrator (sandboxed)/parallel-bwrap", orch, par_bwrap, TARGET),
+        ("orchestrator without the sandbox/Popen", off, pop, TARGET_POPEN),
+        ("orchestrator (sandbox_network allow)/(host)", orch, median.get("host-network"), TARGET_ALLOW),
+    ]
+    for name, a, b, target in retired:
+        if a is not None and b:
+            print(f"DIAGNOSTIC {name} = {a / b:.2f}x (retired target <= {target:.2f}x)")
     floor = median.get("sandbox-floor")
     if floor is not None and alone:
         print(f"DIAGNOSTIC sandbox floor/bubblewrap alone = {floor / alone:.2f}x (the shim inside bubblewrap)")
@@ -449,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
             "target_popen": TARGET_POPEN,
             "target_sandboxed": TARGET_SANDBOXED,
             "server_cpu_s": cpu,
+            "sandbox_runtime_version": srt_version,
+            "sandbox_runtime_node_cpu_s": node_cpu,
+            "load_average_end": load_text(),
         }
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -785,5 +785,10 @@ def _fields_of(record: Any) -> dict[str, Any]:
 
 def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Drop keys a record does not have (derived ones such as ``duration``)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # once per class: ``dataclasses.fields`` walks every field (a worker's record has dozens)
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     return {k: v for k, v in data.items() if k in names}
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}

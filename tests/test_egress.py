@@ -72,6 +72,22 @@ def test_the_plan_takes_the_users_list_the_kinds_hosts_and_the_endpoints_its_set
     assert not plan.policy().check_name("example.org", 443).allowed
 
 
+def test_equal_plans_share_one_compiled_policy_and_a_bad_entry_is_refused_every_time():
+    """Every attempt of a kind has the same plan: its allow-list is compiled once, not twice per
+    attempt. What is shared never changes; what a caller may change (the forwarded list) is its own."""
+    first = plan_for(["pypi.org", "127.0.0.1:4873"], ["api.anthropic.com"], [], api_url="http://127.0.0.1:8000")
+    again = EgressPlan.from_dict(first.to_dict())
+    assert again is not first and again.policy() is first.policy()
+    assert plan_for(["pypi.org"], [], []).policy() is not first.policy()  # another list, another policy
+    mine = again.forwarded()
+    mine.append(("127.0.0.1", 1))
+    assert first.forwarded() == [("127.0.0.1", 8000), ("127.0.0.1", 4873)]
+    bad = EgressPlan(allow=("pypi.org", "https://"))
+    for _ in range(2):  # a refusal is not remembered as a policy
+        with pytest.raises(ValueError):
+            bad.policy()
+
+
 def connect(port: int, target: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())

@@ -87,19 +87,16 @@ class EgressPlan:
     record: str = ""  # the attempt's network record (a path no process of the attempt can write; "": none)
 
     def policy(self) -> Policy:
-        return Policy.parse(self.allow, always=self.always)
+        """The compiled allow-list: one per distinct plan, shared (a Policy never changes after it is
+        built, and every attempt of a kind has the same plan: compiling it twice an attempt cost more
+        than the attempt's listeners took to open)."""
+        return _compiled(tuple(self.allow), tuple(self.always))
 
     def forwarded(self) -> list[tuple[str, int]]:
         """The loopback endpoints among ``always`` and the allow entries that name one with its port
         (``127.0.0.1:4873``, ``localhost:5432``; IPv4 and ``localhost``), each reached in the sandbox at
         its own address and port: programs bypass a proxy for 127.0.0.1 (``NO_PROXY``), and get there."""
-        listed = [(r.value, r.port) for r in map(parse_entry, self.allow) if not r.deny and r.port is not None]
-        found: list[tuple[str, int]] = []
-        for host, port in [*((e.host, e.port) for e in self.always), *listed]:
-            address = _loopback_v4(host)
-            if address is not None and port is not None and (address, port) not in found:
-                found.append((address, port))
-        return found
+        return list(_forwarded(tuple(self.allow), tuple(self.always)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"allow": list(self.allow), "always": [[e.host, e.port, e.label] for e in self.always], "record": self.record}
@@ -132,6 +129,22 @@ def plan_for(
             always.append(Endpoint(endpoint.host, endpoint.port, label))
     entries = [*allow, *(h for h in hosts if h not in allow)]
     return EgressPlan(tuple(entries), tuple(always))
+
+
+@functools.lru_cache(maxsize=256)  # a server's distinct plans: one per worker kind and settings, a few
+def _compiled(allow: tuple[str, ...], always: tuple[Endpoint, ...]) -> Policy:
+    return Policy.parse(allow, always=always)  # (a ValueError is raised again each time: not cached)
+
+
+@functools.lru_cache(maxsize=256)
+def _forwarded(allow: tuple[str, ...], always: tuple[Endpoint, ...]) -> tuple[tuple[str, int], ...]:
+    listed = [(r.value, r.port) for r in map(parse_entry, allow) if not r.deny and r.port is not None]
+    found: list[tuple[str, int]] = []
+    for host, port in [*((e.host, e.port) for e in always), *listed]:
+        address = _loopback_v4(host)
+        if address is not None and port is not None and (address, port) not in found:
+            found.append((address, port))
+    return tuple(found)
 
 
 def _loopback_v4(host: str) -> str | None:
