@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..process import userns
-from ..workers.adapters import get_adapter, resolve_kind
+from ..workers.adapters import get_adapter, program_of, resolve_kind
 from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def examine(
 
     report = Report(config_path)
     env = base_env(settings)
-    commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in login_kinds()}
+    commands = {kind: program_of(kind, settings) for kind in login_kinds()}
     report.clis = find_clis(commands, settings.base_dir, env)
     _check_clis(report, settings, env, worker)
     _check_python(report)

@@ -9,6 +9,7 @@ the settings part of the environment.
 - ``schema``: every setting, once (one frozen dataclass per section) and ``SCHEMA``, derived from them;
 - ``settings``: ``Settings`` and ``load_settings`` (defaults, file, environment, overrides);
 - ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission.
+- ``plugins``: what may come from outside the package (entry point groups, plugin kind names and settings).
 """
 
 from __future__ import annotations

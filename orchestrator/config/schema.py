@@ -13,26 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from . import choice, hooks, quality
+from . import choice, hooks, plugins, quality
 from . import score_weights as scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 
-# The worker kinds' registry (workers/adapters: one module per kind), spelled here because config/
-# sits below workers/; with each AI CLI's <kind>_command below, the one table a new kind adds to
-# (tests/test_worker_kinds.py fails until it does).
-WORKER_KINDS = (
-    choice.AUTO_KIND,
-    choice.SIMULATED_KIND,
-    "command",
-    "claude",
-    "codex",
-    "gemini",
-    "aider",
-    "ollama",
-    "opencode",
-    "anthropic",
-)
+# Every worker kind name a setting may hold, read when checked: auto, the kinds the package ships
+# (workers/adapters: one module each), the installed plugins' and the ones config.yaml declares
+# under workers.kinds (config/plugins.py). The template lists the shipped ones.
+WORKER_KINDS = plugins.KINDS
 PLANNERS = ("heuristic", "ai", "auto")
 
 
@@ -206,6 +195,8 @@ class OrchestratorSettings(Section):
         "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode, "
         "anthropic (the Messages API directly: see the anthropic section)",
         choices=WORKER_KINDS,
+        refusal="A plugin's kind: install its package (pip install ...), or declare it under workers.kinds.<name> "
+        "with adapter: package.module:KIND (docs/plugins.md).",
     )
     planner: str = setting(
         "auto",
@@ -397,6 +388,7 @@ class WorkersSettings(Section):
     inherit_env: bool = setting(
         True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own"
     )
+    kinds: dict[str, plugins.KindSettings] = setting({}, plugins.KINDS_HELP, parse=plugins.parse_kinds)
     env_passthrough: list[str] = setting(
         ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"],
         "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable); the host's "
@@ -507,7 +499,7 @@ class GitSettings(Section):
         "",
         "merge_strategy resolve: the worker kind that resolves a conflict (empty: the kind of the worker whose branch "
         "conflicted)",
-        choices=("", *(k for k in WORKER_KINDS if k != choice.AUTO_KIND)),
+        choices=plugins.RESOLVER_KINDS,
     )
     resolver_model: str = setting("", "merge_strategy resolve: the resolver's model (empty: orchestrator.model)")
     resolver_command: list[str] = setting(
@@ -678,6 +670,12 @@ class TasksSettings(Section):
         "name: {preamble, worker, model, allowed_tools, gates}; a shipped role's name changes only the keys given",
         parse=functools.partial(quality.parse_roles, kinds=WORKER_KINDS),
     )
+    steps: list[str] = setting(
+        [],
+        "after-attempt steps of your own, as package.module:StepClass (docs/plugins.md), run after the gates on each "
+        "successful attempt, with those installed as entry points (orchestrator.steps)",
+        parse=plugins.parse_dotted_paths,
+    )
     lock_timeout: float = setting(
         30.0, "seconds a path lock request waits for a holder to let go before 409 (shared-folder jobs)", min=0, max=3600
     )
@@ -838,6 +836,7 @@ _TYPES: dict[str, tuple[type, bool]] = {
     "str | None": (str, True),
     "list[str]": (list, False),
     "dict[str, str]": (dict, False),
+    "dict[str, plugins.KindSettings]": (dict, False),
     # Structured values, each checked by the Key's parse into its config/ shape.
     "list[quality.Gate]": (list, False),
     "dict[str, quality.Role]": (dict, False),
