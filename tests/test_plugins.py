@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from orchestrator.config import load_settings, plugins
+from orchestrator.delivery import forges
 from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.quality.gates import gate_log
@@ -357,3 +358,64 @@ def test_the_example_installed_with_pip_runs_a_real_job_on_a_repository(tmp_path
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+# -- forges ----------------------------------------------------------------------------------
+
+FORGE_MODULE = """
+    import dataclasses
+
+    from orchestrator.delivery import forge
+    from orchestrator.delivery.forges import Forge
+
+    class Gitea(Forge):
+        # Gitea answers GitHub's pulls endpoints: it proposes through them, under its own name.
+        name = "gitea"
+
+        def propose(self, project, proposal, http=None):
+            return forge.propose(dataclasses.replace(project, forge="github"), proposal, http)
+"""
+
+
+@pytest.mark.slow
+def test_a_forge_named_by_dotted_path_proposes_the_result_and_records_its_name(tmp_path, monkeypatch):
+    from . import mock_forge_server
+    from .helpers.worktree import git, host_engine, make_host
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "my_forges.py").write_text(textwrap.dedent(FORGE_MODULE))
+    monkeypatch.syspath_prepend(str(site))
+    host, folder = make_host(tmp_path)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(host, "remote", "add", "origin", str(remote))
+    monkeypatch.setenv("TEST_FORGE_TOKEN", "tok-0123456789")
+    server = mock_forge_server.start()
+    try:
+        g = {"isolation": "worktree", "push": "origin", "pull_request": "my_forges:Gitea", "forge_api_url": server.url}
+        engine = host_engine(folder, git={**g, "forge_repo": "me/app", "forge_token_env": "TEST_FORGE_TOKEN"})
+        try:
+            job = run_job(engine, tasks=["echo one > a.txt"])
+        finally:
+            engine.shutdown(timeout=10)
+        (post,) = [c for c in server.calls if c.method == "POST"]
+        assert post.path == "/repos/me/app/pulls" and post.body["draft"] is True
+        assert job.publish.pull_request is not None and job.publish.pull_request.forge == "gitea"
+    finally:
+        mock_forge_server.stop(server)
+        forges.FORGES.pop("my_forges:Gitea", None)
+
+
+def test_a_forge_plugin_without_its_token_variable_or_taking_a_shipped_name_is_refused(installed, tmp_path, monkeypatch):
+    site = tmp_path / "forge-site"
+    site.mkdir()
+    (site / "my_forges.py").write_text(textwrap.dedent(FORGE_MODULE))
+    monkeypatch.syspath_prepend(str(site))
+    said = start_fails(tmp_path, git={"pull_request": "my_forges:Gitea"})
+    assert "git.pull_request" in said and "set git.forge_token_env" in said
+    said = start_fails(tmp_path, git={"pull_request": "my_forges:Nope", "forge_token_env": "T"})
+    assert "AttributeError" in said and "correct git.pull_request" in said
+    installed("fake-github", "[orchestrator.forges]\ngithub = my_forges:Gitea\n")
+    said = start_fails(tmp_path)
+    assert "plugin 'github'" in said and "a forge the orchestrator ships" in said and "uninstall fake-github" in said

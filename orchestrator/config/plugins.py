@@ -11,7 +11,7 @@ entry point group              its target                        or by dotted pa
 =============================  ================================  ==================================
 ``orchestrator.worker_kinds``  a ``WorkerKind`` (its ``KIND``)   ``workers.kinds.<name>.adapter``
 ``orchestrator.steps``         a ``Step`` subclass or instance   ``tasks.steps``
-``orchestrator.forges``        a ``Forge`` subclass or instance  ``git.forges.<name>``
+``orchestrator.forges``        a ``Forge`` subclass or instance  ``git.pull_request`` itself
 =============================  ================================  ==================================
 """
 
@@ -266,6 +266,38 @@ def parse_dotted_paths(value: Any, where: str) -> list[str]:
 
 def config_step(target: str, index: int) -> Declared:
     return Declared(Group.STEPS, target.rpartition(":")[2] or target.rpartition(".")[2], target, "", f"tasks.steps[{index}]")
+
+
+NO_FORGE = "none"
+SHIPPED_FORGES = ("github", "gitlab")
+
+
+class ForgeNames(Collection[str]):
+    """What ``git.pull_request`` may hold, read when asked: none, the shipped forges, the installed
+    entry points' names, or a ``package.module:Forge`` dotted path (a forge of config.yaml's)."""
+
+    def _names(self) -> list[str]:
+        return list(dict.fromkeys([NO_FORGE, *SHIPPED_FORGES, *(d.name for d in entry_points(Group.FORGES))]))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._names() or (":" in name and bool(DOTTED.match(name))))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._names(), "package.module:Forge"])
+
+    def __len__(self) -> int:
+        return len(self._names()) + 1
+
+    @property
+    def documented(self) -> tuple[str, ...]:
+        return (NO_FORGE, *SHIPPED_FORGES, "package.module:Forge")
+
+
+FORGES = ForgeNames()
+
+
+def config_forge(target: str) -> Declared:
+    return Declared(Group.FORGES, target, target, "", "git.pull_request")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -51,7 +51,8 @@ class ApprovalMode(StrEnum):
 
 
 class PullRequestForge(StrEnum):
-    """``git.pull_request``: where a root job's result branch is proposed (delivery/publishing.py)."""
+    """The shipped values of ``git.pull_request``: where a root job's result branch is proposed
+    (delivery/publishing.py); a plugin's forge is another (config/plugins.py's ``FORGES``)."""
 
     NONE = "none"
     GITHUB = "github"
@@ -59,7 +60,7 @@ class PullRequestForge(StrEnum):
 
 
 # The server's variable holding a forge's token when git.forge_token_env is empty.
-DEFAULT_TOKEN_ENV = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
+DEFAULT_TOKEN_ENV: dict[str, str] = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
 
 
 class OnFailure(StrEnum):
@@ -534,11 +535,12 @@ class GitSettings(Section):
         "a remote of the repository to push a root job's result branch to when it ends and after each merge, e.g. "
         "origin (empty: none); a failed push is recorded, never the job's failure (./orchestrator.sh publish JOB retries)",
     )
-    pull_request: PullRequestForge = setting(
-        PullRequestForge.NONE,
-        "open a draft pull request from the pushed result branch, updated on each merge: none, github or gitlab "
+    pull_request: str = setting(
+        PullRequestForge.NONE.value,
+        "open a draft pull request from the pushed result branch, updated on each merge: none, github, gitlab, an "
+        "installed plugin's forge or package.module:Forge (docs/plugins.md; a plugin's needs forge_token_env) "
         "(needs push, forge_repo and the token in forge_token_env)",
-        choices=PullRequestForge,
+        choices=plugins.FORGES,
     )
     forge_api_url: str = setting(
         "", "the forge's API (empty: https://api.github.com for github, https://gitlab.com/api/v4 for gitlab)"

@@ -35,6 +35,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
+from ..delivery.forges import load_forges
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -101,7 +102,7 @@ class Engine:
         self.settings = settings
         # Plugin kinds (entry points, workers.kinds) join the registry now: a bad one stops the start,
         # naming the plugin and the fix (docs/plugins.md), before any job runs.
-        for loaded in load_plugins(settings):
+        for loaded in [*load_plugins(settings), *load_forges(settings)]:
             log.info("plugin: %s", loaded)
         self.workspace = workspace or Workspace(settings.workspace_root)
         # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
