@@ -24,10 +24,15 @@ from orchestrator.config import load_settings, plugins
 from orchestrator.delivery import forges
 from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
+from orchestrator.models import WorkerRecord, WorkerStatus
+from orchestrator.process.runner import Wakeup
 from orchestrator.quality.gates import gate_log
-from orchestrator.workers.adapters import ADAPTERS, KINDS, SHIPPED, load_plugins, unregister
+from orchestrator.quality.steps import StepContext, StepRun, run_steps
+from orchestrator.workers.adapters import ADAPTERS, KINDS, SHIPPED, get_adapter, load_plugins, unregister
+from orchestrator.workers.adapters.base import WorkerContext
 
 from .conftest import API_KEY, ROOT, make_settings, only_worker, run_job, wait_until
+from .helpers.readme import snippet
 from .helpers.served_home import answers, free_port
 
 EXAMPLE = ROOT / "examples" / "local-command-kind"
@@ -164,6 +169,12 @@ def test_a_dotted_path_that_does_not_resolve_or_is_no_kind_is_refused(tmp_path, 
     assert "is a str, not a WorkerKind" in said
 
 
+def test_kind_settings_of_a_kind_nothing_declares_stop_the_start(tmp_path):
+    said = start_fails(tmp_path, workers={"kinds": {"ghost": {"command": "ghost-cli"}}}, orchestrator={"worker": "ghost"})
+    assert "workers.kinds.ghost: no installed package declares the worker kind 'ghost'" in said
+    assert "set workers.kinds.ghost.adapter to package.module:KIND" in said
+
+
 def test_kind_settings_are_checked_where_they_are_written(tmp_path):
     with pytest.raises(ConfigError, match=r"workers.kinds: 'Bad.Name' is not a kind name"):
         load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"kinds": {"Bad.Name": {}}}})
@@ -173,7 +184,44 @@ def test_kind_settings_are_checked_where_they_are_written(tmp_path):
         load_settings(base_dir=tmp_path, environ={}, overrides={"orchestrator": {"worker": "nope"}})
 
 
+def test_the_pages_kind_module_is_a_kind_from_outside(tmp_path, monkeypatch):
+    # docs/plugins.md's kind, as a module of its own named by dotted path
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "my_agent_kind.py").write_text(snippet("plugin-kind"))
+    monkeypatch.syspath_prepend(str(site))
+    settings = make_settings(
+        tmp_path,
+        workers={"kinds": {"my-agent": {"adapter": "my_agent_kind:KIND", "args": ["--quiet"]}}},
+        orchestrator={"worker": "my-agent"},
+    )
+    try:
+        assert load_plugins(settings) == ["worker kind my-agent from workers.kinds.my-agent.adapter (my_agent_kind:KIND)"]
+        ctx = WorkerContext("a task", "", tmp_path / "p", tmp_path, 0, 1, 1, settings)
+        assert get_adapter("my-agent").build_argv(ctx) == ["my-agent-cli", "--quiet", "a task"]
+    finally:
+        unregister("my-agent")
+
+
 # -- steps -----------------------------------------------------------------------------------
+
+
+def test_the_pages_step_module_runs_its_program_through_the_context(tmp_path):
+    # docs/plugins.md's step, given a context whose sandboxed runner records what it is asked
+    scope: dict = {}
+    exec(compile(snippet("plugin-step"), "plugins.md", "exec"), scope)
+    asked = []
+
+    def sandboxed(ctx, step, argv, timeout):
+        asked.append((step, argv))
+        return StepRun("failed", 1, "GPL-3.0 in vendor/x", "exit code 1")
+
+    record = WorkerRecord(job_id="j", root_id="j", name="worker_1", index=1, depth=0, task="t", kind="simulated")
+    ctx = StepContext(record, tmp_path, 1, WorkerStatus.SUCCESS, "", None, None, Wakeup(), sandboxed=sandboxed)
+    verdict = run_steps([scope["Licences"]()], ctx)
+    assert asked == [("licences", ["licensee", "detect", "."])]
+    assert verdict is not None and verdict[1].reason == "licences: exit code 1"
+    assert ctx.updates.findings == {"licences": "GPL-3.0 in vendor/x"}
 
 
 STEP_MODULE = """

@@ -73,6 +73,15 @@ def load_plugins(settings: Settings) -> list[str]:
         for name, spec in settings.workers.kinds.items()
         if spec["adapter"]
     ]
+    installed = {d.name for d in declared}
+    for name in settings.workers.kinds:
+        if name not in installed:
+            raise ConfigError(
+                f"workers.kinds.{name}: no installed package declares the worker kind {name!r} and it names no adapter. "
+                f"Fix: install its package into this Python, or set workers.kinds.{name}.adapter to package.module:KIND "
+                f"({plugins.HOW_TO})",
+                key=plugins.kind_key(name, "adapter"),
+            )
     found = [(d, _plugin_kind(d)) for d in declared]  # all checked before any is registered
     for _, kind in found:
         register(kind)
