@@ -138,6 +138,18 @@ def test_an_entry_point_that_fails_to_import_stops_the_start_naming_it_its_distr
     assert "pip install --force-reinstall broken-kinds" in said and "docs/plugins.md" in said
 
 
+def test_doctor_says_which_plugin_stops_the_start_and_lists_the_good_ones(installed, tmp_path):
+    from orchestrator.cli.doctor import Report, _check_plugins
+
+    installed(
+        "broken-kinds", "[orchestrator.worker_kinds]\nbroken = broken_kind:KIND\n", {"broken_kind": "import no_such_module\n"}
+    )
+    report = Report(None)
+    _check_plugins(report, make_settings(tmp_path))
+    (problem,) = report.problems
+    assert problem.topic == "plugins" and "plugin 'broken'" in problem.text and "broken-kinds 1.0" in problem.text
+
+
 def test_an_entry_point_taking_a_shipped_kinds_name_is_refused(installed, tmp_path):
     installed("fake-claude", "[orchestrator.worker_kinds]\nclaude = echo_kind:KIND\n", {"echo_kind": KIND_MODULE})
     said = start_fails(tmp_path)

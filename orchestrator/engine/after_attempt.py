@@ -23,11 +23,13 @@ def default_steps(
     attempts). ``resolvers``: the integration's resolver under ``merge_strategy: resolve`` (None: a
     conflict fails as ``auto``); ``drivers``: its runner of the user's trusted merge drivers (None: none runs)."""
     integrate = IntegrateStep(settings, workspace, resolvers, drivers)
-    shipped: tuple[Step, ...] = (OwnershipStep(settings, workspace), GateStep(settings, workspace))
-    return (*shipped, *plugin_steps(settings, {s.name for s in (*shipped, integrate)}), integrate)
+    return (OwnershipStep(settings, workspace), GateStep(settings, workspace), *plugin_steps(settings), integrate)
 
 
-def plugin_steps(settings: Settings, taken: set[str]) -> list[Step]:
+SHIPPED_STEPS = frozenset({OwnershipStep.name, GateStep.name, IntegrateStep.name})
+
+
+def plugin_steps(settings: Settings) -> list[Step]:
     """The steps of plugins: each installed ``orchestrator.steps`` entry point, then each of
     ``tasks.steps``, loaded now (the server's start). A target is a ``Step`` subclass (made with no
     argument) or instance; one that does not load, is no step or takes a name already taken raises
@@ -35,6 +37,7 @@ def plugin_steps(settings: Settings, taken: set[str]) -> list[Step]:
     declared = [*plugins.entry_points(plugins.Group.STEPS)]
     declared += [plugins.config_step(target, i) for i, target in enumerate(settings.tasks.steps)]
     steps: list[Step] = []
+    taken = set(SHIPPED_STEPS)
     for d in declared:
         step = _step_of(d)
         name = getattr(step, "name", "") or type(step).__name__
