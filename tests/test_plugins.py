@@ -21,10 +21,11 @@ import pytest
 import requests
 
 from orchestrator.config import load_settings, plugins
-from orchestrator.delivery import forges
+from orchestrator.delivery import pull_requests
 from orchestrator.engine.core import Engine
 from orchestrator.errors import ConfigError
 from orchestrator.models import WorkerRecord, WorkerStatus
+from orchestrator.outcomes import GateStatus
 from orchestrator.process.runner import Wakeup
 from orchestrator.quality.gates import gate_log
 from orchestrator.quality.steps import StepContext, StepRun, run_steps
@@ -226,7 +227,7 @@ def test_the_pages_step_module_runs_its_program_through_the_context(tmp_path):
 
     def sandboxed(ctx, step, argv, timeout):
         asked.append((step, argv))
-        return StepRun("failed", 1, "GPL-3.0 in vendor/x", "exit code 1")
+        return StepRun(GateStatus.FAILED, 1, "GPL-3.0 in vendor/x", "exit code 1")
 
     record = WorkerRecord(job_id="j", root_id="j", name="worker_1", index=1, depth=0, task="t", kind="simulated")
     ctx = StepContext(record, tmp_path, 1, WorkerStatus.SUCCESS, "", None, None, Wakeup(), sandboxed=sandboxed)
@@ -426,7 +427,7 @@ FORGE_MODULE = """
     import dataclasses
 
     from orchestrator.delivery import forge
-    from orchestrator.delivery.forges import Forge
+    from orchestrator.delivery.pull_requests import Forge
 
     class Gitea(Forge):
         # Gitea answers GitHub's pulls endpoints: it proposes through them, under its own name.
@@ -464,7 +465,7 @@ def test_a_forge_named_by_dotted_path_proposes_the_result_and_records_its_name(t
         assert job.publish.pull_request is not None and job.publish.pull_request.forge == "gitea"
     finally:
         mock_forge_server.stop(server)
-        forges.FORGES.pop("my_forges:Gitea", None)
+        pull_requests.FORGES.pop("my_forges:Gitea", None)
 
 
 def test_a_forge_plugin_without_its_token_variable_or_taking_a_shipped_name_is_refused(installed, tmp_path, monkeypatch):

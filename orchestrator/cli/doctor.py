@@ -228,7 +228,7 @@ def _say_what_auto_runs(report: Report, why: str, usable: list[FoundCLI]) -> Non
 
 def _check_plugins(report: Report, settings: Settings) -> None:
     """The plugins the server would load at its start (docs/plugins.md), or the one that stops it."""
-    from ..delivery.forges import load_forges
+    from ..delivery.pull_requests import load_forges
     from ..engine.after_attempt import plugin_steps
     from ..errors import ConfigError
 

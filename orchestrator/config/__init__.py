@@ -14,9 +14,10 @@ the settings part of the environment.
 
 from __future__ import annotations
 
-from .choice import AUTO_KIND, SIMULATED_KIND, Select
+from .choice import Select
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
 from .keys import ENV_NAME, RESERVED_ENV, Key, Section
+from .plugins import AUTO_KIND, SIMULATED_KIND
 from .schema import (
     PLANNERS,
     SCHEMA,

@@ -25,16 +25,20 @@ import importlib.metadata
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypedDict
 
 from ..errors import ConfigError
-from .choice import AUTO_KIND, SIMULATED_KIND
-from .keys import StrEnum
 
 HOW_TO = "docs/plugins.md"  # the page every plugin error points to
 
 
-class Group(StrEnum):
+AUTO_KIND = "auto"  # the worker kind (orchestrator.worker, a role's) that is the first AI CLI on PATH, else simulated
+# The built-in kind that writes placeholders so the orchestrator can be tried offline (its reports say so).
+SIMULATED_KIND = "simulated"
+
+
+class Group(str, Enum):
     """The entry point groups an installed distribution may declare plugins in."""
 
     WORKER_KINDS = "orchestrator.worker_kinds"
@@ -121,13 +125,16 @@ def check_name(group: Group, declared: Declared) -> None:
 # -- worker kinds ------------------------------------------------------------------------------
 
 
+OptionValue = str | int | float | bool | list[str]  # a plugin kind's option: what YAML spells plainly
+
+
 class KindSettings(TypedDict):
     """``workers.kinds.<name>``: a plugin kind's own settings, every key filled."""
 
     adapter: str  # "package.module:KIND" (a kind of config.yaml's); "": an installed entry point's
     command: str  # the program its workers start (path or name); "": the kind's own default
     args: list[str]  # extra arguments its adapter appends
-    options: dict[str, Any]  # anything else its adapter reads (strings, numbers, booleans, lists of strings)
+    options: dict[str, OptionValue]  # anything else its adapter reads
 
 
 KIND_KEYS = tuple(KindSettings.__annotations__)

@@ -35,7 +35,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
-from ..delivery.forges import load_forges
+from ..delivery.pull_requests import load_forges
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus

@@ -582,4 +582,4 @@ class StepPrograms:
                 stop_point="step_running",
             ),
         )
-        return StepRun(str(result.status), result.exit_code, output, "" if result.passed else result.reason)
+        return StepRun(GateStatus(result.status), result.exit_code, output, "" if result.passed else result.reason)

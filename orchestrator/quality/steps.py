@@ -64,7 +64,7 @@ from typing import Protocol
 from ..checkouts.checkout import Changes, Checkout
 from ..config.keys import StrEnum
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..outcomes import GateResult, IntegrationRecord
+from ..outcomes import GateResult, GateStatus, IntegrationRecord
 from ..process.runner import Wakeup
 from ..workers.adapters.base import ParsedResult
 
@@ -144,14 +144,14 @@ class StepRun:
     """A program a step ran through ``StepContext.run``: how it ended and what it printed (its log
     is the worker's ``logs/...gate_step-<name>.log``)."""
 
-    status: str  # a gate's status: passed, failed, timeout, not_started, crashed, cancelled
+    status: GateStatus  # as a gate's: passed, failed, timeout, not_started, crashed, cancelled
     exit_code: int | None
     output: str  # plain text, the start of what it printed
     reason: str  # why it did not pass ("" when it did)
 
     @property
     def ok(self) -> bool:
-        return self.status == "passed"
+        return self.status is GateStatus.PASSED
 
 
 class SandboxedRun(Protocol):

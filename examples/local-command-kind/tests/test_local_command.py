@@ -14,6 +14,7 @@ from orchestrator.checkouts.checkout import Changes
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
 from orchestrator.models import WorkerRecord, WorkerStatus
+from orchestrator.outcomes import GateStatus
 from orchestrator.process.runner import Wakeup
 from orchestrator.quality.steps import Action, StepContext, StepRun
 from orchestrator.workers.adapters import ADAPTERS, load_plugins, unregister
@@ -76,7 +77,7 @@ class Recorded:
 
     def __call__(self, ctx, step, argv, timeout):
         self.calls.append((step, list(argv)))
-        return StepRun("passed", 0, self.output, "")
+        return StepRun(GateStatus.PASSED, 0, self.output, "")
 
 
 class Folder:

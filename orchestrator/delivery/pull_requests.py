@@ -121,6 +121,6 @@ def _forge_of(declared: plugins.Declared) -> Forge:
     if not isinstance(found, Forge):
         raise declared.error(
             f"{declared.target} is a {type(found).__name__}, not a Forge",
-            "point it at a subclass of orchestrator.delivery.forges.Forge (docs/plugins.md)",
+            "point it at a subclass of orchestrator.delivery.pull_requests.Forge (docs/plugins.md)",
         )
     return found
