@@ -20,6 +20,7 @@ from .config.keys import StrEnum
 from .errors import TERMINAL_STATUSES
 from .outcomes import (
     ChecksRecord,
+    CostBasis,
     Enforced,
     GateResult,
     IntegrationRecord,
@@ -344,7 +345,7 @@ class WorkerRecord:
     reused_children: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     # "reported" (its CLI said) or "estimated" (from a price table: workers/costs.py); None: no cost.
-    cost_basis: str | None = None
+    cost_basis: CostBasis | None = None
     cost_note: str | None = None  # "cost unknown (model X)": it reported tokens, and no price is known
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -492,6 +493,7 @@ class WorkerRecord:
     def from_dict(cls, data: dict[str, Any]) -> WorkerRecord:
         known = _known_fields(cls, data)
         known["status"] = WorkerStatus(known.get("status", "pending"))
+        known["cost_basis"] = CostBasis.read(known.get("cost_basis"))
         if known.get("failure_class") is not None:
             known["failure_class"] = FailureClass(known["failure_class"])
         known["attempts"] = [Attempt.from_dict(a) for a in known.get("attempts", [])]
@@ -618,6 +620,12 @@ class JobRecord:
     @property
     def is_root(self) -> bool:
         return self.parent_job_id is None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """A cancel (the API's, the command line's, a shutdown's) is what stops it: ``error`` says
+        "cancelled", where a graph's ``on_failure: stop`` says why it stopped instead."""
+        return self.error == EndReason.CANCELLED
 
     @property
     def judge_cost_usd(self) -> float | None:

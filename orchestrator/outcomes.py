@@ -38,6 +38,18 @@ class AfterRestart(StrEnum):
     REUSED = "reused"  # it had reached its verdict before the stop: taken as it was, not run again
 
 
+class CostBasis(StrEnum):
+    """Where a worker's (or a resolver attempt's) ``cost_usd`` comes from."""
+
+    REPORTED = "reported"  # the CLI said what its run cost (claude, opencode)
+    ESTIMATED = "estimated"  # computed from a price table: here (workers/costs.py), by aider, or by the anthropic kind
+
+    @classmethod
+    def read(cls, value: object) -> CostBasis | None:
+        """A record's value as one (None: no cost, or a value no version wrote)."""
+        return cls(value) if isinstance(value, str) and value in cls._value2member_map_ else None
+
+
 @dataclass(frozen=True, slots=True)
 class GateResult:
     """One gate's run: an entry of ``WorkerRecord.gates`` (``to_dict``, the shape on disk and in the
@@ -222,7 +234,7 @@ class ResolverAttempt:
     exit_code: int | None  # None: it timed out, was cancelled or never started
     seconds: float
     cost_usd: float | None
-    cost_basis: str | None  # "reported" or "estimated" (workers/costs.py); None: no cost
+    cost_basis: CostBasis | None  # None: no cost
     refused: str  # why its tree was not taken ("" when it was)
     log_path: str  # relative to the job folder
 
@@ -252,13 +264,13 @@ class Resolution:
 
     @property
     def estimated(self) -> bool:
-        return any(a.cost_basis == "estimated" for a in self.attempts)
+        return any(a.cost_basis == CostBasis.ESTIMATED for a in self.attempts)
 
     @property
-    def cost_basis(self) -> str | None:
+    def cost_basis(self) -> CostBasis | None:
         """As a worker's: "estimated" when any attempt's cost came from a price table, "reported" when
         its CLI said, None: no cost known."""
-        return "estimated" if self.estimated else "reported" if self.cost_usd is not None else None
+        return CostBasis.ESTIMATED if self.estimated else CostBasis.REPORTED if self.cost_usd is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -283,7 +295,12 @@ class Resolution:
             resolver=data.get("resolver") or "",
             accepted=bool(data.get("accepted")),
             reason=data.get("reason") or "",
-            attempts=tuple(ResolverAttempt(**{k: v for k, v in a.items() if k in fields}) for a in data.get("attempts") or ()),
+            attempts=tuple(
+                dataclasses.replace(
+                    ResolverAttempt(**{k: v for k, v in a.items() if k in fields}), cost_basis=CostBasis.read(a.get("cost_basis"))
+                )
+                for a in data.get("attempts") or ()
+            ),
             gates=tuple(GateResult.from_dict(g) for g in data.get("gates") or ()),
             tree=data.get("tree"),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,30 @@ def test_without_a_worktreeinclude_nothing_is_copied(hosted):
     assert job.status is JobStatus.COMPLETED
     wt = engine.workspace.worker_dir(job.id, 0, "worker_1")
     assert not (wt / ".env").exists() and ".worktreeinclude" not in _log(engine, job)
+
+
+def test_a_worktree_with_nothing_copied_and_no_setup_makes_no_sandbox_for_its_bootstrap(hosted, monkeypatch):
+    """The bootstrap runs git in the worker's sandbox only on what a copy or a setup left; with
+    neither there is no git to run, so no sandbox is worked out for it (each costs the tree's ref
+    view, its worktrees' scan, the proxy's plan): the worker's own attempt makes the one it runs in."""
+    from orchestrator.workers.confinement import Confinement
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    callers: list[str] = []
+    real_spec = Confinement.spec
+
+    def spec(self, *args, **kwargs):
+        callers.append(sys._getframe(1).f_globals["__name__"])
+        return real_spec(self, *args, **kwargs)
+
+    monkeypatch.setattr(Confinement, "spec", spec)
+    engine = make()
+    job = run_job(engine, "x", tasks=["true", "true"], config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    assert callers.count("orchestrator.engine.attempts") == 2, callers  # each worker's attempt: its sandbox
+    assert "orchestrator.checkouts.bootstrap" not in callers, callers
+    assert snapshot(host, folder) == before
 
 
 SETUP = (

@@ -73,7 +73,7 @@ def test_a_folder_owned_by_another_user_is_refused(tmp_path):
         place.make_private(settings, tmp_path / "orch" / "workspace", (tmp_path / "orch",))
 
 
-def test_doctor_without_a_project_view_says_where_the_checkouts_live_and_what_still_leads_to_your_checkout(tmp_path):
+def test_doctor_without_a_project_view_says_where_the_checkouts_live_and_what_still_leads_to_your_checkout(tmp_path, monkeypatch):
     # Given a src-layout project installed editable, with a node_modules link to one of its own packages
     host, folder = src_layout_host(tmp_path)
     (host / "packages" / "ui").mkdir(parents=True)
@@ -84,10 +84,19 @@ def test_doctor_without_a_project_view_says_where_the_checkouts_live_and_what_st
     report = Report(tmp_path / "c.yaml")
     _check_project(report, settings, host, sandboxed=True, view=False)
     texts = [(f.level.value, f.text) for f in report.findings]
-    # Then it says where the worktrees live, that the gate runs the worker's code, and names the link it cannot redirect
+    # Then it says where the worktrees live, that your working tree is refused to workers and gates, that the
+    # gate runs the worker's code, and names the link it cannot redirect, which fails the gate
     assert texts[0][0] == "ok" and str(place.workspace_folder(settings, settings.workspace_root)) in texts[0][1]
-    assert texts[1][0] == "ok" and "runs the worker's code" in texts[1][1] and "PYTHONPATH" in texts[1][1]
-    assert texts[2][0] == "note" and "node_modules links to the repository's own packages (ui" in texts[2][1]
+    assert texts[1][0] == "ok" and f"are refused your working tree at {host}" in texts[1][1]
+    assert texts[2][0] == "ok" and "runs the worker's code" in texts[2][1] and "PYTHONPATH" in texts[2][1]
+    assert texts[3][0] == "note" and "node_modules links to the repository's own packages (ui" in texts[3][1]
+    assert "fails (Permission denied) rather than testing your code" in texts[3][1] and len(texts) == 4
+    # And for a repository that is the home folder (nothing of it can be refused), a note saying so instead
+    monkeypatch.setenv("HOME", str(host))
+    report = Report(tmp_path / "c.yaml")
+    _check_project(report, settings, host, sandboxed=True, view=False)
+    assert [f.level.value for f in report.findings] == ["ok", "note"], report.findings
+    assert "workers and gates read your checkout there" in report.findings[1].text
     # And with a checkouts root inside the repository, a problem naming it
     inside = load_settings(base_dir=folder, environ={}, overrides={"git": {"checkouts_root": str(host / "co")}})
     report = Report(tmp_path / "c.yaml")

@@ -365,7 +365,10 @@ def test_the_landlock_note_names_what_it_does_not_hold_and_where_the_table_is(ne
     decision = decide(SandboxMode.AUTO, LANDLOCK, network=network)
     note = decision.note
     assert note.startswith("workers run sandboxed (Landlock ABI 6, bubblewrap cannot start here"), note
-    assert "not held here as under bubblewrap: private CLI state folders, the project view, a PID namespace" in note
+    assert (
+        "not held here as under bubblewrap: private CLI state folders, the project view (what leads a gate to your checkout fails it instead), a PID namespace"
+        in note
+    )
     assert "other trees' branches" not in note  # a resolver's and the result gate's git dirs are their own too
     assert note.endswith(f"(the table: {LANDLOCK_TABLE})"), note
     assert ("an address filter (its rules name ports" in note) is (network is SandboxNetwork.ALLOW), note

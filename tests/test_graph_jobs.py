@@ -269,3 +269,75 @@ def test_each_workers_log_says_whether_its_work_was_merged_or_was_already_in(hos
     ]
     assert by_task["b"].integrated and by_task["b"].integrated.merged  # its (empty) work is in the branch
     assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("gates", "judged"),
+    [
+        ([], False),
+        ([{"name": "lint", "run": ["true"], "required": False, "timeout": 30}], False),
+        ([{"name": "tests", "run": ["true"], "required": True, "timeout": 30}], True),
+    ],
+    ids=["no-gate", "advisory-gate", "required-gate"],
+)
+def test_each_merge_into_the_integration_branch_is_judged_only_where_a_required_gate_can_apply(
+    hosted, monkeypatch, gates, judged
+):
+    """The branch moves only to a tree that passed: a job with a required gate has each merge's
+    candidate judged (delivery/result_gate.py). With none, nothing can apply: no judge is set up (it
+    read every worker record of the tree and the branch's log, under the tree's lock, per merge), and
+    every worker's work lands all the same."""
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    from orchestrator.delivery import integration
+
+    made: list[str] = []
+
+    class Counted(integration.ResultGate):
+        def __init__(self, **kwargs):
+            made.append(kwargs["job"].id)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(integration, "ResultGate", Counted)
+    engine = make(workers={"max_retries": 0}, tasks={"gates": gates})
+    tasks = [task("a"), task("b", "a"), task("c", "a")]
+    job = run_job(engine, "graph", tasks=tasks, config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    by_task = {w.task_id: w for w in workers(engine, job).values()}
+    result = f"orchestrator/{job.id}/result"
+    squashed = git(host, "log", "--format=%(trailers:key=Orchestrator-Commit,valueonly)", result).split()
+    for w in by_task.values():
+        assert w.integrated and w.integrated.merged and w.commit in squashed, w.integrated
+    assert {"a.txt", "b.txt", "c.txt"} <= set(git(host, "ls-tree", "--name-only", result).split())
+    assert (len(made) == 3) if judged else made == [], made
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.slow
+def test_a_workers_sandbox_reads_its_branch_without_asking_git_about_its_worktrees_layout(hosted, monkeypatch):
+    """Each sandbox's start reads the worker's branch from the ref files (git/refstore.py), which
+    first asks git once whether the repository's refs are plain files (gitwork.plain_layout, kept per
+    repository): asked by the repository, not by each worker's worktree (a git process per worker,
+    in the time its attempt is counted from)."""
+    from orchestrator.git import gitwork
+
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    asked: list[str] = []
+    real_run_git = gitwork.run_git
+
+    def run_git(repo, *args, **kwargs):
+        if args[:2] == ("config", "--get-regexp") and gitwork._LAYOUT_KEYS in args:
+            asked.append(str(repo))
+        return real_run_git(repo, *args, **kwargs)
+
+    monkeypatch.setattr(gitwork, "run_git", run_git)
+    gitwork.plain_layout.cache_clear()
+    engine = make()
+    job = run_job(engine, "graph", tasks=[task("a"), task("b", "a"), task("c", "a")], config={"isolation": "worktree"})
+    assert job.status is JobStatus.COMPLETED
+    worktrees = {str(engine.workspace.worker_dir(job.id, 0, name)) for name in workers(engine, job)}
+    assert len(worktrees) == 3 and not worktrees & set(asked), asked
+    assert len(asked) == len(set(asked)), asked  # each repository asked once
+    assert snapshot(host, folder) == before

@@ -227,8 +227,12 @@ def test_manual_after_theirs_removes_the_result_branch_the_record_no_longer_list
     job = run_job(engine, "x", tasks=[SAME_LINE.format("w1"), SAME_LINE.format("w2")], config={"merge_strategy": "theirs"})
     theirs = job.merge.result_commit
     assert result_of(host, job.id) == theirs
+    final = engine.workspace.job_dir(job.id) / "FINAL_RESULT.md"
+    assert f"`orchestrator/{job.id}/result` at `{theirs[:12]}`" in final.read_text()
     merge = engine.merge(job.id, strategy="manual")
     assert merge["result_commit"] is None and merge["merged"] == [] and merge["skipped"] == ["worker_1", "worker_2"]
+    # FINAL_RESULT.md follows the merge made again (it was left naming the removed result without git.push)
+    assert f"`orchestrator/{job.id}/result`, removed (manual: nothing merged" in final.read_text()
     assert merge["removed"] is True and merge["previous"] == theirs
     assert result_of(host, job.id) is None  # the record says nothing merged, and no branch says otherwise
     assert any(

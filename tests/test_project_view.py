@@ -30,10 +30,14 @@ pytestmark = [
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
 
 
-def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto", backend: str = "auto"):
+def run_with_gate(
+    folder: Path, gate: list[str], task: str, sandbox: str = "auto", backend: str = "auto", repo: Path | None = None
+):
+    """``repo``: the repository when the orchestrator's ``folder`` is not inside it (make_host's is)."""
+    outside = {"repo": str(repo), "checkouts_root": str(repo.parent / "checkouts")} if repo is not None else {}
     engine = host_engine(
         folder,
-        git={"isolation": "worktree"},  # (host_engine: the checkouts outside go to <tmp>/checkouts)
+        git={"isolation": "worktree", **outside},  # (host_engine: the checkouts outside go to <tmp>/checkouts)
         tasks={"gates": [{"name": "tests", "run": gate}]},
         workers={"sandbox": sandbox, "sandbox_backend": backend},
     )
@@ -43,8 +47,9 @@ def run_with_gate(folder: Path, gate: list[str], task: str, sandbox: str = "auto
         log = engine.workspace.worker_log(job.root_id, 0, "worker_1").read_text()
         inside = engine.workspace.worker_dir(job.root_id, 0, "worker_1")
         if backend == "landlock":  # no project view: the checkout lives outside the orchestrator's folder
-            assert inside.is_symlink() and not inside.resolve().is_relative_to(folder.parents[1]), inside.resolve()
-            assert inside.resolve().is_relative_to(folder.parents[2] / "checkouts")
+            host = repo if repo is not None else folder.parents[1]
+            assert inside.is_symlink() and not inside.resolve().is_relative_to(host), inside.resolve()
+            assert inside.resolve().is_relative_to(host.parent / "checkouts")
         elif backend == "bubblewrap":  # the view shows it at the repository's path: it stays in the workspace
             assert inside.is_dir() and not inside.is_symlink()
     finally:
@@ -310,16 +315,27 @@ def test_a_cargo_workspace_host_is_built_and_tested_in_the_workers_checkout_with
     assert snapshot(host, folder) == before
 
 
-def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view(tmp_path):
+@pytest.mark.parametrize("where", ["folder", "repository"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view(tmp_path, backend, where):
     # Given a tracked orchestrator folder whose CLI is installed, untracked, in its own .cli (as
-    # tests/install_cli.sh and doctor put one), configured by its absolute path
+    # tests/install_cli.sh and doctor put one), or in an ignored .cli of the repository's top,
+    # configured by its absolute path
     host, folder = make_host(tmp_path)
-    program = folder / ".cli" / "bin" / "agent"
+    program = (folder if where == "folder" else host) / ".cli" / "bin" / "agent"
     program.parent.mkdir(parents=True)
     program.write_text('#!/bin/sh\necho "ran from $0" > ran.txt\n')
     program.chmod(0o755)
+    if where == "repository":
+        (host / ".git" / "info" / "exclude").write_text("/.cli/\n")
     before = snapshot(host, folder)
-    engine = host_engine(folder, git={"isolation": "worktree"}, orchestrator={"worker": "command", "command": [str(program)]})
+    # (Landlock: no view; the program is granted where it lies, the rest of the user's tree refused)
+    engine = host_engine(
+        folder,
+        git={"isolation": "worktree"},
+        orchestrator={"worker": "command", "command": [str(program)]},
+        workers={"sandbox_backend": backend},
+    )
     try:
         job = run_job(engine, tasks=["x"])
         w = workers(engine, job)["worker_1"]
@@ -329,4 +345,111 @@ def test_a_worker_program_installed_in_the_orchestrators_folder_runs_in_the_view
     # Then the worker runs it (its folder bound back in the view), and writes its own checkout
     assert job.status is JobStatus.COMPLETED and w.status is WorkerStatus.SUCCESS, log
     assert git(host, "show", f"{w.branch}:ran.txt") == f"ran from {program}\n"
+    assert snapshot(host, folder) == before
+
+
+def _editable_host(tmp_path: Path, layout: dict[str, str], pyproject: str | None, pth: str) -> tuple[Path, Path, list[str]]:
+    """src_layout_host's repository reshaped: its files replaced by ``layout`` (path: text), its
+    pyproject.toml by ``pyproject`` (None: none), and the venv's editable install by one ``.pth``
+    naming ``pth`` (relative to the host's top; "" its top), as that backend installs it. The gate: the venv's
+    python running the project's tests."""
+    host, folder = src_layout_host(tmp_path)
+    git(host, "rm", "-rq", "src", "pyproject.toml")
+    for name, text in layout.items():
+        (host / name).parent.mkdir(parents=True, exist_ok=True)
+        (host / name).write_text(text)
+    if pyproject is not None:
+        (host / "pyproject.toml").write_text(pyproject)
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "another layout", env=user_env())
+    site = next((host / ".venv" / "lib").glob("python*/site-packages"))
+    (site / "__editable__.pkg-0.1.pth").unlink()
+    (site / "_pkg.pth").write_text(f"{host / pth if pth else host}\n")
+    return host, folder, [str(host / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hatch_project_installed_editable_tests_the_workers_code(tmp_path, backend):
+    # Given a hatch project whose package root is lib/ (not src/, nor setuptools'), installed editable
+    # (hatchling's dev mode: a .pth naming <host>/lib)
+    pyproject = (
+        '[project]\nname = "pkg"\nversion = "0.1"\n\n[build-system]\nrequires = ["hatchling"]\n'
+        'build-backend = "hatchling.build"\n\n[tool.hatch.build.targets.wheel]\npackages = ["lib/pkg"]\n'
+    )
+    host, folder, gate = _editable_host(tmp_path, {"lib/pkg/__init__.py": ADD}, pyproject, "lib")
+    before = snapshot(host, folder)
+    # When a worker breaks add, then its gate fails (it imported the worker's lib/pkg, or nothing: never the user's)
+    _, bad, log = run_with_gate(folder, gate, "sed -i 's/a + b/a - b/' lib/pkg/__init__.py", sandbox="on", backend=backend)
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
+    # And a worker that keeps add passes it: the worker's lib/ is found
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md", sandbox="on", backend=backend)
+    assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_plain_pth_naming_the_repositorys_top_tests_the_workers_code(tmp_path, backend):
+    # Given a package at the top of a repository that also has a src/ folder (its C sources), no
+    # Python packaging at all, and a venv whose site-packages has a plain .pth naming the repository's top
+    layout = {"pkg/__init__.py": ADD, "src/add.c": "int add(int a, int b) { return a + b; }\n"}
+    host, inside, _ = _editable_host(tmp_path, layout, None, "")
+    # (and the orchestrator's folder beside the repository, not in it: nothing of the repository refused by it)
+    folder = tmp_path / "orch"
+    folder.mkdir()
+    git(host, "rm", "-rq", "tools")
+    git(host, "commit", "--no-verify", "-qm", "no orchestrator folder here", env=user_env())
+    shutil.rmtree(inside.parent, ignore_errors=True)  # (git rm took its tracked files; its workspace, ignored, stays)
+    # (run by the venv's pytest script, as pip installs it: ``python -m`` would put the cwd, the checkout, first)
+    # (its path has a space, which a #! line cannot hold: a shell script runs the script beside it)
+    script = host / ".venv" / "bin" / "pytest"
+    (host / ".venv" / "bin" / "pytest_main.py").write_text("import sys\nimport pytest\nsys.exit(pytest.console_main())\n")
+    script.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" "$(dirname "$0")/pytest_main.py" "$@"\n')
+    script.chmod(0o755)
+    gate = [str(script), "-q", "-p", "no:cacheprovider", "tests"]
+    before = snapshot(host, folder)
+    # When a worker breaks add, then its gate fails: it never imports the user's pkg
+    breaking = "sed -i 's/a + b/a - b/' pkg/__init__.py"
+    _, bad, log = run_with_gate(folder, gate, breaking, sandbox="on", backend=backend, repo=host)
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
+    # And a worker that keeps add passes it: the worker's pkg is found
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md", sandbox="on", backend=backend, repo=host)
+    assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
+    assert snapshot(host, folder) == before
+
+
+@pytest.mark.skipif(CARGO is None, reason="cargo is not installed")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cargo_path_dependency_by_absolute_path_never_builds_the_users_checkout(tmp_path, backend):
+    # Given a crate whose path dependency is given by the repository's absolute path (which no checkout follows)
+    host, folder = make_host(tmp_path)
+    (host / "crates" / "dep" / "src").mkdir(parents=True)
+    (host / "crates" / "dep" / "Cargo.toml").write_text('[package]\nname = "dep"\nversion = "0.1.0"\nedition = "2021"\n')
+    (host / "crates" / "dep" / "src" / "lib.rs").write_text("pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n")
+    (host / "crates" / "app" / "src").mkdir(parents=True)
+    (host / "crates" / "app" / "Cargo.toml").write_text(
+        f'[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\ndep = {{ path = "{host}/crates/dep" }}\n'
+    )
+    (host / "crates" / "app" / "src" / "lib.rs").write_text(
+        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(dep::add(2, 3), 5);\n    }\n}\n"
+    )
+    (host / ".gitignore").write_text(".env\ntarget/\nCargo.lock\n")
+    git(host, "add", "-A")
+    git(host, "commit", "--no-verify", "-qm", "a crate with an absolute path dependency", env=user_env())
+    before = snapshot(host, folder)
+    gate = [str(CARGO), "test", "--offline", "-q", "--manifest-path", "crates/app/Cargo.toml"]
+    # When a worker breaks add in its checkout's dep, then its gate fails: never the user's dep built instead
+    breaking = "sed -i 's/a + b/a - b/' crates/dep/src/lib.rs"
+    _, bad, log = run_with_gate(folder, gate, breaking, sandbox="on", backend=backend)
+    assert bad.status is WorkerStatus.FAILED and bad.gates[0].status == "failed", log
+    _, good, log = run_with_gate(folder, gate, "echo note > NOTE.md", sandbox="on", backend=backend)
+    if backend == "bubblewrap":  # the view shows the worker's checkout at that path: its own dep
+        assert good.status is WorkerStatus.SUCCESS and good.gates[0].status == "passed", log
+    else:  # Landlock refuses the user's tree: the gate fails closed, saying where it was led
+        output = good.gates[0].output_tail or ""
+        assert good.status is WorkerStatus.FAILED and good.gates[0].status == "failed", log
+        assert "Permission denied" in output and f"{host}/crates/dep" in output, output
+    assert not (host / "crates" / "dep" / "target").exists() and not (host / "crates" / "app" / "target").exists()
     assert snapshot(host, folder) == before

@@ -26,6 +26,7 @@ RUN_BY = {
     "tests/test_readme_blocks.py::test_the_readmes_three_commands_with_claude_in_dot_cli_on_a_mock_model",
     "merge-result": "tests/test_readme_blocks.py::test_the_readmes_three_commands_on_a_machine_without_an_ai_cli, "
     "tests/test_readme_blocks.py::test_the_readmes_three_commands_with_claude_in_dot_cli_on_a_mock_model",
+    "wheel": "tests/test_wheel.py::test_the_readmes_wheel_block_inits_a_repository_and_its_first_command_leaves_the_result_branch",
     "curl": "tests/test_readme.py::test_docs_curl_lines_work_against_a_live_server",
     "client": "tests/test_readme.py::test_docs_python_client_snippet_runs, "
     "tests/test_folders.py::test_the_launcher_and_the_readmes_client_snippet_work_from_the_host_repos_root",

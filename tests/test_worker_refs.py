@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,45 @@ def test_the_folders_of_other_trees_and_a_packed_refs_without_them(linked, tmp_p
     assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None  # nothing of another tree's
     (common / "packed-refs").unlink()
     assert worker_refs.packed_without_trees(common, "orch/", "r1", copy) is None
+
+
+def test_each_worktree_s_gitdir_is_read_once_until_it_changes_and_a_rewrite_in_place_is_seen(linked, tmp_path, monkeypatch):
+    """Every sandbox's start classifies every worktree (a graph of N tasks: N x N): a ``gitdir`` file
+    is read again only when it changed. Rewritten in place to the same length (as ``git worktree
+    repair`` writes it), its worktree moves to the other side at once; a link put in its place is
+    never followed."""
+    repo, _, _, first, _ = linked
+    mine, theirs = tmp_path / "r1", tmp_path / "r2"
+    for name in ("a", "b", "c"):
+        git(repo, "worktree", "add", "-q", "--detach", str(mine / name), first)
+    common = repo / ".git"
+    time.sleep(0.3)  # older than a file timestamp's granularity: what they name may be remembered
+    reads: list[str] = []
+    real_read = worker_refs._read
+    monkeypatch.setattr(worker_refs, "_read", lambda name, folder=None: reads.append(name) or real_read(name, folder))
+    ours, others = worker_refs.worktrees_in(common / "worktrees", mine)
+    assert sorted(p.name for p in ours) == ["a", "b", "c"] and [p.name for p in others] == ["tree"]
+    reads.clear()
+    for _ in range(3):
+        assert worker_refs.worktrees_in(common / "worktrees", mine) == (ours, others)
+    assert reads == []  # nothing changed: no file read again
+
+    moved = common / "worktrees" / "b" / "gitdir"
+    text = moved.read_text()
+    moved.write_text(text.replace(str(mine), str(theirs)))  # the same length, the same inode
+    assert len(moved.read_text()) == len(text)
+    ours, others = worker_refs.worktrees_in(common / "worktrees", mine)
+    assert sorted(p.name for p in ours) == ["a", "c"] and sorted(p.name for p in others) == ["b", "tree"]
+    assert reads == [str(moved)]
+    assert worker_refs.worktrees_in(common / "worktrees", theirs)[0] == [common / "worktrees" / "b"]
+
+    planted = common / "worktrees" / "c" / "gitdir"
+    real = tmp_path / "elsewhere"
+    real.write_text(planted.read_text())
+    planted.unlink()
+    planted.symlink_to(real)  # names a checkout in r1 through a link: not taken as its tree's
+    ours, others = worker_refs.worktrees_in(common / "worktrees", mine)
+    assert [p.name for p in ours] == ["a"] and sorted(p.name for p in others) == ["b", "c", "tree"]
 
 
 def own_git(tree: Path, git_dir: Path, env: dict[str, str], *args: str) -> str:

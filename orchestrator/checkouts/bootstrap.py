@@ -158,11 +158,13 @@ class Bootstrap:
                 raise SetupFailed(f"setup failed: {why}")
         if copied:
             _write_list(git_dir / COPIED_FILE, copied)
-        git = CheckoutGit(directory, self.confinement.spec(record, directory, job.config))  # what the setup wrote: in its sandbox
+        git = None  # nothing copied and no setup: no git to run, so no sandbox worked out for it
         if copied or argv:
+            # What the setup wrote or the copy brought: git on it in the worker's sandbox.
+            git = CheckoutGit(directory, self.confinement.spec(record, directory, job.config))
             _write_list(git_dir / KEPT_FILE, ignored_made(git))
         (git_dir / DONE_FILE).write_text("done\n", encoding="utf-8")
-        return bool(argv) and bool(git.run("status", "--porcelain", "-z").stdout)
+        return git is not None and bool(argv) and bool(git.run("status", "--porcelain", "-z").stdout)
 
     def cleanup(self, record: WorkerRecord, directory: Path) -> None:
         """Run the teardown (its failure only logged) and release the worker's port."""
@@ -329,7 +331,7 @@ class Bootstrap:
 
 def job_cancelled(job: JobRecord) -> Callable[[], bool]:
     """Whether the job was asked to stop (engine.cancel marks it so, under its lock)."""
-    return lambda: job.error == "cancelled"
+    return lambda: job.cancel_requested
 
 
 def included_files(repo: Path, exclude: list[str]) -> list[str]:

@@ -651,22 +651,45 @@ def _check_no_view(report: Report, settings: Settings, host: Path, project: Proj
         f"no project view under this sandbox: each worker's worktree lives in {folder}, outside this folder, so tools "
         "that look upwards for their configuration find your project's (the workspace's depth_<n>/worker_<k> links to it)",
     )
+    from ..workers.confinement import Confinement
+    from ..workspace.layout import Workspace
+
+    refused = Confinement(settings, Workspace(settings.workspace_root)).tree_refusal(os.path.realpath(host))
+    if refused is None:
+        report.add(
+            "project",
+            Level.NOTE,
+            f"{host} holds this folder, the orchestrator's Python or its package whole (or is your home folder): "
+            "under this sandbox workers and gates read your checkout there, so an editable install or a link a gate "
+            "follows into it tests your code, not the worker's",
+            "keep the orchestrator's folder and its venv outside the repository (or in a folder of it), or use bubblewrap",
+        )
+        return
+    report.add(
+        "project",
+        Level.OK,
+        f"no project view under this sandbox: workers and their gates are refused your working tree at {host} but "
+        "its environment folders (workers.sandbox_env_folders), this folder and CLIs installed in it, so nothing leads "
+        "a gate to your code: what does fails with Permission denied",
+    )
     if project.editable:
         report.add(
             "project",
             Level.OK,
             f"an editable install of {host} ({installs}): a gate gets the worker's checkout's package roots first on "
-            "PYTHONPATH (your pyproject's [tool.setuptools] package-dir or packages.find where, else src/, else its "
-            "top), so it runs the worker's code",
+            "PYTHONPATH (those your pyproject.toml declares for setuptools, hatch, flit, pdm or poetry, and those the "
+            "install names; else src/, else its top), so it runs the worker's code; a root not found there fails the "
+            "gate with an ImportError, never imports yours",
         )
     for what in _links_to_host(host):
         report.add(
             "project",
             Level.NOTE,
-            f"{what}: under this sandbox it still leads to your checkout at {host}, not the worker's, so a gate that "
-            "goes through it tests your code there",
-            "use bubblewrap (its project view shows the worker's checkout at your repository's path), or a git.setup "
-            "that installs the project in the worker's checkout",
+            f"{what}: under this sandbox it leads to your checkout at {host}, which workers and gates are refused, so "
+            "a gate that goes through it fails (Permission denied) rather than testing your code",
+            "name it by a relative path (a worker's checkout then has its own), use bubblewrap (its project view shows "
+            "the worker's checkout at your repository's path), or a git.setup that installs the project in the "
+            "worker's checkout",
         )
 
 

@@ -5,10 +5,17 @@ Precedence: built-in defaults < ``config.yaml`` < environment
 never raise the server's limits. This package is the only reader of YAML and of
 the settings part of the environment.
 
+Modules:
+
 - ``keys``: ``Key`` (one setting's description), the ``setting`` field maker, ``check_value``;
 - ``schema``: every setting, once (one frozen dataclass per section) and ``SCHEMA``, derived from them;
 - ``settings``: ``Settings`` and ``load_settings`` (defaults, file, environment, overrides);
-- ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission.
+- ``job``: ``JobConfig``, a job's typed config, and ``job_config``, which builds it at submission;
+- ``quality``, ``choice``, ``score_weights``, ``hooks``, ``prices``: the shapes of structured settings
+  (gates and roles, candidates' selection, scoring weights, webhooks, prices);
+- ``reference``: the configuration page's reference part, generated from ``SCHEMA``;
+- ``edit``: keys of ``config.yaml`` changed in place; ``live``: a running server's changed ``config.yaml``;
+- ``documents``: how deep a parsed body or config file nests, which string holds a NUL or a lone surrogate;
 - ``plugins``: what may come from outside the package (entry point groups, plugin kind names and settings).
 """
 

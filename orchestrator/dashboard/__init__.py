@@ -5,6 +5,8 @@ keeps it in ``sessionStorage`` and sends it as ``X-API-Key`` on every ``fetch``
 to the JSON API (``/api/v1/...``), so the key never appears in a URL or a server
 log. Everything a worker wrote is inserted as text, never as HTML, and a strict
 Content-Security-Policy refuses inline scripts as a second line of defence.
+
+Modules: none beside this one, which holds the blueprint; the pages are in ``templates/`` and ``static/``.
 """
 
 from __future__ import annotations

@@ -83,12 +83,12 @@ def tree_lock(root_id: str) -> threading.Lock:
 # -- checks ------------------------------------------------------------------------------------
 
 
-def check_strategy(value: object, key: str = "strategy") -> str:
+def check_strategy(value: object, key: str = "strategy") -> MergeStrategy:
     if value not in merging.STRATEGIES:
         raise ConfigError(
             f"{key}={value!r} is not a merge strategy: use one of {', '.join(merging.STRATEGIES)}", key=key, value=str(value)
         )
-    return str(value)
+    return MergeStrategy(str(value))
 
 
 def check_branch(settings: Settings, value: object, key: str = "merge_into") -> str:

@@ -23,7 +23,7 @@ from .. import failpoints
 from ..config import PullRequestForge, Settings
 from ..git.gitcmd import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from ..outcomes import PublishRecord, PullRequestRecord
+from ..outcomes import CostBasis, PublishRecord, PullRequestRecord
 from ..workspace.layout import Workspace
 from . import forge, pull_requests
 from .landing import repository
@@ -146,7 +146,7 @@ def summary(job: JobRecord, workers: Sequence[WorkerRecord], status: JobStatus |
     costs = [w.cost_usd for w in workers if w.cost_usd is not None]
     # The root's own AI calls: its planner, its candidates' judge, its merge's conflict resolvers.
     costs += [c for c in (job.planner_cost_usd, job.judge_cost_usd, job.resolver_cost_usd) if c is not None]
-    estimated = sum(1 for w in workers if w.cost_basis == "estimated")
+    estimated = sum(1 for w in workers if w.cost_basis == CostBasis.ESTIMATED)
     unknown = sum(1 for w in workers if w.cost_usd is None and w.cost_note)
     lines = [
         f"## orchestrator job `{job.id}`: {(status or job.status).value}",

@@ -59,7 +59,7 @@ from ..git.gitwork import add_detached_worktree, repo_op
 from ..git.merging import Conflicted
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
-from ..outcomes import GateResult, Resolution, ResolverAttempt
+from ..outcomes import CostBasis, GateResult, Resolution, ResolverAttempt
 from ..process.monitor import CAPPED
 from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
 from ..quality import gates as gating
@@ -350,7 +350,7 @@ class ConflictResolver:
         prompt: str,
         files: Sequence[str],
         where: tuple[Path, Path, Path, Path],
-    ) -> tuple[tuple[int | None, float, float | None, str | None], str]:
+    ) -> tuple[tuple[int | None, float, float | None, CostBasis | None], str]:
         """One resolver run: (exit code, seconds, cost, cost basis) and why it failed ("": it did not).
         ``where``: its folder (prompts), the worktree, its TMPDIR and its log."""
         home, tree, tmp, log_path = where
@@ -410,7 +410,7 @@ class ConflictResolver:
         parsed = adapter.parse(text, code, max_chars=READ_CHARS)
         costs.estimate_for(parsed, adapter, self.settings, model)
         self.on_cost(parsed.cost_usd)
-        basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
+        basis = parsed.cost_basis or (costs.CostBasis.REPORTED if parsed.cost_usd is not None else None)
         ran = (code, seconds, parsed.cost_usd, basis)
         self.workspace.append_line(log_path, f"===== resolver attempt {number} ended: {why or f'exit code {code}'} =====")
         if code is None and why.startswith(CAPPED):  # over a worker's cap (ended there, or found at it once ended)

@@ -15,4 +15,20 @@ records written by ``settling.Settling.publish_finals``), and its job ends in ``
 
 Imports every layer below it (``cluster``, ``webhooks``, ``index``, ``quality`` and down), never
 ``api`` or ``cli``.
+
+Modules:
+
+- ``core``: ``Engine``, the facade: wires the parts, dispatches pending workers within the limits;
+- ``context``: ``EngineContext`` (what every part shares) and ``EngineHooks``;
+- ``submission``: admit, plan, create jobs; ``limits``: admission checks;
+- ``worker_thread``: a worker's thread; ``attempts``: its attempts, retries, timeouts, failure classes;
+- ``after_attempt``: the after-attempt steps in their order; ``scheduling``: a task graph's order;
+- ``choosing``: a task's candidates settle into one winner; ``nesting``: a worktree worker's child jobs;
+- ``settling``: a worker's end, its final record; ``ending``: a job's end: landed, reported, recorded;
+- ``approvals``: a job held for a person; ``results``: a root's result landed, signed, published;
+- ``reporting``: a tree's reports; ``pr_checks``: the pull request's checks and reviews sent back;
+- ``continuing``: a finished worker's continue rounds; ``resolvers``: the engine's side of ``resolve``;
+- ``recovery``: what a restart does with each worker (pure); ``takeover``: applies its decisions;
+- ``queries``: every read; ``tables``: the in-memory state and its one lock; ``locked_only``: its guard;
+- ``announce``: events and the tree's event log; ``pacing``: how often the loop looks again.
 """

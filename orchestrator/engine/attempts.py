@@ -774,7 +774,7 @@ def _charged(outcome: Outcome, paid: list[ParsedResult]) -> Outcome:
         setattr(outcome.parsed, name, sum(values) if values else None)
     # The sum is an estimate if any part is; a try whose cost is unknown leaves the sum a lower bound.
     if any(p.cost_basis == costs.CostBasis.ESTIMATED for p in paid):
-        outcome.parsed.cost_basis = costs.CostBasis.ESTIMATED.value
+        outcome.parsed.cost_basis = costs.CostBasis.ESTIMATED
     outcome.parsed.cost_note = next((p.cost_note for p in paid if p.cost_note), None)
     return outcome
 

@@ -173,7 +173,7 @@ class Choosing:
         branch with what its merge there recorded (an IntegrationRecord, or None)."""
         with self.tables.locked():
             records = [g.record.copy() for g in self.group(job, task_id)]
-            cancelled = job.error == "cancelled"
+            cancelled = job.cancel_requested
         task = records[0].task if records else ""
         names = [r.name for r in records]
         if cancelled:

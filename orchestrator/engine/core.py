@@ -457,10 +457,11 @@ class Engine:
 
     def _after_round(self, job: JobRecord, merged: bool) -> None:
         """A continue round has ended: the tree's reports again and, when it changed the result, its
-        signed record, then its push and pull request (git.push)."""
-        self.reporting.render_locked(job)
+        signed record, then its push and pull request (git.push), before them."""
         if merged:
-            self.results.record_result(job, job.status, job.ended_at)
+            self.results.record_result(job, job.status, job.ended_at)  # (its reports too)
+        else:
+            self.reporting.render_locked(job)
 
     def _no_round(self, job: JobRecord, action: str) -> None:
         """Conflict while a continue round of the tree runs (its worker's branch and the result change)."""

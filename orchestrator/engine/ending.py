@@ -118,15 +118,16 @@ class Ending:
             self.partial_if_broken(job, merge)
         if job.is_root:  # FINAL_RESULT.md exists, and TMPDIRs are gone, before anyone is told the tree ended
             self.reporting.level_renders.forget(lambda key: key[0] == job.root_id)  # every level is rendered below
-            # Removing a TMPDIR per worker is kernel time and rendering is Python: side by side.
+            # Removing a TMPDIR per worker is kernel time; the record and the reports are Python: side by side.
             # (A thread of its own: the pool may be shutting down when a cancelled tree ends.)
             remover = threading.Thread(target=self.workspace.remove_tree_tmp, args=(job.root_id,), name="tmp-removal")
             remover.start()
-            self.reporting.render_locked(job)
-            remover.join()
             with self.tables.locked():
                 status, ended = tables.ending[job.id]
-            self.results.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
+            try:  # its signed record, its pull request, then its reports once
+                self.results.record_result(job, status, ended, publish=land and status is not JobStatus.CANCELLED)
+            finally:
+                remover.join()
         with self.tables.locked():
             status, ended = tables.ending[job.id]
             final = job.copy()
@@ -205,8 +206,7 @@ class Ending:
         with tables.locked():
             tables.ending[job.id] = (status, ended)  # the reports show it (``Queries.snapshot``'s outcomes)
         try:
-            self.reporting.render_locked(job)
-            self.results.record_result(job, status, ended, publish=True)
+            self.results.record_result(job, status, ended, publish=True)  # (its reports too)
             states.set_job_status(job, status)
             job.ended_at = ended
             ws.save_job(job)
@@ -283,7 +283,7 @@ def outcome_now(job: JobRecord, workers: Iterable[WorkerRecord], left_out: Seque
 def outcome_of(job: JobRecord, records: list[WorkerRecord]) -> JobStatus:
     """The status a job ends with, from its own workers' records once all are settled (also after a
     continue round: engine/continuing.py)."""
-    if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.error == "cancelled":
+    if any(r.status in (WorkerStatus.CANCELLED, WorkerStatus.SKIPPED) for r in records) and job.cancel_requested:
         return JobStatus.CANCELLED
     # A task run as candidates counts once, by its winner, whatever its losers did. A task is
     # done when its work is (``ok``: it lands), complete when nothing below it is missing

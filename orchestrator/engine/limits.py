@@ -139,7 +139,7 @@ def late_trees(
     return [
         j
         for j in jobs
-        if j.is_root and not j.status.at_rest and j.error != "cancelled" and j.id not in ending and now - j.created_at > deadline
+        if j.is_root and not j.status.at_rest and not j.cancel_requested and j.id not in ending and now - j.created_at > deadline
     ]
 
 

@@ -131,13 +131,13 @@ class Results:
 
     def record_result(self, job: JobRecord, status: JobStatus, ended: float | None, *, publish: bool = True) -> None:
         """Outside the lock, once a root's result has landed: its signed record, then (``publish``, and
-        git.push set) its push and pull request, from one copy of the tree's records."""
+        git.push set) its push and pull request, from one copy of the tree's records; then its reports,
+        rendered once, so FINAL_RESULT.md names the record's digest and the pull request."""
         jobs, workers = self.queries.snapshot(job.root_id)
         self.write_record(job, status, ended, jobs, workers)
         if publish and publishing.configured(self.settings):
             self.publish_once(job, workers, status)
-            # FINAL_RESULT.md was rendered before the push: again, so it names the pull request.
-            self.reporting.render_locked(job)
+        self.reporting.render_locked(job)
 
     def write_record(
         self, job: JobRecord, status: JobStatus, ended: float | None, jobs: list[JobRecord], workers: list[WorkerRecord]

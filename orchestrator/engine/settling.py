@@ -68,7 +68,7 @@ class Settling:
             rec.output = parsed.output
             rec.cost_usd, rec.tokens_in, rec.tokens_out = parsed.cost_usd, parsed.tokens_in, parsed.tokens_out
             rec.tokens_cache_read = parsed.tokens_cache_read
-            rec.cost_basis = parsed.cost_basis or (costs.CostBasis.REPORTED.value if parsed.cost_usd is not None else None)
+            rec.cost_basis = parsed.cost_basis or (costs.CostBasis.REPORTED if parsed.cost_usd is not None else None)
             rec.cost_note = parsed.cost_note
             rec.session_id = session_of(parsed.extra) or rec.session_id
             self.ctx.add_cost(rec.root_id, parsed.cost_usd)

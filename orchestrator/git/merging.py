@@ -380,7 +380,7 @@ class _Chain:
     (its worker's source's), who wrote it and when (the same for all)."""
 
     root_id: str
-    strategy: str
+    strategy: MergeStrategy
     sources: Mapping[str, Source]
     into: str | None
     who: Identity
@@ -626,7 +626,7 @@ class MergeRequest:
 
     base: str
     branches: Sequence[tuple[str, str]]
-    strategy: str
+    strategy: MergeStrategy  # (a str of one's value is taken and made one; any other is a ValidationError)
     prefix: str
     root_id: str
     target: str | None = None
@@ -637,6 +637,11 @@ class MergeRequest:
     fast_path: bool = True
     drivers: merge_drivers.DriverRunner | None = None  # runs the user's trusted merge drivers (None: none runs)
     move: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValidationError(f"merge strategy {str(self.strategy)!r} is not one of {', '.join(STRATEGIES)}")
+        object.__setattr__(self, "strategy", MergeStrategy(self.strategy))
 
     @property
     def under(self) -> str:
@@ -692,8 +697,6 @@ def merge_branches(repo: str | Path, request: MergeRequest, resolver: Resolver |
     conflicting worker in turn (refused: that worker alone is left out, in ``skipped``, and the
     merge goes on with the next); without one, ``resolve`` stops at the first conflict as ``auto``."""
     strategy = request.strategy
-    if strategy not in STRATEGIES:
-        raise ValidationError(f"merge strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     require_git(repo)
     under = request.under
     target, into = request.destination()
@@ -873,7 +876,7 @@ def integrate(
     ref: str,
     start: str,
     source: Source,
-    strategy: str,
+    strategy: MergeStrategy,
     *,
     prefix: str,
     root_id: str,
@@ -933,7 +936,7 @@ def pick(
     ref: str,
     since: str,
     source: Source,
-    strategy: str,
+    strategy: MergeStrategy,
     *,
     prefix: str,
     root_id: str,

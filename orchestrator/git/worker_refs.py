@@ -19,6 +19,9 @@ import contextlib
 import os
 import re
 import secrets
+import stat
+import threading
+import time
 from pathlib import Path
 
 from ..workspace.filesystem import atomic_write, remove_at
@@ -306,20 +309,63 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
 
 def worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
     """The worktree git dirs in ``worktrees`` whose checkout (their ``gitdir`` file, which git writes
-    and a sandbox pins read-only) lies in ``folder``, and the others."""
+    and a sandbox pins read-only) lies in ``folder``, and the others.
+
+    Every sandbox's start asks this of every worktree (a graph of N tasks: N times N), so what each
+    ``gitdir`` names is remembered by the file's identity (:func:`_worktree_at`): one ``stat`` each."""
     ours: list[Path] = []
     others: list[Path] = []
     try:
         entries = list(os.scandir(worktrees))
     except OSError:
         return ours, others
+    within = str(folder)
+    within = within if within.endswith("/") else within + "/"
     for entry in entries:
         if not entry.is_dir(follow_symlinks=False):
             continue
-        named = _read(os.path.join(entry.path, "gitdir"))
-        mine = bool(named) and os.path.isabs(named) and Path(named).is_relative_to(folder)
-        (ours if mine else others).append(Path(entry.path))
+        where, named = _worktree_at(entry.path)
+        mine = named is not None and (named == within[:-1] or named.startswith(within))
+        (ours if mine else others).append(where)
     return ours, others
+
+
+# A worktree's git dir -> (its ``gitdir`` file's identity when read, the git dir as a Path, what the file
+# names as a normalised absolute path or None: nothing usable). A file changed since has another
+# identity (a rewrite in place changes its ctime, a rename its inode) and is read again; one written so
+# recently that a change within the file system's timestamp granularity would not show is not
+# remembered (git's "racy" rule).
+_WORKTREES: dict[str, tuple[tuple[int, int, int, int, int], Path, str | None]] = {}
+_WORKTREES_GUARD = threading.Lock()
+_RACY_NS = 100_000_000  # well over a coarse file timestamp's tick (jiffies: 1-10 ms)
+
+
+def _worktree_at(private: str) -> tuple[Path, str | None]:
+    """The worktree git dir ``private`` as a Path, and what its ``gitdir`` file names (see
+    ``_WORKTREES``): None when that is not a plain file (a link is never followed) or does not name
+    an absolute path."""
+    file = f"{private}/gitdir"
+    try:
+        info = os.stat(file, follow_symlinks=False)
+    except OSError:
+        return Path(private), None
+    if not stat.S_ISREG(info.st_mode):
+        return Path(private), None
+    identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    with _WORKTREES_GUARD:
+        known = _WORKTREES.get(private)
+    if known is not None and known[0] == identity:
+        return known[1], known[2]
+    read_at = time.time_ns()
+    text = _read(file)
+    named = str(Path(text)) if text and os.path.isabs(text) else None
+    where = Path(private)
+    if max(info.st_mtime_ns, info.st_ctime_ns) < read_at - _RACY_NS:
+        with _WORKTREES_GUARD:
+            if len(_WORKTREES) >= 65536:  # a long-running server's retired worktrees: read again if asked
+                _WORKTREES.clear()
+            _WORKTREES[private] = (identity, where, named)
+    return where, named
 
 
 def packed_without_trees(common: Path, prefix: str, root_id: str, copy: Path) -> Path | None:

@@ -1,11 +1,13 @@
 """Task history you can query: an index of every job, worker (task) and progress event, in SQLite
 (a file in the workspace, the default) or PostgreSQL (``database.url``), fed by the engine's
-events and rebuilt from the workspace, which stays the source of truth (core.py says how
+events and rebuilt from the workspace, which stays the source of truth (job_index.py says how
 staleness is seen). ``GET /api/v1/jobs`` lists through it; so does the tasks facade.
 
-    store.py  the tables, and the SQL differences between the two backends
-    rows.py   records to rows, rows to the API's dicts (pure)
-    core.py   JobIndex: the sink, its writer thread, the sync with the workspace, the queries
+Modules:
+
+- ``store``: the tables, and the SQL differences between the two backends;
+- ``rows``: records to rows, rows to the API's dicts (pure);
+- ``job_index``: ``JobIndex``: the sink, its writer thread, the sync with the workspace, the queries.
 """
 
 from __future__ import annotations

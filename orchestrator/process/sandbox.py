@@ -597,7 +597,7 @@ class Decision:
 LANDLOCK_TABLE = "docs/sandbox.md#where-bubblewrap-cannot-start-landlock"
 LANDLOCK_GIVES_UP = (
     "this mode cannot hide a readable file; not held here as under bubblewrap: "
-    "private CLI state folders, the project view, a PID namespace"
+    "private CLI state folders, the project view (what leads a gate to your checkout fails it instead), a PID namespace"
 )
 # With workers.sandbox_network: allow, what Landlock's port rules do not hold.
 LANDLOCK_ALLOW_GIVES_UP = (

@@ -425,7 +425,7 @@ def run_gate(
         cwd = gate_dir(place.directory, gate.get("cwd") or "")
         argv = environment_program(gate_argv(gate), place.directory, cwd, settings, place.sandbox)
         limits = place.watch.limits if place.watch is not None else None
-        env = project_imports(place.env, place.directory, place.sandbox)  # no view: the worker's code first
+        env = project_imports(place.env, place.directory, place.sandbox, settings, argv[0])  # no view: the worker's code first
         handle = runner.spawn(argv, cwd=cwd, env=env, log_path=path, tag=place.tag, sandbox=place.sandbox, limits=limits)
         failpoints.hit(f"{place.stop_point}.{name}")  # the chaos tests' stop in the middle of a gate
     except GateDirError as exc:

@@ -5,6 +5,15 @@ Beside the reports: ``analytics`` (a tree's performance figures), ``status_docum
 status document, from records alone) and ``metrics`` (the engine's Prometheus text).
 Templates ship in ``templates/``; a ``templates_dir`` from config
 (``orchestrator.templates_dir``) overrides them file by file.
+
+Modules:
+
+- ``markdown``: the Jinja environment and the reports it renders;
+- ``taskgraph``, ``candidate_groups``, ``promptshare``, ``timeline``: a report's figures and sections;
+- ``analytics``: a tree's performance figures; ``metrics``: the engine's Prometheus text;
+- ``status_document``: the status document, from records alone; ``status_shapes``: its every key, typed;
+- ``wording``: the words every surface uses for the same fact;
+- ``terminal``: text for a terminal: control characters shown, never sent.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from orchestrator.reports.timeline import render_timeline_svg, text_marks, timel
 from ..config import SIMULATED_KIND, Isolation
 from ..gate_output import failing_gate
 from ..git import conflicts as conflict_text
+from ..outcomes import CostBasis
 
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
@@ -300,7 +310,7 @@ def _changes(root: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]
     return {
         # Their cost (part of the tree's, None: none known) and how many are estimated from a price table
         "resolver_cost": sum(costs) if costs else None,
-        "resolver_estimated": sum(1 for r in resolutions if r["cost_basis"] == "estimated"),
+        "resolver_estimated": sum(1 for r in resolutions if r["cost_basis"] == CostBasis.ESTIMATED),
         "resolver_count": len(resolutions),
         "resolutions": resolutions[:SHOWN_LIMIT] if summary else resolutions,
         "resolutions_total": len(resolutions),
@@ -378,7 +388,7 @@ def _context(
         level = (w.depth, w.status._value_)  # plain keys: an Enum hashes in Python
         tally[level] = tally.get(level, 0) + 1
         cost_known += w.cost_usd is not None
-        cost_estimated += w.cost_basis == "estimated"
+        cost_estimated += w.cost_basis == CostBasis.ESTIMATED
         if w.cost_note and w.cost_usd is None:
             cost_unknown[w.cost_note] = cost_unknown.get(w.cost_note, 0) + 1
         simulated += w.kind == SIMULATED_KIND

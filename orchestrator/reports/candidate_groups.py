@@ -25,6 +25,8 @@ from orchestrator.reports.markdown import DASH, clean, md_cell
 from orchestrator.reports.taskgraph import gate_summary
 from orchestrator.workspace.layout import candidates_report
 
+from ..outcomes import CostBasis
+
 ICONS = {
     "success": "✓",
     "recursive_success": "✓",
@@ -69,7 +71,7 @@ class CandidateRow(TypedDict):
     parts: dict[str, float]
     selected: bool | None
     cost_usd: float | None
-    cost_basis: str | None
+    cost_basis: CostBasis | None
     cost_note: str | None
     duration: float | None
     branch: str | None

@@ -14,6 +14,8 @@ from enum import Enum
 from typing import Any
 from urllib.parse import quote
 
+from ..outcomes import CostBasis
+
 DASH = "—"
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
@@ -140,7 +142,7 @@ def worker_cost(worker: Any) -> str:
 
     if field("cost_usd") is None:
         return md_cell(field("cost_note"), 80) if field("cost_note") else DASH
-    return usd(field("cost_usd")) + (" (estimated)" if field("cost_basis") == "estimated" else "")
+    return usd(field("cost_usd")) + (" (estimated)" if field("cost_basis") == CostBasis.ESTIMATED else "")
 
 
 def count(number: int | None) -> str:

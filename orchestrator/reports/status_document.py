@@ -19,7 +19,7 @@ from typing import Any
 
 from ..git.conflicts import counted
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus, changed_nothing, resolutions_of, tree_resolutions
-from ..outcomes import refusal_line, said_line
+from ..outcomes import CostBasis, refusal_line, said_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
@@ -80,7 +80,7 @@ def job_status(
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "duration": job.duration,
-        "error": None if job.error == "cancelled" and job.status.value == "cancelled" else job.error,
+        "error": None if job.cancel_requested and job.status is JobStatus.CANCELLED else job.error,
         "notes": job.notes,
         "merge": job.merge.to_dict() if job.merge is not None else None,
         "resolutions": [{"stage": stage} | r.to_dict() for stage, r in resolutions_of(job, own)],
@@ -299,7 +299,7 @@ def _tree_totals(job: JobRecord, jobs: list[JobRecord], workers: list[WorkerReco
         "child_incomplete": sum(1 for w in workers if w.status is WorkerStatus.CHILD_INCOMPLETE),
         "max_depth": max((j.depth for j in jobs), default=job.depth),
         "cost_usd": None if a.cost_usd is None else round(a.cost_usd, 6),
-        "cost_estimated": sum(1 for w in workers if w.cost_basis == "estimated"),
+        "cost_estimated": sum(1 for w in workers if w.cost_basis == CostBasis.ESTIMATED),
         "cost_unknown": _unknown_costs(workers),
         "tokens_in": a.tokens_in,
         "tokens_out": a.tokens_out,
@@ -437,7 +437,7 @@ def resolution_lines(doc: Mapping[str, Any]) -> list[str]:
         attempts = len(r.get("attempts") or [])
         tried = f"{attempts} attempts" if attempts != 1 else "1 attempt"
         cost = (
-            f", ${r['cost_usd']:,.4f}" + (" estimated" if r.get("cost_basis") == "estimated" else "")
+            f", ${r['cost_usd']:,.4f}" + (" estimated" if r.get("cost_basis") == CostBasis.ESTIMATED else "")
             if r.get("cost_usd") is not None
             else ""
         )

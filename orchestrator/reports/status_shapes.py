@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from ..outcomes import CostBasis
 from .candidate_groups import CandidateGroup
 
 
@@ -176,7 +177,7 @@ class _TaskKeys(GraphFields):
     log: str | None
     dir: str | None
     cost_usd: float | None
-    cost_basis: str | None  # reported (by its CLI) or estimated (from a price table)
+    cost_basis: CostBasis | None  # reported (by its CLI) or estimated (from a price table)
     cost_note: str | None  # "cost unknown (model X)": it reported tokens and no price is known
     tokens_in: int | None
     tokens_out: int | None

@@ -13,6 +13,13 @@ engine merges the winner and records the Selection (``Selection.record``: a Sele
 
 Only eligible candidates (they succeeded, so every required gate passed) can win; the others
 are ranked last with why they are out. No eligible candidate: ``winner`` None and why.
+
+Modules:
+
+- ``candidates``: the plan expanded into a worker per candidate (pure);
+- ``scoring``: ``best``'s weighted score, ``cheapest``, ``fastest``, ``first_passing``;
+- ``judge``: an AI CLI's knockout over the ``best`` ranking;
+- ``decisions``: what a selection sees of each candidate, and what it decides.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from ..process.cgroups import Limits
 from ..process.monitor import CAPPED, HelperWatch
 from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..workers.adapters.aicli import last_json_object
-from ..workers.confinement import environment_program
+from ..workers.confinement import environment_program, project_imports
 from .decisions import Candidate, Selection
 
 Cancel = threading.Event | Wakeup
@@ -139,6 +139,7 @@ def run_command(
     try:
         tag = f"{candidate.tree_tag}scoring-{candidate.name}-{secrets.token_hex(4)}"
         program = environment_program(argv, cwd, cwd, settings, candidate.sandbox)
+        env = project_imports(env, cwd, candidate.sandbox, settings, program[0])  # no view: the candidate's code first
         handle = runner.spawn(program, cwd=cwd, env=env, log_path=log_path, tag=tag, sandbox=candidate.sandbox, limits=limits)
         failpoints.hit(f"scoring_running.{candidate.name}")  # the chaos tests' stop in the middle of a scoring
     except CommandNotFound as exc:  # (./score.sh: the candidate's, found in its worktree by the runner)

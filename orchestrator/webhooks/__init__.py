@@ -1,13 +1,16 @@
 """Outgoing webhooks and callbacks: every job event a receiver subscribed to, POSTed as signed
 JSON, at least once (an outbox on disk survives a restart), never slowing the engine.
 
-    events.py   the webhook types derived from the engine's events, and a job's summary (pure)
-    signing.py  the signature and the receiver's check (HMAC-SHA256 over "<timestamp>.<body>")
-    outbox.py   a file per delivery under <workspace>/.webhooks/deliveries, and the listing
-    core.py     Webhooks: the sink, and a sending thread per receiving origin (retries, backoff)
-
 Configured in config.yaml's ``webhooks`` section (config/hooks.py checks it); a request adds
 no endpoint, only (a root job, to a host in ``webhooks.allowed_callback_hosts``) its callback_url.
+
+Modules:
+
+- ``event_types``: the webhook types derived from the engine's events, and a job's summary (pure);
+- ``signing``: the signature and the receiver's check (HMAC-SHA256 over "<timestamp>.<body>");
+- ``outbox``: a file per delivery under <workspace>/.webhooks/deliveries, and the listing;
+- ``sending``: ``Webhooks``: the sink, and a sending lane per receiving host (retries, backoff);
+- ``approval_links``: the signed approve and reject links a waiting job's payload carries.
 """
 
 from __future__ import annotations

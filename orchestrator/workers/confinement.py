@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import logging
 import os
 import sys
@@ -53,12 +52,15 @@ from ..process.sandbox import (
 from ..workspace import checkout_place
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
+from . import package_roots
 from .adapters import KINDS, get_adapter, program_of
 from .adapters.base import Adapter
 from .cli_configs import CliConfigs, check_reachable, live_endpoints
 
 log = logging.getLogger("orchestrator.sandbox")
 
+# The folder the orchestrator package is imported from (orchestrator-spawn imports it there, listing it).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 GIT_VIEW = ".git-view"  # in a tree's folder of the workspace: where a project view shows the repository's git dir
 
 
@@ -192,6 +194,9 @@ class Confinement:
             for number, folder in enumerate(adapter.tmp_dirs(env or {})):
                 _tmp_at(folder, tmp / f".{adapter.name}-tmp-{number}", (directory, tmp), paths)
         hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
+        # Landlock: the user's working tree refused but what a process needs of it (:meth:`user_tree`).
+        tree_folders, tree_files = self.user_tree(directory) if base.backend is Backend.LANDLOCK else ([], [])
+        hidden.extend(tree_files)
         hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
         hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
         writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
@@ -202,6 +207,7 @@ class Confinement:
         outside = checkout_place.workspace_folder(self.settings, self.workspace.root)
         if outside.is_dir():
             emptied.append(os.path.realpath(outside))
+        emptied.extend(tree_folders)
         return replace(
             spec,
             empty=str(self._empty()),
@@ -289,6 +295,42 @@ class Confinement:
             pointer.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(pointer, text.encode(), durable=False, mode=0o444)
         return ProjectView(str(directory), str(top), tuple(kept), (str(common), str(shown)), str(pointer))
+
+    def user_tree(self, directory: Path) -> tuple[list[str], list[str]]:
+        """(folders, files) of the user's working tree (the top of the repository whose worktree is
+        ``directory``) refused to a process there where no project view shows the worker's checkout at
+        the repository's path (Landlock): everything in it but what every process needs (this folder,
+        the home folder, the orchestrator's Python and package), the CLIs installed in it, and its
+        environment folders (``workers.sandbox_env_folders``: the venv a gate runs). Its git dir's
+        pieces a process uses are granted by rules of their own (:meth:`_git_paths`).
+
+        So nothing leads a gate to the user's code: an editable install of any backend (a ``.pth``, a
+        finder), an npm/yarn link, an absolute Cargo path dependency into the repository reads
+        "Permission denied" and the gate fails closed instead of testing the user's checkout
+        (:func:`project_imports` puts the worker's own package roots first). Nothing refused for a
+        plain folder, a checkout inside the repository (a merge's or the result gate's tree in a
+        workspace there: what looks upwards from it must read the repository's files), or a
+        repository that holds one of the needed paths whole (the orchestrator runs on its own
+        repository)."""
+        private = linked_git_dir(directory)
+        common = common_dir_of(private) if private is not None else None
+        if common is None or common.name != ".git":
+            return [], []
+        top = os.path.realpath(common.parent)
+        if _below(os.path.realpath(directory), top):
+            return [], []
+        return self.tree_refusal(top) or ([], [])
+
+    def tree_refusal(self, top: str) -> tuple[list[str], list[str]] | None:
+        """(folders, files) :meth:`user_tree` refuses of the working tree at ``top`` (a real path), or
+        None where nothing can be: the repository is the home folder, or lies in this folder, the
+        orchestrator's Python or its package's folder (the orchestrator runs on its own repository)."""
+        keep = [*self._needed_paths, _PACKAGE_ROOT, *(os.path.realpath(p) for p in self._programs())]
+        keep += [os.path.join(top, name) for name in self.settings.workers.sandbox_env_folders]
+        home = str(Path.home().resolve())  # (a repository in the home folder is the usual case: refused there)
+        if top == home or any(_below(top, path) for path in keep if path != home):
+            return None
+        return _carved(top, [p for p in keep if _below(p, top)])
 
     def workspace_view(
         self, own: Sequence[Path], readable: Sequence[Path], env: Mapping[str, str]
@@ -385,7 +427,10 @@ class Confinement:
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
-        tip = (ref_value(directory, ref) or "") if branch else ""
+        # Read from the repository (refs are its, not the worktree's): its layout is asked of git once
+        # per repository (gitwork.plain_layout), where by the worktree it was a git process per worker.
+        repository = common.parent if common.name == ".git" else directory
+        tip = (ref_value(repository, ref) or "") if branch else ""
         if view:
             worker_refs.show(private, branch, tip)
             # Other trees' branches, reflogs and worktrees shown empty, and packed-refs without them.
@@ -432,6 +477,31 @@ class Confinement:
         # renames a new file over its ref) between that list and bubblewrap's start made the start
         # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)
         return git_env
+
+
+def _carved(folder: str, keep: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(folders, files) in ``folder`` that neither are nor hold a path of ``keep``: what refusing
+    ``folder`` but ``keep`` refuses (links left out: a link needs no rule, and leads where its target's own
+    rules say)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return [folder], []
+    folders: list[str] = []
+    files: list[str] = []
+    for entry in entries:
+        held = [k for k in keep if _below(k, entry.path)]
+        if entry.is_symlink() or entry.path in held:
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            files.append(entry.path)
+        elif not held:
+            folders.append(entry.path)
+        else:
+            inner = _carved(entry.path, held)
+            folders += inner[0]
+            files += inner[1]
+    return folders, files
 
 
 def _tmp_at(folder: Path, stand_in: Path, own: tuple[Path, ...], paths: Paths) -> None:
@@ -518,18 +588,23 @@ def environment_program(argv: list[str], checkout: Path, cwd: Path, settings: Se
     return [str(own), *argv[1:]]
 
 
-def project_imports(env: Mapping[str, str], checkout: Path, spec: SandboxSpec | None) -> dict[str, str]:
+def project_imports(
+    env: Mapping[str, str], checkout: Path, spec: SandboxSpec | None, settings: Settings, program: str = ""
+) -> dict[str, str]:
     """``env`` with the worker's checkout's Python package roots first on ``PYTHONPATH``, for a
     sandboxed process (a gate) where no project view shows the checkout at the repository's path
     (Landlock, Seatbelt): there an editable install of the repository (``pip install -e .``, its
     ``.pth`` or finder naming the user's checkout) would import the user's code, not the worker's,
-    and a breaking worker would pass its gate. A ``PYTHONPATH`` entry comes before both.
+    and a breaking worker would pass its gate. A ``PYTHONPATH`` entry comes before both. (Landlock
+    also refuses the user's tree to it: :meth:`Confinement.user_tree`; what is not redirected fails.)
 
-    Which roots: the repository's own ``pyproject.toml`` (the user's, never the worker's copy)
-    ``[tool.setuptools] package-dir`` ``""`` or ``[tool.setuptools.packages.find] where``; else
-    ``src`` where the checkout has that folder; else the checkout's top. Only for a repository that
-    is a Python project (``pyproject.toml``, ``setup.py`` or ``setup.cfg`` at its top), and only
-    roots that are folders inside the checkout. Under bubblewrap, or unconfined, ``env`` unchanged."""
+    Which roots (workers/package_roots.py): those the repository's own ``pyproject.toml`` (the user's,
+    never the worker's copy) declares for setuptools, hatch, flit, pdm or poetry, and those an editable
+    install in one of its environment folders (``workers.sandbox_env_folders``) or in the venv of the
+    gate's ``program`` names inside it; else ``src`` where the checkout has that folder; else the
+    checkout's top. Only for a Python project (``pyproject.toml``, ``setup.py`` or ``setup.cfg`` at its
+    top, or an install naming it), and only roots that are folders inside the checkout. Under
+    bubblewrap, or unconfined, ``env`` unchanged."""
     if spec is None or spec.project is not None:
         return dict(env)
     private = linked_git_dir(checkout)
@@ -537,36 +612,16 @@ def project_imports(env: Mapping[str, str], checkout: Path, spec: SandboxSpec | 
     if common is None or common.name != ".git":
         return dict(env)
     top = common.parent
-    if not any((top / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
+    venvs = [top / name for name in settings.workers.sandbox_env_folders]
+    if os.path.isabs(program) and (Path(program).parent.parent / "pyvenv.cfg").is_file():
+        venvs.append(Path(program).parent.parent)  # (by name: a venv's python is a link to the real one)
+    named = [*package_roots.declared_roots(top / "pyproject.toml"), *package_roots.installed_roots(top, venvs)]
+    if not named and not any((top / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
         return dict(env)
-    roots = [checkout / r for r in _declared_roots(top / "pyproject.toml")] or [checkout / "src"]
+    roots = [checkout / r for r in dict.fromkeys(named)] or [checkout / "src"]
     found = [str(r) for r in roots if r.is_relative_to(checkout) and r.is_dir() and not r.is_symlink()] or [str(checkout)]
     given = env.get("PYTHONPATH", "")
     return {**env, "PYTHONPATH": os.pathsep.join([*found, *([given] if given else [])])}
-
-
-def _declared_roots(pyproject: Path) -> list[str]:
-    """The package roots a ``pyproject.toml`` names for setuptools (relative, no ``..``), or none
-    (also on Python 3.10, which has no tomllib: then ``src`` or the top, as for an undeclared layout)."""
-    try:
-        data = importlib.import_module("tomllib").loads(pyproject.read_text(encoding="utf-8"))
-    except (ImportError, OSError, ValueError):
-        return []
-    if not isinstance(data, dict):
-        return []
-    tool = data.get("tool", {}).get("setuptools", {}) if isinstance(data.get("tool"), dict) else {}
-    if not isinstance(tool, dict):
-        return []
-    given: list[object] = []
-    package_dir = tool.get("package-dir")
-    if isinstance(package_dir, dict) and isinstance(package_dir.get(""), str):
-        given.append(package_dir[""])
-    find = tool.get("packages", {}).get("find", {}) if isinstance(tool.get("packages"), dict) else {}
-    if isinstance(find, dict) and isinstance(find.get("where"), list):
-        given.extend(find["where"])
-    return [
-        os.path.normpath(str(g)) for g in given if isinstance(g, str) and g and not os.path.isabs(g) and ".." not in Path(g).parts
-    ]
 
 
 def _vacant(path: Path) -> bool:

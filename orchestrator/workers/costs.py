@@ -17,19 +17,12 @@ from dataclasses import replace
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from ..config.keys import StrEnum
+from ..outcomes import CostBasis
 from .adapters import KINDS
 from .adapters.base import Adapter, ModelUsage, ParsedResult
 
 if TYPE_CHECKING:
     from ..config import Settings
-
-
-class CostBasis(StrEnum):
-    """Where a worker's ``cost_usd`` comes from."""
-
-    REPORTED = "reported"  # the CLI said what its run cost (claude, opencode)
-    ESTIMATED = "estimated"  # computed from a price table: here, by aider, or by the anthropic kind
 
 
 PRICE_PACKAGE = "genai-prices"
@@ -81,14 +74,14 @@ def estimate(
         price = _price(usage, kind=kind, overrides=overrides)
         if price is None:
             if parsed.cost_usd is not None:  # aider's own rounded figure is better than none
-                parsed.cost_basis = CostBasis.ESTIMATED.value
+                parsed.cost_basis = CostBasis.ESTIMATED
                 return
             named = f"model {usage.model}" if usage.model else f"model not named: {kind}'s default"
             parsed.cost_note = f"cost unknown ({named})"
             return
         total += price
     parsed.cost_usd = round(total, 10)
-    parsed.cost_basis = CostBasis.ESTIMATED.value
+    parsed.cost_basis = CostBasis.ESTIMATED
     parsed.cost_note = None
 
 

@@ -10,6 +10,13 @@ each installed distribution's ``orchestrator.worker_kinds`` entry point and each
 of config.yaml, at the server's start (the engine's), and refuses one that does not load, is no
 ``WorkerKind``, is named otherwise than declared or takes a shipped kind's name, saying which
 plugin, which distribution and how to fix it, before any job runs.
+
+Modules:
+
+- ``base``: ``Adapter``, ``WorkerContext``, ``ParsedResult``; ``kind``: ``WorkerKind``;
+- ``transcript``: what the kinds' logs share; ``aicli``: what the AI CLIs' adapters share;
+- ``claude``, ``codex``, ``gemini``, ``aider``, ``opencode``, ``ollama``, ``anthropic``, ``command``,
+  ``simulated``: the kinds, one module each.
 """
 
 from __future__ import annotations

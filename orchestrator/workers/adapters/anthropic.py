@@ -31,6 +31,7 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
+from ...outcomes import CostBasis
 from ...process.interpreter import package_argv
 from .aicli import add, chosen_model, dict_field, json_lines, last_json_object, str_field, to_float
 from .base import ANTHROPIC_ERROR_CLASSES, Adapter, ParsedResult, WorkerContext, class_of_http_status, tail_chars
@@ -131,7 +132,7 @@ class AnthropicAdapter(Adapter):
             extra=extra,
             # Its cost is computed from anthropic.prices (the Messages API reports none); without a
             # price there, it is unknown (the kind's own table decides, not the general estimate's).
-            cost_basis="estimated" if cost is not None else None,
+            cost_basis=CostBasis.ESTIMATED if cost is not None else None,
             cost_note=f"cost unknown (model {str_field(obj, 'model')})" if cost is None and tokens_in else None,
         )
         subtype = str_field(obj, "subtype")

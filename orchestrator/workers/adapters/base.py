@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...config.plugins import KindSettings, kind_key
+from ...outcomes import CostBasis
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -132,9 +133,9 @@ class ParsedResult:
     tokens_in: int | None = None
     tokens_out: int | None = None
     tokens_cache_read: int | None = None  # prompt-cache reads the model API reported
-    # Where ``cost_usd`` comes from (workers/costs.py's CostBasis value): None while the adapter read
-    # it from the CLI's own report; "estimated" when computed from a price table.
-    cost_basis: str | None = None
+    # Where ``cost_usd`` comes from: None while the adapter read
+    # it from the CLI's own report; CostBasis.ESTIMATED when computed from a price table.
+    cost_basis: CostBasis | None = None
     cost_note: str | None = None  # why the cost is unknown ("cost unknown (model X)"); set: no estimate is made
     # The models the CLI's output named with their own counts (gemini's per-model stats), for a cost
     # estimate per model; empty: the totals above belong to the worker's configured model.
