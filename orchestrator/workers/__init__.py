@@ -8,6 +8,8 @@ Modules:
 
 - ``adapters/``: one module per worker kind, and the registry of kinds;
 - ``environment``: a worker's environment; ``confinement``: which sandbox, and the paths it opens;
+- ``package_roots``: where a project's Python packages are (its build backend's declarations, its
+  editable installs), put first on a gate's import path where no project view shows the checkout;
 - ``cli_configs``: the CLIs' config files as the server found them at its start;
 - ``roles``: a task's role; ``sharedcontext``: a job's shared context block; ``prompts``: what it is told;
 - ``clis``: the AI CLIs installed here; ``costs``: a cost for tokens a CLI reported without one;
