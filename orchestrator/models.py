@@ -369,6 +369,8 @@ class WorkerRecord:
     gates: list[GateResult] = field(default_factory=list)
     gated_commit: str | None = None  # the commit its gates judged: the only one of its that may be merged
     trespass: list[str] = field(default_factory=list)  # paths its diff touched outside what it may (ownership)
+    # What after-attempt steps found, by step name (a plugin step's ``ctx.updates.found``; quality/steps.py).
+    findings: dict[str, str] = field(default_factory=dict)
     # What the system refused it, from records its sandbox cannot write (workers/refusals.py): the first
     # distinct ones (bounded), and how many in all. A success stays one.
     refusals: list[Refusal] = field(default_factory=list)
@@ -455,6 +457,10 @@ class WorkerRecord:
             data["said_refused"] = [r.to_dict() for r in self.said_refused]
         else:
             del data["said_refused"], data["said_refused_total"]
+        if self.findings:
+            data["findings"] = dict(self.findings)
+        else:  # none: left out, so a record is what it was before steps could record findings
+            del data["findings"]
         if self.reported_model is None:  # not said: left out, so a record is what it was before models were read
             del data["reported_model"]
         data["integrated"] = self.integrated.to_dict() if self.integrated is not None else None
@@ -477,6 +483,7 @@ class WorkerRecord:
         dup.files_changed = list(self.files_changed)
         dup.child_job_ids = list(self.child_job_ids)
         dup.reused_children = dict(self.reused_children)
+        dup.findings = dict(self.findings)
         dup.gates, dup.trespass, dup.unblocked = list(self.gates), list(self.trespass), list(self.unblocked)
         dup.refusals, dup.said_refused = list(self.refusals), list(self.said_refused)
         dup.rounds = [_shallow(r) for r in self.rounds]

@@ -59,7 +59,7 @@ from orchestrator.workers.adapters.base import WorkerContext
 from .conftest import make_settings, run_job
 
 OUTPUTS = Path(__file__).parent / "fixtures" / "cli_outputs"
-AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
+AI_KINDS = auto_order()  # the AI CLIs auto looks for, from the registry (workers/adapters)
 NASTY = 'say "hi"; rm -rf x $(touch pwned) `id` --help\n-o out'
 DEFAULT_TOOLS = [
     "Read",
@@ -113,7 +113,7 @@ def parse(kind: str, name: str, exit_code: int | None = 0, max_chars: int = 4000
 
 
 def test_every_ai_kind_is_registered_and_declares_itself():
-    assert auto_order() == AI_KINDS
+    assert AI_KINDS, "no AI CLI kind in the registry"
     for kind in AI_KINDS:
         adapter = get_adapter(kind)
         assert kind in ADAPTERS and adapter.name == kind and adapter.is_ai
@@ -122,7 +122,7 @@ def test_every_ai_kind_is_registered_and_declares_itself():
 
 
 def test_the_settings_worker_kinds_are_the_registry_and_auto():
-    # config/ sits below the adapters, so orchestrator.worker's choices are spelled there; this keeps them the registry's
+    # config/ sits below the adapters, so the shipped kinds are named there (config/plugins.py); this keeps them the registry's
     assert sorted(WORKER_KINDS) == sorted(["auto", *ADAPTERS])
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from orchestrator.models import WorkerStatus
-from orchestrator.workers.adapters import get_adapter
+from orchestrator.workers.adapters import ADAPTERS, get_adapter
 
 from .conftest import run_job
 
@@ -60,7 +60,7 @@ def test_aider_bad_key_is_auth_and_not_retried():
 
 def test_aider_says_why_it_cannot_spawn_and_other_kinds_do_not():
     assert "runs no shell commands" in get_adapter("aider").no_spawn_reason
-    assert all(get_adapter(kind).no_spawn_reason == "" for kind in ("claude", "codex", "gemini", "opencode"))
+    assert all(get_adapter(kind).no_spawn_reason == "" for kind in ADAPTERS if kind != "aider")
 
 
 def test_an_aider_worker_s_prompt_offers_no_child_jobs_and_says_why(make_engine):

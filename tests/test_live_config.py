@@ -12,14 +12,14 @@ import pytest
 import requests
 import yaml
 
+from orchestrator.workers.adapters import auto_order
+
 from .conftest import API_KEY, ROOT, find_cli
 from .helpers.scripts import free_port
 
 pytestmark = pytest.mark.slow
 
-NO_CLIS = "".join(
-    f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in ("claude", "codex", "gemini", "aider", "ollama", "opencode")
-)
+NO_CLIS = "".join(f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in auto_order())  # the registry's AI CLIs
 
 
 def config_text(port: int, worker: str = "auto", extra: str = "") -> str:

@@ -33,6 +33,8 @@ RUN_BY = {
     "webhook-check": "tests/test_webhooks.py::test_deliveries_are_signed_in_order_and_pass_the_documented_check",
     "config-reference": "tests/test_docs_configuration.py::"
     "test_the_pages_regenerate_command_rewrites_a_stale_reference_and_keeps_the_prose",
+    "plugin-kind": "tests/test_plugins.py::test_the_pages_kind_module_is_a_kind_from_outside",
+    "plugin-step": "tests/test_plugins.py::test_the_pages_step_module_runs_its_program_through_the_context",
 }
 # README_FOR_AI.md's own markers (tests/test_examples.py reads them by these names).
 GUIDE_RUN_BY = {

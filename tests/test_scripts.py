@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from orchestrator.errors import EXIT_BY_STATUS
+from orchestrator.workers.adapters import auto_order
 
 from .conftest import API_KEY, FAKE_CLI, ROOT, wait_until
 from .helpers.scripts import free_port
@@ -30,9 +31,7 @@ def home(tmp_path):
         f'api:\n  api_key: "{API_KEY}"\n  port: {port}\n'
         f'orchestrator:\n  worker: "auto"\n'
         # auto must find no AI CLI here, even on a machine that has one installed
-        + "".join(
-            f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in ("claude", "codex", "gemini", "aider", "ollama", "opencode")
-        )
+        + "".join(f'  {kind}_command: "no-such-{kind}-cli"\n' for kind in auto_order())  # the registry's AI CLIs
         + "simulated:\n  duration: 0.05\nworkers:\n  kill_grace: 1\n"
     )
     env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp_path)}

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from orchestrator.workers.adapters import auto_order
+
 from .conftest import ROOT, run_job
 
 pytestmark = pytest.mark.slow
@@ -22,7 +24,7 @@ with open(os.path.join(os.getcwd(), "argv.json"), "w", encoding="utf-8") as hand
     json.dump(sys.argv[1:], handle)
 print("recorded", flush=True)
 """
-AI_KINDS = ("claude", "codex", "gemini", "aider", "ollama", "opencode")
+AI_KINDS = auto_order()  # the AI CLIs auto looks for, from the registry (workers/adapters)
 # How each kind passes the prompt: as the element after "--", or glued to its option with "=".
 PROMPT_FORM = {"claude": "--", "codex": "--", "ollama": "--", "opencode": "--", "gemini": "--prompt=", "aider": "--message="}
 

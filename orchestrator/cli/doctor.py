@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..process import userns
-from ..workers.adapters import get_adapter, resolve_kind
+from ..workers.adapters import get_adapter, load_plugins, program_of, resolve_kind
 from ..workers.clis import LOCAL_BIN, FoundCLI, Login, find_clis, install_command, login_facts, login_kinds
 
 if TYPE_CHECKING:
@@ -136,8 +136,9 @@ def examine(
     from ..workers.environment import base_env
 
     report = Report(config_path)
+    _check_plugins(report, settings)  # first: a plugin kind is then in every table below
     env = base_env(settings)
-    commands = {kind: str(settings.get("orchestrator", f"{kind}_command")) for kind in login_kinds()}
+    commands = {kind: program_of(kind, settings) for kind in login_kinds()}
     report.clis = find_clis(commands, settings.base_dir, env)
     _check_clis(report, settings, env, worker)
     _check_python(report)
@@ -223,6 +224,20 @@ def _say_what_auto_runs(report: Report, why: str, usable: list[FoundCLI]) -> Non
         report.add("worker", Level.OK, why)
     else:  # its CLI is on PATH but does not run: its own problem above says how to fix it
         report.add("worker", Level.PROBLEM, f"{why}, which does not run", "reinstall it, or set orchestrator.worker")
+
+
+def _check_plugins(report: Report, settings: Settings) -> None:
+    """The plugins the server would load at its start (docs/plugins.md), or the one that stops it."""
+    from ..delivery.pull_requests import load_forges
+    from ..engine.after_attempt import plugin_steps
+    from ..errors import ConfigError
+
+    try:
+        found = [*load_plugins(settings), *load_forges(settings), *(f"step {s.name}" for s in plugin_steps(settings))]
+    except ConfigError as exc:
+        report.add("plugins", Level.PROBLEM, exc.message, "see docs/plugins.md")
+        return
+    report.add("plugins", Level.OK, "; ".join(found) if found else "none installed or configured")
 
 
 def _check_python(report: Report) -> None:

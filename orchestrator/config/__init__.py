@@ -15,14 +15,16 @@ Modules:
   (gates and roles, candidates' selection, scoring weights, webhooks, prices);
 - ``reference``: the configuration page's reference part, generated from ``SCHEMA``;
 - ``edit``: keys of ``config.yaml`` changed in place; ``live``: a running server's changed ``config.yaml``;
-- ``documents``: how deep a parsed body or config file nests, which string holds a NUL or a lone surrogate.
+- ``documents``: how deep a parsed body or config file nests, which string holds a NUL or a lone surrogate;
+- ``plugins``: what may come from outside the package (entry point groups, plugin kind names and settings).
 """
 
 from __future__ import annotations
 
-from .choice import AUTO_KIND, SIMULATED_KIND, Select
+from .choice import Select
 from .job import ACCEPTED_ONLY, ENV_REQUEST_KEYS, JOB_CEILINGS, JOB_KEYS, JobConfig, job_config
 from .keys import ENV_NAME, RESERVED_ENV, Key, Section
+from .plugins import AUTO_KIND, SIMULATED_KIND
 from .schema import (
     PLANNERS,
     SCHEMA,

@@ -18,10 +18,7 @@ from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from .keys import StrEnum
-
-AUTO_KIND = "auto"  # the worker kind (orchestrator.worker, a role's) that is the first AI CLI on PATH, else simulated
-# The built-in kind that writes placeholders so the orchestrator can be tried offline (its reports say so).
-SIMULATED_KIND = "simulated"
+from .plugins import AUTO_KIND
 
 
 class Select(StrEnum):

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ class Key:
     help: str
     min: float | None = None
     max: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: Collection[str] | None = None  # a tuple, or config/plugins.py's live kind names
     nullable: bool = False
     refusal: str = ""  # said after "Choose one of" when a value is not a choice: what works instead
     secret: bool = False  # its values never appear in errors, `config` output or anything else
@@ -61,8 +62,8 @@ class Key:
 
     def allowed(self) -> str:
         """Its choices (``a | b``) or range (``[0..10]``), or "" when any value of its type goes."""
-        if self.choices:
-            return " | ".join(self.choices)
+        if self.choices:  # the kinds: the package's own (a plugin's is not the template's)
+            return " | ".join(getattr(self.choices, "documented", self.choices))
         if self.min is not None:
             return f"[{self.min:g}..{self.max:g}]"
         return ""

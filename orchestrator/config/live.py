@@ -59,12 +59,13 @@ RESTART_KEYS: dict[str, frozenset[str] | None] = {
             "max_disk_mb",
             "monitor_interval",
             "quiet_after",
+            "kinds",  # plugin kinds join the registry at the start (docs/plugins.md)
         }
     ),
     # The port pool (checkouts/bootstrap.py), the signed approval links' lifetime (webhooks/sending.py)
     # and the path lock tables (cluster/distribution.py) are built once, at the server's start.
     "git": frozenset({"repo", "port_range", "approval_link_ttl", "checkouts_root"}),
-    "tasks": frozenset({"lock_lease", "lock_timeout"}),
+    "tasks": frozenset({"lock_lease", "lock_timeout", "steps"}),  # steps: loaded at the start (docs/plugins.md)
 }
 
 

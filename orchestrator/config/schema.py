@@ -13,26 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from . import choice, hooks, quality
+from . import choice, hooks, plugins, quality
 from . import score_weights as scoring
 from .keys import Key, Section, StrEnum, setting
 from .prices import ANTHROPIC_PRICES, parse_prices
 
-# The worker kinds' registry (workers/adapters: one module per kind), spelled here because config/
-# sits below workers/; with each AI CLI's <kind>_command below, the one table a new kind adds to
-# (tests/test_worker_kinds.py fails until it does).
-WORKER_KINDS = (
-    choice.AUTO_KIND,
-    choice.SIMULATED_KIND,
-    "command",
-    "claude",
-    "codex",
-    "gemini",
-    "aider",
-    "ollama",
-    "opencode",
-    "anthropic",
-)
+# Every worker kind name a setting may hold, read when checked: auto, the kinds the package ships
+# (workers/adapters: one module each), the installed plugins' and the ones config.yaml declares
+# under workers.kinds (config/plugins.py). The template lists the shipped ones.
+WORKER_KINDS = plugins.KINDS
 PLANNERS = ("heuristic", "ai", "auto")
 
 
@@ -62,7 +51,8 @@ class ApprovalMode(StrEnum):
 
 
 class PullRequestForge(StrEnum):
-    """``git.pull_request``: where a root job's result branch is proposed (delivery/publishing.py)."""
+    """The shipped values of ``git.pull_request``: where a root job's result branch is proposed
+    (delivery/publishing.py); a plugin's forge is another (config/plugins.py's ``FORGES``)."""
 
     NONE = "none"
     GITHUB = "github"
@@ -70,7 +60,7 @@ class PullRequestForge(StrEnum):
 
 
 # The server's variable holding a forge's token when git.forge_token_env is empty.
-DEFAULT_TOKEN_ENV = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
+DEFAULT_TOKEN_ENV: dict[str, str] = {PullRequestForge.GITHUB: "GITHUB_TOKEN", PullRequestForge.GITLAB: "GITLAB_TOKEN"}
 
 
 class OnFailure(StrEnum):
@@ -206,6 +196,8 @@ class OrchestratorSettings(Section):
         "worker kind: auto (first AI CLI on PATH, else simulated), simulated, command, claude, codex, gemini, aider, ollama, opencode, "
         "anthropic (the Messages API directly: see the anthropic section)",
         choices=WORKER_KINDS,
+        refusal="A plugin's kind: install its package (pip install ...), or declare it under workers.kinds.<name> "
+        "with adapter: package.module:KIND (docs/plugins.md).",
     )
     planner: str = setting(
         "auto",
@@ -397,6 +389,7 @@ class WorkersSettings(Section):
     inherit_env: bool = setting(
         True, "workers inherit the server's whole environment; false: only env_passthrough, env and the orchestrator's own"
     )
+    kinds: dict[str, plugins.KindSettings] = setting({}, plugins.KINDS_HELP, parse=plugins.parse_kinds)
     env_passthrough: list[str] = setting(
         ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "SHELL"],
         "the server's variables a worker gets when inherit_env is false (add your CLI's API key variable); the host's "
@@ -507,7 +500,7 @@ class GitSettings(Section):
         "",
         "merge_strategy resolve: the worker kind that resolves a conflict (empty: the kind of the worker whose branch "
         "conflicted)",
-        choices=("", *(k for k in WORKER_KINDS if k != choice.AUTO_KIND)),
+        choices=plugins.RESOLVER_KINDS,
     )
     resolver_model: str = setting("", "merge_strategy resolve: the resolver's model (empty: orchestrator.model)")
     resolver_command: list[str] = setting(
@@ -542,11 +535,12 @@ class GitSettings(Section):
         "a remote of the repository to push a root job's result branch to when it ends and after each merge, e.g. "
         "origin (empty: none); a failed push is recorded, never the job's failure (./orchestrator.sh publish JOB retries)",
     )
-    pull_request: PullRequestForge = setting(
-        PullRequestForge.NONE,
-        "open a draft pull request from the pushed result branch, updated on each merge: none, github or gitlab "
+    pull_request: str = setting(
+        PullRequestForge.NONE.value,
+        "open a draft pull request from the pushed result branch, updated on each merge: none, github, gitlab, an "
+        "installed plugin's forge or package.module:Forge (docs/plugins.md; a plugin's needs forge_token_env) "
         "(needs push, forge_repo and the token in forge_token_env)",
-        choices=PullRequestForge,
+        choices=plugins.FORGES,
     )
     forge_api_url: str = setting(
         "", "the forge's API (empty: https://api.github.com for github, https://gitlab.com/api/v4 for gitlab)"
@@ -677,6 +671,12 @@ class TasksSettings(Section):
         "roles beside the shipped frontend, backend, testing, docs, infrastructure and integration: "
         "name: {preamble, worker, model, allowed_tools, gates}; a shipped role's name changes only the keys given",
         parse=functools.partial(quality.parse_roles, kinds=WORKER_KINDS),
+    )
+    steps: list[str] = setting(
+        [],
+        "after-attempt steps of your own, as package.module:StepClass (docs/plugins.md), run after the gates on each "
+        "successful attempt, with those installed as entry points (orchestrator.steps)",
+        parse=plugins.parse_dotted_paths,
     )
     lock_timeout: float = setting(
         30.0, "seconds a path lock request waits for a holder to let go before 409 (shared-folder jobs)", min=0, max=3600
@@ -838,6 +838,7 @@ _TYPES: dict[str, tuple[type, bool]] = {
     "str | None": (str, True),
     "list[str]": (list, False),
     "dict[str, str]": (dict, False),
+    "dict[str, plugins.KindSettings]": (dict, False),
     # Structured values, each checked by the Key's parse into its config/ shape.
     "list[quality.Gate]": (list, False),
     "dict[str, quality.Role]": (dict, False),

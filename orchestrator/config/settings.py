@@ -13,6 +13,7 @@ import yaml
 
 from .. import protocol
 from ..errors import ConfigError
+from . import plugins
 from .documents import MAX_DEPTH, deeper_than, text_fault
 from .keys import check_value
 from .schema import (
@@ -264,9 +265,12 @@ def _merge(merged: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: s
 
 def _build(base: Path, merged: Mapping[str, Mapping[str, Any]], source: str) -> Settings:
     values: dict[str, dict[str, Any]] = {}
-    for name, keys in SCHEMA.items():
-        given = merged.get(name, {})
-        values[name] = {key: check_value(name, key, given[key], spec) for key, spec in keys.items() if key in given}
+    declared = merged.get("workers", {}).get("kinds")  # its plugin kinds: names orchestrator.worker may hold
+    kinds = check_value("workers", "kinds", declared, SCHEMA["workers"]["kinds"]) if declared is not None else {}
+    with plugins.declaring(kinds):
+        for name, keys in SCHEMA.items():
+            given = merged.get(name, {})
+            values[name] = {key: check_value(name, key, given[key], spec) for key, spec in keys.items() if key in given}
     # A default raised above its limit raises the limit with it.
     for section, default, limit in (
         ("workers", "max_workers", "max_workers_limit"),

@@ -14,6 +14,7 @@ Modules:
 - ``trusted_drivers``: the user's trusted merge drivers, run in the workers' sandbox;
 - ``approval``: a person in the loop: who waits before landing, what a decision does;
 - ``publishing``: push and pull request; ``forge``: the GitHub and GitLab APIs;
+- ``pull_requests``: the forges by ``git.pull_request``'s value (GitHub, GitLab, a plugin's: docs/plugins.md);
 - ``pr_checks``: a pull request's checks read from the forge, with each failed check's log tail;
 - ``pr_bisection``: which workers of a pull request break its failed check;
 - ``pr_review``: review comments on lines, and the worker ``git blame`` names for each.

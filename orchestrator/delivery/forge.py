@@ -21,7 +21,6 @@ from urllib3.util.retry import Retry
 from ..config import schema
 
 DEFAULT_API = {"github": "https://api.github.com", "gitlab": "https://gitlab.com/api/v4"}
-DEFAULT_TOKEN_ENV = {str(k): v for k, v in schema.DEFAULT_TOKEN_ENV.items()}
 TIMEOUT = 30.0
 
 
@@ -56,14 +55,14 @@ class ForgeProject:
     """Where a pull request goes: the forge, its API (empty: the public one), the project
     (OWNER/NAME on GitHub, its path or id on GitLab) and the token that may write there."""
 
-    forge: schema.PullRequestForge
+    forge: str  # git.pull_request: a shipped forge's name, a plugin's name or dotted path
     api_url: str
     repo: str
     token: str = field(repr=False)
 
     @property
     def api(self) -> str:
-        return (self.api_url or DEFAULT_API[self.forge]).rstrip("/")
+        return (self.api_url or DEFAULT_API.get(self.forge, "")).rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..git.gitrefs import job_prefix
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
-from . import bisection, forge, landing, pr_checks
+from . import bisection, forge, landing, pull_requests
 from .publishing import push_url, remote_git
 
 SIDE = "checks-bisect/"  # under the job's prefix: the side branches of its candidates
@@ -105,7 +105,7 @@ class Search:
             if self.wait(g.checks_poll_interval):
                 raise Stopped("the server is stopping", closing=True)
             try:
-                reading = pr_checks.read(self.project, commit, None)
+                reading = pull_requests.forge_of(self.project.forge).checks(self.project, commit, None)
             except forge.ForgeError as exc:
                 bad += 1
                 if bad >= MAX_FAILED_READS:

@@ -25,7 +25,7 @@ from ..git.gitcmd import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import CostBasis, PublishRecord, PullRequestRecord
 from ..workspace.layout import Workspace
-from . import forge
+from . import forge, pull_requests
 from .landing import repository
 
 PUSH_TIMEOUT = 120.0  # each of ls-remote and push: the tree's end waits for them, as for its merge
@@ -95,8 +95,9 @@ def publish(
     failpoints.hit("publish_pushed")  # the chaos tests' stop between the push and the pull request
     if g.pull_request == PullRequestForge.NONE:
         return record
-    kind = g.pull_request.value
-    token_env = g.forge_token_env or forge.DEFAULT_TOKEN_ENV[kind]
+    chosen = pull_requests.forge_of(g.pull_request)  # loaded at the server's start
+    kind = chosen.name
+    token_env = pull_requests.token_env(settings)
     token = environ.get(token_env, "")
     if not token:
         return replace(record, error=f"no pull request: {token_env} is not set in the server's environment (git.forge_token_env)")
@@ -109,8 +110,8 @@ def publish(
         )
     known = record.pull_request
     try:
-        made = forge.propose(
-            forge.ForgeProject(g.pull_request, g.forge_api_url, g.forge_repo, token),
+        made = chosen.propose(
+            pull_requests.project_of(settings, token),
             forge.Proposal(
                 head=branch,
                 base=base,

@@ -67,6 +67,7 @@ from ..process.executor import AttemptHandle
 from ..process.monitor import Caps, Footprint
 from ..process.runner import CommandNotFound, signal_name
 from ..process.shim import Deadline
+from ..quality.gates import StepPrograms
 from ..quality.steps import Action, Step, StepContext, run_steps
 from ..workers import costs, refusals, roles
 from ..workers.adapters import reported_model
@@ -157,6 +158,8 @@ class Attempts:
         self.steps = steps
         self.job: JobRecord | None = live.job
         self.confinement = confinement  # None: unconfined (a test's engine without one)
+        # How a step starts a program (StepContext.run): as a gate, in the worker's sandbox.
+        self.step_programs = StepPrograms(self.settings, workspace, ctx.runner)
         self.base_prompt = prompt
         self.resume_session = resume_session  # a continue round's: the CLI session its attempts go on with
         self.round_feedback = round_feedback  # a continue round's: the user's feedback (the command kind's ``{feedback}``)
@@ -298,6 +301,7 @@ class Attempts:
             job=self.job,
             env=self.env,
             after_restart=after_restart,
+            sandboxed=self.step_programs,
         )
         try:
             found = run_steps(self.steps, ctx)

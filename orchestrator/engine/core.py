@@ -35,6 +35,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import make_executor, path_locks
 from ..config import ExecutorKind, JobConfig, Settings
 from ..delivery import landing, publishing
+from ..delivery.pull_requests import load_forges
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
@@ -49,7 +50,7 @@ from ..reports.metrics import Metrics
 from ..retention.pruning import delete_job, jobs_on_disk, refusal
 from ..states import WorkerPhase
 from ..workers import roles
-from ..workers.adapters import memory_peaks
+from ..workers.adapters import load_plugins, memory_peaks
 from ..workers.cli_configs import CliConfigs
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
@@ -99,6 +100,10 @@ class Engine:
         memory: MemoryProbe | None = None,
     ) -> None:
         self.settings = settings
+        # Plugin kinds (entry points, workers.kinds) join the registry now: a bad one stops the start,
+        # naming the plugin and the fix (docs/plugins.md), before any job runs.
+        for loaded in [*load_plugins(settings), *load_forges(settings)]:
+            log.info("plugin: %s", loaded)
         self.workspace = workspace or Workspace(settings.workspace_root)
         # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
         # The CLIs' config files read now, before any worker runs: the model endpoints they name are

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..config import PullRequestForge, Settings
-from ..delivery import forge, pr_bisection, pr_review
+from ..delivery import forge, pr_bisection, pr_review, pull_requests
 from ..delivery import pr_checks as forge_checks
 from ..delivery.bisection import reason_of as bisection_reason
 from ..delivery.landing import repository
@@ -192,12 +192,12 @@ class ChecksWatch:
         publish = job.publish
         pr = publish.pull_request if publish is not None else None
         g = self.ctx.settings.git
-        token = self._environ.get(g.forge_token_env or forge.DEFAULT_TOKEN_ENV.get(str(g.pull_request.value), ""), "")
+        token = self._environ.get(pull_requests.token_env(self.ctx.settings), "")
         if pr is None or g.pull_request == PullRequestForge.NONE:
             return self._end(job, checks, ChecksState.ERROR, "no pull request to watch (git.pull_request)")
-        project = forge.ForgeProject(g.pull_request, g.forge_api_url, g.forge_repo, token)
         try:
-            reading = forge_checks.read(project, checks.commit, pr.number)
+            project = pull_requests.project_of(self.ctx.settings, token)
+            reading = pull_requests.forge_of(g.pull_request).checks(project, checks.commit, pr.number)
         except forge.ForgeError as exc:
             checks.failed_reads += 1
             why = (str(exc).replace(token, "***") if token else str(exc))[:500]
@@ -336,7 +336,7 @@ class ChecksWatch:
         """The first review comment on a line not read before: a round to the worker ``git blame`` names
         for its line (delivery/pr_review.py), or a note why none. True when one was taken."""
         try:
-            comments = pr_review.read(project, number)
+            comments = pull_requests.forge_of(project.forge).review_comments(project, number)
         except forge.ForgeError as exc:
             token = project.token
             why = (str(exc).replace(token, "***") if token else str(exc))[:300]

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import signal
@@ -93,7 +94,7 @@ from ..workers.confinement import Confinement, environment_program, project_impo
 from ..workers.roles import role_of
 from ..workspace.layout import Workspace
 from ..workspace.stages import Stage, StageLedger, StageState, rerun_note
-from .steps import PASS, Action, Step, StepContext, Verdict, fail, retry
+from .steps import PASS, Action, Step, StepContext, StepRun, Verdict, fail, retry
 from .testruns import ran_no_tests
 
 log = logging.getLogger("orchestrator.gates")
@@ -533,3 +534,52 @@ def feedback(gate: Gate, result: GateResult, output: str) -> str:
         f"The end of its output:\n{tail}\n"
         "Fix what it reports; your work so far is kept in your directory."
     )
+
+
+class StepPrograms:
+    """``StepContext.run`` (quality/steps.py ``SandboxedRun``): a step's program run exactly as a
+    gate is (``run_gate``), in the worker's sandbox under its caps, its environment without its API
+    credential, bounded by its timeout and the worker's cancel; its log is ``gate_step-<name>``."""
+
+    def __init__(self, settings: Settings, workspace: Workspace, runner: ProcessRunner | None = None) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.runner = runner or ProcessRunner()
+
+    @functools.cached_property
+    def confinement(self) -> Confinement:
+        """The worker's sandbox, as a gate's (made when a step first runs a program)."""
+        return Confinement(self.settings, self.workspace)
+
+    def __call__(self, ctx: StepContext, step: str, argv: Sequence[str], timeout: float) -> StepRun:
+        record = ctx.record
+        # allow_no_tests: a step's program is no test runner, what it prints is not read for "ran no tests".
+        gate: Gate = {
+            "name": f"step-{step}",
+            "run": list(argv),
+            "required": True,
+            "timeout": float(timeout),
+            "allow_no_tests": True,
+        }
+        env = gate_env(ctx.env, gate)
+        result, output = run_gate(
+            self.runner,
+            self.workspace,
+            self.settings,
+            gate,
+            GatePlace(
+                root_id=record.root_id,
+                directory=ctx.directory,
+                env=env,
+                sandbox=self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
+                watch=self.confinement.watch(*gate_folders(ctx.directory, env)),
+                log_path=gate_log(self.workspace, record, gate["name"]),
+                tag=f"{record.root_id}.{record.key}.step-{step}-{secrets.token_hex(4)}",
+                heading=f"step {step}, attempt {ctx.attempt}",
+                commit=None,
+                cancel=ctx.cancel,
+                cancelled="the worker was cancelled while the step's program ran",
+                stop_point="step_running",
+            ),
+        )
+        return StepRun(GateStatus(result.status), result.exit_code, output, "" if result.passed else result.reason)

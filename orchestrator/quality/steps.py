@@ -37,6 +37,12 @@ raises, or returns      fails closed, never reported a success: ``step <name> fa
 something else          raised <Error>: <message>`` (the traceback goes to the server log)
 ======================  ===============================================================
 
+*A step from outside the package* (docs/plugins.md: an installed ``orchestrator.steps`` entry point, or
+``tasks.steps``' dotted path) is code in the server looking at worker data: it reads the directory
+and the record, and starts a program only through ``ctx.run`` (``SandboxedRun``), which runs it as a
+gate runs, in the worker's sandbox under the worker's caps, never with ``subprocess``. What it finds
+it says with ``ctx.updates.found`` (the worker's ``findings``, by step).
+
 Steps are not bounded by the worker's timeout (its attempt has ended): a step bounds its own
 work and should stop when ``ctx.cancel`` is set. A step reads the worker record, never
 changes it (the engine's lock guards it): what it has to record goes in ``ctx.updates`` (a
@@ -53,15 +59,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..checkouts.checkout import Changes, Checkout
 from ..config.keys import StrEnum
 from ..models import JobRecord, WorkerRecord, WorkerStatus
-from ..outcomes import GateResult, IntegrationRecord
+from ..outcomes import GateResult, GateStatus, IntegrationRecord
 from ..process.runner import Wakeup
 from ..workers.adapters.base import ParsedResult
 
 log = logging.getLogger("orchestrator.steps")
+FINDING_CHARS = 4000  # what a worker's record keeps of one step's findings
 
 
 class Action(StrEnum):
@@ -105,13 +113,18 @@ class StepUpdates:
     gated_commit: str | None = None
     trespass: list[str] | None = None  # ownership: the paths outside what it owns ([]: clears the last attempt's)
     integrated: IntegrationRecord | None = None  # its merge into its graph job's integration branch
+    findings: dict[str, str] | None = None  # what steps found, by step name (a plugin step's record)
 
     def gated(self, commit: str | None, results: list[GateResult]) -> None:
         self.gated_commit, self.gates = commit, results
 
+    def found(self, step: str, text: str) -> None:
+        """Record what step ``step`` found on this attempt (the worker's ``findings[step]``, capped)."""
+        self.findings = {**(self.findings or {}), step: text[:FINDING_CHARS]}
+
     @property
     def changed(self) -> bool:
-        return self.gates is not None or self.trespass is not None or self.integrated is not None
+        return self.gates is not None or self.trespass is not None or self.integrated is not None or self.findings is not None
 
     def apply(self, record: WorkerRecord) -> None:
         """Set what the steps found on ``record`` (the engine's, under its lock; or a copy, to see
@@ -122,6 +135,30 @@ class StepUpdates:
             record.trespass = self.trespass
         if self.integrated is not None:
             record.integrated = self.integrated
+        if self.findings is not None:
+            record.findings = {**record.findings, **self.findings}
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """A program a step ran through ``StepContext.run``: how it ended and what it printed (its log
+    is the worker's ``logs/...gate_step-<name>.log``)."""
+
+    status: GateStatus  # as a gate's: passed, failed, timeout, not_started, crashed, cancelled
+    exit_code: int | None
+    output: str  # plain text, the start of what it printed
+    reason: str  # why it did not pass ("" when it did)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is GateStatus.PASSED
+
+
+class SandboxedRun(Protocol):
+    """Starts a step's program as a gate: in the worker's sandbox, its caps, its environment without
+    its API credential, bounded by ``timeout`` and the worker's cancel (quality/gates.py's ``StepPrograms``)."""
+
+    def __call__(self, ctx: StepContext, step: str, argv: Sequence[str], timeout: float) -> StepRun: ...
 
 
 @dataclass
@@ -145,7 +182,21 @@ class StepContext:
     # The attempt was re-adopted after a server's restart: a step's run it cut off may have left
     # work half done (``Step.recover``), and a step's verdict from before it may be on disk.
     after_restart: bool = False
+    # How a step starts a program: in the worker's sandbox (set by the engine; None: a step may start none).
+    sandboxed: SandboxedRun | None = None
+    step: str = ""  # the step running now (run_steps sets it): its programs' log is named for it
     _changes: Changes | None = field(default=None, init=False, repr=False)
+
+    def run(self, argv: Sequence[str], *, timeout: float = 120.0) -> StepRun:
+        """Run ``argv`` (a list, no shell) in the worker's directory inside its sandbox, as a gate
+        runs: the one way a step starts a program. Its files may change the directory: the changes
+        are asked again after the steps."""
+        if self.sandboxed is None:
+            raise RuntimeError(f"step {self.step}: no sandboxed runner was given to this step's context")
+        if not argv or not all(isinstance(part, str) for part in argv):
+            raise ValueError(f"step {self.step}: run() takes a non-empty list of strings, not {argv!r}")
+        self.touched = True
+        return self.sandboxed(self, self.step, list(argv), timeout)
 
     def changes(self) -> Changes:
         """The Checkout's changes, asked once per attempt, only by a step that needs them (a
@@ -194,6 +245,7 @@ def run_steps(steps: Sequence[Step], ctx: StepContext) -> tuple[str, Verdict] | 
                 log.exception("after-attempt step %s could not recover for worker %s", step.name, ctx.record.key)
     for step in steps:
         name = getattr(step, "name", "") or type(step).__name__
+        ctx.step = name
         try:
             verdict = step.run(ctx)
         except Exception as exc:  # fail closed: a broken step never lets a worker through

@@ -53,7 +53,7 @@ from ..workspace import checkout_place
 from ..workspace.filesystem import atomic_write
 from ..workspace.layout import Workspace
 from . import package_roots
-from .adapters import auto_order, get_adapter
+from .adapters import KINDS, get_adapter, program_of
 from .adapters.base import Adapter
 from .cli_configs import CliConfigs, check_reachable, live_endpoints
 
@@ -365,10 +365,9 @@ class Confinement:
 
     def _programs(self) -> list[str]:
         """The configured workers' programs given as absolute paths (each kind's ``<kind>_command``,
-        ``orchestrator.command``'s), as written and resolved: read each time (config.yaml is live)."""
-        o = self.settings.orchestrator
-        given = [str(self.settings.get("orchestrator", f"{kind}_command") or "") for kind in auto_order()]
-        given += [o.command[0]] if o.command else []
+        ``orchestrator.command``'s, a plugin kind's ``workers.kinds.<name>.command``), as written and
+        resolved: read each time (config.yaml is live)."""
+        given = [program_of(kind, self.settings) for kind in KINDS]
         found = []
         for program in given:
             if os.path.isabs(program):

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .. import protocol
 from ..config import Isolation, JobConfig, Settings
-from ..config.schema import DEFAULT_TOKEN_ENV
+from ..config.schema import DEFAULT_TOKEN_ENV, PullRequestForge
 from ..models import JobRecord, TaskNode, WorkerRecord
 from ..process.interpreter import python_executable
 from ..process.sandbox import Backend, SandboxSpec
@@ -63,8 +63,8 @@ def base_env(settings: Settings) -> dict[str, str]:
         if name not in w.env_passthrough:
             env.pop(name, None)
     forge = settings.git.pull_request
-    if forge in DEFAULT_TOKEN_ENV:  # the pull request's token is the server's, not a worker's to read or log
-        token = settings.git.forge_token_env or DEFAULT_TOKEN_ENV[forge]
+    if forge != PullRequestForge.NONE:  # the pull request's token is the server's, not a worker's to read or log
+        token = settings.git.forge_token_env or DEFAULT_TOKEN_ENV.get(forge, "")
         if token not in w.env_passthrough:
             env.pop(token, None)
     env.update(w.env)

@@ -42,6 +42,10 @@ SECRET = "hostile-generated-admin-key-0123456789abcdef"
 OTHER_SECRET = "bystander-tree-secret-9f8e7d6c5b4a"
 GATE = 'for f in hostile_gate_*.py; do python3 "$f"; done; true'
 TERMINAL_STATES = ("completed", "partial", "failed", "cancelled")
+# The worked plugin example (examples/local-command-kind), by dotted path: the worker context's kind.
+# Its program is ``sh -c``, so a task runs as the command kind's would; it runs in the sandbox as any kind.
+PLUGIN_DIR = ROOT / "examples" / "local-command-kind"
+PLUGIN_KIND = "local-command"
 CANARY = """#!/bin/sh
 # A canary: whoever runs it writes the proof folder, which only an unconfined process can.
 name=$(printf '%s' "$*" | tr -c 'A-Za-z0-9._-' '_')
@@ -243,6 +247,7 @@ class Server:
                 "retry_backoff": 0.05,
                 "default_timeout": 180,
                 "max_disk_mb": 5,
+                "kinds": {PLUGIN_KIND: {"adapter": "local_command_kind:KIND", "command": "sh", "args": ["-c"]}},
             },
             "recursion": {"enable": True},
             "git": {
@@ -356,6 +361,8 @@ def job_of(outside: Outside, tree: Tree) -> tuple[list[str], dict]:
     config: dict = {"max_workers": max(2, len(tree.workers))}
     if context in (Context.WORKER, Context.LANDING):
         tasks = [run(group) for group in tree.workers]
+        if context is Context.WORKER:  # a plugin's kind, found by dotted path, is sandboxed as a shipped one
+            config["worker"] = PLUGIN_KIND
         if context is Context.LANDING:
             config["merge_into"] = "landing"
     elif context in (Context.GATE, Context.RESTART):
@@ -422,6 +429,7 @@ def run(trees: list[Tree], tmp: Path, backend: str, defences_off: tuple[str, ...
     outside = prepare(tmp, trees)
     try:
         env = {**os.environ, "ORCHESTRATOR_HOME": str(outside.folder), "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR), env.get("PYTHONPATH", "")) if p)  # the server's
         for name in [k for k in env if k.startswith("ORCHESTRATOR_") and k != "ORCHESTRATOR_HOME"]:
             del env[name]
         if defences_off:
@@ -460,11 +468,25 @@ def run(trees: list[Tree], tmp: Path, backend: str, defences_off: tuple[str, ...
             "the API key nowhere in the workspace": outside.text_holding(re.compile(re.escape(SECRET))),
             "the API key on no terminal": outside.terminal_holding(SECRET),
             "a worker and a gate inherit no ORCHESTRATOR_DEFENCES_OFF": inherited(outside),
+            "the worker context ran on the plugin kind": plugin_kind_ran(
+                outside, [roots[t.name] for t in trees if t.context is Context.WORKER]
+            ),
         }
         label = setup or f"{'root' if os.geteuid() == 0 else 'user'}, {backend}"
         return Run(label, defences_off, results, checks, time.monotonic() - started, statuses)
     finally:
         outside.close()
+
+
+def plugin_kind_ran(outside: Outside, roots: list[str]) -> str:
+    """ "" when every worker of the worker context's trees ran on the plugin kind; else which did not."""
+    records = [p for root in roots for p in (outside.workspace / f"job_{root}" / "state" / "workers").glob("*.json")]
+    other = [
+        f"{p.stem}: {json.loads(p.read_text()).get('kind')}"
+        for p in records
+        if json.loads(p.read_text()).get("kind") != PLUGIN_KIND
+    ]
+    return ", ".join(other) if other or not roots or records else "no worker record found"
 
 
 def inherited(outside: Outside) -> str:

@@ -5,6 +5,12 @@ The registry is built from this package's modules: each that declares ``KIND`` (
 of kinds is read from the registry (``ADAPTERS``, ``auto_order``, ``memory_peaks``, doctor's hints,
 the price table's providers), never kept by hand; ``register`` adds one at run time (a test's).
 
+A kind from outside the package (docs/plugins.md) joins the same registry: ``load_plugins`` imports
+each installed distribution's ``orchestrator.worker_kinds`` entry point and each ``workers.kinds.<name>.adapter``
+of config.yaml, at the server's start (the engine's), and refuses one that does not load, is no
+``WorkerKind``, is named otherwise than declared or takes a shipped kind's name, saying which
+plugin, which distribution and how to fix it, before any job runs.
+
 Modules:
 
 - ``base``: ``Adapter``, ``WorkerContext``, ``ParsedResult``; ``kind``: ``WorkerKind``;
@@ -21,7 +27,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from ...config import AUTO_KIND
+from ...config import AUTO_KIND, plugins
 from ...errors import ConfigError
 from .base import Adapter, ParsedResult, WorkerContext
 from .kind import WorkerKind
@@ -50,13 +56,66 @@ def kinds() -> list[WorkerKind]:
     return sorted(KINDS.values(), key=lambda kind: kind.rank)
 
 
+SHIPPED = tuple(KINDS)  # the package's own kinds, which no plugin may replace
+
+
 def register(kind: WorkerKind) -> None:
-    """Add ``kind`` to the registry (a kind declared outside this package: a test's)."""
+    """Add ``kind`` to the registry (a kind declared outside this package: a plugin's, a test's)."""
     KINDS[kind.name] = kind
+    plugins.loaded(kind.name)
 
 
 def unregister(name: str) -> None:
     KINDS.pop(name, None)
+    plugins.loaded(name, present=False)
+
+
+def load_plugins(settings: Settings) -> list[str]:
+    """Register every plugin kind (installed entry points, then config.yaml's ``workers.kinds``
+    with an ``adapter``): a line per kind for the server's log. A bad one raises ``ConfigError``
+    naming the plugin, its distribution and the fix; the registry is then left as it was."""
+    declared = list(plugins.entry_points(plugins.Group.WORKER_KINDS))
+    declared += [
+        plugins.Declared(plugins.Group.WORKER_KINDS, name, spec["adapter"], "", plugins.kind_key(name, "adapter"))
+        for name, spec in settings.workers.kinds.items()
+        if spec["adapter"]
+    ]
+    installed = {d.name for d in declared}
+    for name in settings.workers.kinds:
+        if name not in installed:
+            raise ConfigError(
+                f"workers.kinds.{name}: no installed package declares the worker kind {name!r} and it names no adapter. "
+                f"Fix: install its package into this Python, or set workers.kinds.{name}.adapter to package.module:KIND "
+                f"({plugins.HOW_TO})",
+                key=plugins.kind_key(name, "adapter"),
+            )
+    found = [(d, _plugin_kind(d)) for d in declared]  # all checked before any is registered
+    for _, kind in found:
+        register(kind)
+    return [f"worker kind {d.name} from {d.where} ({d.target})" for d, _ in found]
+
+
+def _plugin_kind(declared: plugins.Declared) -> WorkerKind:
+    plugins.check_name(plugins.Group.WORKER_KINDS, declared)
+    fix_name = (
+        f"uninstall {declared.distribution} or ask its authors for another name"
+        if declared.distribution
+        else "give it another name under workers.kinds"
+    )
+    if declared.name in SHIPPED:
+        raise declared.error(f"{declared.name!r} is a kind the orchestrator ships", fix_name)
+    kind = declared.load()
+    if not isinstance(kind, WorkerKind):
+        raise declared.error(
+            f"{declared.target} is a {type(kind).__name__}, not a WorkerKind",
+            "point it at the module's KIND = WorkerKind(MyAdapter, rank=...) (orchestrator.workers.adapters.kind)",
+        )
+    if kind.name != declared.name:
+        raise declared.error(
+            f"its adapter is named {kind.name!r}, not {declared.name!r}",
+            "give the adapter's name and the declared one the same value",
+        )
+    return kind
 
 
 class _Adapters(Mapping[str, type[Adapter]]):
@@ -98,7 +157,9 @@ __all__ = [
     "discover",
     "get_adapter",
     "kinds",
+    "load_plugins",
     "memory_peaks",
+    "program_of",
     "register",
     "resolve_kind",
     "unregister",
@@ -114,11 +175,17 @@ def resolve_kind(kind: str, settings: Settings) -> tuple[str, str]:
         return kind, f"worker kind {kind} (configured)"
     order = auto_order()
     for name in order:
-        found = shutil.which(settings.get("orchestrator", f"{name}_command"))
+        found = shutil.which(program_of(name, settings))
         if found:
             return name, f"worker kind auto: found {name} on PATH ({found})"
-    looked = ", ".join(settings.get("orchestrator", f"{n}_command") for n in order)
+    looked = ", ".join(program_of(n, settings) for n in order)
     return "simulated", f"worker kind auto: no AI CLI found on PATH (looked for: {looked}); using the simulated worker"
+
+
+def program_of(kind: str, settings: Settings) -> str:
+    """The program ``kind``'s workers start as configured (its ``orchestrator.<kind>_command``, a
+    plugin's ``workers.kinds.<kind>.command``); "" for one that runs the package's own Python."""
+    return ADAPTERS[kind]().configured_program(settings) or ""
 
 
 def get_adapter(kind: str) -> Adapter:

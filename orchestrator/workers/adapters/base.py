@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...config.plugins import KindSettings, kind_key
 from ...outcomes import CostBasis
 
 if TYPE_CHECKING:
@@ -201,6 +202,9 @@ class Adapter:
 
     name = "base"
     command_key: str | None = None  # the setting holding the CLI's path, e.g. "orchestrator.claude_command"
+    # A plugin kind's program, started unless ``workers.kinds.<name>.command`` names another (its
+    # ``command_key`` is then that setting); "" for the shipped kinds, whose key is their own.
+    default_program = ""
     first_signal = signal.SIGTERM  # the first rung of the kill ladder
     is_ai = False
     rounded_cost = False  # its CLI's cost figure is rounded (aider's cents): a price table's estimate is finer
@@ -217,12 +221,24 @@ class Adapter:
     co_author_name = ""
     co_author_email = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.default_program and cls.command_key is None:  # a plugin kind's program is set in one place
+            cls.command_key = kind_key(cls.name)
+
+    def kind_settings(self, settings: Settings) -> KindSettings:
+        """Its ``workers.kinds.<name>`` (a plugin kind's settings; every key empty when not given)."""
+        found = settings.workers.kinds.get(self.name)
+        return found if found is not None else {"adapter": "", "command": "", "args": [], "options": {}}
+
     def configured_program(self, settings: Settings) -> str | None:
         """The program its workers start as configured (``command_key``'s value), which must be on the
         workers' PATH: "" when it is not set, None when there is nothing to look for (a kind that
         runs this package's own Python)."""
         if self.command_key is None:
             return None
+        if self.default_program:
+            return self.kind_settings(settings)["command"] or self.default_program
         section, _, key = self.command_key.partition(".")
         return str(settings.get(section, key) or "")
 
