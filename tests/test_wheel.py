@@ -150,8 +150,13 @@ def wheel(source):
     """The README's build line in the clone (``pip`` being this .venv's)."""
     line = snippet("wheel").splitlines()[0].split("  #")[0].strip()
     assert line == "pip wheel --no-deps --wheel-dir dist ."
+    # (with the build tools requirements-dev.txt pins in this .venv, as pyproject.toml's: nothing fetched)
     done = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", *line.split()], cwd=source, capture_output=True, text=True, timeout=600
+        [str(VENV / "bin" / "python"), "-m", *line.split(), "--no-build-isolation"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (built,) = (source / "dist").glob("orchestrator-*.whl")
