@@ -660,7 +660,7 @@ def bench_startup(runs: int) -> dict[str, Any]:
         "import orchestrator.api.client": [PY, "-c", "import orchestrator.api.client"],
         "orchestrator-spawn --help": [str(ROOT / "orchestrator" / "bin" / "orchestrator-spawn"), "--help"],
         "python -m orchestrator spawn --help": [PY, "-m", "orchestrator", "spawn", "--help"],
-        "spawn's imports (spawn+wire)": [PY, "-c", "import orchestrator.cli.spawn, orchestrator.api.wire"],
+        "spawn's imports (spawn+calls)": [PY, "-c", "import orchestrator.cli.spawn, orchestrator.api.calls"],
     }
     env = {**child_env(), "ORCHESTRATOR_PYTHON": PY}
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -890,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
             startup_import_client_ms=round(su["import orchestrator.api.client"] * 1000, 2),
             startup_spawn_script_help_ms=round(su["orchestrator-spawn --help"] * 1000, 2),
             startup_spawn_help_ms=round(su["python -m orchestrator spawn --help"] * 1000, 2),
-            startup_spawn_imports_ms=round(su["spawn's imports (spawn+wire)"] * 1000, 2),
+            startup_spawn_imports_ms=round(su["spawn's imports (spawn+calls)"] * 1000, 2),
             startup_spawn_help_ratio=round(ratio, 3),
         )
 

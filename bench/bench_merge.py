@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.git import gitwork, merging  # noqa: E402
-from orchestrator.git.gitcmd import run_git  # noqa: E402
+from orchestrator.git import merging, repository  # noqa: E402
+from orchestrator.git.invocation import run_git  # noqa: E402
 
 IDENT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}
 
@@ -109,7 +109,7 @@ def main() -> int:
         started = time.perf_counter()
         branches = generate(repo, args.files, args.branches)
         print(
-            f"generated {args.files} files, {args.branches} branches in {time.perf_counter() - started:.1f} s; git {gitwork.git_version()}"
+            f"generated {args.files} files, {args.branches} branches in {time.perf_counter() - started:.1f} s; git {repository.git_version()}"
         )
         methods = {
             "orchestrator": orchestrator,

@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.delivery import resolving  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
-from orchestrator.git import gitwork, merging  # noqa: E402
+from orchestrator.git import merging, repository  # noqa: E402
 from orchestrator.models import JobRecord, JobStatus  # noqa: E402
 from tests.helpers.resolving import BOTH_SIDES  # noqa: E402  (the tests' resolver: both sides of each hunk)
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--tmp", help="where the temp folder goes (default: the system's temp folder)")
     args = parser.parse_args(argv)
-    version = ".".join(map(str, gitwork.git_version() or ()))
+    version = ".".join(map(str, repository.git_version() or ()))
     print(f"{load()}; nproc {os.cpu_count()}; git {version}; workers.sandbox {args.sandbox}")
     root = Path(tempfile.mkdtemp(prefix="bench-resolve-", dir=args.tmp))
     timings = Timings()

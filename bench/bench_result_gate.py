@@ -44,7 +44,7 @@ from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.delivery import landing  # noqa: E402
 from orchestrator.delivery.result_gate import ResultGate  # noqa: E402
 from orchestrator.git import merging  # noqa: E402
-from orchestrator.git.gitcmd import run_git  # noqa: E402
+from orchestrator.git.invocation import run_git  # noqa: E402
 from orchestrator.models import JobRecord, JobStatus, WorkerRecord, WorkerStatus  # noqa: E402
 from orchestrator.workspace.layout import Workspace  # noqa: E402
 

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.checkouts.checkout import Changes  # noqa: E402
 from orchestrator.checkouts.isolated import make_checkout  # noqa: E402
 from orchestrator.config import JobConfig, load_settings  # noqa: E402
-from orchestrator.git import gitwork, merging  # noqa: E402
+from orchestrator.git import merging, repository  # noqa: E402
 from orchestrator.models import JobRecord, WorkerRecord  # noqa: E402
 from orchestrator.workspace.layout import Workspace  # noqa: E402
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tmp", help="where the temp folder goes (default: the system's temp folder)")
     args = parser.parse_args(argv)
-    print(f"{load()}; nproc {os.cpu_count()}; {gitwork.git_version()}")
+    print(f"{load()}; nproc {os.cpu_count()}; {repository.git_version()}")
     root = Path(tempfile.mkdtemp(prefix="bench-worktree-", dir=args.tmp))
     try:
         bench = Bench(root, args)

@@ -196,7 +196,7 @@ EXIT_UNREACHABLE, EXIT_USAGE, EXIT_FAILED = 5, 2, 1
 EXIT_OK, EXIT_PARTIAL, EXIT_CANCELLED = 0, 3, 4
 # A job's terminal statuses (models.JobStatus's), each with the exit code of a command that waited
 # for the job (the CLI's run/wait, the spawn helper, the shell scripts' status command). Here, in a
-# module that imports nothing, so the light clients (api/wire.py, cli/spawn.py) derive from it too.
+# module that imports nothing, so the light clients (api/calls.py, cli/spawn.py) derive from it too.
 EXIT_BY_STATUS = {"completed": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 TERMINAL_STATUSES = tuple(EXIT_BY_STATUS)  # where a waiting client (or a webhook's job.<status>) stops
 

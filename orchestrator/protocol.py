@@ -6,7 +6,7 @@ contract, so a name here is never renamed). The server, the spawn helper, the AP
 client and the simulated worker all read these names from here.
 
 This module imports nothing: the spawn helper (``orchestrator-spawn``) imports it on
-every child job's critical path, where each module's start-up counts (see ``wire``).
+every child job's critical path, where each module's start-up counts (see ``calls``).
 """
 
 PREFIX = "ORCHESTRATOR"  # every name below starts with it; a worker never inherits one from the server

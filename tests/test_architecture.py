@@ -338,9 +338,9 @@ def test_imports_point_down_the_folders():
     assert not _upward(import_graph()), "imports pointing up the layers: " + "; ".join(_upward(import_graph()))
     # The checker sees an upward import when there is one.
     assert _upward(
-        {"orchestrator.models": {"orchestrator.engine.core"}, "orchestrator.git.gitcmd": {"orchestrator.cli.main"}}
+        {"orchestrator.models": {"orchestrator.engine.core"}, "orchestrator.git.invocation": {"orchestrator.cli.main"}}
     ) == [
-        "orchestrator.git.gitcmd (git/) imports orchestrator.cli.main (cli/, a higher layer)",
+        "orchestrator.git.invocation (git/) imports orchestrator.cli.main (cli/, a higher layer)",
         "orchestrator.models (top level) imports orchestrator.engine.core (engine/)",
     ]
 
@@ -370,11 +370,11 @@ def test_the_readme_maps_every_folder():
 
 
 def test_every_git_the_orchestrator_starts_goes_through_its_pinned_runners():
-    """git/gitcmd.py (outside a sandbox) and git/sandboxed.py (on a worker's checkout): no other module
+    """git/invocation.py (outside a sandbox) and git/sandboxed.py (on a worker's checkout): no other module
     builds a git argv (a list or tuple that starts with "git"), so no git runs without the pins (no
     hook, fsmonitor or submodule command of whatever config git reads)."""
     root = Path(__file__).resolve().parent.parent / "orchestrator"
-    allowed = {root / "git" / "gitcmd.py", root / "git" / "sandboxed.py"}
+    allowed = {root / "git" / "invocation.py", root / "git" / "sandboxed.py"}
     found = []
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

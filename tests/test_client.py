@@ -275,15 +275,15 @@ def test_unknown_code_keeps_code(client, rsps):
 @pytest.fixture
 def sleeps(monkeypatch):
     """The client's sleeps, recorded instead of slept (only the client modules see the fake clock:
-    the rules' in wire.py, the event stream's in client.py)."""
+    the rules' in calls.py, the event stream's in client.py)."""
     import types
 
+    import orchestrator.api.calls
     import orchestrator.api.client
-    import orchestrator.api.wire
 
     slept = []
     fake = types.SimpleNamespace(sleep=slept.append, monotonic=time.monotonic, time=time.time)
-    for module in (orchestrator.api.wire, orchestrator.api.client):
+    for module in (orchestrator.api.calls, orchestrator.api.client):
         monkeypatch.setattr(module, "time", fake)
     return slept
 

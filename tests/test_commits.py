@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.git.commits import ORCHESTRATOR, Identity, identity_of
-from orchestrator.git.gitwork import snapshot_commit
+from orchestrator.git.repository import snapshot_commit
 from orchestrator.models import JobStatus, WorkerRecord
 from orchestrator.workers.adapters import ADAPTERS, co_author_of, get_adapter
 

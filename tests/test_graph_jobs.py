@@ -317,23 +317,23 @@ def test_each_merge_into_the_integration_branch_is_judged_only_where_a_required_
 @pytest.mark.slow
 def test_a_workers_sandbox_reads_its_branch_without_asking_git_about_its_worktrees_layout(hosted, monkeypatch):
     """Each sandbox's start reads the worker's branch from the ref files (git/refstore.py), which
-    first asks git once whether the repository's refs are plain files (gitwork.plain_layout, kept per
+    first asks git once whether the repository's refs are plain files (repository.plain_layout, kept per
     repository): asked by the repository, not by each worker's worktree (a git process per worker,
     in the time its attempt is counted from)."""
-    from orchestrator.git import gitwork
+    from orchestrator.git import repository
 
     host, folder, make = hosted
     before = snapshot(host, folder)
     asked: list[str] = []
-    real_run_git = gitwork.run_git
+    real_run_git = repository.run_git
 
     def run_git(repo, *args, **kwargs):
-        if args[:2] == ("config", "--get-regexp") and gitwork._LAYOUT_KEYS in args:
+        if args[:2] == ("config", "--get-regexp") and repository._LAYOUT_KEYS in args:
             asked.append(str(repo))
         return real_run_git(repo, *args, **kwargs)
 
-    monkeypatch.setattr(gitwork, "run_git", run_git)
-    gitwork.plain_layout.cache_clear()
+    monkeypatch.setattr(repository, "run_git", run_git)
+    repository.plain_layout.cache_clear()
     engine = make()
     job = run_job(engine, "graph", tasks=[task("a"), task("b", "a"), task("c", "a")], config={"isolation": "worktree"})
     assert job.status is JobStatus.COMPLETED

@@ -89,7 +89,7 @@ print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "re
 PARENT = r"""
 import json, sys
 from pathlib import Path
-from orchestrator.api.wire import SpawnClient
+from orchestrator.api.calls import SpawnClient
 
 client = SpawnClient()
 job = client.orchestrate(sys.argv[1], config={"worker": "claude", "planner": "ai", "max_workers": 2})

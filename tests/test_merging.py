@@ -18,10 +18,10 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.errors import ConfigError, ValidationError
-from orchestrator.git import gitrefs, gitwork, merging
+from orchestrator.git import job_refs, merging, repository
 from orchestrator.git import objects as gitobjects
 from orchestrator.git.commits import ORCHESTRATOR, Identity, Source, identity_of, subject_line
-from orchestrator.git.gitcmd import run_git
+from orchestrator.git.invocation import run_git
 
 # Many real git processes on real repositories: the slow tier.
 pytestmark = pytest.mark.slow
@@ -164,7 +164,7 @@ def test_disjoint_edits_merge_cleanly(repo: Path, strategy: str, detached: bool)
     assert len(chain) == 3 and all(len(line.split()) == 2 for line in chain)
     for worker in ("w1", "w2", "w3"):
         tip = git(repo, "rev-parse", f"{PREFIX}{ID}/{worker}").strip()
-        assert not gitrefs.is_ancestor(repo, tip, RESULT)
+        assert not job_refs.is_ancestor(repo, tip, RESULT)
         assert f"Orchestrator-Worker: {worker}" in log and f"Orchestrator-Commit: {tip}" in log
 
 
@@ -253,13 +253,13 @@ def test_a_stale_old_value_refuses_to_move_a_ref(repo: Path) -> None:
     now = git(repo, "rev-parse", RESULT).strip()
     stale = git(repo, "rev-parse", "main").strip()
     under = f"refs/heads/{PREFIX}{ID}/"
-    with pytest.raises(gitrefs.RefMoved, match="not .* as expected"):
-        gitrefs.update_ref(repo, RESULT, stale, stale, under=under)
-    with pytest.raises(gitrefs.RefMoved):
-        gitrefs.update_ref(repo, RESULT, stale, None, under=under)  # "must not exist"
+    with pytest.raises(job_refs.RefMoved, match="not .* as expected"):
+        job_refs.update_ref(repo, RESULT, stale, stale, under=under)
+    with pytest.raises(job_refs.RefMoved):
+        job_refs.update_ref(repo, RESULT, stale, None, under=under)  # "must not exist"
     assert git(repo, "rev-parse", RESULT).strip() == now
     with pytest.raises(ValidationError, match="only refs under"):
-        gitrefs.update_ref(repo, "refs/heads/main", now, stale, under=under)
+        job_refs.update_ref(repo, "refs/heads/main", now, stale, under=under)
     assert git(repo, "rev-parse", "main").strip() == stale
 
 
@@ -280,13 +280,13 @@ def test_too_old_a_git_is_named_with_the_minimum(tmp_path: Path, monkeypatch: py
     (fake / "git").write_text("#!/bin/sh\necho 'git version 2.30.1'\n")
     (fake / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    gitwork.git_version.cache_clear()  # the one version query is cached per process
+    repository.git_version.cache_clear()  # the one version query is cached per process
     try:
-        assert gitwork.git_version() == (2, 30, 1)
+        assert repository.git_version() == (2, 30, 1)
         with pytest.raises(merging.GitTooOld, match=r"git 2\.30\.1 is too old: merging needs git >= 2\.38"):
             merging.require_git(tmp_path)
     finally:
-        gitwork.git_version.cache_clear()
+        repository.git_version.cache_clear()
 
 
 # -- advance --------------------------------------------------------------------------------------
@@ -303,13 +303,13 @@ def test_advance_fast_forwards_a_branch_not_checked_out(repo: Path) -> None:
     git(repo, "branch", "release", "main")
     result = result_of_w1(repo)
     before = snapshot(repo)
-    assert "moved release" in gitrefs.advance(repo, "release", result)
+    assert "moved release" in job_refs.advance(repo, "release", result)
     after = snapshot(repo)
     assert git(repo, "rev-parse", "release").strip() == result
     moved = [r for r in after["refs"] if r not in before["refs"]]
     assert moved == [f"refs/heads/release {result}"]
     assert {k: v for k, v in after.items() if k != "refs"} == {k: v for k, v in before.items() if k != "refs"}
-    assert "already at" in gitrefs.advance(repo, "release", result)  # idempotent
+    assert "already at" in job_refs.advance(repo, "release", result)  # idempotent
 
 
 def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
@@ -317,8 +317,8 @@ def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
     result = result_of_w1(repo)
     own = commit_on(repo, "release", {"release.txt": "the user's own commit\n"})
     before = snapshot(repo)
-    with pytest.raises(gitrefs.MergeRefused, match="not a fast-forward") as refused:
-        gitrefs.advance(repo, "release", result)
+    with pytest.raises(job_refs.MergeRefused, match="not a fast-forward") as refused:
+        job_refs.advance(repo, "release", result)
     assert refused.value.command == f"git switch release && git merge {result}"
     assert snapshot(repo) == before and git(repo, "rev-parse", "release").strip() == own
 
@@ -326,8 +326,8 @@ def test_advance_refuses_a_non_fast_forward(repo: Path) -> None:
 def test_advance_refuses_a_checked_out_branch_in_a_dirty_tree(repo: Path) -> None:
     result = result_of_w1(repo)
     before = snapshot(repo)
-    with pytest.raises(gitrefs.MergeRefused, match="uncommitted changes") as refused:
-        gitrefs.advance(repo, "main", result)
+    with pytest.raises(job_refs.MergeRefused, match="uncommitted changes") as refused:
+        job_refs.advance(repo, "main", result)
     assert refused.value.command == f"git -C '{repo}' merge --ff-only {result}"  # the path has a space
     assert snapshot(repo) == before
 
@@ -338,7 +338,7 @@ def test_advance_fast_forwards_a_checked_out_branch_in_a_clean_tree(repo: Path, 
     git(repo, "worktree", "add", "-q", "-b", "feature", str(tree), "main")
     result = result_of_w1(repo)
     before = snapshot(repo)
-    assert "fast-forwarded feature" in gitrefs.advance(repo, "feature", result)
+    assert "fast-forwarded feature" in job_refs.advance(repo, "feature", result)
     assert (tree / "w1.txt").read_text() == "w1\n"
     assert git(tree, "status", "--porcelain") == "" and git(tree, "rev-parse", "HEAD").strip() == result
     after = snapshot(repo)
@@ -354,7 +354,7 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
         git(repo, "branch", outside, "main")
     git(repo, "worktree", "add", "-q", str(tmp_path / "busy"), f"{PREFIX}{ID}/w4")
     before = snapshot(repo)
-    gone = gitrefs.delete_job_refs(repo, PREFIX, ID)
+    gone = job_refs.delete_job_refs(repo, PREFIX, ID)
     assert snapshot(repo) == before  # the snapshot leaves the prefix out: everything else is the same
     assert set(gone.deleted) == {f"refs/heads/{PREFIX}{ID}/{w}" for w in ("w1", "w2", "w3")}
     assert gone.kept == (RESULT,) and gone.checked_out == (f"refs/heads/{PREFIX}{ID}/w4",)
@@ -368,7 +368,7 @@ def test_delete_job_refs_removes_only_the_jobs_branches(repo: Path, tmp_path: Pa
             f"refs/heads/{PREFIX}{ID}-x",
         ]
     )
-    assert gitrefs.delete_job_refs(repo, PREFIX, ID, keep_result=False).deleted == (RESULT,)
+    assert job_refs.delete_job_refs(repo, PREFIX, ID, keep_result=False).deleted == (RESULT,)
 
 
 # -- a crash in the middle of a merge -------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_a_stale_lock_from_a_crash_is_named_and_nothing_moves(repo: Path) -> Non
     commit_on(repo, f"{PREFIX}{ID}/w1", {"w1.txt": "w1\n"})
     lock = repo / ".git" / "refs" / "heads" / PREFIX / ID / "result.lock"
     lock.write_text("")
-    with pytest.raises(gitrefs.RefMoved, match="stale lock file"):
+    with pytest.raises(job_refs.RefMoved, match="stale lock file"):
         merge(repo, "auto", "w1")
     assert run_git(repo, "rev-parse", "--verify", "-q", RESULT, check=False).returncode != 0
     lock.unlink()

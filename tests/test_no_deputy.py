@@ -1,6 +1,6 @@
 """The orchestrator is no deputy of its workers: what a worker writes (its checkout, its worktree's
 git dir, index and config, the names it chooses) is data, never configuration, code or a path for
-git the orchestrator runs (git/sandboxed.py, git/tree_checks.py, git/gitcmd.py's pins).
+git the orchestrator runs (git/sandboxed.py, git/tree_checks.py, git/invocation.py's pins).
 
 Real bubblewrap, a real host repository (helpers.worktree.make_host) with the orchestrator's folder
 in it, ``command`` workers that plant what an attacker would, and a proof folder outside every

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.git.gitcmd import git_env
-from orchestrator.git.gitrefs import ref_value
-from orchestrator.git.gitwork import plain_layout
+from orchestrator.git.invocation import git_env
+from orchestrator.git.job_refs import ref_value
 from orchestrator.git.refstore import read_refs
+from orchestrator.git.repository import plain_layout
 
 
 def git(repo: Path, *args: str) -> str:

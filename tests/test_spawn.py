@@ -118,7 +118,7 @@ def test_the_helpers_imports_are_the_standard_library_errors_protocol_and_wire_o
     assert ours == [
         "orchestrator",
         "orchestrator.api",  # the two folders' __init__ import nothing
-        "orchestrator.api.wire",
+        "orchestrator.api.calls",
         "orchestrator.cli",
         "orchestrator.cli.spawn",
         "orchestrator.errors",
@@ -219,7 +219,7 @@ DOCS = [
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_wire_json_is_jsons(doc):
-    from orchestrator.api.wire import dumps, loads
+    from orchestrator.api.calls import dumps, loads
 
     assert dumps(doc) == json.dumps(doc)
     assert loads(json.dumps(doc).encode()) == doc and loads("  " + json.dumps(doc, indent=2) + "\n") == doc
@@ -227,7 +227,7 @@ def test_wire_json_is_jsons(doc):
 
 @pytest.mark.parametrize("text", ["", "   ", '{"a": ', '{"a": 1} x', "<html>", '{"a": 1}{"b": 2}', b"\xff\xfe"])
 def test_wire_json_refuses_what_json_refuses(text):
-    from orchestrator.api.wire import loads
+    from orchestrator.api.calls import loads
 
     with pytest.raises(ValueError):
         json.loads(text)
@@ -236,7 +236,7 @@ def test_wire_json_refuses_what_json_refuses(text):
 
 
 def test_wire_dumps_refuses_what_json_cannot_write():
-    from orchestrator.api.wire import dumps
+    from orchestrator.api.calls import dumps
 
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps({"a": object()})
@@ -321,7 +321,7 @@ def test_errors_come_back_as_the_servers_with_its_exit_codes():
 def test_the_sockets_client_makes_the_python_clients_calls():
     """SpawnClient is the one client over sockets: every call of OrchestratorClient that does not
     stream works through it (query strings, a text body in its charset, a 204, a POST without a body)."""
-    from orchestrator.api.wire import SpawnClient
+    from orchestrator.api.calls import SpawnClient
 
     answers = {
         "GET /api/v1/jobs?limit=5&offset=0&status=running": (200, {}, {"jobs": [], "total": 0}),

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.git import worker_gitdir, worker_refs
-from orchestrator.git.gitrefs import ref_value
-from orchestrator.git.gitwork import linked_git_dir
+from orchestrator.git.job_refs import ref_value
+from orchestrator.git.repository import linked_git_dir
 
 from .helpers.worktree import git, user_env
 

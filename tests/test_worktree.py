@@ -13,7 +13,7 @@ import pytest
 from orchestrator.checkouts.worktree import checkpoints
 from orchestrator.errors import ConfigError
 from orchestrator.git.commits import identity_of
-from orchestrator.git.gitwork import GitError, add_worktree, repo_op, run_git
+from orchestrator.git.repository import GitError, add_worktree, repo_op, run_git
 from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.process.interpreter import PACKAGE_PARENT
 from orchestrator.reports.status_document import job_status
@@ -297,7 +297,7 @@ def test_a_repository_whose_worktrees_need_more_than_the_usual_files_gets_git_wo
     assert sorted(p.name for p in admin[made].iterdir() if p.name != "logs") == sorted(
         p.name for p in admin[plain].iterdir() if p.name != "logs"
     )
-    assert admin[made].name == "made"  # git named it (gitwork's own entries carry a hash)
+    assert admin[made].name == "made"  # git named it (repository's own entries carry a hash)
     assert git(made, "status", "--porcelain") == "" and git(made, "rev-parse", "HEAD").strip() == head
 
 
@@ -413,7 +413,7 @@ def test_a_retry_after_a_timeout_keeps_the_partial_work(hosted):
 
 def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeypatch):
     from orchestrator.checkouts import isolated
-    from orchestrator.git import gitwork
+    from orchestrator.git import repository
 
     host, folder, make = hosted
     engine = make()
@@ -421,7 +421,7 @@ def test_git_missing_or_too_old_is_said_in_the_note_or_the_error(hosted, monkeyp
         (None, "git is not installed"),
         ((2, 16, 1), "git 2.16.1 is older than 2.17, the least worktree isolation needs"),
     ):
-        monkeypatch.setattr(gitwork, "git_version", lambda v=version: v)
+        monkeypatch.setattr(repository, "git_version", lambda v=version: v)
         isolation, note = isolated.resolve_isolation(engine.settings, engine.workspace.root, "auto")
         assert isolation == "folder" and note == f"isolation auto: folder, because {said}"
         with pytest.raises(ConfigError, match=f"isolation worktree is not possible: {said}"):

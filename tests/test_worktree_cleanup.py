@@ -57,7 +57,7 @@ def user_state(repo: Path, tmp_path: Path) -> dict[str, object]:
     }
 
 
-def job_refs(repo: Path, root_id: str) -> list[str]:
+def tree_refs(repo: Path, root_id: str) -> list[str]:
     return git(repo, "for-each-ref", "--format=%(refname)", f"{PREFIX}{root_id}/").split()
 
 
@@ -73,7 +73,7 @@ def finished_job(engine, repo: Path):
     result = f"orchestrator/{job.id}/result"
     if not git(repo, "branch", "--list", result).strip():
         git(repo, "branch", result, f"orchestrator/{job.id}/worker_1")
-    assert len(job_worktrees(repo)) == 2 and len(job_refs(repo, job.id)) == 3
+    assert len(job_worktrees(repo)) == 2 and len(tree_refs(repo, job.id)) == 3
     return job
 
 
@@ -92,16 +92,16 @@ def test_delete_removes_the_worktrees_and_branches_keeps_the_result_and_nothing_
         assert "branches=" in answer.json()["message"] and "'all'" in answer.json()["message"]
         with pytest.raises(InvalidParameter, match="branches="):
             client.delete(first.id, branches="ALL")
-        assert len(job_refs(repo, first.id)) == 3  # a refused request removed nothing
+        assert len(tree_refs(repo, first.id)) == 3  # a refused request removed nothing
         client.delete(first.id)
-        assert job_refs(repo, first.id) == [f"{PREFIX}{first.id}/result"]
+        assert tree_refs(repo, first.id) == [f"{PREFIX}{first.id}/result"]
         assert job_worktrees(repo) == [] and not engine.workspace.job_dir(first.id).exists()
         assert user_state(repo, tmp) == before
         second = finished_job(engine, repo)
         client.delete(second.id, branches="all")
-        assert job_refs(repo, second.id) == [] and job_worktrees(repo) == []
+        assert tree_refs(repo, second.id) == [] and job_worktrees(repo) == []
         assert user_state(repo, tmp) == before
-        assert job_refs(repo, first.id) == [f"{PREFIX}{first.id}/result"]  # another job's result: untouched
+        assert tree_refs(repo, first.id) == [f"{PREFIX}{first.id}/result"]  # another job's result: untouched
     finally:
         server.close()
         engine.shutdown(timeout=10)
@@ -116,7 +116,7 @@ def test_a_branch_the_user_checked_out_in_their_own_worktree_is_kept_by_delete_w
         git(tmp / "user tree", "switch", "-q", "--ignore-other-worktrees", taken)  # the user took a worker's work
         before = user_state(repo, tmp)
         engine.delete(job.id, all_branches=True)
-        assert job_refs(repo, job.id) == [f"refs/heads/{taken}"]
+        assert tree_refs(repo, job.id) == [f"refs/heads/{taken}"]
         assert user_state(repo, tmp) == before and (tmp / "user tree" / "wip.txt").exists()
         assert job_worktrees(repo) == []
     finally:
@@ -132,7 +132,7 @@ def test_prune_with_no_server_removes_worktrees_and_branches_like_the_server(hos
     # One worktree folder deleted by hand: git keeps its admin entry until it is removed too.
     shutil.rmtree(engine.workspace.worker_dir(job.id, 0, "worker_2"))
     assert delete_offline(engine.workspace, job.id, engine.settings) is None
-    assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"]
+    assert tree_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"]
     assert job_worktrees(repo) == [] and not engine.workspace.job_dir(job.id).exists()
     assert user_state(repo, tmp) == before
 
@@ -151,7 +151,7 @@ def test_a_server_start_prunes_only_its_workspaces_dead_worktree_entries(host):
         restarted.takeover.recover()
         kept = job_worktrees(repo)
         assert kept == [f"worktree {restarted.workspace.worker_dir(job.id, 0, 'worker_2')}"]
-        assert len(job_refs(repo, job.id)) == 3  # pruning an entry never deletes a branch
+        assert len(tree_refs(repo, job.id)) == 3  # pruning an entry never deletes a branch
         assert user_state(repo, tmp) == before
     finally:
         restarted.shutdown(timeout=10)
@@ -173,7 +173,7 @@ def test_a_delete_a_crash_cut_short_after_its_rename_is_finished_by_the_next_sta
     try:
         restarted.takeover.recover()
         kept = [f"{PREFIX}{job.id}/result"] if removes is Removes.WORKERS else []
-        assert job_refs(repo, job.id) == kept and job_worktrees(repo) == []
+        assert tree_refs(repo, job.id) == kept and job_worktrees(repo) == []
         assert not aside.exists() and restarted.workspace.set_aside_trees() == []
         assert user_state(repo, tmp) == before
     finally:
@@ -230,7 +230,7 @@ def test_prepare_keeps_a_readopted_worktree_and_makes_again_one_whose_add_was_cu
         assert (directory / "app.py").read_text() == "print('v2')\nline2\n" and (directory / "a.txt").exists()
         assert git(directory, "status", "--porcelain") == "" and git(directory, "rev-parse", "HEAD") == tip
         assert "locked" not in git(repo, "worktree", "list", "--porcelain")
-        # Cut off between gitwork.add_worktree's two steps: `worktree add --no-checkout` done (no
+        # Cut off between repository.add_worktree's two steps: `worktree add --no-checkout` done (no
         # lock left, no index, no files), its checkout never ran. Made again too.
         admin = Path(git(directory, "rev-parse", "--absolute-git-dir").strip())  # (made again: its entry may be renamed)
         (admin / "index").unlink()
@@ -251,7 +251,7 @@ def test_retention_deletes_a_worktree_job_by_the_same_rule(host):
     try:
         job = finished_job(engine, repo)
         assert prune_engine(engine, 0) == [job.id]  # what orchestrator.retention_days runs
-        assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
+        assert tree_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
         assert user_state(repo, tmp) == before
     finally:
         engine.shutdown(timeout=10)
@@ -278,18 +278,18 @@ def test_the_prune_command_with_no_server_removes_worktrees_and_branches(host):
     )
     assert done.returncode == 0 and f"deleted {job.id}" in done.stdout, done.stdout + done.stderr
     assert "no server answered" in done.stdout
-    assert job_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
+    assert tree_refs(repo, job.id) == [f"{PREFIX}{job.id}/result"] and job_worktrees(repo) == []
     assert user_state(repo, tmp) == before
 
 
 def test_the_worktree_list_reads_the_same_with_and_without_git_236s_nul_separator(host, monkeypatch):
-    from orchestrator.git import gitrefs, gitwork
+    from orchestrator.git import job_refs, repository
 
     repo, _, _ = host
-    with_nul = gitwork.worktree_list(repo)
-    checked_out = gitrefs.checkouts(repo)
-    monkeypatch.setattr(gitwork, "git_version", lambda: (2, 30))  # before -z (and "prunable")
-    assert gitwork.worktree_list(repo) == with_nul
-    assert gitrefs.checkouts(repo) == checked_out  # what branch deletion and merge_into read, on git < 2.36 too
+    with_nul = repository.worktree_list(repo)
+    checked_out = job_refs.checkouts(repo)
+    monkeypatch.setattr(repository, "git_version", lambda: (2, 30))  # before -z (and "prunable")
+    assert repository.worktree_list(repo) == with_nul
+    assert job_refs.checkouts(repo) == checked_out  # what branch deletion and merge_into read, on git < 2.36 too
     assert len(with_nul) == 3 and any("prunable" in entry for entry in with_nul)
     assert {Path(entry["worktree"]).name for entry in with_nul} == {"my host repo", "user tree", "away tree"}

@@ -57,7 +57,7 @@ def test_live_worktrees_stay_bounded_by_the_workers_running_and_none_is_left(hos
     def sample() -> None:
         while not stop.wait(0.05):
             listed = subprocess.run(["git", "-C", str(host), "worktree", "list", "--porcelain"], capture_output=True, text=True)
-            # An entry comes (gitwork.add_worktree) and goes (the Retirer) in one rename: git never meets a
+            # An entry comes (repository.add_worktree) and goes (the Retirer) in one rename: git never meets a
             # half-made one, which fails its listing ("failed to read .git/worktrees/<id>/commondir")
             if listed.returncode:
                 failed.append(listed.stderr)

@@ -8,7 +8,7 @@ Modules:
 - ``app``: ``create_app``, the Flask application and its error handlers;
 - ``routes``: the job routes under ``/api/v1``;
 - ``auth``: the API key and its check; ``guard``: request limits (size, depth, rate);
-- ``wire``: ``ApiClient``, the one client of the API (every call, retries, errors, long-poll), and
+- ``calls``: ``ApiClient``, the one client of the API (every call, retries, errors, long-poll), and
   ``SpawnClient`` (the standard library only, for the spawn and lock helpers);
 - ``client``: ``OrchestratorClient``, the same client over a ``requests`` session, with the event stream;
 - ``tasks_routes``, ``tasks_openapi``: Kage Bunshin's task API over jobs, and its OpenAPI description;

@@ -6,14 +6,14 @@
 
 Worker subprocesses build it with no arguments: the URL and key then come from
 ``ORCHESTRATOR_API_URL`` and ``ORCHESTRATOR_API_KEY``. This module imports only
-the standard library, ``requests`` and ``orchestrator.api.wire``/``errors`` so that
+the standard library, ``requests`` and ``orchestrator.api.calls``/``errors`` so that
 workers start fast.
 
 Every call, its retries, its errors (the server's own classes: ``except JobNotFound``
 works across HTTP) and the long-poll ``wait`` are the API's one client's,
-``wire.ApiClient``, whose docstring states the rules. What this module adds is the
+``calls.ApiClient``, whose docstring states the rules. What this module adds is the
 transport: a ``requests`` session (connection reuse, a session of the caller's own, and
-the streamed ``events``), where the spawn helper's ``wire.SpawnClient`` uses bare sockets
+the streamed ``events``), where the spawn helper's ``calls.SpawnClient`` uses bare sockets
 to start fast.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from orchestrator.api.wire import (
+from orchestrator.api.calls import (
     BACKOFF,
     MAX_RETRY_AFTER,
     RATE_LIMIT_RETRIES,
@@ -57,7 +57,7 @@ _PRE_SEND_NAMES = frozenset({"NewConnectionError", "ConnectTimeoutError", "NameR
 
 
 class OrchestratorClient(ApiClient):
-    """Client for the orchestrator REST API over ``requests``; see ``wire.ApiClient`` for the calls and retries."""
+    """Client for the orchestrator REST API over ``requests``; see ``calls.ApiClient`` for the calls and retries."""
 
     _log = log
 

@@ -43,8 +43,8 @@ from pathlib import Path
 from .. import protocol
 from ..config import JobConfig, Settings
 from ..config.schema import parse_port_range
-from ..git import gitcmd
-from ..git.gitwork import GitError, git_dir_of, run_git
+from ..git import invocation
+from ..git.repository import GitError, git_dir_of, run_git
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..process.monitor import CAPPED, HelperWatch
@@ -418,7 +418,7 @@ def ignored_made(git: CheckoutGit) -> list[str]:
         return []
     # --directory also lists untracked folders that merely hold an ignored file: keep the ignored entries.
     stdin = "\0".join(candidates).encode("utf-8", "backslashreplace")
-    ignored = gitcmd.text(git.run("check-ignore", "-z", "--stdin", stdin=stdin, check=False).stdout)
+    ignored = invocation.text(git.run("check-ignore", "-z", "--stdin", stdin=stdin, check=False).stdout)
     made = sorted(path for path in ignored.split("\0") if path)
     if len(made) > MAX_KEPT:  # too many for git clean's argv: keep whole top-level folders instead
         made = sorted({path.split("/", 1)[0] + ("/" if "/" in path else "") for path in made})

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..config import Isolation, Settings
 from ..errors import ConfigError, OrchestratorError
-from ..git.gitcmd import GitFailed
-from ..git.gitwork import GitError, find_host
+from ..git.invocation import GitFailed
+from ..git.repository import GitError, find_host
 from ..models import JobRecord, WorkerRecord
 from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import OrchestratorError
-from ..git import gitrefs, worker_objects
-from ..git.gitcmd import GitFailed
-from ..git.gitrefs import Deleted
-from ..git.gitwork import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
+from ..git import job_refs, worker_objects
+from ..git.invocation import GitFailed
+from ..git.job_refs import Deleted
+from ..git.repository import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
 from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
 
@@ -135,7 +135,7 @@ class Retirer:
             return
         # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
         # never meets a half-deleted entry), under the lock git's own adds and removes take
-        # (gitwork.repo_op); deleted after it.
+        # (repository.repo_op); deleted after it.
         gone = []
         with repo_lock(self.repo):
             for admin in admins:
@@ -172,12 +172,12 @@ def remove_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_
     """A deleted job's worktrees and branches: every worktree of the repository on a branch
     under ``<prefix><root id>/`` or inside the job's tree folder (a folder already deleted by
     hand included: its admin entry goes too), then the branches under that prefix in one
-    transaction (gitrefs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
+    transaction (job_refs.delete_job_refs), keeping ``<prefix><root id>/result`` unless
     ``all_branches``. Nothing outside the prefix is ever removed, and a branch the user
     checked out in a worktree of their own stays."""
     remove_job_worktrees(repo, settings, workspace, root_id)
     with repo_lock(repo):
-        deleted = gitrefs.delete_job_refs(repo, settings.git.branch_prefix, root_id, keep_result=not all_branches)
+        deleted = job_refs.delete_job_refs(repo, settings.git.branch_prefix, root_id, keep_result=not all_branches)
     if deleted.checked_out:
         log.warning(
             "job tree %s: kept branch(es) %s, checked out in a worktree that is not the job's (switch it away, then "
@@ -192,7 +192,7 @@ def job_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id:
     """The paths of the repository's worktrees that are a job tree's: on a branch under
     ``<prefix><root id>/`` inside the workspace, or inside the tree's folder (one deleted by hand
     included). Never a worktree of the user's, wherever its branch."""
-    prefix = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
+    prefix = job_refs.job_prefix(settings.git.branch_prefix, root_id)
     tree = workspace.job_dir(root_id).resolve()
     outside = place.tree_folder(settings, workspace, root_id)  # where no project view shows them (place.py)
     found = []
@@ -244,7 +244,7 @@ def prune_stale(repo: Path, workspace_root: Path, outside: Path | None = None) -
 
 def _sweep_retired(repo: Path) -> None:
     """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete, and entries
-    gitwork.add_worktree was writing aside (a server stopped in between): deleted, unless their
+    repository.add_worktree was writing aside (a server stopped in between): deleted, unless their
     server (the pid in the name) still runs, or is this one and is still adding."""
     try:
         common = common_dir(repo)

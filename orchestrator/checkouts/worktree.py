@@ -3,12 +3,12 @@
 ``<git.branch_prefix><root id>/<worker name>`` (a child job's worker branches from its parent
 worker's branch; a root job's from ``git.base``, or a snapshot of the uncommitted changes with
 ``git.include_uncommitted``; a graph job's from its integration branch's tip once there is one,
-so a task sees its prerequisites' merged work: delivery/integration.py). Git itself is git/gitwork.py's.
+so a task sees its prerequisites' merged work: delivery/integration.py). Git itself is git/repository.py's.
 
 ======== ================================================================================
 prepare  a worktree as ``git worktree add`` makes it, with no lock of the repository (kept
          when it is already there: a worker re-adopted after a restart; made again when its
-         add was cut off before the worker first ran; see gitwork.add_worktree), and the
+         add was cut off before the worker first ran; see repository.add_worktree), and the
          worker's TMPDIR as FolderCheckout makes it
 reset    before a retry: the failed attempt's leftovers are committed (its checkpoint), then
          the worktree goes back to the checkpoint the failed attempt started from (``reset
@@ -57,9 +57,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import JobConfig, Settings
-from ..git import gitcmd, gitrefs, worker_objects, worker_refs
+from ..git import invocation, job_refs, worker_objects, worker_refs
 from ..git.commits import identity_of, subject_line, trailers
-from ..git.gitwork import (
+from ..git.refstore import read_refs
+from ..git.repository import (
     BASE_FILE,
     CHECKPOINT_FILE,
     CheckoutRunner,
@@ -74,7 +75,6 @@ from ..git.gitwork import (
     run_git,
     snapshot_commit,
 )
-from ..git.refstore import read_refs
 from ..git.sandboxed import CheckoutGit
 from ..git.tree_checks import BlobLimits, commit_problem
 from ..models import EndReason, FailureClass, JobRecord, WorkerRecord
@@ -482,7 +482,7 @@ class WorktreeCheckout(Checkout):
 
     def tip(self, record: WorkerRecord) -> str:
         """The commit the worker's branch points at (read from the repository, not its checkout)."""
-        found = gitrefs.ref_value(self.repo, f"refs/heads/{self.branch(record)}")
+        found = job_refs.ref_value(self.repo, f"refs/heads/{self.branch(record)}")
         if found is None:
             raise GitError(f"the branch {self.branch(record)} of worker {record.name} does not exist")
         return found
@@ -510,7 +510,7 @@ class WorktreeCheckout(Checkout):
         self._marks.pop(directory, None)
         done = self.inside(record).run("read-tree", "-m", "-u", old, new, check=False)
         if done.returncode != 0:
-            return gitcmd.text(done.stderr).strip()[:500]
+            return invocation.text(done.stderr).strip()[:500]
         self._take(record, directory)  # (read-tree moves no ref; what its git wrote, taken)
         worker_refs.follow(directory, record.name, new)  # its sandbox's view of its branch
         return ""
@@ -648,7 +648,7 @@ class WorktreeCheckout(Checkout):
 def _interrupted(directory: Path) -> bool:
     """Whether making the worktree ``directory`` was cut off before its checkout completed:
     git locks a new worktree ("initializing", in the C locale our git calls run in) until its
-    own checkout is done, and gitwork.add_worktree's checkout (after ``worktree add
+    own checkout is done, and repository.add_worktree's checkout (after ``worktree add
     --no-checkout``) is the first to write the worktree's index. Read from the files, no git call."""
     admin = linked_git_dir(directory)
     if admin is None:

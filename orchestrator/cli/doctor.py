@@ -2,7 +2,7 @@
 problem with the line that fixes it, and a working configuration for the CLIs found
 (``--write`` merges it into config.yaml, keeping its comments: config/edit.py).
 
-Every check asks the code that decides at run time (the adapters' CLI lookup, gitwork.find_host
+Every check asks the code that decides at run time (the adapters' CLI lookup, repository.find_host
 for ``isolation: auto``, merging.require_git, backends.probe, sandbox.decide, cgroups.hierarchies,
 ports.bind_error), so doctor cannot disagree with what a job will do. Nothing here calls a model.
 
@@ -257,8 +257,8 @@ def _check_python(report: Report) -> None:
 def _check_git(report: Report, settings: Settings) -> Path | None:
     """git, worktree support and the isolation ``auto`` picks; the host repository, if any."""
     from ..config import Isolation
-    from ..git.gitwork import Host, find_host, git_version, worktree_list
     from ..git.merging import GitTooOld, require_git
+    from ..git.repository import Host, find_host, git_version, worktree_list
 
     mode = settings.git.isolation
     version = git_version()
@@ -456,7 +456,7 @@ def _check_config_file(report: Report) -> None:
 
 def _check_ignored(report: Report, path: Path) -> None:
     """config.yaml holds keys: a repository holding it must ignore it, or one `git add -A` commits them."""
-    from ..git.gitwork import GitError, run_git, toplevel
+    from ..git.repository import GitError, run_git, toplevel
 
     top = toplevel(path.parent)
     if top is None:

@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
 
 def run_locked(paths: list[str], lease: float | None, wait: float | None, command: list[str]) -> int:
     from .. import protocol
-    from ..api.wire import KEY_ENV, URL_ENV, SpawnClient, worker_key
+    from ..api.calls import KEY_ENV, URL_ENV, SpawnClient, worker_key
     from ..errors import ValidationError
 
     job_id = os.environ.get(protocol.JOB_ID)

@@ -523,7 +523,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _held(settings: Settings, workspace: Any, job_id: str) -> dict[str, Any] | None:
     """The root job's worktrees and branches now, and when they go (retention/lifetime.py); None when it has none."""
     from ..errors import OrchestratorError
-    from ..git.gitcmd import GitFailed
+    from ..git.invocation import GitFailed
     from ..retention.lifetime import shown
 
     try:
@@ -746,7 +746,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..audit.verify import verify
     from ..delivery.landing import repository
     from ..errors import OrchestratorError
-    from ..git.gitrefs import ref_value
+    from ..git.job_refs import ref_value
     from ..workspace.ids import validate_job_id
     from ..workspace.layout import Workspace
     from .failures import ClientCode, CommandFailed

@@ -36,8 +36,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from .. import protocol
+from ..api.calls import worker_key
 from ..api.client import TERMINAL, OrchestratorClient
-from ..api.wire import worker_key
 from ..errors import OrchestratorError, ServerUnreachable
 from ..gate_output import failing_gate, output_lines
 from ..models import JobStatus, WorkerStatus

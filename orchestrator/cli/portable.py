@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import UNRECORDED, __version__, folder_version
 from ..errors import EXIT_OK, EXIT_USAGE
-from ..git.gitwork import toplevel
+from ..git.repository import toplevel
 from .failures import ClientCode, CommandFailed, report
 
 PACKAGE = Path(__file__).resolve().parent.parent

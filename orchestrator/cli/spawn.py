@@ -8,7 +8,7 @@ ORCHESTRATOR_API_KEY), waits by long-poll, prints the child's results
 (Markdown, or ``--json``) and exits non-zero unless the child completed.
 Every AI worker runs it for each child job, so it starts fast: ``python -m
 orchestrator spawn`` comes straight here (``__main__``, not the full command
-line), and it imports only the standard library, ``errors`` and ``wire`` (its
+line), and it imports only the standard library, ``errors`` and ``calls`` (its
 HTTP path) - never ``requests``.
 """
 
@@ -175,7 +175,7 @@ def read_plan(path: str, parse: Callable[[str], Any] | None = None, errors: tupl
 
 
 def cmd_spawn(args: Any) -> int:
-    from ..api.wire import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps, worker_key
+    from ..api.calls import KEY_ENV, TERMINAL, URL_ENV, SpawnClient, dumps, worker_key
     from ..errors import EXIT_BY_STATUS, EXIT_FAILED, ValidationError
 
     plan = read_plan(args.plan) if args.plan else None

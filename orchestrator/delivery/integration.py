@@ -26,8 +26,8 @@ from ..config import MergeStrategy, Settings
 from ..errors import OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git.commits import WORKER_TRAILER, Source
-from ..git.gitcmd import run_git
-from ..git.gitrefs import branch_ref, job_prefix, ref_value, update_ref
+from ..git.invocation import run_git
+from ..git.job_refs import branch_ref, job_prefix, ref_value, update_ref
 from ..git.merging import integrate
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import Integrated, IntegrationRecord

@@ -1,7 +1,7 @@
 """Landing a root job's work: its depth-0 workers' branches merged, in plan
 order, into ``<git.branch_prefix><root id>/result`` from the job's base with its
 ``merge_strategy`` (git/merging.py: no working tree touched), then, when ``merge_into`` names a
-branch of the user's, that branch fast-forwarded to the result (gitrefs.advance: refused, with
+branch of the user's, that branch fast-forwarded to the result (job_refs.advance: refused, with
 the command to run, when it is not a fast-forward or its checkout is dirty).
 
 Only workers that ``gates.merge_block`` lets through are merged, each at its gated commit
@@ -47,9 +47,9 @@ from ..git import conflicts as conflict_text
 from ..git import merging
 from ..git.commits import Source
 from ..git.drivers import DriverRunner
-from ..git.gitcmd import run_git
-from ..git.gitrefs import MergeRefused, advance, branch_ref, job_prefix, ref_value, update_ref
-from ..git.gitwork import find_host
+from ..git.invocation import run_git
+from ..git.job_refs import MergeRefused, advance, branch_ref, job_prefix, ref_value, update_ref
+from ..git.repository import find_host
 from ..models import JobRecord, JobStatus, WorkerRecord, resolutions_of
 from ..outcomes import Into, MergeOutcome, MergeRecord
 from ..quality import gates

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..config import MergeStrategy, Settings
 from ..git import merging
-from ..git.gitrefs import job_prefix
+from ..git.job_refs import job_prefix
 from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace

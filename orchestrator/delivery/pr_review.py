@@ -30,7 +30,7 @@ import requests
 
 from ..config import schema
 from ..git.commits import WORKER_TRAILER
-from ..git.gitcmd import run_git
+from ..git.invocation import run_git
 from .forge import ForgeError, ForgeProject, _call, session
 from .pr_checks import gitlab_base
 

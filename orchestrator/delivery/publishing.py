@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import failpoints
 from ..config import PullRequestForge, Settings
-from ..git.gitcmd import run_git
+from ..git.invocation import run_git
 from ..models import JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..outcomes import CostBasis, PublishRecord, PullRequestRecord
 from ..workspace.layout import Workspace

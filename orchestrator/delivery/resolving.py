@@ -53,10 +53,10 @@ from .. import failpoints
 from ..config import JobConfig, Settings
 from ..config.quality import Gate
 from ..errors import ConfigError
-from ..git import gitcmd, worker_objects
-from ..git.gitcmd import GitFailed, git_bytes, run_git
-from ..git.gitwork import add_detached_worktree, repo_op
+from ..git import invocation, worker_objects
+from ..git.invocation import GitFailed, git_bytes, run_git
 from ..git.merging import Conflicted
+from ..git.repository import add_detached_worktree, repo_op
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import CostBasis, GateResult, Resolution, ResolverAttempt
@@ -306,7 +306,7 @@ class ConflictResolver:
         # pinned identity (git/sandboxed.py), as a merge needs one even when it commits nothing.
         done = git.run(*_QUIET, "merge", "--no-commit", "--no-ff", "-q", at.commit, check=False)
         if done.returncode not in (0, 1):
-            raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, gitcmd.text(done.stderr))
+            raise GitFailed(["merge", "--no-commit", at.commit], done.returncode, invocation.text(done.stderr))
 
     def _git(self, tree: Path, tmp: Path) -> CheckoutGit:
         """Git on the resolver's worktree, in the sandbox the resolver runs in."""

@@ -52,8 +52,8 @@ from pathlib import Path
 from .. import failpoints
 from ..config import Settings
 from ..config.quality import Gate
-from ..git.gitcmd import GitFailed, run_git
-from ..git.gitwork import add_detached_worktree, linked_git_dir, repo_op
+from ..git.invocation import GitFailed, run_git
+from ..git.repository import add_detached_worktree, linked_git_dir, repo_op
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import PASSED

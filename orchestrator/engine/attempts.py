@@ -56,7 +56,7 @@ from ..checkouts.checkout import Changes
 from ..config import Isolation
 from ..errors import ConfigError, no_space
 from ..gate_output import output_tail
-from ..git.gitwork import linked_git_dir
+from ..git.repository import linked_git_dir
 from ..git.worker_objects import stores_of
 from ..models import Attempt, EndReason, FailureClass, JobRecord, WorkerRecord, WorkerStatus
 from ..network.egress import RecordEntry, read_record, record_size

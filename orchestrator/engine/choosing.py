@@ -27,7 +27,7 @@ from ..config import Isolation, Select
 from ..delivery.integration import integrate_worker
 from ..errors import OrchestratorError
 from ..git import diffs
-from ..git.gitwork import GitFailed, run_git
+from ..git.repository import GitFailed, run_git
 from ..models import JobRecord, WorkerStatus
 from ..outcomes import IntegrationRecord, Measure, SelectionRecord
 from ..quality import gates

@@ -61,10 +61,10 @@ from ..delivery import landing
 from ..errors import ConfigError, Conflict, OrchestratorError, ValidationError, WorkerNotFound
 from ..git import conflicts as conflict_text
 from ..git.commits import Source
-from ..git.gitcmd import run_git
-from ..git.gitrefs import is_ancestor, job_prefix, update_ref
-from ..git.gitwork import check_ref
+from ..git.invocation import run_git
+from ..git.job_refs import is_ancestor, job_prefix, update_ref
 from ..git.merging import pick
+from ..git.repository import check_ref
 from ..models import JobRecord, JobStatus, Round, WorkerRecord, WorkerStatus
 from ..quality.steps import Step
 from ..workers.adapters import get_adapter

@@ -51,10 +51,10 @@ from ..delivery.result_gate import ResultGate
 from ..errors import Conflict, OrchestratorError
 from ..git import conflicts as conflict_text
 from ..git.commits import Source
-from ..git.gitcmd import GitFailed
-from ..git.gitrefs import RefMoved, is_ancestor, job_prefix, update_ref
-from ..git.gitwork import check_ref, head_ref, run_git
+from ..git.invocation import GitFailed
+from ..git.job_refs import RefMoved, is_ancestor, job_prefix, update_ref
 from ..git.merging import MergeRequest, Resolver, merge_branches, pick
+from ..git.repository import check_ref, head_ref, run_git
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of

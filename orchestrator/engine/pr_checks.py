@@ -48,7 +48,7 @@ from ..delivery.bisection import reason_of as bisection_reason
 from ..delivery.landing import repository
 from ..delivery.pr_checks import WATCHED_DIR, marker
 from ..errors import OrchestratorError
-from ..git.gitcmd import run_git
+from ..git.invocation import run_git
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import CheckRound, ChecksRecord, ChecksState
 from ..workers.adapters import get_adapter

@@ -17,7 +17,7 @@ from ..config import Isolation
 from ..delivery import landing, pr_checks, publishing
 from ..delivery.landing import Landed, ResolverFactory
 from ..errors import OrchestratorError
-from ..git.gitcmd import GitFailed
+from ..git.invocation import GitFailed
 from ..models import JobRecord, JobStatus, WorkerRecord
 from ..outcomes import MergeRecord, PublishRecord
 from ..reports.wording import pull_request_text

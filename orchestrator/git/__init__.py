@@ -5,11 +5,11 @@ Imports ``process`` and below; knows nothing of workers or checkouts.
 
 Modules:
 
-- ``gitcmd``: run git (argv only, no prompt, no hook, fsmonitor or submodule command);
+- ``invocation``: run git (argv only, no prompt, no hook, fsmonitor or submodule command);
 - ``sandboxed``: git on a checkout a worker can write, run in that worker's sandbox;
 - ``tree_checks``: git fsck's rules for a worker's trees, no new submodule;
-- ``gitrefs``: a job's refs: atomic moves under the branch prefix, fast-forward, deletion;
-- ``gitwork``: the host repository, the repository lock, the host checks;
+- ``job_refs``: a job's refs: atomic moves under the branch prefix, fast-forward, deletion;
+- ``repository``: the host repository, the repository lock, the host checks;
 - ``commits``: who the job's commits are by, their subjects and trailers;
 - ``merging``: workers' branches merged in git's object store; ``drivers``: the user's merge drivers;
 - ``objects``: commits and trees written by Python as git writes them; ``refstore``: refs read from files;

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gitcmd import IDENTITY_ENV, run_git
+from .invocation import IDENTITY_ENV, run_git
 
 # The trailer that names the worker on every commit the orchestrator makes for one, valued with
 # the worker's name; and the one that names the worker's commit a squashed commit took

@@ -28,8 +28,8 @@ from ..config import Isolation, Settings
 from ..errors import Conflict
 from ..models import JobRecord, WorkerRecord
 from ..workspace.layout import Workspace
-from .gitcmd import command
-from .gitwork import GIT_TIMEOUT, GitError, find_host, git_env, run_git
+from .invocation import command
+from .repository import GIT_TIMEOUT, GitError, find_host, git_env, run_git
 
 DEFAULT_MAX_BYTES = 1 << 20  # what a request gets without ?max_bytes=
 MAX_BYTES_CEILING = 16 << 20  # the most any request may ask for

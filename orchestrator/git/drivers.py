@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import defences
-from .gitcmd import run_git
+from .invocation import run_git
 
 REFUSING = "exit 1"  # the driver every configured one is replaced by: no program of the user's runs
 NOT_RUN = "merge driver {name} not run"  # a refused path's conflict kind (git/conflicts.py shows it)

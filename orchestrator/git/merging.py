@@ -16,7 +16,7 @@ worker whose work adds nothing to the result gets no commit and is listed as ``u
 never as merged.
 
 The result ref moves once, at the end, by an atomic ``update-ref`` with its old value checked
-(see gitrefs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
+(see job_refs, which also holds ``advance`` and ``delete_job_refs``): a crash before that leaves
 only unreferenced objects, and the merge runs again. Its commits are deterministic (by the user,
 commits.identity_of, dated the newest input's committer date), so running the same merge twice
 gives the same commit and moves nothing. ``manual`` merges nothing and removes a result branch an
@@ -53,10 +53,10 @@ from ..outcomes import FileConflict, Integrated, MergeOutcome, Resolution, Worke
 from . import conflicts as conflict_text
 from . import drivers as merge_drivers
 from .commits import Identity, Source, identity_of, squashed_in
-from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
-from .gitrefs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
-from .gitwork import common_dir, git_version
+from .invocation import GitFailed, command, git_bytes, git_env, run_git
+from .job_refs import branch_ref, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
 from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tree_body, tree_entries, tree_record
+from .repository import common_dir, git_version
 
 T = TypeVar("T")
 MIN_GIT = (2, 38)

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .commits import Identity
-from .gitcmd import GitFailed, command, git_env, run_git
-from .gitwork import common_dir
+from .invocation import GitFailed, command, git_env, run_git
+from .repository import common_dir
 
 
 def commit_body(tree: str, parent: str, message: str, when: str, who: Identity) -> bytes:

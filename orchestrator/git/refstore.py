@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .gitwork import GitError, common_dir, is_plain_ref, plain_layout
+from .repository import GitError, common_dir, is_plain_ref, plain_layout
 
 _OID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256
 _PACKED: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}  # path -> (identity, refs)

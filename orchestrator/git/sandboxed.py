@@ -24,16 +24,16 @@ from pathlib import Path
 
 from ..process import backends
 from ..process.sandbox import SandboxSpec, refusals, seccomp_program
-from . import gitcmd, gitwork
-from .gitwork import GIT_TIMEOUT, GitError
+from . import invocation, repository
+from .repository import GIT_TIMEOUT, GitError
 
-# gitcmd's pins (no hook, fsmonitor or submodule recursion) and gitwork's (no gc, no signing, paths as
-# written), and no maintenance either: this git is not started through gitcmd.
-PINNED_CONFIG = (*gitcmd.PINNED_CONFIG, *gitwork.PINNED_CONFIG, "-c", "maintenance.auto=false")
+# invocation's pins (no hook, fsmonitor or submodule recursion) and repository's (no gc, no signing, paths as
+# written), and no maintenance either: this git is not started through invocation.
+PINNED_CONFIG = (*invocation.PINNED_CONFIG, *repository.PINNED_CONFIG, "-c", "maintenance.auto=false")
 # What the git gets of the server's environment: no credential of the server's (a filter git runs
 # is the worker's code), the user's global config (their filters, git-lfs), no system config.
 _KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "XDG_CONFIG_HOME", "GIT_CONFIG_GLOBAL")
-_PINNED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **gitcmd.IDENTITY_ENV}
+_PINNED_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **invocation.IDENTITY_ENV}
 
 # The commit of what a worker left, in one sandbox: everything (.gitignore respected), less the
 # files the bootstrap copied in (a ``.env``: their paths on stdin), committed if anything is staged.
@@ -71,8 +71,8 @@ class CheckoutGit:
         return self._run(["git", "-C", str(self.directory), *PINNED_CONFIG, *args], stdin, env, check, timeout)
 
     def text(self, *args: str, check: bool = True) -> str:
-        """``run``'s output as text (gitcmd.text: a name that is not UTF-8 is shown, not an error)."""
-        return gitcmd.text(self.run(*args, check=check).stdout)
+        """``run``'s output as text (invocation.text: a name that is not UTF-8 is shown, not an error)."""
+        return invocation.text(self.run(*args, check=check).stdout)
 
     def commit_all(self, message: str, spare: list[str], env: Mapping[str, str]) -> None:
         """Commit everything in the checkout but ``spare`` (paths relative to its top), if anything
@@ -121,7 +121,7 @@ class CheckoutGit:
                 os.close(seccomp)
         if check and done.returncode != 0:
             where = " in the worker's sandbox" if self.sandbox is not None else ""
-            raise GitError(f"{_named(argv)}{where} failed (exit {done.returncode}): {gitcmd.text(done.stderr).strip()[:500]}")
+            raise GitError(f"{_named(argv)}{where} failed (exit {done.returncode}): {invocation.text(done.stderr).strip()[:500]}")
         return done
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import defences
-from .gitcmd import git_bytes, run_git
+from .invocation import git_bytes, run_git
 
 MAX_TREE = 32 << 20  # bytes of one tree object the check reads; a larger one is refused
 _MODES = {b"100644", b"100755", b"100664", b"120000", b"40000", b"160000"}

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..workspace.filesystem import remove_at
-from .gitcmd import run_git
+from .invocation import run_git
 from .worker_refs import VIEW
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

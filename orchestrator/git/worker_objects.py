@@ -58,8 +58,8 @@ from pathlib import Path
 
 from .. import defences
 from ..workspace.filesystem import remove_at
-from .gitcmd import GitFailed, command, git_bytes, git_env, run_git
-from .gitwork import common_dir_of, linked_git_dir
+from .invocation import GitFailed, command, git_bytes, git_env, run_git
+from .repository import common_dir_of, linked_git_dir
 from .tree_checks import MAX_GITMODULES, MAX_TREE, gitmodules_blobs, gitmodules_problem, tree_problem
 
 WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the one store all trees shared, before

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from ..workspace.filesystem import atomic_write, remove_at
-from .gitcmd import run_git
-from .gitwork import common_dir_of, linked_git_dir
+from .invocation import run_git
+from .repository import common_dir_of, linked_git_dir
 from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, commit_problem
 
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's

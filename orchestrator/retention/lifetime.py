@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 from ..checkouts.retiring import job_worktrees, prune_stale, remove_job_worktrees
 from ..config import Isolation
 from ..errors import OrchestratorError
-from ..git import gitrefs
-from ..git.gitcmd import GitFailed
-from ..git.gitwork import check_ref, find_host, run_git
+from ..git import job_refs
+from ..git.invocation import GitFailed
+from ..git.repository import check_ref, find_host, run_git
 from ..models import JobRecord
 from ..outcomes import MergeRecord
 from ..workspace import checkout_place as place
@@ -82,7 +82,7 @@ def host_repo(settings: Settings, workspace: Workspace) -> Path | None:
 def held(repo: Path, settings: Settings, workspace: Workspace, root_id: str) -> Held:
     """The tree's worktrees (and their bytes) and its branches, as git lists them now."""
     trees = tuple(job_worktrees(repo, settings, workspace, root_id))
-    under = gitrefs.job_prefix(settings.git.branch_prefix, root_id)
+    under = job_refs.job_prefix(settings.git.branch_prefix, root_id)
     refs = run_git(repo, "for-each-ref", "--format=%(refname)", under).stdout.split()
     return Held(trees, tuple(r.removeprefix("refs/heads/") for r in refs), sum(size_of(Path(t)) for t in trees))
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import OrchestratorError
-from ..git import gitrefs
-from ..git.gitwork import repo_lock, run_git
+from ..git import job_refs
+from ..git.repository import repo_lock, run_git
 from ..models import JobStatus
 from ..workspace.ids import ROOT_ID_RE
 from ..workspace.layout import Workspace
@@ -63,7 +63,7 @@ def finished_results(
     prefix = settings.git.branch_prefix
     pattern = re.compile(re.escape("refs/heads/" + prefix) + f"({ROOT_ID_RE.pattern})/result")
     listed = run_git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/" + prefix).stdout
-    used = gitrefs.checkouts(repo)
+    used = job_refs.checkouts(repo)
     named = _merge_targets(workspace)
     found: list[ResultBranch] = []
     kept: list[str] = []

@@ -31,8 +31,8 @@ from ..audit import signing_key as audit_keys
 from ..config import JobConfig, Settings
 from ..errors import ConfigError
 from ..git import worker_gitdir, worker_objects, worker_refs
-from ..git.gitrefs import ref_value
-from ..git.gitwork import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
+from ..git.job_refs import ref_value
+from ..git.repository import BASE_FILE, CHECKPOINT_FILE, common_dir_of, linked_git_dir
 from ..models import WorkerRecord
 from ..network.egress import EgressPlan, plan_for
 from ..process.backends import probe
@@ -428,7 +428,7 @@ class Confinement:
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
         # Read from the repository (refs are its, not the worktree's): its layout is asked of git once
-        # per repository (gitwork.plain_layout), where by the worktree it was a git process per worker.
+        # per repository (repository.plain_layout), where by the worktree it was a git process per worker.
         repository = common.parent if common.name == ".git" else directory
         tip = (ref_value(repository, ref) or "") if branch else ""
         if view:

@@ -212,7 +212,7 @@ def credential_by_file(env: dict[str, str], sandbox: SandboxSpec | None) -> dict
     """``env`` with the worker's credential moved to a file only it can read where other processes
     can read its environment (:func:`environ_shared`). The file is in its TMPDIR, which its sandbox
     lets no other worker's read; ``ORCHESTRATOR_API_KEY_FILE`` names it (the spawn and lock helpers
-    and the client read it: api/wire.py's worker_key)."""
+    and the client read it: api/calls.py's worker_key)."""
     key, tmp = env.get(protocol.API_KEY), env.get("TMPDIR")
     if not environ_shared(sandbox) or not key or not tmp:
         return env

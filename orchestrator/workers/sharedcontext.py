@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..config import Isolation, Settings
-from ..git.gitcmd import GitFailed, git_bytes, run_git
+from ..git.invocation import GitFailed, git_bytes, run_git
 from ..models import JobRecord
 from ..workspace.layout import Workspace
 from .prompts import SPAWN_COMMAND, PlanTask, SharedText, render_shared_context

@@ -38,7 +38,7 @@ if task.startswith("nowait:"):  # spawn, edit while the child runs, then wait fo
     job_id = json.loads(started.stdout)["job_id"]
     Path("after_spawn.txt").write_text("written while the child ran\n")
     Path("app.py").write_text(Path("app.py").read_text() + "# the parent's edit\n")
-    from orchestrator.api.wire import SpawnClient
+    from orchestrator.api.calls import SpawnClient
     doc = SpawnClient().wait(job_id)
     seen = {name: Path(name).read_text() if Path(name).exists() else None for name in ("a.txt", "after_spawn.txt", "app.py")}
     status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout

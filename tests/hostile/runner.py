@@ -54,7 +54,7 @@ exit 1
 """
 SPAWNER = """
 import sys
-from orchestrator.api.wire import SpawnClient
+from orchestrator.api.calls import SpawnClient
 
 client = SpawnClient()
 job = client.orchestrate(open(sys.argv[1]).read(), config={"worker": "claude", "planner": "ai", "max_workers": 2})  # (one worker: never planned)

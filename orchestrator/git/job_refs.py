@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, Conflict, ValidationError
-from .gitcmd import GitFailed, git_bytes, run_git
-from .gitwork import worktree_list
+from .invocation import GitFailed, git_bytes, run_git
 from .refstore import read_refs
+from .repository import worktree_list
 
 ZERO = "0" * 40
 _ROOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

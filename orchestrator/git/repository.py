@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from . import gitcmd
+from . import invocation
 from .commits import identity_of
-from .gitcmd import GitFailed
+from .invocation import GitFailed
 
 MIN_GIT = (2, 17)
 GIT_TIMEOUT = 120.0  # seconds any one git call may take
@@ -51,17 +51,17 @@ class GitError(GitFailed):
         self.argv, self.returncode, self.stderr = [], -1, message
 
 
-# What every worktree-side call pins beyond gitcmd's: a known identity, and no system config
+# What every worktree-side call pins beyond invocation's: a known identity, and no system config
 # (hooks, signing or a pager could come from it).
-_PINNED_ENV = {**gitcmd.IDENTITY_ENV, "GIT_CONFIG_NOSYSTEM": "1"}
-# Beyond gitcmd's pins (no hook, fsmonitor or submodule command): auto-gc never starts, commits are
+_PINNED_ENV = {**invocation.IDENTITY_ENV, "GIT_CONFIG_NOSYSTEM": "1"}
+# Beyond invocation's pins (no hook, fsmonitor or submodule command): auto-gc never starts, commits are
 # never signed, paths are as written.
 PINNED_CONFIG = ("-c", "gc.auto=0", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false")
 
 
 def git_env() -> dict[str, str]:
-    """The environment of every worktree-side git call (gitcmd's, with the pins above)."""
-    return gitcmd.git_env(_PINNED_ENV)
+    """The environment of every worktree-side git call (invocation's, with the pins above)."""
+    return invocation.git_env(_PINNED_ENV)
 
 
 def run_git(
@@ -72,9 +72,11 @@ def run_git(
     timeout: float = GIT_TIMEOUT,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``git -C cwd -c ... args`` through gitcmd.run_git; GitError when it fails and ``check``."""
+    """``git -C cwd -c ... args`` through invocation.run_git; GitError when it fails and ``check``."""
     try:
-        done = gitcmd.run_git(cwd, *PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout)
+        done = invocation.run_git(
+            cwd, *PINNED_CONFIG, *args, input=input_text, check=False, env=env or _PINNED_ENV, timeout=timeout
+        )
     except FileNotFoundError:
         raise GitError("git is not installed (not on PATH)") from None
     except subprocess.TimeoutExpired:
@@ -90,10 +92,10 @@ def git_version() -> tuple[int, ...] | None:
     if shutil.which("git") is None:
         return None
     try:
-        out = subprocess.run(gitcmd.command(None, "--version"), capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(invocation.command(None, "--version"), capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return gitcmd.parse_version(out)
+    return invocation.parse_version(out)
 
 
 def toplevel(folder: Path) -> Path | None:
@@ -139,7 +141,7 @@ def _valid_ref(ref: str) -> bool:
     if _PLAIN_REF.fullmatch(ref):  # every worker's branch: no git process
         return _valid_plain(ref)
     done = subprocess.run(
-        gitcmd.command(None, "check-ref-format", ref), capture_output=True, text=True, env=git_env(), timeout=30
+        invocation.command(None, "check-ref-format", ref), capture_output=True, text=True, env=git_env(), timeout=30
     )
     return done.returncode == 0
 
