@@ -322,27 +322,17 @@ class GateStep(Step):
     # -- one gate ---------------------------------------------------------------------------------
     def _run_gate(self, ctx: StepContext, gate: Gate, commit: str | None) -> tuple[GateResult, str]:
         """One gate's run on the worker's checkout, in its sandbox: its record entry and its output."""
-        record = ctx.record
-        env = gate_env(ctx.env, gate)
-        return run_gate(
-            self.runner,
+        place = in_checkout(
+            ctx,
+            self.confinement,
             self.workspace,
-            self.settings,
             gate,
-            GatePlace(
-                root_id=record.root_id,
-                directory=ctx.directory,
-                env=env,
-                sandbox=self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
-                watch=self.confinement.watch(*gate_folders(ctx.directory, env)),
-                log_path=gate_log(self.workspace, record, gate["name"]),
-                tag=f"{record.root_id}.{record.key}.gate-{gate['name']}-{secrets.token_hex(4)}",
-                heading=f"attempt {ctx.attempt}, commit {commit or 'none: folder'}",
-                commit=commit,
-                cancel=ctx.cancel,
-                cancelled="the worker was cancelled while the gate ran",
-            ),
+            tag=f"gate-{gate['name']}",
+            heading=f"attempt {ctx.attempt}, commit {commit or 'none: folder'}",
+            commit=commit,
+            cancelled="the worker was cancelled while the gate ran",
         )
+        return run_gate(self.runner, self.workspace, self.settings, gate, place)
 
     def _judge(self, ctx: StepContext, gate: Gate, result: GateResult, output: str, rest: list[str]) -> Verdict:
         """The worker's log line for one gate, and what its result means for the worker."""
@@ -400,6 +390,38 @@ class GatePlace:
     cancelled: str  # the reason recorded when ``cancel`` stops it
     stop_point: str = "gate_running"  # the chaos tests' failpoint in the middle of it (``<stop_point>.<name>``)
     watch: HelperWatch | None = None  # the workers' caps it runs under (Confinement.watch; None: none)
+
+
+def in_checkout(
+    ctx: StepContext,
+    confinement: Confinement,
+    workspace: Workspace,
+    gate: Gate,
+    *,
+    tag: str,
+    heading: str,
+    commit: str | None,
+    cancelled: str,
+    stop_point: str = "gate_running",
+) -> GatePlace:
+    """Where a program judging a worker's checkout runs (a gate, a step's program): in that checkout,
+    in the worker's sandbox under its caps, with the gate's environment, its log ``gate_<name>``."""
+    record = ctx.record
+    env = gate_env(ctx.env, gate)
+    return GatePlace(
+        root_id=record.root_id,
+        directory=ctx.directory,
+        env=env,
+        sandbox=confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
+        watch=confinement.watch(*gate_folders(ctx.directory, env)),
+        log_path=gate_log(workspace, record, gate["name"]),
+        tag=f"{record.root_id}.{record.key}.{tag}-{secrets.token_hex(4)}",
+        heading=heading,
+        commit=commit,
+        cancel=ctx.cancel,
+        cancelled=cancelled,
+        stop_point=stop_point,
+    )
 
 
 def gate_folders(directory: Path, env: Mapping[str, str]) -> tuple[Path, ...]:
@@ -552,7 +574,6 @@ class StepPrograms:
         return Confinement(self.settings, self.workspace)
 
     def __call__(self, ctx: StepContext, step: str, argv: Sequence[str], timeout: float) -> StepRun:
-        record = ctx.record
         # allow_no_tests: a step's program is no test runner, what it prints is not read for "ran no tests".
         gate: Gate = {
             "name": f"step-{step}",
@@ -561,25 +582,16 @@ class StepPrograms:
             "timeout": float(timeout),
             "allow_no_tests": True,
         }
-        env = gate_env(ctx.env, gate)
-        result, output = run_gate(
-            self.runner,
+        place = in_checkout(
+            ctx,
+            self.confinement,
             self.workspace,
-            self.settings,
             gate,
-            GatePlace(
-                root_id=record.root_id,
-                directory=ctx.directory,
-                env=env,
-                sandbox=self.confinement.spec(record, ctx.directory, ctx.job.config if ctx.job else None, env),
-                watch=self.confinement.watch(*gate_folders(ctx.directory, env)),
-                log_path=gate_log(self.workspace, record, gate["name"]),
-                tag=f"{record.root_id}.{record.key}.step-{step}-{secrets.token_hex(4)}",
-                heading=f"step {step}, attempt {ctx.attempt}",
-                commit=None,
-                cancel=ctx.cancel,
-                cancelled="the worker was cancelled while the step's program ran",
-                stop_point="step_running",
-            ),
+            tag=f"step-{step}",
+            heading=f"step {step}, attempt {ctx.attempt}",
+            commit=None,
+            cancelled="the worker was cancelled while the step's program ran",
+            stop_point="step_running",
         )
+        result, output = run_gate(self.runner, self.workspace, self.settings, gate, place)
         return StepRun(GateStatus(result.status), result.exit_code, output, "" if result.passed else result.reason)
