@@ -352,45 +352,17 @@ class ProcessRunner:
         # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
         # must die with this process (a node's attempt) keeps the shim.
         lifeline: tuple[int, int] | None = None
+        egress: Egress | None = None
+        guard: tuple[socket.socket, socket.socket] | None = None
         if sandbox is not None:
             install_worker_filter(full_env, self.perl, sandbox)
-        egress = None
-        if sandbox is not None and sandbox.network is SandboxNetwork.ALLOW:
-            # Its proxy, listening before it starts: in its network namespace, Unix sockets the shim's
-            # bridge carries in; without one (Landlock), ports of the host's loopback its rules allow.
-            namespace = sandbox.backend is Backend.BUBBLEWRAP
             try:
-                egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path, namespace=namespace)
+                sandbox, egress = self._open_egress(sandbox, full_env, tag, log_path)
             except BaseException:
                 _never_began(exit_file)
                 raise
-            full_env.update(egress.env)
-            if namespace:
-                full_env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
-                self.bridged.add(tag)
-                sandbox = replace(sandbox, egress_dir=str(egress.folder))
-            else:
-                sandbox = replace(sandbox, egress_ports=tuple(egress.ports))
-        # A restricted network: every connect() of its processes decided outside it (network/direct.py),
-        # the listener of its filter (Landlock's launcher's; bubblewrap: the shim's, inside) sent over a
-        # socket pair. Through the supervisor, the worker's end is its descriptor LIFELINE_FD and the
-        # supervisor holds the listener (it outlives this server); else this process does (a node's
-        # attempt, which has the lifeline there, is not watched).
-        guard: tuple[socket.socket, socket.socket] | None = None
-        if (
-            sandbox is not None
-            and sandbox.network is not SandboxNetwork.HOST
-            and parent_death_signal is None
-            and through_supervisor
-            and connect_filter() is not None
-            and (sandbox.backend is Backend.LANDLOCK or (sandbox.backend is Backend.BUBBLEWRAP and self.perl is not None))
-        ):
-            guard = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            fd = LIFELINE_FD if through_supervisor else guard[1].fileno()
-            if sandbox.backend is Backend.LANDLOCK:
-                sandbox = replace(sandbox, connect_guard=fd)
-            else:
-                full_env[protocol.SHIM_STASH + "GUARD"] = connect_guard_words(fd) or ""
+            if parent_death_signal is None and through_supervisor:
+                sandbox, guard = self._connect_guard(sandbox, full_env)
         if exit_file is not None and (sandbox is not None or not through_supervisor):
             command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
         # A node's attempt through the supervisor (no fork of this large process): the shim's
@@ -404,14 +376,7 @@ class ProcessRunner:
         # execs the shim and leaves no process of its own, and the tree is tracked as an unconfined one's.
         launcher = sandbox is not None and sandbox.backend is Backend.BUBBLEWRAP
         if sandbox is not None:
-            if exit_file is not None:  # the shim writes it from inside (it exists, reserved, before the start)
-                sandbox = sandbox.with_writable(exit_file)
-            if not launcher:  # reopened by path (``> /dev/stderr``): Landlock checks the log file's own
-                sandbox = sandbox.with_writable(log_path)
-            if parent_death_signal is not None:
-                sandbox = replace(sandbox, die_with_parent=True)
-            command = backends.argv(replace(sandbox, chdir=str(cwd)), command)
-            full_env.update(backends.environment(sandbox))
+            sandbox, command = _confined(sandbox, command, full_env, cwd, exit_file, log_path, parent_death_signal)
         if parent_death_signal is not None and sys.platform.startswith("linux"):
             _prctl()  # loaded before the fork: the child only calls it
         started_at = time.time()  # before the fork: every descendant is younger than this
@@ -485,21 +450,12 @@ class ProcessRunner:
             guard[1].close()
             policy = self._direct_policy(sandbox, egress, log_path)
             watch = direct.shared().watch(guard[0], egress.ports if egress else (), str(policy["log"]), str(policy["record"]))
-        pidfd = None
-        if hasattr(os, "pidfd_open"):
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:  # old kernel (then polling), or a supervised worker already ended and reaped
-                pidfd = None
-        if pidfd is not None and popen is None and not process_alive(pid, start_id) and procscan.zombie_of(pid, start_id) is None:
-            os.close(pidfd)  # reaped before it was opened: the pid may be another process's now
-            pidfd = None
         return ProcessHandle(
             pid=pid,
             tag=tag,
             popen=popen,
             started_at=started_at,
-            pidfd=pidfd,
+            pidfd=_pidfd_of(pid, start_id, supervised=popen is None),
             start_id=start_id,
             lifeline=lifeline[1] if lifeline is not None else None,
             exit_file=exit_file,
@@ -514,6 +470,43 @@ class ProcessRunner:
             egress=egress,
             watch=watch,
         )
+
+    def _open_egress(
+        self, sandbox: SandboxSpec, env: dict[str, str], tag: str, log_path: Path
+    ) -> tuple[SandboxSpec, Egress | None]:
+        """With ``sandbox_network: allow``, its proxy, listening before it starts: in its network
+        namespace, Unix sockets the shim's bridge carries in; without one (Landlock), ports of the
+        host's loopback its rules allow. ``env`` gets the proxy's variables."""
+        if sandbox.network is not SandboxNetwork.ALLOW:
+            return sandbox, None
+        namespace = sandbox.backend is Backend.BUBBLEWRAP
+        egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path, namespace=namespace)
+        env.update(egress.env)
+        if namespace:
+            env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
+            self.bridged.add(tag)
+            return replace(sandbox, egress_dir=str(egress.folder)), egress
+        return replace(sandbox, egress_ports=tuple(egress.ports)), egress
+
+    def _connect_guard(
+        self, sandbox: SandboxSpec, env: dict[str, str]
+    ) -> tuple[SandboxSpec, tuple[socket.socket, socket.socket] | None]:
+        """A restricted network, started through the supervisor: every connect() of its processes
+        decided outside it (network/direct.py), the listener of its filter (Landlock's launcher's;
+        bubblewrap: the shim's, inside) sent over a socket pair whose worker end is its descriptor
+        LIFELINE_FD; the supervisor holds the listener (it outlives this server). None where no filter
+        can be installed (a node's attempt, which has the lifeline there, is not watched)."""
+        if (
+            sandbox.network is SandboxNetwork.HOST
+            or connect_filter() is None
+            or not (sandbox.backend is Backend.LANDLOCK or (sandbox.backend is Backend.BUBBLEWRAP and self.perl is not None))
+        ):
+            return sandbox, None
+        guard = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if sandbox.backend is Backend.LANDLOCK:
+            return replace(sandbox, connect_guard=LIFELINE_FD), guard
+        env[protocol.SHIM_STASH + "GUARD"] = connect_guard_words(LIFELINE_FD) or ""
+        return sandbox, guard
 
     def _shim(
         self,
@@ -785,6 +778,42 @@ SWEEP_GATHER = 0.01
 SEEN_AT_ONCE = 0.5  # seconds after its exit file's time within which a worker's end counts as seen live
 # The resolution of the clock file times are stamped with (CLOCK_REALTIME_COARSE, 5 on Linux).
 _STAMP_TICK = time.clock_getres(5) if sys.platform.startswith("linux") else 0.0
+
+
+def _confined(
+    sandbox: SandboxSpec,
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    exit_file: Path | None,
+    log_path: Path,
+    parent_death_signal: int | None,
+) -> tuple[SandboxSpec, list[str]]:
+    """The spec as it starts (what it writes besides its rules, dying with its parent) and ``command``
+    inside it; ``env`` gets the backend's variables."""
+    if exit_file is not None:  # the shim writes it from inside (it exists, reserved, before the start)
+        sandbox = sandbox.with_writable(exit_file)
+    if sandbox.backend is not Backend.BUBBLEWRAP:  # reopened by path (``> /dev/stderr``): Landlock checks the log file's own
+        sandbox = sandbox.with_writable(log_path)
+    if parent_death_signal is not None:
+        sandbox = replace(sandbox, die_with_parent=True)
+    env.update(backends.environment(sandbox))
+    return sandbox, backends.argv(replace(sandbox, chdir=str(cwd)), command)
+
+
+def _pidfd_of(pid: int, start_id: str | None, *, supervised: bool) -> int | None:
+    """A pidfd for the started ``pid`` (None: an old kernel, then polling). A supervised worker (not
+    this process's child) reaped before it was opened gets none: the pid may be another process's now."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # old kernel, or a supervised worker already ended and reaped
+        return None
+    if supervised and not process_alive(pid, start_id) and procscan.zombie_of(pid, start_id) is None:
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
 def _close_pair(pair: tuple[socket.socket, socket.socket] | None) -> None:
