@@ -55,6 +55,25 @@ def test_the_view_holds_its_own_branch_and_a_commit_there_moves_the_real_one_onc
     assert worker_refs.take(tree, repo, "w", REF) == ""  # nothing new
 
 
+def test_showing_the_same_tip_again_leaves_the_record_a_starting_sandbox_binds_in_place(linked, tmp_path):
+    """bubblewrap binds the shown-tip record as a file: renamed over while another sandbox of the same
+    worktree starts, that sandbox fails ("Unable to find ... in mount table"). The same tip again keeps
+    the file; a new tip, or a link put in its place, replaces it."""
+    repo, tree, private, first, second = linked
+    record = private / worker_refs.SHOWN
+    before = os.lstat(record).st_ino
+    worker_refs.show(private, "w", first)
+    assert os.lstat(record).st_ino == before and record.read_text() == f"{first}\n"
+    worker_refs.show(private, "w", second)
+    assert record.read_text() == f"{second}\n"
+    outside = tmp_path / "outside"
+    outside.write_text(f"{second}\n")
+    record.unlink()
+    record.symlink_to(outside)  # says the same tip, through a link: replaced, never trusted
+    worker_refs.show(private, "w", second)
+    assert not record.is_symlink() and record.read_text() == f"{second}\n" and outside.read_text() == f"{second}\n"
+
+
 @pytest.mark.parametrize(
     "written, words",
     [

@@ -226,8 +226,14 @@ def forget_broken(repo: Path, ref: str, private: Path) -> None:
 
 def _shown(private: Path, tip: str) -> None:
     """Record ``tip`` as the tip last shown (a file the sandbox binds read-only, so a worker never
-    replaces it; renamed over, so a link put there before is replaced, not followed)."""
-    atomic_write(private / SHOWN, f"{tip}\n".encode("ascii"), durable=False)
+    replaces it; renamed over, so a link put there before is replaced, not followed). A plain file
+    already saying ``tip`` is left as it is: another sandbox of the same worktree may be starting,
+    and bubblewrap fails to bind a file renamed over meanwhile ("Unable to find ... in mount table")."""
+    path = private / SHOWN
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(path).st_mode) and _read(str(path)) == tip:
+            return
+    atomic_write(path, f"{tip}\n".encode("ascii"), durable=False)
 
 
 def _open_view(private: Path, *, make: bool) -> int | None:
