@@ -179,6 +179,28 @@ def string_choices(path: Path) -> list[str]:
     return found
 
 
+def long_functions(path: Path, limit: int = 80) -> list[tuple[int, str]]:
+    """Functions (methods and nested ones too) longer than ``limit`` lines from ``def`` to their last
+    line, as (lines, ``path:line: Class.name``)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, owner: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{owner}{child.name}"
+                length = (child.end_lineno or child.lineno) - child.lineno + 1
+                if length > limit:
+                    found.append((length, f"{path.relative_to(arch.PACKAGE.parent)}:{child.lineno}: {name}"))
+                visit(child, f"{name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{owner}{child.name}.")
+            else:
+                visit(child, owner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, help="another checkout of the project to count (default: this one)")
@@ -197,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     inner = edge = narrow = 0
     choices: list[str] = []
     foreign: list[str] = []
+    long_ones: list[tuple[int, str]] = []
     for module, path in modules.items():
+        long_ones += long_functions(path)
         a, b, c = loose_dicts(path, module)
         inner, edge, narrow = inner + a, edge + b, narrow + c
         found = string_choices(path)
@@ -220,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         f"closed choices as strings:    {len(choices)} in {len({c.split(':')[0] for c in choices})} modules "
         f"(and {len(foreign)} of other programs' JSON: the adapters, the worker programs)"
     )
+    long_ones.sort(key=lambda item: (-item[0], item[1]))
+    print(f"functions over 80 lines:      {len(long_ones)}")
+    print("\n".join(f"  {lines:4d} {where}" for lines, where in long_ones))
     if args.list:
         print("\n".join(["", "twins:", *(f"  {a} / {b}" for a, b in pairs)]))
         print("\n".join(["file names in two folders:", *(f"  {n}: {', '.join(f)}" for n, f in repeated.items())]))
