@@ -29,7 +29,7 @@ from ..workers.environment import base_env
 from ..workers.roles import apply_roles, not_installed, role_table, worker_kind_missing
 from ..workspace.ids import child_job_id, new_root_id, validate_job_id, validate_worker_name
 from . import limits
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .nesting import Nesting
 from .tables import LiveWorker, Snapshot, new_tag, write_snapshots
@@ -52,23 +52,16 @@ def spawn_key(request: object, tasks: object, config: object) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Submission:
+class Submission(EnginePart):
     """Admits and creates jobs, on the engine's context (``ctx``). Through ``ctx.hooks`` it
     refuses once the engine is closing (``check_open``), starts workers (``dispatch``) and ends
     the ones that will never start (``skip_pending``)."""
 
     def __init__(self, ctx: EngineContext, *, nesting: Nesting | None) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings
         self.confinement = Confinement(
             ctx.settings, ctx.workspace, configs=ctx.cli_configs
         )  # what each root job's notes say of its sandbox
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.runner = ctx.runner
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.hooks = ctx.hooks
         self.nesting = nesting  # commits a worktree worker's work before its child job starts
         # The server's config.yaml, looked at before each root job (set by the server: config/live.py).
         self.config_watch: ConfigWatch | None = None
