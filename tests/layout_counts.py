@@ -3,8 +3,9 @@
 
 What a newcomer meets: top-level modules, folders, the import graph's floors and its longest chain,
 twins (two modules of one folder whose names differ only by an ending), file names used in two
-folders, ``dict[str, Any]`` annotations (those of the JSON edges apart), and closed choices compared
-as strings. ``tests/test_architecture.py`` holds the rules; this prints where the code stands, for
+folders, ``dict[str, Any]`` annotations (those of the JSON edges apart), closed choices compared
+as strings, the project modules the engine's core imports, the engine's lines copying the shared
+context into ``self``, and the functions over 80 lines. ``tests/test_architecture.py`` holds the rules; this prints where the code stands, for
 before/after figures of a change of layout.
 """
 
@@ -201,6 +202,22 @@ def long_functions(path: Path, limit: int = 80) -> list[tuple[int, str]]:
     return found
 
 
+# A part copying what it shares into itself: ``self.clock = ctx.clock`` (or ``context.``).
+CONTEXT_COPY = re.compile(r"^\s*self\.(\w+) = (?:\w+ = )?(?:ctx|context)\.\1\s*(?:#.*)?$")
+
+
+def context_copies(paths: list[Path]) -> list[str]:
+    """Lines of the engine's modules that copy a field of the shared context into ``self``."""
+    found = []
+    for path in paths:
+        if path.parent.name != "engine":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if CONTEXT_COPY.match(line):
+                found.append(f"{path.relative_to(arch.PACKAGE.parent)}:{number}: {line.strip()}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, help="another checkout of the project to count (default: this one)")
@@ -244,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         f"closed choices as strings:    {len(choices)} in {len({c.split(':')[0] for c in choices})} modules "
         f"(and {len(foreign)} of other programs' JSON: the adapters, the worker programs)"
     )
+    copies = context_copies(paths)
+    print(f"engine core imports:          {len(graph.get('orchestrator.engine.core', ()))} project modules")
+    print(f"context copies:               {len(copies)} in {len({c.split(':')[0] for c in copies})} engine modules")
     long_ones.sort(key=lambda item: (-item[0], item[1]))
     print(f"functions over 80 lines:      {len(long_ones)}")
     print("\n".join(f"  {lines:4d} {where}" for lines, where in long_ones))
@@ -251,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(["", "twins:", *(f"  {a} / {b}" for a, b in pairs)]))
         print("\n".join(["file names in two folders:", *(f"  {n}: {', '.join(f)}" for n, f in repeated.items())]))
         print("\n".join(["closed choices as strings:", *(f"  {c}" for c in choices)]))
+        print("\n".join(["context copies:", *(f"  {c}" for c in copies)]))
     return 0
 
 
