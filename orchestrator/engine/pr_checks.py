@@ -218,23 +218,36 @@ class ChecksWatch:
             after = f" after {len(checks.rounds)} round(s)" if checks.rounds else ""
             return self._end(job, checks, ChecksState.PASSED, f"all {reading.total} checks of {checks.commit[:12]} passed{after}")
         if reading.state == "pending":
-            if reading.total == 0 and now - checks.since > g.checks_appear_within:
-                return self._end(
-                    job,
-                    checks,
-                    ChecksState.NONE,
-                    f"no check was reported {g.checks_appear_within:g}s after the push (git.checks_appear_within): "
-                    "the forge runs none on this commit",
-                )
-            if now - checks.since > g.checks_timeout:
-                waiting = ", ".join(reading.pending) or "no check was reported"
-                return self._end(
-                    job,
-                    checks,
-                    ChecksState.TIMED_OUT,
-                    f"checks not finished {g.checks_timeout:g}s after the push (git.checks_timeout): {waiting}",
-                )
-            return
+            return self._still_pending(job, checks, reading, now)
+        self._failed(job, checks, reading, project, now)
+
+    def _still_pending(self, job: JobRecord, checks: ChecksRecord, reading: forge_checks.ChecksReading, now: float) -> None:
+        """Checks not all finished: ended when none was reported in time, or they ran past the timeout."""
+        g = self.ctx.settings.git
+        if reading.total == 0 and now - checks.since > g.checks_appear_within:
+            return self._end(
+                job,
+                checks,
+                ChecksState.NONE,
+                f"no check was reported {g.checks_appear_within:g}s after the push (git.checks_appear_within): "
+                "the forge runs none on this commit",
+            )
+        if now - checks.since > g.checks_timeout:
+            waiting = ", ".join(reading.pending) or "no check was reported"
+            return self._end(
+                job,
+                checks,
+                ChecksState.TIMED_OUT,
+                f"checks not finished {g.checks_timeout:g}s after the push (git.checks_timeout): {waiting}",
+            )
+        return None
+
+    def _failed(
+        self, job: JobRecord, checks: ChecksRecord, reading: forge_checks.ChecksReading, project: forge.ForgeProject, now: float
+    ) -> None:
+        """A check failed: a round goes to the worker that broke it (bisected when the suspects take
+        turns), or the watch ends when no round is left or no worker can take feedback."""
+        ws, root_id = self.ctx.workspace, job.root_id
         names = [c.name for c in reading.failed]
         if len(checks.rounds) >= checks.max_rounds:
             return self._end(
