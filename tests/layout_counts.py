@@ -44,6 +44,14 @@ EDGE_PREFIXES = (
 )
 
 
+# Comparisons that read another program's output outside the adapters: the forges' API answers (GitHub's
+# check runs and statuses, GitLab's pipelines and jobs) and git's object types (``git cat-file``).
+FOREIGN_CHOICES = {
+    "orchestrator.delivery.pr_checks": {"status", "state"},
+    "orchestrator.git.tree_checks": {"kind"},
+}
+
+
 def _folder(module: str) -> str:
     return arch._folder_of(module) or "top level"
 
@@ -163,9 +171,11 @@ def _strings(node: ast.expr) -> bool:
     return False
 
 
-def string_choices(path: Path) -> list[str]:
-    """Comparisons (``==``, ``!=``, ``in``, ``not in``) of a closed choice's name with string constants."""
-    found = []
+def string_choices(path: Path, foreign: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Comparisons (``==``, ``!=``, ``in``, ``not in``) of a closed choice's name with string constants:
+    (ours, those of a name in ``foreign``, another program's output)."""
+    found: list[str] = []
+    theirs: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not isinstance(node, ast.Compare) or len(node.ops) != 1:
             continue
@@ -175,9 +185,10 @@ def string_choices(path: Path) -> list[str]:
         for named, constant in ((left, right), (right, left)):
             name = _choice_name(named)
             if name in CHOICE_NAMES and _strings(constant):
-                found.append(f"{path.relative_to(arch.PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}")
+                where = f"{path.relative_to(arch.PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}"
+                (theirs if foreign and name in foreign else found).append(where)
                 break
-    return found
+    return found, theirs
 
 
 def long_functions(path: Path, limit: int = 80) -> list[tuple[int, str]]:
@@ -241,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         long_ones += long_functions(path)
         a, b, c = loose_dicts(path, module)
         inner, edge, narrow = inner + a, edge + b, narrow + c
-        found = string_choices(path)
+        found, theirs = string_choices(path, FOREIGN_CHOICES.get(module))
+        foreign += theirs
         if module.startswith("orchestrator.workers.adapters.") or module in arch.ENTRY_POINTS:
             foreign += found  # another program's JSON (a CLI's events, the model API's answers)
         else:
@@ -259,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dict[str, Any], narrow edges: {narrow} (only api/, cli/, dashboard/ and to_dict and the like apart)")
     print(
         f"closed choices as strings:    {len(choices)} in {len({c.split(':')[0] for c in choices})} modules "
-        f"(and {len(foreign)} of other programs' JSON: the adapters, the worker programs)"
+        f"(and {len(foreign)} of other programs' output: the adapters, the worker programs, the forges' answers, git's object types)"
     )
     copies = context_copies(paths)
     print(f"engine core imports:          {len(graph.get('orchestrator.engine.core', ()))} project modules")

@@ -50,7 +50,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import redis
 from rq import Worker
@@ -89,6 +89,16 @@ def kind_problem(settings: Settings, kind: str) -> str:
     if get_adapter(kind).configured_program(settings) == "":
         return ""  # not set here: the argv comes from the server's setting; a missing program fails that attempt (127)
     return not_installed(settings, kind)
+
+
+class NodeClaim(TypedDict, total=False):
+    """``<name>.json`` in the host's nodes folder: the node that holds the name (its process, by pid
+    and start), and its supervisor's folder, for the sweep of a dead node."""
+
+    name: str
+    pid: int
+    start_id: str | None
+    supervisor_dir: str
 
 
 class NodeOptions(NamedTuple):
@@ -250,7 +260,7 @@ def claim_name(here: Path, name: str, supervisor_dir: Path | None = None) -> Pat
         raise ConfigError(
             f"a node named {name} already runs on this host (pid {found['pid']}): give another --name", key="--name"
         )
-    record: dict[str, Any] = {"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}
+    record: NodeClaim = {"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}
     if supervisor_dir is not None:
         record["supervisor_dir"] = str(supervisor_dir)
     atomic_write(owner, json.dumps(record).encode())
