@@ -3,8 +3,9 @@
 
 What a newcomer meets: top-level modules, folders, the import graph's floors and its longest chain,
 twins (two modules of one folder whose names differ only by an ending), file names used in two
-folders, ``dict[str, Any]`` annotations (those of the JSON edges apart), and closed choices compared
-as strings. ``tests/test_architecture.py`` holds the rules; this prints where the code stands, for
+folders, ``dict[str, Any]`` annotations (those of the JSON edges apart), closed choices compared
+as strings, the project modules the engine's core imports, the engine's lines copying the shared
+context into ``self``, and the functions over 80 lines. ``tests/test_architecture.py`` holds the rules; this prints where the code stands, for
 before/after figures of a change of layout.
 """
 
@@ -41,6 +42,14 @@ EDGE_PREFIXES = (
     "orchestrator.reports.status_document",
     "orchestrator.reports.status_shapes",
 )
+
+
+# Comparisons that read another program's output outside the adapters: the forges' API answers (GitHub's
+# check runs and statuses, GitLab's pipelines and jobs) and git's object types (``git cat-file``).
+FOREIGN_CHOICES = {
+    "orchestrator.delivery.pr_checks": {"status", "state"},
+    "orchestrator.git.tree_checks": {"kind"},
+}
 
 
 def _folder(module: str) -> str:
@@ -162,9 +171,11 @@ def _strings(node: ast.expr) -> bool:
     return False
 
 
-def string_choices(path: Path) -> list[str]:
-    """Comparisons (``==``, ``!=``, ``in``, ``not in``) of a closed choice's name with string constants."""
-    found = []
+def string_choices(path: Path, foreign: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Comparisons (``==``, ``!=``, ``in``, ``not in``) of a closed choice's name with string constants:
+    (ours, those of a name in ``foreign``, another program's output)."""
+    found: list[str] = []
+    theirs: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not isinstance(node, ast.Compare) or len(node.ops) != 1:
             continue
@@ -174,8 +185,47 @@ def string_choices(path: Path) -> list[str]:
         for named, constant in ((left, right), (right, left)):
             name = _choice_name(named)
             if name in CHOICE_NAMES and _strings(constant):
-                found.append(f"{path.relative_to(arch.PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}")
+                where = f"{path.relative_to(arch.PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}"
+                (theirs if foreign and name in foreign else found).append(where)
                 break
+    return found, theirs
+
+
+def long_functions(path: Path, limit: int = 80) -> list[tuple[int, str]]:
+    """Functions (methods and nested ones too) longer than ``limit`` lines from ``def`` to their last
+    line, as (lines, ``path:line: Class.name``)."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, owner: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{owner}{child.name}"
+                length = (child.end_lineno or child.lineno) - child.lineno + 1
+                if length > limit:
+                    found.append((length, f"{path.relative_to(arch.PACKAGE.parent)}:{child.lineno}: {name}"))
+                visit(child, f"{name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{owner}{child.name}.")
+            else:
+                visit(child, owner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return found
+
+
+# A part copying what it shares into itself: ``self.clock = ctx.clock`` (or ``context.``).
+CONTEXT_COPY = re.compile(r"^\s*self\.(\w+) = (?:\w+ = )?(?:ctx|context)\.\1\s*(?:#.*)?$")
+
+
+def context_copies(paths: list[Path]) -> list[str]:
+    """Lines of the engine's modules that copy a field of the shared context into ``self``."""
+    found = []
+    for path in paths:
+        if path.parent.name != "engine":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if CONTEXT_COPY.match(line):
+                found.append(f"{path.relative_to(arch.PACKAGE.parent)}:{number}: {line.strip()}")
     return found
 
 
@@ -197,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     inner = edge = narrow = 0
     choices: list[str] = []
     foreign: list[str] = []
+    long_ones: list[tuple[int, str]] = []
     for module, path in modules.items():
+        long_ones += long_functions(path)
         a, b, c = loose_dicts(path, module)
         inner, edge, narrow = inner + a, edge + b, narrow + c
-        found = string_choices(path)
+        found, theirs = string_choices(path, FOREIGN_CHOICES.get(module))
+        foreign += theirs
         if module.startswith("orchestrator.workers.adapters.") or module in arch.ENTRY_POINTS:
             foreign += found  # another program's JSON (a CLI's events, the model API's answers)
         else:
@@ -218,12 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dict[str, Any], narrow edges: {narrow} (only api/, cli/, dashboard/ and to_dict and the like apart)")
     print(
         f"closed choices as strings:    {len(choices)} in {len({c.split(':')[0] for c in choices})} modules "
-        f"(and {len(foreign)} of other programs' JSON: the adapters, the worker programs)"
+        f"(and {len(foreign)} of other programs' output: the adapters, the worker programs, the forges' answers, git's object types)"
     )
+    copies = context_copies(paths)
+    print(f"engine core imports:          {len(graph.get('orchestrator.engine.core', ()))} project modules")
+    print(f"context copies:               {len(copies)} in {len({c.split(':')[0] for c in copies})} engine modules")
+    long_ones.sort(key=lambda item: (-item[0], item[1]))
+    print(f"functions over 80 lines:      {len(long_ones)}")
+    print("\n".join(f"  {lines:4d} {where}" for lines, where in long_ones))
     if args.list:
         print("\n".join(["", "twins:", *(f"  {a} / {b}" for a, b in pairs)]))
         print("\n".join(["file names in two folders:", *(f"  {n}: {', '.join(f)}" for n, f in repeated.items())]))
         print("\n".join(["closed choices as strings:", *(f"  {c}" for c in choices)]))
+        print("\n".join(["context copies:", *(f"  {c}" for c in copies)]))
     return 0
 
 

@@ -9,7 +9,6 @@ on ``sys.path``, read by importlib.metadata as pip's are."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,9 +31,9 @@ from orchestrator.quality.steps import StepContext, StepRun, run_steps
 from orchestrator.workers.adapters import ADAPTERS, KINDS, SHIPPED, get_adapter, load_plugins, unregister
 from orchestrator.workers.adapters.base import WorkerContext
 
-from .conftest import API_KEY, ROOT, make_settings, only_worker, run_job, wait_until
+from .conftest import API_KEY, ROOT, make_settings, only_worker, run_job
 from .helpers.readme import snippet
-from .helpers.served_home import answers, free_port
+from .helpers.served_home import served_home
 
 EXAMPLE = ROOT / "examples" / "local-command-kind"
 
@@ -386,21 +385,17 @@ def test_the_example_installed_with_pip_runs_a_real_job_on_a_repository(tmp_path
     agent = tmp_path / "my-agent"
     agent.write_text('#!/bin/sh\nprintf "%s\\nsecond line\\n" "$1" > notes.md\necho "my-agent wrote notes.md"\n')
     agent.chmod(0o755)
-    home = tmp_path / "home"
-    home.mkdir()
-    port = free_port()
-    (home / "config.yaml").write_text(
-        f'api:\n  api_key: "{API_KEY}"\n  port: {port}\norchestrator:\n  worker: local-command\n  planner: heuristic\n'
-        f"workers:\n  kinds:\n    local-command:\n      command: {json.dumps(str(agent))}\n"
-        f"git:\n  repo: {json.dumps(str(host))}\n"
+    served = served_home(
+        tmp_path,
+        host,
+        worker="orchestrator:\n  worker: local-command\n  planner: heuristic\n"
+        f"workers:\n  kinds:\n    local-command:\n      command: {json.dumps(str(agent))}\n",
+        python=str(python),
+        env={"ORCHESTRATOR_NO_VENV_REEXEC": "1"},
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR")}
-    env |= {"ORCHESTRATOR_HOME": str(home), "ORCHESTRATOR_NO_VENV_REEXEC": "1"}
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen([str(python), str(ROOT / "api_server.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    home, url = served.home, served.url
+    server = served.start(log=tmp_path / "server.log", timeout=60)
     try:
-        wait_until(lambda: answers(url) or server.poll() is not None, timeout=60, what="the server answers")
         assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
         # When a job is sent
         headers = {"X-API-Key": API_KEY}
@@ -422,7 +417,6 @@ def test_the_example_installed_with_pip_runs_a_real_job_on_a_repository(tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
 
 
 # -- forges ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from .. import __version__
+from ..config import ExecutorKind
 from ..errors import AuthenticationError, ConfigError, InvalidParameter, JobNotFound, Unavailable, ValidationError
 from ..events import EventType
 from ..index import IndexUnavailable
@@ -77,7 +78,7 @@ def health() -> Response:
     with since when, not "ok" (no node can start, report or be seen meanwhile)."""
     engine = _engine()
     found: dict[str, Any] = {"status": "ok"}
-    if _settings().distributed.executor == "rq":
+    if _settings().distributed.executor == ExecutorKind.RQ:
         since = engine.executor.queue_outage()
         found["queue"] = "ok" if since is None else queue_words(since)
         if since is not None:

@@ -177,6 +177,16 @@ def _add_late_commands(sub: Any) -> None:
     from .spawn import register as register_spawn  # cli/spawn.py itself is light
 
     register_spawn(sub)
+    _add_server_commands(sub)
+    _add_doctor_command(sub)
+    _add_job_commands(sub)
+    _add_result_commands(sub)
+    _add_client_commands(sub)
+
+
+def _add_server_commands(sub: Any) -> None:
+    """The folder's own server: serve it, start, stop and restart it, run a request through it and follow
+    a job."""
     serve = sub.add_parser("serve", help="serve the REST API (what api_server.py runs)")
     serve.add_argument("--host", help="address to bind (api.host)")
     serve.add_argument("--port", type=int, help="port (api.port)")
@@ -206,6 +216,19 @@ def _add_late_commands(sub: Any) -> None:
     check.add_argument("job_id", nargs="?", help="default: the newest job in this folder's workspace")
     check.add_argument("api_url", nargs="?", help="default: this folder's own server (its .server.json record)")
     check.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_check_status"))
+    start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
+    start.add_argument(
+        "--url", action="store_true", help="print only the server's URL (API=$(./orchestrator.sh start-server --url))"
+    )
+    start.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_start_server"))
+    stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
+    stop.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_stop_server"))
+    restart = sub.add_parser("restart-server", help="stop this folder's API server and start it again, on the same port")
+    restart.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_restart_server"))
+
+
+def _add_doctor_command(sub: Any) -> None:
+    """``doctor``: what this machine has for real workers, and a configuration that uses it."""
     doctor = sub.add_parser(
         "doctor",
         help="check this machine for real AI workers (CLIs, logins, git, sandbox, ...) and propose a configuration",
@@ -229,11 +252,10 @@ def _add_late_commands(sub: Any) -> None:
     )
     doctor.add_argument("--yes", action="store_true", help="with --fix: make the change without asking (for scripts)")
     doctor.set_defaults(func=_lazy("orchestrator.cli.doctor", "cmd_doctor"))
-    start = sub.add_parser("start-server", help="start this folder's API server in the background, unless it runs")
-    start.add_argument(
-        "--url", action="store_true", help="print only the server's URL (API=$(./orchestrator.sh start-server --url))"
-    )
-    start.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_start_server"))
+
+
+def _add_job_commands(sub: Any) -> None:
+    """Finished jobs read and cleaned up: their diff, and ``prune``."""
     prune = sub.add_parser(
         "prune",
         help="clean up finished jobs' worktrees and branches, and old job trees (lists them only, unless --yes)",
@@ -271,6 +293,11 @@ def _add_late_commands(sub: Any) -> None:
     diff.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of diff (default 1 MiB)")
     diff.add_argument("--json", action="store_true", help="the whole answer as JSON (from, to, truncated, bytes, ...)")
     diff.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_diff"))
+
+
+def _add_result_commands(sub: Any) -> None:
+    """A finished root job's result acted on again: merge, continue a worker, publish, verify the record,
+    show the conflicts."""
     merge = sub.add_parser("merge", help="merge a finished root job's workers' branches into its result branch (again)")
     merge.add_argument("job_id")
     merge.add_argument("--strategy", choices=("auto", "theirs", "manual", "resolve"), help="default: the job's merge_strategy")
@@ -317,10 +344,10 @@ def _add_late_commands(sub: Any) -> None:
     conflicts.add_argument("--api-url", help="default: this folder's own server")
     conflicts.add_argument("--json", action="store_true")
     conflicts.set_defaults(func=cmd_conflicts)
-    stop = sub.add_parser("stop-server", help="stop this folder's API server (however it was started)")
-    stop.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_stop_server"))
-    restart = sub.add_parser("restart-server", help="stop this folder's API server and start it again, on the same port")
-    restart.set_defaults(func=_lazy("orchestrator.cli.scripts", "cmd_restart_server"))
+
+
+def _add_client_commands(sub: Any) -> None:
+    """Other programs' ways in: an AI assistant over MCP, and a cluster node taking attempts from Redis."""
     mcp = sub.add_parser(
         "mcp",
         help="serve the orchestrator's tools to an AI assistant over MCP (stdio)",

@@ -27,6 +27,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -277,21 +278,43 @@ def build(backend: Backend) -> MCPServer:
         ),
     )
 
-    async def call(fn: Callable[[], Answer], include_json: bool) -> CallToolResult:
+    tools = _Tools(backend, server)
+    _add_start_tool(tools)
+    _add_following_tools(tools)
+    _add_result_tools(tools)
+    return server
+
+
+@dataclass(frozen=True)
+class _Tools:
+    """What every tool is made with: the backend it calls and the server it is registered on."""
+
+    backend: Backend
+    server: MCPServer
+
+    async def call(self, fn: Callable[[], Answer], include_json: bool) -> CallToolResult:
         """Run a blocking API call off the event loop; the server's refusal becomes an error result."""
         try:
             return result(await anyio.to_thread.run_sync(fn), include_json)
         except ServerUnreachable as exc:
-            backend.forget()
-            again = "" if backend.in_worker else "; the next call looks for this folder's server again and starts it if needed"
+            self.backend.forget()
+            again = (
+                "" if self.backend.in_worker else "; the next call looks for this folder's server again and starts it if needed"
+            )
             raise ToolError(f"ServerUnreachable: {exc.message}{again}") from None
         except OrchestratorError as exc:
             raise ToolError(f"{type(exc).__name__}: {exc.message}") from None
 
-    def tool(read_only: bool, title: str) -> Callable[[Any], Any]:
-        return server.tool(
+    def tool(self, read_only: bool, title: str) -> Callable[[Any], Any]:
+        """A tool registered with its title and hints; its answer stays text unless asked for JSON."""
+        return self.server.tool(
             title=title, annotations=ToolAnnotations(read_only_hint=read_only, open_world_hint=False), structured_output=False
         )
+
+
+def _add_start_tool(tools: _Tools) -> None:
+    """``spawn`` inside a worker (a child job with the worker's credential), ``orchestrate`` outside."""
+    backend = tools.backend
 
     def submit(request: str, tasks: list[Any] | None, config: dict[str, Any] | None, child: bool) -> Answer:
         doc = backend.client().orchestrate(request=request, tasks=tasks, config=config)
@@ -314,7 +337,7 @@ def build(backend: Backend) -> MCPServer:
 
     if backend.in_worker:
 
-        @tool(False, "Start a child job of this worker")
+        @tools.tool(False, "Start a child job of this worker")
         async def spawn(
             request: str,
             tasks: list[str | dict[str, Any]] | None = None,
@@ -326,11 +349,11 @@ def build(backend: Backend) -> MCPServer:
             (strings, or {"task", "id", "depends_on", ...}) instead of the planner's split; config: job
             settings (max_workers, default_timeout...). Returns at once: wait on the child's job_id."""
             req, plan, cfg = _text("request", request), _tasks(tasks), _config(config)
-            return await call(lambda: submit(req, plan, cfg, child=True), include_json)
+            return await tools.call(lambda: submit(req, plan, cfg, child=True), include_json)
 
     else:
 
-        @tool(False, "Run a request as parallel workers")
+        @tools.tool(False, "Run a request as parallel workers")
         async def orchestrate(
             request: str,
             tasks: list[str | dict[str, Any]] | None = None,
@@ -342,9 +365,14 @@ def build(backend: Backend) -> MCPServer:
             settings such as max_workers, default_timeout, worker (kind), isolation. Returns at once
             with the job_id: then call wait."""
             req, plan, cfg = _text("request", request), _tasks(tasks), _config(config)
-            return await call(lambda: submit(req, plan, cfg, child=False), include_json)
+            return await tools.call(lambda: submit(req, plan, cfg, child=False), include_json)
 
-    @tool(True, "A job's status")
+
+def _add_following_tools(tools: _Tools) -> None:
+    """Following a job: its status, waiting for its end, the recent jobs, a worker's log."""
+    backend = tools.backend
+
+    @tools.tool(True, "A job's status")
     async def status(job_id: str, include_json: bool = False) -> CallToolResult:
         """A job's status now: its workers, counts, workspace and report paths."""
         job = _text("job_id", job_id)
@@ -353,9 +381,9 @@ def build(backend: Backend) -> MCPServer:
             doc = backend.client().status(job)
             return status_text(doc), doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(True, "Wait for a job to end")
+    @tools.tool(True, "Wait for a job to end")
     async def wait(job_id: str, timeout: float = WAIT_DEFAULT, include_json: bool = False) -> CallToolResult:
         """Wait until the job ends or timeout seconds pass (at most the server's api.long_poll_max),
         then return its status. Call again while it is still running."""
@@ -370,9 +398,9 @@ def build(backend: Backend) -> MCPServer:
                 text = f"still {doc['status']} after {hold:g}s (timeout is capped at {cap:g}s)\n" + text
             return text, doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(True, "List recent jobs")
+    @tools.tool(True, "List recent jobs")
     async def list_jobs(status: str | None = None, limit: int = JOBS_DEFAULT, include_json: bool = False) -> CallToolResult:
         """Recent root jobs, newest first: id, status, workers, created time and request. status:
         only jobs with it (pending, running, waiting, completed, partial, failed, cancelled); limit:
@@ -387,9 +415,9 @@ def build(backend: Backend) -> MCPServer:
             page = backend.client().list_jobs(status=status, limit=count)
             return jobs_text(page, status), page
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(True, "The tail of a worker's log")
+    @tools.tool(True, "The tail of a worker's log")
     async def logs(
         job_id: str, worker: str, tail: int = LOG_TAIL_DEFAULT, gate: str | None = None, include_json: bool = False
     ) -> CallToolResult:
@@ -412,9 +440,14 @@ def build(backend: Backend) -> MCPServer:
             failed = [] if gate_name else _failed_gate(client, job, name)
             return "\n".join([head, shown, *failed]), doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(False, "Cancel a job")
+
+def _add_result_tools(tools: _Tools) -> None:
+    """A job's end and its result: cancel it, its diff, merge it, continue a worker with feedback."""
+    backend = tools.backend
+
+    @tools.tool(False, "Cancel a job")
     async def cancel(job_id: str, include_json: bool = False) -> CallToolResult:
         """Cancel a job and every job below it (its workers are stopped)."""
         job = _text("job_id", job_id)
@@ -423,9 +456,9 @@ def build(backend: Backend) -> MCPServer:
             doc = backend.client().cancel(job)
             return f"job {job}: {doc.get('status', 'cancelled')}\nnext: status(job_id={job!r})", doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(True, "A job's or a worker's diff")
+    @tools.tool(True, "A job's or a worker's diff")
     async def diff(
         job_id: str, worker: str | None = None, max_bytes: int = DIFF_BYTES_DEFAULT, include_json: bool = False
     ) -> CallToolResult:
@@ -445,9 +478,9 @@ def build(backend: Backend) -> MCPServer:
             shown = text[:TEXT_MAX] + ("\n... (more in the structured content)" if len(text) > TEXT_MAX else "")
             return f"{head}\n{shown or '(no changes)'}", doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(False, "Merge a finished job's branches")
+    @tools.tool(False, "Merge a finished job's branches")
     async def merge(
         job_id: str, strategy: str | None = None, into: str | None = None, include_json: bool = False
     ) -> CallToolResult:
@@ -467,9 +500,9 @@ def build(backend: Backend) -> MCPServer:
             merged = ", ".join(outcome.get("merged") or []) or "nothing"
             return "\n".join([f"job {job}: merged {merged}", *merge_text(doc)]), doc
 
-        return await call(run, include_json)
+        return await tools.call(run, include_json)
 
-    @tool(False, "Continue a finished worker with feedback")
+    @tools.tool(False, "Continue a finished worker with feedback")
     async def continue_worker(job_id: str, worker: str, feedback: str, include_json: bool = False) -> CallToolResult:
         """Answer a finished root job's worker: the same CLI goes on in its own checkout and branch
         (its session resumed where the CLI can), re-gated, its work added to the job's result as a new
@@ -487,9 +520,7 @@ def build(backend: Backend) -> MCPServer:
             )
             return f"job {job}: {name} round {started.get('number')} started ({how}); see status for its end", doc
 
-        return await call(run, include_json)
-
-    return server
+        return await tools.call(run, include_json)
 
 
 def _config(config: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from .. import protocol
 from ..errors import EXIT_BY_STATUS, EXIT_UNREACHABLE
 from ..events import EventType
 from ..models import JobStatus
+from ..outcomes import ChecksState
 from ..reports import terminal
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ def status_exit_code(doc: Mapping[str, Any]) -> int:
     checks are still watched (its result branch may still move: engine/pr_checks.py)."""
     if doc["status"] in (JobStatus.PENDING, JobStatus.RUNNING):
         return RET_RUNNING
-    if (doc.get("checks") or {}).get("state") == "watching":
+    if (doc.get("checks") or {}).get("state") == ChecksState.WATCHING:
         return RET_RUNNING
     return exit_code(doc)
 

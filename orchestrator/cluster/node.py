@@ -50,7 +50,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 import redis
 from rq import Worker
@@ -91,11 +91,32 @@ def kind_problem(settings: Settings, kind: str) -> str:
     return not_installed(settings, kind)
 
 
-def cmd_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    settings = load_settings(args.config)
+class NodeClaim(TypedDict, total=False):
+    """``<name>.json`` in the host's nodes folder: the node that holds the name (its process, by pid
+    and start), and its supervisor's folder, for the sweep of a dead node."""
+
+    name: str
+    pid: int
+    start_id: str | None
+    supervisor_dir: str
+
+
+class NodeOptions(NamedTuple):
+    """What the command line and ``distributed`` say this node is: checked before anything starts."""
+
+    url: str
+    lease: float
+    slots: int
+    host: str
+    name: str
+    prefix: str
+    kinds: list[str]  # the wanted kinds that can run here
+
+
+def node_options(args: argparse.Namespace, settings: Settings) -> NodeOptions:
+    """The node's options, each checked (a ConfigError names the flag and the fix); a wanted kind
+    that cannot run here is left out with a warning, and none left is an error."""
     d = settings.distributed
-    url = args.redis or d.redis_url
     lease = float(args.lease if args.lease is not None else d.lease)
     if lease < 1:
         raise ConfigError(f"--lease {lease} is too short: give 1 second or more", key="--lease")
@@ -109,7 +130,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     prefix = args.prefix or d.queue_prefix
     if not ID.match(prefix):
         raise ConfigError(f"--prefix {prefix[:60]!r} is not a valid prefix (letters, digits, _ . : -)", key="--prefix")
-    names = Names(prefix)
     wanted = [k.strip() for k in args.kinds.split(",") if k.strip()]
     kinds = []
     for kind in wanted:
@@ -122,7 +142,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"node {name}: none of the kinds {', '.join(wanted) or '(none)'} can run here (see above)", key="--kinds"
         )
-    client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
+    return NodeOptions(args.redis or d.redis_url, lease, slots, host, name, prefix, kinds)
+
+
+def _server_marker(client: redis.Redis, names: Names, name: str) -> Marker:
+    """The server's marker once it is there, refused (ConfigError) when it runs another protocol or
+    ``check_marker`` finds it unfit."""
     marker = wait_for_marker(client, names, name)
     if marker.protocol != PROTOCOL_VERSION:
         raise ConfigError(
@@ -134,6 +159,16 @@ def cmd_node(args: argparse.Namespace) -> int:
     refused = check_marker(marker)
     if refused:
         raise ConfigError(f"node {name} refuses to start: {refused}", key="--redis")
+    return marker
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    settings = load_settings(args.config)
+    url, lease, slots, host, name, prefix, kinds = node_options(args, settings)
+    names = Names(prefix)
+    client = connect(url, setting="--redis" if args.redis else "distributed.redis_url")
+    marker = _server_marker(client, names, name)
     # The server's key, from this node's own config (never from Redis); read once the server has
     # started (it writes the key at its first start).
     verifier = SpecVerifier.from_file(verify_key_path(settings))
@@ -225,7 +260,7 @@ def claim_name(here: Path, name: str, supervisor_dir: Path | None = None) -> Pat
         raise ConfigError(
             f"a node named {name} already runs on this host (pid {found['pid']}): give another --name", key="--name"
         )
-    record: dict[str, Any] = {"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}
+    record: NodeClaim = {"name": name, "pid": os.getpid(), "start_id": process_start_id(os.getpid())}
     if supervisor_dir is not None:
         record["supervisor_dir"] = str(supervisor_dir)
     atomic_write(owner, json.dumps(record).encode())

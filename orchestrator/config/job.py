@@ -106,20 +106,10 @@ ACCEPTED_ONLY = ("current_depth",)  # not a setting: the job's depth as the admi
 ENV_REQUEST_KEYS = ("env", "environment", "inherit_env", "env_passthrough")
 
 
-def job_config(
-    settings: Settings,
-    requested: Mapping[str, Any] | None,
-    parent: JobConfig | None = None,
-) -> tuple[JobConfig, list[str]]:
-    """The effective config of a new job, and notes on values that were lowered.
-
-    A root job may ask for any value up to the server's ceiling (above it is an
-    error). A child job inherits its parent's config, and a value above the
-    parent's is lowered to it with a note: limits only ever shrink down a tree.
-    """
-    if requested is not None and not isinstance(requested, Mapping):
-        raise ConfigError('config must be a JSON object of settings, e.g. {"max_workers": 3}')
-    requested = dict(requested or {})
+def _check_keys(requested: Mapping[str, Any], parent: JobConfig | None) -> None:
+    """The keys a request may not carry: environment variables and a command (the server's), unknown
+    ones, and what only a root job may set (a child's is 403: a worker may not move the user's branch,
+    gate its root's landing, send the server's signed posts or weaken its root's gates)."""
     env_keys = sorted(k for k in requested if k in ENV_REQUEST_KEYS)
     if env_keys:
         raise ConfigError(
@@ -164,6 +154,23 @@ def job_config(
             "which a worker may not set or weaken. Leave it out of a child job's config.",
             key=gate_keys[0],
         )
+
+
+def job_config(
+    settings: Settings,
+    requested: Mapping[str, Any] | None,
+    parent: JobConfig | None = None,
+) -> tuple[JobConfig, list[str]]:
+    """The effective config of a new job, and notes on values that were lowered.
+
+    A root job may ask for any value up to the server's ceiling (above it is an
+    error). A child job inherits its parent's config, and a value above the
+    parent's is lowered to it with a note: limits only ever shrink down a tree.
+    """
+    if requested is not None and not isinstance(requested, Mapping):
+        raise ConfigError('config must be a JSON object of settings, e.g. {"max_workers": 3}')
+    requested = dict(requested or {})
+    _check_keys(requested, parent)
     if "current_depth" in requested:
         check_value("config", "current_depth", requested["current_depth"], Key(int, 0, "", min=0, max=1000))
     base = parent.to_dict() if parent else {k: settings.get(*src) for k, src in JOB_KEYS.items()}

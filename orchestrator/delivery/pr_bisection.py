@@ -33,6 +33,7 @@ from ..models import JobRecord, WorkerRecord
 from ..workers.adapters import co_author_of
 from ..workspace.layout import Workspace
 from . import bisection, forge, landing, pull_requests
+from .pr_checks import ReadingState
 from .publishing import push_url, remote_git
 
 SIDE = "checks-bisect/"  # under the job's prefix: the side branches of its candidates
@@ -113,9 +114,9 @@ class Search:
                 continue
             bad = 0
             now = self.clock()
-            if reading.state == "passed":
+            if reading.state == ReadingState.PASSED:
                 return bisection.Trial(True)
-            if reading.state == "failed":
+            if reading.state == ReadingState.FAILED:
                 return bisection.Trial(False, ", ".join(c.name for c in reading.failed) + " failed")
             if reading.total == 0 and now - pushed_at > g.checks_appear_within:
                 raise Stopped(f"no check was reported on candidate {commit[:12]} (git.checks_appear_within)")

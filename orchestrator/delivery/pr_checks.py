@@ -23,6 +23,7 @@ from urllib.parse import quote
 import requests
 
 from ..config import Settings, schema
+from ..config.keys import StrEnum
 from ..models import JobRecord
 from ..outcomes import ChecksRecord, ChecksState, PublishRecord
 from ..workspace.layout import Workspace
@@ -64,12 +65,20 @@ class FailedCheck:
     log_tail: str  # the end of its log (or what it reported when it has no log)
 
 
+class ReadingState(StrEnum):
+    """How one reading of a commit's checks stands (``ChecksReading.state``)."""
+
+    PASSED = "passed"  # all finished, none failed
+    FAILED = "failed"  # one failed; those still running do not change that
+    PENDING = "pending"  # none failed, some not finished or none yet
+
+
 @dataclass(frozen=True)
 class ChecksReading:
     """The checks of one commit: ``state`` passed (all finished, none failed), failed (one failed;
     those still running do not change that) or pending (none failed, some not finished or none yet)."""
 
-    state: str
+    state: ReadingState
     total: int
     failed: tuple[FailedCheck, ...] = ()
     pending: tuple[str, ...] = ()
@@ -93,7 +102,7 @@ def gitlab_base(project: ForgeProject) -> str:
 
 
 def _verdict(total: int, failed: list[FailedCheck], pending: list[str]) -> ChecksReading:
-    state = "failed" if failed else "pending" if pending or total == 0 else "passed"
+    state = ReadingState.FAILED if failed else ReadingState.PENDING if pending or total == 0 else ReadingState.PASSED
     return ChecksReading(state, total, tuple(failed), tuple(pending))
 
 

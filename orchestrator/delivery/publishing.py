@@ -63,19 +63,31 @@ def publish(
         repo = repository(settings, workspace)
     except Exception as exc:  # no repository any more: said, not raised
         return replace(record, error=f"no repository to push from: {exc}")
+    error = _push(repo, g.push, branch, merge.result_commit, previous)
+    if error:
+        return replace(record, error=error)
+    record = replace(record, pushed=True)
+    failpoints.hit("publish_pushed")  # the chaos tests' stop between the push and the pull request
+    if g.pull_request == PullRequestForge.NONE:
+        return record
+    return _propose(record, branch, job, workers, settings, environ, repo, status)
+
+
+def _push(repo: Path, remote: str, branch: str, commit: str, previous: PublishRecord | None) -> str:
+    """``commit`` pushed to ``branch`` of the ``remote``, leased: "" when pushed, else why not."""
     # Pushed to the remote's push URL, not its name: a push by name also moves the user's
     # remote-tracking ref (refs/remotes/<remote>/...), a ref outside the job's prefix.
-    url = push_url(repo, g.push)
+    url = push_url(repo, remote)
     if not url:
-        return replace(record, error=f"git push {g.push} failed: no remote named {g.push!r} in {repo} (git.push)")
+        return f"git push {remote} failed: no remote named {remote!r} in {repo} (git.push)"
     ours = previous.commit if previous is not None and previous.pushed and previous.branch == branch else None
     # The lease: the branch as this job left it on the remote, or absent (a branch deleted there, say
     # after its pull request was merged, is made again); anything else there is someone else's work.
     there = remote_git(repo, "ls-remote", "--end-of-options", url, f"refs/heads/{branch}")
     if there.returncode != 0:
-        return replace(record, error=f"git push {g.push} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}")
+        return f"git push {remote} {branch} failed: {_clean(there.stderr) or 'the remote did not answer'}"
     remote_tip = there.stdout.split()[0] if there.stdout.split() else ""
-    lease = remote_tip if remote_tip and remote_tip in (ours, merge.result_commit) else ""
+    lease = remote_tip if remote_tip and remote_tip in (ours, commit) else ""
     done = remote_git(
         repo,
         "push",
@@ -84,17 +96,29 @@ def publish(
         f"--force-with-lease=refs/heads/{branch}:{lease}",
         "--end-of-options",
         url,
-        f"{merge.result_commit}:refs/heads/{branch}",
+        f"{commit}:refs/heads/{branch}",
     )
     if done.returncode != 0:
         # --porcelain: a refused ref is a "!" line on stdout with git's reason ("[rejected] (stale info)").
         refused = [line.split("\t")[-1] for line in done.stdout.splitlines() if line.startswith("!")]
         why = _CREDENTIALS.sub(r"\1***@", "; ".join(refused)) or _clean(done.stderr) or f"exit code {done.returncode}"
-        return replace(record, error=f"git push {g.push} {branch} failed: {why}")
-    record = replace(record, pushed=True)
-    failpoints.hit("publish_pushed")  # the chaos tests' stop between the push and the pull request
-    if g.pull_request == PullRequestForge.NONE:
-        return record
+        return f"git push {remote} {branch} failed: {why}"
+    return ""
+
+
+def _propose(
+    record: PublishRecord,
+    branch: str,
+    job: JobRecord,
+    workers: Sequence[WorkerRecord],
+    settings: Settings,
+    environ: Mapping[str, str],
+    repo: Path,
+    status: JobStatus | None,
+) -> PublishRecord:
+    """The pushed branch's pull request opened or updated on the configured forge (none:
+    ``record`` as it is), or the record with why not."""
+    g = settings.git
     chosen = pull_requests.forge_of(g.pull_request)  # loaded at the server's start
     kind = chosen.name
     token_env = pull_requests.token_env(settings)

@@ -61,7 +61,7 @@ from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import CostBasis, GateResult, Resolution, ResolverAttempt
 from ..process.monitor import CAPPED
-from ..process.runner import CommandNotFound, ProcessRunner, Wakeup, signal_name
+from ..process.runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup, signal_name
 from ..quality import gates as gating
 from ..selection.scoring import wait_for
 from ..workers import costs
@@ -248,27 +248,11 @@ class ConflictResolver:
                 else:
                     if number in cut_off:
                         self._restart_note(at.worker, f"resolver attempt {number}")
-                    record(started=number)
-                    prompt = self._prompt(at, files, refused)
-                    (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
-                    attempt, problem = self._run(adapter, model, number, prompt, files, (home, tree, tmp, log_path))
-                    # In the ledger as it ended, before its checks: a restart during them keeps it, and its cost.
-                    record(
-                        run=ResolverAttempt(
-                            number, *attempt, refused=problem or CUT_SHORT, log_path=self._rel(log_path)
-                        ).to_dict()
+                    attempt, problem = self._run_recorded(
+                        at, files, refused, number, record, adapter, model, (home, tree, tmp, log_path)
                     )
-                resolved = None
-                try:
-                    if not problem:
-                        resolved, problem = self._take(tree, at, files)
-                    if resolved is not None and not again:
-                        record(taken={"number": number, "tree": resolved})  # what a restart during its checks checks
-                    if not problem and resolved is not None:
-                        ran_gates, problem = self._gate(at, tree, tmp, resolved, number)
-                except (GitFailed, OSError) as exc:  # fail closed: a resolution that cannot be read is refused
-                    log.warning("job %s: a resolution could not be checked", self.job.id, exc_info=True)
-                    problem = f"the resolution could not be checked: {exc}"
+                resolved, problem, gated = self._checked(at, (tree, tmp), files, number, problem, None if again else record)
+                ran_gates = gated if gated is not None else ran_gates
                 attempts.append(ResolverAttempt(number, *attempt, refused=problem, log_path=self._rel(log_path)))
                 self._note(at.worker, f"resolver attempt {number} ({label}) on {', '.join(files)}: {problem or 'accepted'}")
                 if not problem:
@@ -290,6 +274,32 @@ class ConflictResolver:
         if not refused:  # its tries were all spent on runs before a restart, whose checks were cut short
             refused = f"no resolver attempt left: {len(earlier)} run(s) before the restart used git.resolver_retries"
         return Resolution(at.worker, files, label, False, refused, tuple(attempts), ran_gates)
+
+    def _checked(
+        self,
+        at: Conflicted,
+        place: tuple[Path, Path],
+        files: Sequence[str],
+        number: int,
+        problem: str,
+        record: Callable[..., None] | None,
+    ) -> tuple[str | None, str, tuple[GateResult, ...] | None]:
+        """A run's resolution taken from its worktree and gated: (its tree, why it is refused ("": it
+        is not), the gates that ran or None). ``record`` (none when its checks run again after a
+        restart) keeps the taken tree in the ledger first. Fails closed: one that cannot be read is refused."""
+        tree, tmp = place
+        resolved, ran_gates = None, None
+        try:
+            if not problem:
+                resolved, problem = self._take(tree, at, files)
+            if resolved is not None and record is not None:
+                record(taken={"number": number, "tree": resolved})  # what a restart during its checks checks
+            if not problem and resolved is not None:
+                ran_gates, problem = self._gate(at, tree, tmp, resolved, number)
+        except (GitFailed, OSError) as exc:
+            log.warning("job %s: a resolution could not be checked", self.job.id, exc_info=True)
+            problem = f"the resolution could not be checked: {exc}"
+        return resolved, problem, ran_gates
 
     # -- the worktree -------------------------------------------------------------------------
     def _prepare(self, tree: Path, tmp: Path, at: Conflicted) -> None:
@@ -341,6 +351,27 @@ class ConflictResolver:
 
     def _env(self, tmp: Path) -> dict[str, str]:
         return helper_env(self.settings, tmp, self.workspace, self.job.root_id)
+
+    def _run_recorded(
+        self,
+        at: Conflicted,
+        files: Sequence[str],
+        refused: str,
+        number: int,
+        record: Callable[..., None],
+        adapter: Adapter,
+        model: str | None,
+        where: tuple[Path, Path, Path, Path],
+    ) -> tuple[tuple[int | None, float, float | None, CostBasis | None], str]:
+        """One resolver run (``_run``) with its prompt written (told why the last was refused), in the
+        ledger as started and as it ended, before its checks: a restart during them keeps it, and its cost."""
+        home, log_path = where[0], where[3]
+        record(started=number)
+        prompt = self._prompt(at, files, refused)
+        (home / f"prompt_{number}.md").write_text(prompt, encoding="utf-8")
+        attempt, problem = self._run(adapter, model, number, prompt, files, where)
+        record(run=ResolverAttempt(number, *attempt, refused=problem or CUT_SHORT, log_path=self._rel(log_path)).to_dict())
+        return attempt, problem
 
     def _run(
         self,
@@ -404,6 +435,21 @@ class ConflictResolver:
             self.runner.sweep(handle.tag, handle.started_at)  # nothing it started outlives it
         finally:
             self.runner.release(handle)
+        return self._ended(adapter, model, number, handle, code, why, (log_path, offset))
+
+    def _ended(
+        self,
+        adapter: Adapter,
+        model: str | None,
+        number: int,
+        handle: ProcessHandle,
+        code: int | None,
+        why: str,
+        log_at: tuple[Path, int],
+    ) -> tuple[tuple[int | None, float, float | None, CostBasis | None], str]:
+        """An ended resolver run read from its log (from ``log_at``'s offset): its time, its cost
+        (counted toward the tree's budget), and why it failed ("": it did not)."""
+        log_path, offset = log_at
         # Its own time, by its recorded start and its exit file's (a sandboxed run's), as a worker's (engine/attempts.py)
         seconds = round(max(0.0, (handle.ended_at or time.time()) - handle.started_at), 3)
         text = self.workspace.read_from(log_path, offset, READ_CHARS)

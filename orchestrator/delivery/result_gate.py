@@ -56,7 +56,7 @@ from ..git.invocation import GitFailed, run_git
 from ..git.repository import add_detached_worktree, linked_git_dir, repo_op
 from ..git.sandboxed import CheckoutGit
 from ..models import JobRecord, WorkerRecord
-from ..outcomes import PASSED
+from ..outcomes import PASSED, GateStatus
 from ..process.runner import ProcessRunner, Wakeup
 from ..quality import gates as gating
 from ..workers.confinement import Confinement
@@ -74,14 +74,14 @@ _QUIET = ("-c", "core.hooksPath=/dev/null")
 _WHY_LINES = (re.compile(r"^\s*[\w.]+(?:Error|Exception)\b:.*$", re.M), re.compile(r"^\s*(?:FAIL|FAILED|error|Error)\b.*$", re.M))
 
 
-def why_failed(name: str, status: str, reason: str, output: str) -> str:
+def why_failed(name: str, status: GateStatus, reason: str, output: str) -> str:
     """``tests failed: ImportError: cannot import name 'total' ...``: the gate, and the line of
     its output that says why (its last exception line, else its last failure line, else its last
     line), else its reason."""
     lines = next((found for pattern in _WHY_LINES if (found := pattern.findall(output))), [])
     said = lines[-1].strip() if lines else next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
     said = said[:300]
-    if status == "failed":
+    if status == GateStatus.FAILED:
         return f"{name} failed: {said or reason}"
     return f"{name} {status}: {reason}" + (f"; {said}" if said else "")
 

@@ -3,7 +3,8 @@ are submission, a worker's thread (``worker_thread``) and its attempts (``attemp
 choosing among candidates, nesting, settling workers, ending jobs (approvals, results, reporting), and taking over after a restart (``recovery``
 decides, ``takeover`` acts). Every part takes one ``context.EngineContext`` (settings, workspace,
 clock, tables and their lock ``tables.locked()``, announcer, metrics, executor, runner, checkout)
-and asks the engine for what only it does through ``ctx.hooks`` (``context.EngineHooks``).
+and reads it as its own attributes (``context.EnginePart``); it asks the engine for what only it does
+through ``ctx.hooks`` (``context.EngineHooks``). ``assembly`` builds the parts and wires them.
 
 In one sentence: a worker is started in ``core.Engine.dispatch`` (``Engine._start`` then
 ``Engine.start_thread``, which runs ``worker_thread.WorkerThread.run_worker`` on a pool thread),
@@ -18,8 +19,9 @@ Imports every layer below it (``cluster``, ``webhooks``, ``index``, ``quality`` 
 
 Modules:
 
-- ``core``: ``Engine``, the facade: wires the parts, dispatches pending workers within the limits;
-- ``context``: ``EngineContext`` (what every part shares) and ``EngineHooks``;
+- ``core``: ``Engine``, the facade: builds the shared context, dispatches pending workers within the limits;
+- ``assembly``: the parts built and wired to each other, the engine's monitor, admission and listeners;
+- ``context``: ``EngineContext`` (what every part shares), ``EnginePart`` (a part's base) and ``EngineHooks``;
 - ``submission``: admit, plan, create jobs; ``limits``: admission checks;
 - ``worker_thread``: a worker's thread; ``attempts``: its attempts, retries, timeouts, failure classes;
 - ``after_attempt``: the after-attempt steps in their order; ``scheduling``: a task graph's order;

@@ -11,7 +11,7 @@ from .. import states
 from ..delivery import approval
 from ..errors import Conflict
 from ..models import ApprovalDecision, JobRecord, JobStatus
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .queries import Queries
 from .reporting import Reporting
 from .tables import write_snapshots
@@ -23,14 +23,12 @@ class Conclude(Protocol):
     def __call__(self, job: JobRecord, *, land: bool) -> None: ...
 
 
-class Approvals:
+class Approvals(EnginePart):
     """Holds a job for approval and carries out the decision; ``conclude`` ends the decided job
     (given by ``ending.Ending``, which holds a job here as it ends)."""
 
     def __init__(self, ctx: EngineContext, *, queries: Queries, reporting: Reporting, conclude: Conclude) -> None:
-        self.clock = ctx.clock
-        self.tables = ctx.tables
-        self.announce = ctx.announce
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.queries = queries
         self.reporting = reporting
         self.conclude = conclude

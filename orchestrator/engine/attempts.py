@@ -75,6 +75,7 @@ from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.cli_configs import check_reachable, live_endpoints
 from ..workers.confinement import Confinement
 from ..workers.environment import credential_by_file, provider_keys_by_file
+from .context import EnginePart
 from .locked_only import assert_held, locked_only
 from .tables import Outcome
 
@@ -119,7 +120,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return delay + (rng or random).uniform(0, 0.25 * delay)
 
 
-class Attempts:
+class Attempts(EnginePart):
     """Runs worker ``live``'s attempts in the calling thread, through ``ctx.executor``; every
     timeout, backoff and timestamp is read from ``ctx.clock``. Its record is changed inside
     ``ctx.tables.locked()``."""
@@ -143,18 +144,14 @@ class Attempts:
         self.record = record
         # A candidate's own timeout (the task API's cli_assignments[].timeout) replaces the job's.
         self.config = config.replace(default_timeout=record.timeout) if record.timeout else config
-        self.settings = ctx.settings
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.adapter = adapter
-        self.executor = ctx.executor
-        self.clock = ctx.clock
-        self.workspace = workspace = ctx.workspace
+        workspace = ctx.workspace
         self.env = env
         self.prompt = prompt
         self.tag = live.tag
-        self.tables = ctx.tables
         self.on_change = on_change
         self.cancel = live.cancel
-        self.checkout = ctx.checkout
         self.steps = steps
         self.job: JobRecord | None = live.job
         self.confinement = confinement  # None: unconfined (a test's engine without one)

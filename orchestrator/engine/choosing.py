@@ -37,7 +37,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import add_caches, base_env
 from ..workspace.ids import worker_key
 from ..workspace.stages import StageLedger, StageState, rerun_note
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .resolvers import driver_factory
 from .scheduling import Scheduler
@@ -47,7 +47,7 @@ log = logging.getLogger("orchestrator.choosing")
 Chooser = Callable[..., Selection]  # selection.choose's signature: a test may hand in its own
 
 
-class Choosing:
+class Choosing(EnginePart):
     """Starts, runs and records the selection of each task with candidates."""
 
     def __init__(
@@ -60,15 +60,8 @@ class Choosing:
         chooser: Chooser | None = None,
     ) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings
-        self.workspace = ctx.workspace
         self.confinement = Confinement(ctx.settings, ctx.workspace, configs=ctx.cli_configs)
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.hooks = ctx.hooks
         self.scheduler = scheduler
-        self.runner = ctx.runner
-        self.clock = ctx.clock
         self.queries = queries
         self.end_job = end_job  # Ending's: the job ends once its last selection is made
         self.chooser: Chooser = chooser or choose

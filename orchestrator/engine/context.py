@@ -5,6 +5,9 @@ scheduling, nesting, settling, ending, choosing, the worker threads, takeover): 
 workspace, the clock, the tables (and their one lock, ``tables.locked()``), the announcer (the
 event bus and the logs), the metrics, and where attempts and helper commands run.
 
+``EnginePart`` is the base of each part: it reads those from its context by the same names, so no part
+copies them into itself.
+
 ``EngineHooks`` is the engine's side: the few things a part asks the engine to do, named
 (``core.Engine`` implements it). The call path reads one way: a part calls ``ctx.hooks.dispatch()``;
 the engine never hands a part its bound methods.
@@ -99,3 +102,53 @@ class EngineContext:
         if usd:
             self.tables.tree_cost[root_id] = self.tables.tree_cost.get(root_id, 0.0) + usd
             self.metrics.add_cost(usd)
+
+
+class EnginePart:
+    """A part of the engine (submission, settling, ending, the worker threads, ...): what it shares with
+    the others is read from ``self.ctx`` under the context's own names, never copied into the part."""
+
+    ctx: EngineContext
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.ctx.workspace
+
+    @property
+    def clock(self) -> Clock:
+        return self.ctx.clock
+
+    @property
+    def tables(self) -> Tables:
+        return self.ctx.tables
+
+    @property
+    def announce(self) -> Announcer:
+        return self.ctx.announce
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ctx.metrics
+
+    @property
+    def executor(self) -> Executor:
+        return self.ctx.executor
+
+    @property
+    def runner(self) -> ProcessRunner:
+        return self.ctx.runner
+
+    @property
+    def checkout(self) -> Checkout:
+        return self.ctx.checkout
+
+    @property
+    def hooks(self) -> EngineHooks:
+        return self.ctx.hooks

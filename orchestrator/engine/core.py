@@ -22,27 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 
-from .. import index, states, webhooks
+from .. import states
 from ..checkouts.checkout import Checkout
 from ..checkouts.isolated import make_checkout
 from ..clock import SYSTEM_CLOCK, Clock
-from ..cluster.distribution import make_executor, path_locks
-from ..config import ExecutorKind, JobConfig, Settings
+from ..cluster.distribution import executor_and_runner, path_locks
+from ..config import JobConfig, Settings
 from ..delivery import landing, publishing
-from ..delivery.pull_requests import load_forges
 from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
-from ..process import supervisor
-from ..process.admission import MemoryAdmission, MemoryProbe
+from ..process.admission import MemoryProbe
 from ..process.executor import Executor
-from ..process.monitor import Caps, ResourceMonitor
 from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..quality.steps import Step
@@ -50,31 +46,20 @@ from ..reports.metrics import Metrics
 from ..retention.pruning import delete_job, jobs_on_disk, refusal
 from ..states import WorkerPhase
 from ..workers import roles
-from ..workers.adapters import load_plugins, memory_peaks
 from ..workers.cli_configs import CliConfigs
 from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace
 from . import limits
-from .after_attempt import default_steps
 from .announce import Announcer
+from .assembly import attach_listeners, build_parts, load_plugins, watch_resources
 from .context import EngineContext
-from .continuing import Continuing
-from .ending import FINISHED_TREES_IN_MEMORY, Ending
+from .ending import FINISHED_TREES_IN_MEMORY
 from .locked_only import locked_only
-from .nesting import Nesting
-from .pr_checks import ChecksWatch
 from .queries import Queries
 from .recovery import Recovered
-from .reporting import Reporting
-from .resolvers import driver_factory, resolver_factory
-from .results import Results
-from .scheduling import Scheduler
-from .submission import Submission
 from .tables import LiveWorker, Outcome, Tables
-from .takeover import Takeover
-from .worker_thread import WorkerThread
 
 log = logging.getLogger("orchestrator.engine")
 __all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
@@ -100,10 +85,7 @@ class Engine:
         memory: MemoryProbe | None = None,
     ) -> None:
         self.settings = settings
-        # Plugin kinds (entry points, workers.kinds) join the registry now: a bad one stops the start,
-        # naming the plugin and the fix (docs/plugins.md), before any job runs.
-        for loaded in [*load_plugins(settings), *load_forges(settings)]:
-            log.info("plugin: %s", loaded)
+        load_plugins(settings)  # plugin kinds and forges join the registry; a bad one stops the start here
         self.workspace = workspace or Workspace(settings.workspace_root)
         # The sandbox of every process that runs a worker's code (workers.sandbox): said in the log.
         # The CLIs' config files read now, before any worker runs: the model endpoints they name are
@@ -112,13 +94,9 @@ class Engine:
         self.confinement = Confinement(settings, self.workspace, announce=True, configs=self.cli_configs)
         # Where worker attempts run (process/executor.py), and the time every timeout, backoff and
         # deadline is measured on: local processes and the system clock unless a test injects others.
-        if runner is None and executor is None and settings.distributed.executor != ExecutorKind.RQ and supervisor.supported():
-            # Workers are started by the workspace's supervisor: no shim and no fork of this server per worker.
-            runner = ProcessRunner(supervisor=supervisor.SupervisorClient(self.workspace.supervisor_dir))
-        self.executor: Executor = executor or make_executor(settings, runner)  # distributed.executor
+        # The AI planner runs its CLI through the runner of the local executor.
+        self.executor, self.runner = executor_and_runner(settings, self.workspace, runner, executor)
         self.clock: Clock = clock or SYSTEM_CLOCK
-        # The AI planner runs its CLI through a runner of its own choosing: the local executor's.
-        self.runner = self.executor.local_runner() or runner or ProcessRunner()
         # Prepares each worker's directory (checkouts/checkout.py), and checks its work after each attempt (quality/steps.py).
         self.checkout = checkout if checkout is not None else make_checkout(settings, self.workspace, env=self.worker_env)
         self.events = EventBus()
@@ -140,23 +118,25 @@ class Engine:
             queue_outage=self.executor.queue_outage,
         )
         self.metrics = Metrics(self.queries.job_counts, self.counts, self.workspace)  # read by GET /metrics
-        w = settings.workers
-        self.monitor = ResourceMonitor(
-            self.executor,
-            Caps(w.max_memory_mb, w.max_processes, w.max_log_mb, w.max_disk_mb),
-            w.monitor_interval,
-            lambda: self.worker_threads.watched(),
-            tick=self._tick,
-        )
         self.announce = Announcer(settings, self.workspace, self.events)
-        # A worker starts only where its kind's measured peak fits in free memory (process/admission.py).
-        probe = memory or self.executor.memory  # this machine's, or the nodes' heartbeats under rq
-        self.admission = MemoryAdmission(w.memory_reserve_mb, probe, self.monitor.peaks, self.announce.worker, memory_peaks())
-        self.index = index.attach(settings, self.workspace, self.announce)  # job history for listings (index/)
-        self.webhooks = webhooks.attach(settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time())
+        self.monitor, self.admission = watch_resources(
+            settings, self.executor, memory, self.announce, lambda: self.worker_threads.watched(), self._tick
+        )
+        self.index, self.webhooks = attach_listeners(
+            settings, self.workspace, self.announce, lambda: self.api_url, self.clock.time()
+        )
+        self._build_parts(steps)
+        # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
+        self.locks = path_locks(self.clock, settings)
+        self.monitor.start()
+        self.checks_watch.start()
+
+    def _build_parts(self, steps: Sequence[Step] | None) -> None:
+        """The context every part shares, and the parts made from it (``assembly.build_parts``) under
+        the engine's names for them."""
         # What every part shares; the parts ask the engine for what only it does through ``hooks`` (this engine).
         ctx = EngineContext(
-            settings=settings,
+            settings=self.settings,
             workspace=self.workspace,
             clock=self.clock,
             tables=self.tables,
@@ -170,63 +150,26 @@ class Engine:
             cli_configs=self.cli_configs,
         )
         self.ctx = ctx
-        # merge_strategy resolve's resolver workers, for every merge: a root's, a child's, a graph's integration.
-        resolvers = resolver_factory(ctx, self.confinement)
-        # In order; by default the quality gates and a graph job's merge into its integration branch.
-        self.steps = (
-            tuple(steps)
-            if steps is not None
-            else default_steps(settings, self.workspace, resolvers=resolvers, drivers=driver_factory(ctx))
-        )
-        # A worktree worker's child jobs: its work committed at the spawn, theirs merged back at their end.
-        self.nesting = Nesting(ctx, resolvers)
-        # A task graph's order: readiness, and what a failed prerequisite does (engine/scheduling.py).
-        self.scheduler = Scheduler(ctx)
-        # A tree's reports; a root's result landed, recorded and published; a job's end, with the
-        # parts that end one: its workers' settling, its task's choice, a person's approval.
-        self.reporting = Reporting(ctx, queries=self.queries)
-        self.results = Results(ctx, queries=self.queries, reporting=self.reporting, resolvers=resolvers)
-        self.ending = Ending(
+        parts = build_parts(
             ctx,
-            monitor=self.monitor,
             queries=self.queries,
-            nesting=self.nesting,
-            scheduler=self.scheduler,
-            results=self.results,
-            reporting=self.reporting,
-        )
-        self.settling = self.ending.settling
-        self.choosing = self.ending.choosing
-        self.approvals = self.ending.approvals
-        self.submission = Submission(ctx, nesting=self.nesting)
-        self.worker_threads = WorkerThread(
-            ctx, settling=self.settling, ending=self.ending, prompts=self.prompts, steps=self.steps, confinement=self.confinement
-        )
-        # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
-        self.locks = path_locks(self.clock, settings)
-        self.takeover = Takeover(ctx, queries=self.queries, ending=self.ending)
-        # A finished worker's continue rounds (engine/continuing.py).
-        self.continuing = Continuing(
-            ctx,
-            release=self.release,
-            steps=self.steps,
-            prompts=self.prompts,
+            monitor=self.monitor,
             confinement=self.confinement,
-            after=self._after_round,
-        )
-        self.ending.breakers = self.continuing.breakers
-        self.ending.send_back = self.continuing.send_back
-        # After the pull request: its checks watched, a failed one sent back to a worker (engine/pr_checks.py).
-        self.checks_watch = ChecksWatch(
-            ctx,
-            continuing=self.continuing,
+            prompts=self.prompts,
+            steps=steps,
             release=self.release,
-            ended=self._tree_ended,
-            render=self._after_checks,
-            environ=os.environ,
+            after_round=self._after_round,
+            tree_ended=self._tree_ended,
+            after_checks=self._after_checks,
         )
-        self.monitor.start()
-        self.checks_watch.start()
+        # The engine's names for its parts (assembly.Parts says what each is).
+        self.steps = parts.steps
+        self.nesting, self.scheduler = parts.nesting, parts.scheduler
+        self.reporting, self.results = parts.reporting, parts.results
+        self.ending = parts.ending
+        self.settling, self.choosing, self.approvals = self.ending.settling, self.ending.choosing, self.ending.approvals
+        self.submission, self.worker_threads = parts.submission, parts.worker_threads
+        self.takeover, self.continuing, self.checks_watch = parts.takeover, parts.continuing, parts.checks_watch
 
     # -- context.EngineHooks: what the parts ask of the engine (ctx.hooks is this engine) --------
     @locked_only

@@ -31,7 +31,7 @@ from ..workspace.ids import worker_key
 from ..workspace.layout import Workspace
 from .approvals import Approvals
 from .choosing import Choosing
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .nesting import Nesting
 from .queries import Queries
@@ -47,7 +47,7 @@ log = logging.getLogger("orchestrator.engine")
 FINISHED_TREES_IN_MEMORY = 32
 
 
-class Ending:
+class Ending(EnginePart):
     """Ends jobs, on the engine's context (``ctx``); a freed slot goes to the next pending worker
     through ``ctx.hooks.dispatch``. The parts that end a job through it are made here, given
     ``end_job`` or ``conclude``: ``settling`` (a job's last worker settled), ``choosing`` (a
@@ -64,11 +64,7 @@ class Ending:
         results: Results,
         reporting: Reporting,
     ) -> None:
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.hooks = ctx.hooks
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.scheduler = scheduler
         self.nesting = nesting  # a child job's work into its parent worker's branch (worktrees)
         self.results = results

@@ -58,7 +58,7 @@ from ..git.repository import check_ref, head_ref, run_git
 from ..models import JobRecord, WorkerRecord
 from ..outcomes import MergeOutcome, MergeRecord
 from ..workers.adapters import co_author_of
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .resolvers import driver_factory
 
 log = logging.getLogger("orchestrator.nesting")
@@ -69,15 +69,11 @@ class NotMerged(OrchestratorError):
     """The child job's work could not be brought into its parent's checkout."""
 
 
-class Nesting:
+class Nesting(EnginePart):
     """Commits a parent's work at a spawn and merges a child job's work back into it."""
 
     def __init__(self, ctx: EngineContext, resolvers: ResolverFactory | None = None) -> None:
-        self.settings = ctx.settings
-        self.workspace = ctx.workspace
-        self.checkout = ctx.checkout
-        self.tables = ctx.tables
-        self.clock = ctx.clock
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)
         self.drivers = driver_factory(ctx)  # runs the user's trusted merge drivers (None: none runs)
 

@@ -46,10 +46,10 @@ from ..delivery import forge, pr_bisection, pr_review, pull_requests
 from ..delivery import pr_checks as forge_checks
 from ..delivery.bisection import reason_of as bisection_reason
 from ..delivery.landing import repository
-from ..delivery.pr_checks import WATCHED_DIR, marker
+from ..delivery.pr_checks import WATCHED_DIR, ReadingState, marker
 from ..errors import OrchestratorError
 from ..git.invocation import run_git
-from ..models import JobRecord, WorkerRecord
+from ..models import JobRecord, WorkerRecord, WorkerStatus
 from ..outcomes import CheckRound, ChecksRecord, ChecksState
 from ..workers.adapters import get_adapter
 from .context import EngineContext
@@ -214,27 +214,40 @@ class ChecksWatch:
         if pr.number is not None and len(checks.rounds) < checks.max_rounds and self._review(job, checks, project, pr.number):
             return  # a review comment's round was started (or noted): the checks are read at the next reading
         now = self.ctx.clock.time()
-        if reading.state == "passed":
+        if reading.state == ReadingState.PASSED:
             after = f" after {len(checks.rounds)} round(s)" if checks.rounds else ""
             return self._end(job, checks, ChecksState.PASSED, f"all {reading.total} checks of {checks.commit[:12]} passed{after}")
-        if reading.state == "pending":
-            if reading.total == 0 and now - checks.since > g.checks_appear_within:
-                return self._end(
-                    job,
-                    checks,
-                    ChecksState.NONE,
-                    f"no check was reported {g.checks_appear_within:g}s after the push (git.checks_appear_within): "
-                    "the forge runs none on this commit",
-                )
-            if now - checks.since > g.checks_timeout:
-                waiting = ", ".join(reading.pending) or "no check was reported"
-                return self._end(
-                    job,
-                    checks,
-                    ChecksState.TIMED_OUT,
-                    f"checks not finished {g.checks_timeout:g}s after the push (git.checks_timeout): {waiting}",
-                )
-            return
+        if reading.state == ReadingState.PENDING:
+            return self._still_pending(job, checks, reading, now)
+        self._failed(job, checks, reading, project, now)
+
+    def _still_pending(self, job: JobRecord, checks: ChecksRecord, reading: forge_checks.ChecksReading, now: float) -> None:
+        """Checks not all finished: ended when none was reported in time, or they ran past the timeout."""
+        g = self.ctx.settings.git
+        if reading.total == 0 and now - checks.since > g.checks_appear_within:
+            return self._end(
+                job,
+                checks,
+                ChecksState.NONE,
+                f"no check was reported {g.checks_appear_within:g}s after the push (git.checks_appear_within): "
+                "the forge runs none on this commit",
+            )
+        if now - checks.since > g.checks_timeout:
+            waiting = ", ".join(reading.pending) or "no check was reported"
+            return self._end(
+                job,
+                checks,
+                ChecksState.TIMED_OUT,
+                f"checks not finished {g.checks_timeout:g}s after the push (git.checks_timeout): {waiting}",
+            )
+        return None
+
+    def _failed(
+        self, job: JobRecord, checks: ChecksRecord, reading: forge_checks.ChecksReading, project: forge.ForgeProject, now: float
+    ) -> None:
+        """A check failed: a round goes to the worker that broke it (bisected when the suspects take
+        turns), or the watch ends when no round is left or no worker can take feedback."""
+        ws, root_id = self.ctx.workspace, job.root_id
         names = [c.name for c in reading.failed]
         if len(checks.rounds) >= checks.max_rounds:
             return self._end(
@@ -382,13 +395,13 @@ class ChecksWatch:
     def _round_ended(self, job: JobRecord, checks: ChecksRecord) -> None:
         """A check round whose continue round has ended: its state and cost from the worker's record."""
         last = checks.rounds[-1] if checks.rounds else None
-        if last is None or last.state != "running":
+        if last is None or last.state != WorkerStatus.RUNNING:
             return
         rec = self.ctx.workspace.load_worker(job.root_id, job.depth, last.worker)
         done = rec.rounds[-1] if rec.rounds else None
         if done is None or done.started_at < last.started_at:
             last.state = "not started"
-        elif done.state == "running":
+        elif done.state == WorkerStatus.RUNNING:
             last.state = "lost: the server stopped during the round"
         else:
             last.state, last.cost_usd = done.state, done.cost_usd

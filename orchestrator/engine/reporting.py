@@ -14,21 +14,19 @@ from ..gate_output import failing_gate
 from ..models import JobRecord
 from ..reports.analytics import analyse
 from ..workspace import logs
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .pacing import Pacer
 from .queries import Queries
 
 log = logging.getLogger("orchestrator.engine")
 
 
-class Reporting:
+class Reporting(EnginePart):
     """Renders a tree's reports from its records (``queries``); a broken template is a note on the
     job, never its failure."""
 
     def __init__(self, ctx: EngineContext, *, queries: Queries) -> None:
-        self.settings = ctx.settings
-        self.workspace = ctx.workspace
-        self.tables = ctx.tables
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.queries = queries
         self.level_renders: Pacer[tuple[str, int]] = Pacer()  # (root id, depth) -> a child job's level report, paced
 

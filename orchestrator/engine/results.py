@@ -24,7 +24,7 @@ from ..reports.wording import pull_request_text
 from ..retention import lifetime
 from ..workspace import logs
 from ..workspace.stages import StageLedger, StageState, rerun_note
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .queries import Queries
 from .reporting import Reporting
 from .resolvers import driver_factory
@@ -32,7 +32,7 @@ from .resolvers import driver_factory
 log = logging.getLogger("orchestrator.engine")
 
 
-class Results:
+class Results(EnginePart):
     """Lands, records and publishes a root job's result, from the tree's records (``queries``);
     FINAL_RESULT.md is rendered again (``reporting``) once it can name the pull request."""
 
@@ -40,11 +40,6 @@ class Results:
         self, ctx: EngineContext, *, queries: Queries, reporting: Reporting, resolvers: ResolverFactory | None = None
     ) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.tables = ctx.tables
-        self.announce = ctx.announce
         self.queries = queries
         self.reporting = reporting
         self.resolvers = resolvers  # merge_strategy resolve's resolver workers (None: resolve stops as auto)

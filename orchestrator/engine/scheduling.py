@@ -24,21 +24,20 @@ from ..config import OnFailure
 from ..models import JobRecord, WorkerRecord, WorkerStatus, delivered
 from ..planner import graph
 from ..workspace.ids import worker_key
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .tables import LiveWorker
 
 REASON_CHARS = 300  # of a failed prerequisite's exit reason, in its dependents' reasons
 
 
-class Scheduler:
+class Scheduler(EnginePart):
     """Readiness and failure handling for jobs whose tasks have dependencies. A failed
     prerequisite's dependents end through the engine's hooks: ``skip_pending`` (skipped with a
     reason) or ``stop_job`` (the rest of the job cancelled)."""
 
     def __init__(self, ctx: EngineContext) -> None:
-        self.tables = ctx.tables
-        self.hooks = ctx.hooks
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         # job id -> task id -> its workers' keys (one, or a task's candidates)
         self._keys: dict[str, dict[str, list[str]]] = {}
         self._graphs: dict[str, bool] = {}  # job id -> has_graph

@@ -18,7 +18,7 @@ from ..workers import costs
 from ..workers.adapters.base import session_of
 from ..workspace import logs
 from .choosing import Choosing
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .scheduling import Scheduler
 from .tables import LiveWorker, Outcome, Snapshot, write_together
@@ -26,7 +26,7 @@ from .tables import LiveWorker, Outcome, Snapshot, write_together
 log = logging.getLogger("orchestrator.engine")
 
 
-class Settling:
+class Settling(EnginePart):
     """Settles workers, on the engine's context (``ctx``): a settled candidate goes to its task's
     choice (``choosing``), a graph's worker to its scheduler, and a job whose last worker settled
     to ``end_job`` (``ending.Ending``'s)."""
@@ -41,12 +41,6 @@ class Settling:
         end_job: Callable[[JobRecord], None],
     ) -> None:
         self.ctx = ctx
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.metrics = ctx.metrics
-        self.hooks = ctx.hooks
         self.monitor = monitor
         self.scheduler = scheduler  # a task graph's: what a worker's end unblocks or skips
         self.choosing = choosing

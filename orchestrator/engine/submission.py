@@ -29,7 +29,7 @@ from ..workers.environment import base_env
 from ..workers.roles import apply_roles, not_installed, role_table, worker_kind_missing
 from ..workspace.ids import child_job_id, new_root_id, validate_job_id, validate_worker_name
 from . import limits
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .locked_only import locked_only
 from .nesting import Nesting
 from .tables import LiveWorker, Snapshot, new_tag, write_snapshots
@@ -52,23 +52,16 @@ def spawn_key(request: object, tasks: object, config: object) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Submission:
+class Submission(EnginePart):
     """Admits and creates jobs, on the engine's context (``ctx``). Through ``ctx.hooks`` it
     refuses once the engine is closing (``check_open``), starts workers (``dispatch``) and ends
     the ones that will never start (``skip_pending``)."""
 
     def __init__(self, ctx: EngineContext, *, nesting: Nesting | None) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings
         self.confinement = Confinement(
             ctx.settings, ctx.workspace, configs=ctx.cli_configs
         )  # what each root job's notes say of its sandbox
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.runner = ctx.runner
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.hooks = ctx.hooks
         self.nesting = nesting  # commits a worktree worker's work before its child job starts
         # The server's config.yaml, looked at before each root job (set by the server: config/live.py).
         self.config_watch: ConfigWatch | None = None
@@ -134,31 +127,7 @@ class Submission:
                 fitted, planned.goal = self.fit_tree(parent[0].root_id, request, plan, planner_name, notes, planned.goal)
                 if fitted != plan:  # merged to fit the tree: the planner's graph no longer applies
                     plan, nodes = fitted, graph.independent(len(fitted))
-            # What each role's workers run (422: a role kind not installed); a child job's tasks
-            # without a role take its parent worker's.
-            notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
-            # A task without a role's kind runs the job's; attempts that run elsewhere (nodes, a
-            # test's fake executor) are checked where they run.
-            if any(n.kind is None for n in nodes) and self.ctx.executor.local_runner() is not None:
-                check_kind_runs(self.settings, cfg.worker)
-            if self.ctx.executor.local_runner() is not None:  # (422: a CLI's model endpoint its proxy would refuse)
-                self.confinement.check_endpoints(cfg, [n.kind or cfg.worker for n in nodes], base_env(self.settings))
-            plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
-            judging = cfg.judge.get("kind") if cfg.select == Select.JUDGE and candidates.has_candidates_nodes(nodes) else None
-            for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
-                # The judge runs on this server; candidates run where workers run (nodes under rq).
-                missing = (not_installed if kind == judging else worker_kind_missing)(self.settings, kind)
-                if missing:
-                    raise ConfigError(
-                        f"candidate worker kind {kind} is not installed here: {missing}. Install it, or leave it out "
-                        "of config.candidates (and config.judge)",
-                        key="candidates",
-                    )
-            if parent is None:
-                limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
-            elif candidates.has_candidates_nodes(nodes):  # the tree must hold every candidate
-                used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == parent[0].root_id)
-                limits.tree_room(parent[0].root_id, used, self.settings.recursion.max_workers_per_root, len(plan), True)
+            plan, nodes = self._workers_checked(cfg, plan, nodes, parent, notes)
             planned.nodes = nodes
             job, writes = self.create_job(request, cfg, plan, planner_name, notes, parent, planned, depth, child_id, start, key)
             self.announce.line(
@@ -176,6 +145,44 @@ class Submission:
         with self.tables.locked():
             self.hooks.dispatch()
         return job
+
+    @locked_only
+    def _workers_checked(
+        self,
+        cfg: JobConfig,
+        plan: list[str],
+        nodes: list[TaskNode],
+        parent: tuple[JobRecord, LiveWorker] | None,
+        notes: list[str],
+    ) -> tuple[list[str], list[TaskNode]]:
+        """The plan's workers, each task's kind given (its role's) and checked to run here, a worker per
+        candidate, and the tree's room for them; a ConfigError (422) names what cannot run and the fix."""
+        # What each role's workers run (422: a role kind not installed); a child job's tasks
+        # without a role take its parent worker's.
+        notes.extend(apply_roles(self.settings, cfg, nodes, inherited=parent[1].record.role if parent else None))
+        # A task without a role's kind runs the job's; attempts that run elsewhere (nodes, a
+        # test's fake executor) are checked where they run.
+        if any(n.kind is None for n in nodes) and self.ctx.executor.local_runner() is not None:
+            check_kind_runs(self.settings, cfg.worker)
+        if self.ctx.executor.local_runner() is not None:  # (422: a CLI's model endpoint its proxy would refuse)
+            self.confinement.check_endpoints(cfg, [n.kind or cfg.worker for n in nodes], base_env(self.settings))
+        plan, nodes = candidates.expand(plan, nodes, cfg, self.settings)  # a worker per candidate
+        judging = cfg.judge.get("kind") if cfg.select == Select.JUDGE and candidates.has_candidates_nodes(nodes) else None
+        for kind in sorted({n.kind for n in nodes if n.candidate is not None and n.kind} | ({judging} if judging else set())):
+            # The judge runs on this server; candidates run where workers run (nodes under rq).
+            missing = (not_installed if kind == judging else worker_kind_missing)(self.settings, kind)
+            if missing:
+                raise ConfigError(
+                    f"candidate worker kind {kind} is not installed here: {missing}. Install it, or leave it out "
+                    "of config.candidates (and config.judge)",
+                    key="candidates",
+                )
+        if parent is None:
+            limits.check_root_plan(len(plan), self.settings.recursion.max_workers_per_root)
+        elif candidates.has_candidates_nodes(nodes):  # the tree must hold every candidate
+            used = sum(len(j.worker_names) for j in self.tables.jobs.values() if j.root_id == parent[0].root_id)
+            limits.tree_room(parent[0].root_id, used, self.settings.recursion.max_workers_per_root, len(plan), True)
+        return plan, nodes
 
     def spawn(
         self, request: object, config: object, tasks: object, *, parent_job_id: str | None, parent_worker: str | None
@@ -352,30 +359,7 @@ class Submission:
         ``request_key``: a child's ``spawn_key``, which its parent's retries find it by."""
         now = self.clock.time()
         tables = self.tables
-        if parent is None:
-            self.workspace.check_writable()
-            root_id = new_root_id()
-            while self.workspace.job_dir(root_id).exists():
-                root_id = new_root_id()
-            self.workspace.create_job_tree(root_id)
-            job = JobRecord(id=root_id, root_id=root_id, request=request, depth=depth, created_at=now)
-        else:
-            pjob, plive = parent
-            root = tables.jobs[pjob.root_id]
-            if child_id is None:
-                child_id = self.reserve_child_id(pjob)
-            job = JobRecord(
-                id=child_id,
-                root_id=root.id,
-                request=request,
-                depth=pjob.depth + 1,
-                parent_job_id=pjob.id,
-                parent_worker=plive.record.name,
-                created_at=now,
-                start_commit=start_commit,
-                spawn_key=request_key,
-                parent_attempt=plive.record.attempts[-1].number if plive.record.attempts else None,
-            )
+        job = self._new_record(request, parent, depth, now, child_id, start_commit, request_key)
         job.config = cfg
         job.tasks = plan
         job.nodes = planned.nodes if planned is not None and planned.nodes else graph.independent(len(plan))
@@ -419,6 +403,45 @@ class Submission:
             waits = "; ".join(f"{n.id} waits on {', '.join(n.depends_on)}" for n in job.nodes if n.depends_on)
             self.announce.line(job, f"job {job.id} task graph: {waits}")
         return job, writes
+
+    @locked_only
+    def _new_record(
+        self,
+        request: str,
+        parent: tuple[JobRecord, LiveWorker] | None,
+        depth: int,
+        now: float,
+        child_id: str | None,
+        start_commit: str | None,
+        request_key: str | None,
+    ) -> JobRecord:
+        """A root job's record, with its tree made on disk under a new id, or a child's under its id in
+        its tree, tied to the worker and attempt that asked for it."""
+        if parent is None:
+            self.workspace.check_writable()
+            root_id = new_root_id()
+            while self.workspace.job_dir(root_id).exists():
+                root_id = new_root_id()
+            self.workspace.create_job_tree(root_id)
+            job = JobRecord(id=root_id, root_id=root_id, request=request, depth=depth, created_at=now)
+        else:
+            pjob, plive = parent
+            root = self.tables.jobs[pjob.root_id]
+            if child_id is None:
+                child_id = self.reserve_child_id(pjob)
+            job = JobRecord(
+                id=child_id,
+                root_id=root.id,
+                request=request,
+                depth=pjob.depth + 1,
+                parent_job_id=pjob.id,
+                parent_worker=plive.record.name,
+                created_at=now,
+                start_commit=start_commit,
+                spawn_key=request_key,
+                parent_attempt=plive.record.attempts[-1].number if plive.record.attempts else None,
+            )
+        return job
 
     @locked_only
     def reserve_child_id(self, parent_job: JobRecord) -> str:

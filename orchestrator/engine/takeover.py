@@ -15,7 +15,7 @@ from ..process.shim import FoundAttempt
 from ..retention import pruning
 from ..states import WorkerPhase
 from . import recovery
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .ending import Ending, held_marker
 from .locked_only import locked_only
 from .queries import Queries
@@ -43,20 +43,13 @@ def recorded_outcome(rec: WorkerRecord) -> Outcome:
     return Outcome(status, rec.exit_reason or f"exit code {last.exit_code}", error=rec.error)
 
 
-class Takeover:
+class Takeover(EnginePart):
     """Applies ``recovery``'s fates, on the engine's context (``ctx``). The process side of a
     restart is the engine's (``ctx.hooks.kill_unaccounted``); an adopted worker's thread starts
     through ``ctx.hooks.start_thread``."""
 
     def __init__(self, ctx: EngineContext, *, queries: Queries, ending: Ending) -> None:
-        self.settings = ctx.settings
-        self.checkout = ctx.checkout
-        self.executor = ctx.executor
-        self.clock = ctx.clock
-        self.workspace = ctx.workspace
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.hooks = ctx.hooks
+        self.ctx = ctx  # what every part shares (EnginePart reads it)
         self.queries = queries
         self.ending = ending  # a recovered job whose workers have all ended ends there
         self.settling = ending.settling

@@ -27,7 +27,7 @@ from ..workspace import logs
 from ..workspace.groupsync import GroupCommit
 from ..workspace.layout import Workspace
 from .attempts import Attempts, attempt_marker, marker_start_time, read_refusals
-from .context import EngineContext
+from .context import EngineContext, EnginePart
 from .ending import Ending
 from .locked_only import assert_held, locked_only
 from .recovery import Recovered
@@ -50,7 +50,7 @@ class Ended:
     ending: JobRecord | None = None  # set by the pass: the job its end ended, for its thread to end
 
 
-class WorkerThread:
+class WorkerThread(EnginePart):
     """Runs workers' attempts on the threads the engine gives them, on the engine's context
     (``ctx``). ``prompts`` and ``ctx.hooks.worker_env`` say what a worker starts with
     (``environment``), read when it starts (the server sets its API address after the engine
@@ -68,15 +68,6 @@ class WorkerThread:
         confinement: Confinement | None = None,
     ) -> None:
         self.ctx = ctx
-        self.settings = ctx.settings
-        self.workspace = ctx.workspace
-        self.executor = ctx.executor
-        self.clock = ctx.clock
-        self.tables = ctx.tables
-        self.announce = ctx.announce
-        self.metrics = ctx.metrics
-        self.checkout = ctx.checkout
-        self.hooks = ctx.hooks
         self.settling = settling
         self.ending = ending
         self.prompts = prompts

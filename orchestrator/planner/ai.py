@@ -44,7 +44,7 @@ import secrets
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .. import protocol
 from ..config import PLANNERS, Settings
@@ -91,6 +91,14 @@ class PlanError(OrchestratorError):
 
 class GraphPlanError(PlanError):
     """The answer is a graph that does not hold: no other part of the answer is tried."""
+
+
+class PlannerUsage(TypedDict, total=False):
+    """What the AI planner's call reported (``AIPlan``'s fields of the same names), whatever its answer."""
+
+    cost_usd: float | None
+    tokens_in: int | None
+    tokens_out: int | None
 
 
 @dataclass
@@ -363,7 +371,7 @@ def plan_with_ai(
     if not adapter.needs_prompt(settings) and adapter.configured_program(settings) != "":
         why = f"the {adapter.name} worker reads no prompt, so it cannot plan; set orchestrator.worker to an AI CLI"
         return _fallback(request, max_tasks, why, graph=graph)
-    usage: dict[str, Any] = {}  # filled by _ask as soon as the CLI's output is parsed
+    usage: PlannerUsage = {}  # filled by _ask as soon as the CLI's output is parsed
     try:
         prompt = render_planner_prompt(request, max_tasks, template=template, roles=sorted(roles or ()))
         confined = (sandbox, limits)
@@ -399,7 +407,7 @@ def _ask(
     timeout: float,
     env: Mapping[str, str] | None,
     tag: str | None,
-    usage: dict[str, Any],
+    usage: PlannerUsage,
     confined: tuple[SandboxSpec | None, Limits | None] = (None, None),
 ) -> str:
     """Run the CLI once on ``prompt`` and return its answer text; PlanError for every expected
@@ -455,7 +463,7 @@ def _ask(
     text = log_path.read_text(encoding="utf-8", errors="replace")
     parsed = adapter.parse(text, code, max_chars=ANSWER_CHARS)
     costs.estimate_for(parsed, adapter, settings, ctx.model)
-    usage.update(cost_usd=parsed.cost_usd, tokens_in=parsed.tokens_in, tokens_out=parsed.tokens_out)
+    usage.update({"cost_usd": parsed.cost_usd, "tokens_in": parsed.tokens_in, "tokens_out": parsed.tokens_out})
     if code != 0:
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
         detail = parsed.error or _last_line(parsed.output)
@@ -470,7 +478,7 @@ def _base_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith(protocol.PREFIX)}
 
 
-def _fallback(request: str, max_tasks: int, reason: str, usage: Mapping[str, Any] | None = None, *, graph: bool = True) -> AIPlan:
+def _fallback(request: str, max_tasks: int, reason: str, usage: PlannerUsage | None = None, *, graph: bool = True) -> AIPlan:
     reason = " ".join(reason.split())
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 1] + "…"

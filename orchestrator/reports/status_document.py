@@ -23,7 +23,7 @@ from ..outcomes import CostBasis, refusal_line, said_line
 from .analytics import TreeAnalytics, analyse, subtree
 from .candidate_groups import candidate_line, groups
 from .promptshare import prompt_share
-from .status_shapes import GraphFields, Performance, ResolverTotals, StatusDocument, TaskEntry, TreeTotals
+from .status_shapes import GraphFields, Performance, Progress, ResolverTotals, StatusDocument, TaskEntry, TreeTotals
 from .taskgraph import deliveries, dependency_wait, gate_summary, has_dependencies, node_of, waits_on
 from .wording import approval_lines, checks_text, file_counts, pull_request_text
 
@@ -54,9 +54,6 @@ def job_status(
     perf = analyse(sub_jobs, sub_workers, now)
     final = job_dir / "FINAL_RESULT.md"
     level = job_dir / f"depth_{job.depth}" / f"LEVEL_{job.depth}_REPORT.md"
-    done = [w for w in own if w.status.terminal]
-    ok = [w for w in own if w.status.complete]  # succeeded: nothing of it missing
-    short = sum(1 for w in own if w.status is WorkerStatus.CHILD_INCOMPLETE)  # exited 0, a child job did not complete
     tree = _tree_totals(job, sub_jobs, sub_workers, perf)
     graph = has_dependencies(job, own)
     own_tasks = deliveries(job, own) if graph else {}  # read only by tasks that wait on others
@@ -96,17 +93,7 @@ def job_status(
         "queue": None if queue_unreachable_since is None else queue_words(queue_unreachable_since),
         "prompts": _prompts(own),
         "candidates": groups(job, own),
-        "progress": {
-            "completed": len(done),
-            "total": len(own),
-            "running": sum(1 for w in own if w.status is WorkerStatus.RUNNING),
-            "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
-            "succeeded": len(ok),
-            "child_incomplete": short,
-            "failed": len(done) - len(ok) - short,
-            "no_changes": sum(1 for w in own if w.no_changes),
-            "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
-        },
+        "progress": _progress(own),
         "tree": tree,
         "performance": performance(perf),
         "results": {
@@ -115,6 +102,24 @@ def job_status(
             "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
             "level_report": str(level) if job.status.terminal and level.is_file() else None,
         },
+    }
+
+
+def _progress(own: list[WorkerRecord]) -> Progress:
+    """The job's own workers counted by how they stand."""
+    done = [w for w in own if w.status.terminal]
+    ok = [w for w in own if w.status.complete]  # succeeded: nothing of it missing
+    short = sum(1 for w in own if w.status is WorkerStatus.CHILD_INCOMPLETE)  # exited 0, a child job did not complete
+    return {
+        "completed": len(done),
+        "total": len(own),
+        "running": sum(1 for w in own if w.status is WorkerStatus.RUNNING),
+        "pending": sum(1 for w in own if w.status is WorkerStatus.PENDING),
+        "succeeded": len(ok),
+        "child_incomplete": short,
+        "failed": len(done) - len(ok) - short,
+        "no_changes": sum(1 for w in own if w.no_changes),
+        "success_rate": round(len(ok) / len(own), 4) if own else 0.0,
     }
 
 
@@ -222,23 +227,37 @@ def _task(
         **_graph_fields(worker, job, tasks, now),
     }
     if worker.child_job_ids:
-        entry["child_job_id"] = worker.child_job_ids[0]
-        entry["child_job_ids"] = list(worker.child_job_ids)
-        results: list[TaskEntry] = []
-        for child_id in worker.child_job_ids:
-            child = by_id.get(child_id)
-            subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
-            child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
-            for sub in subs:
-                item = _task(sub, by_id, by_job, waits, now, child_tasks, quiet)
-                item["job_id"] = child_id
-                item["job_status"] = child.status.value if child else None
-                results.append(item)
-            found = groups(child, subs) if child is not None else {}
-            if found:  # a child job's tasks with candidates, as the document's own "candidates"
-                entry.setdefault("child_candidates", {})[child_id] = found
-        entry["child_results"] = results
+        _add_children(entry, worker, by_id, by_job, waits, now, quiet)
     return entry
+
+
+def _add_children(
+    entry: TaskEntry,
+    worker: WorkerRecord,
+    by_id: dict[str, JobRecord],
+    by_job: dict[str, list[WorkerRecord]],
+    waits: dict[str, float],
+    now: float,
+    quiet: Silence,
+) -> None:
+    """A worker's child jobs in its entry: their ids, their workers' entries (``child_results``, each
+    with its job's id and status) and their tasks' candidates."""
+    entry["child_job_id"] = worker.child_job_ids[0]
+    entry["child_job_ids"] = list(worker.child_job_ids)
+    results: list[TaskEntry] = []
+    for child_id in worker.child_job_ids:
+        child = by_id.get(child_id)
+        subs = sorted(by_job.get(child_id, []), key=lambda w: w.index)
+        child_tasks = deliveries(child, subs) if child is not None and has_dependencies(child, subs) else {}
+        for sub in subs:
+            item = _task(sub, by_id, by_job, waits, now, child_tasks, quiet)
+            item["job_id"] = child_id
+            item["job_status"] = child.status.value if child else None
+            results.append(item)
+        found = groups(child, subs) if child is not None else {}
+        if found:  # a child job's tasks with candidates, as the document's own "candidates"
+            entry.setdefault("child_candidates", {})[child_id] = found
+    entry["child_results"] = results
 
 
 class Silence:

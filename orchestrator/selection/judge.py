@@ -190,34 +190,11 @@ def ask(
     call_dir.mkdir(parents=True, exist_ok=True)
     log_path = call_dir / "judge.log"
     log_path.unlink(missing_ok=True)
-    # Never a worker identity or key: a judge must not start jobs.
-    base = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
-    sandbox = None
-    if confined is not None:
-        base = Confinement.helper_env(base, call_dir)
-        sandbox = confined.sandbox(call_dir, base)
-        if sandbox is None and not defences.off("helper_refusal"):  # (the hostile suite's switch)
-            return (
-                "",
-                None,
-                f"the judge was not asked: the candidates' work is workers' text, and no sandbox runs it here: {confined.why}",
-            )
-    ctx = WorkerContext(
-        task=task,
-        prompt=prompt,
-        prompt_file=call_dir / "judge_prompt.md",
-        worker_dir=call_dir,
-        depth=0,
-        max_recursion_depth=0,
-        attempt=1,
-        settings=settings,
-        time_left=timeout,
-        model=judge.get("model"),
-        allowed_tools=(),  # no tool at all: it only reads what it is shown
-        sandboxed=sandbox is not None,
-        env=base,
-    )
-    ctx.prompt_file.write_text(prompt, encoding="utf-8")  # kept for the record, whatever the CLI reads
+    made = _call_context(prompt, judge, settings, env, call_dir, task, timeout, confined)
+    if isinstance(made, str):
+        return "", None, made
+    ctx, sandbox = made
+    base = ctx.env
     try:
         argv = adapter.build_argv(ctx)
         handle = runner.spawn(
@@ -250,6 +227,45 @@ def ask(
         how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}" if code else "reported a failure"
         return parsed.output, parsed.cost_usd, f"the judge's CLI {how}: {(parsed.error or parsed.output)[-200:]}"
     return parsed.output, parsed.cost_usd, None
+
+
+def _call_context(
+    prompt: str,
+    judge: Mapping[str, Any],
+    settings: Settings,
+    env: Mapping[str, str],
+    call_dir: Path,
+    task: str,
+    timeout: float,
+    confined: Confined | None,
+) -> tuple[WorkerContext, SandboxSpec | None] | str:
+    """What the judge's CLI is started with: its context (no tool, its prompt written in
+    ``call_dir``) and its sandbox; or why it is not asked (confined, and no sandbox runs here)."""
+    # Never a worker identity or key: a judge must not start jobs.
+    base = {k: v for k, v in env.items() if not k.startswith(protocol.PREFIX)}
+    sandbox = None
+    if confined is not None:
+        base = Confinement.helper_env(base, call_dir)
+        sandbox = confined.sandbox(call_dir, base)
+        if sandbox is None and not defences.off("helper_refusal"):  # (the hostile suite's switch)
+            return f"the judge was not asked: the candidates' work is workers' text, and no sandbox runs it here: {confined.why}"
+    ctx = WorkerContext(
+        task=task,
+        prompt=prompt,
+        prompt_file=call_dir / "judge_prompt.md",
+        worker_dir=call_dir,
+        depth=0,
+        max_recursion_depth=0,
+        attempt=1,
+        settings=settings,
+        time_left=timeout,
+        model=judge.get("model"),
+        allowed_tools=(),  # no tool at all: it only reads what it is shown
+        sandboxed=sandbox is not None,
+        env=base,
+    )
+    ctx.prompt_file.write_text(prompt, encoding="utf-8")  # kept for the record, whatever the CLI reads
+    return ctx, sandbox
 
 
 # -- the knockout ---------------------------------------------------------------------------------------

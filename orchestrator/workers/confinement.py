@@ -452,21 +452,7 @@ class Confinement:
         paths.shown.append((stores.host, stores.shown_at))
         git_env: dict[str, str] = {}
         if own and not view:
-            worker_refs.show(private, branch, tip)  # (a detached worktree's: empty)
-            dirs = self.workspace.tree_git_dirs(root_id)
-            ours, others = worker_refs.worktrees_in(common / "worktrees", self.workspace.job_dir(root_id))
-            prefix = self.settings.git.branch_prefix
-            git_env = worker_gitdir.prepare(
-                dirs / private.name, private, common, directory, prefix, root_id, branch, stores.workers, ours
-            )
-            paths.writable.append(dirs / private.name)
-            # Its tree's worktrees, read-only: their tips and indexes, which its git's gc keeps. As under bubblewrap,
-            # the folder of every worktree's git dir whole where all are its tree's (or the user's): a sibling's
-            # made after its start is read there too; else each of its siblings' there now.
-            paths.readonly.append(dirs / worker_gitdir.WORKTREES)
-            paths.readonly.extend([common / "worktrees"] if not others else [p for p in ours if p != private])
-            paths.emptied.append(common)  # not granted: only what its git is told (an unset variable fails)
-            paths.readonly.append(stores.host)  # the repository's objects, its git's alternate
+            git_env = self._own_git_dir(root_id, branch, directory, paths, (private, common), tip, stores)
         paths.readonly.append(stores.workers.parent / worker_objects.SHOWN_AT)  # where its alternates lead without mounts
         paths.fixed.append(private / "logs" / "HEAD")
         if branch and not git_env:  # (its own git dir holds its own reflogs)
@@ -476,6 +462,36 @@ class Confinement:
         # (Its siblings' branches bound read-only one by one instead of a view: a sibling's commit (git
         # renames a new file over its ref) between that list and bubblewrap's start made the start
         # fail, "Unable to find ... in mount table", 2 of 3 times with 16 workers at once.)
+        return git_env
+
+    def _own_git_dir(
+        self,
+        root_id: str,
+        branch: str,
+        directory: Path,
+        paths: Paths,
+        dirs_of: tuple[Path, Path],
+        tip: str,
+        stores: worker_objects.Stores,
+    ) -> dict[str, str]:
+        """Landlock's (``own`` without ``view``): the worker's git told a git dir of its own
+        (git/worker_gitdir.py), the repository's not granted; the environment that tells it."""
+        private, common = dirs_of
+        worker_refs.show(private, branch, tip)  # (a detached worktree's: empty)
+        dirs = self.workspace.tree_git_dirs(root_id)
+        ours, others = worker_refs.worktrees_in(common / "worktrees", self.workspace.job_dir(root_id))
+        prefix = self.settings.git.branch_prefix
+        git_env = worker_gitdir.prepare(
+            dirs / private.name, private, common, directory, prefix, root_id, branch, stores.workers, ours
+        )
+        paths.writable.append(dirs / private.name)
+        # Its tree's worktrees, read-only: their tips and indexes, which its git's gc keeps. As under bubblewrap,
+        # the folder of every worktree's git dir whole where all are its tree's (or the user's): a sibling's
+        # made after its start is read there too; else each of its siblings' there now.
+        paths.readonly.append(dirs / worker_gitdir.WORKTREES)
+        paths.readonly.extend([common / "worktrees"] if not others else [p for p in ours if p != private])
+        paths.emptied.append(common)  # not granted: only what its git is told (an unset variable fails)
+        paths.readonly.append(stores.host)  # the repository's objects, its git's alternate
         return git_env
 
 

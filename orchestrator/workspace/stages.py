@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 
 from .filesystem import read_json_lines, write_all
 from .layout import Workspace
@@ -47,6 +47,23 @@ class StageState(str, Enum):
     NEW = "new"  # never started
     CUT_OFF = "cut_off"  # started, and the server stopped before its verdict
     DONE = "done"  # reached its verdict: never run again
+
+
+class StageEvent(str, Enum):
+    """What one line of the ledger records (its ``event``)."""
+
+    STARTED = "started"  # a stage's run began (with what it judges)
+    VERDICT = "verdict"  # a stage's run reached its verdict
+
+
+class LedgerEntry(TypedDict, total=False):
+    """One line of the ledger: a stage's start (with its ``data``) or its verdict."""
+
+    key: str
+    event: str  # a StageEvent's value
+    at: float
+    data: dict[str, Any]  # what the stage's caller recorded at its start (e.g. the commit it judges)
+    verdict: dict[str, Any]  # the stage's own verdict, as its caller wrote it
 
 
 @dataclass(frozen=True)
@@ -86,11 +103,11 @@ class StageLedger:
         for entry in self._entries():
             if entry.get("key") != key:
                 continue
-            if entry.get("event") == "started":
+            if entry.get("event") == StageEvent.STARTED:
                 if state is StageState.CUT_OFF:
                     cut_off += 1  # a start after a start: the earlier one never ended
                 state, verdict, started = StageState.CUT_OFF, None, entry.get("data") or {}
-            elif entry.get("event") == "verdict":
+            elif entry.get("event") == StageEvent.VERDICT:
                 state, verdict = StageState.DONE, entry.get("verdict") or {}
         if state is StageState.CUT_OFF:
             cut_off += 1
@@ -107,16 +124,16 @@ class StageLedger:
     def started(self, key: str, **data: Any) -> None:
         """The stage ``key`` starts now (``begin`` without the look, for a caller that knows no
         server ran it before: its worker's attempt was not re-adopted)."""
-        self._append({"key": key, "event": "started", "at": round(time.time(), 3), "data": data})
+        self._append({"key": key, "event": StageEvent.STARTED.value, "at": round(time.time(), 3), "data": data})
 
     def reached(self, key: str, verdict: dict[str, Any]) -> None:
         """The stage ``key`` reached ``verdict``: on disk before the caller moves on."""
-        self._append({"key": key, "event": "verdict", "at": round(time.time(), 3), "verdict": verdict})
+        self._append({"key": key, "event": StageEvent.VERDICT.value, "at": round(time.time(), 3), "verdict": verdict})
 
     def _entries(self) -> list[dict[str, Any]]:
         return read_json_lines(self.path)
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entry: LedgerEntry) -> None:
         """One line, whole and synced; a line that cannot be written (a full disk) is said and the
         stage goes on: the work is not held back for its record, and a restart finds that stage
         as a stage with no record of it (run again) rather than a job that never ends."""
