@@ -153,7 +153,10 @@ def test_partial_when_some_workers_fail(make_engine):
 
 
 def test_hung_worker_ignoring_sigterm_times_out_via_sigkill_and_leaves_nothing(make_engine):
-    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()}, workers={"kill_grace": 0.5})
+    # SIGTERM ignored by a shell before Python starts (an ignored signal stays so across exec): under load
+    # the interpreter's start can outlast the 1 s deadline, and the fake's own SIG_IGN would come too late
+    ignoring = ["/bin/sh", "-c", 'trap "" TERM; exec "$0" "$@"', *fake_command()]
+    engine = make_engine(orchestrator={"worker": "command", "command": ignoring}, workers={"kill_grace": 0.5})
     started = time.monotonic()
     job = run_job(engine, "x", tasks=["ignore-term"], config={"default_timeout": 1, "max_retries": 2})
     took = time.monotonic() - started
