@@ -293,3 +293,21 @@ def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(t
         if adopted is not None:
             adopted.poll()
             ProcessRunner().release(adopted)
+
+
+def test_a_shared_folder_of_an_ended_process_goes_unless_a_running_attempt_binds_it(short_tmp: Path) -> None:
+    """Made once per process, a shared folder outlives its server (a successor may adopt its
+    attempts): the next process to make its own removes those of ended processes that no attempt's
+    plan file names, and keeps the one an attempt still runs with, and those of live processes."""
+    dead = [subprocess.Popen(["true"]) for _ in range(2)]
+    for child in dead:
+        child.wait()
+    base = egress.sockets_base()
+    gone, bound, live = (base / f"shared-{dead[0].pid}", base / f"shared-{dead[1].pid}", base / f"shared-{os.getppid()}")
+    for folder in (gone, bound, live):
+        folder.mkdir(mode=0o700)
+        (folder / "proxy.sock").write_text("")  # (a dead socket's file)
+    (base / "0123456789abcdef.json").write_text(f'{{"shared": "{bound}"}}')
+    mine = egress._SHARED._folder()
+    assert mine == base / f"shared-{os.getpid()}" and mine.is_dir()
+    assert not gone.exists() and bound.is_dir() and live.is_dir()

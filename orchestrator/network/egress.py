@@ -468,6 +468,7 @@ class _Shared:
         if self._own is None or not self._own.is_dir():
             base = sockets_base()
             folder = base / f"shared-{os.getpid()}"
+            _sweep_shared(base, keep=folder)
             with contextlib.suppress(FileExistsError):
                 folder.mkdir(mode=0o700)
             found = os.lstat(folder)
@@ -514,6 +515,38 @@ class _Shared:
 
 _NOBODY = Policy.parse(())  # a shared door's own policy: it allows nothing (each connection is its attempt's)
 _SHARED = _Shared()
+
+
+def _sweep_shared(base: Path, keep: Path) -> None:
+    """Remove the shared folders of processes that have ended and that no attempt's plan file names
+    (an attempt still running there keeps its folder for the server that adopts it). Once per process."""
+    try:
+        names = os.listdir(base)
+        named = set()
+        for name in names:
+            if name.endswith(".json"):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    named.add(str(json.loads((base / name).read_text(encoding="utf-8")).get("shared")))
+    except OSError:
+        return
+    for name in names:
+        folder = base / name
+        pid = name.removeprefix("shared-")
+        if folder == keep or not name.startswith("shared-") or not pid.isdigit() or str(folder) in named:
+            continue
+        if _alive(int(pid)):
+            continue
+        _remove_folder(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _unregistered(busy: list[Listener], plan_file: Path | None) -> None:
