@@ -32,8 +32,11 @@ from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not peer.supported(), reason="the kernel names no Unix socket peer by a pidfd (Linux < 6.5)"),
-    pytest.mark.skipif(not hierarchies().bases, reason="no cgroup this user may make (no delegation): per-attempt listeners"),
 ]
+# Where the attempt has no cgroup of its own, it keeps its own listeners (test_egress.py).
+needs_cgroup = pytest.mark.skipif(
+    not hierarchies().bases, reason="no cgroup this user may make (no delegation): per-attempt listeners"
+)
 
 # Connects to a Unix socket (argv[1]), sends argv[2] (a CONNECT head, or nothing), prints what comes back.
 CLIENT = """
@@ -130,6 +133,7 @@ def head(port: int) -> str:
     return f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
 
 
+@needs_cgroup
 def test_an_attempt_gets_its_own_policy_and_doors_never_anothers(tmp_path: Path, echo: int, cgroups: dict[str, Cgroup]) -> None:
     """B allows the echo server and names it as an endpoint; A allows nothing. Through the one shared
     folder, A's process is refused at the proxy and at B's endpoint door (a refusal in A's log, none
@@ -189,6 +193,7 @@ def wait_gone(path: Path) -> bool:
     return not path.exists()
 
 
+@needs_cgroup
 def test_a_process_that_left_its_attempts_cgroup_is_refused(echo: int, cgroups: dict[str, Cgroup]) -> None:
     """Started in B's cgroup, moved out of it (to the cgroup B's was made in) before it connects: the
     kernel says where it is now, and that is no attempt's."""
@@ -221,6 +226,7 @@ def test_a_process_that_left_its_attempts_cgroup_is_refused(echo: int, cgroups: 
         opened.close()
 
 
+@needs_cgroup
 def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(tmp_path: Path, echo: int) -> None:
     """A real bubblewrap sandbox with a cgroup binds the shared folder; its server's proxy stops (the
     server died), a new one (fresh doors, no registration) adopts the attempt: the worker, still
