@@ -38,8 +38,13 @@ def echo():
             with conn:
                 conn.sendall(b"hi")
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield server.getsockname()[1]
+    # Its thread ended before the socket is closed: a thread still in accept() would take the
+    # connections of the next socket given the same descriptor (another test's server).
+    server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
     server.close()
 
 

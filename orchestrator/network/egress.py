@@ -4,9 +4,12 @@ The worker's sandbox has a network namespace of its own (bubblewrap's ``--unshar
 and no route out, which also closes the host's abstract Unix sockets. Its one way out is the proxy
 (network/proxy.py) this process runs, as Claude Code's and Codex's sandboxes do it:
 
-* one folder of Unix sockets per attempt (:func:`open_egress`), listened on by the proxy: ``proxy.sock``
-  speaks HTTP CONNECT, plain HTTP and SOCKS5; one socket per loopback endpoint the orchestrator names
-  (this server's API, a kind's model server on 127.0.0.1) forwards raw to that endpoint;
+* a folder of Unix sockets listened on by the proxy: ``proxy.sock`` speaks HTTP CONNECT, plain HTTP
+  and SOCKS5; one socket per loopback endpoint the orchestrator names (this server's API, a kind's
+  model server on 127.0.0.1) forwards raw to that endpoint. One folder per process, shared by every
+  attempt with a cgroup of its own (:class:`_Shared`: an attempt is a registration, each connection
+  its attempt's by the cgroup the kernel says its peer runs in, network/peer.py), where the kernel
+  names a socket's peer by a pidfd; else one per attempt (:func:`open_egress`);
 * the folder shown in the sandbox at :data:`INSIDE` (its ``/run`` is an empty tmpfs), and the shim's
   bridge (process/shim.py) listening inside the namespace on 127.0.0.1:\\ :data:`PROXY_PORT` and on each
   loopback endpoint's own address and port, each connection carried to its socket: ``HTTPS_PROXY``
@@ -33,14 +36,16 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import direct
+from . import direct, peer
 from .policy import Endpoint, Policy, endpoint_of_url, parse_entry
-from .proxy import Listener, Outcome, Refusal, shared
+from .proxy import Listener, Outcome, Refusal, refuse, shared
 
 log = logging.getLogger("orchestrator.network")
 
@@ -159,18 +164,25 @@ def _loopback_v4(host: str) -> str | None:
 
 @dataclass
 class Egress:
-    """One attempt's listeners: their folder (bound at :data:`INSIDE`), the environment that points the
-    worker's programs at them, and the shim's bridge line (``ADDRESS:PORT=SOCKET ...``)."""
+    """One attempt's way out: the folder of its sockets (bound at :data:`INSIDE`), the environment that
+    points the worker's programs at them, and the shim's bridge line (``ADDRESS:PORT=SOCKET ...``).
+    Its own listeners (``listeners``), or its registration on the shared ones (``registered``)."""
 
     folder: Path
     listeners: list[Listener] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     bridge: str = ""  # "" without a namespace: nothing to carry in
     ports: list[int] = field(default_factory=list)  # the proxy's port, then each forwarded endpoint's
+    registered: _Registered | None = None  # on the shared doors (a cgroup of its own)
+    plan_file: Path | None = None  # what a restarted server reads to register it again
 
     def close(self) -> None:
         """Stop listening (an open tunnel ends with it; the proxy's loop does it soon, nobody waits)
-        and remove the folder."""
+        and remove the folder (shared: the registration and its plan file; the shared folder stays)."""
+        if self.registered is not None:
+            _SHARED.unregister(self.registered, self.plan_file)
+            self.registered = None
+            return
         for listener in self.listeners:
             with contextlib.suppress(Exception):
                 listener.close(wait=False)
@@ -201,8 +213,15 @@ def _checked_base(tmp: str, uid: int) -> Path:
     return base
 
 
-def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace: bool = True) -> Egress:
+def open_egress(
+    plan: EgressPlan, *, key: str, log_path: Path | None, namespace: bool = True, cgroups: Mapping[str, str] | None = None
+) -> Egress:
     """Listen for one attempt (``key``: its tag); refusals are appended to ``log_path``.
+
+    ``cgroups`` (the attempt's own cgroup, as ``/proc/<pid>/cgroup`` names it: process/cgroups.py)
+    with a namespace, where the kernel names a socket's peer by a pidfd (network/peer.py): no listener
+    of its own, a registration on the shared doors of this process's folder (:class:`_Shared`), which
+    tell its connections from others' by that cgroup. Else its own listeners, as follows.
 
     ``namespace`` (bubblewrap: the attempt has a network namespace of its own): the proxy's Unix socket
     and one per forwarded endpoint, carried in by the shim's bridge. Without one (Landlock, Seatbelt:
@@ -210,6 +229,8 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
     proxy port on 127.0.0.1 of its own (``Egress.ports`` lists it and the forwarded endpoints' ports,
     the ports the worker's rules allow). What was opened is written beside (``plan.json``), so a
     restarted server listens again for an attempt it adopts (:func:`reopen_egress`)."""
+    if namespace and cgroups and peer.supported():
+        return _SHARED.register(plan, key, log_path, dict(cgroups))
     folder = _folder(key)
     try:
         folder.mkdir(mode=0o700)
@@ -220,8 +241,7 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
         _checked_base.cache_clear()
         folder = _folder(key)
         folder.mkdir(mode=0o700)
-    taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
-    port = next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken) if namespace else 0
+    port = _free_port(plan) if namespace else 0
     egress = _listen(folder, plan, port, log_path, namespace)
     saved = {
         "plan": plan.to_dict(),
@@ -244,7 +264,11 @@ def open_egress(plan: EgressPlan, *, key: str, log_path: Path | None, namespace:
 def reopen_egress(key: str) -> Egress | None:
     """Listen again for an attempt a previous server started (its sandbox shows the same folder, so
     new sockets there are its way out again; without a namespace, the same port if it is free); None
-    when it had none or its port is taken."""
+    when it had none or its port is taken. One registered on a shared folder is registered again,
+    that folder's doors listened on again (its sandbox binds the folder: new sockets in it are seen)."""
+    shared_plan = _plan_file(key)
+    if shared_plan.exists():
+        return _SHARED.reopen(key, shared_plan)
     folder = _folder(key)
     try:
         saved = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
@@ -272,6 +296,269 @@ def _folder(key: str) -> Path:
     return sockets_base() / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _plan_file(key: str) -> Path:
+    """A registered attempt's plan (on a shared folder), beside where its own folder would be."""
+    return sockets_base() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
+
+def _bridge(plan: EgressPlan, port: int, log_path: Path | None) -> tuple[list[str], list[tuple[str, int]]]:
+    """The bridge's lines (``ADDRESS:PORT=SOCKET``, the proxy's first) and the forwarded endpoints
+    they carry in; one below :data:`_UNPRIVILEGED` is told in the log and left to the proxy."""
+    lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
+    carried: list[tuple[str, int]] = []
+    for address, target_port in plan.forwarded():
+        if target_port < _UNPRIVILEGED:  # the sandbox has no capability to listen there
+            _append(
+                log_path,
+                f"{NOTE}{address}:{target_port} is not shown in the sandbox (no port below "
+                f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n",
+            )
+            continue
+        lines.append(f"{address}:{target_port}={INSIDE}/{_socket_name(address, target_port)}")
+        carried.append((address, target_port))
+    return lines, carried
+
+
+def _socket_name(address: str, port: int) -> str:
+    return f"{address}-{port}.sock"
+
+
+def _proxy_env(port: int) -> dict[str, str]:
+    url = f"http://127.0.0.1:{port}"
+    env = {name: url for name in _PROXY_VARIABLES}
+    env.update({"NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY, "NODE_USE_ENV_PROXY": "1"})
+    return env
+
+
+def _free_port(plan: EgressPlan) -> int:
+    """The proxy's port on the sandbox's loopback: PROXY_PORT, unless a forwarded endpoint takes it."""
+    taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
+    return next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken)
+
+
+@dataclass(eq=False)
+class _Registered:
+    """One attempt on the shared doors: the cgroups its processes run in, and its own listener per
+    door its plan names (None: the proxy's; else the forwarded endpoint's), which never listens: it
+    holds the attempt's policy, tally, reports and open connections."""
+
+    cgroups: dict[str, str]
+    doors: dict[Endpoint | None, Listener]
+    closed: bool = False
+
+
+class _Throttle:
+    """A warning at most every ``every`` seconds, with how many were held back."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every, self._last, self._held = every, 0.0, 0
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every and self._last:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        log.warning("%s%s", message, f" ({held} more since the last such line)" if held else "")
+
+
+class _Shared:
+    """This process's shared doors and the attempts registered on them.
+
+    One folder per process (``shared-<pid>`` under :func:`sockets_base`, 0700), made once, holding
+    ``proxy.sock`` and one socket per forwarded endpoint any attempt's bridge carries (made at the
+    first that does), listened on by the proxy; each sandbox binds the whole folder at :data:`INSIDE`.
+    An attempt is a dict entry (its cgroups -> its :class:`_Registered`) and a plan file a restarted
+    server reads (:meth:`reopen`): such a server listens again at the same paths in the same folder,
+    which the running sandboxes see (a bind of a directory shows what is made in it since).
+
+    A connection's attempt is the one whose cgroups the kernel says its peer is in (network/peer.py);
+    none, or a door that attempt's plan does not name, closes it (the second a refusal in its log)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_cgroup: dict[tuple[str, str], _Registered] = {}
+        self._doors: dict[tuple[Path, Endpoint | None], Listener] = {}  # (folder, target): listening
+        self._own: Path | None = None
+        self._unknown = _Throttle()
+
+    def register(self, plan: EgressPlan, key: str, log_path: Path | None, cgroups: dict[str, str]) -> Egress:
+        folder = self._folder()
+        port = _free_port(plan)
+        egress = self._register(folder, plan, port, log_path, cgroups)
+        saved = {
+            "plan": plan.to_dict(),
+            "port": port,
+            "namespace": True,
+            "log": str(log_path) if log_path is not None else None,
+            "shared": str(folder),
+            "cgroups": cgroups,
+        }
+        path = _plan_file(key)
+        try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:  # a stale one (a crash): made afresh
+                os.unlink(path)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, json.dumps(saved).encode())
+            finally:
+                os.close(fd)
+        except BaseException:
+            egress.close()
+            raise
+        egress.plan_file = path
+        return egress
+
+    def reopen(self, key: str, path: Path) -> Egress | None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            plan, port = EgressPlan.from_dict(saved["plan"]), int(saved["port"])
+            log_path = Path(saved["log"]) if saved.get("log") else None
+            folder, cgroups = Path(saved["shared"]), {str(k): str(v) for k, v in dict(saved["cgroups"]).items()}
+            if folder.parent != sockets_base() or not cgroups:
+                return None
+            egress = self._register(folder, plan, port, log_path, cgroups)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        egress.plan_file = path
+        return egress
+
+    def unregister(self, registered: _Registered, plan_file: Path | None) -> None:
+        registered.closed = True
+        for door in registered.doors.values():  # before the look below: a connection added since sees it (proxy._serve)
+            door.closed = True
+        with self._lock:
+            for item in registered.cgroups.items():
+                if self._by_cgroup.get(item) is registered:
+                    del self._by_cgroup[item]
+        busy = [door for door in registered.doors.values() if door._tasks]
+        if plan_file is None and not busy:
+            return
+        try:  # in the proxy's thread: its open connections end there, the engine's thread does no file work
+            shared().later(_unregistered, busy, plan_file)
+        except RuntimeError:  # the proxy is stopped (and its connections with it)
+            _unregistered([], plan_file)
+
+    def _register(self, folder: Path, plan: EgressPlan, port: int, log_path: Path | None, cgroups: dict[str, str]) -> Egress:
+        policy = plan.policy()
+        report = reporter(log_path, Path(plan.record) if plan.record else None)
+        lines, carried = _bridge(plan, port, log_path)
+        proxy = shared()
+        doors: dict[Endpoint | None, Listener] = {None: Listener(policy, on_refusal=report, _proxy=proxy)}
+        self._door(folder, None)
+        for address, target_port in carried:
+            target = Endpoint(address, target_port)
+            doors[target] = Listener(policy, target=target, on_refusal=report, _proxy=proxy)
+            self._door(folder, target)
+        registered = _Registered(cgroups, doors)
+        with self._lock:
+            for item in cgroups.items():
+                self._by_cgroup[item] = registered
+        return Egress(
+            folder,
+            env=_proxy_env(port),
+            bridge=" ".join(lines),
+            ports=[port, *(p for _, p in plan.forwarded())],
+            registered=registered,
+        )
+
+    def _folder(self) -> Path:
+        if self._own is None or not self._own.is_dir():
+            base = sockets_base()
+            folder = base / f"shared-{os.getpid()}"
+            _sweep_shared(base, keep=folder)
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+            found = os.lstat(folder)
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+                raise OSError(
+                    f"{folder} is not a private folder of this user's: remove it (the network proxy's sockets go there)"
+                )
+            self._own = folder
+        return self._own
+
+    def _door(self, folder: Path, target: Endpoint | None) -> None:
+        """The shared door of ``folder`` for ``target``, listening (opened at its first use, or again
+        once the proxy closed it)."""
+        with self._lock:
+            door = self._doors.get((folder, target))
+            if door is not None and not door.closed:
+                return
+            path = str(folder / ("proxy.sock" if target is None else _socket_name(target.host, target.port)))
+            if len(path) > _SOCKET_PATH_MAX:
+                raise OSError(f"the socket path {path} is too long for a Unix socket")
+            self._doors[(folder, target)] = shared().open(
+                _NOBODY, unix_path=path, target=target, wait=False, identify=functools.partial(self._identify, target)
+            )
+
+    def _identify(self, target: Endpoint | None, sock: Any) -> Listener | None:
+        """The listener of the attempt whose cgroups ``sock``'s peer is in, at this door (the proxy's loop)."""
+        found = peer.peer_cgroups(sock) or {}
+        registered = None
+        if found:
+            with self._lock:
+                registered = next((r for item in found.items() if (r := self._by_cgroup.get(item)) is not None), None)
+        if registered is None or registered.closed or any(found.get(k) != v for k, v in registered.cgroups.items()):
+            where = "the proxy" if target is None else _authority(target.host, target.port)
+            self._unknown.warn(
+                f"network: a connection to {where} from a process in no running attempt's cgroup was closed "
+                "(a process that left its attempt's cgroup, or one of no attempt)"
+            )
+            return None
+        door = registered.doors.get(target)
+        if door is None and target is not None:
+            refuse(registered.doors[None], target.host, target.port, "not an endpoint this worker's plan names")
+        return door
+
+
+_NOBODY = Policy.parse(())  # a shared door's own policy: it allows nothing (each connection is its attempt's)
+_SHARED = _Shared()
+
+
+def _sweep_shared(base: Path, keep: Path) -> None:
+    """Remove the shared folders of processes that have ended and that no attempt's plan file names
+    (an attempt still running there keeps its folder for the server that adopts it). Once per process."""
+    try:
+        names = os.listdir(base)
+        named = set()
+        for name in names:
+            if name.endswith(".json"):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    named.add(str(json.loads((base / name).read_text(encoding="utf-8")).get("shared")))
+    except OSError:
+        return
+    for name in names:
+        folder = base / name
+        pid = name.removeprefix("shared-")
+        if folder == keep or not name.startswith("shared-") or not pid.isdigit() or str(folder) in named:
+            continue
+        if _alive(int(pid)):
+            continue
+        _remove_folder(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unregistered(busy: list[Listener], plan_file: Path | None) -> None:
+    """In the proxy's thread: an unregistered attempt's open connections ended, its plan file removed."""
+    for door in busy:
+        for task in list(door._tasks):
+            task.cancel()
+    if plan_file is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(plan_file)
+
+
 def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, namespace: bool) -> Egress:
     egress = Egress(folder)
     try:
@@ -283,30 +570,17 @@ def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, na
             listener = shared().open(policy, tcp_port=port, on_refusal=report, wait=False)
             port = int(listener.port or 0)
             egress.listeners.append(listener)
-        egress.ports = [port]
-        lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
-        for address, target_port in plan.forwarded():
-            egress.ports.append(target_port)
-            if not namespace:
-                continue  # reached on the host's loopback, at a port its rules allow
-            if target_port < _UNPRIVILEGED:  # the sandbox has no capability to listen there
-                _append(
-                    log_path,
-                    f"{NOTE}{address}:{target_port} is not shown in the sandbox (no port below "
-                    f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n",
-                )
-                continue
-            name = f"{address}-{target_port}.sock"
-            path = str(folder / name)
-            if len(path) > _SOCKET_PATH_MAX:
-                raise OSError(f"the socket path {path} is too long for a Unix socket")
-            target = Endpoint(address, target_port)
-            egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report, wait=False))
-            lines.append(f"{address}:{target_port}={INSIDE}/{name}")
-        egress.bridge = " ".join(lines) if namespace else ""
-        url = f"http://127.0.0.1:{port}"
-        egress.env = {name: url for name in _PROXY_VARIABLES}
-        egress.env.update({"NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY, "NODE_USE_ENV_PROXY": "1"})
+        egress.ports = [port, *(p for _, p in plan.forwarded())]
+        if namespace:  # each forwarded endpoint a socket of its own; without, reached on the host's loopback
+            lines, carried = _bridge(plan, port, log_path)
+            for address, target_port in carried:
+                path = str(folder / _socket_name(address, target_port))
+                if len(path) > _SOCKET_PATH_MAX:
+                    raise OSError(f"the socket path {path} is too long for a Unix socket")
+                target = Endpoint(address, target_port)
+                egress.listeners.append(shared().open(policy, unix_path=path, target=target, on_refusal=report, wait=False))
+            egress.bridge = " ".join(lines)
+        egress.env = _proxy_env(port)
     except BaseException:
         egress.close()
         raise

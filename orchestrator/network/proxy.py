@@ -1,9 +1,10 @@
-"""The workers' egress proxy: one asyncio loop in a daemon thread, one listener per worker.
+"""The workers' egress proxy: one asyncio loop in a daemon thread, a listener per worker or doors shared by all.
 
 A sandboxed worker has no route out; a bridge in its network namespace carries each of its TCP
 connections to a Unix socket this proxy listens on (or, where there is no namespace, the worker
 talks to a port on 127.0.0.1). The listener a connection arrives on says whose it is: its
-:class:`~orchestrator.network.policy.Policy`, its :class:`Tally` and where a refusal is reported.
+:class:`~orchestrator.network.policy.Policy`, its :class:`Tally` and where a refusal is reported; a
+shared door (:attr:`Listener.identify`) asks, per connection, whose listener it is.
 
 A listener without a ``target`` speaks the proxy protocols, told apart by the first byte: SOCKS5
 (0x05: CONNECT, no authentication), HTTP ``CONNECT host:port`` (a tunnel), or a plain HTTP request
@@ -159,6 +160,10 @@ class Listener:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _inode: tuple[int, int] | None = field(default=None, repr=False)
     closed: bool = False
+    # A door shared by many workers (network/egress.py): each connection's own listener (its worker's
+    # policy, tally and reports, never listening itself), found from the accepted socket by what the
+    # kernel says of its peer; None: nobody's, and the connection is closed unanswered.
+    identify: Callable[[socket.socket], Listener | None] | None = field(default=None, repr=False)
 
     def close(self, *, wait: bool = True) -> None:
         """Stop accepting, end its open connections and remove its socket file (without ``wait``: soon)."""
@@ -236,17 +241,19 @@ class Proxy:
         on_refusal: Callable[[Refusal], None] | None = None,
         on_connect: Callable[[str, int], None] | None = None,
         wait: bool = True,
+        identify: Callable[[socket.socket], Listener | None] | None = None,
     ) -> Listener:
         """A new listener on ``unix_path`` (a socket there is replaced; mode 0600) or on 127.0.0.1's
         ``tcp_port`` (0: any free port). ``target``: forward every connection there, as is.
 
         The socket is bound and listening when this returns (made in the caller's thread: a
         connection that comes before the loop takes it over waits in the kernel's backlog); without
-        ``wait`` the loop takes it over later, and this costs no hop between threads."""
+        ``wait`` the loop takes it over later, and this costs no hop between threads. ``identify``: a
+        shared door (:attr:`Listener.identify`); ``policy`` then holds for no connection."""
         if (unix_path is None) == (tcp_port is None):
             raise ValueError("a listener needs exactly one of unix_path and tcp_port")
         self.start()
-        listener = Listener(policy, unix_path, tcp_port, target, on_refusal, on_connect, _proxy=self)
+        listener = Listener(policy, unix_path, tcp_port, target, on_refusal, on_connect, _proxy=self, identify=identify)
         sock = _listening(listener)
         try:
             done = self._submit(self._open(listener, sock))
@@ -346,13 +353,20 @@ class Proxy:
 
     # One connection.
 
-    async def _serve(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, door: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        listener = door
+        if door.identify is not None:  # a shared door: the connection is its worker's, or nobody's
+            found = door.identify(writer.get_extra_info("socket"))
+            if found is None:
+                writer.transport.abort()
+                return
+            listener = found
         listener._tasks.add(task)
         cancelled = False
         try:
-            if listener.closed:
+            if listener.closed or door.closed:  # (after the add: a close since sees the task, or it sees this)
                 return
             if len(listener._tasks) > MAX_CONNECTIONS:
                 log.warning("proxy: a worker holds %d connections open: a new one is closed", MAX_CONNECTIONS)
@@ -507,6 +521,14 @@ class Proxy:
         log.debug("proxy: %s not reached: %s", _shown(host, port), reason)
         _notify(listener.on_refusal, found)
         return _Unreachable(code, reason)
+
+
+def refuse(listener: Listener, host: str, port: int, reason: str) -> Refusal:
+    """Count and report a refusal of ``listener``'s worker that no request carried (a shared door its
+    plan does not name: network/egress.py), as the proxy reports its own."""
+    refusal = listener.tally.refuse(host, port, reason)
+    _notify(listener.on_refusal, refusal)
+    return refusal
 
 
 def _notify(callback: Callable[..., None] | None, *args: object) -> None:

@@ -354,6 +354,7 @@ class Hierarchies:
     def __init__(self, proc: Path = Path("/proc/self")) -> None:
         self._proc = proc
         self._found: dict[str, tuple[Enforcement, Path]] | None = None
+        self._own: dict[str, str] = {}  # hierarchy -> this process's cgroup path ("" the v2 one)
 
     @property
     def bases(self) -> dict[str, tuple[Enforcement, Path]]:
@@ -405,6 +406,19 @@ class Hierarchies:
             return None
         return cgroup
 
+    def proc_paths(self, cgroup: Cgroup) -> dict[str, str]:
+        """How ``/proc/<pid>/cgroup`` names ``cgroup`` to this process, per hierarchy ("" the v2 one,
+        else the v1 controller's): what tells its processes from any other's (the shared egress
+        listener, network/egress.py). Empty when its hierarchies are unknown."""
+        found: dict[str, str] = {}
+        for controller, version in cgroup.versions.items():
+            key = "" if version is Enforcement.CGROUP_V2 else controller
+            own = self._own.get(key)
+            if own is None or controller not in cgroup.dirs:
+                return {}
+            found[key] = own.rstrip("/") + "/" + cgroup.name
+        return found
+
     def find(self, name: str) -> Cgroup | None:
         """The existing cgroup ``name`` (a restarted server's handle on a running attempt's)."""
         dirs = {c: base / name for c, (_, base) in self.bases.items() if (base / name).is_dir()}
@@ -427,6 +441,7 @@ class Hierarchies:
             mounts = _cgroup_mounts(_read(self._proc / "mountinfo"))
         except OSError:
             return {}
+        self._own = own
         found: dict[str, tuple[Enforcement, Path]] = {}
         v2 = _v2_base(own, mounts)
         for controller in CONTROLLERS:

@@ -50,7 +50,7 @@ from ..network import direct
 from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
-from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, kill_all
+from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, kill_all
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
 from .shim import (
@@ -354,42 +354,49 @@ class ProcessRunner:
         lifeline: tuple[int, int] | None = None
         egress: Egress | None = None
         guard: tuple[socket.socket, socket.socket] | None = None
-        if sandbox is not None:
-            install_worker_filter(full_env, self.perl, sandbox)
-            try:
-                sandbox, egress = self._open_egress(sandbox, full_env, tag, log_path)
-            except BaseException:
-                _never_began(exit_file)
-                raise
-            if parent_death_signal is None and through_supervisor:
-                sandbox, guard = self._connect_guard(sandbox, full_env)
-        if exit_file is not None and (sandbox is not None or not through_supervisor):
-            command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
-        # A node's attempt through the supervisor (no fork of this large process): the shim's
-        # parent is then the supervisor, so its tie to this process is the lifeline alone, which
-        # it checks before starting the worker and watches while the worker runs (shim.py).
-        tethered = self.supervisor is not None and parent_death_signal is not None and lifeline is not None
-        if tethered:
-            full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
-        supervised = through_supervisor or tethered
+        cgroup: Cgroup | None = None
+        child_setup: ChildSetup | None = None
+        enforced: Enforced | None = None
         # bubblewrap's launcher stays (the session leader) and its PID namespace ends the tree; Landlock's
         # execs the shim and leaves no process of its own, and the tree is tracked as an unconfined one's.
         launcher = sandbox is not None and sandbox.backend is Backend.BUBBLEWRAP
-        if sandbox is not None:
-            sandbox, command = _confined(sandbox, command, full_env, cwd, exit_file, log_path, parent_death_signal)
-        if parent_death_signal is not None and sys.platform.startswith("linux"):
-            _prctl()  # loaded before the fork: the child only calls it
-        started_at = time.time()  # before the fork: every descendant is younger than this
+        bridged = launcher and sandbox is not None and sandbox.network is SandboxNetwork.ALLOW  # the shim's bridge
         # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
         # the supervisor starting it), and a sandbox's launcher and init.
-        own = (1 if exit_file else 0) + (2 if launcher else 0) + (1 if egress and egress.bridge else 0)  # (the shim's bridge)
+        own = (1 if exit_file else 0) + (2 if launcher else 0) + (1 if bridged else 0)
         try:
-            cgroup, child_setup, enforced = self.confined.start(tag, limits, own) if limits else (None, None, None)
+            if limits:  # first: a sandbox's way out tells its connections apart by it (network/egress.py)
+                cgroup, child_setup, enforced = self.confined.start(tag, limits, own)
+            if sandbox is not None:
+                install_worker_filter(full_env, self.perl, sandbox)
+                sandbox, egress = self._open_egress(sandbox, full_env, tag, log_path, cgroup)
+                if parent_death_signal is None and through_supervisor:
+                    sandbox, guard = self._connect_guard(sandbox, full_env)
+            if exit_file is not None and (sandbox is not None or not through_supervisor):
+                command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
+            # A node's attempt through the supervisor (no fork of this large process): the shim's
+            # parent is then the supervisor, so its tie to this process is the lifeline alone, which
+            # it checks before starting the worker and watches while the worker runs (shim.py).
+            tethered = self.supervisor is not None and parent_death_signal is not None and lifeline is not None
+            if tethered:
+                full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
+            supervised = through_supervisor or tethered
+            if sandbox is not None:
+                sandbox, command = _confined(sandbox, command, full_env, cwd, exit_file, log_path, parent_death_signal)
+            if parent_death_signal is not None and sys.platform.startswith("linux"):
+                _prctl()  # loaded before the fork: the child only calls it
+            started_at = time.time()  # before the fork: every descendant is younger than this
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except BaseException:
             _never_began(exit_file)
+            if limits:
+                self.confined.end(tag)
+            for fd in child_setup.fds if child_setup is not None else []:
+                os.close(fd)
             self._end_egress(egress, tag)
             _close_pair(guard)
+            for fd in lifeline or ():
+                os.close(fd)
             raise
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
@@ -472,15 +479,17 @@ class ProcessRunner:
         )
 
     def _open_egress(
-        self, sandbox: SandboxSpec, env: dict[str, str], tag: str, log_path: Path
+        self, sandbox: SandboxSpec, env: dict[str, str], tag: str, log_path: Path, cgroup: Cgroup | None
     ) -> tuple[SandboxSpec, Egress | None]:
         """With ``sandbox_network: allow``, its proxy, listening before it starts: in its network
-        namespace, Unix sockets the shim's bridge carries in; without one (Landlock), ports of the
-        host's loopback its rules allow. ``env`` gets the proxy's variables."""
+        namespace, Unix sockets the shim's bridge carries in (the shared ones, which tell its
+        connections apart by its ``cgroup``, where it has one; else its own); without one (Landlock),
+        ports of the host's loopback its rules allow. ``env`` gets the proxy's variables."""
         if sandbox.network is not SandboxNetwork.ALLOW:
             return sandbox, None
         namespace = sandbox.backend is Backend.BUBBLEWRAP
-        egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path, namespace=namespace)
+        cgroups = hierarchies().proc_paths(cgroup) if cgroup is not None and namespace else None
+        egress = open_egress(sandbox.egress or EgressPlan(), key=tag, log_path=log_path, namespace=namespace, cgroups=cgroups)
         env.update(egress.env)
         if namespace:
             env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge

@@ -1,0 +1,319 @@
+"""network/egress.py's shared doors: one listener per process for the proxy and one per forwarded
+endpoint, every attempt a registration told apart by the cgroup the kernel says a connection's peer
+runs in (network/peer.py: SO_PEERPIDFD, then /proc/<pid>/cgroup, then the pidfd signalled).
+
+Hostile first: a process of attempt A must not get attempt B's policy, nor a door only B's plan names;
+a process in no attempt's cgroup, or one that left its cgroup, gets nothing; an unregistered attempt
+gets nothing. Real cgroups, real processes joining them, real sockets on 127.0.0.1; then a real
+bubblewrap sandbox whose server restarts. Needs a cgroup hierarchy this user may write (root here)
+and a kernel with SO_PEERPIDFD (Linux >= 6.5): elsewhere the per-attempt listeners are used
+(test_egress.py), and so these tests skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.network import egress, peer, proxy
+from orchestrator.network.egress import EgressPlan, open_egress
+from orchestrator.network.policy import Endpoint
+from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not peer.supported(), reason="the kernel names no Unix socket peer by a pidfd (Linux < 6.5)"),
+]
+# Where the attempt has no cgroup of its own, it keeps its own listeners (test_egress.py).
+needs_cgroup = pytest.mark.skipif(
+    not hierarchies().bases, reason="no cgroup this user may make (no delegation): per-attempt listeners"
+)
+
+# Connects to a Unix socket (argv[1]), sends argv[2] (a CONNECT head, or nothing), prints what comes back.
+CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+data = b""
+try:
+    if sys.argv[2]:
+        s.sendall(sys.argv[2].encode())
+    while len(data) < 4096:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if b"hi" in data or b"403" in data:
+            break
+except OSError as exc:
+    data += f"[{exc!r}]".encode()
+sys.stdout.write(repr(data))
+"""
+
+
+@pytest.fixture
+def echo() -> Iterator[int]:
+    """A loopback server that answers each connection with b"hi" and closes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"hi")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    # Its thread ended before the socket is closed: a thread still in accept() would take the
+    # connections of the next socket given the same descriptor (another test's server).
+    server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temp folder of the test's for the socket folders, and a fresh set of shared doors."""
+    folder = tempfile.mkdtemp(prefix="egress-", dir="/tmp")
+    monkeypatch.setattr(egress.tempfile, "gettempdir", lambda: folder)
+    monkeypatch.setattr(egress, "_SHARED", egress._Shared())
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def cgroups() -> Iterator[dict[str, Cgroup]]:
+    """Two attempts' cgroups, A and B, made as the runner makes them."""
+    made: dict[str, Cgroup] = {}
+    for name in ("A", "B"):
+        cgroup = hierarchies().create(f"orchestrator-shared-test-{os.getpid()}-{name}", Limits(memory=256 << 20))
+        assert cgroup is not None
+        made[name] = cgroup
+    yield made
+    for cgroup in made.values():
+        cgroup.remove()
+
+
+def run_in(cgroup: Cgroup | None, path: Path, send: str = "") -> bytes:
+    """What a process in ``cgroup`` (None: the test's own) reads from the socket at ``path``."""
+    setup = ChildSetup(cgroup.join_fds(), 0) if cgroup is not None else None
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", CLIENT, str(path), send], capture_output=True, text=True, timeout=30, preexec_fn=setup
+        )
+    finally:
+        for fd in setup.fds if setup is not None else []:
+            os.close(fd)
+    assert out.returncode == 0, out.stderr
+    return eval(out.stdout)  # noqa: S307 - our client's repr of bytes
+
+
+def nothing(got: bytes) -> bool:
+    """Closed unanswered (a reset when it had sent its request first)."""
+    return got == b"" or got.startswith((b"[ConnectionResetError", b"[BrokenPipeError"))
+
+
+def head(port: int) -> str:
+    return f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+
+
+@needs_cgroup
+def test_an_attempt_gets_its_own_policy_and_doors_never_anothers(tmp_path: Path, echo: int, cgroups: dict[str, Cgroup]) -> None:
+    """B allows the echo server and names it as an endpoint; A allows nothing. Through the one shared
+    folder, A's process is refused at the proxy and at B's endpoint door (a refusal in A's log, none
+    in B's), B's gets through both, a process of neither gets nothing."""
+    logs = {name: tmp_path / f"{name}.log" for name in "AB"}
+    for log in logs.values():
+        log.write_text("")
+    opened = {
+        "A": open_egress(EgressPlan(), key="A", log_path=logs["A"], cgroups=hierarchies().proc_paths(cgroups["A"])),
+        "B": open_egress(
+            EgressPlan(allow=(f"127.0.0.1:{echo}",)),
+            key="B",
+            log_path=logs["B"],
+            cgroups=hierarchies().proc_paths(cgroups["B"]),
+        ),
+    }
+    try:
+        folder = opened["A"].folder
+        assert (
+            opened["B"].folder == folder and opened["A"].listeners == [] == opened["B"].listeners
+        )  # one folder, no listener of their own
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        assert (
+            opened["B"].bridge
+            == f"127.0.0.1:3128={egress.INSIDE}/proxy.sock 127.0.0.1:{echo}={egress.INSIDE}/127.0.0.1-{echo}.sock"
+        )
+        door = folder / f"127.0.0.1-{echo}.sock"
+        # B: its policy lets it through the proxy, and its endpoint's door forwards.
+        got = run_in(cgroups["B"], folder / "proxy.sock", head(echo))
+        assert b" 200 " in got and got.endswith(b"hi"), got
+        assert run_in(cgroups["B"], door) == b"hi"
+        # A: the same request is refused by A's policy, not let through by B's.
+        got = run_in(cgroups["A"], folder / "proxy.sock", head(echo))
+        assert b"403" in got and b"hi" not in got, got
+        # A at the door only B's plan names: closed, and told in A's log as a refusal.
+        assert nothing(run_in(cgroups["A"], door))
+        a_log = logs["A"].read_text()
+        assert f"{egress.REFUSED}127.0.0.1:{echo}: not an endpoint this worker's plan names" in a_log, a_log
+        assert egress.REFUSED not in logs["B"].read_text()
+        # A process of no attempt (the test's own cgroup): nothing, at either door.
+        assert nothing(run_in(None, folder / "proxy.sock", head(echo)))
+        assert nothing(run_in(None, door))
+        # B ended: its processes (were there any left) get nothing any more.
+        opened["B"].close()
+        assert nothing(run_in(cgroups["B"], door))
+        assert nothing(run_in(cgroups["B"], folder / "proxy.sock", head(echo)))
+    finally:
+        for one in opened.values():
+            one.close()
+    assert not egress._plan_file("A").exists() or wait_gone(egress._plan_file("A"))
+
+
+def wait_gone(path: Path) -> bool:
+    deadline = time.monotonic() + 5
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not path.exists()
+
+
+@needs_cgroup
+def test_a_process_that_left_its_attempts_cgroup_is_refused(echo: int, cgroups: dict[str, Cgroup]) -> None:
+    """Started in B's cgroup, moved out of it (to the cgroup B's was made in) before it connects: the
+    kernel says where it is now, and that is no attempt's."""
+    opened = open_egress(
+        EgressPlan(allow=(f"127.0.0.1:{echo}",)), key="B", log_path=None, cgroups=hierarchies().proc_paths(cgroups["B"])
+    )
+    setup = ChildSetup(cgroups["B"].join_fds(), 0)
+    waits = "import sys; sys.stdin.readline()\n" + CLIENT
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", waits, str(opened.folder / "proxy.sock"), head(echo)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=setup,
+        )
+    finally:
+        for fd in setup.fds:
+            os.close(fd)
+    try:
+        assert child.pid in cgroups["B"].members()
+        for directory in cgroups["B"].dirs.values():  # out, into the parent (a hierarchy's whole process)
+            (directory.parent / "cgroup.procs").write_text(str(child.pid))
+        assert child.pid not in cgroups["B"].members()
+        out, _ = child.communicate("go\n", timeout=30)
+        assert nothing(eval(out)), out  # noqa: S307 - our client's repr of bytes
+    finally:
+        child.kill()
+        child.wait()
+        opened.close()
+
+
+@needs_cgroup
+def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(tmp_path: Path, echo: int) -> None:
+    """A real bubblewrap sandbox with a cgroup binds the shared folder; its server's proxy stops (the
+    server died), a new one (fresh doors, no registration) adopts the attempt: the worker, still
+    running in the same sandbox, reaches its endpoint again through the same paths."""
+    from dataclasses import replace
+
+    from orchestrator.process.backends import probe
+    from orchestrator.process.procscan import process_start_id
+    from orchestrator.process.runner import ProcessRunner
+    from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
+
+    base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.ALLOW).spec
+    if base is None or base.backend.value != "bubblewrap":
+        pytest.skip("needs bubblewrap (a network namespace of its own)")
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", echo),)))
+    # Reaches the endpoint at its own address inside (the bridge), once per "go" file, forever.
+    worker = (
+        "import os, socket, time\n"
+        "n = 0\n"
+        "while True:\n"
+        f"    if os.path.exists('{work}/go-%d' % n):\n"
+        "        try:\n"
+        f"            data = socket.create_connection(('127.0.0.1', {echo}), timeout=5).recv(2)\n"
+        "        except OSError as exc:\n"
+        "            data = repr(exc).encode()\n"
+        f"        open('{work}/got-%d' % n, 'wb').write(data)\n"
+        "        n += 1\n"
+        "    time.sleep(0.02)\n"
+    )
+    tag = f"shared-restart-{os.getpid()}"
+    limits = Limits(memory=512 << 20)
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        [sys.executable, "-c", worker],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=tag,
+        sandbox=spec,
+        limits=limits,
+    )
+    adopted = None
+    try:
+        assert handle.egress is not None and handle.egress.registered is not None  # the shared doors, not its own
+        assert handle.egress.folder.name == f"shared-{os.getpid()}"
+
+        def reach(n: int) -> bytes:
+            (work / f"go-{n}").write_text("")
+            got = work / f"got-{n}"
+            deadline = time.monotonic() + 30
+            while not got.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.05)
+            return got.read_bytes()
+
+        assert reach(0) == b"hi"
+        proxy.shared().stop()  # the server is gone: every door with it
+        assert reach(1) != b"hi"
+        egress._SHARED = egress._Shared()  # the next server: nothing registered, no door open
+        adopted = ProcessRunner().adopt(
+            handle.pid, process_start_id(handle.pid), tag=tag, started_at=time.time(), exit_file=None, limits=limits
+        )
+        assert adopted.egress is not None and adopted.egress.folder == handle.egress.folder
+        assert reach(2) == b"hi"
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.release(handle)
+        if adopted is not None:
+            adopted.poll()
+            ProcessRunner().release(adopted)
+
+
+def test_a_shared_folder_of_an_ended_process_goes_unless_a_running_attempt_binds_it(short_tmp: Path) -> None:
+    """Made once per process, a shared folder outlives its server (a successor may adopt its
+    attempts): the next process to make its own removes those of ended processes that no attempt's
+    plan file names, and keeps the one an attempt still runs with, and those of live processes."""
+    dead = [subprocess.Popen(["true"]) for _ in range(2)]
+    for child in dead:
+        child.wait()
+    base = egress.sockets_base()
+    gone, bound, live = (base / f"shared-{dead[0].pid}", base / f"shared-{dead[1].pid}", base / f"shared-{os.getppid()}")
+    for folder in (gone, bound, live):
+        folder.mkdir(mode=0o700)
+        (folder / "proxy.sock").write_text("")  # (a dead socket's file)
+    (base / "0123456789abcdef.json").write_text(f'{{"shared": "{bound}"}}')
+    mine = egress._SHARED._folder()
+    assert mine == base / f"shared-{os.getpid()}" and mine.is_dir()
+    assert not gone.exists() and bound.is_dir() and live.is_dir()
