@@ -68,6 +68,38 @@ def test_the_supervisor_records_each_status_exactly(tmp_path, code, status, line
         runner.close()
 
 
+def test_a_worker_ended_before_its_supervisor_writes_its_status_is_waited_for_without_polling(tmp_path, monkeypatch):
+    import threading
+
+    from orchestrator.process import runner as runner_module
+
+    # Given a supervised worker that exits while its supervisor is stopped (it cannot write the
+    # status nor reap it: the worker stays a zombie, its end unknown), each look at it counted
+    runner = _runner(tmp_path / "sup")
+    looks = []
+    poll = runner_module.ProcessHandle.poll
+    monkeypatch.setattr(runner_module.ProcessHandle, "poll", lambda self: looks.append(1) or poll(self))
+    handle, exit_file = _spawn(runner, tmp_path, "import sys, time; time.sleep(0.3); sys.exit(5)", "s20.k.1")
+    os.kill(handle.reaper, signal.SIGSTOP)
+    try:
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(runner.wait(handle, 30)))
+        waiter.start()
+        assert wait_until(lambda: procscan.zombie_of(handle.pid, handle.start_id) == handle.reaper, timeout=10)
+        time.sleep(1.0)
+        # When a second passes with the worker ended and its status not written
+        seen = len(looks)
+    finally:
+        os.kill(handle.reaper, signal.SIGCONT)
+    waiter.join(30)
+    # Then the wait looked at it a few times, not every half millisecond (about 2,000 looks), and once
+    # the supervisor wrote the status and reaped it the wait returned that status
+    if runner_module.reaping_wakes_pidfd():
+        assert seen <= 5, seen
+    assert got == [5] and exit_file.read_text() == "exit 5\n"
+    runner.close()
+
+
 def test_a_worker_gets_the_servers_umask_and_limits_not_the_supervisors_own(tmp_path):
     runner = _runner(tmp_path / "sup")
     old = os.umask(0o027)  # the server's, when it started the supervisor

@@ -29,6 +29,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import select
 import shutil
@@ -597,7 +598,9 @@ class ProcessRunner:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            if handle.pidfd is not None:
+            if handle.pidfd is not None and handle.reaper is not None and reaping_wakes_pidfd():
+                _wait_reaped(handle.pidfd, wake, _slice(deadline))  # its supervisor writes how it ended, then reaps it
+            elif handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
                 ready, _, _ = select.select(fds, [], [], _slice(deadline))
                 if handle.pidfd in ready:
@@ -814,6 +817,47 @@ def _pidfd_of(pid: int, start_id: str | None, *, supervised: bool) -> int | None
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float | None) -> None:
+    """Block until the process of ``pidfd`` is reaped, ``wake`` is set or ``timeout`` (seconds) passes.
+    A pidfd polled for no event reports only POLLHUP, which the kernel raises when the process is
+    reaped, not when it exits: a supervised worker's end is waited for in one call, where polling
+    it from its exit until its supervisor had written the exit file and reaped it took a wake-up
+    every 0.5 ms (30 a worker on a loaded machine: a fifth of the server's CPU)."""
+    poller = select.poll()
+    poller.register(pidfd, 0)
+    if wake is not None:
+        poller.register(wake.fileno(), select.POLLIN)
+    poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+
+
+@functools.cache
+def reaping_wakes_pidfd() -> bool:
+    """Whether this kernel raises POLLHUP on a pidfd when its process is reaped (and only then: not
+    while it is a zombie), found once by trying it on a child of our own; False where it does not
+    (older kernels), which then poll."""
+    if not hasattr(os, "pidfd_open") or not hasattr(select, "poll"):
+        return False
+    try:
+        child = subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False
+    pidfd = -1
+    try:
+        pidfd = os.pidfd_open(child.pid)
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
+        poller = select.poll()
+        poller.register(pidfd, 0)
+        zombie = poller.poll(0)
+        child.wait()  # reaped
+        return not zombie and bool(poller.poll(0))
+    except OSError:
+        return False
+    finally:
+        child.wait()
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def _close_pair(pair: tuple[socket.socket, socket.socket] | None) -> None:
