@@ -598,13 +598,16 @@ class ProcessRunner:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            if handle.pidfd is not None and handle.reaper is not None and reaping_wakes_pidfd():
-                _wait_reaped(handle.pidfd, wake, _slice(deadline))  # its supervisor writes how it ended, then reaps it
-            elif handle.pidfd is not None:
+            if handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
                 ready, _, _ = select.select(fds, [], [], _slice(deadline))
-                if handle.pidfd in ready:
-                    time.sleep(0.0005)  # it has ended: its supervisor is writing how (see poll)
+                if handle.pidfd in ready:  # it has ended: its supervisor is writing how (see poll)
+                    if handle.reaper is not None and reaping_wakes_pidfd():
+                        _wait_reaped(
+                            handle.pidfd, wake, REAP_SLICE if deadline is None else min(REAP_SLICE, _slice(deadline) or 0.0)
+                        )
+                    else:
+                        time.sleep(0.0005)
             else:
                 step = 0.05 if left is None else min(0.05, left)
                 if wake is not None and wake.wait(step):
@@ -775,6 +778,8 @@ def _slice(deadline: float | None) -> float | None:
     return None if deadline is None else min(max(0.0, deadline - time.monotonic()), WAIT_SLICE)
 
 
+# The longest a wait for an ended supervised worker's reaping blocks before it looks again (_wait_reaped).
+REAP_SLICE = 0.1
 # How long the first of several finishing workers waits for others to share its /proc scan.
 # The engine sweeps after a worker's slot is free, so nobody waits on this for a slot.
 SWEEP_GATHER = 0.01
@@ -819,17 +824,19 @@ def _pidfd_of(pid: int, start_id: str | None, *, supervised: bool) -> int | None
     return pidfd
 
 
-def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float | None) -> None:
-    """Block until the process of ``pidfd`` is reaped, ``wake`` is set or ``timeout`` (seconds) passes.
-    A pidfd polled for no event reports only POLLHUP, which the kernel raises when the process is
-    reaped, not when it exits: a supervised worker's end is waited for in one call, where polling
-    it from its exit until its supervisor had written the exit file and reaped it took a wake-up
-    every 0.5 ms (30 a worker on a loaded machine: a fifth of the server's CPU)."""
+def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float) -> None:
+    """Block until the ended process of ``pidfd`` is reaped, ``wake`` is set or ``timeout`` (seconds)
+    passes. A pidfd polled for no event reports only POLLHUP, which the kernel raises when the
+    process is reaped, not when it exits: a supervised worker's end is waited for in one call, where
+    polling it from its exit until its supervisor had written the exit file and reaped it took a
+    wake-up every 0.5 ms (30 a worker on a loaded machine: a fifth of the server's CPU). Bounded:
+    an orphan whose supervisor died is reaped by whatever adopts it, maybe never (a server that is
+    a container's pid 1 reaps none), and the caller's look then finds it no longer the supervisor's."""
     poller = select.poll()
     poller.register(pidfd, 0)
     if wake is not None:
         poller.register(wake.fileno(), select.POLLIN)
-    poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+    poller.poll(math.ceil(timeout * 1000))
 
 
 @functools.cache
