@@ -269,6 +269,30 @@ def test_a_refused_fork_is_still_told_after_the_emptied_cgroup_is_removed():
     assert cap_hit(limits, enforced, cgroup, 0, None).startswith("process cap: a fork refused by the kernel at 3")
 
 
+def test_a_join_descriptor_is_opened_on_the_file_of_its_hierarchys_version(tmp_path):
+    # Given an attempt's cgroup on a v1 hierarchy (its folder lists ``tasks`` beside
+    # ``cgroup.procs``) and on a v2 one (``cgroup.procs`` alone), its version known from its making
+    from orchestrator.process.cgroups import Cgroup, join_file
+
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    for folder, names in ((v1, ("tasks", "cgroup.procs")), (v2, ("cgroup.procs",))):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text("")
+    cgroup = Cgroup("c", {"memory": v1, "pids": v2}, {"memory": Enforcement.CGROUP_V1, "pids": Enforcement.CGROUP_V2})
+    # When its child's join descriptors are opened (without looking for ``tasks``) and "0" written to each
+    for fd in cgroup.join_fds():
+        os.write(fd, b"0")
+        os.close(fd)
+    # Then v1's thread list and v2's process list got it, as join_file (which looks) names them
+    assert (v1 / "tasks").read_text() == "0" and (v1 / "cgroup.procs").read_text() == ""
+    assert (v2 / "cgroup.procs").read_text() == "0"
+    assert {join_file(v1), join_file(v2)} == {v1 / "tasks", v2 / "cgroup.procs"}
+    # And on this machine each hierarchy's own join file is the one its version names
+    for version, base in BASES.values():
+        assert join_file(base).name == ("tasks" if version is Enforcement.CGROUP_V1 else "cgroup.procs")
+
+
 def _cgroups_of(pid: int, tid: int | None = None) -> dict[str, str]:
     """``/proc/<pid>/cgroup`` (one thread's: ``task/<tid>``) as controller list -> path (v2's under "")."""
     found = {}

@@ -158,6 +158,40 @@ def test_a_stalled_writer_drops_rows_without_blocking_and_the_trees_are_indexed_
         index.close()
 
 
+def test_rows_announced_together_share_one_transaction_and_a_query_does_not_wait_for_company(tmp_path, monkeypatch):
+    from orchestrator.events import Event
+    from orchestrator.index import job_index as core
+
+    workspace = Workspace(tmp_path / "workspace", durable=False)
+    jobs = write_jobs(workspace, 6, seed=11)
+    index = index_of(tmp_path, workspace)
+    try:
+        index.flush()
+        # Given a writer whose rows wait for company far longer than a query waits (FLUSH_WAIT)
+        monkeypatch.setattr(core, "GATHER", 60.0, raising=False)
+        batches: list[list[str]] = []
+        apply = index._apply
+
+        def counted(batch):
+            batches.append([item[0] for item in batch])
+            apply(batch)
+
+        monkeypatch.setattr(index, "_apply", counted)
+        # When six jobs' ends are announced one after another (spaced: a writer that does not gather
+        # applies each alone), then the listing is asked for
+        for job in jobs:
+            job.status, job.request = JobStatus.CANCELLED, f"ended: {job.id}"
+            workspace.save_job(job)
+            index.job_event(job, Event(seq=1, time=job.ended_at, type="job", root_id=job.id, job_id=job.id, status="cancelled"))
+            time.sleep(0.05)
+        found, total = index.page(limit=10)
+        # Then the six rows went in one transaction, and the query's flush ended the wait (no IndexUnavailable)
+        assert [b.count("job") for b in batches if "job" in b] == [6], batches
+        assert total == 6 and {(j["status"], j["request"]) for j in found} == {("cancelled", f"ended: {j.id}") for j in jobs}
+    finally:
+        index.close()
+
+
 # -- the engine's jobs: fed by events, rebuilt after deletion and corruption -------------------
 @pytest.mark.slow
 def test_the_sqlite_index_holds_the_engine_s_jobs_and_is_rebuilt_after_deletion_and_corruption(make_engine, tmp_path, caplog):

@@ -4,6 +4,7 @@ adopted by the next one, and leaves once nobody needs it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,6 +66,71 @@ def test_the_supervisor_records_each_status_exactly(tmp_path, code, status, line
         assert runner.wait(handle, 20) == status
         assert exit_file.read_text() == line and read_exit_file(exit_file) == status
     finally:
+        runner.close()
+
+
+def test_a_worker_ended_before_its_supervisor_writes_its_status_is_waited_for_without_polling(tmp_path, monkeypatch):
+    import threading
+
+    from orchestrator.process import runner as runner_module
+
+    # Given a supervised worker that exits while its supervisor is stopped (it cannot write the
+    # status nor reap it: the worker stays a zombie, its end unknown), each look at it counted
+    runner = _runner(tmp_path / "sup")
+    looks = []
+    poll = runner_module.ProcessHandle.poll
+    monkeypatch.setattr(runner_module.ProcessHandle, "poll", lambda self: looks.append(1) or poll(self))
+    handle, exit_file = _spawn(runner, tmp_path, "import sys, time; time.sleep(0.3); sys.exit(5)", "s20.k.1")
+    os.kill(handle.reaper, signal.SIGSTOP)
+    try:
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(runner.wait(handle, 30)))
+        waiter.start()
+        assert wait_until(lambda: procscan.zombie_of(handle.pid, handle.start_id) == handle.reaper, timeout=10)
+        time.sleep(1.0)
+        # When a second passes with the worker ended and its status not written
+        seen = len(looks)
+    finally:
+        os.kill(handle.reaper, signal.SIGCONT)
+    waiter.join(30)
+    # Then the wait looked at it once per REAP_SLICE (0.1 s), not every half millisecond (about 2,000 looks), and once
+    # the supervisor wrote the status and reaped it the wait returned that status
+    if runner_module.reaping_wakes_pidfd():
+        assert seen <= 25, seen
+    assert got == [5] and exit_file.read_text() == "exit 5\n"
+    runner.close()
+
+
+def test_an_ended_worker_whose_supervisor_died_is_told_though_nobody_ever_reaps_it(tmp_path):
+    import ctypes
+    import threading
+
+    # Given this process a subreaper (as a server that is a container's pid 1 is), so a supervisor it
+    # starts is its child and an orphaned worker comes to it, which never reaps it
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    child_subreaper = 36  # PR_SET_CHILD_SUBREAPER
+    assert prctl(child_subreaper, 1, 0, 0, 0) == 0
+    runner = _runner(tmp_path / "sup-orphan")
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, "import time; time.sleep(0.3)", "s21.k.1")
+        # When the worker ends while its supervisor is stopped, is waited for (with no timeout), and
+        # the supervisor is then killed
+        os.kill(handle.reaper, signal.SIGSTOP)
+        assert wait_until(lambda: procscan.zombie_of(handle.pid, handle.start_id) == handle.reaper, timeout=10)
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(runner.wait(handle, None)), daemon=True)
+        waiter.start()
+        time.sleep(0.3)
+        os.kill(handle.reaper, signal.SIGKILL)
+        assert wait_until(lambda: procscan.zombie_of(handle.pid, handle.start_id) == os.getpid(), timeout=10)
+        waiter.join(10)
+        # Then a wait with no timeout still returns: no status was written, so it reads as killed
+        assert got == [-signal.SIGKILL] and exit_file.read_text().strip() == ""
+    finally:
+        prctl(child_subreaper, 0, 0, 0, 0)
+        for pid in (handle.pid, handle.reaper):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         runner.close()
 
 

@@ -439,6 +439,47 @@ def test_files_in_a_missing_folder_is_empty(ws, tmp_path):
     assert ws.files_in(tmp_path / "missing") == []
 
 
+def test_files_in_a_folder_swapped_for_a_link_or_under_one_lists_nothing(ws, tmp_path):
+    # Given a worker folder whose files are real, and the same folder reached through a link to
+    # it and through a linked parent (a worker that swapped its folder or a parent for a link)
+    real = tmp_path / "real"
+    (real / "inner").mkdir(parents=True)
+    (real / "inner" / "secret.txt").write_text("x")
+    (tmp_path / "swapped").symlink_to(real / "inner", target_is_directory=True)
+    (tmp_path / "parent").symlink_to(real, target_is_directory=True)
+    # Then only the real path is listed: a link is never followed into its target's files
+    assert ws.files_in(real / "inner") == ["secret.txt"]
+    assert ws.files_in(tmp_path / "swapped") == []
+    assert ws.files_in(tmp_path / "parent" / "inner") == []
+
+
+def test_real_path_names_what_realpath_names(tmp_path):
+    # Given links in every place realpath resolves: a linked folder, a linked parent, a relative
+    # link, a link to a link, a dangling one, a missing name below a link, a FIFO and a plain file
+    from orchestrator.workspace.filesystem import real_path
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "file").write_text("x")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    (tmp_path / "to_a").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "up").symlink_to("..")
+    (tmp_path / "to_to_a").symlink_to("to_a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    paths = [
+        tmp_path / "a" / "b",
+        tmp_path / "to_a" / "b",
+        tmp_path / "to_a" / "up" / "to_to_a" / "b" / "file",
+        tmp_path / "to_to_a",
+        tmp_path / "dangling",
+        tmp_path / "to_a" / "missing" / "deeper",
+        tmp_path / "a" / "fifo",
+        str(tmp_path / "a" / "b" / "file"),
+    ]
+    # Then the kernel's answer (or realpath's, where it has none) is realpath's, without blocking on the FIFO
+    for path in paths:
+        assert real_path(path) == os.path.realpath(path), path
+
+
 def test_files_in_stops_at_the_cap(ws, tmp_path, monkeypatch):
     monkeypatch.setattr(workspace_module, "MAX_FILES_LISTED", 3)
     for i in range(5):

@@ -40,7 +40,6 @@ from __future__ import annotations
 import calendar
 import functools
 import math
-import os
 import random
 import re
 import signal
@@ -75,6 +74,7 @@ from ..workers.adapters.base import Adapter, ParsedResult, WorkerContext
 from ..workers.cli_configs import check_reachable, live_endpoints
 from ..workers.confinement import Confinement
 from ..workers.environment import credential_by_file, provider_keys_by_file
+from ..workspace.filesystem import real_path
 from .context import EnginePart
 from .locked_only import assert_held, locked_only
 from .tables import Outcome
@@ -750,8 +750,8 @@ def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -
     refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
     # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
-    real = Path(os.path.realpath(directory))
-    own = (directory, paths.tmp) if real == directory else (directory, real, paths.tmp)
+    real = real_path(directory)
+    own = (directory, paths.tmp) if real == str(directory) else (directory, Path(real), paths.tmp)
     return refusals.scan(paths.log, own, into=found)
 
 

@@ -101,6 +101,12 @@ def join_file(directory: Path | str) -> Path:
     return tasks if tasks.exists() else Path(directory) / "cgroup.procs"
 
 
+def _join_path(directory: Path, version: Enforcement) -> str:
+    """``join_file`` of a cgroup whose version is known, without looking: a v1 hierarchy always has
+    ``tasks`` and a v2 one never does (a look per attempt's start was a path built and a failed stat)."""
+    return f"{directory}/tasks" if version is Enforcement.CGROUP_V1 else f"{directory}/cgroup.procs"
+
+
 @dataclass(frozen=True)
 class Usage:
     """One reading of a cgroup: its members, their memory (each page once) and the kernel's counts."""
@@ -126,7 +132,7 @@ class Cgroup:
     def join_fds(self) -> list[int]:
         """Descriptors on each hierarchy's join file (``join_file``), opened in the parent: a child
         writes "0" to each (``join``) before it execs. The caller closes them after the fork."""
-        paths = {join_file(d) for d in self.dirs.values()}
+        paths = {_join_path(d, self.versions[c]) for c, d in self.dirs.items()}
         return [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in sorted(paths)]
 
     def members(self) -> list[int]:
@@ -161,10 +167,10 @@ class Cgroup:
         memory = self.dirs.get("memory") if "memory" in self.counted else None
         if memory is not None:
             events = "memory.events" if self.versions["memory"] is Enforcement.CGROUP_V2 else "memory.oom_control"
-            oom = _keyed(memory / events).get("oom_kill", 0)
+            oom = _keyed(f"{memory}/{events}").get("oom_kill", 0)
         pids_dir = self.dirs.get("pids") if "pids" in self.counted else None
         if pids_dir is not None:
-            refused = _keyed(pids_dir / "pids.events").get("max", 0)
+            refused = _keyed(f"{pids_dir}/pids.events").get("max", 0)
         current = Usage(pids, rss, max(oom, self.last.oom_kills), max(refused, self.last.forks_refused))
         if self.dirs:
             self.last = current
@@ -455,18 +461,19 @@ class Hierarchies:
 
 
 def _set_limits(cgroup: Cgroup, limits: Limits, own: int) -> None:
+    # (paths as strings: each attempt's start writes these, and a pathlib join costs more than the write)
     memory, pids = cgroup.dirs.get("memory"), cgroup.dirs.get("pids")
     if memory is not None and limits.memory:
         if cgroup.versions["memory"] is Enforcement.CGROUP_V2:
-            _write(memory / "memory.max", str(limits.memory))
+            _write(f"{memory}/memory.max", str(limits.memory))
             with contextlib.suppress(OSError):  # no swap accounting: the memory limit still holds
-                _write(memory / "memory.swap.max", "0")
+                _write(f"{memory}/memory.swap.max", "0")
         else:
-            _write(memory / "memory.limit_in_bytes", str(limits.memory))
+            _write(f"{memory}/memory.limit_in_bytes", str(limits.memory))
             with contextlib.suppress(FileNotFoundError):  # swap accounting: the cap holds memory plus swap, so swap is no way out
-                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
+                _write(f"{memory}/memory.memsw.limit_in_bytes", str(limits.memory))
     if pids is not None and limits.processes:
-        _write(pids / "pids.max", str(limits.processes + own))
+        _write(f"{pids}/pids.max", str(limits.processes + own))
 
 
 def _v2_base(own: dict[str, str], mounts: list[tuple[str, str, str, str]]) -> tuple[Path, set[str]] | None:
@@ -529,7 +536,7 @@ def _relative(path: str, root: str) -> str:
     return path.lstrip("/")
 
 
-def _keyed(path: Path) -> dict[str, int]:
+def _keyed(path: Path | str) -> dict[str, int]:
     """A "key value" per line file (memory.stat, memory.events, pids.events); {} when unreadable."""
     found: dict[str, int] = {}
     with contextlib.suppress(OSError):
@@ -540,7 +547,7 @@ def _keyed(path: Path) -> dict[str, int]:
     return found
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -551,7 +558,7 @@ def _read(path: Path) -> str:
         os.close(fd)
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path | str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, text.encode())

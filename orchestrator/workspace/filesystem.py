@@ -220,6 +220,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_O_PATH = getattr(os, "O_PATH", 0)  # Linux: a descriptor that only names a file (no read, no FIFO open)
+
+
+def real_path(path: str | os.PathLike[str]) -> str:
+    """``os.path.realpath(path)`` found by the kernel in one lookup: the name /proc gives a
+    descriptor opened on it. realpath walks the path in Python with an lstat per component, which a
+    worker's end paid several times over. A path that cannot be opened that way (missing, no
+    O_PATH or /proc, a name the kernel marks deleted) is resolved by ``os.path.realpath`` itself."""
+    if _O_PATH:
+        try:
+            fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return os.path.realpath(path)
+        try:
+            found = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            found = ""
+        finally:
+            os.close(fd)
+        if found.startswith("/") and not found.endswith(" (deleted)"):
+            return found
+    return os.path.realpath(path)
+
+
 def open_regular_fd(path: Path) -> tuple[int, int] | None:
     """(fd, size) of a regular file opened for reading without following a link; None when it
     does not exist. Raises RefusedPath for a link, a FIFO or a device (reading one could block

@@ -53,6 +53,7 @@ from .filesystem import (
     encoded_blocks,
     open_regular,
     open_regular_fd,
+    real_path,
     read_range,
     spread_subfolders,
     write_all,
@@ -474,7 +475,7 @@ class Workspace:
     def files_in(self, directory: Path) -> list[str]:
         """Files under a worker directory, relative to it; links are listed, never followed."""
         found: list[str] = []
-        if os.path.realpath(directory) != os.path.abspath(directory) or not directory.is_dir():
+        if real_path(directory) != os.path.abspath(directory) or not directory.is_dir():
             return found  # a worker that swapped its folder (or a parent) for a link does not get the target listed
         for base, dirs, files in os.walk(directory, followlinks=False):
             rel = os.path.relpath(base, directory)
