@@ -45,7 +45,10 @@ class ConfigAction(str, Enum):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..process.arenas import limit_arenas
     from ..reports.terminal import VisibleStream
+
+    limit_arenas()  # before any thread: a long run's records are not spread over an arena per thread
 
     # Whatever a command prints, a worker's text among it, reaches the terminal with its control
     # characters shown, never obeyed (reports/terminal.py); restored after (main is called in tests).
