@@ -65,12 +65,14 @@ TARGET_SPAWN_RATIO = 2.0  # issue 26: spawn -> child running on rq at most this 
 class Nodes:
     """Three node processes of the bench's (each its own process group), stopped at the end."""
 
-    def __init__(self, base: Path, url: str, prefix: str, slots: int, lease: float) -> None:
+    def __init__(self, base: Path, url: str, prefix: str, slots: int, lease: float, workspace: Path) -> None:
         self.url, self.prefix = url, prefix
         self.procs: list[subprocess.Popen[bytes]] = []
         config = base / "node-config.yaml"
-        # The node's own settings: the command kind's program is the bench worker (same path as the server's).
-        config.write_text(yaml.safe_dump({"orchestrator": {"command": [str(base / "bin" / "worker.sh"), "{task}"]}}))
+        # The node's own settings: the command kind's program is the bench worker (same path as the
+        # server's), and the server's workspace, where the node finds the key the attempts are signed with.
+        command = [str(base / "bin" / "worker.sh"), "{task}"]
+        config.write_text(yaml.safe_dump({"orchestrator": {"command": command, "workspace_root": str(workspace)}}))
         for i in range(NODES):
             argv = [sys.executable, "-m", "orchestrator", "--config", str(config), "node", "--redis", url]
             argv += ["--prefix", prefix, "--name", f"bench-{i + 1}", "--kinds", "command", "--slots", str(slots)]
@@ -206,7 +208,7 @@ def one_executor(executor: str, args: argparse.Namespace, redis: Redis) -> dict[
     try:
         live = Live(base, args.handoffs, settings_for(executor, args, redis.url, prefix))
         if executor == "rq":
-            nodes = Nodes(base, redis.url, prefix, args.slots, args.lease)
+            nodes = Nodes(base, redis.url, prefix, args.slots, args.lease, live.settings.workspace_root)
         print(f"{executor}: (a) {args.workers} no-op workers ...", flush=True)
         pids = [p.pid for p in nodes.procs] if nodes else []
         noops = run_noops(live, args.workers, NODES * args.slots, pids, redis.url if nodes else "", prefix)

@@ -435,3 +435,19 @@ def test_cpu_of_reaped_descendants_counts_for_their_worker(make_engine, tmp_path
     # Then both children's CPU is in the worker's figure (the first was reaped long before the end)
     assert w.status is WorkerStatus.SUCCESS
     assert 0.45 <= w.cpu_seconds <= 0.75, w.cpu_seconds
+
+
+def test_a_status_without_tasks_is_the_same_document_but_the_entries():
+    """``with_tasks=False`` (``run``'s closing lines, which read no worker's entry): every other key
+    is what the whole document says, and so are the summary, merge lines and exit code shown from it."""
+    from orchestrator.cli.progress import summary
+    from orchestrator.cli.scripts import exit_code
+    from orchestrator.reports.status_document import merge_lines
+
+    jobs = [job(end=30, status=JobStatus.COMPLETED), child_job("c1", "w1", 2, 28)]
+    workers = [worker("w1", 1, 29, child_job_ids=["c1"]), worker("w2", 0, 10), worker("w1_1", 6, 27, depth=1, job_id="c1")]
+    whole = job_status("r1", jobs, workers, Path("/nonexistent"), now=T + 30)
+    lean = job_status("r1", jobs, workers, Path("/nonexistent"), now=T + 30, with_tasks=False)
+    assert len(whole["results"]["tasks"]) == 2 and lean["results"]["tasks"] == []
+    assert {**whole, "results": {**whole["results"], "tasks": []}} == lean
+    assert (summary(lean), merge_lines(lean), exit_code(lean)) == (summary(whole), merge_lines(whole), exit_code(whole))

@@ -274,3 +274,36 @@ def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_batch_reads_a_job_s_subtree_once_however_many_of_its_events_it_holds():
+    """Given a batch with three events of one job and one of a worker, ``run``'s view reads the
+    job's subtree once (at a 10,000-worker root's end each event copied the whole tree) and
+    still gets every worker the events name, in the order they were named."""
+    from types import SimpleNamespace
+
+    from orchestrator.cli.main import _changed_workers
+    from orchestrator.events import Event, EventType
+
+    def record(name: str, status: str) -> SimpleNamespace:
+        return SimpleNamespace(key=f"depth_0_{name}", status=status)
+
+    reads: list[str | None] = []
+
+    def snapshot(root: str, job_id: str | None = None) -> tuple[list, list]:
+        reads.append(job_id)
+        return [], [record("worker_1", "success"), record("worker_2", f"read {len(reads)}")]
+
+    queries = SimpleNamespace(snapshot=snapshot, find_worker=lambda job, depth, name: record(name, "running"))
+    engine = SimpleNamespace(queries=queries)
+    events = [
+        Event(seq=1, time=0.0, type=EventType.WORKER, root_id="r", job_id="r", status="running", worker="worker_3"),
+        *(Event(seq=n, time=0.0, type=EventType.JOB, root_id="r", job_id="r", status="completed") for n in (2, 3, 4)),
+    ]
+    found = _changed_workers(engine, "r", events)
+    assert reads == ["r"]
+    assert [(w.key, w.status) for w in found] == [
+        ("depth_0_worker_3", "running"),
+        ("depth_0_worker_1", "success"),
+        ("depth_0_worker_2", "read 1"),
+    ]

@@ -45,7 +45,10 @@ class ConfigAction(str, Enum):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..process.arenas import limit_arenas
     from ..reports.terminal import VisibleStream
+
+    limit_arenas()  # before any thread: a long run's records are not spread over an arena per thread
 
     # Whatever a command prints, a worker's text among it, reaches the terminal with its control
     # characters shown, never obeyed (reports/terminal.py); restored after (main is called in tests).
@@ -456,7 +459,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ..reports.status_document import job_status
 
         engine.release(job.root_id)
-        doc = job_status(job.id, *final, engine.workspace.job_dir(job.root_id))
+        # Without --json or a terminal only the closing lines are shown, which read no worker's entry.
+        doc = job_status(job.id, *final, engine.workspace.job_dir(job.root_id), with_tasks=args.json or view.tty)
         del final
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -496,13 +500,17 @@ def _changed_workers(engine: Any, root: str, events: list[Any]) -> list[Any]:
     from ..events import EventType
 
     found: dict[str, Any] = {}
+    jobs_read: set[str] = (
+        set()
+    )  # a job's subtree once per batch: at a 10,000-worker root's end its few events each copied the tree
     for event in events:
         try:
             if event.type == EventType.WORKER:
                 key = f"depth_{event.depth}_{event.worker}"
                 if key not in found:
                     found[key] = engine.queries.find_worker(event.job_id, event.depth, event.worker)
-            else:
+            elif event.job_id not in jobs_read:
+                jobs_read.add(event.job_id)
                 for worker in engine.queries.snapshot(root, event.job_id)[1]:
                     found.setdefault(worker.key, worker)
         except OrchestratorError:  # gone meanwhile (deleted): the last full read shows what is left

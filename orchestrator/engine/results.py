@@ -132,6 +132,10 @@ class Results(EnginePart):
         self.write_record(job, status, ended, jobs, workers)
         if publish and publishing.configured(self.settings):
             self.publish_once(job, workers, status)
+        # Let go of this copy first: the reports take their own (with the outcomes), and a
+        # 10,000-worker tree held three times at once (the engine's, this, the reports') was
+        # the peak of a run's memory.
+        del jobs, workers
         self.reporting.render_locked(job)
 
     def write_record(

@@ -509,20 +509,23 @@ class JobIndex:
 
     def _reindex(self, roots: Iterable[str], *, events: bool = True, markers: dict[str, str] | None = None) -> int:
         """Index trees from their records on disk (replacing what was indexed of them; with
-        ``events`` false, their progress events are kept as the live feed recorded them)."""
+        ``events`` false, their progress events are kept as the live feed recorded them). Each
+        tree's rows are made as its records are read, and its records let go: the tree at a
+        10,000-worker root's end was read whole beside the engine's own copy of it."""
         count = 0
-        chunk: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]] = []
+        chunk: list[tuple[str, str, rows.TreeRows]] = []
         for root in roots:
             # Taken before reading: a write during the read shows as a change next time.
             marker = markers[root] if markers is not None else self.marker(root)
             try:
-                jobs, workers = self.workspace.load_tree(root)
+                jobs, workers = self.workspace.walk_tree(root)
+                if not jobs:
+                    continue  # being created: its first event indexes it
+                found = rows.tree_rows(jobs, workers, events=events)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("job index: cannot read the records of tree %s (%s); it is left out", root, type(exc).__name__)
                 continue
-            if not jobs:
-                continue  # being created: its first event indexes it
-            chunk.append((root, marker, jobs, workers))
+            chunk.append((root, marker, found))
             count += 1
             if len(chunk) >= ROOTS_PER_COMMIT:
                 self._write_trees(chunk, events)
@@ -531,21 +534,16 @@ class JobIndex:
             self._write_trees(chunk, events)
         return count
 
-    def _write_trees(self, trees: list[tuple[str, str, list[JobRecord], list[WorkerRecord]]], events: bool) -> None:
+    def _write_trees(self, trees: list[tuple[str, str, rows.TreeRows]], events: bool) -> None:
         assert self._conn is not None
         dialect = self.store.dialect
         with transaction(self._conn) as cur:  # one transaction: a reader sees the old tree or the new one
             self._delete(cur, [root for root, *_ in trees], events=events)
-            cur.executemany(
-                dialect.sql(_insert("roots", ("root_id", "marker"))), [(root, marker) for root, marker, _, _ in trees]
-            )
-            cur.executemany(dialect.sql(_insert("jobs", JOB_COLUMNS)), [rows.job_row(j) for _, _, jobs, _ in trees for j in jobs])
-            cur.executemany(
-                dialect.sql(_insert("tasks", TASK_COLUMNS)), [rows.task_row(w) for _, _, _, workers in trees for w in workers]
-            )
+            cur.executemany(dialect.sql(_insert("roots", ("root_id", "marker"))), [(root, marker) for root, marker, _ in trees])
+            cur.executemany(dialect.sql(_insert("jobs", JOB_COLUMNS)), [r for _, _, tree in trees for r in tree.jobs])
+            cur.executemany(dialect.sql(_insert("tasks", TASK_COLUMNS)), [r for _, _, tree in trees for r in tree.tasks])
             if events:
-                found = [e for _, _, jobs, ws in trees for e in rows.tree_events(jobs, ws)]
-                cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), found)
+                cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), [e for _, _, tree in trees for e in tree.events])
 
 
 @functools.lru_cache(maxsize=64)  # the same few statements, asked for with every batch

@@ -13,5 +13,6 @@ Modules:
 - ``sandbox``: the probe, the decision and bubblewrap's argv; ``backends``: which backend confines a worker;
 - ``userns``: what refuses bubblewrap's user namespace here; ``landlock``: the Landlock fallback;
 - ``seatbelt``: macOS's profile (untested here); ``admission``: a worker starts where its memory fits;
-- ``ports``: can a port be listened on; ``plaintext``: program output without terminal codes.
+- ``ports``: can a port be listened on; ``plaintext``: program output without terminal codes;
+- ``arenas``: how many malloc arenas the server's threads share.
 """

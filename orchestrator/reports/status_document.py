@@ -38,11 +38,15 @@ def job_status(
     now: float | None = None,
     quiet_after: float = QUIET_AFTER,
     queue_unreachable_since: float | None = None,
+    *,
+    with_tasks: bool = True,
 ) -> StatusDocument:
     """``{"job_id", "status", "results": {"tasks": [...], "workspace", "final_report"}, ...}`` (every
     key, typed and said: status_shapes.py), with ``tree`` totals and ``performance`` over the job and every job below it. Running
     workers count up to ``now`` (default: the clock); one whose log (in ``job_dir``, the root's
-    folder) has not grown for ``quiet_after`` seconds (workers.quiet_after; 0: never) says so."""
+    folder) has not grown for ``quiet_after`` seconds (workers.quiet_after; 0: never) says so.
+    ``with_tasks`` false: ``results.tasks`` is left empty, for a caller that reads none of it (the
+    ``run`` command's closing lines): a worker's entry is about 3 KB, 30 MB for 10,000 workers."""
     by_id = {j.id: j for j in jobs}
     job = by_id[job_id]
     by_job: dict[str, list[WorkerRecord]] = {}
@@ -97,7 +101,9 @@ def job_status(
         "tree": tree,
         "performance": performance(perf),
         "results": {
-            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks, Silence(job_dir, quiet_after)) for w in own],
+            "tasks": [_task(w, by_id, by_job, perf.queue_waits, now, own_tasks, Silence(job_dir, quiet_after)) for w in own]
+            if with_tasks
+            else [],
             "workspace": str(job_dir),
             "final_report": str(final) if (job.status.at_rest or job.depth) and final.is_file() else None,
             "level_report": str(level) if job.status.terminal and level.is_file() else None,

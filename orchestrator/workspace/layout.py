@@ -33,7 +33,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -58,7 +57,7 @@ from .filesystem import (
     spread_subfolders,
     write_all,
 )
-from .ids import JOB_ID_RE, ROOT_ID_RE, root_of, validate_job_id, validate_worker_name, worker_key
+from .ids import ROOT_ID_RE, root_of, validate_job_id, validate_worker_name, worker_key
 
 MAX_FILES_LISTED = 10_000
 DELETING = ".deleting"  # trees set aside to be deleted: no listing looks in it (root_ids wants job_<id>)
@@ -449,17 +448,31 @@ class Workspace:
     def load_tree(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]]:
         """Every job and worker record of a root's tree (temp files ignored); workers that
         never started are derived from their job's record."""
+        jobs, walk = self.walk_tree(root_id)
+        workers = list(walk)
+        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
+        return jobs, workers
+
+    def walk_tree(self, root_id: str) -> tuple[list[JobRecord], Iterator[WorkerRecord]]:
+        """``load_tree``'s records, its workers read one at a time as the iterator is drawn, in no
+        order (the pending ones last): a reader that keeps none of them (the job index's rows of
+        a tree at its end) never holds a 10,000-worker tree whole. A record that cannot be read
+        raises from the iterator."""
         state = self.state_dir(root_id)
         jobs = [JobRecord.from_dict(read_json(p)) for p in _records(state / "jobs")]
-        workers = [WorkerRecord.from_dict(read_json(p)) for p in _records(state / "workers")]
-        written = {(w.job_id, w.name) for w in workers}
+        jobs.sort(key=lambda j: (j.depth, j.created_at, j.id))
+        return jobs, self._walk_workers(jobs, _records(state / "workers"))
+
+    def _walk_workers(self, jobs: list[JobRecord], paths: Iterator[Path]) -> Iterator[WorkerRecord]:
+        written: set[tuple[str, str]] = set()
+        for path in paths:
+            worker = WorkerRecord.from_dict(read_json(path))
+            written.add((worker.job_id, worker.name))
+            yield worker
         for job in jobs:
             for index, name in enumerate(job.worker_names, 1):
                 if (job.id, name) not in written:
-                    workers.append(self.pending_worker(job, index))
-        jobs.sort(key=lambda j: (j.depth, j.created_at, j.id))
-        workers.sort(key=lambda w: (w.depth, w.created_at, w.index))
-        return jobs, workers
+                    yield self.pending_worker(job, index)
 
     def root_ids(self) -> list[str]:
         """Every root job folder in the workspace, newest first."""
