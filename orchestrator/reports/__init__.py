@@ -194,6 +194,7 @@ def render_final_report(
         refused_total=len(context["refused"]),
         levels=_levels(context["tally"], context["jobs"], busy_at) if summary else [],
         shown_limit=SHOWN_LIMIT,
+        continued=[w for w in context["workers"] if w.rounds],  # (a template filter's call per worker cost 10x)
         **_changes(root, context["jobs"], context["workers"], summary),
     )
     if summary:
