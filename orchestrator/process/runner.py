@@ -304,6 +304,34 @@ def signal_name(signum: int | None) -> str:
         return f"signal {signum}"
 
 
+@dataclass(eq=False)
+class _Launch:
+    """What one start holds between its preparation and its process (ProcessRunner.spawn)."""
+
+    command: list[str]
+    env: dict[str, str]
+    exit_file: Path | None
+    private_exit: bool  # the exit file is the runner's own, not the caller's
+    limits: Limits | None
+    launcher: bool  # bubblewrap's launcher stays as the session leader
+    supervised: bool  # started by the supervisor (no lifeline to this process)
+    tethered: bool = False  # a node's attempt started by the supervisor, tied to this process by its lifeline
+    sandbox: SandboxSpec | None = None  # as confined (its way out and guard added)
+    lifeline: tuple[int, int] | None = None  # (the child's end, ours)
+    egress: Egress | None = None
+    guard: tuple[socket.socket, socket.socket] | None = None  # (the guard's listener, the launcher's end)
+    cgroup: Cgroup | None = None
+    child_setup: ChildSetup | None = None
+    enforced: Enforced | None = None
+
+    def close_child_ends(self) -> None:
+        """This process's copies of what the child takes: its lifeline's end and its cgroup descriptors."""
+        if self.lifeline is not None:
+            os.close(self.lifeline[0])
+        for fd in self.child_setup.fds if self.child_setup is not None else []:
+            os.close(fd)
+
+
 class ProcessRunner:
     """Starts, watches and signals worker processes."""
 
@@ -333,11 +361,55 @@ class ProcessRunner:
         worker at it if it still runs: the backstop for its timeout while no server watches."""
         if not argv:
             raise ValueError("empty command")
+        launch = self._prepare(argv, cwd, env, log_path, tag, exit_file, parent_death_signal, sandbox, limits, deadline)
+        started_at = time.time()  # before the fork: every descendant is younger than this
+        try:
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except BaseException:
+            self._abandon(launch, tag)
+            launch.close_child_ends()
+            raise
+        pid, start_id, popen, reaper, guarded = self._start(launch, cwd, log_fd, tag, parent_death_signal, deadline, log_path)
+        return ProcessHandle(
+            pid=pid,
+            tag=tag,
+            popen=popen,
+            started_at=started_at,
+            pidfd=_pidfd_of(pid, start_id, supervised=popen is None),
+            start_id=start_id,
+            lifeline=launch.lifeline[1] if launch.lifeline is not None else None,
+            exit_file=launch.exit_file,
+            sandboxed=launch.sandbox is not None,
+            private_exit=launch.private_exit,
+            reaper=reaper,
+            shimmed=launch.tethered,
+            limits=limits,
+            cgroup=launch.cgroup,
+            enforced=launch.enforced,
+            log_path=log_path,
+            egress=launch.egress,
+            watch=self._hand_over_guard(launch, guarded, log_path),
+        )
+
+    def _prepare(
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        tag: str,
+        exit_file: Path | None,
+        parent_death_signal: int | None,
+        sandbox: SandboxSpec | None,
+        limits: Limits | None,
+        deadline: Deadline | None,
+    ) -> _Launch:
+        """Everything a start needs before the process: its argv and environment, its exit file, its
+        cgroup, its sandbox's way out and connect guard, the shim; on a failure, what was made is released."""
         full_env = dict(env)
         full_env[TAG_VAR] = tag
         full_env["PWD"] = str(cwd)  # a program that trusts $PWD over getcwd() (opencode did) must not see the server's
         program = resolve_command(argv[0], full_env.get("PATH"), cwd, sandbox.project if sandbox is not None else None)
-        command = [program, *argv[1:]]
         # Where the supervisor runs, it starts every process but one tied to this one's life (a node's
         # attempt without the shim's lifeline): a process with no exit file of the caller's gets one of
         # the runner's own, as does a sandboxed one, whose shim inside tells the true status (bubblewrap
@@ -350,134 +422,129 @@ class ProcessRunner:
             exit_file = Path(name)
         if exit_file is not None:  # a stale status must never pass for this run's; its room is made now
             reserve_exit_file(exit_file)  # (before the sandbox's argv: only a path that exists is bound)
-        # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
-        # must die with this process (a node's attempt) keeps the shim.
-        lifeline: tuple[int, int] | None = None
-        egress: Egress | None = None
-        guard: tuple[socket.socket, socket.socket] | None = None
-        cgroup: Cgroup | None = None
-        child_setup: ChildSetup | None = None
-        enforced: Enforced | None = None
         # bubblewrap's launcher stays (the session leader) and its PID namespace ends the tree; Landlock's
         # execs the shim and leaves no process of its own, and the tree is tracked as an unconfined one's.
         launcher = sandbox is not None and sandbox.backend is Backend.BUBBLEWRAP
         bridged = launcher and sandbox is not None and sandbox.network is SandboxNetwork.ALLOW  # the shim's bridge
+        launch = _Launch([program, *argv[1:]], full_env, exit_file, private_exit, limits, launcher, through_supervisor)
         # The orchestrator's processes in the cgroup besides the worker's: the shim (or, for a moment,
         # the supervisor starting it), and a sandbox's launcher and init.
         own = (1 if exit_file else 0) + (2 if launcher else 0) + (1 if bridged else 0)
         try:
             if limits:  # first: a sandbox's way out tells its connections apart by it (network/egress.py)
-                cgroup, child_setup, enforced = self.confined.start(tag, limits, own)
+                launch.cgroup, launch.child_setup, launch.enforced = self.confined.start(tag, limits, own)
             if sandbox is not None:
                 install_worker_filter(full_env, self.perl, sandbox)
-                sandbox, egress = self._open_egress(sandbox, full_env, tag, log_path, cgroup)
+                sandbox, launch.egress = self._open_egress(sandbox, full_env, tag, log_path, launch.cgroup)
                 if parent_death_signal is None and through_supervisor:
-                    sandbox, guard = self._connect_guard(sandbox, full_env)
+                    sandbox, launch.guard = self._connect_guard(sandbox, full_env)
+            # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
+            # must die with this process (a node's attempt) keeps the shim.
             if exit_file is not None and (sandbox is not None or not through_supervisor):
-                command, lifeline = self._shim(command, full_env, exit_file, parent_death_signal, deadline)
+                launch.command, launch.lifeline = self._shim(launch.command, full_env, exit_file, parent_death_signal, deadline)
             # A node's attempt through the supervisor (no fork of this large process): the shim's
             # parent is then the supervisor, so its tie to this process is the lifeline alone, which
             # it checks before starting the worker and watches while the worker runs (shim.py).
-            tethered = self.supervisor is not None and parent_death_signal is not None and lifeline is not None
-            if tethered:
+            launch.tethered = self.supervisor is not None and parent_death_signal is not None and launch.lifeline is not None
+            if launch.tethered:
                 full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
-            supervised = through_supervisor or tethered
             if sandbox is not None:
-                sandbox, command = _confined(sandbox, command, full_env, cwd, exit_file, log_path, parent_death_signal)
+                sandbox, launch.command = _confined(
+                    sandbox, launch.command, full_env, cwd, exit_file, log_path, parent_death_signal
+                )
+            launch.sandbox = sandbox
             if parent_death_signal is not None and sys.platform.startswith("linux"):
                 _prctl()  # loaded before the fork: the child only calls it
-            started_at = time.time()  # before the fork: every descendant is younger than this
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except BaseException:
-            _never_began(exit_file)
-            if limits:
-                self.confined.end(tag)
-            for fd in child_setup.fds if child_setup is not None else []:
-                os.close(fd)
-            self._end_egress(egress, tag)
-            _close_pair(guard)
-            for fd in lifeline or ():
-                os.close(fd)
+            self._abandon(launch, tag)
+            launch.close_child_ends()
             raise
+        return launch
+
+    def _start(
+        self,
+        launch: _Launch,
+        cwd: Path,
+        log_fd: int,
+        tag: str,
+        parent_death_signal: int | None,
+        deadline: Deadline | None,
+        log_path: Path,
+    ) -> tuple[int, str | None, subprocess.Popen[bytes] | None, int | None, bool]:
+        """The process started, by the supervisor or a fork of this one: its pid, start id, Popen (a
+        fork's), the supervisor's reaper and whether the supervisor took the connect guard. The ends
+        the child took are closed here whatever happens; on a failure, the rest of the launch too."""
+        sandbox, guard, lifeline, child_setup = launch.sandbox, launch.guard, launch.lifeline, launch.child_setup
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
         guarded = False  # the supervisor holds its guard's listener
         try:
-            if supervised:
+            if launch.supervised or launch.tethered:
                 assert self.supervisor is not None
                 pid, start_id, reaper, guarded = self.supervisor.spawn(
-                    command,
+                    launch.command,
                     cwd=cwd,
-                    env=full_env,
+                    env=launch.env,
                     log_fd=log_fd,
                     tag=tag,
                     # a shim (a sandbox's, inside; a node's attempt's) writes it itself
-                    exit_file=exit_file if sandbox is None and not tethered else None,
+                    exit_file=launch.exit_file if sandbox is None and not launch.tethered else None,
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
-                    ignore=LAUNCHER_IGNORES if launcher else (),
-                    lifeline=lifeline[0] if tethered and lifeline is not None else guard[1].fileno() if guard else None,
-                    deadline=deadline if sandbox is None and not tethered else None,  # else the shim's
-                    guard=(guard[0].fileno(), self._direct_policy(sandbox, egress, log_path)) if guard and sandbox else None,
+                    ignore=LAUNCHER_IGNORES if launch.launcher else (),
+                    lifeline=lifeline[0] if launch.tethered and lifeline is not None else guard[1].fileno() if guard else None,
+                    deadline=deadline if sandbox is None and not launch.tethered else None,  # else the shim's
+                    guard=(guard[0].fileno(), self._direct_policy(sandbox, launch.egress, log_path))
+                    if guard and sandbox
+                    else None,
                 )
             else:
                 popen = subprocess.Popen(
-                    command,
+                    launch.command,
                     cwd=cwd,
-                    env=full_env,
+                    env=launch.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
                     start_new_session=True,
                     close_fds=True,
                     pass_fds=(lifeline[0],) if lifeline is not None else (guard[1].fileno(),) if guard else (),
-                    preexec_fn=_preexec(child_setup, parent_death_signal, launcher=launcher),
+                    preexec_fn=_preexec(child_setup, parent_death_signal, launcher=launch.launcher),
                 )
                 pid, start_id = popen.pid, process_start_id(popen.pid)
         except BaseException:
-            self.confined.end(tag)
-            _never_began(exit_file)
-            self._end_egress(egress, tag)
-            _close_pair(guard)
-            if lifeline is not None:
-                os.close(lifeline[1])
+            self._abandon(launch, tag)
             raise
         finally:
             os.close(log_fd)
-            if lifeline is not None:
-                os.close(lifeline[0])
-            if child_setup is not None:
-                for fd in child_setup.fds:
-                    os.close(fd)
-        watch = None
-        if guarded:  # the supervisor took both ends: its own copies
+            launch.close_child_ends()
+        return pid, start_id, popen, reaper, guarded
+
+    def _hand_over_guard(self, launch: _Launch, guarded: bool, log_path: Path) -> Any:
+        """The connect guard's listener after the start: the supervisor's (this process's copies closed),
+        or this process's guard thread's (the launcher's end is the child's now); its watch, if ours."""
+        guard, sandbox = launch.guard, launch.sandbox
+        if guarded:
             _close_pair(guard)
-        elif (
-            guard is not None and sandbox is not None
-        ):  # the launcher's end is the child's now; this process's guard takes the listener from ours
-            guard[1].close()
-            policy = self._direct_policy(sandbox, egress, log_path)
-            watch = direct.shared().watch(guard[0], egress.ports if egress else (), str(policy["log"]), str(policy["record"]))
-        return ProcessHandle(
-            pid=pid,
-            tag=tag,
-            popen=popen,
-            started_at=started_at,
-            pidfd=_pidfd_of(pid, start_id, supervised=popen is None),
-            start_id=start_id,
-            lifeline=lifeline[1] if lifeline is not None else None,
-            exit_file=exit_file,
-            sandboxed=sandbox is not None,
-            private_exit=private_exit,
-            reaper=reaper,
-            shimmed=tethered,
-            limits=limits,
-            cgroup=cgroup,
-            enforced=enforced,
-            log_path=log_path,
-            egress=egress,
-            watch=watch,
+            return None
+        if guard is None or sandbox is None:
+            return None
+        guard[1].close()
+        policy = self._direct_policy(sandbox, launch.egress, log_path)
+        return direct.shared().watch(
+            guard[0], launch.egress.ports if launch.egress else (), str(policy["log"]), str(policy["record"])
         )
+
+    def _abandon(self, launch: _Launch, tag: str) -> None:
+        """A start that never began: no exit file says it did, and its cgroup, way out, connect guard
+        and this process's end of the lifeline go."""
+        _never_began(launch.exit_file)
+        if launch.limits:
+            self.confined.end(tag)
+        self._end_egress(launch.egress, tag)
+        _close_pair(launch.guard)
+        if launch.lifeline is not None:
+            os.close(launch.lifeline[1])
 
     def _open_egress(
         self, sandbox: SandboxSpec, env: dict[str, str], tag: str, log_path: Path, cgroup: Cgroup | None
