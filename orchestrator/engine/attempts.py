@@ -354,24 +354,7 @@ class Attempts(EnginePart):
     def _attempt(self, number: int, attempts: int) -> tuple[Outcome, str | None]:
         now = self.clock.time()  # one clock reading for the start line and the record: a restart reads it back
         offset = self._log(f"{attempt_marker(number).decode()}{attempts} started {_iso(now)} =====")
-        ctx = WorkerContext(
-            task=self.record.task,
-            prompt=self.prompt,
-            prompt_file=self.prompt_file,
-            worker_dir=self.worker_dir,
-            depth=self.record.depth,
-            max_recursion_depth=self.config.max_recursion_depth,
-            attempt=number,
-            settings=self.settings,
-            time_left=self.config.default_timeout,
-            goal=self.record.goal,
-            model=self.record.model,  # its role's (roles.apply_roles), else the job's
-            allowed_tools=roles.allowed_tools(self.settings, self.record.role),
-            sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
-            env=self.env,
-            resume_session=self.resume_session,
-            feedback=self.round_feedback,
-        )
+        ctx = self._worker_context(number)
         attempt = Attempt(number=number, started_at=now, log_offset=offset, checkpoint=self.checkout.checkpoint(self.record))
         self.footprint = self._footprint()
 
@@ -422,6 +405,33 @@ class Attempts(EnginePart):
         # One lock section records the attempt with its pid (the engine's lock is contended by
         # every worker thread: each extra section cost milliseconds per worker).
         save = self.on_change(self.record, f"attempt {number} started (pid {self.handle.pid})", begin, False)
+        self._recorded_if_it_lives(attempt, save)
+        return self._wait(attempt)
+
+    def _worker_context(self, number: int) -> WorkerContext:
+        """What the worker's adapter builds attempt ``number``'s command line and environment from."""
+        return WorkerContext(
+            task=self.record.task,
+            prompt=self.prompt,
+            prompt_file=self.prompt_file,
+            worker_dir=self.worker_dir,
+            depth=self.record.depth,
+            max_recursion_depth=self.config.max_recursion_depth,
+            attempt=number,
+            settings=self.settings,
+            time_left=self.config.default_timeout,
+            goal=self.record.goal,
+            model=self.record.model,  # its role's (roles.apply_roles), else the job's
+            allowed_tools=roles.allowed_tools(self.settings, self.record.role),
+            sandboxed=self.confinement is not None and self.confinement.for_job(self.config).spec is not None,
+            env=self.env,
+            resume_session=self.resume_session,
+            feedback=self.round_feedback,
+        )
+
+    def _recorded_if_it_lives(self, attempt: Attempt, save: Callable[[], None]) -> None:
+        """The started attempt's "running" record (``save``) written once the process has lived a moment."""
+        assert self.handle is not None
         # The "running" record goes to disk only if the process outlives RUNNING_RECORD_DELAY:
         # a short one's final record follows at once, which spares a durable write and, on
         # ext4 without a journal, a freed inode that every later file creation steps over.
@@ -447,7 +457,6 @@ class Attempts(EnginePart):
             else:
                 save()
                 break
-        return self._wait(attempt)
 
     def _backstop(self) -> Deadline:
         """The attempt's deadline for its shim (or supervisor): BACKSTOP_MARGIN after the server's own
