@@ -10,7 +10,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -21,31 +20,14 @@ from orchestrator.network.egress import EgressPlan, open_egress, plan_for, reope
 from orchestrator.network.policy import Endpoint
 from orchestrator.network.proxy import Outcome, Refusal
 
+from .helpers.echo import echo_server
+
 
 @pytest.fixture
 def echo():
     """A loopback server that answers each connection with b"hi" and closes."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hi")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    # Its thread ended before the socket is closed: a thread still in accept() would take the
-    # connections of the next socket given the same descriptor (another test's server).
-    server.shutdown(socket.SHUT_RDWR)
-    thread.join(5)
-    server.close()
+    with echo_server() as port:
+        yield port
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +26,8 @@ from orchestrator.network import egress, peer, proxy
 from orchestrator.network.egress import EgressPlan, open_egress
 from orchestrator.network.policy import Endpoint
 from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
+
+from .helpers.echo import echo_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,27 +64,8 @@ sys.stdout.write(repr(data))
 @pytest.fixture
 def echo() -> Iterator[int]:
     """A loopback server that answers each connection with b"hi" and closes."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"hi")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    # Its thread ended before the socket is closed: a thread still in accept() would take the
-    # connections of the next socket given the same descriptor (another test's server).
-    server.shutdown(socket.SHUT_RDWR)
-    thread.join(5)
-    server.close()
+    with echo_server() as port:
+        yield port
 
 
 @pytest.fixture(autouse=True)

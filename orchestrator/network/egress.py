@@ -250,11 +250,7 @@ def open_egress(
         "log": str(log_path) if log_path is not None else None,
     }
     try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
-        fd = os.open(folder / "plan.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(saved).encode())
-        finally:
-            os.close(fd)
+        _write_private(folder / "plan.json", saved)
     except BaseException:
         egress.close()
         raise
@@ -277,6 +273,22 @@ def reopen_egress(key: str) -> Egress | None:
         return _listen(folder, plan, port, log_path, bool(saved.get("namespace", True)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _write_private(path: Path, saved: Mapping[str, Any], *, stale: bool = False) -> None:
+    """``saved`` as JSON in a new file only this user reads (``stale``: one left by a crash is replaced)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        if not stale:
+            raise
+        os.unlink(path)
+        fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, json.dumps(saved).encode())
+    finally:
+        os.close(fd)
 
 
 def _remove_folder(folder: Path) -> None:
@@ -396,15 +408,7 @@ class _Shared:
         }
         path = _plan_file(key)
         try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileExistsError:  # a stale one (a crash): made afresh
-                os.unlink(path)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, json.dumps(saved).encode())
-            finally:
-                os.close(fd)
+            _write_private(path, saved, stale=True)
         except BaseException:
             egress.close()
             raise
