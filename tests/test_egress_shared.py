@@ -282,6 +282,74 @@ def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(t
             ProcessRunner().release(adopted)
 
 
+@needs_cgroup
+def test_a_worker_cannot_replace_or_add_a_door_in_the_shared_folder(tmp_path: Path, echo: int) -> None:
+    """The shared folder is every attempt's way out: a worker that could put its own socket at
+    ``proxy.sock`` (or at an endpoint's) would be the proxy of every sandbox started after it, and
+    read their API keys. It is bound read-only: unlinking, renaming, binding over and adding fail
+    inside, and the doors outside are the server's, as they were."""
+    from dataclasses import replace
+
+    from orchestrator.process.backends import probe
+    from orchestrator.process.runner import ProcessRunner
+    from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
+
+    base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.ALLOW).spec
+    if base is None or base.backend.value != "bubblewrap":
+        pytest.skip("needs bubblewrap (a network namespace of its own)")
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", echo),)))
+    attack = (
+        "import json, os, socket\n"
+        f"inside = {egress.INSIDE!r}\n"
+        "doors = sorted(n for n in os.listdir(inside) if n.endswith('.sock'))\n"
+        "tried = {}\n"
+        "def attempt(name, call):\n"
+        "    try:\n"
+        "        call()\n"
+        "        tried[name] = 'done'\n"
+        "    except OSError as exc:\n"
+        "        tried[name] = exc.strerror\n"
+        "for door in doors:\n"
+        "    path = os.path.join(inside, door)\n"
+        "    attempt('unlink ' + door, lambda: os.unlink(path))\n"
+        "    attempt('rename ' + door, lambda: os.rename(path, path + '.old'))\n"
+        "    attempt('bind over ' + door, lambda: socket.socket(socket.AF_UNIX).bind(path))\n"
+        "attempt('add a door', lambda: socket.socket(socket.AF_UNIX).bind(os.path.join(inside, 'evil.sock')))\n"
+        "attempt('add a file', lambda: open(os.path.join(inside, 'evil'), 'w').close())\n"
+        f"open('{work}/tried.json', 'w').write(json.dumps({{'doors': doors, 'tried': tried}}))\n"
+    )
+    tag = f"shared-plant-{os.getpid()}"
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        [sys.executable, "-c", attack],
+        cwd=work,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=tag,
+        sandbox=spec,
+        limits=Limits(memory=512 << 20),
+    )
+    try:
+        assert handle.egress is not None and handle.egress.registered is not None  # the shared doors
+        folder = handle.egress.folder
+        before = {p.name: os.lstat(p).st_ino for p in folder.iterdir()}
+        deadline = time.monotonic() + 30
+        while handle.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        import json
+
+        found = json.loads((work / "tried.json").read_text())
+        assert "proxy.sock" in found["doors"] and f"127.0.0.1-{echo}.sock" in found["doors"]
+        done = {name: why for name, why in found["tried"].items() if why == "done"}
+        assert not done, f"a sandboxed worker changed the shared doors: {sorted(done)}"
+        assert {p.name: os.lstat(p).st_ino for p in folder.iterdir()} == before
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.release(handle)
+
+
 def test_a_shared_folder_of_an_ended_process_goes_unless_a_running_attempt_binds_it(short_tmp: Path) -> None:
     """Made once per process, a shared folder outlives its server (a successor may adopt its
     attempts): the next process to make its own removes those of ended processes that no attempt's
