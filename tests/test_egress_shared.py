@@ -26,6 +26,7 @@ from orchestrator.network import egress, peer, proxy
 from orchestrator.network.egress import EgressPlan, open_egress
 from orchestrator.network.policy import Endpoint
 from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
+from orchestrator.process.sandbox import SandboxSpec
 
 from .helpers.echo import echo_server
 
@@ -207,16 +208,12 @@ def test_a_process_that_left_its_attempts_cgroup_is_refused(echo: int, cgroups: 
         opened.close()
 
 
-@needs_cgroup
-def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(tmp_path: Path, echo: int) -> None:
-    """A real bubblewrap sandbox with a cgroup binds the shared folder; its server's proxy stops (the
-    server died), a new one (fresh doors, no registration) adopts the attempt: the worker, still
-    running in the same sandbox, reaches its endpoint again through the same paths."""
+def _bubblewrap_reaching(echo: int, tmp_path: Path) -> tuple[SandboxSpec, Path]:
+    """A bubblewrap sandbox (a network namespace of its own) whose plan names the echo endpoint, and the
+    folder it may write; the test is skipped where bubblewrap cannot run."""
     from dataclasses import replace
 
     from orchestrator.process.backends import probe
-    from orchestrator.process.procscan import process_start_id
-    from orchestrator.process.runner import ProcessRunner
     from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
 
     base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.ALLOW).spec
@@ -224,7 +221,18 @@ def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(t
         pytest.skip("needs bubblewrap (a network namespace of its own)")
     work = tmp_path / "work"
     work.mkdir()
-    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", echo),)))
+    return replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", echo),))), work
+
+
+@needs_cgroup
+def test_a_restarted_server_serves_a_running_sandbox_in_the_same_shared_folder(tmp_path: Path, echo: int) -> None:
+    """A real bubblewrap sandbox with a cgroup binds the shared folder; its server's proxy stops (the
+    server died), a new one (fresh doors, no registration) adopts the attempt: the worker, still
+    running in the same sandbox, reaches its endpoint again through the same paths."""
+    from orchestrator.process.procscan import process_start_id
+    from orchestrator.process.runner import ProcessRunner
+
+    spec, work = _bubblewrap_reaching(echo, tmp_path)
     # Reaches the endpoint at its own address inside (the bridge), once per "go" file, forever.
     worker = (
         "import os, socket, time\n"
@@ -288,18 +296,9 @@ def test_a_worker_cannot_replace_or_add_a_door_in_the_shared_folder(tmp_path: Pa
     ``proxy.sock`` (or at an endpoint's) would be the proxy of every sandbox started after it, and
     read their API keys. It is bound read-only: unlinking, renaming, binding over and adding fail
     inside, and the doors outside are the server's, as they were."""
-    from dataclasses import replace
-
-    from orchestrator.process.backends import probe
     from orchestrator.process.runner import ProcessRunner
-    from orchestrator.process.sandbox import SandboxMode, SandboxNetwork, decide
 
-    base = decide(SandboxMode.ON, probe(), network=SandboxNetwork.ALLOW).spec
-    if base is None or base.backend.value != "bubblewrap":
-        pytest.skip("needs bubblewrap (a network namespace of its own)")
-    work = tmp_path / "work"
-    work.mkdir()
-    spec = replace(base, writable=(str(work),), egress=EgressPlan(always=(Endpoint("127.0.0.1", echo),)))
+    spec, work = _bubblewrap_reaching(echo, tmp_path)
     attack = (
         "import json, os, socket\n"
         f"inside = {egress.INSIDE!r}\n"
