@@ -460,3 +460,45 @@ def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, uni
     log = (ws / "b1.log").read_text()
     assert ops.read("b1")["code"] == "7", log
     assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4, log
+
+
+SUSPENSION_PROBE = """
+import sys, time
+import rq.worker.base
+from rq import Queue
+from rq.exceptions import StopRequested
+from rq.suspension import suspend
+from orchestrator.cluster import node
+from orchestrator.cluster.connect import connect
+
+client = connect(sys.argv[1])
+reads = []
+real = rq.worker.base.is_suspended
+rq.worker.base.is_suspended = lambda *a, **k: reads.append(1) or real(*a, **k)
+worker = node.NodeWorker([Queue(sys.argv[2], connection=client)], connection=client)
+for _ in range(5):  # a worker's loop before five jobs in a row
+    worker.check_for_suspension(False)
+print("reads", len(reads))
+suspend(client)
+worker._suspension_read = time.monotonic() - node.MONITOR_INTERVAL  # the interval has passed
+try:
+    worker.check_for_suspension(True)
+except StopRequested:
+    print("suspended")
+"""
+
+
+def test_a_node_worker_reads_rqs_suspension_once_an_interval_not_before_every_attempt(fresh_redis, unique_prefix):
+    """RQ reads its suspension key before every job: a round trip an attempt. A node's worker reads
+    it once per MONITOR_INTERVAL, and still stops on ``rq suspend`` once the interval has passed.
+    (A process of its own: a NodeWorker dies with its parent; a Redis of its own: RQ's suspension
+    key has no prefix.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", SUSPENSION_PROBE, fresh_redis.url, f"{unique_prefix}-command"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["reads 1", "suspended"], done.stdout + done.stderr

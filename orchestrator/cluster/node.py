@@ -388,6 +388,16 @@ class NodeWorker(Worker):
         super().__init__(*args, **kwargs)
         self._outage = False
         self._attempting = False
+        self._suspension_read: float | None = None  # monotonic time RQ's suspension key was last read
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's ``rq suspend`` honoured within ``MONITOR_INTERVAL``: RQ reads its key before every
+        job (a round trip an attempt); here at most once per interval."""
+        read = self._suspension_read
+        if read is not None and time.monotonic() - read < MONITOR_INTERVAL:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_read = time.monotonic()
 
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
         """No RQ scheduler process: attempts are never scheduled for later."""
