@@ -502,3 +502,44 @@ def test_a_node_worker_reads_rqs_suspension_once_an_interval_not_before_every_at
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["reads 1", "suspended"], done.stdout + done.stderr
+
+
+HEARTBEAT_PROBE = """
+import sys, threading, time
+from rq import Queue
+from orchestrator.cluster import node
+from orchestrator.cluster.connect import connect
+
+client = connect(sys.argv[1])
+worker = node.NodeWorker([Queue(sys.argv[2], connection=client)], connection=client, job_monitoring_interval=0.1)
+beats = []
+real = worker.heartbeat
+worker.heartbeat = lambda *a, **k: beats.append(time.monotonic()) or real(*a, **k)
+started = []
+real_start = threading.Thread.start
+threading.Thread.start = lambda self: started.append(self.name) or real_start(self)
+for _ in range(5):  # five short attempts
+    with worker._beating():
+        pass
+with worker._beating():  # a long one
+    time.sleep(1.0)
+    during = len(beats)
+ended = time.monotonic()
+time.sleep(0.5)
+print("threads", started.count("rq-heartbeat"), "beats", "yes" if during >= 3 else during,
+      "after", sum(1 for t in beats if t > ended + 0.15))
+"""
+
+
+def test_a_node_worker_keeps_one_heartbeat_thread_that_beats_only_while_an_attempt_runs(redis_server, unique_prefix):
+    """RQ's worker heartbeat while an attempt runs comes from one thread the worker keeps, not
+    one started and joined per attempt; it beats every interval during an attempt and not after."""
+    done = subprocess.run(
+        [sys.executable, "-c", HEARTBEAT_PROBE, redis_server.url, f"{unique_prefix}-command"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "threads 1 beats yes after 0", done.stdout + done.stderr
