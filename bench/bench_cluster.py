@@ -164,7 +164,8 @@ def run_noops(
     done = engine.queries.wait(job.id, timeout=max(120.0, count * 0.5))
     wall = time.monotonic() - started
     nodes_cpu = sum(tree_cpu(pid) for pid in node_pids) - nodes_before
-    server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - server_before  # locally, its workers' too
+    # (Neither side counts a supervisor or what it starts, its shims and workers: it runs in a session of its own.)
+    server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - server_before
     if done.status is not JobStatus.COMPLETED:
         engine.cancel(job.id)
         raise CheckFailed(f"(a) job {job.id} ended {done.status.value}")

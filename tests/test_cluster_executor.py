@@ -193,6 +193,50 @@ def test_an_attempt_runs_from_its_nodes_spawn_to_its_nodes_end_kept_within_what_
         executor.release(h)
 
 
+def test_a_nodes_event_wakes_the_thread_waiting_on_its_attempt_and_no_other(rq, tmp_path, monkeypatch):
+    """Each worker thread waits on its own attempt: an event for one attempt must not wake the
+    threads waiting on the others (at 24 at once, two events an attempt woke 48 threads)."""
+    executor = rq()
+    info = registry.NodeInfo(
+        name="n1", host="h", pid=1, kinds=["command"], slots=2, started_at=time.time(), protocol=PROTOCOL_VERSION
+    )
+    registry.publish(executor.client, executor.names, info, lease=60)  # a node that is registered and takes nothing
+    mine, other = (start(executor, tmp_path, ["true"], f"root.s.worker_{i}") for i in range(2))
+    waits: dict[str, int] = {}
+    real_wait = threading.Condition.wait
+
+    def counted(self, timeout=None):
+        name = threading.current_thread().name
+        if name.startswith("waiter-"):
+            waits[name] = waits.get(name, 0) + 1
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(threading.Condition, "wait", counted)
+    answers: dict[str, object] = {}
+
+    def waiter(label, handle):
+        answers[label] = executor.wait(handle, 30)
+
+    threads = [
+        threading.Thread(target=waiter, args=(label, h), name=f"waiter-{label}")
+        for label, h in (("mine", mine), ("other", other))
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: waits.get("waiter-mine") == 1 and waits.get("waiter-other") == 1, timeout=10)
+    executor._apply({"id": mine.id, "token": mine.token, "event": "started", "node": "n1", "pid": 7})
+    threads[0].join(10)
+    assert answers == {"mine": None}  # placed: its wait returned for the execution to record the node
+    executor._apply({"id": mine.id, "token": mine.token, "event": "ended", "node": "n1", "code": 0})
+    time.sleep(0.3)
+    assert waits["waiter-other"] == 1, "the thread waiting on the other attempt was woken by events that were not its own"
+    executor._apply({"id": other.id, "token": other.token, "event": "ended", "node": "n1", "code": 0})
+    threads[1].join(10)
+    assert answers == {"mine": None, "other": None} and other.code == 0
+    for h in (mine, other):
+        executor.release(h)
+
+
 def test_an_end_the_reconciler_reads_from_the_hash_is_the_nodes_clock_as_the_event_says(rq, tmp_path):
     """The listener and the reconciler both hear a node's end; whichever is first, the attempt ends
     when its node saw it end (before, the reconciler ended it when it read the hash, later than the

@@ -460,3 +460,86 @@ def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, uni
     log = (ws / "b1.log").read_text()
     assert ops.read("b1")["code"] == "7", log
     assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4, log
+
+
+SUSPENSION_PROBE = """
+import sys, time
+import rq.worker.base
+from rq import Queue
+from rq.exceptions import StopRequested
+from rq.suspension import suspend
+from orchestrator.cluster import node
+from orchestrator.cluster.connect import connect
+
+client = connect(sys.argv[1])
+reads = []
+real = rq.worker.base.is_suspended
+rq.worker.base.is_suspended = lambda *a, **k: reads.append(1) or real(*a, **k)
+worker = node.NodeWorker([Queue(sys.argv[2], connection=client)], connection=client)
+for _ in range(5):  # a worker's loop before five jobs in a row
+    worker.check_for_suspension(False)
+print("reads", len(reads))
+suspend(client)
+worker._suspension_read = time.monotonic() - node.MONITOR_INTERVAL  # the interval has passed
+try:
+    worker.check_for_suspension(True)
+except StopRequested:
+    print("suspended")
+"""
+
+
+def test_a_node_worker_reads_rqs_suspension_once_an_interval_not_before_every_attempt(fresh_redis, unique_prefix):
+    """RQ reads its suspension key before every job: a round trip an attempt. A node's worker reads
+    it once per MONITOR_INTERVAL, and still stops on ``rq suspend`` once the interval has passed.
+    (A process of its own: a NodeWorker dies with its parent; a Redis of its own: RQ's suspension
+    key has no prefix.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", SUSPENSION_PROBE, fresh_redis.url, f"{unique_prefix}-command"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["reads 1", "suspended"], done.stdout + done.stderr
+
+
+HEARTBEAT_PROBE = """
+import sys, threading, time
+from rq import Queue
+from orchestrator.cluster import node
+from orchestrator.cluster.connect import connect
+
+client = connect(sys.argv[1])
+worker = node.NodeWorker([Queue(sys.argv[2], connection=client)], connection=client, job_monitoring_interval=0.1)
+beats = []
+real = worker.heartbeat
+worker.heartbeat = lambda *a, **k: beats.append(time.monotonic()) or real(*a, **k)
+started = []
+real_start = threading.Thread.start
+threading.Thread.start = lambda self: started.append(self.name) or real_start(self)
+for _ in range(5):  # five short attempts
+    with worker._beating():
+        pass
+with worker._beating():  # a long one
+    time.sleep(1.0)
+    during = len(beats)
+ended = time.monotonic()
+time.sleep(0.5)
+print("threads", started.count("rq-heartbeat"), "beats", "yes" if during >= 3 else during,
+      "after", sum(1 for t in beats if t > ended + 0.15))
+"""
+
+
+def test_a_node_worker_keeps_one_heartbeat_thread_that_beats_only_while_an_attempt_runs(redis_server, unique_prefix):
+    """RQ's worker heartbeat while an attempt runs comes from one thread the worker keeps, not
+    one started and joined per attempt; it beats every interval during an attempt and not after."""
+    done = subprocess.run(
+        [sys.executable, "-c", HEARTBEAT_PROBE, redis_server.url, f"{unique_prefix}-command"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "threads 1 beats yes after 0", done.stdout + done.stderr

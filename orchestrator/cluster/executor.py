@@ -75,7 +75,8 @@ class RQExecutor(Reconciler):
         self.attempts = Leases(self.client, self.names, signer)
         self._own = SpecVerifier(signer.key.public_key())  # what it reads back from Redis after a restart
         self.marker = marker.write_marker(self.client, self.names, settings.workspace_root)
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # the executor's state; each handle's own wakes its waiters
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
         self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released while Redis was down
         self._cancel_later: list[tuple[str, int]] = []  # (attempt id, token) cancelled while Redis was down
@@ -137,7 +138,7 @@ class RQExecutor(Reconciler):
             attempt_id, tag, 0, kind, time.time(), exit_file, spec=spec, secret_file=secret_file, enqueuing=True
         )
         with self._cond:
-            self._handles[attempt_id] = handle  # (events for it may come at once; the reconciler waits)
+            self._track(handle)  # (events for it may come at once; the reconciler waits)
         try:
             self._enqueue(handle)
         except (redis.RedisError, OSError) as exc:  # Redis is down: the listener enqueues it once it is back
@@ -214,7 +215,7 @@ class RQExecutor(Reconciler):
                     return None
                 if wake is not None:
                     left = WAKE_POLL if left is None else min(left, WAKE_POLL)
-                self._cond.wait(left)
+                self._changed(h).wait(left)
 
     # -- ending -----------------------------------------------------------------------------
     def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
@@ -247,7 +248,7 @@ class RQExecutor(Reconciler):
             with self._cond:
                 if h.code is not None or self._stop.is_set():  # ended, or the server is going away
                     break
-                self._cond.wait(min(1.0, max(0.01, deadline - time.monotonic())))
+                self._changed(h).wait(min(1.0, max(0.01, deadline - time.monotonic())))
         else:  # no answer at all: fence it (a late result is ignored) and call it lost
             self._fence(h)
             self._end(h, -signal.SIGKILL, "SIGKILL", lost=True, note="no answer to terminate")
@@ -363,8 +364,15 @@ class RQExecutor(Reconciler):
         if handle.code is not None:
             handle.ended_at = handle.ended_at or time.time()
         with self._cond:
-            self._handles[handle.id] = handle
+            self._track(handle)
         return handle
+
+    def _track(self, h: RemoteHandle) -> None:
+        """Hold ``h`` as live, with a condition of its own on the executor's lock: a node's event wakes
+        the one thread waiting on that attempt, not every waiting worker thread (at 24 attempts at
+        once, two events an attempt woke 48 threads to find nothing for them)."""
+        h.changed = threading.Condition(self._lock)
+        self._handles[h.id] = h
 
     # -- what runs --------------------------------------------------------------------------
     def sample(self, attempts: Sequence[Sampled]) -> dict[str, Sample]:
@@ -491,7 +499,7 @@ class RQExecutor(Reconciler):
                     h.started_at = _node_clock(spawned_at, h.started_at)
                 h.queued, h.node = False, node
                 h.pid = int(pid) if isinstance(pid, int | str) and str(pid).isdigit() else h.pid
-                self._cond.notify_all()
+                self._changed(h).notify_all()
 
     def _end(
         self, h: RemoteHandle, code: int, rung: str | None, *, lost: bool = False, note: str = "", exited_at: object = None
@@ -504,9 +512,13 @@ class RQExecutor(Reconciler):
             h.code, h.ended_at, h.queued = code, _node_clock(exited_at, h.started_at), False
             h.kill_rung = h.kill_rung or rung
             h.lost = h.lost or lost
-            self._cond.notify_all()
+            self._changed(h).notify_all()
         if note:
             log.info("attempt %s (%s) ended: %s", h.id, h.tag, note)
+
+    def _changed(self, h: RemoteHandle) -> threading.Condition:
+        """What a change to ``h`` is told through (a handle never tracked: the executor's own)."""
+        return h.changed if h.changed is not None else self._cond
 
     def _drop_job(self, h: RemoteHandle) -> None:
         try:

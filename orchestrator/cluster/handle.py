@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..process.cgroups import Enforced
@@ -40,6 +41,8 @@ class RemoteHandle:
     secret_file: Path | None = None
     enforced: Enforced | None = None  # which enforcement held its caps on its node (from its renewals)
     cap_hit: str | None = None  # a cap its node's kernel held it at (from its "ended" event)
+    # Notified (under the executor's lock) when it is placed or ends: its waiters alone wake.
+    changed: threading.Condition | None = field(default=None, repr=False)
 
     @property
     def start_id(self) -> str:

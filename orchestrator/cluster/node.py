@@ -388,6 +388,18 @@ class NodeWorker(Worker):
         super().__init__(*args, **kwargs)
         self._outage = False
         self._attempting = False
+        self._suspension_read: float | None = None  # monotonic time RQ's suspension key was last read
+        self._running = threading.Event()  # set while an attempt runs: the heartbeat thread beats
+        self._beater: threading.Thread | None = None
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's ``rq suspend`` honoured within ``MONITOR_INTERVAL``: RQ reads its key before every
+        job (a round trip an attempt); here at most once per interval."""
+        read = self._suspension_read
+        if read is not None and time.monotonic() - read < MONITOR_INTERVAL:
+            return
+        super().check_for_suspension(burst)
+        self._suspension_read = time.monotonic()
 
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
         """No RQ scheduler process: attempts are never scheduled for later."""
@@ -511,18 +523,19 @@ class NodeWorker(Worker):
 
     @contextlib.contextmanager
     def _beating(self) -> Iterator[None]:
-        """While an attempt runs: RQ's worker heartbeat from a thread of its own, and a stop waits for
-        the attempt's end (``_attempting``)."""
-        done = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(done,), name="rq-heartbeat", daemon=True)
+        """While an attempt runs: RQ's worker heartbeat from the worker's heartbeat thread (started with
+        its first attempt and kept: one started and joined per attempt put two thread switches on
+        each attempt's way), and a stop waits for the attempt's end (``_attempting``)."""
         self._attempting = True
-        beat.start()
+        self._running.set()
+        if self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="rq-heartbeat", daemon=True)
+            self._beater.start()
         try:
             yield
         finally:
             self._attempting = False
-            done.set()
-            beat.join()
+            self._running.clear()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat (its key's TTL, minutes) in one round trip instead of three, and
@@ -538,8 +551,12 @@ class NodeWorker(Worker):
             super().heartbeat(timeout, pipeline=pipe)
             pipe.execute()
 
-    def _beat(self, done: threading.Event) -> None:
-        while not done.wait(self.job_monitoring_interval):
+    def _beat(self) -> None:
+        """Every ``job_monitoring_interval`` while an attempt runs; idle between attempts."""
+        while self._running.wait():
+            time.sleep(self.job_monitoring_interval)
+            if not self._running.is_set():
+                continue
             try:
                 self.heartbeat(self.job_monitoring_interval + 60)
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # the attempt goes on
