@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.models import WorkerStatus
-from orchestrator.process.cgroups import Confined, Enforcement, Limits, cgroup_name, hierarchies
+from orchestrator.process import procscan
+from orchestrator.process.cgroups import Cgroup, Confined, Enforcement, Limits, cgroup_name, hierarchies
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.supervisor import SupervisorClient
 
@@ -347,3 +348,84 @@ def test_a_worker_is_born_in_its_cgroup_on_every_hierarchy_and_its_starter_goes_
         runner.terminate(handle, grace=0.2)
         runner.close()
         hold.set()
+
+
+def _scans(monkeypatch) -> list[object]:
+    """Every pass over the process table this test's runners make, by the tags they look for."""
+    seen: list[object] = []
+    real = procscan.scan
+
+    def counted(wanted, since=0.0):
+        seen.append(wanted)
+        return real(wanted, since)
+
+    monkeypatch.setattr(procscan, "scan", counted)
+    return seen
+
+
+def _left_behind(runner: ProcessRunner, tmp_path: Path, tag: str, marker: str, limits: Limits | None):
+    """An attempt of ``tag`` whose shell leaves a setsid'd sleep carrying its tag, ended and reaped."""
+    handle = runner.spawn(
+        ["/bin/sh", "-c", f"setsid sleep {marker} & exit 0"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        log_path=tmp_path / "log",
+        tag=tag,
+        exit_file=tmp_path / "exit",
+        limits=limits,
+    )
+    assert runner.wait(handle, 20) == 0
+    wait_until(lambda: processes_with(marker), timeout=5)
+    return handle
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")
+@pytest.mark.parametrize("supervised", [False, True], ids=["shim", "supervisor"])
+def test_a_sweep_whose_cgroup_went_kills_what_it_held_without_a_scan_of_the_process_table(tmp_path, monkeypatch, supervised):
+    # Given an attempt in a cgroup of its own that left a setsid'd sleep behind
+    scans = _scans(monkeypatch)
+    runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup") if supervised else None)
+    tag, marker = f"swept-{os.getpid()}.w.{int(supervised)}", f"123.458{int(supervised)}"
+    try:
+        handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB))
+        # When it is swept
+        runner.sweep(tag, handle.started_at)
+    finally:
+        runner.close()
+    # Then the sleep is gone with the cgroup, which the kernel removed only empty: no scan was needed
+    assert wait_until(lambda: not processes_with(marker), timeout=5)
+    assert hierarchies().find(cgroup_name(tag)) is None
+    assert scans == []
+
+
+def test_a_sweep_without_a_cgroup_scans_the_process_table_for_its_tag(tmp_path, monkeypatch):
+    # Given an attempt started with no cgroup (no caps asked) that left a setsid'd sleep carrying its tag
+    scans = _scans(monkeypatch)
+    runner = ProcessRunner()
+    tag, marker = f"scanned-{os.getpid()}.w.1", "123.4582"
+    handle = _left_behind(runner, tmp_path, tag, marker, None)
+    # When it is swept, Then the scan finds the sleep by its tag and kills it
+    runner.sweep(tag, handle.started_at)
+    assert len(scans) >= 1
+    assert wait_until(lambda: not processes_with(marker), timeout=5)
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")
+def test_a_sweep_whose_cgroup_would_not_go_still_scans_for_its_tag(tmp_path, monkeypatch):
+    # Given an attempt in a cgroup that the kernel would not remove (as for a member that will not leave)
+    scans = _scans(monkeypatch)
+    runner = ProcessRunner()
+    tag, marker = f"stuck-{os.getpid()}.w.1", "123.4583"
+    handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB))
+    cgroup = runner.confined.cgroup_of(tag)
+    assert cgroup is not None
+    kept = dict(cgroup.dirs)
+    monkeypatch.setattr(cgroup, "remove", lambda: False)
+    try:
+        # When it is swept, Then the process table is scanned and the sleep killed by its tag
+        runner.sweep(tag, handle.started_at)
+        assert len(scans) >= 1
+        assert wait_until(lambda: not processes_with(marker), timeout=5)
+    finally:
+        cgroup.dirs = kept
+        Cgroup.remove(cgroup)

@@ -479,3 +479,20 @@ def test_final_report_from_figures_computed_once_is_the_same_report():
     alone = render_final_report(root, [child, root], workers, log_tails={}, now=T + 300)
     shared = render_final_report(root, jobs, ordered, log_tails={}, now=T + 300, analytics=figures)
     assert shared == alone and "worker_2_3" in shared
+
+
+def test_tree_order_keeps_a_job_in_plan_order_and_sorts_one_that_is_not():
+    # A job's records read in plan order are kept as they are (no sort); out of order, or with a
+    # position shared (ties by name), they are sorted by position then name
+    from orchestrator.reports import tree_order
+
+    root = make_job("r1", end=300)
+    in_order = [make_worker("r1", f"worker_{i}", 0, i, 50, index=i) for i in (1, 2, 3)]
+    assert tree_order([root], in_order)[1] == in_order
+    shuffled = [
+        make_worker("r1", name, 0, 1, 50, index=i)
+        for name, i in (("worker_b", 2), ("worker_3", 3), ("worker_a", 2), ("worker_1", 1))
+    ]
+    assert [w.name for w in tree_order([root], shuffled)[1]] == ["worker_1", "worker_a", "worker_b", "worker_3"]
+    tied = [make_worker("r1", name, 0, 1, 50, index=1) for name in ("worker_z", "worker_y")]
+    assert [w.name for w in tree_order([root], tied)[1]] == ["worker_y", "worker_z"]

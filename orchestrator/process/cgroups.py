@@ -331,12 +331,15 @@ class Confined:
         cgroup = self._cgroups.get(tag)
         return cgroup.members() if cgroup is not None else descendants([shim])[shim]
 
-    def end(self, tag: str) -> None:
-        """Kill every process in the cgroup of ``tag`` (this runner's, or one found by name) and remove it."""
+    def end(self, tag: str) -> bool:
+        """Kill every process in the cgroup of ``tag`` (this runner's, or one found by name) and remove
+        it. True when that proves the attempt's tree gone: it had a cgroup and the kernel removed
+        every directory of it, which it does only for an empty one. Every process of the attempt was
+        born in it (the child joins before it execs), so none is left outside but one that moved
+        itself to another cgroup, which takes write access to the cgroup file system."""
         self._enforced.pop(tag, None)
         cgroup = self._cgroups.pop(tag, None) or hierarchies().find(cgroup_name(tag))
-        if cgroup is not None:
-            cgroup.remove()
+        return cgroup is not None and bool(cgroup.dirs) and cgroup.remove()
 
     def end_prefix(self, prefix: str, keep: frozenset[str]) -> int:
         """``end`` every cgroup whose tag starts with ``prefix``, but those of ``keep``; how many processes they held."""

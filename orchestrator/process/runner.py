@@ -773,8 +773,11 @@ class ProcessRunner:
         """SIGKILL every process in the cgroup of ``tag`` (then removed) and every process carrying
         ``tag``, by a scan that started after this call; repeated until none is left (they may be
         forking). ``since``: when the tagged process was started; older processes cannot carry the
-        tag and are skipped cheaply."""
-        self.confined.end(tag)
+        tag and are skipped cheaply. An attempt whose cgroup the kernel removed has no process left
+        (``Confined.end``): the scan of the process table is for those without one, or whose cgroup
+        would not go."""
+        if self.confined.end(tag):
+            return
         self._sweeper((tag, since))
 
     def _sweep_batch(self, batch: list[tuple[str, float]], rounds: int = 20) -> None:

@@ -443,8 +443,17 @@ def _sorted_workers(workers: list[WorkerRecord], jobs: list[JobRecord]) -> list[
     groups: dict[tuple[int, int], list[WorkerRecord]] = {}
     for w in workers:
         groups.setdefault((w.depth, position.get(w.job_id, last)), []).append(w)
-    by_plan = operator.attrgetter("index", "name")
-    return [w for g in sorted(groups) for w in sorted(groups[g], key=by_plan)]
+    return [w for g in sorted(groups) for w in _in_plan_order(groups[g])]
+
+
+def _in_plan_order(workers: list[WorkerRecord]) -> list[WorkerRecord]:
+    """One job's workers by plan position (then name). A job's records are usually read in that
+    order already: strictly rising positions are checked at C speed, and such a list is kept as it is
+    (sorting 10,000 on a tuple key built per worker cost a report 20 ms)."""
+    positions = [w.index for w in workers]
+    if all(map(operator.lt, positions, positions[1:])):
+        return workers
+    return sorted(workers, key=operator.attrgetter("index", "name"))
 
 
 def _workers_summary(workers: list[WorkerRecord]) -> str:

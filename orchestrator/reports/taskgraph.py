@@ -252,16 +252,21 @@ class GraphView:
 
 def graph_views(jobs: list[JobRecord], workers: list[WorkerRecord]) -> list[GraphView]:
     """A view per job whose tasks have ids and that has dependencies, gates or trespasses to show."""
+    # The jobs with something to show, found in one pass before any job's workers are gathered and
+    # sorted: a flat job of 10,000 workers has nothing to show, and each pass over them costs.
+    shown = {w.job_id for w in workers if w.depends_on or w.gates or w.trespass}
+    shown.update(job.id for job in jobs if any(n.depends_on for n in job.nodes))
     by_job: dict[str, list[WorkerRecord]] = {}
-    for w in workers:
-        by_job.setdefault(w.job_id, []).append(w)
+    for w in workers if shown else ():
+        if w.job_id in shown:
+            by_job.setdefault(w.job_id, []).append(w)
     views = []
     by_index = operator.attrgetter("index")
     for job in jobs:
+        if job.id not in shown:
+            continue
         own = by_job.get(job.id, [])
         deps = has_dependencies(job, own)
-        if not (deps or any(w.gates or w.trespass for w in own)):
-            continue  # (checked before the sort: a flat job of 10,000 workers has nothing to show)
         own = sorted(own, key=by_index)
         delivered = deliveries(job, own)
         # A worker without a node (a record from before graphs) still shows, under its plan id.
