@@ -458,3 +458,22 @@ def test_a_crashed_servers_spares_are_removed_at_the_next_start_and_a_closing_ru
         for directory in made:
             with contextlib.suppress(FileNotFoundError):
                 directory.rmdir()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_cgroup_charged_only_page_cache_it_can_drop_is_kept(tmp_path):
+    # Given an attempt that wrote 8 MB to a file on disk: page cache, charged to its cgroup, which
+    # the kernel reclaims under the next attempt's cap before it would kill anything
+    from orchestrator.process.cgroups import SPARE_CHARGE
+
+    confined, tag = Confined(), f"cache-{os.getpid()}"
+    cgroup, setup, _ = confined.start(tag, Limits(memory=300 * MB, processes=50), 1)
+    try:
+        _joined(setup, f"head -c {8 * MB} /dev/zero > {tmp_path / 'file'}").wait()
+        assert wait_until(cgroup.empty, timeout=5) and cgroup.pinned() <= SPARE_CHARGE
+        assert int((cgroup.dirs["memory"] / "memory.usage_in_bytes").read_text()) > SPARE_CHARGE  # charged, all cache
+        # When it ends, Then its cgroup is kept as a spare
+        confined.end(tag)
+        assert len(_spares_of(confined)) == 1
+    finally:
+        confined.close()

