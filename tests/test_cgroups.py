@@ -8,6 +8,7 @@ so. Each test asserts the label the machine allows, so it holds run either way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -429,3 +430,132 @@ def test_a_sweep_whose_cgroup_would_not_go_still_scans_for_its_tag(tmp_path, mon
     finally:
         cgroup.dirs = kept
         Cgroup.remove(cgroup)
+
+
+# -- spares (cgroups.Confined): an ended attempt's cgroup renamed for the next, on v1 -----------------
+SPARES = IN_CGROUP and all(version is Enforcement.CGROUP_V1 for version, _ in BASES.values())
+
+
+def _spares_of(owner: Confined | int) -> list[str]:
+    """The spares of a runner's ``Confined`` (or of every runner of a process)."""
+    from orchestrator.process.cgroups import SPARE
+
+    prefix = owner.spare_prefix if isinstance(owner, Confined) else f"{SPARE}{owner}-"
+    return [c.name for c in hierarchies().find_prefix(prefix)]
+
+
+def _inodes(cgroup) -> set[int]:
+    return {os.stat(d).st_ino for d in cgroup.dirs.values()}
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_an_emptied_cgroup_is_renamed_for_the_next_attempt_under_the_same_limits_and_reads_fresh():
+    # Given an attempt under both caps whose shell exited, its cgroup ended
+    limits = Limits(memory=300 * MB, processes=50)
+    confined, first, second = Confined(), f"reuse-a-{os.getpid()}", f"reuse-b-{os.getpid()}"
+    cgroup, setup, _ = confined.start(first, limits, 1)
+    inodes = _inodes(cgroup)
+    _joined(setup, "exit 0").wait()
+    confined.end(first)
+    try:
+        # Then it is no attempt's any more (its name is gone, the caller's object emptied) but a spare
+        assert hierarchies().find(cgroup_name(first)) is None and cgroup.dirs == {}
+        assert len(_spares_of(confined)) == 1
+        # And no attempt's cgroup name is a spare's, so no sweep of attempts' cgroups by a tag prefix
+        # (a restart's) takes one (not run here with the empty prefix: it would end other runs' attempts)
+        from orchestrator.process.cgroups import SPARE
+
+        assert not any(cgroup_name(tag).startswith(SPARE) for tag in ("", "spare-1", "+spare-1", SPARE, SPARE[13:]))
+        # When the next attempt under the same limits starts
+        again, setup, enforced = confined.start(second, limits, 1)
+        # Then it runs in those same directories, renamed for it (found by its tag), the spare gone
+        assert again is not None and _inodes(again) == inodes
+        assert hierarchies().find(cgroup_name(second)) is not None and _spares_of(confined) == []
+        assert enforced.memory.value == MEMORY and enforced.processes.value == PIDS
+        # And its caps and counts are a fresh cgroup's: a fork past the cap is refused and counted once
+        _joined(setup, "for i in $(seq 1 60); do sleep 0.3 & done 2>/dev/null; wait").wait()
+        assert wait_until(again.empty, timeout=5) and again.counts().forks_refused >= 1
+        # And a cgroup that refused a fork is never a spare: removed at its end, as any that is not fresh
+        confined.end(second)
+        assert hierarchies().find(cgroup_name(second)) is None and _spares_of(confined) == []
+    finally:
+        confined.end(second)
+        confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+@pytest.mark.parametrize("left", ["process", "charge"])
+def test_a_cgroup_still_holding_a_process_or_memory_is_removed_not_kept(left, tmp_path):
+    # Given an attempt whose shell left a sleep behind, or 8 MB of tmpfs charged to its cgroup
+    from orchestrator.process.cgroups import SPARE_CHARGE
+
+    limits = Limits(memory=300 * MB, processes=50)
+    confined, tag, marker = Confined(), f"left-{left}-{os.getpid()}", f"123.4571{len(left)}"
+    shm = Path("/dev/shm") / f"orchestrator-test-{os.getpid()}"
+    cgroup, setup, _ = confined.start(tag, limits, 1)
+    script = f"setsid sleep {marker} & exit 0" if left == "process" else f"head -c {8 * MB} /dev/zero > {shm}"
+    try:
+        _joined(setup, script).wait()
+        if left == "charge":
+            assert cgroup.pinned() > SPARE_CHARGE
+        # When it ends
+        confined.end(tag)
+        # Then its cgroup is removed, not kept as a spare (the sleep killed with it)
+        assert hierarchies().find(cgroup_name(tag)) is None and _spares_of(confined) == []
+        assert wait_until(lambda: not processes_with(marker), timeout=5)
+    finally:
+        shm.unlink(missing_ok=True)
+        confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_crashed_servers_spares_are_removed_at_the_next_start_and_a_closing_runner_removes_its_own():
+    import subprocess
+
+    from orchestrator.process.cgroups import SPARE
+
+    # Given a spare left by a server that is gone (a crash), and one of a server still running
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    made = []
+    try:
+        for pid in (gone.pid, alive.pid):
+            for _, base in BASES.values():
+                (base / f"{SPARE}{pid}-1").mkdir(exist_ok=True)
+                made.append(base / f"{SPARE}{pid}-1")
+        # When a runner starts its first attempt
+        confined, tag = Confined(), f"after-crash-{os.getpid()}"
+        confined.start(tag, Limits(memory=300 * MB, processes=50), 1)
+        # Then the gone server's spare is removed, the running one's kept
+        assert _spares_of(gone.pid) == [] and _spares_of(alive.pid) == [f"{SPARE}{alive.pid}-1"]
+        # And when the runner ends its attempt (a spare now) and closes, none of its spares is left
+        confined.end(tag)
+        assert len(_spares_of(confined)) == 1
+        confined.close()
+        assert _spares_of(confined) == []
+    finally:
+        alive.kill()
+        alive.wait()
+        for directory in made:
+            with contextlib.suppress(FileNotFoundError):
+                directory.rmdir()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_cgroup_charged_only_page_cache_it_can_drop_is_kept(tmp_path):
+    # Given an attempt that wrote 8 MB to a file on disk: page cache, charged to its cgroup, which
+    # the kernel reclaims under the next attempt's cap before it would kill anything
+    from orchestrator.process.cgroups import SPARE_CHARGE
+
+    confined, tag = Confined(), f"cache-{os.getpid()}"
+    cgroup, setup, _ = confined.start(tag, Limits(memory=300 * MB, processes=50), 1)
+    try:
+        _joined(setup, f"head -c {8 * MB} /dev/zero > {tmp_path / 'file'}").wait()
+        assert wait_until(cgroup.empty, timeout=5) and cgroup.pinned() <= SPARE_CHARGE
+        assert int((cgroup.dirs["memory"] / "memory.usage_in_bytes").read_text()) > SPARE_CHARGE  # charged, all cache
+        # When it ends, Then its cgroup is kept as a spare
+        confined.end(tag)
+        assert len(_spares_of(confined)) == 1
+    finally:
+        confined.close()

@@ -13,6 +13,14 @@ of a container's cgroup namespace); else the v1 hierarchy of that controller whe
 on a v1 machine); else none, and that cap is sampled (process/monitor.py), which the record says. An
 attempt's cgroup is ``orchestrator-<tag>`` under the server's own cgroup, so a restarted server
 (started the same way) finds a running attempt's cgroup again from its tag.
+
+Spares (``Confined``): on v1, an ended attempt's cgroup that is proven fresh again (no member, no
+OOM kill, no refused fork, at most SPARE_CHARGE of memory charged that reclaim cannot drop) is renamed
+``orchestrator+spare-<server pid>-<runner>-<n>`` and renamed to the next attempt's name under the same
+limits: a rename where a mkdir, the limits' writes and an rmdir were (about half of an attempt's
+cgroup cost). No attempt's name can be a spare's, so no sweep or restart takes one for an attempt's; a
+server removes its spares when it closes, and one that starts removes those of servers that are
+gone. v2 cannot rename a cgroup (EPERM): there each attempt's is made and removed as before.
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import logging
 import os
 import re
 import resource
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +51,11 @@ CONTROLLERS = ("memory", "pids")
 KILL_ROUNDS = 50  # passes of "SIGKILL every member" before giving up on a cgroup (forks race the kill)
 REMOVE_WAIT = 2.0  # seconds to wait for killed members to leave before rmdir gives up
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# An emptied attempt's cgroup kept for the next one: SPARE + "<server pid>-<runner>-<n>". No attempt's
+# name starts so (cgroup_name makes "+" "_"), so no sweep of attempts' cgroups by a prefix takes one.
+SPARE = "orchestrator+spare-"
+MAX_SPARES = 64  # spares one runner keeps (about its concurrency: an attempt's end gives one, a start takes one)
+SPARE_CHARGE = 1 * MB  # most memory an emptied cgroup may hold that reclaim cannot drop (tmpfs...) and be kept
 
 
 @dataclass(frozen=True)
@@ -223,6 +238,67 @@ class Cgroup:
         self.dirs = {}
         return gone
 
+    def rename(self, name: str) -> bool:
+        """Rename every directory to ``name`` (v1 only; v2 refuses, EPERM); a stale cgroup of that
+        name (its attempt never swept) is removed first. False when a directory could not be
+        renamed: ``dirs`` then says where each one is, for ``remove``."""
+        moved: dict[Path, Path] = {}
+        ok = True
+        for directory in set(self.dirs.values()):
+            target = directory.with_name(name)
+            try:
+                try:
+                    os.rename(directory, target)
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EBUSY):
+                        raise
+                    Cgroup(name, {"stale": target}, {"stale": Enforcement.CGROUP_V1}).remove()
+                    os.rename(directory, target)
+            except OSError as exc:
+                log.info("could not rename cgroup %s to %s (%s): made afresh instead", directory, name, exc)
+                ok = False
+                continue
+            moved[directory] = target
+        self.dirs = {c: moved.get(d, d) for c, d in self.dirs.items()}
+        if ok:
+            self.name = name
+        return ok
+
+    def empty(self) -> bool:
+        """No process in it, told by one cheap read where it can be: ``pids.current`` (every task, a
+        zombie until reaped; no list built) where it has a pids directory, else the member list.
+        An attempt's processes join all its hierarchies together and their children inherit them;
+        only a writer of cgroupfs (root, unconfined) could split them, and such a writer can put a
+        process in any cgroup, spare or not, so reading each hierarchy would prove nothing more."""
+        pids = self.dirs.get("pids")
+        if pids is None:
+            return not self.members()
+        try:
+            return _read(f"{pids}/pids.current").strip() == "0"
+        except OSError:
+            return False
+
+    def pinned(self) -> int:
+        """Bytes still charged to its memory controller that reclaim cannot drop: tmpfs and shared
+        memory (no swap is given), unevictable pages, anonymous memory (none once empty). Page cache
+        is not counted: the kernel drops it under the next attempt's cap before it kills anything.
+        0 without a memory controller; unreadable (or a kernel without these counts): too much."""
+        memory = self.dirs.get("memory")
+        if memory is None:
+            return 0
+        v2 = self.versions["memory"] is Enforcement.CGROUP_V2
+        try:  # all it is charged, when small, bounds it: one number read, not memory.stat's forty (a fifth the CPU)
+            charged = int(_read(f"{memory}/{'memory.current' if v2 else 'memory.usage_in_bytes'}"))
+        except (OSError, ValueError):
+            charged = SPARE_CHARGE + 1
+        if charged <= SPARE_CHARGE:
+            return charged
+        stat = _keyed(f"{memory}/memory.stat")
+        keys = ("anon", "shmem", "unevictable") if v2 else ("total_rss", "total_shmem", "total_unevictable")
+        if not all(key in stat for key in keys):
+            return SPARE_CHARGE + 1
+        return sum(stat[key] for key in keys)
+
 
 _CGROUP = (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2)
 
@@ -295,12 +371,23 @@ class Confined:
     def __init__(self) -> None:
         self._cgroups: dict[str, Cgroup] = {}
         self._enforced: dict[str, Enforced] = {}
+        self._made: dict[str, _LimitsKey] = {}  # tag -> the limits of the cgroup this runner made it (spares' key)
+        self._spares: dict[_LimitsKey, list[Cgroup]] = {}  # the module's docstring: emptied cgroups, by their limits
+        self._lock = threading.Lock()
+        self._serial = 0
+        self.spare_prefix = f"{SPARE}{os.getpid()}-{next(_RUNNERS)}-"  # its spares' names: this prefix and a number
+        self._cleared = False  # the spares of servers that are gone removed (at the first start)
 
     def start(self, tag: str, limits: Limits, own: int = 0) -> tuple[Cgroup | None, ChildSetup, Enforced]:
         """The cgroup an attempt carrying ``tag`` runs in (None where the machine allows none), its
         child's setup (the caller closes ``setup.fds`` once the child is started) and what holds
-        its caps. ``own``: the orchestrator's processes (the shim) it holds besides the worker's."""
-        cgroup = hierarchies().create(cgroup_name(tag), limits, own)
+        its caps. ``own``: the orchestrator's processes (the shim) it holds besides the worker's.
+        A spare under the same limits is renamed for it where there is one, else one is made."""
+        key = (limits.memory, limits.processes, own)
+        name = cgroup_name(tag)
+        cgroup = self._reuse(name, key) or hierarchies().create(name, limits, own)
+        if cgroup is not None:
+            self._made[tag] = key
         return (
             cgroup,
             ChildSetup(cgroup.join_fds() if cgroup is not None else [], limits.file_size),
@@ -333,13 +420,69 @@ class Confined:
 
     def end(self, tag: str) -> bool:
         """Kill every process in the cgroup of ``tag`` (this runner's, or one found by name) and remove
-        it. True when that proves the attempt's tree gone: it had a cgroup and the kernel removed
-        every directory of it, which it does only for an empty one. Every process of the attempt was
-        born in it (the child joins before it execs), so none is left outside but one that moved
-        itself to another cgroup, which takes write access to the cgroup file system."""
+        it; one this runner made that is fresh again is kept as a spare instead (``_keep_spare``).
+        Either way its kernel counts are read first (``Cgroup.last``) and its ``dirs`` emptied.
+        True when that proves the attempt's tree gone: it had a cgroup, and it is now a spare (no
+        task left in it) or the kernel removed every directory of it, which it does only for an
+        empty one. Every process of the attempt was born in it (the child joins before it execs), so
+        none is left outside but one that moved itself to another cgroup, which takes write access
+        to the cgroup file system."""
         self._enforced.pop(tag, None)
+        key = self._made.pop(tag, None)
         cgroup = self._cgroups.pop(tag, None) or hierarchies().find(cgroup_name(tag))
-        return cgroup is not None and bool(cgroup.dirs) and cgroup.remove()
+        if cgroup is None or not cgroup.dirs:
+            return False
+        if key is not None and self._keep_spare(cgroup, key):
+            return True
+        return cgroup.remove()
+
+    def close(self) -> None:
+        """Remove the spares (a server's end; a crash leaves them to the next server's first start)."""
+        with self._lock:
+            spares = [cgroup for pool in self._spares.values() for cgroup in pool]
+            self._spares.clear()
+        for cgroup in spares:
+            cgroup.remove()
+
+    def _reuse(self, name: str, key: _LimitsKey) -> Cgroup | None:
+        """A spare under limits ``key``, renamed ``name``; None when there is none (or it could not be renamed)."""
+        with self._lock:
+            clear = not self._cleared
+            self._cleared = True
+            pool = self._spares.get(key)
+            spare = pool.pop() if pool else None
+        if clear:
+            remove_dead_spares()
+        if spare is None:
+            return None
+        if spare.rename(name):
+            return spare
+        spare.remove()  # under whatever names its directories have now
+        return None
+
+    def _keep_spare(self, cgroup: Cgroup, key: _LimitsKey) -> bool:
+        """Keep an ended attempt's cgroup as a spare if it is as a fresh one would be: v1 (renamable),
+        every kernel count read (no uncapped controller's left unread) and zero, no member, at most
+        SPARE_CHARGE pinned (``pinned``); its counts are kept in ``last`` as ``remove`` keeps them. The caller's
+        object is emptied (``dirs``), as after ``remove``: the spare is a new object."""
+        if cgroup.counted != frozenset(cgroup.dirs) or any(v is not Enforcement.CGROUP_V1 for v in cgroup.versions.values()):
+            return False
+        with self._lock:
+            if sum(len(pool) for pool in self._spares.values()) >= MAX_SPARES:
+                return False
+            self._serial += 1
+            serial = self._serial
+        final = cgroup._keep((), 0)
+        if final.oom_kills or final.forks_refused or not cgroup.empty() or cgroup.pinned() > SPARE_CHARGE:
+            return False
+        spare = Cgroup(cgroup.name, dict(cgroup.dirs), dict(cgroup.versions), counted=cgroup.counted)
+        if not spare.rename(f"{self.spare_prefix}{serial}"):
+            cgroup.dirs = spare.dirs  # removed by the caller, under whatever names they have now
+            return False
+        cgroup.dirs = {}
+        with self._lock:
+            self._spares.setdefault(key, []).append(spare)
+        return True
 
     def end_prefix(self, prefix: str, keep: frozenset[str]) -> int:
         """``end`` every cgroup whose tag starts with ``prefix``, but those of ``keep``; how many processes they held."""
@@ -350,6 +493,32 @@ class Confined:
                 killed += len(cgroup.members())
                 cgroup.remove()
         return killed
+
+
+_RUNNERS = itertools.count(1)  # tells apart the spares of one process's runners
+_LimitsKey = tuple[int, int, int]  # (memory, processes, own): what a spare's limits were written for
+
+
+def remove_dead_spares() -> int:
+    """Remove the spares of servers that are gone (a crash leaves its own; they hold no process,
+    and no tag names one, so nothing mistakes them): those whose server pid no longer runs. How many."""
+    removed = 0
+    for cgroup in hierarchies().find_prefix(SPARE):
+        pid = cgroup.name[len(SPARE) :].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            cgroup.remove()
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cgroup_name(tag: str) -> str:

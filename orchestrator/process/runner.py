@@ -823,9 +823,10 @@ class ProcessRunner:
         return found
 
     def close(self) -> None:
-        """Let go of the supervisor (it leaves once its last worker has ended)."""
+        """Let go of the supervisor (it leaves once its last worker has ended); remove the spare cgroups."""
         if self.supervisor is not None:
             self.supervisor.close()
+        self.confined.close()
 
     def tagged(self, tag: str) -> list[int]:
         """Live (non-zombie) processes whose environment carries ``tag``."""
