@@ -125,7 +125,19 @@ def plan_for(
 ) -> EgressPlan:
     """The plan of a worker whose kind reaches ``hosts`` (adapter.network_hosts), whose settings name
     the model ``urls``, whose CLI's own config named the ``labelled`` ones ((url, label): where) and
-    which reaches this server at ``api_url`` (a URL that names no host is left out)."""
+    which reaches this server at ``api_url`` (a URL that names no host is left out). One per distinct
+    set of arguments, shared (a plan never changes: every attempt of a kind asks for the same one)."""
+    return _plan(tuple(allow), tuple(hosts), tuple(urls), api_url, tuple((str(url), str(label)) for url, label in labelled))
+
+
+@functools.lru_cache(maxsize=256)  # a server's distinct plans: one per worker kind and settings, a few
+def _plan(
+    allow: tuple[str, ...],
+    hosts: tuple[str, ...],
+    urls: tuple[str, ...],
+    api_url: str | None,
+    labelled: tuple[tuple[str, str], ...],
+) -> EgressPlan:
     always: list[Endpoint] = []
     named = [(api_url, "this server's API")] if api_url else []
     for url, label in [*named, *((url, "the model API its settings name") for url in urls), *labelled]:
@@ -336,6 +348,11 @@ def _socket_name(address: str, port: int) -> str:
 
 
 def _proxy_env(port: int) -> dict[str, str]:
+    return dict(_proxy_variables(port))
+
+
+@functools.lru_cache(maxsize=8)  # (a copy is handed out: the caller's to change)
+def _proxy_variables(port: int) -> dict[str, str]:
     url = f"http://127.0.0.1:{port}"
     env = {name: url for name in _PROXY_VARIABLES}
     env.update({"NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY, "NODE_USE_ENV_PROXY": "1"})
@@ -438,9 +455,10 @@ class _Shared:
                 if self._by_cgroup.get(item) is registered:
                     del self._by_cgroup[item]
         busy = [door for door in registered.doors.values() if door._tasks]
-        if plan_file is None and not busy:
+        if not busy:  # (most attempts: nothing open, no wake-up of the proxy's loop for a file's unlink)
+            _unregistered([], plan_file)
             return
-        try:  # in the proxy's thread: its open connections end there, the engine's thread does no file work
+        try:  # in the proxy's thread: its open connections end there
             shared().later(_unregistered, busy, plan_file)
         except RuntimeError:  # the proxy is stopped (and its connections with it)
             _unregistered([], plan_file)

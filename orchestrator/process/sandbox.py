@@ -570,6 +570,11 @@ def connect_guard_words(fd: int) -> str | None:
     """What the perl shim needs to hand a bubblewrap worker's connect() calls to the orchestrator
     (network/direct.py): "FD PRCTL SECCOMP SENDMSG HEX" (the descriptor the listener is sent over, the
     system calls' numbers, the program); None where there is no such program."""
+    return _guard_words(fd)
+
+
+@functools.lru_cache(maxsize=4)  # (the same words for every attempt: the filter and the numbers are the machine's)
+def _guard_words(fd: int) -> str | None:
     program, found = connect_filter(), _FILTERS.get(os.uname().machine)
     if program is None or found is None:
         return None
@@ -580,7 +585,12 @@ def worker_filter(spec: SandboxSpec) -> str | None:
     """What the perl shim installs for a worker of ``spec``: "PRCTL SECCOMP HEX" (the two system calls'
     numbers and the program's bytes); None where it cannot (not Linux, or an architecture not listed:
     the sandbox then leaves Unix sockets open, and says so)."""
-    found = seccomp_program(refusals(spec))
+    return _filter_words(refusals(spec))
+
+
+@functools.lru_cache(maxsize=8)  # (one per distinct Refusals: its words made once, not per attempt)
+def _filter_words(refused: Refusals) -> str | None:
+    found = seccomp_program(refused)
     return None if found is None else f"{found[0]} {found[1]} {found[2].hex()}"
 
 

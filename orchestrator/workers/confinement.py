@@ -119,11 +119,12 @@ class Confinement:
         spec = self.spec_at(
             record.root_id, record.kind, directory, paths.tmp, config, env, branch=record.name, readable=(paths.prompt,)
         )
-        if spec is not None and spec.egress is not None:  # what its proxy refuses it, where it cannot write
-            spec = replace(spec, egress=replace(spec.egress, record=str(paths.network)))
-        if spec is not None and spec.network is not SandboxNetwork.HOST:  # and its direct connections (Landlock)
-            spec = replace(spec, network_record=str(paths.network))
-        return spec
+        if spec is None or spec.network is SandboxNetwork.HOST:
+            return spec
+        # What its proxy refuses it and its direct connections (Landlock) go where it cannot write: one
+        # copy of the spec for both.
+        egress = replace(spec.egress, record=str(paths.network)) if spec.egress is not None else None
+        return replace(spec, egress=egress, network_record=str(paths.network))
 
     def helper(
         self, root_id: str, kind: str | None, folder: Path, config: JobConfig | None, env: Mapping[str, str]
