@@ -467,13 +467,15 @@ class Confined:
         object is emptied (``dirs``), as after ``remove``: the spare is a new object."""
         if cgroup.counted != frozenset(cgroup.dirs) or any(v is not Enforcement.CGROUP_V1 for v in cgroup.versions.values()):
             return False
+        if not cgroup.empty():  # the usual miss (a sandbox's launcher still leaving), told by one read
+            return False
         with self._lock:
             if sum(len(pool) for pool in self._spares.values()) >= MAX_SPARES:
                 return False
             self._serial += 1
             serial = self._serial
         final = cgroup._keep((), 0)
-        if final.oom_kills or final.forks_refused or not cgroup.empty() or cgroup.pinned() > SPARE_CHARGE:
+        if final.oom_kills or final.forks_refused or cgroup.pinned() > SPARE_CHARGE:
             return False
         spare = Cgroup(cgroup.name, dict(cgroup.dirs), dict(cgroup.versions), counted=cgroup.counted)
         if not spare.rename(f"{self.spare_prefix}{serial}"):
