@@ -456,6 +456,9 @@ def test_quick_start_names_the_job_when_its_server_dies_and_its_advice_starts_no
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):  # a failure above must not leave them to a later test's GC
+            if pipe is not None:
+                pipe.close()
     assert proc.returncode == 5, out + err
     assert time.monotonic() - started < 30
     assert f"while job {job_id} ran" in err and "quick-start.sh --start" in err and f"watch {job_id}" in err
@@ -487,6 +490,9 @@ def test_ctrl_c_on_quick_start_says_the_job_keeps_running_and_how_to_watch_or_ca
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # A terminal's foreground job takes SIGINT; a pytest started in the background by a shell
+        # without job control (`pytest &`) ignores it, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         seen = []
@@ -502,6 +508,9 @@ def test_ctrl_c_on_quick_start_says_the_job_keeps_running_and_how_to_watch_or_ca
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stderr):  # a failure above must not leave them to a later test's GC
+            if pipe is not None:
+                pipe.close()
     # Then it says the job keeps running, with the commands that follow or stop that job
     assert proc.returncode == 130, out + err
     assert f"stopped following job {job_id}; the job keeps running" in err, err
