@@ -462,6 +462,13 @@ def test_a_sandboxed_attempt_cannot_reach_the_nodes_supervisor(redis_server, uni
     assert "sees []" in log and "REACHED" not in log and log.count("refused") == 4, log
 
 
+def _probe(script: str, redis_url: str, queue: str) -> subprocess.CompletedProcess[str]:
+    """Run a NodeWorker probe in a process of its own (a NodeWorker dies with its parent); it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", script, redis_url, queue], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 SUSPENSION_PROBE = """
 import sys, time
 import rq.worker.base
@@ -493,14 +500,7 @@ def test_a_node_worker_reads_rqs_suspension_once_an_interval_not_before_every_at
     it once per MONITOR_INTERVAL, and still stops on ``rq suspend`` once the interval has passed.
     (A process of its own: a NodeWorker dies with its parent; a Redis of its own: RQ's suspension
     key has no prefix.)"""
-    done = subprocess.run(
-        [sys.executable, "-c", SUSPENSION_PROBE, fresh_redis.url, f"{unique_prefix}-command"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _probe(SUSPENSION_PROBE, fresh_redis.url, f"{unique_prefix}-command")
     assert done.stdout.split("\n")[:2] == ["reads 1", "suspended"], done.stdout + done.stderr
 
 
@@ -534,12 +534,5 @@ print("threads", started.count("rq-heartbeat"), "beats", "yes" if during >= 3 el
 def test_a_node_worker_keeps_one_heartbeat_thread_that_beats_only_while_an_attempt_runs(redis_server, unique_prefix):
     """RQ's worker heartbeat while an attempt runs comes from one thread the worker keeps, not
     one started and joined per attempt; it beats every interval during an attempt and not after."""
-    done = subprocess.run(
-        [sys.executable, "-c", HEARTBEAT_PROBE, redis_server.url, f"{unique_prefix}-command"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _probe(HEARTBEAT_PROBE, redis_server.url, f"{unique_prefix}-command")
     assert done.stdout.strip() == "threads 1 beats yes after 0", done.stdout + done.stderr

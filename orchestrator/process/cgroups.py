@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..outcomes import Enforced, Enforcement
-from .procscan import descendants
+from .procscan import descendants, process_alive
 
 log = logging.getLogger("orchestrator.cgroups")
 
@@ -507,20 +507,10 @@ def remove_dead_spares() -> int:
     removed = 0
     for cgroup in hierarchies().find_prefix(SPARE):
         pid = cgroup.name[len(SPARE) :].partition("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid), None):
             cgroup.remove()
             removed += 1
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cgroup_name(tag: str) -> str:
