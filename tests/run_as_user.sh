@@ -3,7 +3,7 @@
 # unprivileged user namespace, no writable cgroup, so caps sampled and labelled so). Run as root:
 #     bash tests/run_as_user.sh [pytest args...]
 # It makes the user (ORCHESTRATOR_TEST_USER, default orchestrator-test), copies this folder into its
-# home (without .venv, .cli, workspace), installs it there with the README's command, and runs the
+# home (without .venv, .cli, workspace, caches), installs it there with the README's command, and runs the
 # confinement tests listed in ``defaults`` below (or the pytest args given) as that user.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,7 +17,8 @@ home="$(getent passwd "$user" | cut -d: -f6)"
 copy="$home/orchestrator"
 rm -rf "$copy"
 mkdir -p "$copy"
-tar -C "$here" --exclude=./.venv --exclude=./.cli --exclude=./workspace --exclude=./config.yaml -cf - . | tar -C "$copy" -xf -
+tar -C "$here" --exclude=./.venv --exclude=./.cli --exclude=./workspace --exclude=./config.yaml \
+  --exclude=__pycache__ --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache -cf - . | tar -C "$copy" -xf -
 mkdir -p "$copy/workspace"
 chown -R "$user:" "$copy"
 # A Python the user can run (a root-only pyenv is not one): the system's, unless PYTHON says otherwise.
