@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +165,13 @@ def test_gathered_lines_are_appended_in_order_one_write_per_tree_even_when_the_p
     said = [line.split(" ", 1)[1] for line in workspace.orchestrator_log(first.root_id).read_text().splitlines()]
     assert said == ["one", "three", "four"]
     assert workspace.orchestrator_log(second.root_id).read_text().endswith(" two\n")
+
+
+@pytest.mark.parametrize("path", ["/w/state/workers/depth_0_worker_1.json", "state/x.json", "x.json"])
+def test_a_temp_file_is_hidden_beside_its_file_and_unique(path):
+    first, second = filesystem._temp_path(Path(path)), filesystem._temp_path(Path(path))
+    folder, name = os.path.split(path)
+    assert first != second
+    for temp in (first, second):
+        assert os.path.dirname(temp) == folder
+        assert re.fullmatch(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp", os.path.basename(temp)), temp
