@@ -27,6 +27,10 @@ class Sink(Protocol):
 
     def worker_event(self, job: JobRecord, record: WorkerRecord, event: Event) -> None: ...
 
+    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        """A root ended and ``jobs``/``workers`` are its tree's final records as the engine wrote them
+        (live ones, under ``tables.locked()``: read now, never kept)."""
+
 
 class Announcer:
     """Publishes events and appends event lines; needs no engine lock."""
@@ -60,6 +64,11 @@ class Announcer:
         for sink in self.sinks:
             sink.worker_event(live.job, rec, event)
         self.line(live.job, f"{rec.key} {rec.status.value}: {message}", rec.name)
+
+    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        """A root's tree ended with every record of it on disk as held here (``Sink.tree_ended``)."""
+        for sink in self.sinks:
+            sink.tree_ended(job, jobs, workers)
 
     @contextlib.contextmanager
     def gathered(self) -> Iterator[None]:
