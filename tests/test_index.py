@@ -14,6 +14,7 @@ import pytest
 from orchestrator.config import load_settings
 from orchestrator.engine.queries import Queries
 from orchestrator.errors import ConfigError
+from orchestrator.events import EventBus, EventType
 from orchestrator.index import IndexUnavailable, open_index
 from orchestrator.index.rows import SUMMARY_KEYS
 from orchestrator.models import JobStatus
@@ -95,6 +96,33 @@ def test_a_job_folder_removed_by_hand_leaves_the_listing_and_a_new_one_joins_it(
         more = write_jobs(workspace, 2, seed=5, start=1_800_000_000.0)  # written by another process
         found, total = index.page(limit=2)
         assert total == 11 and [j["job_id"] for j in found] == [more[1].id, more[0].id]
+    finally:
+        index.close()
+
+
+def test_an_ended_root_is_read_back_from_disk_unless_the_engine_told_its_records_even_across_batches(tmp_path, monkeypatch):
+    # Given an index over two finished trees, and its reads of a tree from disk counted
+    workspace = Workspace(tmp_path / "workspace", durable=False)
+    told, untold = write_jobs(workspace, 2, seed=8)
+    index = index_of(tmp_path, workspace)
+    read: list[str] = []
+    real_walk = Workspace.walk_tree
+    try:
+        assert index.page()[1] == 2  # (built: its first sync reads every tree)
+        monkeypatch.setattr(Workspace, "walk_tree", lambda self, root: (read.append(root), real_walk(self, root))[1])
+        # When one root's final records are told (changed: the index must show these), a flush
+        # between them and its root's end event, and both roots' end events
+        jobs, walk = real_walk(workspace, told.id)
+        workers = list(walk)
+        next(w for w in workers if w.name == "worker_1").cost_usd = 12.5
+        index.tree_ended(told, jobs, workers)
+        index.flush()
+        for job in (told, untold):
+            index.job_event(job, EventBus().publish(job.root_id, type=EventType.JOB, job_id=job.id, status=job.status.value))
+        index.flush()
+        # Then only the untold one was read back, and the told one holds the records it was told
+        assert read == [untold.id]
+        assert {t["name"]: t["cost_usd"] for t in index.tasks(told.id)}["worker_1"] == 12.5
     finally:
         index.close()
 
@@ -247,6 +275,36 @@ def test_a_tree_s_rows_match_its_records_once_it_ends_even_what_no_event_told(ma
     ]
     assert sorted(t["selected"] for t in tasks) == [False, True]
     assert engine.index.page()[0][0]["selections"] == 1
+
+
+@pytest.mark.slow
+def test_an_ended_tree_is_indexed_from_the_records_the_engine_wrote_not_read_back_and_equals_a_rebuild(
+    make_engine, tmp_path, monkeypatch
+):
+    # Given a job whose two tasks run as two candidates each (a loser's selected is told by no event),
+    # and every read of a tree's records from disk counted
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "echo $0", "{task}"]})
+    read: list[str] = []
+    real_walk = Workspace.walk_tree
+
+    def walk_tree(self, root_id):
+        read.append(root_id)
+        return real_walk(self, root_id)
+
+    assert engine.index.page() == ([], 0)  # (built: its first sync reads every tree it finds)
+    monkeypatch.setattr(Workspace, "walk_tree", walk_tree)
+    job = run_job(engine, "candidates", tasks=["a", "b"], config={"attempts": 2, "select": "fastest"})
+    found, listed_row = engine.index.tasks(job.id), engine.index.page(root_id=job.id)
+    # Then the index did not read the ended tree back, and holds what its records on disk say
+    assert job.id not in read
+    assert sorted(t["selected"] for t in found) == [False, False, True, True]
+    engine.shutdown(timeout=10)
+    rebuilt = index_of(tmp_path, Workspace(engine.workspace.root))
+    try:
+        assert rebuilt.tasks(job.id) == found
+        assert rebuilt.page(root_id=job.id) == listed_row
+    finally:
+        rebuilt.close()
 
 
 @pytest.mark.slow

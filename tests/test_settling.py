@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
-from orchestrator.models import JobStatus, WorkerStatus
+from orchestrator.engine.announce import Announcer
+from orchestrator.events import EventBus
+from orchestrator.models import JobRecord, JobStatus, WorkerStatus
 from orchestrator.workspace import filesystem
 from orchestrator.workspace.filesystem import atomic_write_many
+from orchestrator.workspace.layout import Workspace
 
-from .conftest import fake_command, run_job
+from .conftest import fake_command, make_settings, run_job
 
 
 def test_many_files_are_written_whole_with_no_temp_file_left(tmp_path):
@@ -101,3 +106,72 @@ def test_a_worker_whose_settling_fails_in_the_engine_leaves_the_others_of_its_pa
     settled = {w.name for w in workers if w.job_id == job.id and w.status is WorkerStatus.SUCCESS}
     assert broken and settled == {w.name for w in workers if w.job_id == job.id} - set(broken)
     assert "settling it failed in the engine" in caplog.text
+
+
+def test_a_settling_pass_appends_its_lines_to_orchestrator_log_together_each_once_in_order(make_engine, monkeypatch):
+    # Given 40 no-op workers, 16 at a time, and every append to a tree's orchestrator.log counted
+    engine = make_engine(orchestrator={"worker": "command", "command": ["true"]})
+    appends: list[int] = []
+    real_append = Workspace.append_log
+
+    def append_log(self, path, data, **kwargs):
+        if path.name == "orchestrator.log":
+            appends.append(data.count(b"\n"))
+        return real_append(self, path, data, **kwargs)
+
+    monkeypatch.setattr(Workspace, "append_log", append_log)
+    job = run_job(engine, "x", tasks=[f"noop {i}" for i in range(40)], config={"max_workers": 16})
+    assert job.status is JobStatus.COMPLETED
+    lines = engine.workspace.orchestrator_log(job.id).read_text().splitlines()
+    # Then each worker's end is told there once, after its start, and the log is every line appended
+    for i in range(1, 41):
+        told = [n for n, line in enumerate(lines) if f" depth_0_worker_{i} " in line]
+        ends = [n for n in told if " success: " in lines[n]]
+        assert len(ends) == 1 and len(told) == 2 and told[0] < ends[0], [lines[n] for n in told]
+    assert sum(appends) == len(lines)
+    # And the 40 ends took fewer appends than lines: a pass's lines went in one write
+    assert len(appends) < len(lines) and max(appends) > 1
+
+
+def test_gathered_lines_are_appended_in_order_one_write_per_tree_even_when_the_pass_fails(tmp_path, monkeypatch):
+    # Given an announcer on a real workspace with two trees, and its appends counted
+    settings = make_settings(tmp_path)
+    workspace = Workspace(tmp_path / "ws")
+    announcer = Announcer(settings, workspace, EventBus())
+    first = JobRecord(id="aaaaaaaaaaaa", root_id="aaaaaaaaaaaa", request="r")
+    second = JobRecord(id="bbbbbbbbbbbb", root_id="bbbbbbbbbbbb", request="r")
+    for job in (first, second):
+        workspace.create_job_tree(job.root_id)
+    writes: list[tuple[str, int]] = []
+    real_append = Workspace.append_log
+
+    def append_log(self, path, data, **kwargs):
+        writes.append((path.parent.parent.name, data.count(b"\n")))
+        return real_append(self, path, data, **kwargs)
+
+    monkeypatch.setattr(Workspace, "append_log", append_log)
+    # When lines of both trees are told in a gathered section (nested once) that then fails
+    with pytest.raises(RuntimeError), announcer.gathered():
+        announcer.line(first, "one")
+        with announcer.gathered():
+            announcer.line(second, "two")
+            announcer.line(first, "three")
+        assert writes == []  # nothing written before the outer section ends
+        raise RuntimeError("a bug in the pass")
+    # Then each tree got one write with its lines in order, and a line outside a section is written at once
+    assert sorted(writes) == [("job_aaaaaaaaaaaa", 2), ("job_bbbbbbbbbbbb", 1)]
+    announcer.line(first, "four")
+    assert writes[-1] == ("job_aaaaaaaaaaaa", 1)
+    said = [line.split(" ", 1)[1] for line in workspace.orchestrator_log(first.root_id).read_text().splitlines()]
+    assert said == ["one", "three", "four"]
+    assert workspace.orchestrator_log(second.root_id).read_text().endswith(" two\n")
+
+
+@pytest.mark.parametrize("path", ["/w/state/workers/depth_0_worker_1.json", "state/x.json", "x.json"])
+def test_a_temp_file_is_hidden_beside_its_file_and_unique(path):
+    first, second = filesystem._temp_path(Path(path)), filesystem._temp_path(Path(path))
+    folder, name = os.path.split(path)
+    assert first != second
+    for temp in (first, second):
+        assert os.path.dirname(temp) == folder
+        assert re.fullmatch(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp", os.path.basename(temp)), temp

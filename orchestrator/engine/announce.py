@@ -3,14 +3,17 @@ and a line to its tree's orchestrator.log (job-level lines to the server log too
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Protocol
 
 from ..config import Settings
 from ..events import Event, EventBus, EventType
 from ..models import JobRecord, WorkerRecord
 from ..workspace import logs
-from ..workspace.layout import Workspace
+from ..workspace.layout import Workspace, event_line
 from .tables import LiveWorker
 
 log = logging.getLogger("orchestrator.engine")
@@ -24,6 +27,10 @@ class Sink(Protocol):
 
     def worker_event(self, job: JobRecord, record: WorkerRecord, event: Event) -> None: ...
 
+    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        """A root ended and ``jobs``/``workers`` are its tree's final records as the engine wrote them
+        (live ones, under ``tables.locked()``: read now, never kept)."""
+
 
 class Announcer:
     """Publishes events and appends event lines; needs no engine lock."""
@@ -33,6 +40,8 @@ class Announcer:
         self.workspace = workspace
         self.events = events
         self.sinks: list[Sink] = []
+        # A thread inside ``gathered``: its lines per tree, appended when it leaves (None: none kept).
+        self._gathering = threading.local()
 
     def job(self, job: JobRecord, message: str) -> None:
         event = self.events.publish(
@@ -56,14 +65,46 @@ class Announcer:
             sink.worker_event(live.job, rec, event)
         self.line(live.job, f"{rec.key} {rec.status.value}: {message}", rec.name)
 
+    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        """A root's tree ended with every record of it on disk as held here (``Sink.tree_ended``)."""
+        for sink in self.sinks:
+            sink.tree_ended(job, jobs, workers)
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Within it, this thread's lines to each tree's orchestrator.log are kept, in order, and
+        appended together as it leaves (one write per tree, however it leaves): a settling pass
+        tells tens of workers in one lock section, and an open and close of the log per line was
+        a tenth of the pass. Events are published at once, as always; the lines follow the
+        records they tell of as before (written after them, never synced). Nested: the outer
+        one writes."""
+        if getattr(self._gathering, "lines", None) is not None:
+            yield
+            return
+        kept: dict[str, tuple[JobRecord, list[str]]] = {}
+        self._gathering.lines = kept
+        try:
+            yield
+        finally:
+            self._gathering.lines = None
+            for job, lines in kept.values():
+                self._append(job, lines)
+
     def line(self, job: JobRecord, message: str, worker: str | None = None) -> None:
         if worker is None:  # job-level events also go to the server log; worker ones only to the tree's
             log.info(message, extra=logs.context(job.id, root_id=job.root_id))
+        if self.settings.logging.enable_structured:
+            line = logs.job_line(message, job_id=job.id, root_id=job.root_id, depth=job.depth, worker=worker)
+        else:
+            line = event_line(message)
+        kept: dict[str, tuple[JobRecord, list[str]]] | None = getattr(self._gathering, "lines", None)
+        if kept is None:
+            self._append(job, [line])
+        else:
+            kept.setdefault(job.root_id, (job, []))[1].append(line)
+
+    def _append(self, job: JobRecord, lines: list[str]) -> None:
         try:
-            if self.settings.logging.enable_structured:
-                line = logs.job_line(message, job_id=job.id, root_id=job.root_id, depth=job.depth, worker=worker)
-                self.workspace.append_line(self.workspace.orchestrator_log(job.root_id), line)
-            else:
-                self.workspace.log_event(job.root_id, message)
+            self.workspace.append_lines(self.workspace.orchestrator_log(job.root_id), lines)
         except OSError:
             log.warning("cannot append to orchestrator.log of %s", job.root_id)

@@ -140,6 +140,9 @@ class Ending(EnginePart):
                 self.scheduler.forget(job.id)
             states.set_job_status(job, status)
             job.ended_at = ended
+            held = self.tree_records(job.root_id) if job.is_root and job.root_id not in tables.unwritten else None
+            if held is not None:  # every record of its tree on disk as held here: the index need not read them back
+                self.announce.tree_ended(job, *held)
             self.announce.job(job, f"job {status.value}")
             self.announce.line(job, f"job {job.id} {status.value}")
             self.tables.notify_all()
@@ -156,6 +159,15 @@ class Ending(EnginePart):
             self.settling.settle(parent)
         if job.is_root:
             self.evict_finished(job.root_id)
+
+    @locked_only
+    def tree_records(self, root_id: str) -> tuple[list[JobRecord], list[WorkerRecord]] | None:
+        """The live records of a tree (not copies: read them inside this section); None when the
+        engine does not hold every worker of it."""
+        tables = self.tables
+        jobs = [j for j in tables.jobs.values() if j.root_id == root_id]
+        found = [tables.workers.get((root_id, worker_key(j.depth, n))) for j in jobs for n in j.worker_names]
+        return None if any(live is None for live in found) else (jobs, [live.record for live in found if live is not None])
 
     def hold(self, job: JobRecord, breakers: list[str]) -> bool:
         """A root whose breakers are sent back before it ends: its record on disk says ``running`` with

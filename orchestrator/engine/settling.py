@@ -151,7 +151,7 @@ class Settling(EnginePart):
             for (live, final, _), full in zip(finals, fulls, strict=True)
         ]
         ending: list[JobRecord | None] = []
-        with self.tables.locked():
+        with self.tables.locked(), self.announce.gathered():  # the pass's lines in one append per tree
             for live, final in told:
                 rec = live.record
                 states.set_worker_status(rec, final.status)

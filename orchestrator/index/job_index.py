@@ -16,8 +16,10 @@ records on disk when it was indexed: the modification times of its ``state/jobs`
 ``state/workers`` folders (every record write is a rename into one of them, which changes the
 folder's time). At start the writer compares every root folder's marker with the stored one:
 new or changed trees are indexed from disk, trees whose folder is gone are dropped. A tree fed
-by events is read again from its records when its root job ends (they are final then, and hold
-what no event told, such as a losing candidate's ``selected``). While serving, each query first
+by events is indexed again from its final records when its root job ends (they hold what no event
+told, such as a losing candidate's ``selected``): from the engine's own, the records it has just
+written (``tree_ended``: no second read of the tree), or, where the engine does not hold them all
+on disk (a full disk kept one from it) or did not say so, read back from disk. While serving, each query first
 compares the workspace folder's own time (a root folder created or removed changes it) and, when
 it moved, syncs the set of roots the same way. A schema version or workspace other than this
 one's empties the tables; a SQLite file that is not a usable database is moved aside and rebuilt
@@ -109,6 +111,9 @@ class JobIndex:
         self._reader: Connection | None = None
         self._read_lock = threading.Lock()
         self._root_mtime: int | None = None  # the workspace folder's time at the last sync of its roots
+        # Ended roots whose rows came from the engine's final records (``tree_ended``): their root's
+        # ended job event, which follows, does not read the tree back from disk.
+        self._told: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="job-index", daemon=True)
         self._thread.start()
 
@@ -134,11 +139,22 @@ class JobIndex:
         except Exception:
             log.exception("job index: cannot queue an event of worker %s", getattr(record, "name", "?"))
 
+    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
+        """A root ended and the engine's final records of its tree are on disk (``announce.Sink``):
+        its rows are made from them now and replace what the events told, as a read of its records
+        would. Its marker is taken first, so a record written after it (a write numbered earlier,
+        landing late) shows as a change at the next start and the tree is read again then."""
+        try:
+            marker = self.marker(job.root_id)
+            self._put(("tree", job.root_id, marker, rows.tree_rows(jobs, workers, events=False)))
+        except Exception:
+            log.exception("job index: cannot queue the rows of tree %s", getattr(job, "root_id", "?"))
+
     def _put(self, item: tuple[Any, ...]) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            if item[0] in ("job", "worker"):
+            if item[0] in ("job", "worker", "tree"):
                 self._dirty.add(item[1])
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
@@ -387,7 +403,7 @@ class JobIndex:
     def _failed(self, exc: Exception, batch: list[tuple[Any, ...]]) -> None:
         first = self._error is None
         self._error = f"{type(exc).__name__} at {self.store.where}"
-        self._dirty.update(item[1] for item in batch if item[0] in ("job", "worker"))
+        self._dirty.update(item[1] for item in batch if item[0] in ("job", "worker", "tree"))
         if first:
             log.warning("job index: the database failed (%s: %s); the trees it missed are re-indexed when it answers",
                         type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")  # fmt: skip
@@ -401,7 +417,8 @@ class JobIndex:
         if batch[0][0] in ("job", "worker"):
             with self._gather:  # company for its transaction (see the module docstring)
                 self._gather.wait_for(lambda: self._flushes > 0 or self._closed, GATHER)
-        while len(batch) < BATCH and batch[-1][0] not in ("stop", "flush"):
+        # A tree's rows end a batch: what was queued before them is applied first, what follows after.
+        while len(batch) < BATCH and batch[-1][0] not in ("stop", "flush", "tree"):
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
@@ -425,7 +442,7 @@ class JobIndex:
                 item[1].done.set()
             elif item[0] == "stop":
                 self._closed = True
-            elif item[0] in ("job", "worker"):
+            elif item[0] in ("job", "worker", "tree"):
                 self._dirty.add(item[1])
                 self.dropped += 1
 
@@ -460,8 +477,16 @@ class JobIndex:
             if events:
                 cur.executemany(dialect.sql(_insert("events", EVENT_COLUMNS)), events)
             ended = [item[1] for item in batch if item[0] == "job" and item[4]]
-        if ended:  # a tree's records are final on disk when its root ends: its rows are read from them
-            self._reindex(dict.fromkeys(ended), events=False)  # (a change no event told, e.g. a loser's selected)
+        told = [(item[1], item[2], item[3]) for item in batch if item[0] == "tree"]
+        if told:  # an ended tree's final records, as the engine wrote them (the last item of its batch)
+            self._write_trees(told, events=False)
+            self._told.update(root for root, *_ in told)
+        # A tree's records are final on disk when its root ends: its rows are read from them, unless
+        # the engine's own were told above (a change no event told, e.g. a loser's selected, is in both).
+        reread = [root for root in dict.fromkeys(ended) if root not in self._told]
+        self._told.difference_update(ended)
+        if reread:
+            self._reindex(reread, events=False)
         if any(item[0] == "roots" for item in batch):
             self._sync_roots()
         if self._dirty:

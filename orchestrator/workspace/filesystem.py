@@ -27,9 +27,9 @@ _DIR_SYNCS: dict[str, GroupCommit[str]] = {}
 _DIR_SYNCS_LOCK = threading.Lock()
 
 
-def _fsync_dir_grouped(path: Path) -> None:
+def _fsync_dir_grouped(path: Path | str) -> None:
     """Fsync a folder; writers renaming into the same folder at once share one fsync."""
-    key = str(path)
+    key = os.fspath(path)
     with _DIR_SYNCS_LOCK:
         syncer = _DIR_SYNCS.get(key)
         if syncer is None:
@@ -131,7 +131,7 @@ def atomic_write_many(items: list[tuple[Path, bytes]], *, durable: bool = True, 
                 os.unlink(tmp)
         raise
     if durable:
-        for folder in dict.fromkeys(path.parent for path, _ in items):
+        for folder in dict.fromkeys(os.path.dirname(path) for path, _ in items):
             _fsync_dir_grouped(folder)
 
 
@@ -189,8 +189,10 @@ def spread_subfolders(path: Path) -> bool:
 
 
 def _temp_path(path: Path) -> str:
-    """Where ``path`` is written before its rename: beside it (the same file system), hidden, unique."""
-    return str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    """Where ``path`` is written before its rename: beside it (the same file system), hidden, unique.
+    (String work, not pathlib's: a settling pass names one per record.)"""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
 
 
 def _start_writeback(fd: int) -> None:
@@ -207,7 +209,7 @@ def _fdatasync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

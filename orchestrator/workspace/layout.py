@@ -532,8 +532,11 @@ class Workspace:
         raise RefusedPath(f"cannot append to {path.name}: something keeps replacing it")
 
     def log_event(self, root_id: str, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-        self.append_line(self.orchestrator_log(root_id), f"{stamp} {message}")
+        self.append_line(self.orchestrator_log(root_id), event_line(message))
+
+    def append_lines(self, path: Path, lines: list[str]) -> None:
+        """Several lines appended in one write (``append_log``: one open, a planted link refused)."""
+        self.append_log(path, "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8"))
 
     def find_line_in_log(self, path: Path, marker: bytes, max_bytes: int = 64 << 20) -> tuple[int, bytes] | None:
         """(offset, line) of the last line starting with ``marker`` among a log's last
@@ -602,6 +605,12 @@ class Workspace:
             atomic_write(path, data, durable=self.durable)
         except OSError as exc:
             raise _write_error(str(path), exc) from None
+
+
+def event_line(message: str, now: float | None = None) -> str:
+    """A plain line of a tree's orchestrator.log: its UTC time (``now``, else the clock's), then ``message``."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z {message}"
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
