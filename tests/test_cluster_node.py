@@ -24,6 +24,7 @@ from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases, write_
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
 from orchestrator.cluster.signing import SpecSigner, key_paths
+from orchestrator.process.cgroups import SPARE, Enforcement, hierarchies
 from orchestrator.process.procscan import parent_of, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.environment import SPAWN_BIN
@@ -536,3 +537,36 @@ def test_a_node_worker_keeps_one_heartbeat_thread_that_beats_only_while_an_attem
     one started and joined per attempt; it beats every interval during an attempt and not after."""
     done = _probe(HEARTBEAT_PROBE, redis_server.url, f"{unique_prefix}-command")
     assert done.stdout.strip() == "threads 1 beats yes after 0", done.stdout + done.stderr
+
+
+SPARES = any(version is Enforcement.CGROUP_V1 for version, _ in hierarchies().bases.values())
+
+
+def _spares_by_process(pids: set[int]) -> dict[int, list[str]]:
+    """The spare cgroups (cgroups.Confined's, named ``<SPARE><pid>-<runner>-<n>``) of processes ``pids``."""
+    found: dict[int, list[str]] = {}
+    for cgroup in hierarchies().find_prefix(SPARE):
+        pid = int(cgroup.name[len(SPARE) :].partition("-")[0])
+        if pid in pids:
+            found.setdefault(pid, []).append(cgroup.name)
+    return found
+
+
+@pytest.mark.skipif(not SPARES, reason="spare cgroups are v1's (v2 cannot rename a cgroup), made by a user who may")
+def test_a_node_worker_runs_its_attempts_with_one_runner_whose_spare_cgroup_goes_with_it(redis_server, unique_prefix, tmp_path):
+    """A node's worker keeps one runner for its attempts: an ended attempt's cgroup (a spare) is the
+    next one's, not a cgroup left behind per attempt while the worker lives; and the worker's spares
+    are removed when it leaves (a clean stop), not left to another process's look for a dead one's."""
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    node = start_node(redis_server.url, unique_prefix, name="ns", slots=1)  # under the default caps: a cgroup each
+    workers = set(_node_tree(node.pid))
+    for n in range(4):
+        enqueue(ops, ws, f"c{n}", ["true"])
+        wait_for(lambda n=n: state(ops, f"c{n}") == "ended", what=f"attempt c{n} to end")
+        assert ops.read(f"c{n}")["code"] == "0"
+    spares = _spares_by_process(workers)
+    # One spare, the last attempt's, named by one runner (one made per attempt left four, one each)
+    assert [len(names) for names in spares.values()] == [1], spares
+    assert len({name.rsplit("-", 1)[0] for names in spares.values() for name in names}) == 1, spares
+    assert node.stop() == 0
+    assert _spares_by_process(workers) == {}

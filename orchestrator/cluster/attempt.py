@@ -129,6 +129,35 @@ def supervisor_for(ctx: NodeContext) -> SupervisorClient | None:
         return found
 
 
+_runners: dict[tuple[int, Path | None], ProcessRunner] = {}
+
+
+def runner_for(ctx: NodeContext, *, supervised: bool = True) -> ProcessRunner:
+    """This process's runner for its attempts (one at a time): kept from one attempt to the next,
+    so an ended attempt's cgroup is the next one's (cgroups.Confined's spares: a rename, not a
+    mkdir and its limits written per hierarchy) and the spares of dead processes are looked for
+    once, not at each start. ``supervised``: started by the node's supervisor (else by a fork of
+    this process: the fallback when that supervisor fails). A runner made per attempt kept its
+    spare in a runner nobody used again: a cgroup left per attempt until the process died."""
+    key = (os.getpid(), ctx.supervisor_dir if supervised else None)
+    client = supervisor_for(ctx) if supervised else None
+    with _shared_lock:
+        found = _runners.get(key)
+        if found is None:
+            found = _runners[key] = ProcessRunner(sweep_gather=0.0, supervisor=client)
+        return found
+
+
+def close_runners() -> None:
+    """This process's runners let go (their spare cgroups removed, the supervisor's connection
+    closed): a node's worker leaving."""
+    with _shared_lock:
+        mine = [key for key in _runners if key[0] == os.getpid()]
+        runners = [_runners.pop(key) for key in mine]
+    for runner in runners:
+        runner.close()
+
+
 def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str], redis_url: str = "") -> dict[str, str]:
     """The worker's environment on this node: the node's base (its settings, its credentials),
     the spec's protocol variables and the secret ones, and this node's own paths. Never the
@@ -244,7 +273,7 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
     # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER). The shim is
     # started by the node's supervisor (a vfork of a small process, not a fork of this large one),
     # tied to this process by its lifeline; should the supervisor fail, by a fork of this one.
-    runner = ProcessRunner(sweep_gather=0.0, supervisor=supervisor_for(ctx))
+    runner = runner_for(ctx)
     secret = read_secret_file(spec.secret_env_file)
     log_path = Path(spec.log_path)
     exit_file = Path(spec.exit_file) if spec.exit_file else None
@@ -271,7 +300,7 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
             handle = spawn(runner)
         except SupervisorError as exc:
             log.warning("attempt %s: the node's worker supervisor failed (%s): starting it directly", spec.id, exc)
-            runner = ProcessRunner(sweep_gather=0.0)
+            runner = runner_for(ctx, supervised=False)
             handle = spawn(runner)
     except (CommandNotFound, OSError, ValueError) as exc:
         code = 127 if isinstance(exc, CommandNotFound) else 126

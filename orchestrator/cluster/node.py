@@ -392,6 +392,14 @@ class NodeWorker(Worker):
         self._running = threading.Event()  # set while an attempt runs: the heartbeat thread beats
         self._beater: threading.Thread | None = None
 
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's loop; when it ends (the worker leaves), its attempts' runner goes with it: the spare
+        cgroups it kept are removed now, not when another process's runner next looks for a dead one's."""
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            attempt.close_runners()
+
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's ``rq suspend`` honoured within ``MONITOR_INTERVAL``: RQ reads its key before every
         job (a round trip an attempt); here at most once per interval."""
