@@ -170,6 +170,15 @@ def test_a_log_read_on_from_an_earlier_read_says_what_a_whole_read_says_and_read
         f.write(b"mkdir: cannot create directory '/etc/c': Read-only file system\n")
     again, progress = refusals.scan_more(log, (), progress)
     assert [r.path for r in again.said] == ["/etc/a", "/etc/b", None, "/etc/c"] and again.said_total == 4
+
+    # Nothing more written since: the log is not opened, and says the same
+    def no_open(*args, **kwargs):
+        raise AssertionError("the log was opened again though it had not grown")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "open", no_open)
+        same, progress = refusals.scan_more(log, (), progress)
+    assert [r.path for r in same.said] == ["/etc/a", "/etc/b", None, "/etc/c"] and same.said_total == 4
     # Rewritten shorter than what was read (a worker's own log): read whole again.
     log.write_bytes(b"bash: /etc/d: Permission denied\n")
     rewritten, _ = refusals.scan_more(log, (), progress)

@@ -594,7 +594,23 @@ class Attempts(EnginePart):
         )
 
     def _classify(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
-        """How the attempt ended, and whether (and under which budget) another one follows."""
+        """How the attempt ended, and whether (and under which budget) another one follows
+        (``_judge``); then what the system refused the worker so far, read after the line its end
+        wrote in its log, so that the read after its commit (``refused``) finds nothing more there
+        when nothing more came."""
+        judged = self._judge(attempt, code, reason)
+        refused, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
+
+        def refusals_read() -> None:  # in the next section this thread enters, with the attempt's end
+            assert_held(self.tables, "an attempt's refusals")
+            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
+            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
+
+        self.deferred.append(refusals_read)
+        return judged
+
+    def _judge(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
+        """How the attempt ended (its line in its log), and whether another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         stopper = self.handle.deadline_stop if self.handle and rung is None and reason == EndReason.TIMEOUT else None
         if stopper:  # its shim (or supervisor) ran the ladder: SIGTERM, and SIGKILL if it outlived the grace
@@ -602,15 +618,12 @@ class Attempts(EnginePart):
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
-        refused, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
         network = read_record(
             self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network, self.network_start
         )
 
         def end() -> None:  # in the next section this thread enters (``apply_deferred``)
             assert_held(self.tables, "an attempt's end")
-            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
-            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
             attempt.ended_at = ended
             attempt.enforced = enforced
             attempt.kill_rung = rung

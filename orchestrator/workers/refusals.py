@@ -127,8 +127,15 @@ class LogRead:
 def scan_more(log: Path, allowed: Sequence[Path], since: LogRead | None = None) -> tuple[Refusals, LogRead]:
     """What ``log`` says the worker was refused (``Refusals.said`` and ``said_total``; nothing recorded),
     read on from ``since`` (its whole log without one, or when it is shorter than ``since`` read:
-    rewritten), and where this read stopped. The words after its last whole line (one still being
+    rewritten; not opened when it is as long as ``since`` read), and where this read stopped. The words after its last whole line (one still being
     written) are in the result, not in the returned ``LogRead``: the next read reads them whole."""
+    if since is not None:
+        try:
+            unchanged = os.stat(log).st_size == since.offset
+        except OSError:
+            unchanged = False
+        if unchanged:  # nothing after its last whole line read: no more to say (one stat, not a read)
+            return since.said.copy(), since
     roots = since.roots if since is not None else tuple(str(p).rstrip("/") + "/" for p in allowed)
     said, offset = (since.said.copy(), since.offset) if since is not None else (Refusals(), 0)
     known: dict[bytes, Refusal | None] = {}
