@@ -4,6 +4,7 @@ is free: its worker stays pending saying why, and starts once memory frees."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -95,6 +96,32 @@ def test_sizes_read_as_people_write_them():
 def test_this_machines_memory_is_read():
     found = machine_memory()
     assert 0 < found.available <= found.total and found.name is None and found.runs("claude")
+
+
+def test_each_reading_of_this_machines_memory_is_now_through_one_kept_descriptor(monkeypatch):
+    # Given a first reading (its descriptor opened), then 512 MB taken and touched by this process
+    def fresh() -> int:  # MemAvailable as a file opened now reads it
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+    first = machine_memory()
+    fds = len(os.listdir("/proc/self/fd"))
+    taken = b"\x01" * (512 * MB)
+    # When memory is read again (every file this process opens meanwhile noted)
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    before = fresh()
+    again = machine_memory()
+    after = fresh()
+    monkeypatch.undo()
+    # Then the reading is now's (the first one's is far outside what a file opened now reads), and
+    # no descriptor was opened for it
+    assert first.available - max(before, after) > 128 * MB  # (the 512 MB moved it)
+    assert min(before, after) - 64 * MB <= again.available <= max(before, after) + 64 * MB
+    assert again.total == first.total
+    assert "/proc/meminfo" not in opened and len(os.listdir("/proc/self/fd")) == fds
+    del taken
 
 
 # -- the engine's admission, with a fake reading --------------------------------------------------

@@ -509,6 +509,54 @@ def test_a_cgroup_still_holding_a_process_or_memory_is_removed_not_kept(left, tm
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_an_attempt_found_empty_at_its_end_has_its_counts_read_once_and_its_cgroup_kept(monkeypatch):
+    # Given an attempt under both caps whose shell exited, every file the cgroup's end reads counted
+    from orchestrator.process import cgroups
+
+    reads: list[str] = []
+    real_read = cgroups._read
+    monkeypatch.setattr(cgroups, "_read", lambda path: reads.append(os.path.basename(path)) or real_read(path))
+    limits = Limits(memory=300 * MB, processes=50)
+    confined, tag = Confined(), f"once-{os.getpid()}"
+    cgroup, setup, enforced = confined.start(tag, limits, 1)
+    try:
+        _joined(setup, "exit 0").wait()
+        assert wait_until(cgroup.empty, timeout=5)
+        reads.clear()
+        # When its end is judged (the runner's cap_hit once it ended) and its cgroup ended
+        assert cgroups.cap_hit(limits, enforced, cgroup, 0, None, final=True) is None
+        confined.end(tag)
+        # Then it is a spare, and each of its files was read once: emptiness, the two kernel counts, the charge
+        assert len(_spares_of(confined)) == 1
+        assert sorted(reads) == sorted(["pids.current", "memory.oom_control", "pids.events", "memory.usage_in_bytes"])
+    finally:
+        confined.end(tag)
+        confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_fork_refused_after_the_end_was_judged_while_a_task_was_left_keeps_the_cgroup_from_being_a_spare():
+    # Given an attempt under a process cap whose shell exited, leaving a child that waits, then forks past the cap
+    from orchestrator.process.cgroups import cap_hit
+
+    limits = Limits(memory=300 * MB, processes=4)
+    confined, tag = Confined(), f"late-fork-{os.getpid()}"
+    cgroup, setup, enforced = confined.start(tag, limits, 1)
+    try:
+        _joined(setup, "(sleep 0.5; for i in 1 2 3 4 5 6; do sleep 0.2 & done 2>/dev/null; wait) & exit 0").wait()
+        # When its end is judged while that child is still in it: no cap yet
+        assert cap_hit(limits, enforced, cgroup, 0, None, final=True) is None
+        # And the child's forks are refused, and it ends, before the cgroup's end
+        assert wait_until(lambda: cgroup.empty() and cgroup.counts().forks_refused >= 1, timeout=10)
+        confined.end(tag)
+        # Then the refused fork is read at the end: the cgroup is removed, not kept as a spare for another attempt
+        assert hierarchies().find(cgroup_name(tag)) is None and _spares_of(confined) == []
+    finally:
+        confined.end(tag)
+        confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
 def test_a_crashed_servers_spares_are_removed_at_the_next_start_and_a_closing_runner_removes_its_own():
     import subprocess
 

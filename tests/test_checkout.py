@@ -100,6 +100,31 @@ def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_
     assert not (tmp / "scratch").exists() and (folder / "work.txt").read_text() == "w"
 
 
+def test_a_folder_swapped_for_a_link_lists_nothing_of_its_target_whether_or_not_it_is_empty(tmp_path):
+    # Given a worker's folder, empty (nothing to walk), then swapped for a link to a folder of files
+    # the worker could have made it point at (its listing would name them as its work)
+    ws = Workspace(tmp_path / "ws")
+    ws.create_job_tree("0123456789ab")
+    record = WorkerRecord(
+        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
+    )
+    checkout = FolderCheckout(ws)
+    folder = checkout.prepare(record, None)
+    assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("s")
+    folder.rmdir()
+    folder.symlink_to(elsewhere)
+    # When its changes are read, Then none of the target's files is listed
+    assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
+    # And a link to an empty folder, or no folder at all, lists nothing either
+    (elsewhere / "secret.txt").unlink()
+    assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
+    folder.unlink()
+    assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
+
+
 def test_folder_checkout_keeps_a_failed_attempts_files_for_the_retry(seamed):
     # Given a worker whose first attempt leaves a file and fails, and whose second needs that file
     engine = seamed(make=FolderCheckout)

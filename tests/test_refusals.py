@@ -141,6 +141,72 @@ def test_a_log_that_cannot_be_read_has_no_refusals(tmp_path):
     assert refusals.scan(tmp_path / "missing.log").said_total == 0
 
 
+def test_a_log_read_on_from_an_earlier_read_says_what_a_whole_read_says_and_reads_only_what_came(tmp_path):
+    """An attempt's end reads the log; the read after its commit goes on from there (scan_more): the
+    same words as a whole read, a line being written at the first read read whole at the next,
+    and the bytes read before not read again; a log rewritten shorter is read whole."""
+    log = tmp_path / "w.log"
+    log.write_bytes(b"touch: cannot touch '/etc/a': Read-only file system\nbash: /etc/b: Permissi")
+    first, progress = refusals.scan_more(log, ())
+    assert [r.path for r in first.said] == ["/etc/a"] and first.said_total == 1  # ("Permissi": no words yet)
+    with log.open("ab") as f:
+        f.write(b"on denied\nerror: cannot lock ref 'refs/heads/x': unable to write\n")
+    more, progress = refusals.scan_more(log, (), progress)
+    whole = refusals.scan(log)
+    assert (
+        [(r.kind, r.path) for r in more.said]
+        == [(r.kind, r.path) for r in whole.said]
+        == [
+            (RefusalKind.READ_ONLY, "/etc/a"),
+            (RefusalKind.PERMISSION, "/etc/b"),
+            (RefusalKind.GIT_REF, None),
+        ]
+    )
+    assert more.said_total == whole.said_total == 3 and more.total == 0
+    # What was read is not read again: a line changed in place before where the read stopped is not seen.
+    data = log.read_bytes()
+    log.write_bytes(data.replace(b"/etc/a", b"/etc/z"))
+    with log.open("ab") as f:
+        f.write(b"mkdir: cannot create directory '/etc/c': Read-only file system\n")
+    again, progress = refusals.scan_more(log, (), progress)
+    assert [r.path for r in again.said] == ["/etc/a", "/etc/b", None, "/etc/c"] and again.said_total == 4
+
+    # Nothing more written since: the log is not opened, and says the same
+    def no_open(*args, **kwargs):
+        raise AssertionError("the log was opened again though it had not grown")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "open", no_open)
+        same, progress = refusals.scan_more(log, (), progress)
+    assert [r.path for r in same.said] == ["/etc/a", "/etc/b", None, "/etc/c"] and same.said_total == 4
+    # Rewritten shorter than what was read (a worker's own log): read whole again.
+    log.write_bytes(b"bash: /etc/d: Permission denied\n")
+    rewritten, _ = refusals.scan_more(log, (), progress)
+    assert [r.path for r in rewritten.said] == ["/etc/d"] and rewritten.said_total == 1
+
+
+def test_refusals_read_on_after_a_commit_still_read_the_orchestrators_record_whole(tmp_path, make_engine):
+    """``read_refusals`` goes on in the log from an earlier read, but the orchestrator's record (what
+    it would not take from the sandbox, written after the attempt's end) is read whole each time."""
+    from orchestrator.engine.attempts import read_refusals
+
+    engine = make_engine()
+    rec = _worker(job_id="0123456789ab", root_id="0123456789ab")
+    paths = engine.workspace.worker_paths(rec.root_id, rec.depth, rec.name)
+    paths.log.parent.mkdir(parents=True, exist_ok=True)
+    paths.log.write_bytes(b"bash: /etc/a: Permission denied\n")
+    directory = tmp_path / "own"
+    directory.mkdir()
+    first, progress = read_refusals(engine.workspace, rec, directory)
+    assert first.total == 0 and [r.path for r in first.said] == ["/etc/a"]
+    refusals.record(paths.refusals, "[orchestrator] a symlink to /etc/passwd not taken")
+    with paths.log.open("ab") as f:
+        f.write(f"cat: {directory}/x: Permission denied\n".encode())  # (its own folder: no refusal)
+    after, _ = read_refusals(engine.workspace, rec, directory, progress)
+    assert [r.line for r in after.shown] == ["[orchestrator] a symlink to /etc/passwd not taken"] and after.total == 1
+    assert [r.path for r in after.said] == ["/etc/a"] and after.said_total == 1
+
+
 def test_refusals_survive_the_records_round_trip():
     rec = _worker(status=WorkerStatus.SUCCESS)
     rec.refusals, rec.refusals_total = [Refusal(RefusalKind.NETWORK, "a.example:443", "refused", recorded=True)], 4

@@ -235,8 +235,12 @@ class FolderCheckout(Checkout):
 
     def changes(self, record: WorkerRecord) -> Changes:
         """Its folder starts empty (its TMPDIR is elsewhere): unchanged when it holds no file and
-        it started no child job (whose workers write in folders of their own)."""
-        files = self.workspace.files_in(self.workspace.worker_dir(record.root_id, record.depth, record.name))
+        it started no child job (whose workers write in folders of their own). A folder with no
+        entry at all (a worker that wrote nothing: one listing) is not walked; any other is
+        listed by ``Workspace.files_in``, which never lists what a folder swapped for a link
+        points at (an empty listing through such a link says no more: no file either way)."""
+        folder = self.workspace.worker_dir(record.root_id, record.depth, record.name)
+        files = [] if _empty(folder) else self.workspace.files_in(folder)
         return Changes(files_created=files, unchanged=not files and not record.child_job_ids)
 
     def cleanup(self, record: WorkerRecord, succeeded: bool) -> None:
@@ -251,6 +255,14 @@ class FolderCheckout(Checkout):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
+
+
+def _empty(folder: Path) -> bool:
+    """Whether ``folder`` lists no entry (False where it cannot be listed: ``files_in`` says why)."""
+    try:
+        return not os.listdir(folder)
+    except OSError:
+        return False
 
 
 def discard(checkout: Checkout, record: WorkerRecord) -> None:

@@ -178,6 +178,7 @@ class Attempts(EnginePart):
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
         self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
         self.network_start = 0  # where the current attempt's entries begin in its network record
+        self.log_read: refusals.LogRead | None = None  # how far its log is read for refusals (``read_refusals``)
 
     @locked_only
     def apply_deferred(self) -> None:
@@ -343,6 +344,13 @@ class Attempts(EnginePart):
             self._log(f"===== {why}: {exc} =====")
             return Outcome(WorkerStatus.FAILED, why, error=f"{why}: {exc}")
         return None
+
+    def refused(self) -> refusals.Refusals:
+        """What the system refused the worker so far (``read_refusals``), its log read on from the
+        last attempt's end: what came since (the orchestrator's refusals of what it would not take,
+        after its commit) is read, not the whole log again."""
+        found, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
+        return found
 
     def sweep(self) -> None:
         """SIGKILL whatever the latest attempt left carrying the worker's tag (its leader is
@@ -586,7 +594,23 @@ class Attempts(EnginePart):
         )
 
     def _classify(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
-        """How the attempt ended, and whether (and under which budget) another one follows."""
+        """How the attempt ended, and whether (and under which budget) another one follows
+        (``_judge``); then what the system refused the worker so far, read after the line its end
+        wrote in its log, so that the read after its commit (``refused``) finds nothing more there
+        when nothing more came."""
+        judged = self._judge(attempt, code, reason)
+        refused, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
+
+        def refusals_read() -> None:  # in the next section this thread enters, with the attempt's end
+            assert_held(self.tables, "an attempt's refusals")
+            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
+            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
+
+        self.deferred.append(refusals_read)
+        return judged
+
+    def _judge(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
+        """How the attempt ended (its line in its log), and whether another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         stopper = self.handle.deadline_stop if self.handle and rung is None and reason == EndReason.TIMEOUT else None
         if stopper:  # its shim (or supervisor) ran the ladder: SIGTERM, and SIGKILL if it outlived the grace
@@ -594,15 +618,12 @@ class Attempts(EnginePart):
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
-        refused = read_refusals(self.workspace, self.record, self.worker_dir)
         network = read_record(
             self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network, self.network_start
         )
 
         def end() -> None:  # in the next section this thread enters (``apply_deferred``)
             assert_held(self.tables, "an attempt's end")
-            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
-            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
             attempt.ended_at = ended
             attempt.enforced = enforced
             attempt.kill_rung = rung
@@ -749,19 +770,27 @@ def _distinct(entries: Iterable[RecordEntry]) -> list[RecordEntry]:
     return list(found.values())[:5]
 
 
-def read_refusals(workspace: Workspace, record: WorkerRecord, directory: Path) -> refusals.Refusals:
+def read_refusals(
+    workspace: Workspace, record: WorkerRecord, directory: Path, since: refusals.LogRead | None = None
+) -> tuple[refusals.Refusals, refusals.LogRead]:
     """What the system refused ``record`` over all its attempts so far: first its records the worker
     cannot write (the orchestrator's, its proxy's), then its whole log (what its CLI printed; never
     an ``[orchestrator]`` line, which the worker could have printed); a "Permission denied" inside
-    ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox."""
+    ``directory`` (its checkout) or its TMPDIR is no refusal of the sandbox. The log is read on from
+    ``since`` (an earlier read's, returned with the refusals): read once, not again at each end.
+    The records are read whole each time (the orchestrator appends to them after an attempt's end)."""
     paths = workspace.worker_paths(record.root_id, record.depth, record.name)
     found = refusals.Refusals()
     refusals.add_recorded(found, paths.refusals)
     refusals.add_network(found, read_record(paths.network))
-    # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
-    real = real_path(directory)
-    own = (directory, paths.tmp) if real == str(directory) else (directory, Path(real), paths.tmp)
-    return refusals.scan(paths.log, own, into=found)
+    own: tuple[Path, ...] = ()
+    if since is None:
+        # (its checkout by its real path too: outside the workspace, the workspace's folder a link to it: workspace/checkout_place.py)
+        real = real_path(directory)
+        own = (directory, paths.tmp) if real == str(directory) else (directory, Path(real), paths.tmp)
+    said, progress = refusals.scan_more(paths.log, own, since)
+    found.said, found.said_total = said.said, said.said_total  # (the log's words: kept apart from the records')
+    return found, progress
 
 
 def _enforced(handle: AttemptHandle | None) -> Enforced | None:

@@ -131,8 +131,9 @@ class WorkerThread(EnginePart):
         sweep: Callable[[], None] = functools.partial(self.executor.sweep, live.tag)  # (if _execute fails)
         known: Changes | None = None  # its last attempt's changes, when its steps asked for them
         deferred: list[Callable[[], None]] = []  # record changes left for the next lock section (attempts.py)
+        refused: Callable[[], Refusals] = functools.partial(self._refused, live.record)  # (its log read whole)
         try:
-            outcome, sweep, known = self.execute(live, adopted, deferred)
+            outcome, sweep, known, refused = self.execute(live, adopted, deferred)
         except CheckoutFailed as exc:  # before any attempt, e.g. its worktree's git.setup failed
             if exc.cancelled:
                 outcome = Outcome(WorkerStatus.CANCELLED, str(exc))
@@ -158,7 +159,7 @@ class WorkerThread(EnginePart):
         # backlog (checkouts/retiring.py): under load this stretch can outlast whole other workers.
         finishing = self.checkout.finishing(rec, live.job) if early else contextlib.nullcontext()
         with finishing:
-            ended = self._finish(live, outcome, sweep, known, deferred, early)
+            ended = self._finish(live, outcome, sweep, refused, known, deferred, early)
             if ended.ending is None and ended.written:  # on disk with its commit, its worktree may go now
                 self.checkout.retire(rec, live.job)  # (its branch stays; checkouts/worktree.py)
         if ended.ending is not None:  # its job's last worker: the job ends, on this thread
@@ -171,6 +172,7 @@ class WorkerThread(EnginePart):
         live: LiveWorker,
         outcome: Outcome,
         sweep: Callable[[], None],
+        refused_now: Callable[[], Refusals],
         known: Changes | None,
         deferred: list[Callable[[], None]],
         early: bool,
@@ -193,8 +195,9 @@ class WorkerThread(EnginePart):
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
         if changes.error is not None and outcome.status is WorkerStatus.SUCCESS:  # its work is not on its branch
             outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
-        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its log now.
-        refused = read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))
+        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its record
+        # now (its log read on from where its last attempt's end read it: Attempts.refused).
+        refused = refused_now()
         ended = Ended(live, outcome, changes, refused, early)
         self._settling(ended)
         return ended
@@ -247,6 +250,11 @@ class WorkerThread(EnginePart):
         elif (final := self.settling.final_record(live)) is not None:
             settled.append((ended, *final))
 
+    def _refused(self, rec: WorkerRecord) -> Refusals:
+        """What the system refused ``rec`` (``read_refusals``, its log read whole): a worker whose
+        attempts' run did not return (its checkout failed, or a bug)."""
+        return read_refusals(self.workspace, rec, self.workspace.worker_dir(rec.root_id, rec.depth, rec.name))[0]
+
     @locked_only
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
         """Its process has ended with ``outcome``; it no longer counts against
@@ -260,9 +268,10 @@ class WorkerThread(EnginePart):
 
     def execute(
         self, live: LiveWorker, adopted: Recovered | None, deferred: list[Callable[[], None]]
-    ) -> tuple[Outcome, Callable[[], None], Changes | None]:
-        """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers
-        and the changes its last attempt's steps asked for, when still current (else None). The
+    ) -> tuple[Outcome, Callable[[], None], Changes | None, Callable[[], Refusals]]:
+        """Run the worker's attempts; returns the outcome, the sweep of its last attempt's leftovers,
+        the changes its last attempt's steps asked for, when still current (else None), and the read
+        of its refusals after its commit (``Attempts.refused``). The
         record's changes still in ``deferred`` at the end are the caller's to make inside its next
         ``tables.locked()`` section."""
         rec, job = live.record, live.job
@@ -300,7 +309,7 @@ class WorkerThread(EnginePart):
         if adopted is not None and adopted.attempt is not None:
             resume = (adopted.attempt, self.adopt(live, adopted, execution.apply_deferred))
         # ``run_worker`` takes it out of ``executing`` in its next lock section, whatever happens here.
-        return execution.run(resume), execution.sweep, execution.known_changes
+        return execution.run(resume), execution.sweep, execution.known_changes, execution.refused
 
     @locked_only
     def _executed(self, live: LiveWorker) -> None:

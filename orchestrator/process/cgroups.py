@@ -143,6 +143,10 @@ class Cgroup:
     # The controllers whose kernel counts (OOM kills, refused forks) are read: those holding a cap
     # (an uncapped one's counts say nothing of this attempt's caps); all for a cgroup found again.
     counted: frozenset[str] = frozenset(CONTROLLERS)
+    # ``last``'s kernel counts were read after a read found no task left in it (``counts(final=True)``):
+    # they are the last there will be (nothing joins an emptied attempt's cgroup but a writer of
+    # cgroupfs, which could as well put a process anywhere), so its end reads them no more.
+    settled: bool = False
 
     def join_fds(self) -> list[int]:
         """Descriptors on each hierarchy's join file (``join_file``), opened in the parent: a child
@@ -171,10 +175,17 @@ class Cgroup:
                 rss = stat.get("total_rss", stat.get("rss", 0)) + stat.get("total_mapped_file", stat.get("mapped_file", 0))
         return self._keep(pids, rss)
 
-    def counts(self) -> Usage:
+    def counts(self, final: bool = False) -> Usage:
         """The kernel's counts read now (what ``kernel_breach`` judges), with the latest reading's
-        members and memory: no member list, no memory.stat (also kept as ``last``)."""
-        return self._keep(self.last.pids, self.last.rss)
+        members and memory: no member list, no memory.stat (also kept as ``last``). ``final``: its
+        attempt has ended, so whether it is empty is read first; when it is, these counts are the
+        last (``settled``) and its end (``remove``, ``Confined.end``'s spare) does not read them again."""
+        if self.settled:
+            return self.last
+        empty = final and self.empty()
+        current = self._keep(self.last.pids, self.last.rss)
+        self.settled = empty and bool(self.dirs)
+        return current
 
     def _keep(self, pids: tuple[int, ...], rss: int) -> Usage:
         """A reading of ``pids`` and ``rss`` with the kernel's counts read now (kept as ``last``)."""
@@ -215,8 +226,10 @@ class Cgroup:
         its directories; False if one stays (a member that would not leave in REMOVE_WAIT: a
         later sweep tries again). The kernel refuses to remove a cgroup that still has a
         process (EBUSY), so an empty one (the usual end: its worker has exited) is removed at
-        once, without listing or signalling its members; one that is not is killed first."""
-        self._keep((), 0)
+        once, without listing or signalling its members; one that is not is killed first. Counts
+        read final already (``settled``) are not read again."""
+        if not self.settled:
+            self._keep((), 0)
         gone = True
         for directory in set(self.dirs.values()):
             deadline = time.monotonic() + REMOVE_WAIT
@@ -333,11 +346,14 @@ def kill_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def cap_hit(limits: Limits, enforced: Enforced, cgroup: Cgroup | None, code: int | None, log_path: Path | None) -> str | None:
+def cap_hit(
+    limits: Limits, enforced: Enforced, cgroup: Cgroup | None, code: int | None, log_path: Path | None, final: bool = False
+) -> str | None:
     """The cap the kernel held an attempt at: its cgroup's OOM kills or refused forks (read now,
-    or as last read before the cgroup was removed), or its death by SIGXFSZ at the file-size limit."""
+    or as last read before the cgroup was removed), or its death by SIGXFSZ at the file-size limit.
+    ``final``: the attempt has ended (``Cgroup.counts``: read as the last counts when it is empty)."""
     if cgroup is not None and (enforced.memory in _CGROUP or enforced.processes in _CGROUP):
-        found = kernel_breach(cgroup.counts() if cgroup.dirs else cgroup.last, limits, enforced)
+        found = kernel_breach(cgroup.counts(final) if cgroup.dirs else cgroup.last, limits, enforced)
         if found:
             return found
     if code == -signal.SIGXFSZ and limits.file_size:
@@ -426,7 +442,7 @@ class Confined:
         task left in it) or the kernel removed every directory of it, which it does only for an
         empty one. Every process of the attempt was born in it (the child joins before it execs), so
         none is left outside but one that moved itself to another cgroup, which takes write access
-        to the cgroup file system."""
+        to the cgroup file system. Counts already read final (``Cgroup.settled``) are not read again."""
         self._enforced.pop(tag, None)
         key = self._made.pop(tag, None)
         cgroup = self._cgroups.pop(tag, None) or hierarchies().find(cgroup_name(tag))
@@ -467,14 +483,15 @@ class Confined:
         object is emptied (``dirs``), as after ``remove``: the spare is a new object."""
         if cgroup.counted != frozenset(cgroup.dirs) or any(v is not Enforcement.CGROUP_V1 for v in cgroup.versions.values()):
             return False
-        if not cgroup.empty():  # the usual miss (a sandbox's launcher still leaving), told by one read
+        # (counts read final at its attempt's end, ``Cgroup.settled``: found empty then, and read no more)
+        if not cgroup.settled and not cgroup.empty():  # the usual miss (a sandbox's launcher still leaving), one read
             return False
         with self._lock:
             if sum(len(pool) for pool in self._spares.values()) >= MAX_SPARES:
                 return False
             self._serial += 1
             serial = self._serial
-        final = cgroup._keep((), 0)
+        final = cgroup.last if cgroup.settled else cgroup._keep((), 0)
         if final.oom_kills or final.forks_refused or cgroup.pinned() > SPARE_CHARGE:
             return False
         spare = Cgroup(cgroup.name, dict(cgroup.dirs), dict(cgroup.versions), counted=cgroup.counted)
@@ -711,10 +728,19 @@ def _keyed(path: Path | str) -> dict[str, int]:
     return found
 
 
+_READ = 4096  # bytes a cgroup file's read asks for at a time (a read allocates what it asks for)
+
+
 def _read(path: Path | str) -> str:
+    """The whole of a cgroup (or /proc) file. Such files are made by the kernel's seq_file, whose
+    read fills the buffer unless the file ends first: a short read is its end, and the usual
+    small file (a count, a few keyed lines) takes one read, not a second to see nothing more."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
+        chunk = os.read(fd, _READ)
+        if len(chunk) < _READ:
+            return chunk.decode(errors="replace")
+        chunks = [chunk]
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
         return b"".join(chunks).decode(errors="replace")

@@ -251,15 +251,35 @@ class Memory:
 def machine_memory() -> Memory:
     """This machine's memory: its total, and what new processes may take without swapping
     (Linux: /proc/meminfo's MemAvailable, free memory plus reclaimable cache, 50 us to read where
-    psutil takes 160; elsewhere psutil's figure)."""
+    psutil takes 160; elsewhere psutil's figure). Read through a descriptor kept open
+    (``_meminfo_head``): admission reads it every dispatch pass."""
     try:
-        fields = dict(line.split(b":", 1) for line in read_small("/proc/meminfo").splitlines()[:3] if b":" in line)
+        fields = dict(line.split(b":", 1) for line in _meminfo_head().splitlines()[:3] if b":" in line)
         return Memory(int(fields[b"MemTotal"].split()[0]) * 1024, int(fields[b"MemAvailable"].split()[0]) * 1024)
     except (OSError, KeyError, ValueError, IndexError):
         import psutil
 
         found = psutil.virtual_memory()
         return Memory(int(found.total), int(found.available))
+
+
+_MEMINFO_HEAD = 256  # bytes of /proc/meminfo that hold its first three lines (MemTotal, MemFree, MemAvailable)
+_meminfo: list[int] = []  # the descriptor kept on /proc/meminfo, once opened
+_MEMINFO_LOCK = threading.Lock()
+
+
+def _meminfo_head() -> bytes:
+    """The first lines of /proc/meminfo, as the kernel writes them now: a read at offset 0 makes the
+    file afresh, so one descriptor kept open (close-on-exec) serves every reading, without an open
+    and a close each time (each system call hands the GIL to another thread)."""
+    if not _meminfo:
+        fd = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
+        with _MEMINFO_LOCK:
+            if _meminfo:
+                os.close(fd)  # (another thread opened it first)
+            else:
+                _meminfo.append(fd)
+    return os.pread(_meminfo[0], _MEMINFO_HEAD, 0)
 
 
 def parent_of(pid: int) -> int | None:

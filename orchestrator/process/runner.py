@@ -252,10 +252,14 @@ class ProcessHandle:
 
     @property
     def cap_hit(self) -> str | None:
-        """The cap the kernel held this attempt at, as a sentence (cgroups.cap_hit); None when none."""
-        return (
-            cap_hit(self.limits, self.enforced, self.cgroup, self.code, self.log_path) if self.limits and self.enforced else None
-        )
+        """The cap the kernel held this attempt at, as a sentence (cgroups.cap_hit); None when none.
+        Once it has ended its cgroup's emptiness is read first, so counts read when it is empty are its
+        last (its end reads them no more); not for a sandboxed one, whose bubblewrap launcher is
+        hardly ever gone yet at that moment (a read that would only miss)."""
+        if not self.limits or not self.enforced:
+            return None
+        final = self.code is not None and not self.sandboxed
+        return cap_hit(self.limits, self.enforced, self.cgroup, self.code, self.log_path, final)
 
     @property
     def exited(self) -> bool:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from io import RawIOBase
 from pathlib import Path
 
 from ..network.egress import RecordEntry
@@ -74,6 +76,10 @@ class Refusals:
     said_total: int = 0
     _seen: set[tuple[bool, str, str]] = field(default_factory=set, repr=False)
 
+    def copy(self) -> Refusals:
+        """Another one holding the same (its entries are never changed in place: ``add`` replaces them)."""
+        return Refusals(list(self.shown), self.total, list(self.said), self.said_total, set(self._seen))
+
     def add(self, found: Refusal) -> None:
         """Count ``found`` (a refusal if ``recorded``, else the worker's words); keep it unless one of
         its kind on its path (or, naming none, its line) is kept. A host refused again replaces its
@@ -100,22 +106,80 @@ def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0, into: Refusals
     found = Refusals() if into is None else into
     roots = [str(p).rstrip("/") + "/" for p in allowed]
     known: dict[bytes, Refusal | None] = {}  # a line read before (a flood repeats a few lines)
+    with contextlib.suppress(OSError):
+        with log.open("rb", buffering=0) as f:
+            _lines(_read_lines(f, start, roots, found, known)[1], roots, found, known)
+    return found
+
+
+@dataclass
+class LogRead:
+    """How far a worker's log has been read for what it says it was refused (``said``: its words up
+    to ``offset``, the byte after its last whole line then), so a later read of the same log goes on
+    from there rather than reading it all again (:func:`scan_more`). ``roots``: its own folders, as
+    ``scan``'s ``allowed`` (the same for every read of one worker's end)."""
+
+    said: Refusals
+    offset: int
+    roots: tuple[str, ...]
+
+
+def scan_more(log: Path, allowed: Sequence[Path], since: LogRead | None = None) -> tuple[Refusals, LogRead]:
+    """What ``log`` says the worker was refused (``Refusals.said`` and ``said_total``; nothing recorded),
+    read on from ``since`` (its whole log without one, or when it is shorter than ``since`` read:
+    rewritten; not opened when it is as long as ``since`` read), and where this read stopped. The words after its last whole line (one still being
+    written) are in the result, not in the returned ``LogRead``: the next read reads them whole."""
+    if since is not None:
+        try:
+            unchanged = os.stat(log).st_size == since.offset
+        except OSError:
+            unchanged = False
+        if unchanged:  # nothing after its last whole line read: no more to say (one stat, not a read)
+            return since.said.copy(), since
+    roots = since.roots if since is not None else tuple(str(p).rstrip("/") + "/" for p in allowed)
+    said, offset = (since.said.copy(), since.offset) if since is not None else (Refusals(), 0)
+    known: dict[bytes, Refusal | None] = {}
+    tail = b""
     try:
-        with log.open("rb") as f:
-            f.seek(start)
-            carry = b""
-            while True:
-                chunk = f.read(CHUNK)
-                if not chunk:
-                    break
-                data = carry + chunk
-                cut = data.rfind(b"\n") + 1
-                data, carry = data[:cut], data[cut:][-_LINE_CAP:]
-                _lines(data, roots, found, known)
-            _lines(carry, roots, found, known)
+        with log.open("rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:  # rewritten since (a worker's own log): read whole
+                said, offset = Refusals(), 0
+            offset, tail = _read_lines(f, offset, list(roots), said, known, size)
     except OSError:
         pass
-    return found
+    progress = LogRead(said.copy(), offset, roots)
+    _lines(tail, list(roots), said, known)
+    return said, progress
+
+
+def _read_lines(
+    f: RawIOBase,
+    start: int,
+    roots: list[str],
+    found: Refusals,
+    known: dict[bytes, Refusal | None],
+    size: int | None = None,
+) -> tuple[int, bytes]:
+    """Read ``f`` from ``start`` up to ``size`` (its size now if None), each whole line into
+    ``found``; the byte after the last whole line, and what follows it (a line without its end,
+    its last _LINE_CAP bytes). What is written after ``size`` is the next read's."""
+    carry = b""
+    at = end = start  # where the next chunk starts; the byte after the last whole line
+    size = os.fstat(f.fileno()).st_size if size is None else size
+    while at < size:
+        # (what is there, not CHUNK: a read allocates the size it asks for, and most logs are small)
+        chunk = os.pread(f.fileno(), min(size - at, CHUNK), at)
+        if not chunk:
+            break
+        data = carry + chunk  # (``carry`` ends where ``chunk`` begins)
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            end = at - len(carry) + cut
+        at += len(chunk)
+        data, carry = data[:cut], data[cut:][-_LINE_CAP:]
+        _lines(data, roots, found, known)
+    return end, carry
 
 
 def _lines(data: bytes, roots: list[str], found: Refusals, known: dict[bytes, Refusal | None]) -> None:
@@ -179,8 +243,8 @@ def add_recorded(found: Refusals, path: Path) -> None:
     """The orchestrator's record at ``path`` (:func:`record`) as refusals of kind ``orchestrator``;
     none where it is missing, a line that is not an entry skipped."""
     try:
-        with path.open("rb") as f:
-            data = f.read(RECORD_MAX)
+        with path.open("rb", buffering=0) as f:
+            data = f.read(min(os.fstat(f.fileno()).st_size, RECORD_MAX))  # (not RECORD_MAX: a read allocates what it asks for)
     except OSError:
         return
     for raw in data.splitlines():
