@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -422,6 +423,7 @@ def test_a_sweep_whose_cgroup_would_not_go_still_scans_for_its_tag(tmp_path, mon
     assert cgroup is not None
     kept = dict(cgroup.dirs)
     monkeypatch.setattr(cgroup, "remove", lambda: False)
+    monkeypatch.setattr(cgroup, "drain", lambda: False)
     try:
         # When it is swept, Then the process table is scanned and the sleep killed by its tag
         runner.sweep(tag, handle.started_at)
@@ -484,28 +486,74 @@ def test_an_emptied_cgroup_is_renamed_for_the_next_attempt_under_the_same_limits
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
-@pytest.mark.parametrize("left", ["process", "charge"])
-def test_a_cgroup_still_holding_a_process_or_memory_is_removed_not_kept(left, tmp_path):
-    # Given an attempt whose shell left a sleep behind, or 8 MB of tmpfs charged to its cgroup
+def test_a_cgroup_charged_memory_reclaim_cannot_drop_is_removed_not_kept(tmp_path):
+    # Given an attempt whose shell left 8 MB of tmpfs charged to its cgroup
     from orchestrator.process.cgroups import SPARE_CHARGE
 
     limits = Limits(memory=300 * MB, processes=50)
-    confined, tag, marker = Confined(), f"left-{left}-{os.getpid()}", f"123.4571{len(left)}"
+    confined, tag = Confined(), f"left-charge-{os.getpid()}"
     shm = Path("/dev/shm") / f"orchestrator-test-{os.getpid()}"
     cgroup, setup, _ = confined.start(tag, limits, 1)
-    script = f"setsid sleep {marker} & exit 0" if left == "process" else f"head -c {8 * MB} /dev/zero > {shm}"
     try:
-        _joined(setup, script).wait()
-        if left == "charge":
-            assert cgroup.pinned() > SPARE_CHARGE
+        _joined(setup, f"head -c {8 * MB} /dev/zero > {shm}").wait()
+        assert cgroup.pinned() > SPARE_CHARGE
         # When it ends
         confined.end(tag)
-        # Then its cgroup is removed, not kept as a spare (the sleep killed with it)
+        # Then its cgroup is removed, not kept as a spare
         assert hierarchies().find(cgroup_name(tag)) is None and _spares_of(confined) == []
-        assert wait_until(lambda: not processes_with(marker), timeout=5)
     finally:
         shm.unlink(missing_ok=True)
         confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_process_still_leaving_at_the_end_is_gone_before_its_cgroup_is_kept(monkeypatch):
+    # Given an attempt whose last process is still leaving at its end (as a sandbox's launcher's init
+    # is: here a process that exits 0.3 s after its attempt ended), reaped by its parent when it exits
+    from orchestrator.process import cgroups
+
+    limits = Limits(memory=300 * MB, processes=50)
+    confined, tag = Confined(), f"leaving-{os.getpid()}"
+    cgroup, setup, _ = confined.start(tag, limits, 1)
+    removed: list[str] = []
+    real_remove = cgroups.Cgroup.remove
+    monkeypatch.setattr(cgroups.Cgroup, "remove", lambda self: removed.append(self.name) or real_remove(self))
+    try:
+        leaving = _joined(setup, "exec sleep 0.31")
+        reaper = threading.Thread(target=leaving.wait)  # its parent reaps it, as the supervisor does
+        reaper.start()
+        assert not cgroup.empty()
+        # When it ends
+        confined.end(tag)
+        # Then the cgroup is kept as a spare, not removed, and only once no task is left in it
+        assert removed == [] and hierarchies().find(cgroup_name(tag)) is None
+        spares = _spares_of(confined)
+        assert len(spares) == 1
+        spare = hierarchies().find(spares[0])
+        assert spare is not None and spare.members() == [] and spare.empty()
+        reaper.join()
+    finally:
+        confined.end(tag)
+        confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_sleep_left_behind_is_killed_and_reaped_by_the_supervisor_before_its_cgroup_is_kept(tmp_path):
+    # Given a supervised attempt under caps whose shell left a setsid'd sleep behind
+    runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup"))
+    tag, marker = f"left-{os.getpid()}.w.1", "123.4574"
+    try:
+        handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB, processes=50))
+        assert processes_with(marker)
+        # When it is swept
+        runner.sweep(tag, handle.started_at)
+        # Then the sleep is killed, and reaped by the supervisor (it inherits the orphans of its workers'
+        # trees), so the cgroup is as a fresh one and kept as a spare
+        assert not processes_with(marker)
+        assert hierarchies().find(cgroup_name(tag)) is None and len(_spares_of(runner.confined)) == 1
+    finally:
+        runner.close()
+    assert _spares_of(runner.confined) == []
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
@@ -607,3 +655,27 @@ def test_a_cgroup_charged_only_page_cache_it_can_drop_is_kept(tmp_path):
         assert len(_spares_of(confined)) == 1
     finally:
         confined.close()
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_sandboxed_attempts_cgroup_is_kept_once_its_launcher_is_gone_and_serves_the_next(make_engine, monkeypatch):
+    # Given workers in bubblewrap (whose launcher exits before its init inside is reaped) under a
+    # memory and a process cap (a task counted until it is reaped), one at a time, each cgroup an attempt
+    # starts in counted: made afresh, or a spare renamed
+    engine = shell_engine(make_engine, max_memory_mb=300, max_processes=100, sandbox="on", sandbox_network="host", max_workers=1)
+    started: list[str] = []
+    real_reuse = Confined._reuse
+
+    def reuse(self, name, key):
+        found = real_reuse(self, name, key)
+        started.append("spare" if found is not None else "made")
+        return found
+
+    monkeypatch.setattr(Confined, "_reuse", reuse)
+    job = run_job(engine, "spares", tasks=["sleep 0.1", "sleep 0.1", "sleep 0.1"], timeout=60)
+    assert job.status.value == "completed", job.status
+    _, workers = engine.queries.snapshot(job.root_id)
+    assert [w.sandbox for w in workers] == ["bubblewrap"] * 3
+    # Then an ended attempt's cgroup was kept (its launcher's init gone, and reaped) and renamed for a
+    # later attempt, where each was made afresh before (a start may come before the last one's end)
+    assert started[0] == "made" and "spare" in started[1:], started

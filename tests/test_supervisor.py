@@ -166,6 +166,23 @@ def test_a_worker_is_the_supervisors_child_in_a_session_of_its_own_with_no_shim(
         runner.close()
 
 
+def test_an_orphan_of_a_workers_tree_is_the_supervisors_to_reap_not_the_machines_init(tmp_path):
+    # Given a worker whose child leaves it behind (as a sandbox's launcher leaves its init): the worker
+    # prints its grandchild's pid and exits, the grandchild lives on 0.5 s more
+    code = "import os, subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.5)'])\nprint('orphan', p.pid, flush=True)"
+    runner = _runner(tmp_path / "sup")
+    try:
+        handle, _ = _spawn(runner, tmp_path, code, "s9.k.1")
+        assert runner.wait(handle, 20) == 0
+        orphan = int((tmp_path / "s9.k.1.log").read_text().split("orphan ")[1].split()[0])
+        # Then while it lives, its parent is the worker's supervisor (a subreaper), not the machine's init
+        assert procscan.parent_of(orphan) == handle.reaper
+        # And once it exits, the supervisor reaps it at once: no zombie waits for an init that reaps late
+        assert wait_until(lambda: not Path(f"/proc/{orphan}").exists(), timeout=3)
+    finally:
+        runner.close()
+
+
 @pytest.mark.parametrize(
     ("script", "status"),
     [

@@ -14,8 +14,8 @@ on a v1 machine); else none, and that cap is sampled (process/monitor.py), which
 attempt's cgroup is ``orchestrator-<tag>`` under the server's own cgroup, so a restarted server
 (started the same way) finds a running attempt's cgroup again from its tag.
 
-Spares (``Confined``): on v1, an ended attempt's cgroup that is proven fresh again (no member, no
-OOM kill, no refused fork, at most SPARE_CHARGE of memory charged that reclaim cannot drop) is renamed
+Spares (``Confined``): on v1, an ended attempt's cgroup that is proven fresh again (no member once
+what was left is killed and gone, a sandbox's launcher still leaving included; no OOM kill, no refused fork, at most SPARE_CHARGE of memory charged that reclaim cannot drop) is renamed
 ``orchestrator+spare-<server pid>-<runner>-<n>`` and renamed to the next attempt's name under the same
 limits: a rename where a mkdir, the limits' writes and an rmdir were (about half of an attempt's
 cgroup cost). No attempt's name can be a spare's, so no sweep or restart takes one for an attempt's; a
@@ -50,6 +50,7 @@ PREFIX = "orchestrator-"  # an attempt's cgroup: PREFIX + its tag (made safe for
 CONTROLLERS = ("memory", "pids")
 KILL_ROUNDS = 50  # passes of "SIGKILL every member" before giving up on a cgroup (forks race the kill)
 REMOVE_WAIT = 2.0  # seconds to wait for killed members to leave before rmdir gives up
+REAP_WAIT = 0.02  # seconds a spare waits for its exited tasks to be reaped (``Cgroup.drain``)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # An emptied attempt's cgroup kept for the next one: SPARE + "<server pid>-<runner>-<n>". No attempt's
 # name starts so (cgroup_name makes "+" "_"), so no sweep of attempts' cgroups by a prefix takes one.
@@ -220,6 +221,25 @@ class Cgroup:
                     killed += 1
             time.sleep(0.005)
         return killed
+
+    def drain(self) -> bool:
+        """Kill what is left, wait (up to REMOVE_WAIT, as ``remove`` would) until no member is left,
+        then briefly (REAP_WAIT) until no task is counted either: True when none is. A member left at a
+        sandboxed attempt's end is its launcher's init still leaving its namespaces; once gone it is
+        still counted until its parent reaps it (the supervisor, a subreaper, at once; without one, the
+        machine's init, maybe seconds later: then the cgroup is not fresh, and ``remove`` takes it)."""
+        deadline = time.monotonic() + REMOVE_WAIT
+        while self.members():
+            if time.monotonic() > deadline:
+                return False
+            if not self.kill():
+                time.sleep(0.002)  # none left to signal: the last ones are still leaving
+        deadline = time.monotonic() + REAP_WAIT
+        while not self.empty():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def remove(self) -> bool:
         """Read the kernel's counts a last time (kept in ``last``), kill what is left and remove
@@ -478,13 +498,15 @@ class Confined:
 
     def _keep_spare(self, cgroup: Cgroup, key: _LimitsKey) -> bool:
         """Keep an ended attempt's cgroup as a spare if it is as a fresh one would be: v1 (renamable),
-        every kernel count read (no uncapped controller's left unread) and zero, no member, at most
+        every kernel count read (no uncapped controller's left unread) and zero, no member (what was
+        left killed and gone, ``drain``), at most
         SPARE_CHARGE pinned (``pinned``); its counts are kept in ``last`` as ``remove`` keeps them. The caller's
         object is emptied (``dirs``), as after ``remove``: the spare is a new object."""
         if cgroup.counted != frozenset(cgroup.dirs) or any(v is not Enforcement.CGROUP_V1 for v in cgroup.versions.values()):
             return False
-        # (counts read final at its attempt's end, ``Cgroup.settled``: found empty then, and read no more)
-        if not cgroup.settled and not cgroup.empty():  # the usual miss (a sandbox's launcher still leaving), one read
+        # (counts read final at its attempt's end, ``Cgroup.settled``: found empty then, and read no more).
+        # One with a task left is emptied first, as ``remove`` would: a sandbox's launcher still leaving.
+        if not cgroup.settled and not cgroup.drain():
             return False
         with self._lock:
             if sum(len(pool) for pool in self._spares.values()) >= MAX_SPARES:

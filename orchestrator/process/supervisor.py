@@ -16,7 +16,8 @@ after the grace, and the exit file's second line says so (shim.DEADLINE_MARK). A
 own (cluster/node.py), starting each attempt's shim with the lifeline the request carries (the
 attempt's process holds the write end; the shim writes the status itself). It runs in a session of its own, so a server killed
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
-them (``list``). It exits once no server is connected and no worker runs.
+them (``list``). It is the subreaper of its workers' trees (``become_subreaper``): their orphans are
+its children, reaped as they exit. It exits once no server is connected and no worker runs.
 
 A sandboxed worker with a restricted network has its ``connect()`` calls handed over by a seccomp
 filter (network/direct.py): the spawn request carries the policy (the ports it may connect to, its log
@@ -493,6 +494,25 @@ def _exec_child(
     os._exit(127)
 
 
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Linux: this process, not the machine's init, inherits the orphans of its workers' trees and reaps
+    them (``_reap`` reaps any child). A sandbox's launcher exits once its init inside has told it the
+    worker's status, leaving that init to be reaped by whoever inherits it: an init that reaps late
+    (a container's, a microVM's: up to 2 s here) kept the attempt's cgroup counting a task that long,
+    so it could not be kept as a spare, and a container whose pid 1 never reaps would gather zombies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return int(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> int:
     """argv: the supervisor's folder and its workers' file-size limit. Forks once (the server's child returns at once, so the
     supervisor is nobody's child to reap), prints ``ready PID`` when it listens, then serves."""
@@ -507,6 +527,7 @@ def main() -> int:
         return 0 if line.startswith(b"ready ") else 1
     os.close(ready_r)
     os.setsid()
+    become_subreaper()
     try:
         supervisor = Supervisor(directory, file_size)
     except OSError as exc:
