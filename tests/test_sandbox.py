@@ -572,3 +572,25 @@ def test_a_warm_confinement_gives_a_worker_that_planted_links_between_attempts_w
             else:
                 (checkouts / "folder").mkdir(parents=True)
                 os.rename(checkouts / "folder", checkout_place.workspace_folder(settings, workspace.root))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("network", ["allow", "none", "host"])
+def test_a_workers_spec_names_its_network_record_where_its_network_is_not_the_hosts(tmp_path, network):
+    """What its proxy refuses it and its direct connections go to its network record (the spec's and,
+    with ``allow``, its egress plan's), a file of the workspace it cannot write; with the host's
+    network, none. (Set in the one copy of the spec an attempt makes.)"""
+    from orchestrator.models import WorkerRecord
+
+    settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on", "sandbox_network": network}})
+    workspace = Workspace(settings.workspace_root)
+    record = WorkerRecord(
+        name="worker_1", job_id="fc1fd6558e0e", root_id="fc1fd6558e0e", index=1, depth=0, task="t", kind="command"
+    )
+    paths = workspace.worker_paths(record.root_id, record.depth, record.name)
+    paths.dir.mkdir(parents=True)
+    found = Confinement(settings, workspace).spec(record, paths.dir, None, {"PATH": os.environ["PATH"]})
+    assert found is not None and found.network is SandboxNetwork(network)
+    expected = "" if network == "host" else str(paths.network)
+    assert found.network_record == expected
+    assert (found.egress.record if found.egress is not None else None) == (expected if network == "allow" else None)

@@ -119,15 +119,17 @@ class Confinement:
     ) -> SandboxSpec | None:
         """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
         paths = self.workspace.worker_paths(record.root_id, record.depth, record.name)
-        spec = self.spec_at(
-            record.root_id, record.kind, directory, paths.tmp, config, env, branch=record.name, readable=(paths.prompt,)
+        return self.spec_at(
+            record.root_id,
+            record.kind,
+            directory,
+            paths.tmp,
+            config,
+            env,
+            branch=record.name,
+            readable=(paths.prompt,),
+            network_record=paths.network,
         )
-        if spec is None or spec.network is SandboxNetwork.HOST:
-            return spec
-        # What its proxy refuses it and its direct connections (Landlock) go where it cannot write: one
-        # copy of the spec for both.
-        egress = replace(spec.egress, record=str(paths.network)) if spec.egress is not None else None
-        return replace(spec, egress=egress, network_record=str(paths.network))
 
     def helper(
         self, root_id: str, kind: str | None, folder: Path, config: JobConfig | None, env: Mapping[str, str]
@@ -171,12 +173,15 @@ class Confinement:
         *,
         branch: str = "",
         readable: Sequence[Path] = (),
+        network_record: Path | None = None,
     ) -> SandboxSpec | None:
         """The sandbox of a process of tree ``root_id`` run by ``kind``'s CLI that writes only
         ``directory`` and ``tmp`` (and, in a worktree, its git data: its ``branch``'s reflog, a
         name under the tree's prefix; "" for a detached HEAD): a worker's (``spec``), or a
         resolver's in a merge's worktree (delivery/resolving.py). ``readable``: files of the
-        workspace it reads (its prompt file). None: unconfined."""
+        workspace it reads (its prompt file). ``network_record``: a worker's network record, where
+        what its proxy refuses it and its direct connections (Landlock) go, where it cannot write
+        (with a network other than the host's). None: unconfined."""
         base = self.for_job(config).spec
         if base is None or defences.off("sandbox"):  # (the hostile suite's switch: orchestrator/defences.py)
             return None
@@ -210,6 +215,10 @@ class Confinement:
         if outside is not None:
             emptied.append(outside)
         emptied.extend(tree_folders)
+        record = str(network_record) if network_record is not None and base.network is not SandboxNetwork.HOST else ""
+        egress = self.egress_plan(adapter, env or {}) if base.network is SandboxNetwork.ALLOW else None
+        if egress is not None and record:
+            egress = replace(egress, record=record)
         return for_worker(
             base,
             paths,
@@ -222,7 +231,8 @@ class Confinement:
             unix_sockets=w.sandbox_unix_sockets,
             # No mount view under Landlock or Seatbelt: the checkout is where it is (process/landlock.py).
             project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW) if mounts else None,
-            egress=self.egress_plan(adapter, env or {}) if base.network is SandboxNetwork.ALLOW else None,
+            egress=egress,
+            network_record=record,
             git_env=tuple(git_env.items()),
         )
 
