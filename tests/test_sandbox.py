@@ -492,3 +492,105 @@ def test_folders_of_the_git_dir_shown_empty_land_where_a_project_view_shows_it()
     assert argv[bound + 1 : bound + 3] == ["--tmpfs", "/view/git"]
     assert argv.index("/view/git/refs/mine") > bound + 2
     assert argv[-4:-2] == ["--remount-ro", "/view/git"] and "/tmp" not in argv[: bound - 1]
+
+
+# -- what a start computes once (issue 51, target 2) ----------------------------------------------------------
+def test_an_emptied_folder_the_server_did_not_find_real_is_resolved_again_at_each_start(tmp_path):
+    """Only the folders the server found by their real path once (``SandboxSpec.real``: the host's
+    runtime folders, its workspace) skip the ``realpath`` at a start; any other emptied folder (another
+    tree's branches in a repository's git dir) is resolved at each: a link moved between two starts
+    moves the empty folder with it."""
+    first, second, link = tmp_path / "first", tmp_path / "second", tmp_path / "link"
+    first.mkdir()
+    second.mkdir()
+    link.symlink_to(first)
+    known = tmp_path / "known"
+    known.mkdir()
+    sandbox = SandboxSpec(bwrap="/usr/bin/bwrap", emptied=(str(known), str(link)), real=frozenset({str(known)}))
+    assert ["--tmpfs", str(first)] in _pairs_of(sandbox.bubblewrap_argv(["true"]))
+    link.unlink()
+    link.symlink_to(second)
+    argv = sandbox.bubblewrap_argv(["true"])
+    assert ["--tmpfs", str(second)] in _pairs_of(argv) and ["--tmpfs", str(first)] not in _pairs_of(argv)
+    assert ["--tmpfs", str(known)] in _pairs_of(argv)
+    known.rmdir()  # a known folder gone: not shown (whether it is a folder is looked at per start)
+    assert ["--tmpfs", str(known)] not in _pairs_of(sandbox.bubblewrap_argv(["true"]))
+
+
+def _pairs_of(argv: list[str]) -> list[list[str]]:
+    return [argv[i : i + 2] for i in range(len(argv) - 1)]
+
+
+@needs_bwrap
+def test_a_warm_confinement_gives_a_worker_that_planted_links_between_attempts_what_a_fresh_one_gives(tmp_path):
+    """What a Confinement keeps between attempts (the workspace's folder of checkouts and its real
+    path, the settings' hidden and writable paths, the workspace's own hidden paths, the folders known
+    real) changes nothing a worker can reach: after a worker replaced its TMPDIR with a link to the
+    workspace root and removed a folder of its own between two attempts, and the live settings
+    changed (workers.sandbox_hidden, git.checkouts_root), the next attempt's spec and bubblewrap argv
+    are those of a Confinement made afresh; and no path a worker writes is among the folders taken as
+    real."""
+    import dataclasses
+
+    from orchestrator.workspace import checkout_place
+
+    settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on", "sandbox_network": "allow"}})
+    workspace = Workspace(settings.workspace_root)
+    root_id = "fc1fd6558e0e"
+    directory = workspace.job_dir(root_id) / "depth_0" / "worker_1"
+    tmp = directory / ".tmp"
+    (directory / "own").mkdir(parents=True)
+    tmp.mkdir()
+    env = {"PATH": os.environ["PATH"]}
+    warm = Confinement(settings, workspace)
+
+    def attempt(confinement: Confinement) -> tuple[SandboxSpec, list[str]]:
+        found = confinement.spec_at(root_id, "command", directory, tmp, None, env)
+        assert found is not None
+        return found, found.bubblewrap_argv(["true"])
+
+    before, _ = attempt(warm)
+    writes = [*before.writable, *before.private, *before.fixed, *(d for _, d in before.moved)]
+    assert not [p for p in before.real if any(p == w or p.startswith(w + "/") for w in writes)], before.real
+    assert str(workspace.root) in before.real
+
+    tmp.rmdir()  # the worker's doing, between its attempts
+    tmp.symlink_to(workspace.root)
+    (directory / "own").rmdir()
+    object.__setattr__(settings, "workers", dataclasses.replace(settings.workers, sandbox_hidden=["secret.txt"]))
+    for checkouts in (tmp_path / "checkouts-a", tmp_path / "checkouts-b"):  # (git.checkouts_root changed too)
+        object.__setattr__(settings, "git", dataclasses.replace(settings.git, checkouts_root=str(checkouts)))
+        for made in (False, True):  # the workspace's folder there made by a Landlock worker, say
+            again, argv = attempt(warm)
+            fresh, fresh_argv = attempt(Confinement(settings, Workspace(settings.workspace_root)))
+            assert again == fresh and argv == fresh_argv and again.real == fresh.real
+            assert str(tmp_path / "secret.txt") in again.hidden
+            shown = [p for p in again.emptied if p.startswith(str(tmp_path / "checkouts-"))]
+            assert shown == ([os.path.realpath(next(checkouts.iterdir()))] if made else [])
+            if made:
+                assert ["--tmpfs", shown[0]] in _pairs_of(argv)
+            else:
+                (checkouts / "folder").mkdir(parents=True)
+                os.rename(checkouts / "folder", checkout_place.workspace_folder(settings, workspace.root))
+
+
+@needs_bwrap
+@pytest.mark.parametrize("network", ["allow", "none", "host"])
+def test_a_workers_spec_names_its_network_record_where_its_network_is_not_the_hosts(tmp_path, network):
+    """What its proxy refuses it and its direct connections go to its network record (the spec's and,
+    with ``allow``, its egress plan's), a file of the workspace it cannot write; with the host's
+    network, none. (Set in the one copy of the spec an attempt makes.)"""
+    from orchestrator.models import WorkerRecord
+
+    settings = load_settings(base_dir=tmp_path, environ={}, overrides={"workers": {"sandbox": "on", "sandbox_network": network}})
+    workspace = Workspace(settings.workspace_root)
+    record = WorkerRecord(
+        name="worker_1", job_id="fc1fd6558e0e", root_id="fc1fd6558e0e", index=1, depth=0, task="t", kind="command"
+    )
+    paths = workspace.worker_paths(record.root_id, record.depth, record.name)
+    paths.dir.mkdir(parents=True)
+    found = Confinement(settings, workspace).spec(record, paths.dir, None, {"PATH": os.environ["PATH"]})
+    assert found is not None and found.network is SandboxNetwork(network)
+    expected = "" if network == "host" else str(paths.network)
+    assert found.network_record == expected
+    assert (found.egress.record if found.egress is not None else None) == (expected if network == "allow" else None)

@@ -361,7 +361,12 @@ def _proxy_variables(port: int) -> dict[str, str]:
 
 def _free_port(plan: EgressPlan) -> int:
     """The proxy's port on the sandbox's loopback: PROXY_PORT, unless a forwarded endpoint takes it."""
-    taken = {port for address, port in plan.forwarded() if address == "127.0.0.1"}
+    return _free_port_of(tuple(plan.allow), tuple(plan.always))
+
+
+@functools.lru_cache(maxsize=64)  # (as _forwarded: once per distinct plan, not per attempt)
+def _free_port_of(allow: tuple[str, ...], always: tuple[Endpoint, ...]) -> int:
+    taken = {port for address, port in _forwarded(allow, always) if address == "127.0.0.1"}
     return next(p for p in range(PROXY_PORT, PROXY_PORT + 100) if p not in taken)
 
 

@@ -186,6 +186,11 @@ class SandboxSpec:
     # read-only (what name resolution needs from /run).
     emptied: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
+    # Of ``emptied``, the folders the server found by their real path once (the host's runtime folders
+    # and the proxy's socket base at its decision, its resolved workspace): no ``realpath`` of them per
+    # start. None is a worker's to write (root's, or the user's alone), so none becomes a link under a
+    # running server; whether each still is a folder is looked at per start. Not sent to a node.
+    real: frozenset[str] = field(default=frozenset(), compare=False)
     unix_sockets: bool = False  # False: socket(AF_UNIX) refused inside (the shim's seccomp filter)
     # The project view (:class:`ProjectView`): the checkout also shown at the repository's own path.
     project: ProjectView | None = None
@@ -227,7 +232,7 @@ class SandboxSpec:
             out += ["--bind", view.checkout, view.top]
             for path in _existing(view.kept):
                 out += ["--ro-bind", path, path]
-        emptied = _folders(self.emptied)
+        emptied = _folders(self.emptied, self.real)
         # Folders of the repository's git dir shown empty land where the view shows it, once it is bound.
         git_dir = [view.git[0]] if view is not None and view.git is not None else []
         in_git = [p for p in emptied if _below(p, git_dir)]
@@ -349,13 +354,14 @@ def _pairs(data: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
     return tuple((str(source), str(destination)) for source, destination in data)
 
 
-def _folders(paths: Iterable[str]) -> list[str]:
+def _folders(paths: Iterable[str], real_already: frozenset[str] = frozenset()) -> list[str]:
     """The folders to show empty: each existing one by its real path (``/var/run`` is often a link to
     ``/run``; a tmpfs mounted on a link would land where the link points from the sandbox's setup
-    root), once, and none inside another (already empty there)."""
+    root), once, and none inside another (already empty there). ``real_already``: paths known to be
+    their own real path (:attr:`SandboxSpec.real`)."""
     found: list[str] = []
     for path in paths:
-        real = os.path.realpath(path)
+        real = path if path in real_already else os.path.realpath(path)
         if os.path.isdir(real) and real != "/" and real not in found:
             found.append(real)
     return [p for p in found if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in found)]
@@ -652,14 +658,24 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
                 f"and this kernel's Landlock (ABI {abi}) cannot restrict the network (ABI 4, Linux 6.7, can): enable "
                 "bubblewrap, or set workers.sandbox_network: host"
             )
-        spec = SandboxSpec(bwrap="", network=network, emptied=emptied, kept=kept, backend=Backend.LANDLOCK, landlock_abi=abi)
+        spec = SandboxSpec(
+            bwrap="",
+            network=network,
+            emptied=emptied,
+            kept=kept,
+            real=frozenset(emptied),
+            backend=Backend.LANDLOCK,
+            landlock_abi=abi,
+        )
         return Decision(
             spec,
             f"workers run sandboxed (Landlock ABI {abi}, {support.bwrap_reason}; {where}): {writes} (workers.sandbox); "
             + landlock_gives_up(network),
         )
     if support.backend is Backend.SEATBELT:
-        spec = SandboxSpec(bwrap="", network=network, emptied=emptied, kept=kept, backend=Backend.SEATBELT)
+        spec = SandboxSpec(
+            bwrap="", network=network, emptied=emptied, kept=kept, real=frozenset(emptied), backend=Backend.SEATBELT
+        )
         return Decision(
             spec,
             f"workers run under macOS's Seatbelt (sandbox-exec; {where}), a profile of the same promises that this "
@@ -670,7 +686,9 @@ def decide(mode: SandboxMode, support: Support, *, network: SandboxNetwork) -> D
     if network is SandboxNetwork.ALLOW:  # other attempts' proxy sockets are not a worker's to see
         emptied = (*emptied, *_folders([str(egress_base())]))
     return Decision(
-        SandboxSpec(bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept),
+        SandboxSpec(
+            bwrap=support.bwrap, network=network, overlay=support.overlay, emptied=emptied, kept=kept, real=frozenset(emptied)
+        ),
         f"workers run sandboxed (bubblewrap, {where}): {writes} (workers.sandbox)",
     )
 
@@ -689,17 +707,39 @@ class Paths:
     kept: list[Path] = field(default_factory=list)  # paths in them bound back read-only
 
 
-def for_worker(base: SandboxSpec, paths: Paths, *, extra_writable: Sequence[str], hidden: Sequence[str]) -> SandboxSpec:
-    """``base`` (the server's decision) opened for one worker."""
+def for_worker(
+    base: SandboxSpec,
+    paths: Paths,
+    *,
+    extra_writable: Sequence[str],
+    hidden: Sequence[str],
+    emptied: Sequence[str] = (),
+    kept: Sequence[str] = (),
+    **changes: Any,
+) -> SandboxSpec:
+    """``base`` (the server's decision) opened for one worker; ``emptied`` and ``kept`` after ``paths``',
+    ``changes`` the spec's other fields (one copy of the spec made, not two)."""
     return _replace(
         base,
-        writable=tuple(str(p) for p in (*paths.writable, *(Path(x).expanduser() for x in extra_writable))),
+        writable=(*(str(p) for p in paths.writable), *(_expanded(x) for x in extra_writable)),
         private=tuple(str(p) for p in paths.private),
         fixed=tuple(str(p) for p in paths.fixed),
         readonly=tuple(str(p) for p in paths.readonly),
         moved=tuple((str(a), str(b)) for a, b in paths.moved),
         shown=tuple((str(a), str(b)) for a, b in paths.shown),
-        hidden=tuple(str(Path(x).expanduser()) for x in hidden),
-        emptied=(*base.emptied, *(str(p) for p in paths.emptied)),
-        kept=(*base.kept, *(str(p) for p in paths.kept)),
+        hidden=tuple(_expanded(x) for x in hidden),
+        emptied=(*base.emptied, *(str(p) for p in paths.emptied), *emptied),
+        kept=(*base.kept, *(str(p) for p in paths.kept), *kept),
+        **changes,
     )
+
+
+def _expanded(path: str) -> str:
+    """``path`` with ``~`` expanded, as a normal path (``str(Path(path).expanduser())``), made once per path
+    and home folder: the paths given here are the settings' and the workspace's, the same for every worker."""
+    return _expanded_at(path, os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expanded_at(path: str, home: str | None) -> str:
+    return str(Path(path).expanduser())

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -80,6 +81,8 @@ class Confinement:
         self.workspace = workspace
         self.configs = configs if configs is not None else CliConfigs({})
         self._decided: tuple[tuple[str, str, str], Decision] | None = None
+        self._real_outside: dict[str, str] = {}
+        self._real: dict[tuple[frozenset[str], str | None], frozenset[str]] = {}
         decision = self.decision
         if announce:
             (log.info if decision.spec is not None else log.warning)("%s", decision.note)
@@ -116,15 +119,17 @@ class Confinement:
     ) -> SandboxSpec | None:
         """The sandbox of ``record``'s processes working in ``directory`` (None: unconfined)."""
         paths = self.workspace.worker_paths(record.root_id, record.depth, record.name)
-        spec = self.spec_at(
-            record.root_id, record.kind, directory, paths.tmp, config, env, branch=record.name, readable=(paths.prompt,)
+        return self.spec_at(
+            record.root_id,
+            record.kind,
+            directory,
+            paths.tmp,
+            config,
+            env,
+            branch=record.name,
+            readable=(paths.prompt,),
+            network_record=paths.network,
         )
-        if spec is None or spec.network is SandboxNetwork.HOST:
-            return spec
-        # What its proxy refuses it and its direct connections (Landlock) go where it cannot write: one
-        # copy of the spec for both.
-        egress = replace(spec.egress, record=str(paths.network)) if spec.egress is not None else None
-        return replace(spec, egress=egress, network_record=str(paths.network))
 
     def helper(
         self, root_id: str, kind: str | None, folder: Path, config: JobConfig | None, env: Mapping[str, str]
@@ -168,12 +173,15 @@ class Confinement:
         *,
         branch: str = "",
         readable: Sequence[Path] = (),
+        network_record: Path | None = None,
     ) -> SandboxSpec | None:
         """The sandbox of a process of tree ``root_id`` run by ``kind``'s CLI that writes only
         ``directory`` and ``tmp`` (and, in a worktree, its git data: its ``branch``'s reflog, a
         name under the tree's prefix; "" for a detached HEAD): a worker's (``spec``), or a
         resolver's in a merge's worktree (delivery/resolving.py). ``readable``: files of the
-        workspace it reads (its prompt file). None: unconfined."""
+        workspace it reads (its prompt file). ``network_record``: a worker's network record, where
+        what its proxy refuses it and its direct connections (Landlock) go, where it cannot write
+        (with a network other than the host's). None: unconfined."""
         base = self.for_job(config).spec
         if base is None or defences.off("sandbox"):  # (the hostile suite's switch: orchestrator/defences.py)
             return None
@@ -194,32 +202,69 @@ class Confinement:
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
             for number, folder in enumerate(adapter.tmp_dirs(env or {})):
                 _tmp_at(folder, tmp / f".{adapter.name}-tmp-{number}", (directory, tmp), paths)
-        hidden = [str(self.settings.base_dir / p) for p in w.sandbox_hidden]
+        hidden = [*_under(self.settings.base_dir, tuple(w.sandbox_hidden))]
         # Landlock: the user's working tree refused but what a process needs of it (:meth:`user_tree`).
         tree_folders, tree_files = self.user_tree(directory) if base.backend is Backend.LANDLOCK else ([], [])
         hidden.extend(tree_files)
-        hidden.append(str(self.workspace.supervisor_dir))  # its socket starts processes unconfined
-        hidden.append(str(audit_keys.key_dir(self.workspace.root)))  # with it a worker could sign a record
-        writable = [str(self.settings.base_dir / Path(p).expanduser()) for p in w.sandbox_writable]
-        spec = for_worker(base, paths, extra_writable=writable, hidden=hidden)
+        hidden.extend(self._own_hidden)
+        writable = _under(self.settings.base_dir, tuple(w.sandbox_writable), expand=True)
         emptied, kept = self.workspace_view((directory, tmp, caches), readable, env or {})
         # The workspace's checkouts outside it (Landlock: workspace/checkout_place.py), as the workspace: emptied,
         # its own checkout granted back (no worker reads another's, nor another tree's).
-        outside = checkout_place.workspace_folder(self.settings, self.workspace.root)
-        if outside.is_dir():
-            emptied.append(os.path.realpath(outside))
+        outside = self._outside_folder()
+        if outside is not None:
+            emptied.append(outside)
         emptied.extend(tree_folders)
-        return replace(
-            spec,
-            empty=str(self._empty()),
-            emptied=(*spec.emptied, *emptied),
-            kept=(*spec.kept, *kept),
+        record = str(network_record) if network_record is not None and base.network is not SandboxNetwork.HOST else ""
+        egress = self.egress_plan(adapter, env or {}) if base.network is SandboxNetwork.ALLOW else None
+        if egress is not None and record:
+            egress = replace(egress, record=record)
+        return for_worker(
+            base,
+            paths,
+            extra_writable=writable,
+            hidden=hidden,
+            emptied=emptied,
+            kept=kept,
+            real=self._real_emptied(base.real, outside),
+            empty=self._empty(),
             unix_sockets=w.sandbox_unix_sockets,
             # No mount view under Landlock or Seatbelt: the checkout is where it is (process/landlock.py).
             project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW) if mounts else None,
-            egress=self.egress_plan(adapter, env or {}) if spec.network is SandboxNetwork.ALLOW else None,
+            egress=egress,
+            network_record=record,
             git_env=tuple(git_env.items()),
         )
+
+    @functools.cached_property
+    def _own_hidden(self) -> tuple[str, str]:
+        """The workspace's paths hidden from every sandbox: the supervisor's folder (its socket starts
+        processes unconfined) and the audit key's (with it a worker could sign a record). Fixed paths
+        of the workspace, named once."""
+        return str(self.workspace.supervisor_dir), str(audit_keys.key_dir(self.workspace.root))
+
+    def _real_emptied(self, base: frozenset[str], outside: str | None) -> frozenset[str]:
+        """``base`` (the decision's real folders) with the workspace root, resolved (Workspace), and
+        ``outside`` (:meth:`_outside_folder`, a real path): the user's, and no worker writes them or a
+        folder above them (SandboxSpec.real). Made once per decision."""
+        found = self._real.get((base, outside))
+        if found is None:
+            found = self._real[(base, outside)] = base | {str(self.workspace.root), *([outside] if outside else [])}
+        return found
+
+    def _outside_folder(self) -> str | None:
+        """The workspace's folder of checkouts outside it (workspace/checkout_place.py) by its real
+        path, where it exists (looked at per attempt: the first Landlock worker makes it, a prune
+        may remove it). Its real path is found once per path: it and the folders above it are the
+        user's alone (make_private checks it: 0700, no folder on the way writable by another), and a
+        worker writes only its own checkout below it, so none can make a link of it or above it."""
+        outside = str(checkout_place.workspace_folder(self.settings, self.workspace.root))
+        if not os.path.isdir(outside):
+            return None
+        real = self._real_outside.get(outside)
+        if real is None:
+            real = self._real_outside[outside] = os.path.realpath(outside)
+        return real
 
     def egress_plan(self, adapter: Adapter | None, env: Mapping[str, str]) -> EgressPlan:
         """What a process run by ``adapter``'s CLI (None: a resolver's git, a command) with environment
@@ -347,7 +392,7 @@ class Confinement:
         process started visible (docs/sandbox.md)."""
         root = str(self.workspace.root)  # resolved (Workspace)
         needed = self._needed_paths
-        if not any(_below(path, root) for path in needed):
+        if not self._root_holds_needed:
             emptied = [root]
         else:
             try:
@@ -381,15 +426,31 @@ class Confinement:
         found = [self.settings.base_dir, Path.home(), Path(sys.prefix), Path(sys.executable).parent]
         return tuple(str(path.resolve()) for path in found)
 
-    def _empty(self) -> Path:
+    @functools.cached_property
+    def _root_holds_needed(self) -> bool:
+        """Whether the workspace root holds a path every process needs (:meth:`workspace_view`): both
+        are fixed for this object's life (the root resolved, the needed paths resolved once)."""
+        root = str(self.workspace.root)
+        return any(_below(path, root) for path in self._needed_paths)
+
+    def _empty(self) -> str:
         """The workspace's empty file, shown in place of each hidden file (made once, read-only)."""
-        path = self.workspace.root / ".sandbox-empty"
-        if not path.is_file() or path.stat().st_size:
+        path = self._empty_path
+        try:
+            found = os.stat(path)
+            fine = stat.S_ISREG(found.st_mode) and not found.st_size  # (one stat: every attempt's start looks)
+        except OSError:
+            fine = False
+        if not fine:
             # Renamed over, never unlinked first: another worker's bubblewrap may be binding it right
             # now, and a moment without it makes that bubblewrap fail to start.
             self.workspace.root.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, b"", durable=False, mode=0o444)
+            atomic_write(Path(path), b"", durable=False, mode=0o444)
         return path
+
+    @functools.cached_property
+    def _empty_path(self) -> str:
+        return str(self.workspace.root / ".sandbox-empty")
 
     def _git_paths(
         self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True, own: bool = False
@@ -494,6 +555,13 @@ class Confinement:
         paths.emptied.append(common)  # not granted: only what its git is told (an unset variable fails)
         paths.readonly.append(stores.host)  # the repository's objects, its git's alternate
         return git_env
+
+
+@functools.lru_cache(maxsize=32)
+def _under(base_dir: Path, given: tuple[str, ...], *, expand: bool = False) -> tuple[str, ...]:
+    """``given`` (workers.sandbox_hidden, sandbox_writable: live, so part of the key) as paths under
+    the orchestrator's folder, ``~`` expanded first with ``expand``: made once per distinct setting."""
+    return tuple(str(base_dir / (Path(p).expanduser() if expand else p)) for p in given)
 
 
 def _carved(folder: str, keep: Sequence[str]) -> tuple[list[str], list[str]]:

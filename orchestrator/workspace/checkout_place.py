@@ -19,6 +19,7 @@ from the link: it is computed from the settings (``worker_checkout``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -36,11 +37,17 @@ def checkouts_root(settings: Settings, environ: dict[str, str] | None = None) ->
     user's state folder: ``$XDG_STATE_HOME/orchestrator/checkouts``, else
     ``~/.local/state/orchestrator/checkouts``."""
     env = os.environ if environ is None else environ
-    given = settings.git.checkouts_root
+    return _checkouts_root(settings.git.checkouts_root, settings.base_dir, env.get("XDG_STATE_HOME", ""), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=16)
+def _checkouts_root(given: str, base_dir: Path, state: str, home: str | None) -> Path:
+    """:func:`checkouts_root` of its inputs, made once per distinct set (``home``: ``$HOME``, which
+    ``Path.home()`` reads; config.yaml is live, so the setting is part of the key): every sandboxed
+    attempt's start asks for it (workers/confinement.py)."""
     if given:
         path = Path(given).expanduser()
-        return path if path.is_absolute() else settings.base_dir / path
-    state = env.get("XDG_STATE_HOME", "")
+        return path if path.is_absolute() else base_dir / path
     base = Path(state) if state and os.path.isabs(state) else Path.home() / ".local" / "state"
     return base / "orchestrator" / "checkouts"
 
@@ -48,8 +55,17 @@ def checkouts_root(settings: Settings, environ: dict[str, str] | None = None) ->
 def workspace_folder(settings: Settings, workspace_root: Path) -> Path:
     """This workspace's folder of checkouts: one per workspace, so two orchestrator folders on one
     machine never share one (a job's folder is found, and deleted, by its workspace's)."""
-    digest = hashlib.sha256(str(Path(workspace_root).resolve()).encode()).hexdigest()[:16]
-    return checkouts_root(settings) / digest
+    return _workspace_folder(checkouts_root(settings), str(workspace_root))
+
+
+@functools.lru_cache(maxsize=16)
+def _workspace_folder(root: Path, workspace_root: str) -> Path:
+    """:func:`workspace_folder` made once per checkouts root and workspace (every sandboxed attempt's
+    start asks): the workspace's resolved path's hash. No worker can change what that path resolves
+    to: the workspace's folder and every folder above it are the user's (a sandbox shows the
+    workspace emptied and read-only, Landlock refuses it), and a server's workspace root is resolved
+    already (Workspace)."""
+    return root / hashlib.sha256(str(Path(workspace_root).resolve()).encode()).hexdigest()[:16]
 
 
 def job_folder(settings: Settings, workspace_root: Path, root_id: str) -> Path:
