@@ -75,14 +75,19 @@ def test_folder_checkout_gives_todays_files_created(seamed):
     assert worker.dir_path == "depth_0/worker_1" and (folder / "a.txt").read_text() == "a\n"
 
 
-def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_only_the_tmpdir(tmp_path):
+def _prepared_folder(tmp_path):
+    """A workspace with one tree, its worker_1's record and a FolderCheckout that prepared its folder."""
     ws = Workspace(tmp_path / "ws")
     ws.create_job_tree("0123456789ab")
     record = WorkerRecord(
         job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
     )
     checkout = FolderCheckout(ws)
-    folder = checkout.prepare(record, None)
+    return ws, record, checkout, checkout.prepare(record, None)
+
+
+def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_only_the_tmpdir(tmp_path):
+    ws, record, checkout, folder = _prepared_folder(tmp_path)
     tmp = ws.worker_tmp("0123456789ab", 0, "worker_1")
     assert folder == ws.worker_dir("0123456789ab", 0, "worker_1") and folder.is_dir() and tmp.is_dir()
     (folder / "work.txt").write_text("w")
@@ -103,13 +108,7 @@ def test_folder_checkout_prepares_the_folder_and_tmpdir_and_its_cleanup_empties_
 def test_a_folder_swapped_for_a_link_lists_nothing_of_its_target_whether_or_not_it_is_empty(tmp_path):
     # Given a worker's folder, empty (nothing to walk), then swapped for a link to a folder of files
     # the worker could have made it point at (its listing would name them as its work)
-    ws = Workspace(tmp_path / "ws")
-    ws.create_job_tree("0123456789ab")
-    record = WorkerRecord(
-        job_id="0123456789ab", root_id="0123456789ab", name="worker_1", index=1, depth=0, task="t", kind="command"
-    )
-    checkout = FolderCheckout(ws)
-    folder = checkout.prepare(record, None)
+    ws, record, checkout, folder = _prepared_folder(tmp_path)
     assert checkout.changes(record) == Changes(files_created=[], unchanged=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
