@@ -175,3 +175,32 @@ def test_a_temp_file_is_hidden_beside_its_file_and_unique(path):
     for temp in (first, second):
         assert os.path.dirname(temp) == folder
         assert re.fullmatch(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp", os.path.basename(temp)), temp
+
+
+def test_a_sink_without_tree_ended_is_told_a_trees_end_by_its_job_event_alone(tmp_path):
+    # Given an announcer with a sink that knows only job and worker events (tree_ended is optional),
+    # and one that also takes tree_ended
+    class EventsOnly:
+        def __init__(self):
+            self.events = []
+
+        def job_event(self, job, event):
+            self.events.append(event.to_dict().get("message"))
+
+        def worker_event(self, job, record, event):
+            pass
+
+    class Full(EventsOnly):
+        def tree_ended(self, job, jobs, workers):
+            self.events.append(f"tree {job.id} {len(jobs)} {len(workers)}")
+
+    announcer = Announcer(make_settings(tmp_path), Workspace(tmp_path / "ws"), EventBus())
+    only, full = EventsOnly(), Full()
+    announcer.sinks += [only, full]
+    job = JobRecord(id="aaaaaaaaaaaa", root_id="aaaaaaaaaaaa", request="r")
+    # When a root's tree ends (as engine/ending.py tells it, then its job event)
+    announcer.tree_ended(job, [job], [])
+    announcer.job(job, "job completed")
+    # Then the first is told by its job event, without raising, and the second by both
+    assert only.events == ["job completed"]
+    assert full.events == ["tree aaaaaaaaaaaa 1 0", "job completed"]

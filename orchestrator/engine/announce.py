@@ -29,7 +29,8 @@ class Sink(Protocol):
 
     def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         """A root ended and ``jobs``/``workers`` are its tree's final records as the engine wrote them
-        (live ones, under ``tables.locked()``: read now, never kept)."""
+        (live ones, under ``tables.locked()``: read now, never kept). Optional: a sink without it is
+        told the end by its job event alone."""
 
 
 class Announcer:
@@ -68,7 +69,9 @@ class Announcer:
     def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
         """A root's tree ended with every record of it on disk as held here (``Sink.tree_ended``)."""
         for sink in self.sinks:
-            sink.tree_ended(job, jobs, workers)
+            told = getattr(sink, "tree_ended", None)  # optional (Sink.tree_ended): a sink without it is not told
+            if told is not None:
+                told(job, jobs, workers)
 
     @contextlib.contextmanager
     def gathered(self) -> Iterator[None]:
