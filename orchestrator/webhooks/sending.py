@@ -61,9 +61,6 @@ class Webhooks:
         except Exception:  # a sink never raises into the engine
             log.exception("webhooks: cannot queue an event of job %s", getattr(job, "id", "?"))
 
-    def tree_ended(self, job: JobRecord, jobs: list[JobRecord], workers: list[WorkerRecord]) -> None:
-        """Nothing: a tree's end is told by its root's job event."""
-
     def worker_event(self, job: JobRecord, record: WorkerRecord, event: Event) -> None:
         if not self.settings.endpoints:
             return  # callbacks tell only of a root job's end
