@@ -599,7 +599,7 @@ class Attempts(EnginePart):
         wrote in its log, so that the read after its commit (``refused``) finds nothing more there
         when nothing more came."""
         judged = self._judge(attempt, code, reason)
-        refused, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
+        refused = self.refused()
 
         def refusals_read() -> None:  # in the next section this thread enters, with the attempt's end
             assert_held(self.tables, "an attempt's refusals")
