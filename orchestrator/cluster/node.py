@@ -63,8 +63,9 @@ from rq.worker_pool import WorkerPool
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import ConfigError
+from ..process.prctl import set_parent_death_signal
 from ..process.procscan import machine_memory, process_alive, process_start_id
-from ..process.runner import ProcessRunner, set_parent_death_signal
+from ..process.runner import ProcessRunner
 from ..workers.adapters import ADAPTERS, get_adapter
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write

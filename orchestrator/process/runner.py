@@ -52,6 +52,7 @@ from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, kill_all
+from .prctl import libc_prctl, set_parent_death_signal
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
 from .shim import (
@@ -458,7 +459,7 @@ class ProcessRunner:
                 )
             launch.sandbox = sandbox
             if parent_death_signal is not None and sys.platform.startswith("linux"):
-                _prctl()  # loaded before the fork: the child only calls it
+                libc_prctl()  # loaded before the fork: the child only calls it
         except BaseException:
             self._abandon(launch, tag)
             launch.close_child_ends()
@@ -1014,15 +1015,6 @@ PRCTL_SYSCALL = (
     if sys.platform.startswith("linux")
     else None
 )
-_PR_SET_PDEATHSIG = 1
-
-
-@functools.lru_cache(maxsize=1)
-def _prctl() -> Any:
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True).prctl
-
 
 # The signals the launcher of a sandbox ignores: the kill ladder's first rung goes to the whole group,
 # and bubblewrap's launcher would die of it at once, its PID namespace with it, before the worker had
@@ -1034,14 +1026,3 @@ LAUNCHER_IGNORES = tuple(getattr(signal, f"SIG{name}") for name in SHIM_SIGNALS.
 def _ignore_ladder() -> None:
     for signum in LAUNCHER_IGNORES:
         signal.signal(signum, signal.SIG_IGN)
-
-
-def set_parent_death_signal(signum: int) -> bool:
-    """Linux: have the kernel send ``signum`` to this process when the thread that started it ends
-    (prctl PR_SET_PDEATHSIG), so a cluster node's processes die with it. False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return int(_prctl()(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False

@@ -57,6 +57,7 @@ from typing import NamedTuple
 from .. import protocol
 from ..network import direct
 from .interpreter import package_argv
+from .prctl import become_subreaper
 from .procscan import process_start_id
 from .shim import DEADLINE_MARK, Deadline, FoundAttempt
 
@@ -494,25 +495,6 @@ def _exec_child(
     os._exit(127)
 
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Linux: this process, not the machine's init, inherits the orphans of its workers' trees and reaps
-    them (``_reap`` reaps any child). A sandbox's launcher exits once its init inside has told it the
-    worker's status, leaving that init to be reaped by whoever inherits it: an init that reaps late
-    (a container's, a microVM's: up to 2 s here) kept the attempt's cgroup counting a task that long,
-    so it could not be kept as a spare, and a container whose pid 1 never reaps would gather zombies."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return int(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 def main() -> int:
     """argv: the supervisor's folder and its workers' file-size limit. Forks once (the server's child returns at once, so the
     supervisor is nobody's child to reap), prints ``ready PID`` when it listens, then serves."""
@@ -527,6 +509,10 @@ def main() -> int:
         return 0 if line.startswith(b"ready ") else 1
     os.close(ready_r)
     os.setsid()
+    # A sandbox's launcher exits once its init inside has told it the worker's status; whoever inherits
+    # that init reaps it. An init that reaps late (a container's, a microVM's: up to 2 s) kept the attempt's
+    # cgroup counting a task that long, so it was never kept as a spare, and one that never reaps would
+    # gather zombies: the supervisor reaps them (``_reap`` reaps any child).
     become_subreaper()
     try:
         supervisor = Supervisor(directory, file_size)
