@@ -61,6 +61,29 @@ def test_a_zombie_is_not_found_and_not_alive(tagged_children):
     proc.wait()
 
 
+@pytest.mark.skipif(not procscan.HAS_PROC, reason="reads /proc")
+def test_one_look_tells_a_running_process_its_zombie_and_its_end(tagged_children):
+    # Given a running child of this process, with the start time that names it
+    proc = tagged_children["ps1.depth_0_worker_2.1"]
+    start = process_start_id(proc.pid)
+    assert start is not None
+    # Then one look says it runs, whose child it is and when it started (the same as process_start_id)
+    seen = procscan.look(proc.pid)
+    assert seen is not None and seen.parent == os.getpid() and seen.start_id == start
+    assert seen.running(start) and not seen.running(str(int(start) + 1))  # another start time: another process
+    assert seen.zombie_of(start) is None
+    # When it ends and is not yet reaped
+    proc.kill()
+    wait_until(lambda: procscan.zombie_of(proc.pid, start) is not None)
+    # Then it is a zombie of this process, no longer running, and no zombie of another start time
+    seen = procscan.look(proc.pid)
+    assert seen is not None and not seen.running(start) and not process_alive(proc.pid, start)
+    assert seen.zombie_of(start) == os.getpid() and seen.zombie_of(str(int(start) + 1)) is None
+    # And once reaped there is nothing to look at
+    proc.wait()
+    assert procscan.look(proc.pid) is None and procscan.zombie_of(proc.pid, start) is None
+
+
 def test_the_runner_sweeps_a_tree_but_keeps_what_it_is_told(tagged_children):
     runner = ProcessRunner()
     killed = runner.sweep_prefix("ps1.", keep={"ps1.depth_0_worker_2.1"})
@@ -75,4 +98,5 @@ def test_the_psutil_fallback_finds_the_same(tagged_children, monkeypatch):
     # Each child's environment is readable once its exec is done (just after the spawn it is empty).
     on_proc = wait_until(lambda: (found := scan(lambda tag: tag.startswith("ps"))) and len(found) == 3 and found)
     monkeypatch.setattr(procscan, "_PROC", procscan.Path("/nonexistent-proc"))
+    monkeypatch.setattr(procscan, "HAS_PROC", False)  # (asked once, at import)
     assert scan(lambda tag: tag.startswith("ps")) == on_proc

@@ -294,6 +294,48 @@ def _fs_type(path):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/mounts") or not shutil.which("lsattr"), reason="needs Linux and lsattr")
+def test_a_trees_tmpdirs_go_at_its_end_and_nothing_a_worker_linked_them_to(ws, tmp_path):
+    # Given a tree's TMPDIRs as its workers could have left them: most empty, one with files and a
+    # folder, one swapped for a link to a folder of files outside, one for a link to an empty folder
+    # outside, a file where a folder was, and a link to a file outside
+    ws.create_job_tree("0123456789ab")
+    outside, empty_outside, secret = tmp_path / "outside", tmp_path / "empty-outside", tmp_path / "secret.txt"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("k")
+    empty_outside.mkdir()
+    secret.write_text("s")
+    names = [f"worker_{i}" for i in range(1, 8)]
+    tmps = [ws.worker_tmp("0123456789ab", 0, name) for name in names]
+    for tmp in tmps[:3]:
+        tmp.mkdir(parents=True)
+    (tmps[1] / "sub").mkdir()
+    (tmps[1] / "sub" / "f").write_text("f")
+    (tmps[1] / "g").write_text("g")
+    tmps[3].symlink_to(outside, target_is_directory=True)
+    tmps[4].symlink_to(empty_outside, target_is_directory=True)
+    tmps[5].write_text("a file")
+    tmps[6].symlink_to(secret)
+    # When the tree ends
+    ws.remove_tree_tmp("0123456789ab")
+    # Then every TMPDIR is gone, and every link's target is as it was
+    tree_tmp = tmps[0].parent
+    assert not tree_tmp.exists() and not tree_tmp.is_symlink()
+    assert (outside / "keep.txt").read_text() == "k" and empty_outside.is_dir() and secret.read_text() == "s"
+
+
+def test_a_trees_tmp_swapped_for_a_link_leaves_its_target_alone(ws, tmp_path):
+    # Given the tree's TMPDIR folder itself swapped for a link to a folder outside, with an empty folder in it
+    ws.create_job_tree("0123456789ab")
+    tree_tmp = ws.worker_tmp("0123456789ab", 0, "worker_1").parent
+    shutil.rmtree(tree_tmp, ignore_errors=True)
+    outside = tmp_path / "outside"
+    (outside / "depth_0_worker_1").mkdir(parents=True)
+    tree_tmp.symlink_to(outside, target_is_directory=True)
+    # When the tree ends, Then nothing is removed through the link
+    ws.remove_tree_tmp("0123456789ab")
+    assert (outside / "depth_0_worker_1").is_dir()
+
+
 def test_job_trees_and_their_state_ask_ext4_for_block_groups_of_their_own(ws):
     # Given a workspace, when a job tree is made
     ws.check_writable()

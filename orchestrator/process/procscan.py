@@ -19,6 +19,9 @@ from .. import protocol
 TAG_VAR = protocol.TAG
 _TAG_ENTRY = f"{TAG_VAR}=".encode()
 _PROC = Path("/proc")
+HAS_PROC = _PROC.is_dir()  # Linux: asked once, not at every look at a pid (a stat each time)
+_ENDED = (b"Z", b"X")  # a zombie (ended, not yet reaped), or dead
+_STAT_READ = 4096  # more than /proc/<pid>/stat ever holds (one line: a 16-byte name and 52 numbers)
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
 INODE_CLOCK_SLACK = 0.1
 
@@ -47,7 +50,7 @@ def tagged_processes(wanted: Callable[[str], bool], since: float = 0.0, *, detai
     """Every other live process whose tag ``wanted`` accepts, with its environment and argv
     when ``details``. The one walk over the process table: ``scan`` and the runner's shim
     search are built on it."""
-    if _PROC.is_dir():
+    if HAS_PROC:
         host = _pid_namespace("self")
         sandboxes: dict[str, str] = {}  # a sandbox's PID namespace -> the tag of the worker it confines
         untagged: list[tuple[str, bytes]] = []
@@ -136,7 +139,7 @@ def process_start_id(pid: int) -> str | None:
         return stat[stat.rfind(b")") + 2 :].split()[19].decode()
     except (OSError, IndexError):
         pass
-    if _PROC.is_dir():
+    if HAS_PROC:
         return None
     try:
         import psutil
@@ -148,17 +151,55 @@ def process_start_id(pid: int) -> str | None:
 
 def process_alive(pid: int, start_id: str | None) -> bool:
     """Whether ``pid`` still runs (not a zombie) and, when ``start_id`` is known, is the same process."""
-    if _PROC.is_dir():
-        if _is_zombie(str(pid)):
-            return False
-    else:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
+    if HAS_PROC:
+        found = look(pid)  # one read of its stat: its state and its start time both
+        return found is not None and found.running(start_id)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
     return start_id is None or process_start_id(pid) == start_id
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """What one read of ``/proc/<pid>/stat`` says of a process (``look``)."""
+
+    state: bytes  # R, S, D, Z, X...
+    parent: int
+    start_id: str  # its kernel start time, as process_start_id gives it
+
+    def running(self, start_id: str | None) -> bool:
+        """Whether it runs (not a zombie) and is the process ``start_id`` names (``process_alive``)."""
+        return self.state not in _ENDED and (start_id is None or self.start_id == start_id)
+
+    def zombie_of(self, start_id: str | None) -> int | None:
+        """Its parent while it is a zombie and the process ``start_id`` names (``zombie_of``), else None."""
+        if self.state != b"Z" or (start_id is not None and self.start_id != start_id):
+            return None
+        return self.parent
+
+
+def look(pid: int) -> ProcStat | None:
+    """``pid``'s state, parent and start time from one read of ``/proc/<pid>/stat`` (Linux); None
+    when it is gone (reaped) or its stat cannot be read. The file is one line, far under a page:
+    one read takes it whole (``read_small``'s second read, only to find its end, cost a syscall a look)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        stat = os.read(fd, _STAT_READ)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20 or not fields[1].isdigit():
+        return None
+    return ProcStat(state=fields[0], parent=int(fields[1]), start_id=fields[19].decode())
 
 
 def sandbox_machinery(pid: int, *, bridged: bool = False) -> bool:
@@ -181,7 +222,7 @@ def descendants(roots: list[int]) -> dict[int, list[int]]:
     """For each pid in ``roots``, its live descendants, from one pass over the process table
     (parent links, not tags: a child that dropped its tag is still found while it is in the tree)."""
     children: dict[int, list[int]] = {}
-    if _PROC.is_dir():
+    if HAS_PROC:
         with os.scandir(_PROC) as entries:
             for entry in entries:
                 if not entry.name.isdigit():
@@ -208,7 +249,7 @@ def group_alive(pgid: int) -> bool:
     """Whether process group ``pgid`` has a live (non-zombie) member. A zombie member is dead: once
     orphaned, only pid 1 reaps it, at its own pace (a sandbox's init, whose launcher exits before it is
     reaped, can linger there for seconds). Without /proc, True (the caller asks the kernel first)."""
-    if not _PROC.is_dir():
+    if not HAS_PROC:
         return True
     wanted = str(pgid).encode()
     with os.scandir(_PROC) as entries:
@@ -294,14 +335,8 @@ def parent_of(pid: int) -> int | None:
 def zombie_of(pid: int, start_id: str | None) -> int | None:
     """The parent of ``pid`` while it is a zombie (ended, not yet reaped) and the process ``start_id``
     names; None otherwise (running, reaped, or another process now)."""
-    try:
-        stat = read_small(f"/proc/{pid}/stat")
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[:1] != [b"Z"] or (start_id is not None and fields[19:20] != [start_id.encode()]):
-        return None
-    return int(fields[1])
+    found = look(pid)
+    return None if found is None else found.zombie_of(start_id)
 
 
 def _is_zombie(pid: str) -> bool:

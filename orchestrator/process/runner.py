@@ -202,15 +202,24 @@ class ProcessHandle:
                 found = read_exit(self.exit_file) if self.exit_file is not None else None
                 self._ended(shim, found)
             return self.code
-        if not process_alive(self.pid, self.start_id):
+        if not procscan.HAS_PROC:
+            if process_alive(self.pid, self.start_id):
+                return None
             found = read_exit(self.exit_file) if self.exit_file else None
-            if found is None and self.reaper is not None and self.exit_file is not None:
-                if procscan.zombie_of(self.pid, self.start_id) == self.reaper:
+        else:
+            # One look at its stat, then its exit file: a zombie its supervisor has not reaped was
+            # looked at before the read, so a read that finds no status means it is not written yet
+            # (the supervisor writes it, then reaps); gone at the look, it was written before then.
+            seen = procscan.look(self.pid)
+            if seen is not None and seen.running(self.start_id):
+                return None
+            found = read_exit(self.exit_file) if self.exit_file else None
+            if found is None and self.reaper is not None and self.exit_file is not None and seen is not None:
+                if seen.zombie_of(self.start_id) == self.reaper:
                     return None  # ended; its supervisor is writing how, then reaps it
-                found = read_exit(self.exit_file)  # reaped since the first read: written before that
-            self._ended(-signal.SIGKILL, found)
-            if self.ended_at is None and self.adopted:  # ended unseen, with no exit file: now is all we know
-                self.ended_at = time.time()
+        self._ended(-signal.SIGKILL, found)
+        if self.ended_at is None and self.adopted:  # ended unseen, with no exit file: now is all we know
+            self.ended_at = time.time()
         return self.code
 
     def _ended(self, otherwise: int, found: ExitStatus | None) -> None:
@@ -903,10 +912,19 @@ def _pidfd_of(pid: int, start_id: str | None, *, supervised: bool) -> int | None
         pidfd = os.pidfd_open(pid)
     except OSError:  # old kernel, or a supervised worker already ended and reaped
         return None
-    if supervised and not process_alive(pid, start_id) and procscan.zombie_of(pid, start_id) is None:
+    if supervised and not _running_or_unreaped(pid, start_id):
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _running_or_unreaped(pid: int, start_id: str | None) -> bool:
+    """Whether the process ``pid`` and ``start_id`` name runs or is a zombie not yet reaped (one look
+    at its stat on Linux)."""
+    if not procscan.HAS_PROC:
+        return process_alive(pid, start_id)
+    seen = procscan.look(pid)
+    return seen is not None and (seen.running(start_id) or seen.zombie_of(start_id) is not None)
 
 
 def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float) -> None:

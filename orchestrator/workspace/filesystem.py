@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import stat
 import sys
 import threading
@@ -133,6 +134,29 @@ def atomic_write_many(items: list[tuple[Path, bytes]], *, durable: bool = True, 
     if durable:
         for folder in dict.fromkeys(os.path.dirname(path) for path, _ in items):
             _fsync_dir_grouped(folder)
+
+
+def remove_folders(path: Path) -> None:
+    """Remove ``path``, a folder of folders most of which are empty (a tree's TMPDIRs), and all in it;
+    errors ignored, as ``shutil.rmtree(ignore_errors=True)``. Each entry is first removed by one
+    ``rmdir`` through the folder's descriptor, which removes an empty folder only (never a file, a
+    link or its target, nor a folder with anything in it); ``shutil.rmtree`` then takes what is left,
+    never following a link. Where ``rmtree`` alone opened, inspected and listed each folder (about
+    eight calls), an empty one costs one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | NO_LINK_NO_BLOCK | os.O_CLOEXEC)
+    except OSError:  # gone, or a link in its place: rmtree below says nothing and follows nothing
+        fd = -1
+    if fd >= 0 and os.rmdir in os.supports_dir_fd:
+        try:
+            for name in os.listdir(fd):
+                with contextlib.suppress(OSError):  # not empty, not a folder: rmtree's
+                    os.rmdir(name, dir_fd=fd)
+        except OSError:
+            pass
+    if fd >= 0:
+        os.close(fd)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def durable_rename(source: Path, target: Path, *, durable: bool = True) -> None:

@@ -54,6 +54,7 @@ from .filesystem import (
     open_regular_fd,
     real_path,
     read_range,
+    remove_folders,
     spread_subfolders,
     write_all,
 )
@@ -300,8 +301,8 @@ class Workspace:
         return self._tree(root_id).state / "packed-refs"
 
     def remove_tree_tmp(self, root_id: str) -> None:
-        """A tree ended: all its workers' TMPDIRs go, at once."""
-        shutil.rmtree(self._tree(root_id).tmp, ignore_errors=True)
+        """A tree ended: all its workers' TMPDIRs go, at once (most are empty: ``release_worker_tmp``)."""
+        remove_folders(self._tree(root_id).tmp)
 
     def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
         return self.worker_paths(root_id, depth, name).prompt
