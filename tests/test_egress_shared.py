@@ -463,3 +463,28 @@ def test_the_registrations_file_is_compacted_and_still_replays(short_tmp: Path, 
         assert (found is not None) == (n in opened), n
         if found is not None:
             assert found.registered is not None and found.registered.cgroups == {"memory": f"/orchestrator-test/{n}"}
+
+
+def test_every_attempt_of_one_plan_is_told_of_an_endpoint_it_cannot_be_shown(tmp_path: Path) -> None:
+    """What the shared doors keep once per plan (the bridge, the policy, the carried endpoints) is not
+    an attempt's to miss: each attempt of the same plan gets the log's note of an endpoint below port
+    1024 (left to the proxy), its own log; and the same bridge and ports as the first."""
+    plan = EgressPlan(always=(Endpoint("127.0.0.1", 80), Endpoint("127.0.0.1", 8000)))
+    opened = []
+    for n in range(3):
+        log = tmp_path / f"{n}.log"
+        log.write_text("")
+        opened.append(open_egress(plan, key=f"low-{n}", log_path=log, cgroups={"memory": f"/orchestrator-test/low-{n}"}))
+    try:
+        for n, one in enumerate(opened):
+            assert one.registered is not None and [line.split("=")[0] for line in one.bridge.split()] == [
+                "127.0.0.1:3128",
+                "127.0.0.1:8000",
+            ]
+            assert one.ports == [3128, 80, 8000] and sorted(map(str, one.registered.doors)) == sorted(
+                ["None", str(Endpoint("127.0.0.1", 8000))]
+            )
+            assert (tmp_path / f"{n}.log").read_text().count("127.0.0.1:80 is not shown in the sandbox") == 1
+    finally:
+        for one in opened:
+            one.close()

@@ -333,22 +333,76 @@ def _plan_file(key: str) -> Path:
     return sockets_base() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
 
 
-def _bridge(plan: EgressPlan, port: int, log_path: Path | None) -> tuple[list[str], list[tuple[str, int]]]:
+def _bridge(
+    plan: EgressPlan, port: int, log_path: Path | None, unshown: list[str] | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """The bridge's lines (``ADDRESS:PORT=SOCKET``, the proxy's first) and the forwarded endpoints
-    they carry in; one below :data:`_UNPRIVILEGED` is told in the log and left to the proxy."""
+    they carry in; one below :data:`_UNPRIVILEGED` is told in the log (or its note put in ``unshown``)
+    and left to the proxy."""
     lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
     carried: list[tuple[str, int]] = []
     for address, target_port in plan.forwarded():
         if target_port < _UNPRIVILEGED:  # the sandbox has no capability to listen there
-            _append(
-                log_path,
+            note = (
                 f"{NOTE}{address}:{target_port} is not shown in the sandbox (no port below "
-                f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n",
+                f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n"
             )
+            if unshown is not None:
+                unshown.append(note)
+            else:
+                _append(log_path, note)
             continue
         lines.append(f"{address}:{target_port}={INSIDE}/{_socket_name(address, target_port)}")
         carried.append((address, target_port))
     return lines, carried
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What every attempt of one plan (less its record) and proxy port shares on the shared doors:
+    the compiled policy, the bridge's line, the endpoints carried in and the notes of those that are
+    not (each written in every such attempt's log), the ports, and the plan's part of its line in
+    the registrations file."""
+
+    policy: Policy
+    bridge: str
+    carried: tuple[Endpoint, ...]
+    unshown: tuple[str, ...]
+    ports: tuple[int, ...]
+    plan_json: str  # ``"allow":[...],"always":[...]``
+
+
+@functools.lru_cache(maxsize=256)  # a server's distinct plans: one per worker kind and settings, a few
+def _parts(allow: tuple[str, ...], always: tuple[Endpoint, ...], port: int) -> _Parts:
+    plan = EgressPlan(allow, always)
+    unshown: list[str] = []
+    lines, carried = _bridge(plan, port, None, unshown)
+    listed = json.dumps(plan.to_dict())
+    return _Parts(
+        policy=plan.policy(),
+        bridge=" ".join(lines),
+        carried=tuple(Endpoint(address, target_port) for address, target_port in carried),
+        unshown=tuple(unshown),
+        ports=(port, *(p for _, p in plan.forwarded())),
+        plan_json=listed[1 : listed.rindex(', "record"')],
+    )
+
+
+def _registration_line(
+    key: str, parts: _Parts, record: str, port: int, log_path: Path | None, folder: Path, cgroups: Mapping[str, str]
+) -> bytes:
+    """An attempt's line in the registrations file: what :meth:`_Shared._registered_again` reads
+    (``EgressPlan.to_dict``'s plan, its port, log, shared folder and cgroups), its plan's part made
+    once per plan (:class:`_Parts`)."""
+    text = _string(key)
+    log_text = "null" if log_path is None else _string(str(log_path))
+    return (
+        f'{{"+":{text},"plan":{{{parts.plan_json},"record":{_string(record)}}},"port":{int(port)},'
+        f'"log":{log_text},"shared":{_string(str(folder))},"cgroups":{json.dumps(cgroups)}}}\n'
+    ).encode()
+
+
+_string = json.encoder.encode_basestring_ascii  # a str as a JSON string (json.dumps' own, without its checks)
 
 
 def _socket_name(address: str, port: int) -> str:
@@ -502,36 +556,24 @@ class _Shared:
     def _register(
         self, folder: Path, plan: EgressPlan, key: str, port: int, log_path: Path | None, cgroups: dict[str, str]
     ) -> Egress:
-        policy = plan.policy()
+        parts = _parts(plan.allow, plan.always, port)
         report = reporter(log_path, Path(plan.record) if plan.record else None)
-        lines, carried = _bridge(plan, port, log_path)
+        for note in parts.unshown:
+            _append(log_path, note)
         proxy = shared()
-        doors: dict[Endpoint | None, Listener] = {None: Listener(policy, on_refusal=report, _proxy=proxy)}
+        doors: dict[Endpoint | None, Listener] = {None: Listener(parts.policy, on_refusal=report, _proxy=proxy)}
         self._door(folder, None)
-        for address, target_port in carried:
-            target = Endpoint(address, target_port)
-            doors[target] = Listener(policy, target=target, on_refusal=report, _proxy=proxy)
+        for target in parts.carried:
+            doors[target] = Listener(parts.policy, target=target, on_refusal=report, _proxy=proxy)
             self._door(folder, target)
         registered = _Registered(cgroups, doors, self, key)
         with self._lock:
             for item in cgroups.items():
                 self._by_cgroup[item] = registered
-        egress = Egress(
-            folder,
-            env=_proxy_env(port),
-            bridge=" ".join(lines),
-            ports=[port, *(p for _, p in plan.forwarded())],
-            registered=registered,
-        )
-        saved = {
-            "plan": plan.to_dict(),
-            "port": port,
-            "log": str(log_path) if log_path is not None else None,
-            "shared": str(folder),
-            "cgroups": cgroups,
-        }
+        egress = Egress(folder, env=_proxy_env(port), bridge=parts.bridge, ports=list(parts.ports), registered=registered)
+        line = _registration_line(key, parts, plan.record, port, log_path, folder, cgroups)
         try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
-            self._own_journal().add(key, saved)
+            self._own_journal().add(key, line)
         except BaseException:
             egress.close()
             raise
@@ -734,8 +776,8 @@ class _Journal:
         if before is not None:
             before._close()
 
-    def add(self, key: str, saved: Mapping[str, Any]) -> None:
-        line = (json.dumps({"+": key, **saved}, separators=(",", ":")) + "\n").encode()
+    def add(self, key: str, line: bytes) -> None:
+        """``key``'s registration (its line, :func:`_registration_line`), appended."""
         with self._lock:
             _write_all(self._fd, line)
             self._size += len(line)
