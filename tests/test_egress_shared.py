@@ -11,6 +11,7 @@ and a kernel with SO_PEERPIDFD (Linux >= 6.5): elsewhere the per-attempt listene
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -165,7 +166,8 @@ def test_an_attempt_gets_its_own_policy_and_doors_never_anothers(tmp_path: Path,
     finally:
         for one in opened.values():
             one.close()
-    assert not egress._plan_file("A").exists() or wait_gone(egress._plan_file("A"))
+    journal = egress._SHARED._journal
+    assert journal is not None and egress._replay(journal.path) == {}  # both registrations ended in the file
 
 
 def wait_gone(path: Path) -> bool:
@@ -365,3 +367,124 @@ def test_a_shared_folder_of_an_ended_process_goes_unless_a_running_attempt_binds
     mine = egress._SHARED._folder()
     assert mine == base / f"shared-{os.getpid()}" and mine.is_dir()
     assert not gone.exists() and bound.is_dir() and live.is_dir()
+
+
+# A server of its own (a real other process): registers X and Y on its shared doors, ends Y, and exits.
+OTHER_SERVER = """
+import json, sys, tempfile
+from orchestrator.network import egress
+from orchestrator.network.egress import EgressPlan, open_egress
+tempfile.gettempdir = lambda: sys.argv[1]
+plan = EgressPlan(allow=("example.com", "127.0.0.1:4873"), record=sys.argv[1] + "/X.network")
+x = open_egress(plan, key="X", log_path=None, cgroups={"memory": "/orchestrator-test/X", "pids": "/orchestrator-test/X"})
+y = open_egress(EgressPlan(), key="Y", log_path=None, cgroups={"memory": "/orchestrator-test/Y"})
+y.close()
+print(json.dumps({"folder": str(x.folder), "env": x.env, "bridge": x.bridge, "ports": x.ports}))
+"""
+
+
+def test_a_restarted_server_registers_again_what_its_predecessors_registrations_file_holds(short_tmp: Path) -> None:
+    """A server (a real process) registers X and Y and ends Y, then exits: the next server finds X in
+    its registrations file and registers it again as it was (the same shared folder, environment,
+    bridge, ports, plan and cgroups), finds no Y, and the file goes once X has moved to its own; a
+    third server finds X in the second's file (a restart of a restart). The ended server's shared
+    folder is kept while X runs there, and goes when X has ended and nothing names it."""
+    out = subprocess.run(
+        [sys.executable, "-c", OTHER_SERVER, str(short_tmp)], capture_output=True, text=True, timeout=60, check=True
+    )
+    first = json.loads(out.stdout)
+    base = egress.sockets_base()
+    (old_file,) = base.glob("registrations-*.jsonl")
+    assert sorted(egress._replay(old_file)) == ["X"]  # Y's end is in the file too
+
+    again = egress.reopen_egress("Y")
+    assert again is None  # ended: nothing to listen for
+    x = egress.reopen_egress("X")
+    assert x is not None and x.registered is not None
+    assert (str(x.folder), x.env, x.bridge, x.ports) == (first["folder"], first["env"], first["bridge"], first["ports"])
+    assert x.registered.cgroups == {"memory": "/orchestrator-test/X", "pids": "/orchestrator-test/X"}
+    assert x.registered.doors[None].policy.check_name("example.com", 443).allowed
+    assert not old_file.exists()  # its server ended, and it holds nothing live: gone
+    mine = egress._SHARED._journal
+    assert mine is not None and sorted(egress._replay(mine.path)) == ["X"]
+    assert egress._replay(mine.path)["X"]["plan"]["record"] == f"{short_tmp}/X.network"
+
+    # The folder the first server's X runs with is kept by the next server's sweep, while X is live.
+    server_folder = Path(first["folder"])
+    egress._SHARED = egress._Shared()  # a third server in this process (the second's file still held)
+    egress._SHARED._folder()
+    assert server_folder.is_dir()
+    x3 = egress.reopen_egress("X")
+    assert x3 is not None and str(x3.folder) == first["folder"]
+    assert mine.path.exists()  # its server (the second) still holds it: kept though nothing is live in it
+    assert egress._replay(mine.path) == {}
+    x3.close()
+    assert egress.reopen_egress("X") is None
+    mine._close()  # the second server ends
+    egress._SHARED = egress._Shared()
+    egress._SHARED._folder()  # its sweep: the second's file holds nothing and is not held; the folder is named by none
+    assert not mine.path.exists() and not server_folder.exists()
+
+
+def test_an_attempt_that_ended_while_no_server_ran_is_forgotten(short_tmp: Path) -> None:
+    """Adopted as ended (runner.adopt), an attempt's registration ends in its server's file, which
+    goes with the last of them: nothing of an ended server is kept for an attempt that has ended."""
+    from orchestrator.process.runner import ProcessRunner
+
+    server = subprocess.run([sys.executable, "-c", OTHER_SERVER, str(short_tmp)], capture_output=True, timeout=60, check=True)
+    (old_file,) = egress.sockets_base().glob("registrations-*.jsonl")
+    ended = subprocess.Popen(["true"])  # X's process, ended (its pid not reused: reaped just now)
+    ended.wait()
+    handle = ProcessRunner().adopt(ended.pid, None, tag="X", started_at=time.time(), exit_file=None)
+    assert handle.egress is None and server.returncode == 0
+    assert not old_file.exists()
+    assert egress.reopen_egress("X") is None
+
+
+def test_the_registrations_file_is_compacted_and_still_replays(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grown past its bound with mostly ended registrations, the file is rewritten with the live ones
+    alone: shorter, and a restarted server still registers every live one again, and none ended."""
+    monkeypatch.setattr(egress, "_COMPACT_AT", 4096)
+    opened = {}
+    for n in range(60):
+        opened[n] = open_egress(EgressPlan(), key=f"k{n}", log_path=None, cgroups={"memory": f"/orchestrator-test/{n}"})
+        if n % 3:
+            opened.pop(n).close()
+    journal = egress._SHARED._journal
+    assert journal is not None
+    lines = journal.path.read_bytes().splitlines()
+    assert len(lines) < 60 + 40  # compacted (each registration and each end a line until then)
+    assert len(journal.path.read_bytes()) < 4096 * 2
+    assert sorted(egress._replay(journal.path)) == sorted(f"k{n}" for n in opened)
+    journal._close()  # the server ends
+    egress._SHARED = egress._Shared()
+    for n in range(60):
+        found = egress.reopen_egress(f"k{n}")
+        assert (found is not None) == (n in opened), n
+        if found is not None:
+            assert found.registered is not None and found.registered.cgroups == {"memory": f"/orchestrator-test/{n}"}
+
+
+def test_every_attempt_of_one_plan_is_told_of_an_endpoint_it_cannot_be_shown(tmp_path: Path) -> None:
+    """What the shared doors keep once per plan (the bridge, the policy, the carried endpoints) is not
+    an attempt's to miss: each attempt of the same plan gets the log's note of an endpoint below port
+    1024 (left to the proxy), its own log; and the same bridge and ports as the first."""
+    plan = EgressPlan(always=(Endpoint("127.0.0.1", 80), Endpoint("127.0.0.1", 8000)))
+    opened = []
+    for n in range(3):
+        log = tmp_path / f"{n}.log"
+        log.write_text("")
+        opened.append(open_egress(plan, key=f"low-{n}", log_path=log, cgroups={"memory": f"/orchestrator-test/low-{n}"}))
+    try:
+        for n, one in enumerate(opened):
+            assert one.registered is not None and [line.split("=")[0] for line in one.bridge.split()] == [
+                "127.0.0.1:3128",
+                "127.0.0.1:8000",
+            ]
+            assert one.ports == [3128, 80, 8000] and sorted(map(str, one.registered.doors)) == sorted(
+                ["None", str(Endpoint("127.0.0.1", 8000))]
+            )
+            assert (tmp_path / f"{n}.log").read_text().count("127.0.0.1:80 is not shown in the sandbox") == 1
+    finally:
+        for one in opened:
+            one.close()

@@ -27,6 +27,7 @@ closed: no connection leaves the namespace except through the proxy.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import ipaddress
@@ -38,7 +39,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,13 +187,12 @@ class Egress:
     bridge: str = ""  # "" without a namespace: nothing to carry in
     ports: list[int] = field(default_factory=list)  # the proxy's port, then each forwarded endpoint's
     registered: _Registered | None = None  # on the shared doors (a cgroup of its own)
-    plan_file: Path | None = None  # what a restarted server reads to register it again
 
     def close(self) -> None:
         """Stop listening (an open tunnel ends with it; the proxy's loop does it soon, nobody waits)
-        and remove the folder (shared: the registration and its plan file; the shared folder stays)."""
+        and remove the folder (shared: the registration, its end written in the registrations file; the shared folder stays)."""
         if self.registered is not None:
-            _SHARED.unregister(self.registered, self.plan_file)
+            self.registered.owner.unregister(self.registered)
             self.registered = None
             return
         for listener in self.listeners:
@@ -273,10 +273,15 @@ def reopen_egress(key: str) -> Egress | None:
     """Listen again for an attempt a previous server started (its sandbox shows the same folder, so
     new sockets there are its way out again; without a namespace, the same port if it is free); None
     when it had none or its port is taken. One registered on a shared folder is registered again,
-    that folder's doors listened on again (its sandbox binds the folder: new sockets in it are seen)."""
+    that folder's doors listened on again (its sandbox binds the folder: new sockets in it are seen):
+    its registration is found in the registrations file of the server that made it (:class:`_Journal`),
+    or a plan file of a server before those files."""
+    again = _SHARED.reopen(key)
+    if again is not None:
+        return again
     shared_plan = _plan_file(key)
     if shared_plan.exists():
-        return _SHARED.reopen(key, shared_plan)
+        return _SHARED.reopen_plan_file(key, shared_plan)
     folder = _folder(key)
     try:
         saved = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
@@ -287,16 +292,9 @@ def reopen_egress(key: str) -> Egress | None:
         return None
 
 
-def _write_private(path: Path, saved: Mapping[str, Any], *, stale: bool = False) -> None:
-    """``saved`` as JSON in a new file only this user reads (``stale``: one left by a crash is replaced)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        if not stale:
-            raise
-        os.unlink(path)
-        fd = os.open(path, flags, 0o600)
+def _write_private(path: Path, saved: Mapping[str, Any]) -> None:
+    """``saved`` as JSON in a new file only this user reads."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(saved).encode())
     finally:
@@ -320,27 +318,91 @@ def _folder(key: str) -> Path:
     return sockets_base() / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def forget_egress(key: str) -> None:
+    """An attempt a previous server registered on its shared doors that ended while no server ran:
+    its registration ended in that server's registrations file (or its plan file removed), so neither
+    that file nor the shared folder it names is kept for it."""
+    _SHARED.forget(key)
+    with contextlib.suppress(OSError):
+        os.unlink(_plan_file(key))
+
+
 def _plan_file(key: str) -> Path:
-    """A registered attempt's plan (on a shared folder), beside where its own folder would be."""
+    """A registered attempt's plan (on a shared folder) as a server before the registrations files
+    wrote it (:class:`_Journal`), beside where its own folder would be: still read at a restart."""
     return sockets_base() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
 
 
-def _bridge(plan: EgressPlan, port: int, log_path: Path | None) -> tuple[list[str], list[tuple[str, int]]]:
+def _bridge(
+    plan: EgressPlan, port: int, log_path: Path | None, unshown: list[str] | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """The bridge's lines (``ADDRESS:PORT=SOCKET``, the proxy's first) and the forwarded endpoints
-    they carry in; one below :data:`_UNPRIVILEGED` is told in the log and left to the proxy."""
+    they carry in; one below :data:`_UNPRIVILEGED` is told in the log (or its note put in ``unshown``)
+    and left to the proxy."""
     lines = [f"127.0.0.1:{port}={INSIDE}/proxy.sock"]
     carried: list[tuple[str, int]] = []
     for address, target_port in plan.forwarded():
         if target_port < _UNPRIVILEGED:  # the sandbox has no capability to listen there
-            _append(
-                log_path,
+            note = (
                 f"{NOTE}{address}:{target_port} is not shown in the sandbox (no port below "
-                f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n",
+                f"{_UNPRIVILEGED} can be listened on there): reach it through HTTP_PROXY\n"
             )
+            if unshown is not None:
+                unshown.append(note)
+            else:
+                _append(log_path, note)
             continue
         lines.append(f"{address}:{target_port}={INSIDE}/{_socket_name(address, target_port)}")
         carried.append((address, target_port))
     return lines, carried
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What every attempt of one plan (less its record) and proxy port shares on the shared doors:
+    the compiled policy, the bridge's line, the endpoints carried in and the notes of those that are
+    not (each written in every such attempt's log), the ports, and the plan's part of its line in
+    the registrations file."""
+
+    policy: Policy
+    bridge: str
+    carried: tuple[Endpoint, ...]
+    unshown: tuple[str, ...]
+    ports: tuple[int, ...]
+    plan_json: str  # ``"allow":[...],"always":[...]``
+
+
+@functools.lru_cache(maxsize=256)  # a server's distinct plans: one per worker kind and settings, a few
+def _parts(allow: tuple[str, ...], always: tuple[Endpoint, ...], port: int) -> _Parts:
+    plan = EgressPlan(allow, always)
+    unshown: list[str] = []
+    lines, carried = _bridge(plan, port, None, unshown)
+    listed = json.dumps(plan.to_dict())
+    return _Parts(
+        policy=plan.policy(),
+        bridge=" ".join(lines),
+        carried=tuple(Endpoint(address, target_port) for address, target_port in carried),
+        unshown=tuple(unshown),
+        ports=(port, *(p for _, p in plan.forwarded())),
+        plan_json=listed[1 : listed.rindex(', "record"')],
+    )
+
+
+def _registration_line(
+    key: str, parts: _Parts, record: str, port: int, log_path: Path | None, folder: Path, cgroups: Mapping[str, str]
+) -> bytes:
+    """An attempt's line in the registrations file: what :meth:`_Shared._registered_again` reads
+    (``EgressPlan.to_dict``'s plan, its port, log, shared folder and cgroups), its plan's part made
+    once per plan (:class:`_Parts`)."""
+    text = _string(key)
+    log_text = "null" if log_path is None else _string(str(log_path))
+    return (
+        f'{{"+":{text},"plan":{{{parts.plan_json},"record":{_string(record)}}},"port":{int(port)},'
+        f'"log":{log_text},"shared":{_string(str(folder))},"cgroups":{json.dumps(cgroups)}}}\n'
+    ).encode()
+
+
+_string = json.encoder.encode_basestring_ascii  # a str as a JSON string (json.dumps' own, without its checks)
 
 
 def _socket_name(address: str, port: int) -> str:
@@ -378,6 +440,8 @@ class _Registered:
 
     cgroups: dict[str, str]
     doors: dict[Endpoint | None, Listener]
+    owner: _Shared
+    key: str  # its tag: its lines in the registrations file
     closed: bool = False
 
 
@@ -402,9 +466,10 @@ class _Shared:
     One folder per process (``shared-<pid>`` under :func:`sockets_base`, 0700), made once, holding
     ``proxy.sock`` and one socket per forwarded endpoint any attempt's bridge carries (made at the
     first that does), listened on by the proxy; each sandbox binds the whole folder at :data:`INSIDE`.
-    An attempt is a dict entry (its cgroups -> its :class:`_Registered`) and a plan file a restarted
-    server reads (:meth:`reopen`): such a server listens again at the same paths in the same folder,
-    which the running sandboxes see (a bind of a directory shows what is made in it since).
+    An attempt is a dict entry (its cgroups -> its :class:`_Registered`) and a line in this process's
+    registrations file (:class:`_Journal`), which a restarted server reads (:meth:`reopen`): such a
+    server listens again at the same paths in the same folder, which the running sandboxes see (a bind
+    of a directory shows what is made in it since).
 
     A connection's attempt is the one whose cgroups the kernel says its peer is in (network/peer.py);
     none, or a door that attempt's plan does not name, closes it (the second a refusal in its log)."""
@@ -415,43 +480,48 @@ class _Shared:
         self._doors: dict[tuple[Path, Endpoint | None], Listener] = {}  # (folder, target): listening
         self._own: Path | None = None
         self._unknown = _Throttle()
+        self._journal: _Journal | None = None
+        self._journal_lock = threading.Lock()
+        self._read: dict[str, tuple[tuple[int, int, int], dict[str, dict[str, Any]]]] = {}  # others' files, replayed
+        self._read_lock = threading.RLock()  # (adopting threads at a restart read and end in them at once)
 
     def register(self, plan: EgressPlan, key: str, log_path: Path | None, cgroups: dict[str, str]) -> Egress:
-        folder = self._folder()
-        port = _free_port(plan)
-        egress = self._register(folder, plan, port, log_path, cgroups)
-        saved = {
-            "plan": plan.to_dict(),
-            "port": port,
-            "namespace": True,
-            "log": str(log_path) if log_path is not None else None,
-            "shared": str(folder),
-            "cgroups": cgroups,
-        }
-        path = _plan_file(key)
-        try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
-            _write_private(path, saved, stale=True)
-        except BaseException:
-            egress.close()
-            raise
-        egress.plan_file = path
-        return egress
+        return self._register(self._folder(), plan, key, _free_port(plan), log_path, cgroups)
 
-    def reopen(self, key: str, path: Path) -> Egress | None:
+    def reopen(self, key: str) -> Egress | None:
+        """``key``'s registration by a previous server (the last registrations file that holds it),
+        registered again here and ended in that file; None where no file holds it or it is not one
+        of this user's shared folders."""
+        with self._read_lock:
+            found = next(((path, live[key]) for path, live in self._others() if key in live), None)
+            if found is None:
+                return None
+            path, saved = found
+            egress = self._registered_again(key, saved)
+            if egress is not None:
+                self._ended_in(path, key)
+            return egress
+
+    def reopen_plan_file(self, key: str, path: Path) -> Egress | None:
+        """As :meth:`reopen`, from the plan file a server before the registrations files wrote."""
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-            plan, port = EgressPlan.from_dict(saved["plan"]), int(saved["port"])
-            log_path = Path(saved["log"]) if saved.get("log") else None
-            folder, cgroups = Path(saved["shared"]), {str(k): str(v) for k, v in dict(saved["cgroups"]).items()}
-            if folder.parent != sockets_base() or not cgroups:
-                return None
-            egress = self._register(folder, plan, port, log_path, cgroups)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             return None
-        egress.plan_file = path
+        egress = self._registered_again(key, saved) if isinstance(saved, dict) else None
+        if egress is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return egress
 
-    def unregister(self, registered: _Registered, plan_file: Path | None) -> None:
+    def forget(self, key: str) -> None:
+        """``key``'s registration by a previous server ended in its file (the attempt is gone)."""
+        with self._read_lock:
+            for path, live in list(self._others()):
+                if key in live:
+                    self._ended_in(path, key)
+
+    def unregister(self, registered: _Registered) -> None:
         registered.closed = True
         for door in registered.doors.values():  # before the look below: a connection added since sees it (proxy._serve)
             door.closed = True
@@ -459,45 +529,122 @@ class _Shared:
             for item in registered.cgroups.items():
                 if self._by_cgroup.get(item) is registered:
                     del self._by_cgroup[item]
+        journal = self._journal
+        if journal is not None:
+            try:  # (no wake-up of the proxy's loop: a line appended in the caller's thread)
+                journal.end(registered.key)
+            except OSError as exc:
+                log.warning(
+                    "network: the end of %s's registration could not be written in %s: %s", registered.key, journal.path, exc
+                )
         busy = [door for door in registered.doors.values() if door._tasks]
-        if not busy:  # (most attempts: nothing open, no wake-up of the proxy's loop for a file's unlink)
-            _unregistered([], plan_file)
-            return
-        try:  # in the proxy's thread: its open connections end there
-            shared().later(_unregistered, busy, plan_file)
-        except RuntimeError:  # the proxy is stopped (and its connections with it)
-            _unregistered([], plan_file)
+        if busy:  # in the proxy's thread: its open connections end there
+            with contextlib.suppress(RuntimeError):  # the proxy is stopped (and its connections with it)
+                shared().later(_unregistered, busy)
 
-    def _register(self, folder: Path, plan: EgressPlan, port: int, log_path: Path | None, cgroups: dict[str, str]) -> Egress:
-        policy = plan.policy()
+    def _registered_again(self, key: str, saved: Mapping[str, Any]) -> Egress | None:
+        try:
+            plan, port = EgressPlan.from_dict(saved["plan"]), int(saved["port"])
+            log_path = Path(saved["log"]) if saved.get("log") else None
+            folder, cgroups = Path(saved["shared"]), {str(k): str(v) for k, v in dict(saved["cgroups"]).items()}
+            if folder.parent != sockets_base() or not cgroups:
+                return None
+            return self._register(folder, plan, key, port, log_path, cgroups)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _register(
+        self, folder: Path, plan: EgressPlan, key: str, port: int, log_path: Path | None, cgroups: dict[str, str]
+    ) -> Egress:
+        parts = _parts(plan.allow, plan.always, port)
         report = reporter(log_path, Path(plan.record) if plan.record else None)
-        lines, carried = _bridge(plan, port, log_path)
+        for note in parts.unshown:
+            _append(log_path, note)
         proxy = shared()
-        doors: dict[Endpoint | None, Listener] = {None: Listener(policy, on_refusal=report, _proxy=proxy)}
+        doors: dict[Endpoint | None, Listener] = {None: Listener(parts.policy, on_refusal=report, _proxy=proxy)}
         self._door(folder, None)
-        for address, target_port in carried:
-            target = Endpoint(address, target_port)
-            doors[target] = Listener(policy, target=target, on_refusal=report, _proxy=proxy)
+        for target in parts.carried:
+            doors[target] = Listener(parts.policy, target=target, on_refusal=report, _proxy=proxy)
             self._door(folder, target)
-        registered = _Registered(cgroups, doors)
+        registered = _Registered(cgroups, doors, self, key)
         with self._lock:
             for item in cgroups.items():
                 self._by_cgroup[item] = registered
-        return Egress(
-            folder,
-            env=_proxy_env(port),
-            bridge=" ".join(lines),
-            ports=[port, *(p for _, p in plan.forwarded())],
-            registered=registered,
-        )
+        egress = Egress(folder, env=_proxy_env(port), bridge=parts.bridge, ports=list(parts.ports), registered=registered)
+        line = _registration_line(key, parts, plan.record, port, log_path, folder, cgroups)
+        try:  # (not durable: after a crash of the machine no attempt of before runs to listen for)
+            self._own_journal().add(key, line)
+        except BaseException:
+            egress.close()
+            raise
+        return egress
+
+    def _own_journal(self) -> _Journal:
+        with self._journal_lock:
+            if self._journal is None:
+                self._journal = _Journal(sockets_base())
+            return self._journal
+
+    def _others(self) -> Iterator[tuple[Path, dict[str, dict[str, Any]]]]:
+        """The registrations files of other servers (of this process's before it, and of others of
+        this user's), each replayed: its live registrations by key. Read again only once changed."""
+        base = sockets_base()
+        own = self._journal.path.name if self._journal is not None else None
+        try:
+            names = sorted(os.listdir(base), reverse=True)
+        except OSError:
+            return
+        for name in names:
+            if not (name.startswith(_JOURNAL_PREFIX) and name.endswith(_JOURNAL_SUFFIX)) or name == own:
+                continue
+            path = base / name
+            try:
+                found = os.stat(path)
+                stamp = (found.st_ino, found.st_size, found.st_mtime_ns)
+                cached = self._read.get(name)
+                if cached is None or cached[0] != stamp:
+                    cached = self._read[name] = (stamp, _replay(path))
+            except OSError:
+                continue
+            yield path, cached[1]
+
+    def _ended_in(self, path: Path, key: str) -> None:
+        """``key``'s end appended to another server's registrations file (now ours: it has moved here,
+        or ended), and that file removed once it holds nothing live and its server has ended."""
+        live: dict[str, dict[str, Any]] = {}
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            _write_all(fd, _ended_line(key))
+            cached = self._read.get(path.name)
+            if cached is not None:
+                live = cached[1]
+                live.pop(key, None)
+                found = os.fstat(fd)
+                self._read[path.name] = ((found.st_ino, found.st_size, found.st_mtime_ns), live)
+            else:
+                live = _replay(path)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        if not live and not _held(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            self._read.pop(path.name, None)
 
     def _folder(self) -> Path:
         if self._own is None or not self._own.is_dir():
             base = sockets_base()
             folder = base / f"shared-{os.getpid()}"
-            _sweep_shared(base, keep=folder)
+            self._sweep(base, keep=folder)
             with contextlib.suppress(FileExistsError):
                 folder.mkdir(mode=0o700)
+            with self._journal_lock:  # (removed with the folder by a cleaner of /tmp: made again, its lines kept)
+                if self._journal is not None and not self._journal.path.exists():
+                    self._journal = _Journal(base, self._journal)
             found = os.lstat(folder)
             if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
                 raise OSError(
@@ -505,6 +652,21 @@ class _Shared:
                 )
             self._own = folder
         return self._own
+
+    def _sweep(self, base: Path, keep: Path) -> None:
+        """Remove the shared folders of processes that have ended and that no live registration (in
+        another server's registrations file, or a plan file of before them) names (an attempt still
+        running there keeps its folder for the server that adopts it), and the registrations files of
+        ended servers that hold none. Once per process."""
+        named: set[str] = set()
+        with self._read_lock:
+            for path, live in list(self._others()):
+                named.update(str(saved.get("shared")) for saved in live.values())
+                if not live and not _held(path):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                    self._read.pop(path.name, None)
+        _sweep_shared(base, keep, named)
 
     def _door(self, folder: Path, target: Endpoint | None) -> None:
         """The shared door of ``folder`` for ``target``, listening (opened at its first use, or again
@@ -544,12 +706,11 @@ _NOBODY = Policy.parse(())  # a shared door's own policy: it allows nothing (eac
 _SHARED = _Shared()
 
 
-def _sweep_shared(base: Path, keep: Path) -> None:
-    """Remove the shared folders of processes that have ended and that no attempt's plan file names
-    (an attempt still running there keeps its folder for the server that adopts it). Once per process."""
+def _sweep_shared(base: Path, keep: Path, named: set[str]) -> None:
+    """Remove the shared folders of processes that have ended and that neither ``named`` (the live
+    registrations of other servers' files) nor an attempt's plan file of before those names."""
     try:
         names = os.listdir(base)
-        named = set()
         for name in names:
             if name.endswith(".json"):
                 with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -576,14 +737,147 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _unregistered(busy: list[Listener], plan_file: Path | None) -> None:
-    """In the proxy's thread: an unregistered attempt's open connections ended, its plan file removed."""
+def _unregistered(busy: list[Listener]) -> None:
+    """In the proxy's thread: an unregistered attempt's open connections ended."""
     for door in busy:
         for task in list(door._tasks):
             task.cancel()
-    if plan_file is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(plan_file)
+
+
+_JOURNAL_PREFIX = "registrations-"
+_JOURNAL_SUFFIX = ".jsonl"
+_COMPACT_AT = 1 << 18  # bytes: a registrations file this long, more than half of it ended, is rewritten
+
+
+class _Journal:
+    """This process's registrations file (``registrations-<pid>-<random>.jsonl`` under
+    :func:`sockets_base`, 0600): a line appended per registration on the shared doors (its key, plan,
+    port, log, shared folder and cgroups) and one per its end, where a file per attempt cost a
+    creation and an unlink each (0.1-0.2 ms of the server's CPU). A restarted server replays the files
+    of the servers before it (:meth:`_Shared.reopen`), registers each attempt it adopts again (in its
+    own file) and appends its end to the old one, which goes once it holds nothing live. Rewritten
+    with its live lines alone (a new file renamed over it) when it has grown long and is mostly ended.
+    Not durable, as the plan files were not: after a crash of the machine no attempt of before runs.
+
+    The file is held by an exclusive ``flock`` for the process's life, so whether its server has ended
+    is the kernel's word (:func:`_held`), not a pid that can be reused."""
+
+    def __init__(self, base: Path, before: _Journal | None = None) -> None:
+        self.path = base / f"{_JOURNAL_PREFIX}{os.getpid()}-{os.urandom(4).hex()}{_JOURNAL_SUFFIX}"
+        self._lock = threading.Lock()
+        self._live: dict[str, bytes] = dict(before._live) if before is not None else {}  # key -> its line
+        self._live_bytes = sum(map(len, self._live.values()))
+        self._fd = _held_file(self.path)
+        self._size = 0
+        if self._live:
+            data = b"".join(self._live.values())
+            _write_all(self._fd, data)
+            self._size = len(data)
+        if before is not None:
+            before._close()
+
+    def add(self, key: str, line: bytes) -> None:
+        """``key``'s registration (its line, :func:`_registration_line`), appended."""
+        with self._lock:
+            _write_all(self._fd, line)
+            self._size += len(line)
+            self._live_bytes += len(line) - len(self._live.get(key, b""))
+            self._live[key] = line
+
+    def end(self, key: str) -> None:
+        with self._lock:
+            line = self._live.pop(key, None)
+            if line is None:
+                return
+            self._live_bytes -= len(line)
+            ended = _ended_line(key)
+            _write_all(self._fd, ended)
+            self._size += len(ended)
+            if self._size > _COMPACT_AT and self._live_bytes * 2 < self._size:
+                self._compact()
+
+    def _compact(self) -> None:
+        """The live lines alone, in a new file renamed over this one (a reader sees either whole)."""
+        fresh = self.path.with_name(self.path.name + ".new")
+        data = b"".join(self._live.values())
+        try:
+            fd = _held_file(fresh, replace=True)
+        except OSError as exc:
+            log.warning("network: %s could not be compacted: %s", self.path, exc)
+            return
+        try:
+            _write_all(fd, data)
+            os.rename(fresh, self.path)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+            log.warning("network: %s could not be compacted: %s", self.path, exc)
+            return
+        self._close()
+        self._fd, self._size = fd, len(data)
+
+    def _close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _held_file(path: Path, *, replace: bool = False) -> int:
+    """A new private file at ``path`` for appending, held by this process's exclusive ``flock``."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | (os.O_TRUNC if replace else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the registrations file at ``path`` (its server runs)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # (cannot tell: kept)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _replay(path: Path) -> dict[str, dict[str, Any]]:
+    """The live registrations of the file at ``path`` by key (a line cut short by a crash is skipped)."""
+    live: dict[str, dict[str, Any]] = {}
+    with path.open("rb") as f:
+        data = f.read()
+    for raw in data.splitlines():
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        if "+" in item:
+            live[str(item["+"])] = item
+        elif "-" in item:
+            live.pop(str(item["-"]), None)
+    return live
+
+
+def _ended_line(key: str) -> bytes:
+    return (json.dumps({"-": key}) + "\n").encode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _listen(folder: Path, plan: EgressPlan, port: int, log_path: Path | None, namespace: bool) -> Egress:

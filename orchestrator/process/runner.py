@@ -48,7 +48,7 @@ from typing import Any
 from .. import protocol
 from ..config.schema import SandboxNetwork
 from ..network import direct
-from ..network.egress import Egress, EgressPlan, open_egress, reopen_egress
+from ..network.egress import Egress, EgressPlan, forget_egress, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
 from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, kill_all
@@ -650,6 +650,7 @@ class ProcessRunner:
         # Checked after the pidfd is open: a pidfd on a reused pid is closed again at once.
         if not process_alive(pid, start_id):
             self.release(handle)
+            forget_egress(tag)  # its registration on the previous server's shared doors, if any, ended
         elif (egress := reopen_egress(tag)) is not None:  # its proxy's sockets, listened on again
             handle.egress = egress
             if egress.bridge:
