@@ -385,8 +385,10 @@ class Attempts(EnginePart):
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
             env = credential_by_file(env, sandbox)  # no key in an environment other trees can read
+            built = argv
             argv, env = provider_keys_by_file(self.adapter, argv, env, sandbox)  # nor a provider key its CLI can read from a file
-            attempt.argv = audit_record.redacted_argv(argv, self.prompt)
+            if argv is not built:  # a key's flag changed it: redacted again (the prompt hashed again, so only then)
+                attempt.argv = audit_record.redacted_argv(argv, self.prompt)
             if sandbox is not None and sandbox.egress is not None:
                 # Its CLI's config names a model endpoint its proxy refuses (a file a worker may have
                 # changed since the job began): failed now, naming the setting, not waited on until its timeout.

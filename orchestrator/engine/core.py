@@ -51,7 +51,7 @@ from ..workers.confinement import Confinement
 from ..workers.environment import SPAWN_BIN, BaseEnvs, Credentials, WorkerPrompts, base_env, worker_env
 from ..workspace.ids import root_of, validate_job_id, worker_key
 from ..workspace.layout import Workspace
-from . import limits
+from . import garbage, limits
 from .announce import Announcer
 from .assembly import attach_listeners, build_parts, load_plugins, watch_resources
 from .context import EngineContext
@@ -128,6 +128,7 @@ class Engine:
         self._build_parts(steps)
         # Shared-checkout path locks per root tree (checkouts/locks.py; in Redis under rq): a worker's die with its process.
         self.locks = path_locks(self.clock, settings)
+        garbage.pace()  # the process's collector paced for a tree's records, once (engine/garbage.py)
         self.monitor.start()
         self.checks_watch.start()
 

@@ -273,7 +273,8 @@ class Adapter:
 
     def key_from_file(self, argv: list[str], variable: str, path: str) -> list[str] | None:
         """``argv`` made to read ``variable``'s value from the file at ``path`` rather than from the
-        environment, or None where it cannot (the variable then stays in the environment)."""
+        environment, as a new list (``argv`` itself unchanged: the attempt's record redacts the new
+        one), or None where it cannot (the variable then stays in the environment)."""
         return None
 
     def readable(self, line: str) -> str | None:
