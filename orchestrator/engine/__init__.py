@@ -32,5 +32,6 @@ Modules:
 - ``continuing``: a finished worker's continue rounds; ``resolvers``: the engine's side of ``resolve``;
 - ``recovery``: what a restart does with each worker (pure); ``takeover``: applies its decisions;
 - ``queries``: every read; ``tables``: the in-memory state and its one lock; ``locked_only``: its guard;
-- ``announce``: events and the tree's event log; ``pacing``: how often the loop looks again.
+- ``announce``: events and the tree's event log; ``pacing``: how often the loop looks again;
+- ``garbage``: Python's garbage collector paced for a server that holds a tree's records.
 """

@@ -14,5 +14,5 @@ Modules:
 - ``userns``: what refuses bubblewrap's user namespace here; ``landlock``: the Landlock fallback;
 - ``seatbelt``: macOS's profile (untested here); ``admission``: a worker starts where its memory fits;
 - ``ports``: can a port be listened on; ``plaintext``: program output without terminal codes;
-- ``arenas``: how many malloc arenas the server's threads share.
+- ``arenas``: how many malloc arenas the server's threads share; ``prctl``: a parent-death signal, subreaping.
 """
