@@ -107,7 +107,7 @@ def test_a_queued_attempt_cancelled_is_never_claimed(redis_server, unique_prefix
     ops.claim("a2", s2.token, "node-a", lease=5)
     assert not ops.cancel_queued("a2", s2.token, -15)  # running: the node's kill ladder ends it instead
     ops.terminate("a2", s2.token, 15, 2.0)
-    assert ops.next_control("a2", 1) == {"action": "terminate", "token": s2.token, "signal": 15, "grace": 2.0}
+    assert ops.next_control("a2", 1) == {"action": "terminate", "id": "a2", "token": s2.token, "signal": 15, "grace": 2.0}
 
 
 def test_a_node_recreates_its_attempt_after_redis_lost_its_data(fresh_redis, unique_prefix):
@@ -121,6 +121,44 @@ def test_a_node_recreates_its_attempt_after_redis_lost_its_data(fresh_redis, uni
     assert ops.read("a1")["state"] == "running" and ops.lease_holder("a1") == f"node-a:{s.token}"
     assert ops.finish("a1", s.token, "node-a", 3, None)
     assert ops.read("a1")["code"] == "3"
+
+
+def test_a_terminate_reaches_the_node_worker_that_claimed_the_attempt_whenever_it_was_sent(fresh_redis, unique_prefix):
+    """A node worker reads one control list of its own (attempt.Controls), not one per attempt: a
+    terminate sent while the attempt was queued is moved onto it by the claim, one sent after the
+    claim goes there directly, and one sent while Redis had lost the hash reaches it at the next
+    renewal (which names the worker's list in the hash again). A claim without a worker's list
+    (``claim``, or ``take`` without one) leaves the attempt's own list in use."""
+    from rq.job import Job
+
+    ops = attempts_on(fresh_redis, unique_prefix)
+    lists = take_keys(ops, "command")
+    worker, mine = f"rq:worker:{unique_prefix}-w", ops.names.worker_control(f"{unique_prefix}-w")
+    prefix = Job.redis_job_namespace_prefix
+    early = enqueued(ops, "e1")
+    ops.terminate("e1", early.token, 15, 2.0)  # queued: no node worker's yet
+    assert ops.client.llen(ops.names.control("e1")) == 1 and not ops.client.exists(mine)
+    assert ops.take(worker, lists, "node-a", 5, prefix, control=mine).what == "claimed"
+    assert ops.read("e1")["control"] == mine and not ops.client.exists(ops.names.control("e1"))
+    assert ops.next_control_on(mine, 1) == {"action": "terminate", "id": "e1", "token": early.token, "signal": 15, "grace": 2.0}
+    late = enqueued(ops, "e2")
+    assert ops.take(worker, lists, "node-a", 5, prefix, control=mine).what == "claimed"
+    ops.terminate("e2", late.token, 9, 0)
+    assert 0 < ops.client.ttl(mine) <= 86400  # a dead worker's list does not stay
+    assert ops.next_control_on(mine, 1)["id"] == "e2" and not ops.client.exists(ops.names.control("e2"))
+    plain = enqueued(ops, "e3")
+    assert ops.take(worker, lists, "node-a", 5, prefix).what == "claimed"  # no list of its own
+    ops.terminate("e3", plain.token, 15, 1.0)
+    assert "control" not in ops.read("e3") and ops.next_control("e3", 1)["id"] == "e3"
+
+    fresh_redis.restart(persist=False)
+    ops = attempts_on(fresh_redis, unique_prefix)
+    ops.terminate("e2", late.token, 15, 3.0)  # the hash is gone: the attempt's own list
+    assert ops.renew("e2", late.token, "node-a", 5, control=mine)
+    assert ops.read("e2")["control"] == mine and not ops.client.exists(ops.names.control("e2"))
+    assert ops.next_control_on(mine, 1) == {"action": "terminate", "id": "e2", "token": late.token, "signal": 15, "grace": 3.0}
+    ops.terminate("e2", late.token, 9, 0)
+    assert ops.next_control_on(mine, 1)["signal"] == 9
 
 
 def test_persisted_redis_keeps_the_queue_state(fresh_redis, unique_prefix):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestrator import protocol
 from orchestrator.cluster.connect import connect
@@ -570,3 +571,92 @@ def test_a_node_worker_runs_its_attempts_with_one_runner_whose_spare_cgroup_goes
     assert len({name.rsplit("-", 1)[0] for names in spares.values() for name in names}) == 1, spares
     assert node.stop() == 0
     assert _spares_by_process(workers) == {}
+
+
+def test_a_node_workers_kept_control_thread_hands_each_terminate_to_the_attempt_it_names_at_once(
+    redis_server, unique_prefix, monkeypatch
+):
+    """One thread a node worker keeps (attempt.Controls) reads the worker's control list for all its
+    attempts. A terminate reaches the attempt it names as soon as it is pushed: the second attempt's
+    too, though the thread had been reading since the first (its read is on the worker's list, not
+    on the last attempt's, where it would wait out a read of WORKER_CONTROL_WAIT, 30 s here); one
+    the thread read before its attempt was registered (the claim moved it there first) is handed
+    over at the registration; one for an attempt that has ended stops nothing."""
+    from orchestrator.cluster import attempt
+    from orchestrator.process.runner import Wakeup
+
+    monkeypatch.setattr(attempt, "WORKER_CONTROL_WAIT", 30.0)
+    ops = Leases(redis.Redis.from_url(redis_server.url), Names(unique_prefix))  # no socket timeout: a read of 30 s
+    key = ops.names.worker_control(f"{unique_prefix}-w")
+    controls = attempt.Controls(ops, key, grace=5.0)
+    wakes: list[Wakeup] = []
+
+    def stop() -> attempt._Stop:
+        wakes.append(Wakeup())
+        return attempt._Stop(wakes[-1])
+
+    def push(attempt_id: str, token: int, signum: int = signal.SIGTERM) -> None:
+        message = {"action": "terminate", "id": attempt_id, "token": token, "signal": signum, "grace": 1.5}
+        ops.client.rpush(key, json.dumps(message))
+
+    try:
+        first = stop()
+        controls.register("a1", 1, first)
+        time.sleep(0.5)  # the thread is in its read of the worker's list
+        push("a1", 1)
+        wait_until(lambda: first.reason is not None, timeout=10.0, what="the first attempt's terminate")
+        assert (first.reason, first.signal, first.grace) == ("terminate", signal.SIGTERM, 1.5)
+        controls.unregister("a1", 1)
+        second = stop()
+        controls.register("a2", 2, second)
+        push("a1", 1)  # late, for the ended attempt: stops nothing
+        time.sleep(0.5)
+        push("a2", 1)  # the right attempt, another token: stops nothing
+        push("a2", 2, signal.SIGKILL)
+        wait_until(lambda: second.reason is not None, timeout=10.0, what="the second attempt's terminate")
+        assert second.signal == signal.SIGKILL
+        controls.unregister("a2", 2)
+        push("a3", 3, signal.SIGINT)  # read before a3 is registered
+        wait_until(lambda: not ops.client.exists(key), timeout=10.0, what="the thread to read it")
+        third = stop()
+        controls.register("a3", 3, third)
+        assert third.reason == "terminate" and third.signal == signal.SIGINT  # handed over at once
+        controls.unregister("a3", 3)
+        push("a3", 3)
+        wait_until(lambda: not ops.client.exists(key), timeout=10.0, what="the thread to read it")
+        fourth = stop()
+        controls.register("a4", 4, fourth)
+        time.sleep(0.3)
+        assert fourth.reason is None  # a3's late terminate was not a4's
+    finally:
+        controls.close()
+        for wake in wakes:
+            wake.close()
+
+
+def test_a_terminate_sent_while_queued_or_to_a_workers_next_attempt_ends_it_on_the_node(redis_server, unique_prefix, tmp_path):
+    """On a real node (one slot: one worker runs every attempt): a terminate the server sent while
+    the attempt was still queued ends it as soon as it starts (the claim moved it onto the worker's
+    control list), and one sent to the worker's next attempt ends that one."""
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    queued = enqueue(ops, ws, "q1", ["sleep", "60"])
+    ops.terminate("q1", queued.token, signal.SIGTERM, 2.0)  # no node yet
+    start_node(redis_server.url, unique_prefix, name="nq", slots=1)
+    wait_for(lambda: state(ops, "q1") == "ended", what="the attempt terminated while queued to end")
+    record = ops.read("q1")
+    # Ended by the kill ladder, not run out. The signal it died of varies when the terminate lands
+    # while its process is still starting (here, as an ordinary user: -9 with the rung SIGTERM, or
+    # the ladder's SIGKILL after the grace): process/runner.py's, not the delivery's.
+    assert record["kill_rung"] in {"SIGTERM", "SIGKILL"} and record["code"] in {str(-signal.SIGTERM), str(-signal.SIGKILL)}, (
+        record
+    )
+    control = record["control"]
+    assert control.startswith(f"{unique_prefix}:worker-control:")
+    enqueue(ops, ws, "q2", ["true"])
+    wait_for(lambda: state(ops, "q2") == "ended", what="the next attempt to end")
+    later = enqueue(ops, ws, "q3", ["sleep", "60"])
+    wait_for(lambda: ops.read("q3").get("started_at"), what="the third attempt to start")
+    assert ops.read("q3")["control"] == control  # the same worker, the same list
+    ops.terminate("q3", later.token, signal.SIGTERM, 2.0)
+    wait_for(lambda: state(ops, "q3") == "ended", what="the third attempt to end")
+    assert ops.read("q3")["kill_rung"] == "SIGTERM" and ProcessRunner().tagged(later.run_tag) == []

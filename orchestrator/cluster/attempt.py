@@ -7,7 +7,8 @@ server, checked with the key the node's own config names: cluster/signing.py; a 
 refused, logged and reported ended ``REFUSED_CODE`` with the reason, and nothing of it runs), starts the worker with the same runner as a single
 server (process/runner.py: the shim, its own process group, the exit file, and the tag of this run,
 ``AttemptSpec.run_tag``), tells the server it started, then until it ends: takes the server's
-control messages (terminate: the kill ladder),
+control messages (terminate: the kill ladder; read by one thread a node worker keeps, ``Controls``,
+for the attempts its dequeue claims, or by a thread of the attempt's own for one ``run`` claims),
 and every third of the lease renews the lease with a sample of the worker's process tree (the
 server enforces the memory and process caps from it). A renewal that is refused (the attempt was
 fenced: lost, cancelled or re-enqueued) or a Redis unreachable for longer than the lease ends the
@@ -54,7 +55,10 @@ from .signing import REFUSED_CODE, Refused, SpecVerifier
 log = logging.getLogger("orchestrator.node")
 
 T = TypeVar("T")
-CONTROL_WAIT = 1.0  # seconds one BLPOP on the control list blocks (the control thread's loop)
+CONTROL_WAIT = 1.0  # seconds one BLPOP on an attempt's control list blocks (its control thread's loop)
+# Seconds one BLPOP on a node worker's control list blocks (Controls' kept thread; below the client's
+# socket timeout): a push wakes it at once, so this bounds only how soon a dropped connection is seen.
+WORKER_CONTROL_WAIT = 5.0
 
 
 @dataclass
@@ -158,6 +162,103 @@ def close_runners() -> None:
         runner.close()
 
 
+class Controls:
+    """The server's control messages for the attempts one node worker claims (``Leases.take``
+    with ``Names.worker_control``): one thread kept from one attempt to the next, blocked on the
+    worker's control list, hands each terminate to the attempt it names while that attempt runs.
+    A thread and a blocking read of its own per attempt (``_take_control``) cost a node about 0.6
+    ms of CPU an attempt; a kept thread reading the attempt's own list would read the last
+    attempt's list until its read timed out, so a terminate could wait. Here the server pushes to
+    the list the claim named (``_TERMINATE``), and the claim moves there what came before it, so
+    a terminate reaches the running attempt as soon as it is pushed, whenever that is.
+
+    The worker runs one attempt at a time, and only attempts it claimed reach its list, so a
+    message for no registered attempt is either for the one about to be registered (its claim
+    moved it and the thread read it first: kept for ``register``) or for one that has ended
+    (dropped at the next ``register``)."""
+
+    def __init__(self, ops: Leases, key: str, grace: float) -> None:
+        self.ops = ops
+        self.key = key
+        self.grace = grace  # a terminate's grace when its message names none (the node's kill_grace)
+        self._lock = threading.Lock()
+        self._current: dict[tuple[str, int], _Stop] = {}
+        self._early: list[dict[str, object]] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="control", daemon=True)
+        self._thread.start()
+
+    def register(self, attempt_id: str, token: int, stop: _Stop) -> None:
+        """From here to ``unregister``, a terminate for this attempt and token requests ``stop``."""
+        with self._lock:
+            self._current = {(attempt_id, token): stop}
+            early, self._early = [m for m in self._early if _names(m) == (attempt_id, token)], []
+        for message in early:
+            _obey(message, stop, self.grace)
+
+    def unregister(self, attempt_id: str, token: int) -> None:
+        with self._lock:
+            self._current.pop((attempt_id, token), None)
+
+    def close(self) -> None:
+        """The thread stops after its read in course (a node worker's lives as long as it does)."""
+        self._closed.set()
+
+    def _listen(self) -> None:
+        while not self._closed.is_set():
+            try:
+                message = self.ops.next_control_on(self.key, WORKER_CONTROL_WAIT)
+                if message:
+                    self._deliver(message)
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(CONTROL_WAIT)
+            except Exception:  # whatever the list holds, the thread goes on reading it
+                log.exception("the control list %s could not be read; reading it again", self.key)
+                time.sleep(CONTROL_WAIT)
+
+    def _deliver(self, message: dict[str, object]) -> None:
+        with self._lock:
+            stop = self._current.get(_names(message))
+            if stop is None:  # for the attempt about to be registered, or for one that has ended
+                self._early = [*self._early[-15:], message]
+        if stop is not None:
+            _obey(message, stop, self.grace)
+
+
+def _names(message: dict[str, object]) -> tuple[str, int]:
+    """(attempt id, token) a control message is for."""
+    try:
+        return str(message.get("id")), int(message.get("token", -1))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "", -1
+
+
+def _obey(message: dict[str, object], stop: _Stop, grace: float) -> None:
+    """A terminate requests the attempt's stop (its kill ladder); anything else is ignored."""
+    if message.get("action") != ControlAction.TERMINATE:
+        return
+    try:
+        signum = int(message.get("signal") or signal.SIGTERM)  # type: ignore[call-overload]
+        grace = float(message.get("grace", grace))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        signum = signal.SIGTERM
+    stop.request(ControlAction.TERMINATE, signum, grace)
+
+
+_controls: dict[tuple[int, str], Controls] = {}
+
+
+def controls_for(ctx: NodeContext, key: str) -> Controls:
+    """This process's reader of node worker list ``key`` (started with its first attempt, kept)."""
+    ident = (os.getpid(), key)
+    ops = shared_ops(ctx)  # (takes the lock itself)
+    with _shared_lock:
+        found = _controls.get(ident)
+        if found is None:
+            found = _controls[ident] = Controls(ops, key, ctx.settings.workers.kill_grace)
+        return found
+
+
 def worker_env(settings: Settings, spec: AttemptSpec, secret: dict[str, str], redis_url: str = "") -> dict[str, str]:
     """The worker's environment on this node: the node's base (its settings, its credentials),
     the spec's protocol variables and the secret ones, and this node's own paths. Never the
@@ -208,17 +309,21 @@ def run(attempt_id: str, token: int) -> int | None:
     return _attempt(attempt_id, token, None)
 
 
-def run_claimed(attempt_id: str, token: int, raw: bytes | None) -> int | None:
+def run_claimed(attempt_id: str, token: int, raw: bytes | None, control: str = "") -> int | None:
     """``run`` for an attempt this node has already claimed, in the same round trip as it took
-    its job off the queue (node.NodeWorker: Leases.take); ``raw``: its hash's spec, unverified."""
-    return _attempt(attempt_id, token, raw, claimed=True)
+    its job off the queue (node.NodeWorker: Leases.take); ``raw``: its hash's spec, unverified;
+    ``control``: the node worker's control list the claim named (its terminates come there)."""
+    return _attempt(attempt_id, token, raw, claimed=True, control=control)
 
 
-def _attempt(attempt_id: str, token: int, raw: bytes | None, *, claimed: bool = False) -> int | None:
+def _attempt(attempt_id: str, token: int, raw: bytes | None, *, claimed: bool = False, control: str = "") -> int | None:
     ctx = node()
     ops = shared_ops(ctx)
     wake = Wakeup()
     stop = _Stop(wake)
+    controls = controls_for(ctx, control) if control else None
+    if controls is not None:  # before anything: a terminate sent now ends it as soon as it starts
+        controls.register(attempt_id, int(token), stop)
     grace = ctx.settings.workers.kill_grace
     previous = signal.signal(
         signal.SIGTERM, lambda *_: threading.Thread(target=stop.request, args=("node stopping", signal.SIGTERM, grace)).start()
@@ -237,10 +342,12 @@ def _attempt(attempt_id: str, token: int, raw: bytes | None, *, claimed: bool = 
         record = {"id": attempt_id, "tag": spec.run_tag, "started_at": time.time(), "pid": os.getpid()}
         atomic_write(mine, json.dumps(record).encode(), durable=False)  # worthless after a machine crash: no fsync
         try:
-            return _run(ctx, ops, spec, stop, wake)
+            return _run(ctx, ops, spec, stop, wake, control)
         finally:
             mine.unlink(missing_ok=True)
     finally:
+        if controls is not None:
+            controls.unregister(attempt_id, int(token))
         signal.signal(signal.SIGTERM, previous)
         wake.close()  # a control thread still reading sees ``done`` at its next read (it is a daemon)
 
@@ -268,7 +375,7 @@ def _refuse(ctx: NodeContext, ops: Leases, attempt_id: str, token: int, reason: 
     return REFUSED_CODE
 
 
-def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wakeup) -> int | None:
+def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wakeup, control: str = "") -> int | None:
     # One attempt per process at a time: its end's tag sweep has nobody to share a /proc scan
     # with, so it does not wait for company (the engine's runner waits SWEEP_GATHER). The shim is
     # started by the node's supervisor (a vfork of a small process, not a fork of this large one),
@@ -317,10 +424,11 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
     except (redis.ConnectionError, redis.TimeoutError):
         pass  # the renewals end it if Redis stays away for a lease
     done = threading.Event()
-    control = threading.Thread(target=_take_control, args=(ctx, spec, stop, done), name=f"control-{spec.id}", daemon=True)
-    control.start()
+    if not control:  # else the node worker's kept thread reads its list (Controls)
+        thread = threading.Thread(target=_take_control, args=(ctx, spec, stop, done), name=f"control-{spec.id}", daemon=True)
+        thread.start()
     try:
-        code = _watch(runner, handle, ops, ctx, spec, stop, wake)
+        code = _watch(runner, handle, ops, ctx, spec, stop, wake, control)
     finally:
         done.set()
     exited_at = time.time()  # its end as this node saw it (the server records it: _report)
@@ -336,7 +444,14 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
 
 
 def _watch(
-    runner: ProcessRunner, handle: ProcessHandle, ops: Leases, ctx: NodeContext, spec: AttemptSpec, stop: _Stop, wake: Wakeup
+    runner: ProcessRunner,
+    handle: ProcessHandle,
+    ops: Leases,
+    ctx: NodeContext,
+    spec: AttemptSpec,
+    stop: _Stop,
+    wake: Wakeup,
+    control: str = "",
 ) -> int:
     """Wait for the worker, renewing the lease every third of it; run the kill ladder when asked."""
     sampler = LocalExecutor(runner)
@@ -357,7 +472,7 @@ def _watch(
         sample = sampler.sample([_Sampled(spec.run_tag, handle.started_at, handle.shim_pid, handle.pid)]).get(spec.run_tag)
         reading = sample_reading(sample) if sample else {}
         try:
-            renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading, handle.pid)
+            renewed = ops.renew(spec.id, spec.token, ctx.name, spec.lease, reading, handle.pid, control)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() - last_ok > spec.lease:
                 log.warning("attempt %s: Redis unreachable for over a lease (%s): ending it", spec.id, exc)
@@ -437,4 +552,4 @@ def _append(path: Path, line: str) -> None:
         pass
 
 
-__all__ = ["NodeContext", "node", "run", "set_node", "worker_env"]
+__all__ = ["Controls", "NodeContext", "node", "run", "set_node", "worker_env"]

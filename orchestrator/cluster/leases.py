@@ -178,7 +178,8 @@ return redis.call('HGET', KEYS[1], 'spec')
 # fetch and decoding, and then the claim). KEYS: the node worker's RQ key, then each RQ queue's
 # list and its intermediate list, in the worker's order. ARGV: prefix, node, now, lease ms, RQ's
 # job key prefix, a job id already popped ("" to pop one here), the index in KEYS of the queue it
-# came from. An RQ job of ours is named ``<attempt id>-<token>`` (job_id): the attempt's hash,
+# came from, the worker's control list ("": none; else the claim names it in the hash, where the
+# server's terminate finds it, and moves onto it what the attempt's own list holds). An RQ job of ours is named ``<attempt id>-<token>`` (job_id): the attempt's hash,
 # not RQ's job, says what to run. Returns false (every queue empty: the worker is idle), or
 # {what, job id, queue index[, spec]}: what is "claimed" (the claim's lease starts, the worker is
 # busy, RQ's job is deleted: nobody reads it), "stale" (an attempt no longer this token's to
@@ -200,6 +201,16 @@ local function take(job, qi)
   redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'claimed_at', ARGV[3])
   redis.call('SET', ARGV[1] .. ':lease:' .. id, ARGV[2] .. ':' .. token, 'PX', ARGV[4])
   redis.call('HSET', KEYS[1], 'state', 'busy')
+  if ARGV[8] ~= '' then
+    redis.call('HSET', key, 'control', ARGV[8])
+    local own = ARGV[1] .. ':control:' .. id
+    local waiting = redis.call('LRANGE', own, 0, -1)
+    if #waiting > 0 then
+      redis.call('RPUSH', ARGV[8], unpack(waiting))
+      redis.call('EXPIRE', ARGV[8], 86400)
+      redis.call('DEL', own)
+    end
+  end
   return {'claimed', job, qi, redis.call('HGET', key, 'spec')}
 end
 if ARGV[6] ~= '' then
@@ -224,14 +235,25 @@ redis.call('RPUSH', KEYS[3], ARGV[6])
 return 1
 """
 
-# KEYS: attempt hash, lease. ARGV: token, node, lease ms, now, sample json, pid.
+# KEYS: attempt hash, lease, the attempt's control list. ARGV: token, node, lease ms, now, sample
+# json, pid, the node worker's control list ("": none). A hash Redis lost is recreated naming that
+# list again, and a terminate the server put on the attempt's own list meanwhile is moved onto it.
 # "renewed"; "fenced" (the attempt is another's now, or lost or cancelled: stop it).
 _RENEW = """
 local token = redis.call('HGET', KEYS[1], 'token')
 if not token then
   redis.call('HSET', KEYS[1], 'token', ARGV[1], 'state', 'running', 'node', ARGV[2], 'pid', ARGV[6], 'recreated_at', ARGV[4])
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'control', ARGV[7]) end
 elseif token ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 'fenced'
+end
+if ARGV[7] ~= '' then
+  local waiting = redis.call('LRANGE', KEYS[3], 0, -1)
+  if #waiting > 0 then
+    redis.call('RPUSH', ARGV[7], unpack(waiting))
+    redis.call('EXPIRE', ARGV[7], 86400)
+    redis.call('DEL', KEYS[3])
+  end
 end
 redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[3])
 redis.call('HSET', KEYS[1], 'renewed_at', ARGV[4], 'sample', ARGV[5])
@@ -251,6 +273,17 @@ end
 redis.call('HSET', KEYS[1], 'state', 'ended', 'code', ARGV[3], 'kill_rung', ARGV[4], 'ended_at', ARGV[8], 'note', ARGV[7])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[3], ARGV[6])
+return 1
+"""
+
+# KEYS: attempt hash, the attempt's control list. ARGV: message json. The message goes to the list
+# of the node worker that claimed the attempt (the hash's ``control``: read there by one kept
+# thread), else to the attempt's own (a claim by a node worker moves it onto that worker's list).
+_TERMINATE = """
+local to = redis.call('HGET', KEYS[1], 'control')
+if not to then to = KEYS[2] end
+redis.call('RPUSH', to, ARGV[1])
+redis.call('EXPIRE', to, 86400)
 return 1
 """
 
@@ -298,6 +331,7 @@ class Leases:
         self._cancel_queued = client.register_script(_CANCEL_QUEUED)
         self._mark_lost = client.register_script(_MARK_LOST)
         self._take = client.register_script(_TAKE)
+        self._terminate = client.register_script(_TERMINATE)
         self._blmpop = True  # next_events: until this Redis says it has no BLMPOP
         self._tokens_lock = threading.Lock()
         self._next_token, self._block_top = 1, 0  # the block of tokens taken and not yet handed out
@@ -374,12 +408,11 @@ class Leases:
         return bool(self._cancel_queued(keys=[n.attempt(attempt_id), n.events], args=[token, time.time(), event]))
 
     def terminate(self, attempt_id: str, token: int, signal: int, grace: float) -> None:
-        """Ask the node that runs the attempt to run the kill ladder (first ``signal``, then SIGKILL)."""
-        message = json.dumps({"action": ControlAction.TERMINATE, "token": token, "signal": signal, "grace": grace})
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.names.control(attempt_id), message)
-        pipe.expire(self.names.control(attempt_id), 86400)
-        pipe.execute()
+        """Ask the node that runs the attempt to run the kill ladder (first ``signal``, then SIGKILL):
+        on the list of the node worker that claimed it, else on the attempt's own (``_TERMINATE``)."""
+        message = {"action": ControlAction.TERMINATE, "id": attempt_id, "token": token, "signal": signal, "grace": grace}
+        n = self.names
+        self._terminate(keys=[n.attempt(attempt_id), n.control(attempt_id)], args=[json.dumps(message)])
 
     def mark_lost(self, attempt_id: str, token: int) -> int:
         """Mark a running attempt whose lease is gone lost; returns its new token (0: not lost)."""
@@ -443,16 +476,21 @@ class Leases:
         lease: float,
         job_prefix: str,
         popped: tuple[str, int] | None = None,
+        control: str = "",
     ) -> Taken | None:
         """Dequeue and claim in one round trip (``_TAKE``): the first job of the first non-empty
         RQ queue of ``queues`` ((list key, intermediate list key) each), or the job ``popped``
         (its id, the index of its queue in ``queues``) that a blocking move has just put on its
-        queue's intermediate list. None when every queue is empty."""
+        queue's intermediate list. None when every queue is empty. ``control``: the worker's control
+        list (Names.worker_control), where the server's terminates for the attempt it claims go."""
         keys = [worker_key]
         for queue, intermediate in queues:
             keys += [queue, intermediate]
         job, index = popped if popped is not None else ("", 0)
-        found = self._take(keys=keys, args=[self.names.prefix, node, time.time(), _ms(lease), job_prefix, job, 2 + 2 * index])
+        found = self._take(
+            keys=keys,
+            args=[self.names.prefix, node, time.time(), _ms(lease), job_prefix, job, 2 + 2 * index, control],
+        )
         if not found:
             return None
         what, job_id, at = found[0].decode(), found[1].decode(), (int(found[2]) - 2) // 2
@@ -477,14 +515,22 @@ class Leases:
         )
 
     def renew(
-        self, attempt_id: str, token: int, node: str, lease: float, sample: Mapping[str, Any] | None = None, pid: int = 0
+        self,
+        attempt_id: str,
+        token: int,
+        node: str,
+        lease: float,
+        sample: Mapping[str, Any] | None = None,
+        pid: int = 0,
+        control: str = "",
     ) -> bool:
         """Extend the lease; False when the attempt is fenced (stop it: it is no longer ours).
-        ``pid``: the worker's, for a hash Redis lost (the server then knows it started)."""
+        ``pid``: the worker's, for a hash Redis lost (the server then knows it started);
+        ``control``: the node worker's control list its claim named (``take``), named again there."""
         n = self.names
         result = self._renew(
-            keys=[n.attempt(attempt_id), n.lease(attempt_id)],
-            args=[token, node, _ms(lease), time.time(), json.dumps(dict(sample or {})), pid],
+            keys=[n.attempt(attempt_id), n.lease(attempt_id), n.control(attempt_id)],
+            args=[token, node, _ms(lease), time.time(), json.dumps(dict(sample or {})), pid, control],
         )
         return (result.decode() if isinstance(result, bytes) else result) == "renewed"
 
@@ -517,7 +563,12 @@ class Leases:
 
     def next_control(self, attempt_id: str, timeout: float) -> dict[str, Any] | None:
         """The server's next request for this attempt (terminate), waiting up to ``timeout``."""
-        found = self.client.blpop([self.names.control(attempt_id)], timeout=max(timeout, 0.01))
+        return self.next_control_on(self.names.control(attempt_id), timeout)
+
+    def next_control_on(self, key: str, timeout: float) -> dict[str, Any] | None:
+        """The next request on control list ``key`` (an attempt's, or a node worker's: its message
+        names the attempt and token), waiting up to ``timeout``."""
+        found = self.client.blpop([key], timeout=max(timeout, 0.01))
         if not found:
             return None
         try:

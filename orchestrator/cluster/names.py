@@ -7,7 +7,10 @@ key                     type    what it holds
 ``P:attempt:ID``        hash    one attempt: its spec, fencing ``token``, ``state`` (queued, running,
                                 ended, cancelled, lost), ``node``, ``pid``, times, ``code``, ``kill_rung``
 ``P:lease:ID``          string  ``NODE:TOKEN`` while the node that runs attempt ID renews it (PX = lease)
-``P:control:ID``        list    what the server asks of a running attempt (terminate), JSON, for its node
+``P:control:ID``        list    what the server asks of an attempt (terminate), JSON, until a node's worker
+                                claims it (then on that worker's list), or for a node that claimed it without one
+``P:worker-control:W``  list    what the server asks of the attempt node worker W runs (terminate), JSON:
+                                read by one kept thread of W's, not a blocking read per attempt
 ``P:events``            list    what nodes tell the server (started, ended), JSON, read by one thread
 ``P:fence``             string  the fencing-token counter: a server takes tokens in blocks (INCRBY), every enqueue a new one
 ``P:tree:ROOT``         hash    attempt id -> tag of root tree ROOT's attempts out on nodes (the server's
@@ -32,8 +35,9 @@ ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}\Z")
 # The version of what server and nodes say to each other through Redis (these keys, the attempt
 # spec and its signature, cluster/signing.py). A node of another version is refused at its start
 # (node.py) and by the server's routing (registry.py); its queues are others (``queue``), so it
-# never takes an attempt it would misread. 2: attempts are signed.
-PROTOCOL_VERSION = 2
+# never takes an attempt it would misread. 2: attempts are signed. 3: a terminate goes to the list
+# of the node worker that claimed the attempt (``worker_control``), where the hash names one.
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Names:
 
     def control(self, attempt_id: str) -> str:
         return f"{self.prefix}:control:{_checked(attempt_id)}"
+
+    def worker_control(self, worker: str) -> str:
+        return f"{self.prefix}:worker-control:{_checked(worker)}"
 
     @property
     def events(self) -> str:

@@ -426,6 +426,10 @@ class NodeWorker(Worker):
         node = attempt.node()
         ops = attempt.shared_ops(node)
         lists = [(q.key, q.intermediate_queue_key) for q in self._ordered_queues]
+        try:  # where the server's terminates for its claims go ("": each attempt reads its own list)
+            control = ops.names.worker_control(self.name)
+        except ValueError:  # a worker name no Redis key of ours may hold (RQ's pool names them by uuid)
+            control = ""
         wait = 1.0
         popped: tuple[str, int] | None = None
         while True:
@@ -435,13 +439,13 @@ class NodeWorker(Worker):
                     self.run_maintenance_tasks()
                 self._attempting = True  # a stop now waits for the claim's answer (a claimed attempt then runs)
                 try:
-                    taken = ops.take(self.key, lists, node.name, node.lease, Job.redis_job_namespace_prefix, popped)
+                    taken = ops.take(self.key, lists, node.name, node.lease, Job.redis_job_namespace_prefix, popped, control)
                 finally:
                     self._attempting, popped = False, None
                 queue = self._ordered_queues[taken.queue] if taken is not None else None
                 if taken is not None and taken.what == "claimed":
                     self._state = WorkerStatus.BUSY  # (the script wrote it to RQ's worker hash)
-                    return _Claimed(taken.job_id, *taken.attempt, taken.spec), queue
+                    return _Claimed(taken.job_id, *taken.attempt, taken.spec, control), queue
                 if taken is not None and taken.what == "rq":
                     found = self._rq_job(taken.job_id, queue)
                     if found is not None:
@@ -526,7 +530,7 @@ class NodeWorker(Worker):
     def _run_claimed(self, job: _Claimed) -> None:
         with self._beating():
             try:
-                attempt.run_claimed(job.attempt_id, job.token, job.spec)  # in this process's main thread
+                attempt.run_claimed(job.attempt_id, job.token, job.spec, job.control)  # in this process's main thread
             except Exception:  # a bug in attempt.run: logged (RQ's job was deleted at the claim)
                 self.log.exception("attempt %s (RQ job %s) failed", job.attempt_id, job.id)
 
@@ -598,6 +602,7 @@ class _Claimed:
     attempt_id: str
     token: int
     spec: bytes | None
+    control: str = ""  # the worker's control list the claim named (Names.worker_control)
 
 
 class NodePool(WorkerPool):
