@@ -560,11 +560,13 @@ def test_a_node_worker_runs_its_attempts_with_one_runner_whose_spare_cgroup_goes
     are removed when it leaves (a clean stop), not left to another process's look for a dead one's."""
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     node = start_node(redis_server.url, unique_prefix, name="ns", slots=1)  # under the default caps: a cgroup each
-    workers = set(_node_tree(node.pid))
     for n in range(4):
         enqueue(ops, ws, f"c{n}", ["true"])
         wait_for(lambda n=n: state(ops, f"c{n}") == "ended", what=f"attempt c{n} to end")
         assert ops.read(f"c{n}")["code"] == "0"
+    # The node's processes once an attempt has run: a node is registered before its pool has forked
+    # its workers, so a look right after the start can miss the one that runs them.
+    workers = set(_node_tree(node.pid))
     spares = _spares_by_process(workers)
     # One spare, the last attempt's, named by one runner (one made per attempt left four, one each)
     assert [len(names) for names in spares.values()] == [1], spares
