@@ -119,6 +119,35 @@ def test_a_direct_connection_to_a_port_not_allowed_reaches_nothing_and_is_record
     assert any(r["path"] == denied and r["recorded"] for r in task["refusals"]), task["refusals"]
 
 
+# Refused five times, and says so at once after each refusal (a line written in pieces, unbuffered).
+REFUSED_THEN_SAYS_SO = """
+import socket, sys
+for i in range(5):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+    except OSError:
+        pass
+    sys.stdout.write("after"); sys.stdout.flush(); sys.stdout.write(f" refusal {i + 1}\\n"); sys.stdout.flush()
+"""
+
+
+def test_a_refusals_notice_is_in_the_log_before_the_worker_learns_of_it(served, backend, listener, tmp_path):  # noqa: F811
+    """The guard writes its notice, then answers the worker's connect(): whatever the worker writes on
+    learning of the refusal comes after the notice, and no line of its is cut by it (the notice was
+    written after the answer, racing the worker's own line)."""
+    engine = served(sandbox_network="allow")
+    script = tmp_path / "refused.py"
+    script.write_text(REFUSED_THEN_SAYS_SO)
+    worker = run(engine, f"'{sys.executable}' '{script}' {listener.port}")
+    log = engine.workspace.worker_log(worker.root_id, worker.depth, worker.name).read_text()
+    assert worker.status is WorkerStatus.SUCCESS, log
+    lines = [line for line in log.splitlines() if not line.startswith("=====")]
+    notice = f"[orchestrator] network: refused 127.0.0.1:{listener.port}: {REASON}"
+    expected = [line for n in range(1, 6) for line in (f"{notice} ({n} so far)", f"after refusal {n}")]
+    assert lines == expected, log
+    assert listener.accepted == 0
+
+
 # Connects to the allowed port, then waits for the flag (the server is killed and restarted
 # meanwhile) and connects to the allowed port and the one not allowed again.
 CONNECTS_ACROSS_A_RESTART = """

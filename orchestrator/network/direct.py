@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
@@ -42,7 +43,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("orchestrator.network")
@@ -70,10 +71,15 @@ def allowed(ports: frozenset[int], destination: tuple[str, int] | None) -> bool:
     return destination is None or destination[1] in ports
 
 
-def answer(listener: int, ports: frozenset[int]) -> tuple[str, int] | None:
+def answer(
+    listener: int, ports: frozenset[int], on_refusal: Callable[[tuple[str, int]], None] | None = None
+) -> tuple[str, int] | None:
     """Answer the ``connect()`` waiting on ``listener`` (one is: it polled readable): let it go on, or
-    refuse it with EACCES. The destination refused, None otherwise (nothing was waiting, its caller
-    died meanwhile, or it went on)."""
+    refuse it with EACCES, ``on_refusal`` told first (:func:`tally`): the notice is in the worker's
+    log before the worker learns of the refusal, so nothing it writes on learning it (its own line
+    about the failed connection, written piece by piece) comes before the notice or is cut by it.
+    The destination refused, None otherwise (nothing was waiting, its caller died meanwhile, or it
+    went on)."""
     buffer = bytearray(_NOTIF.size)
     try:
         fcntl.ioctl(listener, _RECV, buffer, True)
@@ -86,11 +92,19 @@ def answer(listener: int, ports: frozenset[int]) -> tuple[str, int] | None:
     # Read before this check: a pid that ended meanwhile (and was reused) made nothing worth reading.
     if not _valid(listener, call_id):
         return None
-    if allowed(ports, destination):
+    if destination is None or allowed(ports, destination):
         _send(listener, call_id, 0, _CONTINUE)
         return None
+    if on_refusal is not None:
+        on_refusal(destination)
     _send(listener, call_id, -errno.EACCES, 0)
     return destination
+
+
+def tally(counts: dict[tuple[str, int], int], log_path: str, record_path: str, destination: tuple[str, int]) -> None:
+    """One more refusal of ``destination`` counted in ``counts`` and recorded (:func:`record`)."""
+    count = counts[destination] = counts.get(destination, 0) + 1
+    record(log_path, record_path, destination, count)
 
 
 def record(log_path: str, record_path: str, destination: tuple[str, int], count: int) -> None:
@@ -229,11 +243,7 @@ class Guard:
 
     def _answer(self, found: Watch) -> None:
         assert found.listener is not None
-        destination = answer(found.listener, found.ports)
-        if destination is not None:
-            count = found.counts.get(destination, 0) + 1
-            found.counts[destination] = count
-            record(found.log_path, found.record_path, destination, count)
+        answer(found.listener, found.ports, functools.partial(tally, found.counts, found.log_path, found.record_path))
 
 
 def receive_listener(channel: socket.socket) -> int | None:

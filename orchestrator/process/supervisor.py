@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import heapq
 import json
 import math
@@ -227,13 +228,10 @@ class Supervisor:
             self._unguard(guarded)
             return
         try:
-            destination = direct.answer(guarded.listener, guarded.ports)
+            tally = functools.partial(direct.tally, guarded.counts, guarded.log_path, guarded.record_path)
+            direct.answer(guarded.listener, guarded.ports, tally)
         except OSError:  # its calls then fail (ENOSYS): none goes on unseen
             self._unguard(guarded)
-            return
-        if destination is not None:
-            count = guarded.counts[destination] = guarded.counts.get(destination, 0) + 1
-            direct.record(guarded.log_path, guarded.record_path, destination, count)
 
     def _unguard(self, guarded: GuardedWorker) -> None:
         """Its descriptor no longer polled and closed (the channel once the listener came, or both)."""
