@@ -502,10 +502,8 @@ def _take_control(ctx: NodeContext, spec: AttemptSpec, stop: _Stop, done: thread
         except (redis.ConnectionError, redis.TimeoutError):
             done.wait(CONTROL_WAIT)
             continue
-        if not message or message.get("action") != ControlAction.TERMINATE or int(message.get("token", -1)) != spec.token:
-            continue
-        signum = int(message.get("signal") or signal.SIGTERM)
-        stop.request(ControlAction.TERMINATE, signum, float(message.get("grace", ctx.settings.workers.kill_grace)))
+        if message and _names(message)[1] == spec.token:
+            _obey(message, stop, ctx.settings.workers.kill_grace)
 
 
 def _code(handle: ProcessHandle) -> int:
