@@ -176,7 +176,7 @@ class _Handler(LoggingHandler):
             self._error(turn.code, turn.message, turn.status, turn.retry_after)
             return
         if isinstance(turn, Hang):
-            mock._stopped.wait(mock.lifetime)
+            mock.hold()
             self.close_connection = True
             return
         part = {"text": turn.text} if isinstance(turn, Text) else {"functionCall": {"name": turn.name, "args": turn.args}}

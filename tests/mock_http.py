@@ -141,6 +141,12 @@ class ScriptedServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def hold(self) -> None:
+        """Hold a request until the server stops. Should the lifetime's timer run late (a loaded
+        machine), the held request stops the server itself: it never ends before the server."""
+        if not self._stopped.wait(self.lifetime):
+            self.stop()
+
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()

@@ -246,7 +246,7 @@ class _Handler(LoggingHandler):
             return
         if isinstance(turn, Hang):
             # Say nothing, keep the socket open, and let go only when the server stops.
-            mock._stopped.wait(mock.lifetime)
+            mock.hold()
             self.close_connection = True
             return
         if turn.delay:

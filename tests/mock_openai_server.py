@@ -195,7 +195,7 @@ class _Handler(LoggingHandler):
             )
             return
         if isinstance(turn, Hang):
-            mock._stopped.wait(mock.lifetime)
+            mock.hold()
             self.close_connection = True
             return
         model = (body.get("model") if isinstance(body, dict) else None) or MODEL_FALLBACK

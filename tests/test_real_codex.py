@@ -137,6 +137,14 @@ def test_mock_streams_a_response_404s_the_rest_and_stops_by_itself():
     with pytest.raises(requests.ConnectionError):
         requests.post(mock.url + "/v1/responses", json={}, timeout=10)
     assert mock.stopped and time.monotonic() - started < 5
+    # Its lifetime's timer running late (a loaded machine: CI once saw it) must not end a held
+    # request before the server stops: the held request stops the server itself.
+    late = MockOpenAIServer([Hang()], lifetime=1.0).start()
+    assert late._timer is not None
+    late._timer.cancel()
+    with pytest.raises(requests.ConnectionError):
+        requests.post(late.url + "/v1/responses", json={}, timeout=10)
+    assert late.stopped
 
 
 # ----------------------------------------------------------------------------- direct
