@@ -26,7 +26,7 @@ import pytest
 from orchestrator.network import egress, peer, proxy
 from orchestrator.network.egress import EgressPlan, open_egress
 from orchestrator.network.policy import Endpoint
-from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
+from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies, holds_processes
 from orchestrator.process.sandbox import SandboxSpec
 
 from .conftest import wait_until
@@ -73,10 +73,12 @@ def echo() -> Iterator[int]:
 
 @pytest.fixture(autouse=True)
 def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temp folder of the test's for the socket folders, and a fresh set of shared doors."""
+    """A temp folder of the test's for the socket folders, and a fresh set of shared doors (a dead
+    server's registrations judged by their cgroups, as a server's runner has them judged)."""
     folder = tempfile.mkdtemp(prefix="egress-", dir="/tmp")
     monkeypatch.setattr(egress.tempfile, "gettempdir", lambda: folder)
     monkeypatch.setattr(egress, "_SHARED", egress._Shared())
+    monkeypatch.setattr(egress, "_attempt_runs", holds_processes)
     yield Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
 

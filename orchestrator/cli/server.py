@@ -371,10 +371,10 @@ def _sweep_dead_servers() -> None:
     attempts that have ended, their registrations files and shared folders (network/egress.py), their
     spare cgroups (process/cgroups.py). Each judged dead by the kernel, never by a pid alone."""
     from ..network.egress import sweep_dead
-    from ..process.cgroups import remove_dead_spares
+    from ..process.cgroups import holds_processes, remove_dead_spares
 
     try:
-        sweep_dead()
+        sweep_dead(holds_processes)
         remove_dead_spares()
     except OSError as exc:  # (nothing of this server's own depends on it: the next start tries again)
         log.warning("could not clear what ended servers left: %s", exc)

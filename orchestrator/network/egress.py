@@ -39,12 +39,11 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..process.cgroups import holds_processes
 from . import direct, peer
 from .policy import Endpoint, Policy, endpoint_of_url, parse_entry
 from .proxy import Listener, Outcome, Refusal, refuse, shared
@@ -671,7 +670,7 @@ class _Shared:
     def sweep(self, base: Path, keep: Path) -> None:
         """What servers that have ended left here, gone: in the registrations file of each (its flock
         not held: :func:`_held`), the registrations whose attempt has ended (its cgroups removed or
-        empty, as the kernel says: cgroups.holds_processes) ended; such a file removed once it holds
+        empty, as the kernel says: :func:`judge_attempts`) ended; such a file removed once it holds
         none; and the shared folders of ended servers that no live registration (or a plan file of
         before the files) names. An attempt still running keeps its line and its folder for the
         server that adopts it, whenever that is. At a server's start (:func:`sweep_dead`) and at its
@@ -729,9 +728,25 @@ _NOBODY = Policy.parse(())  # a shared door's own policy: it allows nothing (eac
 _SHARED = _Shared()
 
 
-def sweep_dead() -> None:
+AttemptRuns = Callable[[Mapping[str, str]], bool | None]  # an attempt's cgroups -> whether a process of it runs
+_attempt_runs: AttemptRuns | None = None  # (judge_attempts) None: no registration is judged ended
+
+
+def judge_attempts(runs: AttemptRuns) -> None:
+    """How this process tells whether the attempt of a dead server's registration still runs: ``runs``
+    reads its cgroups (as ``/proc/<pid>/cgroup`` names them) and says True, False (no process of it
+    left: removed or empty, the kernel's word) or None (cannot tell: kept). The process layer's
+    (process/cgroups.py ``holds_processes``, handed down by the runner: this layer reads no cgroupfs);
+    until it is given, a sweep ends no registration."""
+    global _attempt_runs
+    _attempt_runs = runs
+
+
+def sweep_dead(runs: AttemptRuns) -> None:
     """At a server's start (cli/server.py): what servers of this user's that have ended left in the
-    sockets folder, gone (:meth:`_Shared.sweep`); nothing made where there is none yet."""
+    sockets folder, gone (:meth:`_Shared.sweep`, the attempts judged by ``runs``: :func:`judge_attempts`);
+    nothing made where there is none yet."""
+    judge_attempts(runs)
     if not _base_path(tempfile.gettempdir(), os.getuid()).is_dir():
         return
     base = sockets_base()
@@ -741,11 +756,11 @@ def sweep_dead() -> None:
 def _ended_attempt(saved: Mapping[str, Any]) -> bool:
     """Whether the attempt of a registration (a line of a dead server's file) has ended, as the kernel
     says: its cgroups removed or empty (no process of it runs: each was born in them and cannot leave
-    them). One whose cgroups cannot be read is kept."""
-    cgroups = saved.get("cgroups")
-    if not isinstance(cgroups, dict) or not cgroups:
+    them). One whose cgroups cannot be read, or where no judge was given, is kept."""
+    cgroups, runs = saved.get("cgroups"), _attempt_runs
+    if not isinstance(cgroups, dict) or not cgroups or runs is None:
         return False
-    return holds_processes({str(k): str(v) for k, v in cgroups.items()}) is False
+    return runs({str(k): str(v) for k, v in cgroups.items()}) is False
 
 
 def _sweep_leftovers(base: Path) -> None:
