@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.models import WorkerStatus
 from orchestrator.process import procscan
-from orchestrator.process.cgroups import Cgroup, Confined, Enforcement, Limits, cgroup_name, hierarchies
+from orchestrator.process.cgroups import Cgroup, ChildSetup, Confined, Enforcement, Limits, cgroup_name, hierarchies
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.supervisor import SupervisorClient
 
@@ -442,8 +442,8 @@ def _spares_of(owner: Confined | int) -> list[str]:
     """The spares of a runner's ``Confined`` (or of every runner of a process)."""
     from orchestrator.process.cgroups import SPARE
 
-    prefix = owner.spare_prefix if isinstance(owner, Confined) else f"{SPARE}{owner}-"
-    return [c.name for c in hierarchies().find_prefix(prefix)]
+    prefixes = [owner.spare_prefix] if isinstance(owner, Confined) else [f"{SPARE}{owner}-", f"{SPARE}{owner}."]
+    return [c.name for prefix in prefixes for c in hierarchies().find_prefix(prefix)]
 
 
 def _inodes(cgroup) -> set[int]:
@@ -679,3 +679,90 @@ def test_a_sandboxed_attempts_cgroup_is_kept_once_its_launcher_is_gone_and_serve
     # Then an ended attempt's cgroup was kept (its launcher's init gone, and reaped) and renamed for a
     # later attempt, where each was made afresh before (a start may come before the last one's end)
     assert started[0] == "made" and "spare" in started[1:], started
+
+
+@pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_spare_goes_once_its_server_is_gone_by_pid_and_start_time_and_never_while_it_holds_a_process():
+    import subprocess
+
+    from orchestrator.process.cgroups import SPARE, remove_dead_spares
+
+    # Given spares named as a runner names them (server pid and start time): one of this process, one
+    # of an ended server whose pid this process has now (another start time), one of an ended server
+    # that holds a process (no spare does: not the sweep's to kill)
+    mine = Confined().spare_prefix + "1"
+    assert mine.startswith(f"{SPARE}{os.getpid()}.{procscan.process_start_id(os.getpid())}-")
+    reused = f"{SPARE}{os.getpid()}.1-1-1"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    holding = f"{SPARE}{gone.pid}.1-1-1"
+    made = [base / name for _, base in BASES.values() for name in (mine, reused, holding)]
+    for directory in made:
+        directory.mkdir()
+    sleeper = None
+    try:
+        held = hierarchies().find(holding)
+        assert held is not None
+        setup = ChildSetup(held.join_fds(), 0)
+        try:
+            sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=setup)
+        finally:
+            for fd in setup.fds:
+                os.close(fd)
+        wait_until(lambda: held.members() == [sleeper.pid], timeout=5)
+        # When a server starts (or its first attempt does)
+        remove_dead_spares()
+        # Then the spare of the pid's earlier owner goes; this process's, and the one holding a process, stay
+        assert hierarchies().find(reused) is None
+        assert hierarchies().find(mine) is not None
+        assert hierarchies().find(holding) is not None and sleeper.poll() is None
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+        for directory in made:
+            with contextlib.suppress(FileNotFoundError):
+                wait_until(lambda d=directory: not (d / "cgroup.procs").read_text().split(), timeout=5)
+                directory.rmdir()
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup this user may make")
+def test_whether_a_cgroup_named_as_proc_names_it_holds_a_process_is_the_kernels_word(tmp_path):
+    import subprocess
+
+    from orchestrator.process.cgroups import _own_cgroups, holds_processes
+
+    # Given an attempt's cgroup, named as /proc/<pid>/cgroup names it (what a registration keeps)
+    cgroup = hierarchies().create(f"orchestrator-holds-{os.getpid()}", Limits(memory=64 * MB, processes=20))
+    assert cgroup is not None
+    paths = hierarchies().proc_paths(cgroup)
+    assert paths
+    sleeper = None
+    try:
+        # Then empty it holds none; with a process in it, it holds one
+        assert holds_processes(paths) is False
+        setup = ChildSetup(cgroup.join_fds(), 0)
+        try:
+            sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=setup)
+        finally:
+            for fd in setup.fds:
+                os.close(fd)
+        wait_until(lambda: cgroup.members() == [sleeper.pid], timeout=5)
+        named = _own_cgroups(Path(f"/proc/{sleeper.pid}/cgroup").read_text())
+        assert all(named[key] == path for key, path in paths.items())  # as the kernel names its process's
+        assert holds_processes(paths) is True
+        sleeper.kill()
+        sleeper.wait()
+        wait_until(lambda: holds_processes(paths) is False, timeout=5)
+    finally:
+        if sleeper is not None and sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+        cgroup.remove()
+    # And removed, it holds none; what cannot be told (a parent not there, a path that climbs out, a
+    # hierarchy not mounted) is None, never False
+    assert holds_processes(paths) is False
+    assert holds_processes({k: v.rsplit("/", 1)[0] + "/no-such-parent/x" for k, v in paths.items()}) is None
+    assert holds_processes({k: v + "/../.." for k, v in paths.items()}) is None
+    assert holds_processes({"no-such-controller": "/x"}) is None
+    assert holds_processes({}) is None

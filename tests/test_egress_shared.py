@@ -26,9 +26,10 @@ import pytest
 from orchestrator.network import egress, peer, proxy
 from orchestrator.network.egress import EgressPlan, open_egress
 from orchestrator.network.policy import Endpoint
-from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies
+from orchestrator.process.cgroups import Cgroup, ChildSetup, Limits, hierarchies, holds_processes
 from orchestrator.process.sandbox import SandboxSpec
 
+from .conftest import wait_until
 from .helpers.echo import echo_server
 
 pytestmark = [
@@ -72,10 +73,12 @@ def echo() -> Iterator[int]:
 
 @pytest.fixture(autouse=True)
 def short_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temp folder of the test's for the socket folders, and a fresh set of shared doors."""
+    """A temp folder of the test's for the socket folders, and a fresh set of shared doors (a dead
+    server's registrations judged by their cgroups, as a server's runner has them judged)."""
     folder = tempfile.mkdtemp(prefix="egress-", dir="/tmp")
     monkeypatch.setattr(egress.tempfile, "gettempdir", lambda: folder)
     monkeypatch.setattr(egress, "_SHARED", egress._Shared())
+    monkeypatch.setattr(egress, "_attempt_runs", holds_processes)
     yield Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -439,6 +442,74 @@ def test_an_attempt_that_ended_while_no_server_ran_is_forgotten(short_tmp: Path)
     assert handle.egress is None and server.returncode == 0
     assert not old_file.exists()
     assert egress.reopen_egress("X") is None
+
+
+# A server of its own (a real other process): registers X with the cgroups argv[2] names, and ends.
+REGISTERING = """
+import json, sys, tempfile
+from orchestrator.network import egress
+from orchestrator.network.egress import EgressPlan, open_egress
+tempfile.gettempdir = lambda: sys.argv[1]
+x = open_egress(EgressPlan(), key="X", log_path=None, cgroups=json.loads(sys.argv[2]))
+print(json.dumps({"folder": str(x.folder), "file": str(egress._SHARED._journal.path)}))
+"""
+
+
+@needs_cgroup
+def test_a_dead_servers_registration_is_kept_while_its_attempt_runs_and_ended_once_its_cgroup_is_empty(
+    short_tmp: Path, cgroups: dict[str, Cgroup]
+) -> None:
+    """A server registers an attempt whose process runs in its cgroup, and dies. Servers that start
+    (none of them adopting it) keep its line and its shared folder while a process runs in the
+    attempt's cgroup, whatever pid its server had; once none does (the kernel's word), the next one
+    ends the line and removes the dead server's file and folder."""
+    paths = hierarchies().proc_paths(cgroups["A"])
+    setup = ChildSetup(cgroups["A"].join_fds(), 0)
+    try:
+        attempt = subprocess.Popen(["sleep", "60"], preexec_fn=setup)
+    finally:
+        for fd in setup.fds:
+            os.close(fd)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", REGISTERING, str(short_tmp), json.dumps(paths)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        made = json.loads(out.stdout)
+        dead_file, folder = Path(made["file"]), Path(made["folder"])
+        for _ in range(2):
+            egress._SHARED = egress._Shared()  # a server that starts: its sweep at its first registration
+            egress._SHARED._folder()
+            assert "X" in egress._replay(dead_file) and folder.is_dir()
+    finally:
+        attempt.kill()
+        attempt.wait()
+    wait_until(lambda: cgroups["A"].members() == [], timeout=5)
+    egress._SHARED = egress._Shared()
+    egress._SHARED._folder()
+    assert not dead_file.exists() and not folder.exists()
+    assert egress.reopen_egress("X") is None
+
+
+def test_a_shared_folder_goes_with_its_servers_flock_whatever_process_has_its_pid_now(short_tmp: Path) -> None:
+    """A server's registrations file (held by its flock while it runs) is made before its shared
+    folder: a folder whose server's files are none of them held is a dead server's, though its pid
+    runs (another process has it now), and goes; one whose server holds its file stays."""
+    base = egress.sockets_base()
+    reused, running = os.getppid(), os.getpid() + 1_000_000  # (no process has the second: only its file says it runs)
+    (base / f"registrations-{reused}-00000000.jsonl").write_text("")  # not held: its server has ended
+    holder = egress._held_file(base / f"registrations-{running}-00000000.jsonl")
+    try:
+        for pid in (reused, running):
+            (base / f"shared-{pid}").mkdir(mode=0o700)
+        egress._SHARED._folder()
+        assert not (base / f"shared-{reused}").exists()
+        assert (base / f"shared-{running}").is_dir()
+    finally:
+        os.close(holder)
 
 
 def test_the_registrations_file_is_compacted_and_still_replays(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

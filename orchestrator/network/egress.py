@@ -39,7 +39,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,11 +212,14 @@ def sockets_base() -> Path:
     return _checked_base(tempfile.gettempdir(), os.getuid())
 
 
+def _base_path(tmp: str, uid: int) -> Path:
+    base = Path(tmp) / f"orchestrator-net-{uid}"
+    return Path("/tmp") / f"orchestrator-net-{uid}" if len(str(base)) > 60 else base
+
+
 @functools.lru_cache(maxsize=4)
 def _checked_base(tmp: str, uid: int) -> Path:
-    base = Path(tmp) / f"orchestrator-net-{uid}"
-    if len(str(base)) > 60:
-        base = Path("/tmp") / f"orchestrator-net-{os.getuid()}"
+    base = _base_path(tmp, uid)
     with contextlib.suppress(FileExistsError):
         base.mkdir(mode=0o700)
     found = os.lstat(base)
@@ -499,7 +502,7 @@ class _Shared:
             path, saved = found
             egress = self._registered_again(key, saved)
             if egress is not None:
-                self._ended_in(path, key)
+                self._ended_in(path, [key])
             return egress
 
     def reopen_plan_file(self, key: str, path: Path) -> Egress | None:
@@ -519,7 +522,7 @@ class _Shared:
         with self._read_lock:
             for path, live in list(self._others()):
                 if key in live:
-                    self._ended_in(path, key)
+                    self._ended_in(path, [key])
 
     def unregister(self, registered: _Registered) -> None:
         registered.closed = True
@@ -608,29 +611,37 @@ class _Shared:
                 continue
             yield path, cached[1]
 
-    def _ended_in(self, path: Path, key: str) -> None:
-        """``key``'s end appended to another server's registrations file (now ours: it has moved here,
-        or ended), and that file removed once it holds nothing live and its server has ended."""
+    def _ended_in(self, path: Path, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``keys``' ends appended to another server's registrations file (now ours: moved here, or
+        ended), and that file removed once it holds nothing live and its server has ended. What it
+        still holds live (the caller holds ``_read_lock``)."""
         live: dict[str, dict[str, Any]] = {}
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError:
-            return
+            return live
         try:
-            _write_all(fd, _ended_line(key))
+            _write_all(fd, b"".join(map(_ended_line, keys)))
             cached = self._read.get(path.name)
             if cached is not None:
                 live = cached[1]
-                live.pop(key, None)
+                for key in keys:
+                    live.pop(key, None)
                 found = os.fstat(fd)
                 self._read[path.name] = ((found.st_ino, found.st_size, found.st_mtime_ns), live)
             else:
                 live = _replay(path)
         except OSError:
-            return
+            return live
         finally:
             os.close(fd)
-        if not live and not _held(path):
+        if not live:
+            self._remove_unheld(path)
+        return live
+
+    def _remove_unheld(self, path: Path) -> None:
+        """Another server's registrations file that holds nothing live, removed unless its server runs."""
+        if not _held(path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
             self._read.pop(path.name, None)
@@ -639,12 +650,15 @@ class _Shared:
         if self._own is None or not self._own.is_dir():
             base = sockets_base()
             folder = base / f"shared-{os.getpid()}"
-            self._sweep(base, keep=folder)
+            self.sweep(base, keep=folder)
+            # The registrations file first, held: a sweep tells a running server's folder by it.
+            with self._journal_lock:  # (removed with the folder by a cleaner of /tmp: made again, its lines kept)
+                if self._journal is None:
+                    self._journal = _Journal(base)
+                elif not self._journal.path.exists():
+                    self._journal = _Journal(base, self._journal)
             with contextlib.suppress(FileExistsError):
                 folder.mkdir(mode=0o700)
-            with self._journal_lock:  # (removed with the folder by a cleaner of /tmp: made again, its lines kept)
-                if self._journal is not None and not self._journal.path.exists():
-                    self._journal = _Journal(base, self._journal)
             found = os.lstat(folder)
             if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
                 raise OSError(
@@ -653,20 +667,28 @@ class _Shared:
             self._own = folder
         return self._own
 
-    def _sweep(self, base: Path, keep: Path) -> None:
-        """Remove the shared folders of processes that have ended and that no live registration (in
-        another server's registrations file, or a plan file of before them) names (an attempt still
-        running there keeps its folder for the server that adopts it), and the registrations files of
-        ended servers that hold none. Once per process."""
+    def sweep(self, base: Path, keep: Path) -> None:
+        """What servers that have ended left here, gone: in the registrations file of each (its flock
+        not held: :func:`_held`), the registrations whose attempt has ended (its cgroups removed or
+        empty, as the kernel says: :func:`judge_attempts`) ended; such a file removed once it holds
+        none; and the shared folders of ended servers that no live registration (or a plan file of
+        before the files) names. An attempt still running keeps its line and its folder for the
+        server that adopts it, whenever that is. At a server's start (:func:`sweep_dead`) and at its
+        first registration (``keep``: its own folder)."""
         named: set[str] = set()
+        ended: set[str] = set()  # the pids of the servers whose file is not held (before it goes)
         with self._read_lock:
             for path, live in list(self._others()):
+                if not _held(path):
+                    ended.add(path.name[len(_JOURNAL_PREFIX) :].partition("-")[0])
+                    gone = [key for key, saved in live.items() if _ended_attempt(saved)]
+                    if gone:
+                        live = self._ended_in(path, gone)
+                    elif not live:
+                        self._remove_unheld(path)
                 named.update(str(saved.get("shared")) for saved in live.values())
-                if not live and not _held(path):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                    self._read.pop(path.name, None)
-        _sweep_shared(base, keep, named)
+        _sweep_leftovers(base)
+        _sweep_shared(base, keep, named, ended)
 
     def _door(self, folder: Path, target: Endpoint | None) -> None:
         """The shared door of ``folder`` for ``target``, listening (opened at its first use, or again
@@ -706,9 +728,59 @@ _NOBODY = Policy.parse(())  # a shared door's own policy: it allows nothing (eac
 _SHARED = _Shared()
 
 
-def _sweep_shared(base: Path, keep: Path, named: set[str]) -> None:
-    """Remove the shared folders of processes that have ended and that neither ``named`` (the live
-    registrations of other servers' files) nor an attempt's plan file of before those names."""
+AttemptRuns = Callable[[Mapping[str, str]], bool | None]  # an attempt's cgroups -> whether a process of it runs
+_attempt_runs: AttemptRuns | None = None  # (judge_attempts) None: no registration is judged ended
+
+
+def judge_attempts(runs: AttemptRuns) -> None:
+    """How this process tells whether the attempt of a dead server's registration still runs: ``runs``
+    reads its cgroups (as ``/proc/<pid>/cgroup`` names them) and says True, False (no process of it
+    left: removed or empty, the kernel's word) or None (cannot tell: kept). The process layer's
+    (process/cgroups.py ``holds_processes``, handed down by the runner: this layer reads no cgroupfs);
+    until it is given, a sweep ends no registration."""
+    global _attempt_runs
+    _attempt_runs = runs
+
+
+def sweep_dead(runs: AttemptRuns) -> None:
+    """At a server's start (cli/server.py): what servers of this user's that have ended left in the
+    sockets folder, gone (:meth:`_Shared.sweep`, the attempts judged by ``runs``: :func:`judge_attempts`);
+    nothing made where there is none yet."""
+    judge_attempts(runs)
+    if not _base_path(tempfile.gettempdir(), os.getuid()).is_dir():
+        return
+    base = sockets_base()
+    _SHARED.sweep(base, keep=base / f"shared-{os.getpid()}")
+
+
+def _ended_attempt(saved: Mapping[str, Any]) -> bool:
+    """Whether the attempt of a registration (a line of a dead server's file) has ended, as the kernel
+    says: its cgroups removed or empty (no process of it runs: each was born in them and cannot leave
+    them). One whose cgroups cannot be read, or where no judge was given, is kept."""
+    cgroups, runs = saved.get("cgroups"), _attempt_runs
+    if not isinstance(cgroups, dict) or not cgroups or runs is None:
+        return False
+    return runs({str(k): str(v) for k, v in cgroups.items()}) is False
+
+
+def _sweep_leftovers(base: Path) -> None:
+    """A registrations file's rewrite (``_Journal._compact``) that its server's death cut short: held
+    by that server while it is made, so one not held is a dead server's, and goes."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            if name.startswith(_JOURNAL_PREFIX) and name.endswith(_JOURNAL_SUFFIX + ".new") and not _held(base / name):
+                with contextlib.suppress(OSError):
+                    os.unlink(base / name)
+
+
+def _sweep_shared(base: Path, keep: Path, named: set[str], ended: set[str]) -> None:
+    """Remove the shared folders (``shared-<pid>``) of servers that have ended and that neither
+    ``named`` (the live registrations of other servers' files) nor an attempt's plan file of before
+    those names. A server makes its registrations file, held, before its folder: a folder whose pid
+    has a file held is a running server's; one whose files are none held (or were found so by this
+    sweep, ``ended``, which removed them) an ended server's, whatever process has its pid now. One
+    with no file at all is a server's of before the files (or one in its first moments): ended when
+    its pid runs no more."""
     try:
         names = os.listdir(base)
         for name in names:
@@ -722,7 +794,8 @@ def _sweep_shared(base: Path, keep: Path, named: set[str]) -> None:
         pid = name.removeprefix("shared-")
         if folder == keep or not name.startswith("shared-") or not pid.isdigit() or str(folder) in named:
             continue
-        if _alive(int(pid)):
+        files = list(base.glob(f"{_JOURNAL_PREFIX}{pid}-*{_JOURNAL_SUFFIX}"))
+        if any(map(_held, files)) or (not files and pid not in ended and _alive(int(pid))):
             continue
         _remove_folder(folder)
 

@@ -16,11 +16,15 @@ attempt's cgroup is ``orchestrator-<tag>`` under the server's own cgroup, so a r
 
 Spares (``Confined``): on v1, an ended attempt's cgroup that is proven fresh again (no member once
 what was left is killed and gone, a sandbox's launcher still leaving included; no OOM kill, no refused fork, at most SPARE_CHARGE of memory charged that reclaim cannot drop) is renamed
-``orchestrator+spare-<server pid>-<runner>-<n>`` and renamed to the next attempt's name under the same
+``orchestrator+spare-<server pid>.<its start>-<runner>-<n>`` and renamed to the next attempt's name under the same
 limits: a rename where a mkdir, the limits' writes and an rmdir were (about half of an attempt's
 cgroup cost). No attempt's name can be a spare's, so no sweep or restart takes one for an attempt's; a
 server removes its spares when it closes, and one that starts removes those of servers that are
-gone. v2 cannot rename a cgroup (EPERM): there each attempt's is made and removed as before.
+gone (``remove_dead_spares``: empty, and their server's pid and start time no longer a running
+process's). v2 cannot rename a cgroup (EPERM): there each attempt's is made and removed as before.
+
+Whether a cgroup named as ``/proc/<pid>/cgroup`` names it still holds a process is
+``holds_processes``: how a dead server's network registrations are judged (network/egress.py).
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..outcomes import Enforced, Enforcement
-from .procscan import descendants, process_alive
+from .procscan import descendants, process_alive, process_start_id
 
 log = logging.getLogger("orchestrator.cgroups")
 
@@ -52,7 +56,7 @@ KILL_ROUNDS = 50  # passes of "SIGKILL every member" before giving up on a cgrou
 REMOVE_WAIT = 2.0  # seconds to wait for killed members to leave before rmdir gives up
 REAP_WAIT = 0.02  # seconds a spare waits for its exited tasks to be reaped (``Cgroup.drain``)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-# An emptied attempt's cgroup kept for the next one: SPARE + "<server pid>-<runner>-<n>". No attempt's
+# An emptied attempt's cgroup kept for the next one: SPARE + "<server pid>.<start>-<runner>-<n>". No attempt's
 # name starts so (cgroup_name makes "+" "_"), so no sweep of attempts' cgroups by a prefix takes one.
 SPARE = "orchestrator+spare-"
 MAX_SPARES = 64  # spares one runner keeps (about its concurrency: an attempt's end gives one, a start takes one)
@@ -411,7 +415,7 @@ class Confined:
         self._spares: dict[_LimitsKey, list[Cgroup]] = {}  # the module's docstring: emptied cgroups, by their limits
         self._lock = threading.Lock()
         self._serial = 0
-        self.spare_prefix = f"{SPARE}{os.getpid()}-{next(_RUNNERS)}-"  # its spares' names: this prefix and a number
+        self.spare_prefix = f"{SPARE}{_this_server()}-{next(_RUNNERS)}-"  # its spares' names: this prefix and a number
         self._cleared = False  # the spares of servers that are gone removed (at the first start)
 
     def start(self, tag: str, limits: Limits, own: int = 0) -> tuple[Cgroup | None, ChildSetup, Enforced]:
@@ -540,14 +544,23 @@ _RUNNERS = itertools.count(1)  # tells apart the spares of one process's runners
 _LimitsKey = tuple[int, int, int]  # (memory, processes, own): what a spare's limits were written for
 
 
+def _this_server() -> str:
+    """This process as a spare's name gives its server: "<pid>.<start>" (process_start_id: another
+    process that reuses the pid is told apart); a spare named by a server of before has its pid alone."""
+    return f"{os.getpid()}.{process_start_id(os.getpid()) or ''}"
+
+
 def remove_dead_spares() -> int:
-    """Remove the spares of servers that are gone (a crash leaves its own; they hold no process,
-    and no tag names one, so nothing mistakes them): those whose server pid no longer runs. How many."""
+    """Remove the spares of servers that are gone (a crash leaves its own; no tag names one, so
+    nothing mistakes them): those that hold no process and whose server, the pid and start time
+    their name gives, no longer runs (a reused pid is another process). How many. A server runs it
+    as it starts (cli/server.py) and at its first attempt's start (``Confined._reuse``)."""
     removed = 0
     for cgroup in hierarchies().find_prefix(SPARE):
-        pid = cgroup.name[len(SPARE) :].partition("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid), None):
-            cgroup.remove()
+        pid, _, start = cgroup.name[len(SPARE) :].partition("-")[0].partition(".")
+        if not pid.isdigit() or process_alive(int(pid), start or None) or cgroup.members():
+            continue
+        if cgroup.remove():
             removed += 1
     return removed
 
@@ -564,6 +577,7 @@ class Hierarchies:
         self._proc = proc
         self._found: dict[str, tuple[Enforcement, Path]] | None = None
         self._own: dict[str, str] = {}  # hierarchy -> this process's cgroup path ("" the v2 one)
+        self._mounts: list[tuple[str, str, str, str]] | None = None  # the cgroup mounts (``_directory``), read once
 
     @property
     def bases(self) -> dict[str, tuple[Enforcement, Path]]:
@@ -627,6 +641,50 @@ class Hierarchies:
                 return {}
             found[key] = own.rstrip("/") + "/" + cgroup.name
         return found
+
+    def holds_processes(self, paths: Mapping[str, str]) -> bool | None:
+        """Whether the cgroup ``paths`` names (``proc_paths``' form: hierarchy -> its path as
+        ``/proc/<pid>/cgroup`` names it) holds a process, in the kernel's words: False once each of
+        its directories is removed (its parent is still there) or holds none, True while one holds
+        one, None where this process cannot tell (a hierarchy not mounted here, a path that leaves its
+        mount, a file it cannot read). What a caller cannot prove empty it keeps (network/egress.py:
+        a registration of a dead server's whose attempt may still run)."""
+        if not paths:
+            return None
+        for key, path in paths.items():
+            directory = self._directory(key, path)
+            if directory is None:
+                return None
+            try:
+                if key == "":  # v2: whether it or a cgroup below it holds a process
+                    if "populated 0" not in _read(directory / "cgroup.events").splitlines():
+                        return True
+                    continue
+                if _read(directory / "cgroup.procs").split() or any(entry.is_dir() for entry in os.scandir(directory)):
+                    return True  # (a v1 cgroup made below it: not read, kept)
+            except FileNotFoundError:
+                if not directory.parent.is_dir():
+                    return None
+            except OSError:
+                return None
+        return False
+
+    def _directory(self, key: str, path: str) -> Path | None:
+        """Where this process sees the cgroup ``path`` of hierarchy ``key`` ("" the v2 one, else a v1
+        controller's), as ``/proc/<pid>/cgroup`` names it; None where no mount shows it (or it is a
+        hierarchy's root, or its path climbs out)."""
+        if self._mounts is None:
+            try:
+                self._mounts = _cgroup_mounts(_read(self._proc / "mountinfo"))
+            except OSError:
+                self._mounts = []
+        for fstype, root, point, options in self._mounts:
+            if (fstype == "cgroup2") if key == "" else (fstype == "cgroup" and key in options.split(",")):
+                relative = _relative(path, root)
+                if not relative or ".." in relative.split("/"):
+                    return None
+                return Path(point) / relative
+        return None
 
     def find(self, name: str) -> Cgroup | None:
         """The existing cgroup ``name`` (a restarted server's handle on a running attempt's)."""
@@ -778,6 +836,11 @@ def _write(path: Path | str, text: str) -> None:
         os.close(fd)
 
 
+def holds_processes(paths: Mapping[str, str]) -> bool | None:
+    """``Hierarchies.holds_processes`` in this process's view of the machine's cgroups."""
+    return hierarchies().holds_processes(paths)
+
+
 @functools.lru_cache(maxsize=1)
 def hierarchies() -> Hierarchies:
     """This process's view of the machine's cgroups (one per process)."""
@@ -794,6 +857,8 @@ __all__ = [
     "cgroup_name",
     "enforced_for",
     "hierarchies",
+    "holds_processes",
+    "remove_dead_spares",
     "ChildSetup",
     "Confined",
     "cap_hit",

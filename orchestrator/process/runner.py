@@ -48,10 +48,10 @@ from typing import Any
 from .. import protocol
 from ..config.schema import SandboxNetwork
 from ..network import direct
-from ..network.egress import Egress, EgressPlan, forget_egress, open_egress, reopen_egress
+from ..network.egress import Egress, EgressPlan, forget_egress, judge_attempts, open_egress, reopen_egress
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
-from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, kill_all
+from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, holds_processes, kill_all
 from .prctl import libc_prctl, set_parent_death_signal
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
@@ -783,6 +783,7 @@ class ProcessRunner:
         )
         self.confined = Confined()  # the cgroups of the attempts started (or adopted) with limits
         self.bridged: set[str] = set()  # tags of the attempts whose shim runs a network bridge (pid 3 inside)
+        judge_attempts(holds_processes)  # a dead server's registrations judged by their cgroups (network/egress.py)
 
     def sweep(self, tag: str, since: float = 0.0) -> None:
         """SIGKILL every process in the cgroup of ``tag`` (then removed) and every process carrying

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,16 +38,20 @@ def _free_port() -> int:
 class Home:
     """An orchestrator home in tmp and the server processes started on it, one at a time."""
 
-    def __init__(self, tmp: Path, *, max_retries: int = 0, failpoints: str = "") -> None:
+    def __init__(
+        self, tmp: Path, *, max_retries: int = 0, failpoints: str = "", worker: Path = WORKER, workers: str = ""
+    ) -> None:
+        """``worker``: the script each worker runs (its task its one argument); ``workers``: more lines
+        of the config's ``workers`` section."""
         self.tmp, self.port = tmp, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.runs = tmp / "runs"
         self.runs.mkdir()
         (tmp / "config.yaml").write_text(
             f'api:\n  api_key: "{API_KEY}"\n  port: {self.port}\n  rate_limit_worker: 0\n'
-            f'orchestrator:\n  worker: "command"\n  command: ["{sys.executable}", "{WORKER}", "{{task}}"]\n'
+            f'orchestrator:\n  worker: "command"\n  command: ["{sys.executable}", "{worker}", "{{task}}"]\n'
             f"workers:\n  max_workers: 20\n  max_workers_limit: 20\n  kill_grace: 1\n  max_retries: {max_retries}\n  retry_backoff: 0.05\n  global_max_workers: 32\n"
-            f'  sandbox_writable: ["{self.runs}"]\n'  # sandboxed workers record their runs there
+            f'  sandbox_writable: ["{self.runs}"]\n' + workers  # sandboxed workers record their runs there
         )
         self.env = {**os.environ, "ORCHESTRATOR_HOME": str(tmp), "CHAOS_RUNS_DIR": str(self.runs)}
         self.env.pop("ORCHESTRATOR_CONFIG", None)
@@ -245,91 +250,118 @@ def _unrecorded(home: Home) -> list[str]:
     return missing
 
 
+@dataclass
+class Killed:
+    """What :func:`kill_at_random` saw: what broke (each list empty when nothing did), and what it did."""
+
+    servers: list[int] = field(default_factory=list)  # the pid of each server started, the last one's last
+    roots: list[str] = field(default_factory=list)
+    records: dict[str, dict] = field(default_factory=dict)
+    illegal: list[str] = field(default_factory=list)
+    unreadable: int = 0
+    unrecorded: list[str] = field(default_factory=list)
+    twice: list[str] = field(default_factory=list)
+    orphans: list[int] = field(default_factory=list)
+    failpoint_deaths: int = 0
+
+    @property
+    def violations(self) -> int:
+        return len(self.illegal) + self.unreadable + len(self.unrecorded) + len(self.twice) + len(self.orphans)
+
+
+POINTS = ["", "after_spawn=0.5", "after_record=0.5", "before_final_record=0.5", "after_spawn=1"]
+
+
+def kill_at_random(home: Home, rounds: int, rng: random.Random) -> Killed:
+    """Start ``home``'s server ``rounds`` times, each time at a random failpoint (or none), give it a
+    job now and then, and SIGKILL it at a random moment; then start a last one, without failpoints,
+    and wait until it has seen every job to its end (it is left running: the caller stops it)."""
+    seen: dict[str, dict] = {}
+    run = Killed()
+    began = time.monotonic()
+    for round_ in range(rounds):
+        if round_ % 20 == 0:
+            print(
+                f"round {round_}: {time.monotonic() - began:.1f}s, {len(run.roots)} jobs, {run.failpoint_deaths} failpoint deaths",
+                flush=True,
+            )
+        run.servers.append(home.start(failpoints=rng.choice(POINTS)).pid)
+        assert home.server is not None
+        up = False
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and home.server.poll() is None and not up:
+            up = home.healthy()
+            time.sleep(0.01)
+        if up:
+            # Once a server is up, it has taken over every shim: none runs unrecorded.
+            end = time.monotonic() + 3
+            while (missing := _unrecorded(home)) and time.monotonic() < end and home.server.poll() is None:
+                time.sleep(0.02)
+            if missing and home.server.poll() is None:
+                run.unrecorded.extend(missing)
+            if rng.random() < 0.6:
+                tasks = [
+                    f"lines={rng.randint(1, 8)} interval=0.02 code={rng.choice([0, 0, 0, 2])}" for _ in range(rng.randint(1, 4))
+                ]
+                try:
+                    reply = home.call("POST", "/api/v1/orchestrate", json={"request": "chaos", "tasks": tasks})
+                    if reply.status_code == 202 or reply.status_code == 200:
+                        run.roots.append(reply.json()["job_id"])
+                except requests.RequestException:
+                    pass  # killed by a failpoint while answering
+            time.sleep(rng.uniform(0, 0.3))
+        if home.server.poll() is not None:
+            run.failpoint_deaths += 1
+        home.kill()
+        records, bad = _read_tree_records(home)
+        run.unreadable += bad
+        for path, rec in records.items():
+            run.illegal.extend(f"{path}: {p}" for p in _illegal(seen.get(path), rec))
+            seen[path] = rec
+    # A last server, without failpoints, sees every job to its end.
+    run.servers.append(home.start(failpoints="").pid)
+    wait_until(home.healthy, timeout=30)
+    wait_until(
+        lambda: all(
+            home.call("GET", f"/api/v1/jobs/{r}").json()["status"] in ("completed", "partial", "failed", "cancelled")
+            for r in run.roots
+        ),
+        timeout=120,
+    )
+    run.records, bad = _read_tree_records(home)
+    run.unreadable += bad
+    for path, rec in run.records.items():
+        run.illegal.extend(f"{path}: {p}" for p in _illegal(seen.get(path), rec))
+        if "/workers/" not in path:
+            continue
+        assert rec["status"] in TERMINAL, (path, rec["status"])
+        starts = [line for line in home.runs_of(rec["root_id"], rec["worker_id"], rec["depth"]) if line.startswith("start")]
+        if len(starts) > len(rec["attempts"]):
+            run.twice.append(f"{path}: {len(starts)} runs for {len(rec['attempts'])} attempts")
+    run.orphans = [
+        pid for root in {p.name.removeprefix("job_") for p in home.state().glob("job_*")} for pid in tagged_alive(f"{root}.")
+    ]
+    return run
+
+
 @pytest.mark.timeout(900)
 def test_server_killed_at_random_points_200_times(tmp_path):
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
     print(f"CHAOS_SEED={seed}")
-    rng = random.Random(seed)
     home = Home(tmp_path, max_retries=1)
-    seen: dict[str, dict] = {}
-    illegal, unreadable, unrecorded, failpoint_deaths, roots = [], 0, [], 0, []
-    points = ["", "after_spawn=0.5", "after_record=0.5", "before_final_record=0.5", "after_spawn=1"]
     try:
-        began = time.monotonic()
-        for round_ in range(200):
-            if round_ % 20 == 0:
-                print(
-                    f"round {round_}: {time.monotonic() - began:.1f}s, {len(roots)} jobs, {failpoint_deaths} failpoint deaths",
-                    flush=True,
-                )
-            home.start(failpoints=rng.choice(points))
-            up = False
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and home.server.poll() is None and not up:
-                up = home.healthy()
-                time.sleep(0.01)
-            if up:
-                # Once a server is up, it has taken over every shim: none runs unrecorded.
-                end = time.monotonic() + 3
-                while (missing := _unrecorded(home)) and time.monotonic() < end and home.server.poll() is None:
-                    time.sleep(0.02)
-                if missing and home.server.poll() is None:
-                    unrecorded.extend(missing)
-                if rng.random() < 0.6:
-                    tasks = [
-                        f"lines={rng.randint(1, 8)} interval=0.02 code={rng.choice([0, 0, 0, 2])}"
-                        for _ in range(rng.randint(1, 4))
-                    ]
-                    try:
-                        reply = home.call("POST", "/api/v1/orchestrate", json={"request": "chaos", "tasks": tasks})
-                        if reply.status_code == 202 or reply.status_code == 200:
-                            roots.append(reply.json()["job_id"])
-                    except requests.RequestException:
-                        pass  # killed by a failpoint while answering
-                time.sleep(rng.uniform(0, 0.3))
-            if home.server.poll() is not None:
-                failpoint_deaths += 1
-            home.kill()
-            records, bad = _read_tree_records(home)
-            unreadable += bad
-            for path, rec in records.items():
-                illegal.extend(f"{path}: {p}" for p in _illegal(seen.get(path), rec))
-                seen[path] = rec
-        # A last server, without failpoints, sees every job to its end.
-        home.start(failpoints="")
-        wait_until(home.healthy, timeout=30)
-        wait_until(
-            lambda: all(
-                home.call("GET", f"/api/v1/jobs/{r}").json()["status"] in ("completed", "partial", "failed", "cancelled")
-                for r in roots
-            ),
-            timeout=120,
-        )
-        records, bad = _read_tree_records(home)
-        unreadable += bad
-        twice = []
-        for path, rec in records.items():
-            illegal.extend(f"{path}: {p}" for p in _illegal(seen.get(path), rec))
-            if "/workers/" not in path:
-                continue
-            assert rec["status"] in TERMINAL, (path, rec["status"])
-            starts = [line for line in home.runs_of(rec["root_id"], rec["worker_id"], rec["depth"]) if line.startswith("start")]
-            if len(starts) > len(rec["attempts"]):
-                twice.append(f"{path}: {len(starts)} runs for {len(rec['attempts'])} attempts")
-        orphans = [
-            pid for root in {p.name.removeprefix("job_") for p in home.state().glob("job_*")} for pid in tagged_alive(f"{root}.")
-        ]
+        run = kill_at_random(home, 200, random.Random(seed))
     finally:
         home.stop()
-    workers = sum(1 for p in records if "/workers/" in p)
-    print(f"{len(roots)} jobs, {workers} workers, {failpoint_deaths} servers died at a failpoint")
-    metric("server_kills_violations", len(illegal) + unreadable + len(unrecorded) + len(twice) + len(orphans), "count")
-    assert unreadable == 0
-    assert illegal == []
-    assert unrecorded == []
-    assert twice == []
-    assert orphans == []
-    assert len(roots) >= 50 and workers >= 100 and failpoint_deaths >= 20  # the loop really exercised it
+    workers = sum(1 for p in run.records if "/workers/" in p)
+    print(f"{len(run.roots)} jobs, {workers} workers, {run.failpoint_deaths} servers died at a failpoint")
+    metric("server_kills_violations", run.violations, "count")
+    assert run.unreadable == 0
+    assert run.illegal == []
+    assert run.unrecorded == []
+    assert run.twice == []
+    assert run.orphans == []
+    assert len(run.roots) >= 50 and workers >= 100 and run.failpoint_deaths >= 20  # the loop really exercised it
 
 
 def test_server_killed_while_a_parent_waits_on_its_child_job(tmp_path):
