@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.connection
 
 from orchestrator.checkouts.locks import PathLocks
 from orchestrator.clock import SYSTEM_CLOCK
@@ -354,3 +355,31 @@ def test_on_a_server_whose_locks_are_in_redis_a_lock_dies_with_its_worker(rq_liv
     go.touch()
     rq_live.wait(job_id)
     assert rq_live.call("GET", base).json()["locks"] == []
+
+
+def test_a_workers_end_releases_its_locks_and_no_others_in_one_round_trip(redis_server, unique_prefix, tables, monkeypatch):
+    """Every worker's end calls ``release_worker``, most of them holding no lock: one round trip to
+    Redis each (it was a WATCH, the index, the read script and the reset), and only its own locks go."""
+    table = tables(redis_server, unique_prefix)
+    mine = [table.acquire(ROOT, JOB, "worker_1", [p], wait=0) for p in ("a", "b")]
+    table.acquire(ROOT, JOB, "worker_2", ["c"], wait=0)
+    table.acquire(ROOT, JOB, None, ["d"], wait=0)  # the admin key's (no worker)
+    expired = table.acquire(ROOT, JOB, "worker_1", ["e"], lease=0.05, wait=0)  # gone by its lease, still in the index
+    time.sleep(0.2)
+    table.release_worker(ROOT, "worker_0")  # (a script's first call in a Redis loads it: a round trip once per Redis)
+    sent: list[object] = []
+    caller = threading.current_thread()
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):  # each send is one round trip (a pipeline sends once)
+        if threading.current_thread() is caller:
+            sent.append(command)
+        return real(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    gone = table.release_worker(ROOT, "worker_1")
+    assert (sorted(lock.lock_id for lock in gone), len(sent)) == (sorted(lock.lock_id for lock in mine), 1)
+    assert expired.lock_id not in {lock.lock_id for lock in gone}
+    assert table.release_worker(ROOT, "worker_9") == [] and len(sent) == 2  # none held: one round trip too
+    monkeypatch.undo()
+    assert sorted(lock.paths[0] for lock in table.locks(ROOT)) == ["c", "d"]

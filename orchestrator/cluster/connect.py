@@ -6,10 +6,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.driver_info import DriverInfo
 
 from ..errors import ConfigError
 
 SOCKET_TIMEOUT = 10.0  # seconds a command may take; blocking reads pass their own, longer ones
+# What each new connection tells Redis of its client (CLIENT SETINFO), its version given: left to
+# redis-py, each connection reads the package's metadata for it, about 1 ms of CPU a connection
+# (a node's pool makes several per worker process it forks).
+DRIVER = DriverInfo(lib_version=redis.__version__)
 
 
 def redacted(url: str) -> str:
@@ -31,7 +36,11 @@ def connect(url: str, *, setting: str = "distributed.redis_url") -> redis.Redis:
     shown = redacted(url)
     try:
         client = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT, health_check_interval=30
+            url,
+            socket_timeout=SOCKET_TIMEOUT,
+            socket_connect_timeout=SOCKET_TIMEOUT,
+            health_check_interval=30,
+            driver_info=DRIVER,
         )
     except ValueError as exc:
         raise ConfigError(f"{setting} is not a Redis URL ({shown}): {exc}", key=setting) from None

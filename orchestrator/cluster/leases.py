@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -107,14 +107,23 @@ class AttemptSpec:
         own processes, never those of a run beside it (a prefix of the worker's tag finds both)."""
         return f"{self.tag}.{self.id[:8]}-{self.token}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name, the values themselves (no copy: ``dataclasses.asdict``'s deep copy
+        of the environment and the sandbox cost a server a third of an enqueue's CPU; what reads
+        this serializes it)."""
+        return {name: getattr(self, name) for name in _SPEC_FIELDS}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> AttemptSpec:
         data = json.loads(text)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+_SPEC_FIELDS = tuple(f.name for f in fields(AttemptSpec))
 
 
 def split_env(
@@ -335,6 +344,7 @@ class Leases:
         self._blmpop = True  # next_events: until this Redis says it has no BLMPOP
         self._tokens_lock = threading.Lock()
         self._next_token, self._block_top = 1, 0  # the block of tokens taken and not yet handed out
+        self._queues: dict[str, Queue] = {}  # kind -> its RQ queue (made once: RQ resolves its serializer per Queue)
 
     # -- server side
     def new_token(self) -> int:
@@ -375,8 +385,12 @@ class Leases:
                 p.execute()
 
     def queue(self, kind: str) -> Queue:
-        """The RQ queue of attempts of worker kind ``kind`` (JSON jobs)."""
-        return Queue(self.names.queue(kind), connection=self.client, serializer=SERIALIZER)
+        """The RQ queue of attempts of worker kind ``kind`` (JSON jobs), one kept per kind (it holds
+        no state of one enqueue's)."""
+        found = self._queues.get(kind)
+        if found is None:
+            found = self._queues[kind] = Queue(self.names.queue(kind), connection=self.client, serializer=SERIALIZER)
+        return found
 
     def enqueue(self, spec: AttemptSpec, queue: Queue | None = None, *, index: str | None = None) -> None:
         """Record the attempt (queued) and put ``(id, token)`` on its kind's RQ queue. RQ's own

@@ -9,7 +9,8 @@ shared by every server process on one Redis and prefix.
 * **Atomic acquisition** by optimistic transactions: WATCH the tree's index and every lock key in
   it, read them, decide in Python with ``locks.conflict`` (the one conflict rule, not a Lua copy),
   then MULTI/EXEC the grant; a change by any other server meanwhile aborts the EXEC, and the
-  request decides again. Release and ``release_worker`` are transactions the same way.
+  request decides again. A release is a transaction the same way; ``release_worker`` (each worker's
+  end, whose common case is a worker that held none) is one script, one round trip (``_RELEASE_WORKER``).
 * **Waking waiters**: a release publishes the tree's id on ``P:locks-freed``; one listener
   thread per table (its own connection) wakes the local waiters, which then try again. Pub/sub
   delivers at most once (a message published while the listener reconnects is lost) and Redis
@@ -69,6 +70,29 @@ end
 return out
 """
 
+# Every lock of one worker goes (KEYS[1] the tree's index; ARGV: the worker's name, the tree's lock
+# key prefix, the channel and the tree's id to publish when any went): the JSON of each that went.
+# A worker's own name is the whole rule, so it is decided here, atomically, with no WATCH to retry.
+_RELEASE_WORKER = """
+local gone = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[2] .. id
+  local raw = redis.call('GET', key)
+  if raw then
+    local ok, lock = pcall(cjson.decode, raw)
+    if ok and type(lock) == 'table' and lock.worker == ARGV[1] then
+      redis.call('DEL', key)
+      redis.call('SREM', KEYS[1], id)
+      gone[#gone + 1] = raw
+    end
+  end
+end
+if #gone > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return gone
+"""
+
 
 class RedisPathLocks:
     """The lock tables of every root tree, in Redis; thread-safe. ``close`` stops the listener."""
@@ -90,6 +114,7 @@ class RedisPathLocks:
         self.settings = settings
         self.where = where or "the configured Redis"
         self._read = client.register_script(_READ)
+        self._release_worker = client.register_script(_RELEASE_WORKER)
         self._lock = threading.Lock()
         self._waiters: set[threading.Event] = set()
         self._closed = threading.Event()
@@ -163,18 +188,13 @@ class RedisPathLocks:
         """Every lock ``worker`` holds in the tree goes (its process has ended). Redis not
         answering is logged, not raised (the engine calls this as a worker ends): the locks'
         leases end them then."""
+        n = self.names
         try:
-            with self._redis(), self.client.pipeline() as pipe:
-                while True:
-                    try:
-                        pipe.watch(self.names.locks(root_id))
-                        table, _, _ = self._table(root_id, pipe)
-                        gone = [lock for lock in table if lock.worker == worker]
-                        if gone:
-                            self._remove(pipe, root_id, [lock.lock_id for lock in gone])
-                        break
-                    except redis.WatchError:
-                        continue
+            with self._redis():
+                found: list[bytes] = self._release_worker(
+                    keys=[n.locks(root_id)], args=[worker, n.lock_prefix(root_id), n.locks_freed, root_id]
+                )
+            gone = [self._decode(raw, 0) for raw in found]
         except Unavailable as exc:
             log.warning("the locks of worker %s in tree %s stay until their leases end: %s", worker, root_id, exc.message)
             return []

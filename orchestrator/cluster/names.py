@@ -79,7 +79,11 @@ class Names:
         return f"{self.prefix}:marker"
 
     def lock(self, root_id: str, lock_id: str) -> str:
-        return f"{self.prefix}:lock:{_checked(root_id)}:{_checked(lock_id)}"
+        return f"{self.lock_prefix(root_id)}{_checked(lock_id)}"
+
+    def lock_prefix(self, root_id: str) -> str:
+        """What each of the tree's lock keys starts with (its lock id follows)."""
+        return f"{self.prefix}:lock:{_checked(root_id)}:"
 
     def locks(self, root_id: str) -> str:
         return f"{self.prefix}:locks:{_checked(root_id)}"

@@ -172,9 +172,8 @@ def canonical(document: dict[str, Any]) -> bytes:
 
 
 def _document(spec: AttemptSpec, expires_at: float) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(spec.to_json())
-    document.update(protocol=PROTOCOL_VERSION, expires_at=expires_at)
-    return document
+    """The spec's fields (the spec's own values, serialized at once, never changed) and the signed ones."""
+    return {**spec.to_dict(), "protocol": PROTOCOL_VERSION, "expires_at": expires_at}
 
 
 def _check_types(spec: AttemptSpec) -> None:
