@@ -682,6 +682,14 @@ def test_a_sandboxed_attempts_cgroup_is_kept_once_its_launcher_is_gone_and_serve
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def test_a_spares_name_gives_its_server_by_pid_and_start_time():
+    from orchestrator.process.cgroups import SPARE, spare_owner
+
+    assert spare_owner(Confined().spare_prefix + "3") == (os.getpid(), procscan.process_start_id(os.getpid()))
+    assert spare_owner(f"{SPARE}41-2-7") == (41, None)  # named by a server of before the start times
+    assert spare_owner(f"{SPARE}x.1-2-7") is None and spare_owner("orchestrator-job.1") is None
+
+
 def test_a_spare_goes_once_its_server_is_gone_by_pid_and_start_time_and_never_while_it_holds_a_process():
     import subprocess
 

@@ -25,7 +25,7 @@ from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases, write_
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
 from orchestrator.cluster.signing import SpecSigner, key_paths
-from orchestrator.process.cgroups import SPARE, Enforcement, hierarchies
+from orchestrator.process.cgroups import SPARE, Enforcement, hierarchies, spare_owner
 from orchestrator.process.procscan import parent_of, process_alive
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.workers.environment import SPAWN_BIN
@@ -544,12 +544,12 @@ SPARES = any(version is Enforcement.CGROUP_V1 for version, _ in hierarchies().ba
 
 
 def _spares_by_process(pids: set[int]) -> dict[int, list[str]]:
-    """The spare cgroups (cgroups.Confined's, named ``<SPARE><pid>-<runner>-<n>``) of processes ``pids``."""
+    """The spare cgroups (cgroups.Confined's, named ``<SPARE><pid>.<start>-<runner>-<n>``) of processes ``pids``."""
     found: dict[int, list[str]] = {}
     for cgroup in hierarchies().find_prefix(SPARE):
-        pid = int(cgroup.name[len(SPARE) :].partition("-")[0])
-        if pid in pids:
-            found.setdefault(pid, []).append(cgroup.name)
+        owner = spare_owner(cgroup.name)
+        if owner is not None and owner[0] in pids:
+            found.setdefault(owner[0], []).append(cgroup.name)
     return found
 
 

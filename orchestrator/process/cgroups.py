@@ -557,12 +557,21 @@ def remove_dead_spares() -> int:
     as it starts (cli/server.py) and at its first attempt's start (``Confined._reuse``)."""
     removed = 0
     for cgroup in hierarchies().find_prefix(SPARE):
-        pid, _, start = cgroup.name[len(SPARE) :].partition("-")[0].partition(".")
-        if not pid.isdigit() or process_alive(int(pid), start or None) or cgroup.members():
+        owner = spare_owner(cgroup.name)
+        if owner is None or process_alive(*owner) or cgroup.members():
             continue
         if cgroup.remove():
             removed += 1
     return removed
+
+
+def spare_owner(name: str) -> tuple[int, str | None] | None:
+    """The server a spare's ``name`` gives: its pid and start time (None for a spare named by a
+    server of before the start times); None where ``name`` is no spare's."""
+    if not name.startswith(SPARE):
+        return None
+    pid, _, start = name[len(SPARE) :].partition("-")[0].partition(".")
+    return (int(pid), start or None) if pid.isdigit() else None
 
 
 def cgroup_name(tag: str) -> str:
@@ -859,6 +868,7 @@ __all__ = [
     "hierarchies",
     "holds_processes",
     "remove_dead_spares",
+    "spare_owner",
     "ChildSetup",
     "Confined",
     "cap_hit",
