@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import threading
 from pathlib import Path
 
@@ -682,6 +683,18 @@ def test_a_sandboxed_attempts_cgroup_is_kept_once_its_launcher_is_gone_and_serve
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")
+def _sleep_in(cgroup: Cgroup) -> subprocess.Popen:
+    """A ``sleep 30`` born in ``cgroup`` (the caller kills it), once the kernel lists it there."""
+    setup = ChildSetup(cgroup.join_fds(), 0)
+    try:
+        sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=setup)
+    finally:
+        for fd in setup.fds:
+            os.close(fd)
+    wait_until(lambda: cgroup.members() == [sleeper.pid], timeout=5)
+    return sleeper
+
+
 def test_a_spares_name_gives_its_server_by_pid_and_start_time():
     from orchestrator.process.cgroups import SPARE, spare_owner
 
@@ -711,13 +724,7 @@ def test_a_spare_goes_once_its_server_is_gone_by_pid_and_start_time_and_never_wh
     try:
         held = hierarchies().find(holding)
         assert held is not None
-        setup = ChildSetup(held.join_fds(), 0)
-        try:
-            sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=setup)
-        finally:
-            for fd in setup.fds:
-                os.close(fd)
-        wait_until(lambda: held.members() == [sleeper.pid], timeout=5)
+        sleeper = _sleep_in(held)
         # When a server starts (or its first attempt does)
         remove_dead_spares()
         # Then the spare of the pid's earlier owner goes; this process's, and the one holding a process, stay
@@ -736,7 +743,6 @@ def test_a_spare_goes_once_its_server_is_gone_by_pid_and_start_time_and_never_wh
 
 @pytest.mark.skipif(not IN_CGROUP, reason="no cgroup this user may make")
 def test_whether_a_cgroup_named_as_proc_names_it_holds_a_process_is_the_kernels_word(tmp_path):
-    import subprocess
 
     from orchestrator.process.cgroups import _own_cgroups, holds_processes
 
@@ -749,13 +755,7 @@ def test_whether_a_cgroup_named_as_proc_names_it_holds_a_process_is_the_kernels_
     try:
         # Then empty it holds none; with a process in it, it holds one
         assert holds_processes(paths) is False
-        setup = ChildSetup(cgroup.join_fds(), 0)
-        try:
-            sleeper = subprocess.Popen(["sleep", "30"], preexec_fn=setup)
-        finally:
-            for fd in setup.fds:
-                os.close(fd)
-        wait_until(lambda: cgroup.members() == [sleeper.pid], timeout=5)
+        sleeper = _sleep_in(cgroup)
         named = _own_cgroups(Path(f"/proc/{sleeper.pid}/cgroup").read_text())
         assert all(named[key] == path for key, path in paths.items())  # as the kernel names its process's
         assert holds_processes(paths) is True
