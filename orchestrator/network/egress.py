@@ -687,6 +687,11 @@ class _Shared:
                     elif not live:
                         self._remove_unheld(path)
                 named.update(str(saved.get("shared")) for saved in live.values())
+            # The folders this process listens in: an attempt it adopted keeps its dead server's, and
+            # its line has moved into this process's own file, which ``_others`` leaves out. (Read under
+            # ``_read_lock``, which an adoption holds from its doors opened to its old line ended.)
+            with self._lock:
+                named.update(str(folder) for folder, _ in self._doors)
         _sweep_leftovers(base)
         _sweep_shared(base, keep, named, ended)
 
