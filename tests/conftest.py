@@ -46,6 +46,13 @@ def observed(tmp_path: Path) -> Path:
     return folder
 
 
+def sleep_marker(k: int) -> str:
+    """A ``sleep`` duration (100-199 s) that only this test process uses for ``k``: CI runs the
+    cgroup and sandbox tests as root and as an ordinary user at once, and a fixed duration let one
+    run's test see the other's leftover sleep as its own."""
+    return f"{100 + k}.{os.getpid():07d}"
+
+
 def processes_with(marker: str) -> list[int]:
     """Live processes on the host whose command line holds ``marker`` (a tagless one too, in any PID namespace)."""
     found = []

@@ -23,7 +23,7 @@ from orchestrator.process.cgroups import Cgroup, ChildSetup, Confined, Enforceme
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.supervisor import SupervisorClient
 
-from .conftest import only_worker, processes_with, run_job, wait_until
+from .conftest import only_worker, processes_with, run_job, sleep_marker, wait_until
 
 pytestmark = pytest.mark.slow
 MB = 1024 * 1024
@@ -65,7 +65,8 @@ def test_a_tagless_child_holding_memory_past_the_cap_is_stopped_and_labelled(mak
 def test_a_fork_bomb_is_held_at_the_cap_and_ends_with_a_process_cap(make_engine):
     # Given a worker forking 300 sleeping children as fast as it can, against a cap of 40
     engine = shell_engine(make_engine, max_processes=40)
-    bomb = "i=0; while [ $i -lt 300 ]; do sleep 30.125 & i=$((i+1)); done; wait"
+    marker = sleep_marker(0)
+    bomb = f"i=0; while [ $i -lt 300 ]; do sleep {marker} & i=$((i+1)); done; wait"
     job = run_job(engine, "x", tasks=[bomb], config={"max_retries": 2, "default_timeout": 60})
     # Then it ends with a process-cap reason (it does not sit at the cap until its timeout)
     worker = stopped_by(engine, job, "process cap")
@@ -73,7 +74,7 @@ def test_a_fork_bomb_is_held_at_the_cap_and_ends_with_a_process_cap(make_engine)
     if PIDS != "sampled":
         assert f"a fork refused by the kernel at 40 processes and threads (workers.max_processes, {PIDS})" in worker.exit_reason
         assert (worker.peak_processes or 0) <= 40, "the kernel held it at pids.max (None: it ended before a sample)"
-    assert wait_until(lambda: not processes_with("30.125"), timeout=5), "none of the bomb is left"
+    assert wait_until(lambda: not processes_with(marker), timeout=5), "none of the bomb is left"
 
 
 @pytest.mark.skipif(not IN_CGROUP, reason="sampled fallback: a tagless process that double-forks out of the tree is not found")
@@ -81,7 +82,7 @@ def test_a_fork_bomb_is_held_at_the_cap_and_ends_with_a_process_cap(make_engine)
 def test_a_tagless_double_forked_sleep_dies_with_its_worker(make_engine, how):
     # Given a worker that leaves a grandchild which drops its tag and its session, then waits
     engine = shell_engine(make_engine)
-    marker = "123.4567" if how == "timeout" else "123.4568"
+    marker = sleep_marker(1 if how == "timeout" else 2)
     task = f"(setsid env -u ORCHESTRATOR_TAG sleep {marker} &); sleep 60"
     job = engine.submission.submit("x", {"max_retries": 0, "default_timeout": 60 if how == "cancel" else 2}, [task])
     wait_until(lambda: processes_with(marker), timeout=20)
@@ -147,7 +148,8 @@ def test_a_restarted_runner_finds_a_running_attempt_by_its_tag_and_ends_it(tmp_p
     # Given an attempt started with limits by one runner, whose tagless grandchild left its tree
     first = ProcessRunner()
     tag = f"restart-{os.getpid()}.worker_1.abcd"
-    task = "(setsid env -u ORCHESTRATOR_TAG sleep 123.4569 &); sleep 60"
+    marker = sleep_marker(3)
+    task = f"(setsid env -u ORCHESTRATOR_TAG sleep {marker} &); sleep 60"
     handle = first.spawn(
         ["/bin/sh", "-c", task],
         cwd=tmp_path,
@@ -157,7 +159,7 @@ def test_a_restarted_runner_finds_a_running_attempt_by_its_tag_and_ends_it(tmp_p
         exit_file=tmp_path / "exit",
         limits=Limits(memory=300 * MB),
     )
-    wait_until(lambda: processes_with("123.4569"), timeout=20)
+    wait_until(lambda: processes_with(marker), timeout=20)
     # When another runner (a restarted server) adopts it and then ends it
     second = ProcessRunner()
     adopted = second.adopt(
@@ -174,10 +176,10 @@ def test_a_restarted_runner_finds_a_running_attempt_by_its_tag_and_ends_it(tmp_p
     first.wait(handle, 10)
     # Then with a cgroup, the grandchild went with it (without one, only what carries the tag does)
     if IN_CGROUP:
-        assert wait_until(lambda: not processes_with("123.4569"), timeout=5)
+        assert wait_until(lambda: not processes_with(marker), timeout=5)
         assert hierarchies().find(cgroup_name(tag)) is None
     else:
-        for pid in processes_with("123.4569"):
+        for pid in processes_with(marker):
             os.kill(pid, 9)
 
 
@@ -238,7 +240,7 @@ def test_an_ended_attempt_leaves_neither_its_cgroup_nor_a_tagless_process(caps):
     # Given an attempt's cgroup, with no caps (the memory hierarchy alone lists its processes on
     # v1) or with both, whose shell left a setsid'd sleep behind and exited
     limits = Limits() if caps == "none" else Limits(memory=300 * MB, processes=50)
-    confined, tag, marker = Confined(), f"end-{caps}-{os.getpid()}", f"123.457{len(caps)}"
+    confined, tag, marker = Confined(), f"end-{caps}-{os.getpid()}", sleep_marker(4 + len(caps))
     cgroup, setup, enforced = confined.start(tag, limits, 1)
     assert cgroup is not None
     assert enforced.memory.value == ("no cap" if caps == "none" else MEMORY)
@@ -388,7 +390,7 @@ def test_a_sweep_whose_cgroup_went_kills_what_it_held_without_a_scan_of_the_proc
     # Given an attempt in a cgroup of its own that left a setsid'd sleep behind
     scans = _scans(monkeypatch)
     runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup") if supervised else None)
-    tag, marker = f"swept-{os.getpid()}.w.{int(supervised)}", f"123.458{int(supervised)}"
+    tag, marker = f"swept-{os.getpid()}.w.{int(supervised)}", sleep_marker(20 + int(supervised))
     try:
         handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB))
         # When it is swept
@@ -405,7 +407,7 @@ def test_a_sweep_without_a_cgroup_scans_the_process_table_for_its_tag(tmp_path, 
     # Given an attempt started with no cgroup (no caps asked) that left a setsid'd sleep carrying its tag
     scans = _scans(monkeypatch)
     runner = ProcessRunner()
-    tag, marker = f"scanned-{os.getpid()}.w.1", "123.4582"
+    tag, marker = f"scanned-{os.getpid()}.w.1", sleep_marker(22)
     handle = _left_behind(runner, tmp_path, tag, marker, None)
     # When it is swept, Then the scan finds the sleep by its tag and kills it
     runner.sweep(tag, handle.started_at)
@@ -418,7 +420,7 @@ def test_a_sweep_whose_cgroup_would_not_go_still_scans_for_its_tag(tmp_path, mon
     # Given an attempt in a cgroup that the kernel would not remove (as for a member that will not leave)
     scans = _scans(monkeypatch)
     runner = ProcessRunner()
-    tag, marker = f"stuck-{os.getpid()}.w.1", "123.4583"
+    tag, marker = f"stuck-{os.getpid()}.w.1", sleep_marker(23)
     handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB))
     cgroup = runner.confined.cgroup_of(tag)
     assert cgroup is not None
@@ -542,7 +544,7 @@ def test_a_process_still_leaving_at_the_end_is_gone_before_its_cgroup_is_kept(mo
 def test_a_sleep_left_behind_is_killed_and_reaped_by_the_supervisor_before_its_cgroup_is_kept(tmp_path):
     # Given a supervised attempt under caps whose shell left a setsid'd sleep behind
     runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup"))
-    tag, marker = f"left-{os.getpid()}.w.1", "123.4574"
+    tag, marker = f"left-{os.getpid()}.w.1", sleep_marker(24)
     try:
         handle = _left_behind(runner, tmp_path, tag, marker, Limits(memory=300 * MB, processes=50))
         assert processes_with(marker)

@@ -29,7 +29,7 @@ from orchestrator.process.supervisor import SupervisorClient, supported
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
-from .conftest import processes_with, run_job, wait_until
+from .conftest import processes_with, run_job, sleep_marker, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 
 SUPPORT = probe()
@@ -257,14 +257,14 @@ def tree_unit(backend: str) -> Limits | None:
 def test_a_process_that_leaves_its_session_and_drops_its_tag_dies_with_the_attempt(tmp_path, backend):
     """The PID namespace (bubblewrap), the attempt's cgroup (Landlock) is one unit: ``setsid env -i``
     escapes the group and the tag, not the sandbox."""
-    mine = tmp_path / "work"
-    script = f"setsid env -i sh -c 'echo $$ > {mine}/escaped; exec sleep 300.417' & sleep 0.3; exit 0"
+    mine, marker = tmp_path / "work", sleep_marker(30)
+    script = f"setsid env -i sh -c 'echo $$ > {mine}/escaped; exec sleep {marker}' & sleep 0.3; exit 0"
     runner, handle = spawn(tmp_path, script, spec(mine, backend=backend), limits=tree_unit(backend))
     assert runner.wait(handle, 30) == 0
     inner = int(wait_until(lambda: (mine / "escaped").read_text().strip(), what="the escaped pid"))
     if backend == "bubblewrap":
         assert inner > 2  # a pid inside the namespace; find it on the host by its namespace instead
-    survivors = processes_with("sleep\x00300.417\x00")
+    survivors = processes_with(f"sleep\x00{marker}\x00")
     assert survivors, "the escaped sleep should still run until the attempt's leftovers are swept"
     runner.sweep(handle.tag, handle.started_at)
     wait_until(lambda: not any(process_alive(p, None) for p in survivors), what="the escaped process killed")
