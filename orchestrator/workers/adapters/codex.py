@@ -61,13 +61,16 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
   folder; the loser warns ("could not create PATH aliases"), runs on without the links, and its
   ``workspace-write`` sandbox then fails every command: ``bwrap: execvp codex-linux-sandbox: No
   such file or directory`` (0.169.0, read in strace; workers started at once share CODEX_HOME,
-  whose ``auth.json`` the user's login is). Codex has no setting or variable for that folder but
-  CODEX_HOME, and a private CODEX_HOME would lose the user's login and sessions, so the adapter
-  leaves the folder to codex and makes the loser's way out work: the same links, made in the
-  worker's own TMPDIR (``codex-helpers``, :func:`helper_links`) and put last on its PATH, where
-  codex without its own finds ``codex-linux-sandbox`` by name. A sandboxed worker's CODEX_HOME is
-  a private overlay where bubblewrap has one (no other codex sees its folder), a writable bind
-  where not: its links are made too.
+  which holds the user's login, ``auth.json``). Codex has no setting or variable for that folder
+  but CODEX_HOME, and a private CODEX_HOME would lose the user's login and sessions, so the
+  adapter leaves the folder to codex and makes the loser's way out work: the same links, made in
+  the worker's own TMPDIR (``codex-helpers``, :func:`helper_links`) and put last on its PATH, where
+  codex without its own finds ``codex-linux-sandbox`` by name (a winner's own folder comes first).
+  They lead to the binary the npm launcher runs, or to ``codex_command`` itself when that is no
+  launcher (a script of the user's then runs by the helper's name: as before, a loser fails). A
+  sandboxed worker's CODEX_HOME is a private overlay where bubblewrap has one (no other codex sees
+  its folder), a writable bind where not: its links are made too. Retrying the worker instead
+  would run its whole attempt again for a race it can lose again.
 """
 
 from __future__ import annotations
