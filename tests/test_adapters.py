@@ -333,6 +333,49 @@ def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(t
     assert not [a for a in get_adapter("codex").build_argv(context(tmp_path, time_left=1800)) if "background_terminal" in a]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="codex's sandbox helper is Linux's")
+def test_codex_helper_links_go_last_on_the_workers_path_to_the_binary_the_npm_launcher_runs(tmp_path):
+    """The links codex makes in $CODEX_HOME/tmp/arg0-linux (the adapter's docstring says why): made in
+    the worker's TMPDIR to the platform package's binary (the npm launcher, bin/codex.js, is a
+    script), mended when they lead elsewhere, and left out where the binary is not found."""
+    import platform
+
+    from orchestrator.workers.adapters.codex import _PLATFORM_PACKAGES, _TRIPLES, HELPER_NAMES
+
+    triple = _TRIPLES[platform.machine()]
+    scope = tmp_path / "lib" / "node_modules" / "@openai"
+    launcher = scope / "codex" / "bin" / "codex.js"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/usr/bin/env node\n")
+    launcher.chmod(0o755)
+    binary = scope / _PLATFORM_PACKAGES[triple] / "vendor" / triple / "bin" / "codex"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"\x7fELF")
+    binary.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "codex").symlink_to(launcher)  # npm's bin link
+    tmp = tmp_path / "worker-tmp"
+    env = {"HOME": str(tmp_path), "TMPDIR": str(tmp), "PATH": f"{bin_dir}:/usr/bin"}
+    ctx = context(tmp_path, env=env)
+    got = get_adapter("codex").extra_env(ctx)
+    folder = tmp / "codex-helpers"
+    assert got == {"PATH": f"{bin_dir}:/usr/bin:{folder}"}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(HELPER_NAMES)
+    assert all((folder / name).resolve() == binary for name in HELPER_NAMES)
+    (folder / "apply_patch").unlink()
+    (folder / "codex-linux-sandbox").unlink()
+    (folder / "codex-linux-sandbox").symlink_to("/nowhere")
+    assert get_adapter("codex").extra_env(ctx) == got
+    assert all((folder / name).resolve() == binary for name in HELPER_NAMES)
+    # A codex_command that is the binary itself; none found: no links, PATH as it was.
+    assert get_adapter("codex").extra_env(context(tmp_path, env=env, codex_command=str(binary))) == got
+    assert get_adapter("codex").extra_env(context(tmp_path, env={**env, "PATH": "/usr/bin"}, codex_command="nocodex")) == {}
+    binary.unlink()
+    assert get_adapter("codex").extra_env(ctx) == {}
+    assert get_adapter("codex").extra_env(context(tmp_path, env={"HOME": str(tmp_path), "PATH": env["PATH"]})) == {}
+
+
 def test_gemini_argv_plain_model_and_cli_args(tmp_path):
     base = ["gemini", "--prompt=Write hello.py", "--output-format", "json", "--yolo", "--skip-trust"]
     assert argv("gemini", tmp_path) == base

@@ -28,7 +28,18 @@ from orchestrator.models import JobStatus, WorkerStatus
 from orchestrator.workers.adapters import get_adapter
 from orchestrator.workers.adapters.base import WorkerContext
 
-from .conftest import explain, find_cli, make_settings, only_worker, run_job, three_files_in_worktrees
+from .conftest import (
+    explain,
+    find_cli,
+    make_settings,
+    only_in_their_worktrees,
+    only_worker,
+    run_job,
+    three_files_in_worktrees,
+    three_files_written,
+)
+from .helpers.codex_race import STRACE
+from .helpers.worktree import snapshot
 from .mock_openai_server import (
     AUTH_401,
     ENV_KEY,
@@ -402,6 +413,43 @@ def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(h
 
     mock = codex_workers(script)
     three_files_in_worktrees(hosted_at_root, mock, orchestrator=worker_settings(mock), workers={"default_timeout": 120})
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace not found: it widens the moment the race is lost in")
+def test_codex_workers_that_lose_their_sandbox_helper_to_each_other_still_run_their_commands(
+    hosted, codex_workers, monkeypatch, tmp_path
+):
+    """Three codex workers at once, unsandboxed (codex's own workspace-write sandbox runs each command
+    through its ``codex-linux-sandbox`` link), each losing its helper folder to another codex's start
+    (helpers.codex_race: the real codex, the moment widened by strace; under the orchestrator's sandbox
+    strace cannot trace). Without the adapter's links every command failed: ``bwrap: execvp
+    codex-linux-sandbox: No such file or directory``."""
+    from orchestrator.workers.adapters.codex import native_binary
+
+    from .helpers.codex_race import racing_codex
+
+    def script(body):  # Write a.txt: a.txt by its shell tool, in its directory
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        if function_outputs(body):
+            return Text(f"Wrote {name}: {function_outputs(body)[0]['output']}")
+        return ShellCall(["bash", "-lc", f"printf '%s\\n' '{task}' > {name}"])
+
+    mock = codex_workers(script)
+    native = native_binary(CODEX, os.environ.get("PATH", ""))
+    assert native is not None, CODEX
+    command = racing_codex(tmp_path / "racing", native)
+    host, folder, make = hosted
+    monkeypatch.chdir(host)
+    monkeypatch.setenv("PWD", str(host))
+    before = snapshot(host, folder)
+    engine = make(orchestrator={**worker_settings(mock), "codex_command": str(command)}, workers={"sandbox": "off"})
+    job, workers, why = three_files_written(engine, mock)
+    only_in_their_worktrees((host, folder, make), engine, job, before, why)
+    # Each lost the race (codex said so) and ran its command through the links all the same.
+    for worker in workers:
+        log = engine.workspace.worker_paths(job.root_id, 0, worker.name).log.read_text(errors="replace")
+        assert "could not create PATH aliases" in log, why
 
 
 def test_a_codex_worker_starts_a_child_job_with_orchestrator_spawn(make_live, codex_workers):

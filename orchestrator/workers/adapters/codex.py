@@ -53,14 +53,36 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
   retry-after itself (measured) but does not print it; its own retries
   (``request_max_retries``/``stream_max_retries`` of the provider, default 4 and 5)
   are left as they are: they retry one request, keeping the conversation.
+* Its sandbox helper: on Linux, each codex at its start makes ``$CODEX_HOME/tmp/arg0-linux/
+  codex-arg0XXXX`` (links named ``codex-linux-sandbox``, ``apply_patch`` to its own binary: the
+  name chooses the part it runs) and first sweeps that folder: it removes each other such folder
+  whose ``.lock`` it can flock. A codex locks its own folder's ``.lock`` just after making it, so
+  another starting at the same moment can find the file made and not yet locked, and remove the
+  folder; the loser warns ("could not create PATH aliases"), runs on without the links, and its
+  ``workspace-write`` sandbox then fails every command: ``bwrap: execvp codex-linux-sandbox: No
+  such file or directory`` (0.169.0, read in strace; workers started at once share CODEX_HOME,
+  which holds the user's login, ``auth.json``). Codex has no setting or variable for that folder
+  but CODEX_HOME, and a private CODEX_HOME would lose the user's login and sessions, so the
+  adapter leaves the folder to codex and makes the loser's way out work: the same links, made in
+  the worker's own TMPDIR (``codex-helpers``, :func:`helper_links`) and put last on its PATH, where
+  codex without its own finds ``codex-linux-sandbox`` by name (a winner's own folder comes first).
+  They lead to the binary the npm launcher runs, or to ``codex_command`` itself when that is no
+  launcher (a script of the user's then runs by the helper's name: as before, a loser fails). A
+  sandboxed worker's CODEX_HOME is a private overlay where bubblewrap has one (no other codex sees
+  its folder), a writable bind where not: its links are made too. Retrying the worker instead
+  would run its whole attempt again for a race it can lose again.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
+import platform
 import re
+import shutil
 import signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +162,19 @@ class CodexAdapter(AICLIAdapter):
         if ctx.resume_session:  # ``codex exec [its options] resume ID PROMPT``: the thread its last run started
             return [*argv, *extra, "resume", ctx.resume_session, "--", ctx.prompt]
         return [*argv, *extra, "--", ctx.prompt]
+
+    def extra_env(self, ctx: WorkerContext) -> dict[str, str]:
+        """Its sandbox helper's links last on PATH (the module's docstring says why), where the worker
+        has a TMPDIR of its own and codex's binary is found."""
+        tmp, path = ctx.env.get("TMPDIR"), ctx.env.get("PATH", os.defpath)
+        binary = native_binary(self.program(ctx), path) if tmp and sys.platform.startswith("linux") else None
+        if tmp is None or binary is None:
+            return {}
+        try:
+            folder = helper_links(Path(tmp) / HELPER_FOLDER, binary)
+        except OSError:
+            return {}
+        return {"PATH": os.pathsep.join((path, str(folder)))}
 
     def parse(self, text: str, exit_code: int | None, *, max_chars: int) -> ParsedResult:
         answer: str | None = None
@@ -252,6 +287,53 @@ def classify(message: str) -> tuple[str | None, float | None]:
     if again and failure_class == "transient":
         retry_after = float(again.group(1)) / (1000 if again.group(2).lower() == "ms" else 1)
     return failure_class, retry_after
+
+
+HELPER_FOLDER = "codex-helpers"  # in the worker's TMPDIR
+HELPER_NAMES = ("codex-linux-sandbox", "apply_patch", "applypatch")  # codex's own links (codex-rs/arg0)
+# The npm package's launcher (bin/codex.js) runs the binary of its platform's package.
+_TRIPLES = {"x86_64": "x86_64-unknown-linux-musl", "aarch64": "aarch64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
+_PLATFORM_PACKAGES = {"x86_64-unknown-linux-musl": "codex-linux-x64", "aarch64-unknown-linux-musl": "codex-linux-arm64"}
+
+
+def native_binary(program: str, path: str) -> Path | None:
+    """Codex's own binary for ``program`` (a path, or a name looked up on ``path``): the program itself,
+    or where it is the npm launcher (``@openai/codex/bin/codex.js``), the binary of the platform's
+    package beside it (or inside it, or its ``vendor``), as the launcher finds it. None: not found."""
+    found = program if os.sep in program else shutil.which(program, path=path)
+    if not found:
+        return None
+    real = Path(found).resolve()
+    if real.suffix != ".js":
+        return real if real.is_file() else None
+    triple = _TRIPLES.get(platform.machine())
+    if triple is None:
+        return None
+    package = real.parents[1]  # .../@openai/codex
+    platform_package = _PLATFORM_PACKAGES[triple]
+    for vendor in (
+        package.parent / platform_package / "vendor",
+        package / "node_modules" / "@openai" / platform_package / "vendor",
+        package / "vendor",
+    ):
+        binary = vendor / triple / "bin" / "codex"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return binary.resolve()
+    return None
+
+
+def helper_links(folder: Path, binary: Path) -> Path:
+    """``folder`` holding codex's helper links (:data:`HELPER_NAMES`) to ``binary``, made or mended."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in HELPER_NAMES:
+        link = folder / name
+        if link.is_symlink() and os.readlink(link) == str(binary):
+            continue
+        fresh = folder / f".{name}.new"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(binary)
+        fresh.replace(link)
+    return folder
 
 
 def _codex_home(env: Mapping[str, str]) -> Path:
