@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.workers.adapters.codex import HELPER_FOLDER, helper_links, native_binary  # noqa: E402
+from orchestrator.workers.adapters.codex import helper_links, native_binary  # noqa: E402
 from tests.helpers.codex_race import racing_codex  # noqa: E402
 from tests.mock_openai_server import ENV_KEY, MockOpenAIServer, ShellCall, Text, function_outputs  # noqa: E402
 
@@ -56,7 +56,7 @@ def one_round(mock: MockOpenAIServer, base: Path, command: Path, at_once: int, l
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
         env.update({"CODEX_HOME": str(home), ENV_KEY: "sk-mock", "TMPDIR": str(tmp)})
         if links is not None:
-            env["PATH"] = os.pathsep.join((env.get("PATH", os.defpath), str(helper_links(tmp / HELPER_FOLDER, links))))
+            env["PATH"] = os.pathsep.join((env.get("PATH", os.defpath), str(helper_links(tmp, links))))
         argv = [str(command), "exec", "--json", "-C", str(cwd), "--skip-git-repo-check", "--sandbox", "workspace-write"]
         argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true", "-m", "gpt-5-codex", *mock.codex_args()]
         argv += ["--", f"task {i}"]

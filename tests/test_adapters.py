@@ -336,11 +336,12 @@ def test_codex_poll_limit_covers_the_attempts_time_left_unless_the_user_set_it(t
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="codex's sandbox helper is Linux's")
 def test_codex_helper_links_go_last_on_the_workers_path_to_the_binary_the_npm_launcher_runs(tmp_path):
     """The links codex makes in $CODEX_HOME/tmp/arg0-linux (the adapter's docstring says why): made in
-    the worker's TMPDIR to the platform package's binary (the npm launcher, bin/codex.js, is a
-    script), mended when they lead elsewhere, and left out where the binary is not found."""
+    a new folder of the worker's TMPDIR to the platform package's binary (the npm launcher, bin/codex.js,
+    is a script), never through what an earlier attempt left there, and left out where the binary is
+    not found."""
     import platform
 
-    from orchestrator.workers.adapters.codex import _PLATFORM_PACKAGES, _TRIPLES, HELPER_NAMES
+    from orchestrator.workers.adapters.codex import _PLATFORM_PACKAGES, _TRIPLES, HELPER_NAMES, HELPER_PREFIX
 
     triple = _TRIPLES[platform.machine()]
     scope = tmp_path / "lib" / "node_modules" / "@openai"
@@ -355,25 +356,31 @@ def test_codex_helper_links_go_last_on_the_workers_path_to_the_binary_the_npm_la
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "codex").symlink_to(launcher)  # npm's bin link
-    tmp = tmp_path / "worker-tmp"
+    tmp, users = tmp_path / "worker-tmp", tmp_path / "users-folder"
+    tmp.mkdir()
+    users.mkdir()
+    # An earlier attempt planted links where a fixed folder name would be, to a folder of the user's
+    for planted in ("codex-helpers", f"{HELPER_PREFIX}x", f"{HELPER_PREFIX}"):
+        (tmp / planted).symlink_to(users)
     env = {"HOME": str(tmp_path), "TMPDIR": str(tmp), "PATH": f"{bin_dir}:/usr/bin"}
     ctx = context(tmp_path, env=env)
     got = get_adapter("codex").extra_env(ctx)
-    folder = tmp / "codex-helpers"
-    assert got == {"PATH": f"{bin_dir}:/usr/bin:{folder}"}
-    assert sorted(p.name for p in folder.iterdir()) == sorted(HELPER_NAMES)
+    path, _, last = got["PATH"].rpartition(":")
+    folder = Path(last)
+    assert path == f"{bin_dir}:/usr/bin" and folder.parent == tmp and folder.name.startswith(HELPER_PREFIX)
+    assert not folder.is_symlink() and sorted(p.name for p in folder.iterdir()) == sorted(HELPER_NAMES)
     assert all((folder / name).resolve() == binary for name in HELPER_NAMES)
-    (folder / "apply_patch").unlink()
-    (folder / "codex-linux-sandbox").unlink()
-    (folder / "codex-linux-sandbox").symlink_to("/nowhere")
-    assert get_adapter("codex").extra_env(ctx) == got
-    assert all((folder / name).resolve() == binary for name in HELPER_NAMES)
+    assert list(users.iterdir()) == []
+    # Each attempt gets its own folder
+    again = get_adapter("codex").extra_env(ctx)["PATH"].rpartition(":")[2]
+    assert again != last and all((Path(again) / name).resolve() == binary for name in HELPER_NAMES)
     # A codex_command that is the binary itself; none found: no links, PATH as it was.
-    assert get_adapter("codex").extra_env(context(tmp_path, env=env, codex_command=str(binary))) == got
+    assert get_adapter("codex").extra_env(context(tmp_path, env=env, codex_command=str(binary)))["PATH"].startswith(path)
     assert get_adapter("codex").extra_env(context(tmp_path, env={**env, "PATH": "/usr/bin"}, codex_command="nocodex")) == {}
     binary.unlink()
     assert get_adapter("codex").extra_env(ctx) == {}
     assert get_adapter("codex").extra_env(context(tmp_path, env={"HOME": str(tmp_path), "PATH": env["PATH"]})) == {}
+    assert list(users.iterdir()) == []
 
 
 def test_gemini_argv_plain_model_and_cli_args(tmp_path):

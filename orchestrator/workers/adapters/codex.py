@@ -64,7 +64,7 @@ argv (checked against ``codex exec --help`` of @openai/codex 0.169.0)::
   which holds the user's login, ``auth.json``). Codex has no setting or variable for that folder
   but CODEX_HOME, and a private CODEX_HOME would lose the user's login and sessions, so the
   adapter leaves the folder to codex and makes the loser's way out work: the same links, made in
-  the worker's own TMPDIR (``codex-helpers``, :func:`helper_links`) and put last on its PATH, where
+  the worker's own TMPDIR (``codex-helpers-*``, :func:`helper_links`) and put last on its PATH, where
   codex without its own finds ``codex-linux-sandbox`` by name (a winner's own folder comes first).
   They lead to the binary the npm launcher runs, or to ``codex_command`` itself when that is no
   launcher (a script of the user's then runs by the helper's name: as before, a loser fails). A
@@ -83,6 +83,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,7 +172,7 @@ class CodexAdapter(AICLIAdapter):
         if tmp is None or binary is None:
             return {}
         try:
-            folder = helper_links(Path(tmp) / HELPER_FOLDER, binary)
+            folder = helper_links(Path(tmp), binary)
         except OSError:
             return {}
         return {"PATH": os.pathsep.join((path, str(folder)))}
@@ -289,7 +290,7 @@ def classify(message: str) -> tuple[str | None, float | None]:
     return failure_class, retry_after
 
 
-HELPER_FOLDER = "codex-helpers"  # in the worker's TMPDIR
+HELPER_PREFIX = "codex-helpers-"  # a folder of the worker's TMPDIR
 HELPER_NAMES = ("codex-linux-sandbox", "apply_patch", "applypatch")  # codex's own links (codex-rs/arg0)
 # The npm package's launcher (bin/codex.js) runs the binary of its platform's package.
 _TRIPLES = {"x86_64": "x86_64-unknown-linux-musl", "aarch64": "aarch64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
@@ -322,17 +323,14 @@ def native_binary(program: str, path: str) -> Path | None:
     return None
 
 
-def helper_links(folder: Path, binary: Path) -> Path:
-    """``folder`` holding codex's helper links (:data:`HELPER_NAMES`) to ``binary``, made or mended."""
-    folder.mkdir(parents=True, exist_ok=True)
+def helper_links(tmp: Path, binary: Path) -> Path:
+    """A new folder in ``tmp`` holding codex's helper links (:data:`HELPER_NAMES`) to ``binary``.
+    New each time (``mkdtemp``): ``tmp`` is the worker's TMPDIR, which an earlier attempt of it wrote,
+    and nothing there is followed or written through (a planted ``codex-helpers`` link to a folder
+    of the user's would have the server make links there)."""
+    folder = Path(tempfile.mkdtemp(prefix=HELPER_PREFIX, dir=tmp))
     for name in HELPER_NAMES:
-        link = folder / name
-        if link.is_symlink() and os.readlink(link) == str(binary):
-            continue
-        fresh = folder / f".{name}.new"
-        fresh.unlink(missing_ok=True)
-        fresh.symlink_to(binary)
-        fresh.replace(link)
+        (folder / name).symlink_to(binary)
     return folder
 
 
