@@ -309,3 +309,30 @@ def test_the_direct_connection_guards_record_is_its_proxys_byte_for_byte(tmp_pat
     assert direct.REFUSED_LINE == egress.REFUSED
     assert (tmp_path / "a.log").read_bytes() == (tmp_path / "b.log").read_bytes() != b""
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes() != b""
+
+
+def test_a_replaced_registrations_file_takes_no_late_line_into_the_descriptor_number_it_had(tmp_path):
+    """A registrations file found removed (a cleaner of /tmp) is replaced, and the old one's descriptor
+    closed. A thread that took the old journal just before (``_Shared.unregister`` reads it unlocked)
+    then writes its end line: never through that number, which the next open in the process reuses (a
+    sandboxed git's seccomp memfd: bwrap then read a program cut short, "Invalid seccomp data, must be
+    multiple of 8"). The line lands in the new file, and the registration ends there."""
+    old = egress._Journal(tmp_path)
+    old.add("k", b'{"key": "k"}\n')
+    number = old._fd
+    old.path.unlink()  # the cleaner of /tmp
+    new = egress._Journal(tmp_path, old)  # as _Shared._folder replaces it
+    reused = os.memfd_create("next-open")  # the lowest free number: the old journal's, unless a thread took it
+    if reused != number:
+        with pytest.raises(OSError):
+            os.fstat(number)  # closed by the replacement, and still free: the memfd goes there
+        os.dup2(reused, number)
+        os.close(reused)
+        reused = number
+    try:
+        old.end("k")  # the thread that took the old journal before the replacement
+        assert os.fstat(reused).st_size == 0
+        assert "k" not in egress._replay(new.path)
+    finally:
+        os.close(reused)
+        new._close()

@@ -16,6 +16,7 @@ with the same pins: the worker could run anything itself there, so there is no d
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from collections.abc import Mapping
@@ -116,6 +117,9 @@ class CheckoutGit:
             raise GitError(f"cannot run git on {self.directory}: {exc}") from None
         except subprocess.TimeoutExpired:
             raise GitError(f"git {' '.join(argv[-3:])} on {self.directory} took more than {timeout:g}s") from None
+        else:
+            if seccomp is not None and done.returncode != 0 and b"seccomp" in done.stderr:
+                done.stderr += _described(seccomp, spec).encode()
         finally:
             if seccomp is not None:
                 os.close(seccomp)
@@ -132,10 +136,44 @@ def _worker_filter(spec: SandboxSpec) -> int | None:
     found = seccomp_program(refusals(spec))
     if found is None:
         return None
-    fd = os.memfd_create("orchestrator-seccomp", os.MFD_CLOEXEC)
-    os.write(fd, found[2])
-    os.lseek(fd, 0, os.SEEK_SET)
+    fd = os.memfd_create(_MEMFD, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        if os.write(fd, found[2]) != len(found[2]):
+            raise GitError("the worker's seccomp program could not be written whole")
+        # Sealed: a write through a stale descriptor number elsewhere in this process fails there
+        # (EPERM) instead of cutting the program bubblewrap reads short.
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
+
+
+def _described(fd: int, spec: SandboxSpec) -> str:
+    """What the ``--seccomp`` descriptor held after bubblewrap refused it, for the error: whose file
+    the number is now, where its offset stands and whether its bytes are the program's. bubblewrap
+    reads from the descriptor's offset to its end, so a program read short is another file at that
+    number (closed by a thread that did not own it, and reused), or this memfd read or moved meanwhile."""
+    found = seccomp_program(refusals(spec))
+    program = found[2] if found is not None else b""
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as exc:
+        name = f"unreadable ({exc.strerror})"
+    try:
+        offset, size = os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_size
+        same = os.pread(fd, len(program) + 1, 0) == program
+    except OSError as exc:
+        return f"\n(its --seccomp descriptor {fd}, {name}: {exc.strerror})"
+    ours = name.startswith(f"/memfd:{_MEMFD} ")
+    return (
+        f"\n(its --seccomp descriptor {fd}: {name if not ours else 'the program memfd'}, at offset {offset} of {size} "
+        f"bytes, {'the program' if same else 'not the program'} of {len(program)} bytes)"
+    )
+
+
+_MEMFD = "orchestrator-seccomp"  # the program's memfd, by name (``_described`` tells it from another file)
 
 
 def _named(argv: list[str]) -> str:

@@ -843,36 +843,61 @@ class _Journal:
     def __init__(self, base: Path, before: _Journal | None = None) -> None:
         self.path = base / f"{_JOURNAL_PREFIX}{os.getpid()}-{os.urandom(4).hex()}{_JOURNAL_SUFFIX}"
         self._lock = threading.Lock()
-        self._live: dict[str, bytes] = dict(before._live) if before is not None else {}  # key -> its line
-        self._live_bytes = sum(map(len, self._live.values()))
+        self._live: dict[str, bytes] = {}  # key -> its line
+        self._live_bytes = 0
         self._fd = _held_file(self.path)
         self._size = 0
-        if self._live:
-            data = b"".join(self._live.values())
-            _write_all(self._fd, data)
-            self._size = len(data)
+        self._next: _Journal | None = None  # the file that replaced this one (``_moved_to``)
         if before is not None:
-            before._close()
+            before._moved_to(self)
+
+    def _moved_to(self, after: _Journal) -> None:
+        """This file's live lines written into ``after`` (new: no other thread has it yet), its
+        descriptor closed, and every later line sent there, in one step under its lock. A thread that
+        took this journal before it was replaced (``_Shared.unregister`` reads it unlocked) must never
+        write through the closed number: the next open in the process gets it, and a sandboxed git's
+        seccomp memfd written so gave bubblewrap a program cut short ("Invalid seccomp data")."""
+        with self._lock:
+            after._live = dict(self._live)
+            after._live_bytes = self._live_bytes
+            if after._live:
+                data = b"".join(after._live.values())
+                _write_all(after._fd, data)
+                after._size = len(data)
+            self._close()
+            self._next = after
 
     def add(self, key: str, line: bytes) -> None:
         """``key``'s registration (its line, :func:`_registration_line`), appended."""
         with self._lock:
-            _write_all(self._fd, line)
-            self._size += len(line)
-            self._live_bytes += len(line) - len(self._live.get(key, b""))
-            self._live[key] = line
+            after = self._next
+            if after is None:
+                _write_all(self._fd, line)
+                self._size += len(line)
+                self._live_bytes += len(line) - len(self._live.get(key, b""))
+                self._live[key] = line
+                return
+        after.add(key, line)
 
     def end(self, key: str) -> None:
         with self._lock:
-            line = self._live.pop(key, None)
-            if line is None:
+            after = self._next
+            if after is None:
+                self._end(key)
                 return
-            self._live_bytes -= len(line)
-            ended = _ended_line(key)
-            _write_all(self._fd, ended)
-            self._size += len(ended)
-            if self._size > _COMPACT_AT and self._live_bytes * 2 < self._size:
-                self._compact()
+        after.end(key)
+
+    def _end(self, key: str) -> None:
+        """``end`` in this file (its lock held)."""
+        line = self._live.pop(key, None)
+        if line is None:
+            return
+        self._live_bytes -= len(line)
+        ended = _ended_line(key)
+        _write_all(self._fd, ended)
+        self._size += len(ended)
+        if self._size > _COMPACT_AT and self._live_bytes * 2 < self._size:
+            self._compact()
 
     def _compact(self) -> None:
         """The live lines alone, in a new file renamed over this one (a reader sees either whole)."""
@@ -896,8 +921,10 @@ class _Journal:
         self._fd, self._size = fd, len(data)
 
     def _close(self) -> None:
+        """Its descriptor closed, and forgotten: a late write fails on -1, never lands in a reused number."""
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        self._fd = -1
 
 
 def _held_file(path: Path, *, replace: bool = False) -> int:
