@@ -377,3 +377,22 @@ def test_a_connection_of_connect_never_reads_the_redis_packages_metadata(redis_s
     assert read == []
     other.close()
     client.close()
+
+
+def test_a_node_workers_protocol_client_never_reads_the_redis_packages_metadata(redis_server, monkeypatch):
+    """The client a node worker runs its attempts' protocol with (attempt.shared_ops: its main thread's
+    connection and its control thread's) gives its version with each connection, as ``connect``'s do:
+    left to redis-py, the first read of the metadata in a worker process cost 5-6 ms of CPU."""
+    import redis.utils
+
+    from orchestrator.cluster import attempt
+
+    read: list[str] = []
+    real = redis.utils.get_lib_version
+    monkeypatch.setattr(redis.utils, "get_lib_version", lambda: read.append("metadata") or real())
+    client = attempt.client_for(redis_server.url)
+    held = [client.connection_pool.get_connection() for _ in range(2)]  # the main thread's and the control thread's
+    for connection in held:
+        client.connection_pool.release(connection)
+    assert client.ping() and read == []
+    client.close()

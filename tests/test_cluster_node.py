@@ -6,6 +6,7 @@ and rides out a Redis restart."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -662,3 +664,57 @@ def test_a_terminate_sent_while_queued_or_to_a_workers_next_attempt_ends_it_on_t
     ops.terminate("q3", later.token, signal.SIGTERM, 2.0)
     wait_for(lambda: state(ops, "q3") == "ended", what="the third attempt to end")
     assert ops.read("q3")["kill_rung"] == "SIGTERM" and ProcessRunner().tagged(later.run_tag) == []
+
+
+def _dead_servers_leftovers(base: Path) -> list[Path]:
+    """What a server of this user's that has ended leaves (network/egress.py, process/cgroups.py): its
+    registrations file (its flock not held, nothing live in it), its shared folder and, where spares
+    exist, a spare cgroup of its own (a directory per hierarchy)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = [base / f"registrations-{gone.pid}-00000000.jsonl", base / f"shared-{gone.pid}"]
+    left[0].write_text("")
+    left[1].mkdir(mode=0o700)
+    if SPARES:
+        for version, folder in hierarchies().bases.values():
+            if version is Enforcement.CGROUP_V1:
+                left.append(folder / f"{SPARE}{gone.pid}.1-1-1")
+                left[-1].mkdir()
+    return left
+
+
+def test_a_node_clears_what_dead_servers_left_as_it_starts_and_before_it_replaces_a_dead_worker(
+    redis_server, unique_prefix, tmp_path
+):
+    """A node clears what dead servers left (registrations files, shared folders, spare cgroups) once,
+    before it forks its workers, which do not each sweep again at their first attempt; and again
+    before it forks a worker in place of one that died (what that worker left goes then)."""
+    ops, ws = setup(redis_server, unique_prefix, tmp_path)
+    tmp = Path(tempfile.mkdtemp(prefix="node-sweep-", dir="/tmp"))  # the node's sockets folder under it
+    base = tmp / f"orchestrator-net-{os.getuid()}"
+    base.mkdir(mode=0o700)
+    left: list[Path] = []
+    try:
+        left = _dead_servers_leftovers(base)
+        node = start_node(redis_server.url, unique_prefix, name="nw", slots=1, env={"TMPDIR": str(tmp)})
+        assert [path for path in left if path.exists()] == []  # registered: swept before (no attempt ran)
+        # Its worker, forked: killed as a crash would, after another dead server left its things
+        wait_for(lambda: len(_node_workers(node.pid)) == 1, what="the node's worker")
+        (worker,) = _node_workers(node.pid)
+        left = _dead_servers_leftovers(base)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: _node_workers(node.pid) not in ([], [worker]), what="a worker in place of the dead one")
+        assert [path for path in left if path.exists()] == []
+        enqueue(ops, ws, "w1", ["true"])  # the new worker runs attempts
+        wait_for(lambda: state(ops, "w1") == "ended", what="the attempt to end")
+        assert ops.read("w1")["code"] == "0"
+    finally:
+        for path in left:
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _node_workers(pid: int) -> list[int]:
+    """The node's RQ workers: its own children (forked by its pool)."""
+    return sorted(child for child in _node_tree(pid) if parent_of(child) == pid)

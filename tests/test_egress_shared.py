@@ -559,3 +559,29 @@ def test_every_attempt_of_one_plan_is_told_of_an_endpoint_it_cannot_be_shown(tmp
     finally:
         for one in opened:
             one.close()
+
+
+def test_a_sweep_before_a_fork_stands_for_the_first_registrations_not_for_a_later_one(short_tmp: Path) -> None:
+    """``sweep_dead(for_forks=True)`` (a node, before it forks its workers) clears what an ended server
+    left, and stands for the sweep at this process's first registration (a forked worker's copy of
+    it): what another server leaves after it stays until a later sweep, one when the process's
+    shared folder must be made again (a cleaner of /tmp removed it), which clears it."""
+
+    def dead_server() -> tuple[Path, Path]:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        base = egress.sockets_base()
+        left = (base / f"registrations-{gone.pid}-00000000.jsonl", base / f"shared-{gone.pid}")
+        left[0].write_text("")  # not held: its server has ended; nothing live in it
+        left[1].mkdir(mode=0o700)
+        return left
+
+    first = dead_server()
+    egress.sweep_dead(holds_processes, for_forks=True)
+    assert not any(path.exists() for path in first)
+    second = dead_server()
+    mine = egress._SHARED._folder()  # the first registration: no sweep of its own
+    assert all(path.exists() for path in second)
+    shutil.rmtree(mine)
+    assert egress._SHARED._folder() == mine and mine.is_dir()  # made again, after a sweep
+    assert not any(path.exists() for path in second)

@@ -314,6 +314,7 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     folder keeps (ports.choose_port: api.port unless another program holds it), or, with
     ``exact_port`` (``--port``), on api.port or not at all. ``watch``: its config file, looked at
     before each new job (config/live.py)."""
+    from ..process.runner import sweep_dead_servers
     from ..retention.lifetime import start_retention
 
     configure_logging(settings)
@@ -341,7 +342,7 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     try:
         for root_id in engine.takeover.recover():
             log.warning("recovered job tree %s: the server had stopped while it ran", root_id)
-        _sweep_dead_servers()
+        sweep_dead_servers()
         retention = start_retention(engine, settings)  # orchestrator.retention_days: None when off
         log.info(
             "orchestrator API listening on %s (workspace %s, %d threads)", url, settings.workspace_root, settings.api.threads
@@ -363,21 +364,6 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     finally:
         _remove_record(settings, record)
     return 0
-
-
-def _sweep_dead_servers() -> None:
-    """What servers of this user's that died left behind, gone as this one starts (after its takeover,
-    which ends the attempts of its trees that no record names): their network registrations of
-    attempts that have ended, their registrations files and shared folders (network/egress.py), their
-    spare cgroups (process/cgroups.py). Each judged dead by the kernel, never by a pid alone."""
-    from ..network.egress import sweep_dead
-    from ..process.cgroups import holds_processes, remove_dead_spares
-
-    try:
-        sweep_dead(holds_processes)
-        remove_dead_spares()
-    except OSError as exc:  # (nothing of this server's own depends on it: the next start tries again)
-        log.warning("could not clear what ended servers left: %s", exc)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -65,7 +65,7 @@ from ..config import Settings, load_settings
 from ..errors import ConfigError
 from ..process.prctl import set_parent_death_signal
 from ..process.procscan import machine_memory, process_alive, process_start_id
-from ..process.runner import ProcessRunner
+from ..process.runner import ProcessRunner, sweep_dead_servers
 from ..workers.adapters import ADAPTERS, get_adapter
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
@@ -178,6 +178,9 @@ def cmd_node(args: argparse.Namespace) -> int:
     swept = sweep_dead_nodes(here)
     if swept:
         log.info("node %s: swept what dead nodes on this host left: %s", name, ", ".join(swept))
+    # What dead servers (and dead node workers) of this user's left, once here for every worker this
+    # node forks: each would sweep at its first attempt otherwise (NodePool.start_worker).
+    sweep_dead_servers(for_forks=True)
     supervisor_dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-node-{name}-"))  # this machine's own disk, mode 0700
     own = claim_name(here, name, supervisor_dir)
     seen_dir = Path(tempfile.mkdtemp(prefix=f"orchestrator-node-{name}-seen-"))  # this machine's own disk, mode 0700
@@ -607,12 +610,26 @@ class _Claimed:
 
 class NodePool(WorkerPool):
     """RQ's pool, whose stop also ends the running attempts (their workers run the kill ladder
-    on SIGTERM and report the end) instead of waiting for them."""
+    on SIGTERM and report the end) instead of waiting for them, and which clears what a dead worker
+    left before it forks its replacement."""
 
     def __init__(self, *args: Any, attempts_dir: Path, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attempts_dir = attempts_dir
         self._told: set[int] = set()  # workers already asked to end their attempt
+        self._started = False  # the first workers forked: any more replace one that died
+
+    def start_workers(self, *args: Any, **kwargs: Any) -> None:
+        super().start_workers(*args, **kwargs)
+        self._started = True
+
+    def start_worker(self, *args: Any, **kwargs: Any) -> None:
+        """A worker forked; one that replaces a dead one after a sweep here of what dead servers and
+        workers left (a dead worker's registrations, shared folder, spare cgroups), which the node's
+        forked workers do not sweep at their first attempt (``sweep_dead_servers``'s ``for_forks``)."""
+        if self._started:
+            sweep_dead_servers(for_forks=True)
+        super().start_worker(*args, **kwargs)
 
     def request_stop(self, signum: Any = None, frame: Any = None) -> None:
         if self.status == self.Status.STOPPED:

@@ -491,7 +491,7 @@ class Confined:
             self._cleared = True
             pool = self._spares.get(key)
             spare = pool.pop() if pool else None
-        if clear:
+        if clear and not _dead_spares_removed_for_forks:
             remove_dead_spares()
         if spare is None:
             return None
@@ -550,11 +550,14 @@ def _this_server() -> str:
     return f"{os.getpid()}.{process_start_id(os.getpid()) or ''}"
 
 
-def remove_dead_spares() -> int:
+def remove_dead_spares(*, for_forks: bool = False) -> int:
     """Remove the spares of servers that are gone (a crash leaves its own; no tag names one, so
     nothing mistakes them): those that hold no process and whose server, the pid and start time
     their name gives, no longer runs (a reused pid is another process). How many. A server runs it
-    as it starts (cli/server.py) and at its first attempt's start (``Confined._reuse``)."""
+    as it starts (cli/server.py) and at its first attempt's start (``Confined._reuse``).
+    ``for_forks``: a node's, before it forks its workers (cluster/node.py): it stands for the one at
+    the first attempt's start of this process and of those it forks from now on."""
+    global _dead_spares_removed_for_forks
     removed = 0
     for cgroup in hierarchies().find_prefix(SPARE):
         owner = spare_owner(cgroup.name)
@@ -562,7 +565,12 @@ def remove_dead_spares() -> int:
             continue
         if cgroup.remove():
             removed += 1
+    if for_forks:
+        _dead_spares_removed_for_forks = True
     return removed
+
+
+_dead_spares_removed_for_forks = False  # (remove_dead_spares) in this process or the one that forked it
 
 
 def spare_owner(name: str) -> tuple[int, str | None] | None:

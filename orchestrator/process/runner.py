@@ -48,10 +48,21 @@ from typing import Any
 from .. import protocol
 from ..config.schema import SandboxNetwork
 from ..network import direct
-from ..network.egress import Egress, EgressPlan, forget_egress, judge_attempts, open_egress, reopen_egress
+from ..network.egress import Egress, EgressPlan, forget_egress, judge_attempts, open_egress, reopen_egress, sweep_dead
 from ..workspace.groupsync import GroupCommit
 from . import backends, procscan
-from .cgroups import Cgroup, ChildSetup, Confined, Enforced, Limits, cap_hit, hierarchies, holds_processes, kill_all
+from .cgroups import (
+    Cgroup,
+    ChildSetup,
+    Confined,
+    Enforced,
+    Limits,
+    cap_hit,
+    hierarchies,
+    holds_processes,
+    kill_all,
+    remove_dead_spares,
+)
 from .prctl import libc_prctl, set_parent_death_signal
 from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
@@ -851,6 +862,20 @@ class ProcessRunner:
     def tagged_many(self, tags: list[str], since: float = 0.0) -> dict[str, list[int]]:
         """For each tag, the live processes carrying it, from one pass over the process table."""
         return procscan.scan(set(tags).__contains__, since)
+
+
+def sweep_dead_servers(*, for_forks: bool = False) -> None:
+    """What servers of this user's that died left behind, gone: their network registrations of
+    attempts that have ended, their registrations files and shared folders (network/egress.py), their
+    spare cgroups (process/cgroups.py). Each judged dead by the kernel, never by a pid alone. At a
+    server's start (cli/server.py, after its takeover, which ends the attempts of its trees that no
+    record names) and a node's (cluster/node.py, ``for_forks``: before it forks its workers, for
+    which it stands in at their first attempt)."""
+    try:
+        sweep_dead(holds_processes, for_forks=for_forks)
+        remove_dead_spares(for_forks=for_forks)
+    except OSError as exc:  # (nothing of this process's own depends on it: the next start tries again)
+        logging.getLogger("orchestrator.process").warning("could not clear what ended servers left: %s", exc)
 
 
 def _preexec(setup: ChildSetup | None, parent_death_signal: int | None, *, launcher: bool = False) -> Any:
