@@ -101,6 +101,58 @@ def test_a_worker_ended_before_its_supervisor_writes_its_status_is_waited_for_wi
     runner.close()
 
 
+def test_a_wait_on_a_running_worker_looks_at_its_proc_stat_only_once_its_pidfd_says_it_ended(tmp_path, monkeypatch):
+    # Given a supervised worker that runs a second, each look at a process's /proc stat counted
+    runner = _runner(tmp_path / "sup")
+    looks: list[int] = []
+    look = procscan.look
+    monkeypatch.setattr(procscan, "look", lambda pid: looks.append(pid) or look(pid))
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, "import time; time.sleep(1.0)", "s21.k.1")
+        assert handle.pidfd is not None
+        looks.clear()  # (its start looked once, to open its pidfd)
+        # When it is waited on while it runs: for a moment, then not at all (a timeout of 0)
+        first, second = runner.wait(handle, 0.2), runner.wait(handle, 0)
+        # Then both say it runs, and neither looked at it: its pidfd, not readable, said so
+        assert (first, second, looks) == (None, None, [])
+        # And waited on to its end, it is looked at (its status is its exit file's) and told exactly
+        assert runner.wait(handle, 20) == 0 and exit_file.read_text() == "exit 0\n"
+        assert handle.pid in looks
+    finally:
+        runner.close()
+
+
+def test_a_message_and_its_descriptors_go_in_one_send_and_come_in_one_read(monkeypatch):
+    import socket
+
+    # Given a connection, a descriptor to pass (a pipe's end) and every send or read past the first counted
+    ours, theirs = socket.socketpair()
+    readable, writable = os.pipe()
+    extra: list[str] = []
+    for name in ("sendall", "recv"):
+        method = getattr(socket.socket, name)
+        monkeypatch.setattr(socket.socket, name, lambda self, *a, _n=name, _m=method: extra.append(_n) or _m(self, *a))
+    try:
+        # When a request as large as a worker's (its environment a few KB) is sent with it, and read
+        request = {"op": "spawn", "env": {"KEY": "v" * 4000}}
+        supervisor.send(ours, request, [writable])
+        message, fds = supervisor.receive(theirs)
+        # Then it came whole with the descriptor, in one system call each way
+        assert (message, len(fds), extra) == (request, 1, [])
+        os.write(fds[0], b"x")
+        assert os.read(readable, 1) == b"x"
+        os.close(fds[0])
+        # And one longer than the first read takes (FIRST_READ) comes whole all the same, read on after it
+        large = {"op": "spawn", "env": {"KEY": "v" * (3 * supervisor.FIRST_READ)}}
+        supervisor.send(ours, large)
+        assert supervisor.receive(theirs) == (large, [])
+    finally:
+        for fd in (readable, writable):
+            os.close(fd)
+        ours.close()
+        theirs.close()
+
+
 def test_an_ended_worker_whose_supervisor_died_is_told_though_nobody_ever_reaps_it(tmp_path):
     import ctypes
     import threading

@@ -559,6 +559,24 @@ def test_read_from_an_offset(ws, tmp_path):
     assert ws.read_from(tmp_path / "missing.log", 0, 10) == ""
 
 
+def test_a_line_appended_to_a_log_says_where_it_starts_with_no_seek(ws, tmp_path, monkeypatch):
+    # Given a log whose last line lacks its newline (a worker's output), and every seek counted
+    path = tmp_path / "w.log"
+    path.write_bytes(b"partial")
+    seeks = []
+    seek = os.lseek
+    monkeypatch.setattr(os, "lseek", lambda *args: seeks.append(args) or seek(*args))
+    # When a marker goes on a line of its own, then a plain line after it, then a line to a new log
+    first = ws.append_log(path, b"===== marker =====\n", own_line=True)
+    second = ws.append_log(path, b"more\n")
+    third = ws.append_log(tmp_path / "new.log", b"first\n", own_line=True)
+    # Then each offset is where its data starts (the newline the marker needed first), and the
+    # size its open's fstat gave served: no seek to the end
+    assert path.read_bytes() == b"partial\n===== marker =====\nmore\n"
+    assert (first, second, third) == (8, 27, 0) and (tmp_path / "new.log").read_bytes() == b"first\n"
+    assert seeks == []
+
+
 def test_read_from_a_big_file_keeps_its_end(ws, tmp_path):
     path = write_lines(tmp_path / "w.log", 100_000)
     assert ws.read_from(path, 0, 14) == "9\nline 100000\n"

@@ -694,15 +694,20 @@ class ProcessRunner:
         return handle.poll()
 
     def _wait_adopted(self, handle: ProcessHandle, timeout: float | None, wake: Wakeup | None) -> int | None:
-        """Not our child, so no waitpid: its pidfd (or polling) says when it ends, its exit file how."""
+        """Not our child, so no waitpid: its pidfd (or polling) says when it ends, its exit file how.
+        ``poll`` looks at its /proc stat (three system calls and a parse) only once the pidfd has said
+        it ended: a pidfd names this very process, so while it is not readable the process runs
+        (the look before each wait found it running, a worker's start and its wait alike)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while handle.poll() is None:
+        ended = handle.pidfd is None  # its pidfd seen readable (without one: poll looks each time)
+        while handle.code is None and (not ended or handle.poll() is None):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                return None
+                return None if ended or not _readable(handle.pidfd) else handle.poll()  # (ended: polled just now)
             if handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
                 ready, _, _ = select.select(fds, [], [], _slice(deadline))
+                ended = ended or handle.pidfd in ready
                 if handle.pidfd in ready:  # it has ended: its supervisor is writing how (see poll)
                     if handle.reaper is not None and reaping_wakes_pidfd():
                         _wait_reaped(
@@ -717,7 +722,7 @@ class ProcessRunner:
                 if wake is None:
                     time.sleep(step)
             if wake is not None and wake.is_set():
-                return handle.poll()
+                return handle.poll() if ended or _readable(handle.pidfd) else None
         return handle.code
 
     def release(self, handle: ProcessHandle) -> None:
@@ -952,6 +957,11 @@ def _running_or_unreaped(pid: int, start_id: str | None) -> bool:
         return process_alive(pid, start_id)
     seen = procscan.look(pid)
     return seen is not None and (seen.running(start_id) or seen.zombie_of(start_id) is not None)
+
+
+def _readable(pidfd: int | None) -> bool:
+    """Whether the process of ``pidfd`` has ended (its pidfd readable now; True without one: look)."""
+    return pidfd is None or bool(select.select([pidfd], [], [], 0)[0])
 
 
 def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float) -> None:

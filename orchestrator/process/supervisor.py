@@ -85,25 +85,45 @@ def address(dir_fd: int, name: str) -> str:
     return f"/proc/self/fd/{dir_fd}/{name}"
 
 
+# Bytes the first read of a message asks for: a whole request (argv and environment, a few KB) or
+# reply in one read where it has come whole; a longer one's rest is read after (a read allocates what it asks for).
+FIRST_READ = 16 << 10
+
+
 def send(sock: socket.socket, message: dict[str, object], fds: list[int] | tuple[int, ...] = ()) -> None:
+    """One message (its length, then its JSON) in one system call where the socket takes it whole,
+    its descriptors with its first byte (where ``receive``'s first read finds them)."""
     data = json.dumps(message, separators=(",", ":")).encode()
     frame = HEADER.pack(len(data)) + data
-    sent = socket.send_fds(sock, [frame[: HEADER.size]], list(fds)) if fds else sock.send(frame[: HEADER.size])
-    sock.sendall(frame[sent:])
+    sent = socket.send_fds(sock, [frame], list(fds)) if fds else sock.send(frame)
+    if sent < len(frame):
+        sock.sendall(frame[sent:])
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, object], list[int]] | None:
-    """One message and the descriptors sent with it (close-on-exec); None at the end of the stream."""
-    head, fds, _, _ = socket.recv_fds(sock, HEADER.size, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
-    if not head:
+    """One message and the descriptors sent with it (close-on-exec); None at the end of the stream.
+    Its first read takes up to FIRST_READ bytes: a connection carries one request, then its reply,
+    so nothing follows a message until it is answered, and a first read that runs past its end is
+    a peer out of step (ValueError, as for any message that cannot be read)."""
+    got, fds, _, _ = socket.recv_fds(sock, FIRST_READ, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    if not got:
         return None
-    head += _exactly(sock, HEADER.size - len(head))
-    (length,) = HEADER.unpack(head)
-    if length > MAX_REQUEST:
-        raise ValueError(f"a message of {length} bytes")
-    message = json.loads(_exactly(sock, length))
-    if not isinstance(message, dict):
-        raise ValueError("a message that is not an object")
+    try:
+        if len(got) < HEADER.size:
+            got += _exactly(sock, HEADER.size - len(got))
+        (length,) = HEADER.unpack(got[: HEADER.size])
+        if length > MAX_REQUEST:
+            raise ValueError(f"a message of {length} bytes")
+        body = got[HEADER.size :]
+        if len(body) > length:
+            raise ValueError(f"{len(body) - length} bytes after a message, before its answer")
+        message = json.loads(body + _exactly(sock, length - len(body)) if len(body) < length else body)
+        if not isinstance(message, dict):
+            raise ValueError("a message that is not an object")
+    except BaseException:
+        for fd in fds:  # (the caller gets none to close)
+            os.close(fd)
+        raise
     return message, fds
 
 
