@@ -400,18 +400,25 @@ def test_codex_shell_tool_writes_a_file_that_shows_in_files_created(make_engine,
     only_responses_endpoint(mock)
 
 
+def _writes_by_shell(*, said: bool):
+    """A model's script for "Write a.txt": a.txt written by codex's shell tool in its directory, then
+    its answer (``said``: with what the command printed, a failure's message included)."""
+
+    def script(body):
+        task = subtask(body) or "?"
+        name = task.split()[-1]
+        if function_outputs(body):
+            return Text(f"Wrote {name}: {function_outputs(body)[0]['output']}" if said else f"Wrote {name}")
+        return ShellCall(["bash", "-lc", f"printf '%s\\n' '{task}' > {name}"])
+
+    return script
+
+
 def test_in_worktrees_of_a_host_repository_each_file_lands_in_its_own_worktree(hosted_at_root, codex_workers):
     """Sandboxed, codex runs with --sandbox danger-full-access: its own sandbox is a bubblewrap,
     which cannot start inside the orchestrator's ("setting up uid map: Operation not permitted")."""
 
-    def script(body):  # Write a.txt: a.txt by its shell tool, in its directory
-        task = subtask(body) or "?"
-        name = task.split()[-1]
-        if function_outputs(body):
-            return Text(f"Wrote {name}")
-        return ShellCall(["bash", "-lc", f"printf '%s\\n' '{task}' > {name}"])
-
-    mock = codex_workers(script)
+    mock = codex_workers(_writes_by_shell(said=False))
     three_files_in_worktrees(hosted_at_root, mock, orchestrator=worker_settings(mock), workers={"default_timeout": 120})
 
 
@@ -428,14 +435,7 @@ def test_codex_workers_that_lose_their_sandbox_helper_to_each_other_still_run_th
 
     from .helpers.codex_race import racing_codex
 
-    def script(body):  # Write a.txt: a.txt by its shell tool, in its directory
-        task = subtask(body) or "?"
-        name = task.split()[-1]
-        if function_outputs(body):
-            return Text(f"Wrote {name}: {function_outputs(body)[0]['output']}")
-        return ShellCall(["bash", "-lc", f"printf '%s\\n' '{task}' > {name}"])
-
-    mock = codex_workers(script)
+    mock = codex_workers(_writes_by_shell(said=True))
     native = native_binary(CODEX, os.environ.get("PATH", ""))
     assert native is not None, CODEX
     command = racing_codex(tmp_path / "racing", native)

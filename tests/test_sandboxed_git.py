@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,28 +50,19 @@ def test_bubblewrap_refusing_the_program_is_told_what_file_its_descriptor_number
     """A number another thread closed and the next open reused reaches bubblewrap as another file:
     the git run fails (bubblewrap reads a program cut short), and the error names the file that
     number held and says its bytes are not the program, which tells a stolen number from a moved offset."""
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
     other = tmp_path / "registrations.jsonl"
     other.write_bytes(b'{"-": "k1"}\n')  # 12 bytes: not a whole number of instructions
 
     def stolen(spec: SandboxSpec) -> int:
         return os.open(other, os.O_RDONLY | os.O_CLOEXEC)
 
-    monkeypatch.setattr(sandboxed, "_worker_filter", stolen)
-    with pytest.raises(GitError) as failed:
-        CheckoutGit(repo, spec_for(repo)).run("status")
-    said = str(failed.value)
-    size = len(seccomp_program(refusals(spec_for(repo)))[2])  # type: ignore[index]
-    assert "Invalid seccomp data" in said
+    said, size = _refused(tmp_path, monkeypatch, stolen)
     assert f"{other}, at offset 12 of 12 bytes, not the program of {size} bytes" in said, said
 
 
 @needs_bwrap
 def test_bubblewrap_refusing_its_own_memfd_says_the_program_was_whole(tmp_path, monkeypatch):
     """The program's own memfd, whole, read short: its offset had moved (a read through a stale number)."""
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
     real = sandboxed._worker_filter
 
     def moved(spec: SandboxSpec) -> int | None:
@@ -79,10 +71,18 @@ def test_bubblewrap_refusing_its_own_memfd_says_the_program_was_whole(tmp_path, 
         os.read(fd, 1)  # a reader through a stale number: bubblewrap starts one byte in
         return fd
 
-    monkeypatch.setattr(sandboxed, "_worker_filter", moved)
+    said, size = _refused(tmp_path, monkeypatch, moved)
+    assert f"the program memfd, at offset {size} of {size} bytes, the program of {size} bytes" in said, said
+
+
+def _refused(tmp_path: Path, monkeypatch, worker_filter: Callable[[SandboxSpec], int | None]) -> tuple[str, int]:
+    """``git status`` in a new repository in the sandbox, ``worker_filter`` giving bubblewrap its
+    ``--seccomp`` descriptor, refused as a program read short: what the error said, and the program's size."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.setattr(sandboxed, "_worker_filter", worker_filter)
     with pytest.raises(GitError) as failed:
         CheckoutGit(repo, spec_for(repo)).run("status")
     said = str(failed.value)
-    size = len(seccomp_program(refusals(spec_for(repo)))[2])  # type: ignore[index]
-    assert "Invalid seccomp data" in said
-    assert f"the program memfd, at offset {size} of {size} bytes, the program of {size} bytes" in said, said
+    assert "Invalid seccomp data" in said, said
+    return said, len(seccomp_program(refusals(spec_for(repo)))[2])  # type: ignore[index]
