@@ -753,7 +753,7 @@ def judge_attempts(runs: AttemptRuns) -> None:
 
 
 def sweep_dead(runs: AttemptRuns, *, for_forks: bool = False) -> None:
-    """At a server's start (cli/server.py): what servers of this user's that have ended left in the
+    """At a server's start (process/runner.py ``sweep_dead_servers``): what servers of this user's that have ended left in the
     sockets folder, gone (:meth:`_Shared.sweep`, the attempts judged by ``runs``: :func:`judge_attempts`);
     nothing made where there is none yet.
 

@@ -553,8 +553,8 @@ def _this_server() -> str:
 def remove_dead_spares(*, for_forks: bool = False) -> int:
     """Remove the spares of servers that are gone (a crash leaves its own; no tag names one, so
     nothing mistakes them): those that hold no process and whose server, the pid and start time
-    their name gives, no longer runs (a reused pid is another process). How many. A server runs it
-    as it starts (cli/server.py) and at its first attempt's start (``Confined._reuse``).
+    their name gives, no longer runs (a reused pid is another process). How many. Run at a server's
+    start (process/runner.py ``sweep_dead_servers``) and at its first attempt's start (``Confined._reuse``).
     ``for_forks``: a node's, before it forks its workers (cluster/node.py): it stands for the one at
     the first attempt's start of this process and of those it forks from now on."""
     global _dead_spares_removed_for_forks
