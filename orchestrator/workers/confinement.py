@@ -188,7 +188,7 @@ class Confinement:
         w = self.settings.workers
         # Its tree's package caches (workers/caches.py): its own tree's only, writable.
         caches = self.workspace.tree_caches(root_id)
-        caches.mkdir(parents=True, exist_ok=True)
+        _made(caches)
         paths = Paths(writable=[directory, tmp, caches])
         mounts = base.backend is Backend.BUBBLEWRAP  # Landlock and Seatbelt show no path at another
         # Its git dirs read once, for its git data and its project view (the worker does not run meanwhile).
@@ -201,7 +201,7 @@ class Confinement:
             for folder in adapter.state_dirs(self.settings, env or {}):
                 # A CLI's first run makes its folders; in the read-only root it could not (opencode:
                 # EROFS on ~/.local), and a folder that does not exist is not bound.
-                folder.mkdir(parents=True, exist_ok=True)
+                _made(folder)
                 paths.private.append(folder)
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
             for number, folder in enumerate(adapter.tmp_dirs(env or {})):
@@ -345,7 +345,7 @@ class Confinement:
         for path in kept:  # mount points (bubblewrap would make them; an empty folder is nothing to git)
             if not _mount_point(checkout, Path(path).relative_to(top).parts):
                 return None
-        shown.mkdir(parents=True, exist_ok=True)  # a mount point, should its folder not be emptied
+        _made(shown)  # a mount point, should its folder not be emptied
         text = f"gitdir: {shown / private.relative_to(common)}\n" if private.is_relative_to(common) else ""
         if not text:
             return None
@@ -513,7 +513,7 @@ class Confinement:
             return {}
         tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
-        refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
+        _made(refs)  # under the orchestrator's own prefix; git makes it the same way
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
@@ -735,6 +735,13 @@ def project_imports(
     found = [str(r) for r in roots if r.is_relative_to(checkout) and r.is_dir() and not r.is_symlink()] or [str(checkout)]
     given = env.get("PYTHONPATH", "")
     return {**env, "PYTHONPATH": os.pathsep.join([*found, *([given] if given else [])])}
+
+
+def _made(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``: where it is a folder already (every attempt but
+    its tree's first), one ``stat`` instead of a refused ``mkdir``, its exception and a ``stat``."""
+    if not os.path.isdir(folder):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def _vacant(path: Path) -> bool:
