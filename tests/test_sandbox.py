@@ -594,3 +594,68 @@ def test_a_workers_spec_names_its_network_record_where_its_network_is_not_the_ho
     expected = "" if network == "host" else str(paths.network)
     assert found.network_record == expected
     assert (found.egress.record if found.egress is not None else None) == (expected if network == "allow" else None)
+
+
+def test_a_spec_copy_is_the_record_dataclasses_replace_makes():
+    """``SandboxSpec.replaced`` (an attempt's start copies the spec four times) makes what
+    ``dataclasses.replace`` makes, every field included (``real`` too, which equality leaves out),
+    leaves the original as it was, and refuses a name that is no field; the class keeps no
+    ``__post_init__`` that a copy without ``__init__`` would skip."""
+    import dataclasses
+
+    from orchestrator.network.egress import EgressPlan
+    from orchestrator.process.sandbox import ProjectView
+
+    base = SandboxSpec(
+        bwrap="/usr/bin/bwrap",
+        writable=("/w",),
+        emptied=("/run",),
+        real=frozenset({"/run"}),
+        project=ProjectView(checkout="/c", top="/t"),
+        egress=EgressPlan(("example.com",)),
+        network=SandboxNetwork.ALLOW,
+    )
+    before = dict(base.__dict__)
+    changes = {"writable": ("/w", "/x"), "chdir": "/c", "egress_dir": "/e", "real": frozenset({"/run", "/ws"})}
+    copy = base.replaced(**changes)
+    assert type(copy) is SandboxSpec and copy.__dict__ == dataclasses.replace(base, **changes).__dict__
+    assert copy == dataclasses.replace(base, **changes) and hash(copy) == hash(dataclasses.replace(base, **changes))
+    assert base.__dict__ == before
+    assert base.with_writable("/y").writable == ("/w", "/y")
+    with pytest.raises(TypeError):
+        base.replaced(no_such_field=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.chdir = "/elsewhere"  # type: ignore[misc]
+    assert not hasattr(SandboxSpec, "__post_init__")
+
+
+def test_a_worktree_workers_spec_reads_its_git_dirs_once(tmp_path, monkeypatch):
+    """A bubblewrap spec of a worktree worker reads its ``.git`` pointer and ``commondir`` once for
+    its git data and its project view (twice each before), and is the spec the two reads gave."""
+    from orchestrator.workers import confinement as confinement_module
+
+    settings = load_settings(base_dir=tmp_path / "orch", environ={}, overrides={"workers": {"sandbox": "on"}})
+    workspace = Workspace(settings.workspace_root)
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    git(repository, "init", "-q", "-b", "main")
+    git(repository, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    directory = workspace.job_dir("fc1fd6558e0e") / "depth_0" / "worker_1"
+    git(repository, "worktree", "add", "-q", "-b", "orchestrator/fc1fd6558e0e/w1", str(directory))
+    tmp = directory / ".tmp"
+    tmp.mkdir()
+    confinement = Confinement(settings, workspace)
+    if confinement.decision.spec is None or confinement.decision.spec.backend is not Backend.BUBBLEWRAP:
+        pytest.skip("bubblewrap is not this machine's backend")
+    reads: list[Path] = []
+    real = confinement_module.linked_git_dir
+
+    def counted(folder: Path) -> Path | None:
+        reads.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(confinement_module, "linked_git_dir", counted)
+    found = confinement.spec_at("fc1fd6558e0e", "command", directory, tmp, None, {}, branch="w1")
+    assert reads == [directory]
+    assert found is not None and found.project is not None and found.project.top == str(repository.resolve())
+    assert any(path.endswith("/.git/worktrees/worker_1") for path in found.writable), found.writable

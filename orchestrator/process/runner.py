@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -587,8 +587,8 @@ class ProcessRunner:
         if namespace:
             env[protocol.SHIM_STASH + "BRIDGE"] = egress.bridge
             self.bridged.add(tag)
-            return replace(sandbox, egress_dir=str(egress.folder)), egress
-        return replace(sandbox, egress_ports=tuple(egress.ports)), egress
+            return sandbox.replaced(egress_dir=str(egress.folder)), egress
+        return sandbox.replaced(egress_ports=tuple(egress.ports)), egress
 
     def _connect_guard(
         self, sandbox: SandboxSpec, env: dict[str, str]
@@ -606,7 +606,7 @@ class ProcessRunner:
             return sandbox, None
         guard = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if sandbox.backend is Backend.LANDLOCK:
-            return replace(sandbox, connect_guard=LIFELINE_FD), guard
+            return sandbox.replaced(connect_guard=LIFELINE_FD), guard
         env[protocol.SHIM_STASH + "GUARD"] = connect_guard_words(LIFELINE_FD) or ""
         return sandbox, guard
 
@@ -930,9 +930,9 @@ def _confined(
     if sandbox.backend is not Backend.BUBBLEWRAP:  # reopened by path (``> /dev/stderr``): Landlock checks the log file's own
         sandbox = sandbox.with_writable(log_path)
     if parent_death_signal is not None:
-        sandbox = replace(sandbox, die_with_parent=True)
+        sandbox = sandbox.replaced(die_with_parent=True)
     env.update(backends.environment(sandbox))
-    return sandbox, backends.argv(replace(sandbox, chdir=str(cwd)), command)
+    return sandbox, backends.argv(sandbox.replaced(chdir=str(cwd)), command)
 
 
 def _pidfd_of(pid: int, start_id: str | None, *, supervised: bool) -> int | None:

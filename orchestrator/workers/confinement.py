@@ -188,16 +188,20 @@ class Confinement:
         w = self.settings.workers
         # Its tree's package caches (workers/caches.py): its own tree's only, writable.
         caches = self.workspace.tree_caches(root_id)
-        caches.mkdir(parents=True, exist_ok=True)
+        _made(caches)
         paths = Paths(writable=[directory, tmp, caches])
         mounts = base.backend is Backend.BUBBLEWRAP  # Landlock and Seatbelt show no path at another
-        git_env = self._git_paths(root_id, branch, directory, paths, view=mounts, own=base.backend is Backend.LANDLOCK)
+        # Its git dirs read once, for its git data and its project view (the worker does not run meanwhile).
+        found = self.git_dirs(directory)
+        git_env = self._git_paths(
+            root_id, branch, directory, paths, view=mounts, own=base.backend is Backend.LANDLOCK, found=found
+        )
         adapter = get_adapter(kind) if kind else None
         if adapter is not None:
             for folder in adapter.state_dirs(self.settings, env or {}):
                 # A CLI's first run makes its folders; in the read-only root it could not (opencode:
                 # EROFS on ~/.local), and a folder that does not exist is not bound.
-                folder.mkdir(parents=True, exist_ok=True)
+                _made(folder)
                 paths.private.append(folder)
             paths.fixed.extend(adapter.state_files(self.settings, env or {}))  # written in place where they exist
             for number, folder in enumerate(adapter.tmp_dirs(env or {})):
@@ -230,7 +234,7 @@ class Confinement:
             empty=self._empty(),
             unix_sockets=w.sandbox_unix_sockets,
             # No mount view under Landlock or Seatbelt: the checkout is where it is (process/landlock.py).
-            project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW) if mounts else None,
+            project=self.project_view(directory, self.workspace.job_dir(root_id) / GIT_VIEW, found=found) if mounts else None,
             egress=egress,
             network_record=record,
             git_env=tuple(git_env.items()),
@@ -296,15 +300,24 @@ class Confinement:
             if found:
                 check_reachable(kind, found, self.egress_plan(adapter, env).policy())
 
-    def project_view(self, directory: Path, shown: Path) -> ProjectView | None:
+    @staticmethod
+    def git_dirs(directory: Path) -> tuple[Path | None, Path | None]:
+        """``directory``'s own git dir and its repository's common one, read from its files (None where
+        it is a plain folder, or its ``commondir`` is unread)."""
+        private = linked_git_dir(directory)
+        return private, common_dir_of(private) if private is not None else None
+
+    def project_view(
+        self, directory: Path, shown: Path, *, found: tuple[Path | None, Path | None] | None = None
+    ) -> ProjectView | None:
         """The checkout at ``directory`` shown at its repository's own path (process/sandbox.py
         ProjectView), or None where it cannot be: a plain folder, a repository whose git dir is not
         ``<top>/.git``, a checkout that is not below the workspace, an orchestrator (its folder, its
         Python, its workspace) that holds the repository rather than lies in it, or a path to bind
         back that is a file in the checkout. ``shown``: where the view shows the repository's git
-        dir, in the tree's own folder of the workspace (emptied: the process sees only that name)."""
-        private = linked_git_dir(directory)
-        common = common_dir_of(private) if private is not None else None
+        dir, in the tree's own folder of the workspace (emptied: the process sees only that name).
+        ``found``: its :meth:`git_dirs`, where the caller read them."""
+        private, common = found if found is not None else self.git_dirs(directory)
         if private is None or common is None or common.name != ".git":
             return None
         top = common.parent
@@ -332,7 +345,7 @@ class Confinement:
         for path in kept:  # mount points (bubblewrap would make them; an empty folder is nothing to git)
             if not _mount_point(checkout, Path(path).relative_to(top).parts):
                 return None
-        shown.mkdir(parents=True, exist_ok=True)  # a mount point, should its folder not be emptied
+        _made(shown)  # a mount point, should its folder not be emptied
         text = f"gitdir: {shown / private.relative_to(common)}\n" if private.is_relative_to(common) else ""
         if not text:
             return None
@@ -401,11 +414,19 @@ class Confinement:
                 children = []
             emptied = [str(c) for c in children if not any(_below(path, str(c)) for path in needed)]
         mine = [str(p) for p in own]
+        inside = (root.rstrip("/") + "/",)
+        # ``_below`` as one ``startswith`` per path (a worker's environment names some twenty paths here).
+        in_mine = tuple(m.rstrip("/") + "/" for m in mine)
         kept: list[str] = []
         # By name: a path that reaches the workspace through a link is left hidden (the safe side).
         named = [v for v in env.values() if v.startswith(root) and os.pathsep not in v]
         for path in [*(str(p) for p in readable), *named]:
-            if _below(path, root) and not any(_below(path, m) for m in mine) and os.path.exists(path):
+            if (
+                (path == root or path.startswith(inside))
+                and path not in mine
+                and not path.startswith(in_mine)
+                and os.path.exists(path)
+            ):
                 kept.append(path)
         return emptied, kept
 
@@ -453,7 +474,15 @@ class Confinement:
         return str(self.workspace.root / ".sandbox-empty")
 
     def _git_paths(
-        self, root_id: str, branch: str, directory: Path, paths: Paths, *, view: bool = True, own: bool = False
+        self,
+        root_id: str,
+        branch: str,
+        directory: Path,
+        paths: Paths,
+        *,
+        view: bool = True,
+        own: bool = False,
+        found: tuple[Path | None, Path | None] | None = None,
     ) -> dict[str, str]:
         """What a worktree's own commits write: its private git dir, its tree's object store in place
         of the repository's (which it sees read-only: git/worker_objects.py), its view of its tree's
@@ -475,17 +504,16 @@ class Confinement:
         commit (a resolver's, the result gate's), the user's refs, nothing of other trees), the
         environment returned. Else (Seatbelt) the tree's ref folder is writable whole and the worker's
         commits move its real branch, which the orchestrator checks afterwards as it checks a view's
-        copy (git/worker_refs.py ``take``)."""
-        private = linked_git_dir(directory)
+        copy (git/worker_refs.py ``take``). ``found``: its :meth:`git_dirs`, where the caller read them."""
+        private, common = found if found is not None else self.git_dirs(directory)
         if private is None:
             return {}
-        common = common_dir_of(private)
         if common is None:
             paths.writable.append(private)
             return {}
         tree = f"{self.settings.git.branch_prefix}{root_id}"
         refs = common / "refs" / "heads" / tree
-        refs.mkdir(parents=True, exist_ok=True)  # under the orchestrator's own prefix; git makes it the same way
+        _made(refs)  # under the orchestrator's own prefix; git makes it the same way
         paths.writable.append(private)
         # The tree's branches as the worker sees them: its own only, in its view (git/worker_refs.py).
         ref = f"refs/heads/{tree}/{branch}"
@@ -707,6 +735,13 @@ def project_imports(
     found = [str(r) for r in roots if r.is_relative_to(checkout) and r.is_dir() and not r.is_symlink()] or [str(checkout)]
     given = env.get("PYTHONPATH", "")
     return {**env, "PYTHONPATH": os.pathsep.join([*found, *([given] if given else [])])}
+
+
+def _made(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``: where it is a folder already (every attempt but
+    its tree's first), one ``stat`` instead of a refused ``mkdir``, its exception and a ``stat``."""
+    if not os.path.isdir(folder):
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def _vacant(path: Path) -> bool:
