@@ -245,10 +245,12 @@ class ProcessHandle:
         without one: the caller's clock is then the best there is."""
         if found is None or self.exit_file is None:
             return None
-        try:
-            written = os.stat(self.exit_file).st_mtime
-        except OSError:
-            return None
+        written = found.written  # (its time as read with it: one descriptor, no second look by path)
+        if written is None:
+            try:
+                written = os.stat(self.exit_file).st_mtime
+            except OSError:
+                return None
         # Seen as it happened (within SEEN_AT_ONCE): now, on the server's fine clock (the file's stamp
         # is the kernel's coarse one, up to a tick behind). Seen late (the server was stopped, or
         # restarting): the file's time, a tick on, which is never before the real end.
@@ -394,13 +396,16 @@ class ProcessRunner:
             self._abandon(launch, tag)
             launch.close_child_ends()
             raise
-        pid, start_id, popen, reaper, guarded = self._start(launch, cwd, log_fd, tag, parent_death_signal, deadline, log_path)
+        pid, start_id, popen, reaper, guarded, pidfd = self._start(
+            launch, cwd, log_fd, tag, parent_death_signal, deadline, log_path
+        )
         return ProcessHandle(
             pid=pid,
             tag=tag,
             popen=popen,
             started_at=started_at,
-            pidfd=_pidfd_of(pid, start_id, supervised=popen is None),
+            # the supervisor's (opened before it could reap the worker), else one opened and checked here
+            pidfd=pidfd if pidfd is not None else _pidfd_of(pid, start_id, supervised=popen is None),
             start_id=start_id,
             lifeline=launch.lifeline[1] if launch.lifeline is not None else None,
             exit_file=launch.exit_file,
@@ -495,18 +500,20 @@ class ProcessRunner:
         parent_death_signal: int | None,
         deadline: Deadline | None,
         log_path: Path,
-    ) -> tuple[int, str | None, subprocess.Popen[bytes] | None, int | None, bool]:
+    ) -> tuple[int, str | None, subprocess.Popen[bytes] | None, int | None, bool, int | None]:
         """The process started, by the supervisor or a fork of this one: its pid, start id, Popen (a
-        fork's), the supervisor's reaper and whether the supervisor took the connect guard. The ends
+        fork's), the supervisor's reaper, whether the supervisor took the connect guard and the pidfd
+        the supervisor sent (None: a fork's, or an older supervisor's that sends none). The ends
         the child took are closed here whatever happens; on a failure, the rest of the launch too."""
         sandbox, guard, lifeline, child_setup = launch.sandbox, launch.guard, launch.lifeline, launch.child_setup
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
         guarded = False  # the supervisor holds its guard's listener
+        pidfd: int | None = None
         try:
             if launch.supervised or launch.tethered:
                 assert self.supervisor is not None
-                pid, start_id, reaper, guarded = self.supervisor.spawn(
+                pid, start_id, reaper, guarded, pidfd = self.supervisor.spawn(
                     launch.command,
                     cwd=cwd,
                     env=launch.env,
@@ -543,7 +550,7 @@ class ProcessRunner:
         finally:
             os.close(log_fd)
             launch.close_child_ends()
-        return pid, start_id, popen, reaper, guarded
+        return pid, start_id, popen, reaper, guarded, pidfd
 
     def _hand_over_guard(self, launch: _Launch, guarded: bool, log_path: Path) -> Any:
         """The connect guard's listener after the start: the supervisor's (this process's copies closed),
