@@ -87,7 +87,8 @@ from .supervisor import LIFELINE_FD, SupervisorClient
 class Wakeup:
     """A flag like threading.Event that a worker thread can also select() on, so one blocking
     wait ends on whichever comes first: the process exiting, a timeout, or this being set.
-    Its pipe is made on first use and closed by ``close``; so is its ``threading.Event`` (the
+    Its descriptor (an eventfd, else a pipe) is made on first use and closed by ``close``; its
+    ``threading.Event`` is made on first use too (the
     engine holds one per worker, 10,000 in a large job, and most are never waited on: an
     Event with its Condition is ~1.3 KB, this flag without one ~0.2 KB)."""
 
@@ -105,7 +106,7 @@ class Wakeup:
             if self._event is not None:
                 self._event.set()
             if self._pipe is not None:
-                os.write(self._pipe[1], b"x")
+                os.write(self._pipe[1], _WAKE)
 
     def is_set(self) -> bool:
         return self._flag
@@ -122,17 +123,30 @@ class Wakeup:
     def fileno(self) -> int:
         with self._lock:
             if self._pipe is None:
-                self._pipe = os.pipe()
+                self._pipe = _wake_fds()
                 if self._flag:
-                    os.write(self._pipe[1], b"x")
+                    os.write(self._pipe[1], _WAKE)
             return self._pipe[0]
 
     def close(self) -> None:
         with self._lock:
             if self._pipe is not None:
-                for fd in self._pipe:
+                for fd in set(self._pipe):
                     os.close(fd)
                 self._pipe = None
+
+
+# What ``Wakeup.set`` writes: 8 bytes, an eventfd's count of 1 (a pipe takes them as well).
+_WAKE = (1).to_bytes(8, sys.byteorder)
+
+
+def _wake_fds() -> tuple[int, int]:
+    """A ``Wakeup``'s descriptors to select() on and to write to: one eventfd (Linux: one descriptor
+    made and closed, where a pipe is two), else a pipe. Never read: once written, readable for good."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_CLOEXEC)
+        return fd, fd
+    return os.pipe()
 
 
 class CommandNotFound(FileNotFoundError):
