@@ -158,6 +158,25 @@ def test_a_wakeup_makes_its_event_and_pipe_on_first_use_and_is_the_same_flag_eit
     assert late.wait(30) is True and late.is_set()  # set while a thread waits: it wakes
 
 
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux's")
+def test_a_wakeup_selects_on_one_eventfd_not_a_pipe_and_closes_it():
+    import select
+
+    wake = Wakeup()
+    fd = wake.fileno()  # one descriptor made (a pipe was two)
+    assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]" and wake._pipe == (fd, fd)
+    assert select.select([wake], [], [], 0)[0] == []
+    wake.set()
+    wake.set()  # set again: still readable, never blocks
+    assert select.select([wake], [], [], 0)[0] == [wake]
+    wake.close()
+    assert wake._pipe is None and not os.path.exists(f"/proc/self/fd/{fd}")
+    late = Wakeup()
+    late.set()  # set before its descriptor is made: readable at once
+    assert select.select([late], [], [], 0)[0] == [late]
+    late.close()
+
+
 def test_an_attempt_that_ignores_the_first_signal_is_killed_after_the_grace(rig):
     handle, log = rig.start("stubborn", f"{PREFIX}stubborn.1")
     assert rig.executor.wait(handle, 0.3) is None

@@ -100,3 +100,14 @@ def test_the_psutil_fallback_finds_the_same(tagged_children, monkeypatch):
     monkeypatch.setattr(procscan, "_PROC", procscan.Path("/nonexistent-proc"))
     monkeypatch.setattr(procscan, "HAS_PROC", False)  # (asked once, at import)
     assert scan(lambda tag: tag.startswith("ps")) == on_proc
+
+
+def test_a_small_file_is_read_whole_with_its_time_by_one_descriptor(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(b"exit 0\n")
+    large.write_bytes(b"x" * 200_000)  # more than one read's worth: read on to its end
+    for path in (small, large):
+        data, written = procscan.read_small_stamped(path)
+        assert data == path.read_bytes() and written == path.stat().st_mtime
+    with pytest.raises(FileNotFoundError):
+        procscan.read_small_stamped(tmp_path / "missing")

@@ -541,6 +541,8 @@ def test_a_spawn_that_fails_leaves_the_supervisor_as_it_was(tmp_path):
             ["/bin/true"], cwd=tmp_path, env={}, log_fd=log, tag="s12.k.1", exit_file=None, cgroup_fds=[], file_size=0
         )
         supervisor = ok[2]
+        if ok.pidfd is not None:
+            os.close(ok.pidfd)
 
         def ignored() -> int:
             line = next(x for x in Path(f"/proc/{supervisor}/status").read_text().splitlines() if x.startswith("SigIgn:"))
@@ -604,5 +606,45 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
         assert "the node process that started it is gone" in (tmp_path / "n2.k.1.log").read_text()
         for handle, _ in runs:
             runner.release(handle)
+    finally:
+        runner.close()
+
+
+def _fdinfo_pid(fd: int) -> int:
+    line = next(x for x in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines() if x.startswith("Pid:"))
+    return int(line.split()[1])
+
+
+def test_a_spawned_workers_pidfd_comes_with_the_supervisors_reply(tmp_path, monkeypatch):
+    """The supervisor opens the worker's pidfd before its loop can reap it and sends it with the reply:
+    the server neither opens one nor looks at the worker's /proc stat to rule out a reused pid."""
+    from orchestrator.process import runner as runner_module
+
+    client = SupervisorClient(tmp_path / "sup")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        spawned = client.spawn(
+            ["/bin/sleep", "30"], cwd=tmp_path, env={}, log_fd=log, tag="s20.k.1", exit_file=None, cgroup_fds=[], file_size=0
+        )
+        assert spawned.pidfd is not None and _fdinfo_pid(spawned.pidfd) == spawned.pid  # this very process's
+        os.kill(spawned.pid, signal.SIGKILL)
+        os.close(spawned.pidfd)
+    finally:
+        os.close(log)
+        client.close()
+
+    def no_second_pidfd(*_args, **_kwargs):
+        raise AssertionError("the runner opened a pidfd of its own for a supervised worker")
+
+    monkeypatch.setattr(runner_module, "_pidfd_of", no_second_pidfd)
+    runner = _runner(tmp_path / "sup2")
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, "import sys; sys.exit(4)", "s20.k.2")
+        assert handle.pidfd is not None and _fdinfo_pid(handle.pidfd) == handle.pid
+        assert runner.wait(handle, 20) == 4 and exit_file.read_text() == "exit 4\n"
+        found = read_exit(exit_file)  # its time read with it, from the same descriptor
+        assert found is not None and found.written == exit_file.stat().st_mtime
+        runner.release(handle)
+        assert handle.pidfd is None
     finally:
         runner.close()

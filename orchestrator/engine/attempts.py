@@ -177,7 +177,9 @@ class Attempts(EnginePart):
         self.prompt_file = workspace.prompt_path(rec.root_id, rec.depth, rec.name)
         self.footprint = Footprint((worker_dir,))  # what its disk cap counts: read again as each attempt starts
         self._git_disk: tuple[tuple[Path, ...], Path | None] | None = None  # its git dir(s) and store, once found
-        self.network_start = 0  # where the current attempt's entries begin in its network record
+        # Where the current attempt's entries begin in its network record; None: it started unsandboxed
+        # here, so nothing (no proxy, no connect guard) writes any for it, and its end reads none.
+        self.network_start: int | None = 0
         self.log_read: refusals.LogRead | None = None  # how far its log is read for refusals (``read_refusals``)
 
     @locked_only
@@ -384,6 +386,7 @@ class Attempts(EnginePart):
             env = {**self.env, **self.adapter.extra_env(ctx), protocol.ATTEMPT: str(number)}
             exit_file = self.workspace.exit_file(self.record.root_id, self.record.depth, self.record.name, number)
             sandbox = self.confinement.spec(self.record, self.worker_dir, self.config, env) if self.confinement else None
+            self.network_start = None if sandbox is None else 0
             env = credential_by_file(env, sandbox)  # no key in an environment other trees can read
             built = argv
             argv, env = provider_keys_by_file(self.adapter, argv, env, sandbox)  # nor a provider key its CLI can read from a file
@@ -620,8 +623,13 @@ class Attempts(EnginePart):
         ended = (self.handle.ended_at if self.handle else None) or self.clock.time()
         enforced = _enforced(self.handle) or attempt.enforced  # a node's says so with its renewals
 
-        network = read_record(
-            self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network, self.network_start
+        network = (
+            read_record(
+                self.workspace.worker_paths(self.record.root_id, self.record.depth, self.record.name).network,
+                self.network_start,
+            )
+            if self.network_start is not None
+            else []
         )
 
         def end() -> None:  # in the next section this thread enters (``apply_deferred``)

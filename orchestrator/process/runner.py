@@ -87,7 +87,8 @@ from .supervisor import LIFELINE_FD, SupervisorClient
 class Wakeup:
     """A flag like threading.Event that a worker thread can also select() on, so one blocking
     wait ends on whichever comes first: the process exiting, a timeout, or this being set.
-    Its pipe is made on first use and closed by ``close``; so is its ``threading.Event`` (the
+    Its descriptor (an eventfd, else a pipe) is made on first use and closed by ``close``; its
+    ``threading.Event`` is made on first use too (the
     engine holds one per worker, 10,000 in a large job, and most are never waited on: an
     Event with its Condition is ~1.3 KB, this flag without one ~0.2 KB)."""
 
@@ -105,7 +106,7 @@ class Wakeup:
             if self._event is not None:
                 self._event.set()
             if self._pipe is not None:
-                os.write(self._pipe[1], b"x")
+                os.write(self._pipe[1], _WAKE)
 
     def is_set(self) -> bool:
         return self._flag
@@ -122,17 +123,30 @@ class Wakeup:
     def fileno(self) -> int:
         with self._lock:
             if self._pipe is None:
-                self._pipe = os.pipe()
+                self._pipe = _wake_fds()
                 if self._flag:
-                    os.write(self._pipe[1], b"x")
+                    os.write(self._pipe[1], _WAKE)
             return self._pipe[0]
 
     def close(self) -> None:
         with self._lock:
             if self._pipe is not None:
-                for fd in self._pipe:
+                for fd in set(self._pipe):
                     os.close(fd)
                 self._pipe = None
+
+
+# What ``Wakeup.set`` writes: 8 bytes, an eventfd's count of 1 (a pipe takes them as well).
+_WAKE = (1).to_bytes(8, sys.byteorder)
+
+
+def _wake_fds() -> tuple[int, int]:
+    """A ``Wakeup``'s descriptors to select() on and to write to: one eventfd (Linux: one descriptor
+    made and closed, where a pipe is two), else a pipe. Never read: once written, readable for good."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_CLOEXEC)
+        return fd, fd
+    return os.pipe()
 
 
 class CommandNotFound(FileNotFoundError):
@@ -245,10 +259,12 @@ class ProcessHandle:
         without one: the caller's clock is then the best there is."""
         if found is None or self.exit_file is None:
             return None
-        try:
-            written = os.stat(self.exit_file).st_mtime
-        except OSError:
-            return None
+        written = found.written  # (its time as read with it: one descriptor, no second look by path)
+        if written is None:
+            try:
+                written = os.stat(self.exit_file).st_mtime
+            except OSError:
+                return None
         # Seen as it happened (within SEEN_AT_ONCE): now, on the server's fine clock (the file's stamp
         # is the kernel's coarse one, up to a tick behind). Seen late (the server was stopped, or
         # restarting): the file's time, a tick on, which is never before the real end.
@@ -394,13 +410,16 @@ class ProcessRunner:
             self._abandon(launch, tag)
             launch.close_child_ends()
             raise
-        pid, start_id, popen, reaper, guarded = self._start(launch, cwd, log_fd, tag, parent_death_signal, deadline, log_path)
+        pid, start_id, popen, reaper, guarded, pidfd = self._start(
+            launch, cwd, log_fd, tag, parent_death_signal, deadline, log_path
+        )
         return ProcessHandle(
             pid=pid,
             tag=tag,
             popen=popen,
             started_at=started_at,
-            pidfd=_pidfd_of(pid, start_id, supervised=popen is None),
+            # the supervisor's (opened before it could reap the worker), else one opened and checked here
+            pidfd=pidfd if pidfd is not None else _pidfd_of(pid, start_id, supervised=popen is None),
             start_id=start_id,
             lifeline=launch.lifeline[1] if launch.lifeline is not None else None,
             exit_file=launch.exit_file,
@@ -495,18 +514,20 @@ class ProcessRunner:
         parent_death_signal: int | None,
         deadline: Deadline | None,
         log_path: Path,
-    ) -> tuple[int, str | None, subprocess.Popen[bytes] | None, int | None, bool]:
+    ) -> tuple[int, str | None, subprocess.Popen[bytes] | None, int | None, bool, int | None]:
         """The process started, by the supervisor or a fork of this one: its pid, start id, Popen (a
-        fork's), the supervisor's reaper and whether the supervisor took the connect guard. The ends
+        fork's), the supervisor's reaper, whether the supervisor took the connect guard and the pidfd
+        the supervisor sent (None: a fork's, or an older supervisor's that sends none). The ends
         the child took are closed here whatever happens; on a failure, the rest of the launch too."""
         sandbox, guard, lifeline, child_setup = launch.sandbox, launch.guard, launch.lifeline, launch.child_setup
         popen: subprocess.Popen[bytes] | None = None
         reaper: int | None = None
         guarded = False  # the supervisor holds its guard's listener
+        pidfd: int | None = None
         try:
             if launch.supervised or launch.tethered:
                 assert self.supervisor is not None
-                pid, start_id, reaper, guarded = self.supervisor.spawn(
+                pid, start_id, reaper, guarded, pidfd = self.supervisor.spawn(
                     launch.command,
                     cwd=cwd,
                     env=launch.env,
@@ -543,7 +564,7 @@ class ProcessRunner:
         finally:
             os.close(log_fd)
             launch.close_child_ends()
-        return pid, start_id, popen, reaper, guarded
+        return pid, start_id, popen, reaper, guarded, pidfd
 
     def _hand_over_guard(self, launch: _Launch, guarded: bool, log_path: Path) -> Any:
         """The connect guard's listener after the start: the supervisor's (this process's copies closed),

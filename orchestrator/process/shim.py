@@ -11,12 +11,12 @@ import errno
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import protocol
 from . import procscan
-from .procscan import process_start_id, read_small
+from .procscan import process_start_id
 
 # The shim records the worker's true wait status in its exit file: "exit N" (it exited with N)
 # or "signal S" (killed by signal S). A shell cannot tell those apart ($? is 128+S for a signal
@@ -230,6 +230,7 @@ class ExitStatus:
 
     code: int
     stopped_by: str | None = None
+    written: float | None = field(default=None, compare=False)  # the file's time, read with it (None: not known)
 
 
 def reserve_exit_file(path: Path) -> None:
@@ -298,7 +299,8 @@ def read_exit(path: Path) -> ExitStatus | None:
     129-192 on itself as signals: it reads as that server meant it. (A bare number could not
     be the new format: "147" meant SIGSTOP then and would mean exit 147 now.)"""
     try:
-        text = read_small(path).decode("ascii")
+        data, written = procscan.read_small_stamped(path)
+        text = data.decode("ascii")
     except (OSError, UnicodeDecodeError):
         return None
     lines = text.rstrip("\n").split("\n")  # (the shell shim leaves what it did not write over of the room)
@@ -321,4 +323,4 @@ def read_exit(path: Path) -> ExitStatus | None:
         found = -(code - 128) if 128 < code < 193 else code
     else:
         return None
-    return ExitStatus(found, DEADLINE_KEEPERS[keeper] if len(lines) == 2 else None)
+    return ExitStatus(found, DEADLINE_KEEPERS[keeper] if len(lines) == 2 else None, written)

@@ -277,10 +277,11 @@ class Supervisor:
         if got is None:
             return False
         message, fds = got
+        out: list[int] = []  # descriptors sent with the reply (a spawned worker's pidfd), closed once sent
         try:
             op = message.get("op")
             if op == "spawn":
-                reply: dict[str, object] = self._spawn(message, fds)
+                reply: dict[str, object] = self._spawn(message, fds, out)
             elif op == "list":
                 reply = {"children": [vars(c) for c in self.children.values() if c.exit_file is not None]}
             else:
@@ -293,12 +294,15 @@ class Supervisor:
             for fd in fds:
                 os.close(fd)
         try:
-            send(conn, reply)
+            send(conn, reply, out)
         except OSError:
             return False
+        finally:
+            for fd in out:
+                os.close(fd)
         return True
 
-    def _spawn(self, spec: dict[str, object], fds: list[int]) -> dict[str, object]:
+    def _spawn(self, spec: dict[str, object], fds: list[int], out: list[int]) -> dict[str, object]:
         argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
         exit_file = spec.get("exit_file")
@@ -325,6 +329,11 @@ class Supervisor:
             optional_text(spec.get("attempt")),
         )
         reply: dict[str, object] = {"pid": pid, "start_id": self.children[pid].start_id}
+        # Its pidfd, opened before this loop can reap it (so it names this very process), goes with the
+        # reply: the server then neither opens one nor looks at its /proc stat to rule out a reused pid.
+        with contextlib.suppress(OSError):
+            out.append(os.pidfd_open(pid))
+            reply["pidfd"] = True
         if guard_fd is not None and isinstance(policy, dict):
             ports = frozenset(int(p) for p in policy.get("ports") or ())
             channel = socket.socket(fileno=os.dup(guard_fd))
@@ -561,6 +570,7 @@ class Spawned(NamedTuple):
     start_id: str | None
     supervisor: int
     guarded: bool = False
+    pidfd: int | None = None  # the worker's pidfd, from its supervisor (None: an older supervisor sent none)
 
 
 class SupervisorError(OSError):
@@ -623,10 +633,16 @@ class SupervisorClient:
             "guard": guard[1] if guard is not None else None,
         }
         fds = [log_fd, *([lifeline] if lifeline is not None else []), *cgroup_fds, *([guard[0]] if guard is not None else [])]
-        got = self._call(file_size, message, fds)
+        got = self._call(file_size, message, fds, keep=1)
         assert got is not None
-        reply, supervisor = got
-        return Spawned(int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor, reply.get("guarded") is True)
+        reply, supervisor, kept = got
+        pidfd = kept[0] if kept and reply.get("pidfd") is True else None
+        for fd in kept:
+            if fd != pidfd:
+                os.close(fd)
+        return Spawned(
+            int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor, reply.get("guarded") is True, pidfd
+        )
 
     def found(self, tag_prefix: str) -> list[FoundAttempt]:
         """The workers a running supervisor started whose tag starts with ``tag_prefix`` (none when
@@ -686,9 +702,10 @@ class SupervisorClient:
         return sorted(int(size) for size in sizes if size.isdigit())
 
     def _call(
-        self, file_size: int, message: dict[str, object], fds: list[int], *, start: bool = True
-    ) -> tuple[dict[str, object], int] | None:
-        """The supervisor's reply and its pid (None: none runs, and ``start`` is false). Each
+        self, file_size: int, message: dict[str, object], fds: list[int], *, start: bool = True, keep: int = 0
+    ) -> tuple[dict[str, object], int, list[int]] | None:
+        """The supervisor's reply, its pid and the first ``keep`` descriptors sent with the reply (the
+        caller's to close; any others are closed here) (None: none runs, and ``start`` is false). Each
         request has a connection to itself: the supervisor answers them one after another, while
         the threads that asked wait for their answers in parallel."""
         for _ in range(2):
@@ -712,13 +729,15 @@ class SupervisorClient:
                 raise SupervisorError("the worker supervisor closed the connection without answering")
             self._give(file_size, connected)
             reply, extra = got
-            for fd in extra:
+            failed = isinstance(reply.get("errno"), int) or "error" in reply
+            kept = [] if failed else extra[:keep]
+            for fd in extra[len(kept) :]:
                 os.close(fd)
             if isinstance(reply.get("errno"), int):  # as Popen would have raised it (FileNotFoundError, ...)
                 raise OSError(reply["errno"], str(reply["error"]), optional_text(reply.get("filename")))
             if "error" in reply:
                 raise SupervisorError(f"the worker supervisor refused: {reply['error']}")
-            return reply, pid
+            return reply, pid, kept
         raise SupervisorError(f"the worker supervisor in {self.directory} went away twice")
 
     def _take(self, file_size: int, *, start: bool) -> tuple[socket.socket, int] | None:

@@ -22,12 +22,13 @@ printed: distinct (kind, path) pairs up to :data:`MAX_SHOWN` of each kind of sou
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from io import RawIOBase
 from pathlib import Path
 
 from ..network.egress import RecordEntry
@@ -107,9 +108,25 @@ def scan(log: Path, allowed: Sequence[Path] = (), start: int = 0, into: Refusals
     roots = [str(p).rstrip("/") + "/" for p in allowed]
     known: dict[bytes, Refusal | None] = {}  # a line read before (a flood repeats a few lines)
     with contextlib.suppress(OSError):
-        with log.open("rb", buffering=0) as f:
-            _lines(_read_lines(f, start, roots, found, known)[1], roots, found, known)
+        fd = _open_log(log)
+        try:
+            _lines(_read_lines(fd, start, roots, found, known)[1], roots, found, known)
+        finally:
+            os.close(fd)
     return found
+
+
+def _open_log(log: Path) -> int:
+    """A descriptor to read ``log`` by (as ``open(log, "rb")``, a folder refused, without its file object)."""
+    return os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _size(fd: int) -> int:
+    """The size of the file open at ``fd``: IsADirectoryError for a folder, as a file object's open says."""
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory")
+    return info.st_size
 
 
 @dataclass
@@ -141,11 +158,14 @@ def scan_more(log: Path, allowed: Sequence[Path], since: LogRead | None = None) 
     known: dict[bytes, Refusal | None] = {}
     tail = b""
     try:
-        with log.open("rb", buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = _open_log(log)  # (a plain descriptor: one fstat, where a file object makes two)
+        try:
+            size = _size(fd)
             if size < offset:  # rewritten since (a worker's own log): read whole
                 said, offset = Refusals(), 0
-            offset, tail = _read_lines(f, offset, list(roots), said, known, size)
+            offset, tail = _read_lines(fd, offset, list(roots), said, known, size)
+        finally:
+            os.close(fd)
     except OSError:
         pass
     progress = LogRead(said.copy(), offset, roots)
@@ -154,22 +174,22 @@ def scan_more(log: Path, allowed: Sequence[Path], since: LogRead | None = None) 
 
 
 def _read_lines(
-    f: RawIOBase,
+    fd: int,
     start: int,
     roots: list[str],
     found: Refusals,
     known: dict[bytes, Refusal | None],
     size: int | None = None,
 ) -> tuple[int, bytes]:
-    """Read ``f`` from ``start`` up to ``size`` (its size now if None), each whole line into
+    """Read ``fd`` from ``start`` up to ``size`` (its size now if None), each whole line into
     ``found``; the byte after the last whole line, and what follows it (a line without its end,
     its last _LINE_CAP bytes). What is written after ``size`` is the next read's."""
     carry = b""
     at = end = start  # where the next chunk starts; the byte after the last whole line
-    size = os.fstat(f.fileno()).st_size if size is None else size
+    size = _size(fd) if size is None else size
     while at < size:
         # (what is there, not CHUNK: a read allocates the size it asks for, and most logs are small)
-        chunk = os.pread(f.fileno(), min(size - at, CHUNK), at)
+        chunk = os.pread(fd, min(size - at, CHUNK), at)
         if not chunk:
             break
         data = carry + chunk  # (``carry`` ends where ``chunk`` begins)
