@@ -75,6 +75,28 @@ def test_folder_checkout_gives_todays_files_created(seamed):
     assert worker.dir_path == "depth_0/worker_1" and (folder / "a.txt").read_text() == "a\n"
 
 
+def test_a_chain_of_workers_takes_the_emptied_tmpdir_of_the_one_before_and_never_what_it_left(seamed):
+    # Given three workers one after the other (each waits for the one before to end): each tells its
+    # TMPDIR's inode and what it found in it, and the second leaves a file there
+    engine = seamed(make=FolderCheckout)
+    look = 'stat -c %i "$TMPDIR" > ino && ls -A "$TMPDIR" > seen'
+    tasks = [
+        {"id": "a", "task": look},
+        {"id": "b", "task": look + ' && echo left > "$TMPDIR/left"', "depends_on": ["a"]},
+        {"id": "c", "task": look, "depends_on": ["b"]},
+    ]
+    job = run_job(engine, "x", tasks=tasks)
+    assert job.status is JobStatus.COMPLETED
+    ws = engine.workspace
+    folders = [ws.worker_dir(job.id, 0, f"worker_{i}") for i in (1, 2, 3)]
+    inodes = [(folder / "ino").read_text().strip() for folder in folders]
+    # Then the second worker's TMPDIR was the first's, emptied and renamed (no new folder), every
+    # worker found its TMPDIR empty (the second's file went with it), and the tree's end removed them
+    assert inodes[0] == inodes[1], inodes
+    assert [(folder / "seen").read_text() for folder in folders] == ["", "", ""]
+    assert not ws.worker_tmp(job.id, 0, "worker_1").parent.exists()
+
+
 def _prepared_folder(tmp_path):
     """A workspace with one tree, its worker_1's record and a FolderCheckout that prepared its folder."""
     ws = Workspace(tmp_path / "ws")

@@ -657,3 +657,75 @@ def test_root_ids_are_newest_first(ws):
 
 def test_root_ids_of_a_missing_workspace_is_empty(ws):
     assert ws.root_ids() == []
+
+
+def _tmp_of(ws, name):
+    return ws.worker_tmp("0123456789ab", 0, name)
+
+
+def test_an_ended_workers_emptied_tmpdir_is_the_next_workers_not_a_new_folder(ws):
+    # Given a tree whose first worker's TMPDIR was made, used and emptied by its end
+    ws.create_job_tree("0123456789ab")
+    used = ws.make_worker_tmp("0123456789ab", 0, "worker_1")
+    (used / "scratch").write_text("s")
+    ws.release_worker_tmp("0123456789ab", 0, "worker_1")  # not empty: removed, as before
+    assert not used.exists()
+    first = ws.make_worker_tmp("0123456789ab", 0, "worker_2")
+    inode = first.stat().st_ino
+    ws.release_worker_tmp("0123456789ab", 0, "worker_2")  # empty: set aside
+    # When the tree's next worker gets its TMPDIR
+    second = ws.make_worker_tmp("0123456789ab", 0, "worker_3")
+    # Then it is the emptied one, renamed: no new inode, nothing in it, nothing else in the tree's tmp
+    assert second.stat().st_ino == inode and not any(second.iterdir())
+    assert sorted(p.name for p in second.parent.iterdir()) == ["depth_0_worker_3"]
+    # And a TMPDIR already there (a worker re-adopted after a restart) is kept as it is
+    (second / "keep").write_text("k")
+    assert ws.make_worker_tmp("0123456789ab", 0, "worker_3") == second and (second / "keep").read_text() == "k"
+
+
+@pytest.mark.parametrize("tamper", ["a file", "a mode", "an acl"])
+def test_a_set_aside_tmpdir_not_as_a_new_one_would_be_is_never_taken(ws, tamper):
+    # Given two ended workers' emptied TMPDIRs set aside, and the last one changed after its worker's end
+    ws.create_job_tree("0123456789ab")
+    clean, changed = (ws.make_worker_tmp("0123456789ab", 0, name) for name in ("worker_1", "worker_2"))
+    clean_inode, changed_inode = clean.stat().st_ino, changed.stat().st_ino
+    ws.release_worker_tmp("0123456789ab", 0, "worker_1")
+    ws.release_worker_tmp("0123456789ab", 0, "worker_2")
+    spares = {p.stat().st_ino: p for p in clean.parent.iterdir()}
+    assert set(spares) == {clean_inode, changed_inode}
+    spare = spares[changed_inode]
+    if tamper == "a file":
+        (spare / "planted").write_text("p")
+    elif tamper == "a mode":
+        spare.chmod(0o777)
+    else:
+        try:
+            os.setxattr(spare, "user.planted", b"p")
+        except OSError as exc:
+            pytest.skip(f"no user extended attributes here: {exc}")
+    # When the next two workers get their TMPDIRs
+    third, fourth = (ws.make_worker_tmp("0123456789ab", 0, name) for name in ("worker_3", "worker_4"))
+    # Then the untouched one is taken, the changed one never: a new folder instead, the changed one left aside
+    assert third.stat().st_ino == clean_inode and not any(third.iterdir())
+    assert fourth.stat().st_ino != changed_inode and not any(fourth.iterdir())
+    assert spare.exists() and stat.S_IMODE(fourth.stat().st_mode) == stat.S_IMODE(third.stat().st_mode)
+    # And the tree's end removes all of them
+    ws.remove_tree_tmp("0123456789ab")
+    assert not third.parent.exists()
+
+
+def test_a_set_aside_tmpdir_a_crash_left_is_not_taken_and_goes_with_the_tree(tmp_path):
+    # Given a server that set an emptied TMPDIR aside, then stopped
+    before = Workspace(tmp_path / "workspace", durable=False)
+    before.create_job_tree("0123456789ab")
+    inode = before.make_worker_tmp("0123456789ab", 0, "worker_1").stat().st_ino
+    before.release_worker_tmp("0123456789ab", 0, "worker_1")
+    left = list(_tmp_of(before, "worker_1").parent.iterdir())
+    assert [p.stat().st_ino for p in left] == [inode] and left[0].name.startswith(workspace_module.SPARE_TMP)
+    # When the restarted server's next worker gets its TMPDIR
+    after = Workspace(tmp_path / "workspace", durable=False)
+    made = after.make_worker_tmp("0123456789ab", 0, "worker_2")
+    # Then it is a new folder (what the earlier server set aside is not known to it), and the tree's end removes both
+    assert made.stat().st_ino != inode and left[0].is_dir()
+    after.remove_tree_tmp("0123456789ab")
+    assert not made.parent.exists()

@@ -29,7 +29,9 @@ a worktree on a branch of its own, keeping the layout: checkouts/worktree.py; ch
 ``make_checkout`` gives the engine its Checkout).
 
 A worker's private TMPDIR (``Workspace.worker_tmp``, named in its environment) is made and
-emptied here too: another implementation keeps that part (wrap or extend FolderCheckout).
+emptied here too: another implementation keeps that part (wrap or extend FolderCheckout). An
+emptied one is set aside for the tree's next worker, which takes it by a rename instead of a new
+folder (``Workspace.make_worker_tmp``, ``Workspace.release_worker_tmp``).
 
 ``changes`` and ``cleanup`` run after the worker's process has ended (through ``finish_checkout``),
 where an exception must not leave the worker running forever: one that raises is logged and
@@ -227,7 +229,7 @@ class FolderCheckout(Checkout):
     def prepare(self, record: WorkerRecord, job: JobRecord) -> Path:
         directory = self.workspace.create_worker_dir(record.root_id, record.depth, record.name)
         # Its own temp folder, outside its directory, so files_created stays the worker's work.
-        self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
+        self.workspace.make_worker_tmp(record.root_id, record.depth, record.name)
         return directory
 
     def reset(self, record: WorkerRecord, attempt: int) -> None:

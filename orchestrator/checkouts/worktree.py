@@ -220,7 +220,7 @@ class WorktreeCheckout(Checkout):
         directory = self.directory(record)
         self.retirer.wait_for(directory)  # (a worker run again under the same name: its old worktree gone first)
         self.retirer.wait_below()  # removals that lag behind hold back new worktrees, not the disk
-        self.workspace.worker_tmp(record.root_id, record.depth, record.name).mkdir(parents=True, exist_ok=True)
+        self.workspace.make_worker_tmp(record.root_id, record.depth, record.name)
         if (directory / ".git").exists():
             if record.attempts or not _interrupted(directory):
                 # re-adopted after a restart: its worktree is there (its port again; setup only if cut short)

@@ -15,6 +15,7 @@
         state/checkouts_at              where its worktrees live when outside the workspace (workspace/checkout_place.py)
         state/stages.jsonl              the stages after the workers' agents: started, verdict (workspace/stages.py)
         state/tmp/depth_<d>_<worker>/   a worker's TMPDIR (emptied when it ends, gone with the tree)
+        state/tmp/.spare-<pid>-<n>/     an ended worker's emptied TMPDIR, set aside for its tree's next worker
         state/caches/<tool>/            the tree's private package caches (workers/caches.py), gone with the tree
         depth_<d>/shared_<job id>.md    a job's shared context block (workers/sharedcontext.py)
         FINAL_RESULT.md, CANDIDATES_<task id>.md   the reports (a child job's task's candidates:
@@ -36,6 +37,7 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ from .filesystem import (
 from .ids import ROOT_ID_RE, root_of, validate_job_id, validate_worker_name, worker_key
 
 MAX_FILES_LISTED = 10_000
+SPARE_TMP = ".spare-"  # state/tmp/.spare-<pid>-<n>: an emptied TMPDIR a later worker of the tree takes by a rename
 DELETING = ".deleting"  # trees set aside to be deleted: no listing looks in it (root_ids wants job_<id>)
 
 
@@ -140,6 +143,12 @@ def candidates_report(job: JobRecord, task_id: str) -> str:
     return f"depth_{job.depth}/CANDIDATES_{job.id}_{task_id}.md"
 
 
+def _empty_folder(path: Path) -> bool:
+    """True when the folder at ``path`` holds no entry (one listing; OSError when it cannot be listed)."""
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     with open(path, "rb") as handle:
         return json.loads(handle.read())
@@ -157,6 +166,12 @@ class Workspace:
         # long-running server's stay small; a path is the same however often it is rebuilt.
         self._trees: dict[str, _TreeDirs] = {}
         self._workers: dict[tuple[str, int, str], WorkerPaths] = {}
+        # Each tree's emptied TMPDIRs set aside by ``release_worker_tmp`` for ``make_worker_tmp`` (names in
+        # its state/tmp). In memory only: what a crash leaves there is an empty folder that goes with the tree.
+        self._spare_tmps: dict[str, list[str]] = {}
+        self._spares_lock = threading.Lock()
+        self._spare_count = 0
+        self._tmp_made: tuple[int, int, int] | None = None  # the owner, group and mode of a TMPDIR this process made
 
     # -- layout -------------------------------------------------------------
     @property
@@ -268,17 +283,69 @@ class Workspace:
         """A worker's TMPDIR: private, outside its directory, emptied when it ends."""
         return self.worker_paths(root_id, depth, name).tmp
 
-    def release_worker_tmp(self, root_id: str, depth: int, name: str) -> None:
-        """A worker ended: what it left in its TMPDIR goes now; an empty one stays until its tree ends (on ext4
-        without a journal each inode freed mid-run slows every later file creation for minutes)."""
+    def make_worker_tmp(self, root_id: str, depth: int, name: str) -> Path:
+        """A worker's TMPDIR, there and empty when it had none (kept as it is when it has one: a worker re-adopted
+        after a restart, a retry). An ended worker's emptied TMPDIR that its tree set aside is taken by a rename, so a
+        tree makes about as many TMPDIRs as it runs workers at once, not one per worker: on ext4 without a journal each
+        new inode, and each freed one, costs every later creation (``release_worker_tmp``)."""
         path = self.worker_tmp(root_id, depth, name)
         try:
-            with os.scandir(path) as entries:
-                left = next(entries, None) is not None
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return path
+        except FileNotFoundError:
+            pass
+        else:  # something else there: as before, mkdir says what
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        while (spare := self._take_spare_tmp(root_id)) is not None:
+            try:
+                if self._as_made(spare):
+                    os.rename(spare, path)
+                    return path
+            except OSError:
+                pass  # gone (its tree's TMPDIRs removed): nothing to take
+        path.mkdir(parents=True, exist_ok=True)
+        if self._tmp_made is None:
+            made = os.lstat(path)
+            self._tmp_made = (made.st_uid, made.st_gid, stat.S_IMODE(made.st_mode))
+        return path
+
+    def _as_made(self, spare: Path) -> bool:
+        """A spare is taken only as a new TMPDIR would be: a folder of this process's owner, group and mode with no
+        entry and no extended attribute (no ACL its last worker set). Any other is left for its tree's end."""
+        found = os.lstat(spare)
+        if not stat.S_ISDIR(found.st_mode) or (found.st_uid, found.st_gid, stat.S_IMODE(found.st_mode)) != self._tmp_made:
+            return False
+        return not os.listxattr(spare, follow_symlinks=False) and _empty_folder(spare)
+
+    def release_worker_tmp(self, root_id: str, depth: int, name: str) -> None:
+        """A worker ended (its processes swept): what it left in its TMPDIR goes now; an empty one is set aside
+        for the next worker of its tree (``make_worker_tmp``), and all go when the tree ends. Not removed one by
+        one: on ext4 without a journal each inode freed mid-run slows every later file creation for minutes."""
+        path = self.worker_tmp(root_id, depth, name)
+        try:
+            left = not _empty_folder(path)
         except OSError:
             return
         if left:
             shutil.rmtree(path, ignore_errors=True)
+            return
+        with self._spares_lock:
+            self._spare_count += 1
+            spare = f"{SPARE_TMP}{os.getpid()}-{self._spare_count}"
+        try:
+            os.rename(path, path.parent / spare)
+        except OSError:
+            return  # it stays where it is until its tree ends, as an empty TMPDIR always did
+        with self._spares_lock:
+            self._spare_tmps.setdefault(root_id, []).append(spare)
+
+    def _take_spare_tmp(self, root_id: str) -> Path | None:
+        with self._spares_lock:
+            spares = self._spare_tmps.get(root_id)
+            if not spares:
+                return None
+            return self._tree(root_id).tmp / spares.pop()
 
     def tree_caches(self, root_id: str) -> Path:
         """A tree's private package caches (npm, pip, go...: workers/caches.py): written by all its
@@ -301,7 +368,9 @@ class Workspace:
         return self._tree(root_id).state / "packed-refs"
 
     def remove_tree_tmp(self, root_id: str) -> None:
-        """A tree ended: all its workers' TMPDIRs go, at once (most are empty: ``release_worker_tmp``)."""
+        """A tree ended: all its workers' TMPDIRs and its spares go, at once (most are empty: ``release_worker_tmp``)."""
+        with self._spares_lock:
+            self._spare_tmps.pop(root_id, None)
         remove_folders(self._tree(root_id).tmp)
 
     def prompt_path(self, root_id: str, depth: int, name: str) -> Path:
