@@ -648,3 +648,37 @@ def test_a_spawned_workers_pidfd_comes_with_the_supervisors_reply(tmp_path, monk
         assert handle.pidfd is None
     finally:
         runner.close()
+
+
+def test_a_supervisor_that_sends_no_pidfd_as_an_older_one_leaves_the_server_to_open_its_own(tmp_path, monkeypatch):
+    """A supervisor started before an upgrade answers a spawn without a pidfd: the server opens one
+    itself (checked against the worker's start id) and waits on the worker as before."""
+    from orchestrator.process import interpreter
+
+    def older(module: str, entry: str, args: list[str]) -> list[str]:
+        argv = interpreter.package_argv(module, entry, args)
+        # The same supervisor with no pidfd to send: its reply is an older one's, no key and no descriptor.
+        patch = "import os, errno\ndef _none(*a): raise OSError(errno.ENOSYS, 'no pidfd here')\nos.pidfd_open = _none\n"
+        return [*argv[:3], patch + argv[3], *argv[4:]]
+
+    monkeypatch.setattr(supervisor, "package_argv", older)
+    client = SupervisorClient(tmp_path / "sup")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        spawned = client.spawn(
+            ["/bin/sleep", "30"], cwd=tmp_path, env={}, log_fd=log, tag="s21.k.1", exit_file=None, cgroup_fds=[], file_size=0
+        )
+        assert spawned.pidfd is None
+        os.kill(spawned.pid, signal.SIGKILL)
+    finally:
+        os.close(log)
+        client.close()
+
+    runner = _runner(tmp_path / "sup2")
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, "import sys; sys.exit(5)", "s21.k.2")
+        assert handle.pidfd is not None and _fdinfo_pid(handle.pidfd) == handle.pid  # the server's own
+        assert runner.wait(handle, 20) == 5 and exit_file.read_text() == "exit 5\n"
+        runner.release(handle)
+    finally:
+        runner.close()
