@@ -714,6 +714,29 @@ def test_a_set_aside_tmpdir_not_as_a_new_one_would_be_is_never_taken(ws, tamper)
     assert not third.parent.exists()
 
 
+def test_a_set_aside_tmpdir_replaced_by_a_link_is_never_taken_nor_followed(ws, tmp_path):
+    # Given an ended worker's emptied TMPDIR set aside, then replaced by a link to a folder elsewhere
+    # made as a TMPDIR would be (same mode, empty)
+    ws.create_job_tree("0123456789ab")
+    made = ws.make_worker_tmp("0123456789ab", 0, "worker_1")
+    mode = stat.S_IMODE(made.stat().st_mode)
+    ws.release_worker_tmp("0123456789ab", 0, "worker_1")
+    (spare,) = made.parent.iterdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    elsewhere.chmod(mode)
+    spare.rmdir()
+    spare.symlink_to(elsewhere, target_is_directory=True)
+    # When the tree's next worker gets its TMPDIR
+    got = ws.make_worker_tmp("0123456789ab", 0, "worker_2")
+    # Then it is a new folder, not the link; the link stays where it was and the folder it names is untouched
+    assert not got.is_symlink() and got.is_dir() and not any(got.iterdir())
+    assert spare.is_symlink() and elsewhere.is_dir() and not any(elsewhere.iterdir())
+    # And the tree's end removes the link, never what it names
+    ws.remove_tree_tmp("0123456789ab")
+    assert not got.parent.exists() and elsewhere.is_dir()
+
+
 def test_a_set_aside_tmpdir_a_crash_left_is_not_taken_and_goes_with_the_tree(tmp_path):
     # Given a server that set an emptied TMPDIR aside, then stopped
     before = Workspace(tmp_path / "workspace", durable=False)
