@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,40 @@ def _cgroups_of(pid: int, tid: int | None = None) -> dict[str, str]:
         _, controllers, path = line.split(":", 2)
         found[controllers] = path
     return found
+
+
+@pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")
+@pytest.mark.parametrize("supervised", [False, True], ids=["forked", "supervisor"])
+def test_an_attempts_tree_is_told_gone_only_while_its_cgroup_holds_no_task(tmp_path, supervised):
+    """``tree_gone`` lets a node tell an attempt's end before its sweep (cluster/attempt.py): it must
+    never say gone while a process of the attempt runs (a daemonised child), nor without a cgroup."""
+    client = SupervisorClient(tmp_path / "sup") if supervised else None
+    runner = ProcessRunner(supervisor=client)
+    cases = [("alone", "exit 0", Limits(memory=300 * MB, processes=50)), ("daemon", "sleep 30 & exit 0", Limits(memory=300 * MB))]
+    cases.append(("uncapped", "exit 0", None))
+    try:
+        for name, script, limits in cases:
+            tag = f"gone-{os.getpid()}-{int(supervised)}-{name}.w.abcd"
+            handle = runner.spawn(
+                ["/bin/sh", "-c", script],
+                cwd=tmp_path,
+                env={"PATH": os.environ["PATH"]},
+                log_path=tmp_path / f"{name}.log",
+                tag=tag,
+                exit_file=tmp_path / f"{name}.exit",
+                limits=limits,
+            )
+            assert runner.wait(handle, 30) == 0
+            if name == "alone":  # (its shim a zombie a moment, until reaped)
+                wait_until(lambda tag=tag: runner.tree_gone(tag), timeout=10, what="the emptied cgroup")
+            else:
+                time.sleep(0.3)
+                assert not runner.tree_gone(tag), name  # the sleep runs on; without a cgroup, not known
+            runner.sweep(tag, handle.started_at)
+            runner.release(handle)
+            assert not runner.tree_gone(tag) and not runner.tagged(tag)
+    finally:
+        runner.close()
 
 
 @pytest.mark.skipif(not IN_CGROUP, reason="no cgroup for this user")

@@ -160,8 +160,37 @@ def test_an_attempt_runs_on_a_node_with_nothing_secret_in_redis_and_its_sample_r
         assert (tmp_path / "root.b.worker_1.log").read_text() == "secret-key\n"
         assert executor.nodes()[0].name == "n1"
         executor.release(handle)
-        assert executor.client.ttl(executor.names.attempt(handle.id)) > 0  # kept a while, then gone
+        wait_until(lambda: executor.client.ttl(executor.names.attempt(handle.id)) > 0, what="a TTL")  # kept a while, then gone
         assert executor.find("root.") == []
+    finally:
+        node.stop()
+
+
+def test_a_release_makes_no_round_trip_on_the_workers_thread_and_the_listener_tells_redis(
+    rq, tmp_path, redis_server, unique_prefix
+):
+    """The engine's worker thread releases an ended attempt before it frees its slot: the round
+    trip that takes it out of the tree's index and puts a TTL on its hash is the listener's."""
+    executor = rq()
+    node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("command",))
+    try:
+        handle = start(executor, tmp_path, ["true"], "root.r.worker_1")
+        placed(executor, handle)
+        assert executor.wait(handle, 30) == 0
+        index = executor.names.tree("root")
+        assert executor.client.hget(index, handle.id) is not None and executor.client.ttl(executor.names.attempt(handle.id)) == -1
+        threads: list[str] = []
+        original = executor.client.pipeline
+
+        def pipeline(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        executor.client.pipeline = pipeline
+        executor.release(handle)
+        assert threading.current_thread().name not in threads  # (each pipeline taken on the caller's thread)
+        wait_until(lambda: executor.client.ttl(executor.names.attempt(handle.id)) > 0, timeout=5, what="the hash's TTL")
+        assert executor.client.hget(index, handle.id) is None and "rq-executor" in threads
     finally:
         node.stop()
 

@@ -718,3 +718,51 @@ def test_a_node_clears_what_dead_servers_left_as_it_starts_and_before_it_replace
 def _node_workers(pid: int) -> list[int]:
     """The node's RQ workers: its own children (forked by its pool)."""
     return sorted(child for child in _node_tree(pid) if parent_of(child) == pid)
+
+
+@pytest.mark.parametrize("gone", [True, False], ids=["cgroup-empty", "cannot-tell"])
+def test_a_node_tells_an_attempts_end_before_its_sweep_only_when_its_cgroup_proves_nothing_runs(monkeypatch, tmp_path, gone):
+    """The server frees the worker's slot when it hears the end; the sweep (the cgroup's removal)
+    came first, on the slot's way. Now it comes after the end is told where the attempt's cgroup
+    holds no task (``ProcessRunner.tree_gone``, proven on the kernel in test_cgroups.py); else first,
+    as before: the end is never told while a process of the attempt may run."""
+    from orchestrator.cluster import attempt
+    from orchestrator.process.runner import Wakeup
+
+    from .conftest import make_settings
+
+    order: list[str] = []
+
+    class Runner:
+        perl = "perl"
+
+        def spawn(self, argv, **kwargs):
+            return type("H", (), {"pid": 4242, "start_id": "s", "started_at": time.time(), "cap_hit": None, "kill_rung": None})()
+
+        def wait(self, handle, timeout, wake=None):
+            return 0
+
+        def tree_gone(self, tag):
+            order.append("asked")
+            return gone
+
+        def sweep(self, tag, since=0.0):
+            order.append("sweep")
+
+        def release(self, handle):
+            order.append("release")
+
+    class Ops:
+        def started(self, *args):
+            return True
+
+        def finish(self, *args):
+            order.append("finish")
+            return True
+
+    monkeypatch.setattr(attempt, "runner_for", lambda ctx, supervised=True: Runner())
+    ctx = attempt.NodeContext("n1", "redis://127.0.0.1:1/0", Names("p"), 30.0, make_settings(tmp_path), tmp_path, None, tmp_path)  # type: ignore[arg-type]
+    spec = AttemptSpec("a1", 3, "command", "root.a.worker_1", ["true"], str(tmp_path), {}, str(tmp_path / "log"), None)
+    wake = Wakeup()
+    assert attempt._run(ctx, Ops(), spec, attempt._Stop(wake), wake, control="p:control:w") == 0  # type: ignore[arg-type]
+    assert order == (["asked", "finish", "sweep", "release"] if gone else ["asked", "sweep", "release", "finish"])

@@ -445,6 +445,67 @@ def test_running_record_is_written_only_for_a_process_that_outlives_the_delay(ma
     assert "depth_0_worker_1 running: attempt 1 started" in events
 
 
+def test_a_short_worker_s_record_is_read_for_a_running_write_only_when_one_is_made(make_engine, monkeypatch):
+    # Given a 1 s delay before a "running" record is written, a worker that exits at once and one
+    # that runs for 2 s, with every snapshot of a worker record taken (a copy of the whole record,
+    # under the engine's lock) noted by worker, and every write as it reaches the disk
+    monkeypatch.setattr("orchestrator.engine.attempts.RUNNING_RECORD_DELAY", 1.0)
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]}, workers={"max_workers": 2})
+    taken: dict[str, int] = {}
+    snapshot = engine.tables.worker_snapshot
+
+    def noting_snapshot(live, record=None):
+        taken[live.record.name] = taken.get(live.record.name, 0) + 1
+        return snapshot(live, record)
+
+    written: dict[str, list[tuple[str, int | None]]] = {}
+    save = engine.workspace.save_worker_dict
+
+    def noting_write(root_id, depth, name, data):
+        save(root_id, depth, name, data)
+        written.setdefault(name, []).append((data["status"], data["attempts"][-1]["pid"] if data["attempts"] else None))
+
+    monkeypatch.setattr(engine.tables, "worker_snapshot", noting_snapshot)
+    engine.workspace.save_worker_dict = noting_write
+    job = engine.submission.submit("x", None, ["true", "sleep 2"])
+    assert engine.queries.wait(job.id, 30).status is JobStatus.COMPLETED
+    # Then the short one's record was read once, for its final write: none for a write never made
+    assert taken["worker_1"] == 1 and [status for status, _ in written["worker_1"]] == ["success"]
+    # and the long one's twice: its "running" record, read when it is written, with its process
+    assert taken["worker_2"] == 2
+    assert [status for status, _ in written["worker_2"]] == ["running", "success"] and written["worker_2"][0][1]
+
+
+def test_a_running_record_written_late_never_carries_what_a_snapshot_taken_since_orders(make_engine, monkeypatch):
+    # Given a 1 s delay before a "running" record is written and a worker that runs for 2 s, whose
+    # record another thread snapshots (as a child job's attach does: its write waits for the child's
+    # own record) while it runs, and writes only after that delay
+    monkeypatch.setattr("orchestrator.engine.attempts.RUNNING_RECORD_DELAY", 1.0)
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]}, workers={"max_workers": 1})
+    writes: list[str] = []
+    save = engine.workspace.save_worker_dict
+    ours = threading.local()
+
+    def noting_write(root_id, depth, name, data):
+        save(root_id, depth, name, data)
+        writes.append(f"{data['status']}{' (ours)' if getattr(ours, 'writing', False) else ''}")
+
+    engine.workspace.save_worker_dict = noting_write
+    job = engine.submission.submit("x", None, ["sleep 2"])
+    key = (job.root_id, "depth_0_worker_1")
+    live = engine.tables.workers[key]
+    wait_until(lambda: bool(live.record.attempts and live.record.attempts[-1].pid), timeout=10)  # its attempt recorded
+    with engine.tables.locked():
+        taken = engine.tables.worker_snapshot(live)
+    time.sleep(1.5)
+    ours.writing = True
+    taken.write()
+    ours.writing = False
+    assert engine.queries.wait(job.id, 30).status is JobStatus.COMPLETED
+    # Then the late "running" write was not made over it: the record reached the disk by its taker's write
+    assert writes == ["running (ours)", "success"]
+
+
 def test_a_job_s_config_is_built_once_at_submission_and_carried_typed(make_engine, monkeypatch):
     """The record holds the JobConfig that job_config built; nothing rebuilds it
     from a dict (submission, dispatch, the worker's run, a child job's limits), and job.json keeps

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from orchestrator import protocol
+from orchestrator.checkouts.locks import PathLocks
 from orchestrator.engine.recovery import LOST_REASON
 from orchestrator.errors import ConfigError, Conflict, JobNotFound, ValidationError
 from orchestrator.models import JobStatus, WorkerStatus
@@ -605,6 +606,29 @@ def test_a_worker_ends_after_its_child_jobs_even_when_its_process_ended_first(ri
     assert worker.status is WorkerStatus.RECURSIVE_SUCCESS
     assert child.status is JobStatus.COMPLETED and worker.ended_at >= child.ended_at
     assert worker.attempts[0].duration < 5  # its process ended long before
+
+
+def test_a_workers_path_locks_go_after_its_process_ends_and_never_under_the_engines_lock(rig):
+    """Under rq the lock table is in Redis: a release held inside the engine's lock made every
+    thread waiting for that lock wait for a round trip to Redis at each worker's end. Both ends are
+    proved: a worker whose slot is freed at once, and one whose process ended before its child job."""
+    engine = rig.engine
+    calls: list[tuple[str, bool, bool]] = []  # (worker, the engine's lock held, its process ended)
+
+    class Recording(PathLocks):
+        def release_worker(self, root_id, worker):
+            held = engine.tables.held()
+            with engine.tables.locked():
+                (live,) = [w for (root, _), w in engine.tables.workers.items() if root == root_id and w.record.name == worker]
+                calls.append((worker, held, live.phase.process_ended))
+            return super().release_worker(root_id, worker)
+
+    engine.locks = Recording(engine.clock, engine.settings.tasks)
+    rig.fake.script("worker_1", S(children=[["slow child"]], wait_for_children=False, duration=1))
+    rig.fake.script("worker_1_1", S(duration=5))
+    job = rig.run(["parent", "plain"])
+    assert rig.workers(job)["worker_1"].status is WorkerStatus.RECURSIVE_SUCCESS
+    assert sorted(calls) == [("worker_1", False, True), ("worker_1_1", False, True), ("worker_2", False, True)]
 
 
 # -- recursion caps -----------------------------------------------------------------------------

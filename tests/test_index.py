@@ -197,14 +197,7 @@ def test_rows_announced_together_share_one_transaction_and_a_query_does_not_wait
         index.flush()
         # Given a writer whose rows wait for company far longer than a query waits (FLUSH_WAIT)
         monkeypatch.setattr(core, "GATHER", 60.0, raising=False)
-        batches: list[list[str]] = []
-        apply = index._apply
-
-        def counted(batch):
-            batches.append([item[0] for item in batch])
-            apply(batch)
-
-        monkeypatch.setattr(index, "_apply", counted)
+        batches = _batches_of(index, monkeypatch)
         # When six jobs' ends are announced one after another (spaced: a writer that does not gather
         # applies each alone), then the listing is asked for
         for job in jobs:
@@ -216,6 +209,46 @@ def test_rows_announced_together_share_one_transaction_and_a_query_does_not_wait
         # Then the six rows went in one transaction, and the query's flush ended the wait (no IndexUnavailable)
         assert [b.count("job") for b in batches if "job" in b] == [6], batches
         assert total == 6 and {(j["status"], j["request"]) for j in found} == {("cancelled", f"ended: {j.id}") for j in jobs}
+    finally:
+        index.close()
+
+
+def _batches_of(index, monkeypatch) -> list[list[str]]:
+    """The kinds of the rows of each batch the index's writer applies from now on."""
+    batches: list[list[str]] = []
+    apply = index._apply
+
+    def counted(batch):
+        batches.append([item[0] for item in batch])
+        apply(batch)
+
+    monkeypatch.setattr(index, "_apply", counted)
+    return batches
+
+
+def test_rows_announced_a_tenth_of_a_second_apart_share_one_transaction(tmp_path, monkeypatch):
+    """One worker at a time, a worker's events come tens of ms apart: each commit rewrites the pages
+    it dirtied, so rows wait long enough (``GATHER``) to share one (a query still cuts it short)."""
+    from orchestrator.events import Event
+
+    workspace = Workspace(tmp_path / "workspace", durable=False)
+    jobs = write_jobs(workspace, 2, seed=12)
+    index = index_of(tmp_path, workspace)
+    try:
+        index.flush()
+        batches = _batches_of(index, monkeypatch)
+        # When two jobs' ends are announced 0.1 s apart, and nothing asks the index meanwhile
+        for n, job in enumerate(jobs):
+            job.status = JobStatus.CANCELLED
+            workspace.save_job(job)
+            index.job_event(job, Event(seq=1, time=job.ended_at, type="job", root_id=job.id, job_id=job.id, status="cancelled"))
+            if n == 0:
+                time.sleep(0.1)
+        time.sleep(0.4)  # (past GATHER: the query below does not cut the wait short)
+        found, total = index.page(limit=10)
+        # Then the two rows went in one transaction
+        assert [b.count("job") for b in batches if "job" in b] == [2], batches
+        assert total == 2 and {j["status"] for j in found} == {"cancelled"}
     finally:
         index.close()
 

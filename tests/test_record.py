@@ -259,3 +259,33 @@ def test_a_folder_job_has_a_record_without_a_result_and_a_crashed_writes_leftove
     leftover.write_text("{")
     engine.results.record_result(job, job.status, job.ended_at)
     assert not leftover.exists() and json.loads((job_dir / FILE).read_text())["job_id"] == job.id
+
+
+def test_a_log_s_digest_is_its_bytes_read_in_one_read_to_its_end(tmp_path, monkeypatch):
+    """RECORD.json's digest of each log: sha256 and size of every byte, whatever the size (none, a few,
+    exactly a read's 1 MB, past it); a small log in one read (fstat's size and a byte more tells its
+    end), not a file object's reads, seek and ioctl; a folder, a FIFO, a link and a missing file: none."""
+    import hashlib
+
+    from orchestrator.audit import record as audit_record
+
+    reads: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd: int, n: int) -> bytes:
+        reads.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(audit_record.os, "read", counting_read)
+    for size in (0, 1, 700, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (5 << 19) + 3):
+        data = os.urandom(size)
+        path = tmp_path / f"log-{size}"
+        path.write_bytes(data)
+        reads.clear()
+        assert audit_record.file_digest(path) == (hashlib.sha256(data).hexdigest(), size)
+        assert sum(reads) >= size and len(reads) == (1 if size < 1 << 20 else 2 if size < 2 << 20 else 3), (size, reads)
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "log-700")
+    for name in ("folder", "fifo", "link", "missing"):
+        assert audit_record.file_digest(tmp_path / name) == (None, None), name

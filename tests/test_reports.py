@@ -496,3 +496,59 @@ def test_tree_order_keeps_a_job_in_plan_order_and_sorts_one_that_is_not():
     assert [w.name for w in tree_order([root], shuffled)[1]] == ["worker_1", "worker_a", "worker_b", "worker_3"]
     tied = [make_worker("r1", name, 0, 1, 50, index=1) for name in ("worker_z", "worker_y")]
     assert [w.name for w in tree_order([root], tied)[1]] == ["worker_y", "worker_z"]
+
+
+def test_a_level_report_from_the_tree_s_figures_is_the_one_it_computes_itself():
+    """A tree of one level: the engine gives its level report the figures it computed once for
+    FINAL_RESULT.md (analyse over ``tree_order`` at the same ``now``): the report is the same."""
+    from orchestrator.reports import tree_order
+    from orchestrator.reports.analytics import analyse
+
+    root = make_job("r1", end=300)
+    workers = [make_worker("r1", f"worker_{i}", 0, i, 50 + 3 * i, index=i) for i in (3, 1, 2)]
+    workers[1].status = WorkerStatus.FAILED
+    jobs, ordered = tree_order([root], workers)
+    figures = analyse(jobs, ordered, T + 300)
+    alone = render_level_report(0, root, [root], workers, log_tails={}, now=T + 300)
+    shared = render_level_report(0, root, jobs, ordered, log_tails={}, now=T + 300, analytics=figures)
+    assert shared == alone and "worker_3" in shared and "Longest queue wait" in shared
+
+
+def test_the_engine_gives_a_level_report_the_tree_s_figures_only_when_the_tree_is_that_level(make_engine, monkeypatch):
+    """One level: LEVEL_0_REPORT.md and FINAL_RESULT.md are rendered from one set of figures at one
+    ``now``. Two levels: each level report computes its own (the tree's would count the other level)."""
+    from orchestrator import reports
+
+    from .conftest import fake_command, wait_until
+
+    calls: list[tuple[str, int | None, object, float | None]] = []
+    real_level, real_final = reports.render_level_report, reports.render_final_report
+
+    def level_seen(depth, root, jobs, workers, **kw):
+        calls.append(("level", depth, kw.get("analytics"), kw.get("now")))
+        return real_level(depth, root, jobs, workers, **kw)
+
+    def final_seen(root, jobs, workers, **kw):
+        calls.append(("final", None, kw.get("analytics"), kw.get("now")))
+        return real_final(root, jobs, workers, **kw)
+
+    monkeypatch.setattr(reports, "render_level_report", level_seen)
+    monkeypatch.setattr(reports, "render_final_report", final_seen)
+    engine = make_engine(orchestrator={"worker": "command", "command": fake_command()})
+    one = engine.submission.submit("one level", {"max_workers": 2}, ["ok", "ok"])
+    assert engine.queries.wait(one.id, 30).status is JobStatus.COMPLETED
+    wait_until(lambda: any(c[0] == "final" for c in calls), what="the final report")
+    (level_call,) = [c for c in calls if c[0] == "level"]
+    (final_call,) = [c for c in calls if c[0] == "final"]
+    assert level_call[1] == 0 and level_call[2] is not None and level_call[2] is final_call[2]
+    assert level_call[3] == final_call[3]
+    calls.clear()
+    root = engine.submission.submit("two levels", {"max_workers": 2, "max_recursion_depth": 2}, ["hang"])
+    wait_until(lambda: any(w.status is WorkerStatus.RUNNING for w in engine.queries.snapshot(root.id)[1]), what="running")
+    child = engine.submission.submit("y", {"max_workers": 2}, ["ok"], parent_job_id=root.id, parent_worker="worker_1")
+    assert engine.queries.wait(child.id, 30).status is JobStatus.COMPLETED
+    engine.cancel(root.id)
+    assert engine.queries.wait(root.id, 30).status.terminal
+    wait_until(lambda: any(c[0] == "final" for c in calls), what="the tree's final report")
+    ended = [c for c in calls if c[0] == "level"][-2:]  # the root's end renders every level
+    assert [c[1] for c in ended] == [0, 1] and all(c[2] is None for c in ended), calls

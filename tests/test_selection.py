@@ -5,6 +5,7 @@ JSON, garbage, fails, hangs, or looks for the worker's key."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -308,7 +309,8 @@ def test_a_scoring_command_printing_garbage_failing_or_hanging_is_noted_not_cras
         assert "tests_passed" not in rows[name].measures and rows[name].parts["tests_passed"] == 0.0
     assert chosen.winner == "worker_1"  # the only one with tests to show
     pid = int((hanging / "scorer.pid").read_text())
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone, or (reaped later by whoever adopted it) a zombie
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_relative_scoring_command_is_the_candidates_own_and_a_missing_one_is_noted(tmp_path):

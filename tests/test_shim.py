@@ -18,9 +18,17 @@ from orchestrator.process.procscan import group_alive, process_alive, process_st
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.shim import EXIT_ROOM, PERL, Deadline, ExitStatus, find_shims, read_exit, read_exit_file
 
-from .conftest import wait_until
+from .conftest import DEADLINE_SCRIPTS, started_members, wait_until
 
 pytestmark = pytest.mark.slow
+
+
+def _shim_start_env() -> dict[str, str]:
+    """This process's environment as the runner hands it to the perl shim (SHIM_START_ENV's values)."""
+    from orchestrator.process.shim import SHIM_START_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in SHIM_START_ENV}
+    return env | {k: v for k, v in SHIM_START_ENV.items() if v is not None}
 
 
 def _spawn(runner, tmp_path, code: str, tag: str, attempt: int = 1):
@@ -105,14 +113,7 @@ def test_an_exit_file_that_says_its_keeper_stopped_the_worker_at_its_deadline_re
 
 
 @pytest.mark.skipif(PERL is None, reason="the deadline is the perl shim's")
-@pytest.mark.parametrize(
-    ("script", "status"),
-    [
-        ("exec sleep 60", -signal.SIGTERM),
-        # It and its child ignore SIGTERM: SIGKILL after the grace, the child with the rest of the group.
-        ("trap '' TERM; sleep 60 & wait", -signal.SIGKILL),
-    ],
-)
+@pytest.mark.parametrize(("script", "status"), DEADLINE_SCRIPTS)
 def test_a_worker_past_its_deadline_with_no_server_watching_is_stopped_by_its_shim(tmp_path, script, status):
     """No server ever calls the runner's timeout handling here (it is stopped, or killed): the shim
     keeps the deadline the runner gave it, ends the worker's whole process group, and its exit file
@@ -130,12 +131,13 @@ def test_a_worker_past_its_deadline_with_no_server_watching_is_stopped_by_its_sh
         deadline=Deadline(began + 2, grace=1),
     )
     try:
-        wait_until(lambda: len(runner.tagged(tag)) >= 2, what="the worker started under its shim")
-        members = runner.tagged(tag)
+        # (the worker says who it is: under load its deadline may end it before a look could find it)
+        members = started_members(tmp_path, tmp_path / "exit")
         # (handle.poll reaps the shim, this test's child, as a server's wait would)
         wait_until(lambda: handle.poll() is not None and not group_alive(handle.pid), timeout=20, what="its group ended")
         assert time.time() - began >= 2  # never before its deadline
-        assert not any(process_alive(pid, None) for pid in members) and runner.tagged(tag) == []
+        assert not any(process_alive(pid, start) for pid, start in members.items() if start)
+        assert runner.tagged(tag) == []
         assert read_exit(tmp_path / "exit") == ExitStatus(status, "its shim")
         assert handle.poll() == status and handle.deadline_stop == "its shim"
         assert "deadline passed with no server stopping it" in (tmp_path / "log").read_text()
@@ -363,6 +365,53 @@ def test_an_engine_without_perl_says_what_it_cannot_tell(tmp_path, caplog):
         engine.shutdown(timeout=5)
 
 
+@needs_perl
+def test_every_choice_of_the_shims_parts_is_a_script_perl_compiles():
+    """The shim's script leaves out the parts its start does not set (``perl_shim``): every one of
+    the 64 choices compiles, and the one of all parts is the shim as it always was (PERL_SHIM)."""
+    import itertools
+
+    from orchestrator.process.shim import PERL_SHIM, SHIM_PARTS, perl_shim
+
+    env = _shim_start_env()
+    choices = [frozenset(c) for r in range(len(SHIM_PARTS) + 1) for c in itertools.combinations(SHIM_PARTS, r)]
+    assert len(choices) == 64 and perl_shim(frozenset(SHIM_PARTS)) == PERL_SHIM
+    for parts in choices:
+        compiled = subprocess.run([PERL, "-c", "-e", perl_shim(parts)], env=env, capture_output=True, text=True)
+        assert compiled.returncode == 0, (sorted(parts), compiled.stderr)
+    assert len(perl_shim(frozenset())) < len(PERL_SHIM) / 3
+
+
+@needs_perl
+def test_a_node_attempts_shim_carries_its_lifeline_and_deadline_and_not_a_sandboxs_network_or_filter(tmp_path):
+    # Given a node's attempt without a sandbox: a parent-death signal and a deadline
+    from orchestrator.process.shim import perl_shim
+
+    runner = ProcessRunner()
+    handle = runner.spawn(
+        ["sleep", "30"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        log_path=tmp_path / "log",
+        tag="t9.p.1",
+        exit_file=tmp_path / "exit.1",
+        parent_death_signal=signal.SIGKILL,
+        deadline=Deadline(time.time() + 60, 1),
+    )
+    try:
+        # Then its shim's script has the parts it runs, and no bridge, seccomp filter or connect guard
+        script = Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0")[2].decode()
+        assert script == perl_shim(frozenset({"PDEATHSIG", "LIFELINE", "DEADLINE"}))
+        assert "vec($m, $l, 1)" in script and "$SIG{ALRM}" in script
+        assert "sub pump" not in script and "syscall($n + 0, 38" not in script
+        # And it runs as ever: a terminate ends the worker, and the shim records it
+        runner.terminate(handle, grace=5)
+        assert runner.wait(handle, 10) == -signal.SIGTERM
+    finally:
+        runner.terminate(handle, grace=1)
+        runner.release(handle)
+
+
 @pytest.mark.skipif(PERL is None, reason="the lifeline is the perl shim's")
 def test_a_node_shim_whose_spawner_is_gone_never_starts_the_worker(tmp_path):
     # Given the perl shim with a lifeline pipe, as a node's attempt starts it
@@ -486,7 +535,7 @@ def test_a_bridge_slow_to_make_its_process_group_still_ends_with_its_worker(tmp_
     exist yet when it was killed, and the bridge outlived its worker, holding the worker's output
     open (and, in a sandbox, bubblewrap's namespace). The shim makes the group from its side too."""
     from orchestrator import protocol
-    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME, SHIM_START_ENV
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME
 
     with socket.socket(socket.AF_UNIX) as proxy, socket.socket() as probe:
         proxy.bind(str(tmp_path / "proxy.sock"))
@@ -494,8 +543,7 @@ def test_a_bridge_slow_to_make_its_process_group_still_ends_with_its_worker(tmp_
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()  # the bridge listens there
-        env = {k: v for k, v in os.environ.items() if k not in SHIM_START_ENV}
-        env |= {k: v for k, v in SHIM_START_ENV.items() if v is not None}
+        env = _shim_start_env()
         env[protocol.SHIM_STASH + "BRIDGE"] = f"127.0.0.1:{port}={tmp_path / 'proxy.sock'}"
         exit_file = tmp_path / "exit"
         delayed = ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=setpgid", "-e", "inject=setpgid:delay_enter=300000"]
@@ -515,3 +563,103 @@ def test_a_bridge_slow_to_make_its_process_group_still_ends_with_its_worker(tmp_
         shim.communicate()
         assert left == [], "the bridge outlived its worker"
         assert shim.returncode == 0 and exit_file.read_text() == "exit 0\n"
+
+
+# Starts the shim as a child subreaper that reaps nothing but the shim: what of the shim's outlives
+# it (a bridge's connection given up by the bridge as it died) is given to it, and listed.
+SUBREAPER = """
+import ctypes, os, subprocess, sys
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+shim = subprocess.run(sys.argv[1:])
+try:
+    left = os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    left = None
+print(shim.returncode, "left" if left else "none left")
+"""
+
+
+@needs_perl
+def test_the_shim_ends_only_once_its_bridge_and_the_bridges_connections_are_gone(tmp_path):
+    """bubblewrap's launcher returns once the shim has: a bridge's connection still dying then was a
+    live process of the worker's tag after the sandbox had ended. The worker holds a connection
+    through the bridge (the proxy keeps it open) and ends; nothing of the bridge's group is left once
+    the shim has ended (it reaps the connections the dying bridge gives up). Three rounds: a connection
+    that ends before its bridge is reaped by the bridge, and proves nothing."""
+    import threading
+
+    from orchestrator import protocol
+    from orchestrator.process.sandbox import Refusals, _filter_words
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME
+
+    words = _filter_words(Refusals())
+    if words is None:
+        pytest.skip(f"no seccomp filter for {os.uname().machine}: the shim has no prctl number")
+    for round_ in range(3):
+        held: list[socket.socket] = []
+        with socket.socket(socket.AF_UNIX) as proxy, socket.socket() as probe:
+            proxy.bind(str(tmp_path / f"proxy.{round_}"))
+            proxy.listen()
+
+            def serve(proxy: socket.socket = proxy, held: list[socket.socket] = held) -> None:
+                with contextlib.suppress(OSError):
+                    conn, _ = proxy.accept()
+                    conn.sendall(b"x")
+                    held.append(conn)  # open until the round ends
+
+            threading.Thread(target=serve, daemon=True).start()
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()  # the bridge listens there
+            env = _shim_start_env()
+            env[protocol.SHIM_STASH + "BRIDGE"] = f"127.0.0.1:{port}={tmp_path / f'proxy.{round_}'}"
+            env[protocol.SHIM_STASH + "SECCOMP"] = words  # as install_worker_filter sets it
+            worker = f"import socket; s = socket.create_connection(('127.0.0.1', {port})); assert s.recv(1) == b'x'"
+            shim = subprocess.run(
+                [sys.executable, "-c", SUBREAPER, PERL, "-e", PERL_SHIM, SHIM_NAME, str(tmp_path / "exit")]
+                + [sys.executable, "-c", worker],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                start_new_session=True,
+            )
+            for conn in held:
+                conn.close()
+        assert held, "the worker's connection never reached the proxy"
+        assert shim.stdout == "0 none left\n", (round_, shim.stdout, shim.stderr)
+
+
+@needs_perl
+@pytest.mark.parametrize("where", ["before its fork", "in its child before the exec"])
+def test_a_signal_to_the_group_while_the_shim_starts_its_worker_still_reaches_the_worker(tmp_path, where):
+    """A terminate (SIGTERM to the attempt's process group) that lands while the shim is starting the
+    worker ends the worker by SIGTERM: not caught by the shim's no-op handler in the fork's child and
+    lost, which left the worker running until the kill ladder's SIGKILL after the grace. The shim's
+    script is run with a pause at the named point (it says so on stderr), and the signal sent there."""
+    from orchestrator.process.shim import PERL_SHIM, SHIM_NAME
+
+    fork = "my $p = fork;\n"
+    assert PERL_SHIM.count(fork) == 1, "the pause's place in the shim's script moved"
+    pause = 'print STDERR "paused\\n"; select(undef, undef, undef, 3);\n'
+    script = PERL_SHIM.replace(fork, pause + fork if where == "before its fork" else fork + "if (!$p) { " + pause + "}\n")
+    env = _shim_start_env()
+    exit_file = tmp_path / "exit"
+    shim = subprocess.Popen(
+        [PERL, "-e", script, SHIM_NAME, str(exit_file), "sleep", "30"], env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert shim.stderr is not None and shim.stderr.readline() == b"paused\n"
+        os.killpg(shim.pid, signal.SIGTERM)
+        try:
+            shim.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the signal was lost: the worker (sleep 30) ran on")
+        assert exit_file.read_text() == f"signal {signal.SIGTERM.value}\n"
+        assert shim.returncode == 128 + signal.SIGTERM
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shim.pid, signal.SIGKILL)
+        shim.wait()
+        assert shim.stderr is not None
+        shim.stderr.close()

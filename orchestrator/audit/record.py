@@ -54,16 +54,25 @@ def file_digest(path: Path) -> tuple[str | None, int | None]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None, None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None, None
-    h = hashlib.sha256()
-    size = 0
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(1 << 20):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, None
+        h = hashlib.sha256()
+        size = 0
+        # Plain reads of what fstat says is left, and a byte more (a file object's reader added a
+        # seek, an ioctl, a second fstat and an empty read at the end, and allocated 1 MB a read):
+        # a short read at or past that size is the file's end, so a worker's log is one read. A
+        # file still growing is read on to its end, as before; an empty read always ends it.
+        while True:
+            want = min(max(st.st_size - size, 0) + 1, 1 << 20)
+            chunk = os.read(fd, want)
             h.update(chunk)
             size += len(chunk)
-    return h.hexdigest(), size
+            if not chunk or (len(chunk) < want and size >= st.st_size):
+                return h.hexdigest(), size
+    finally:
+        os.close(fd)
 
 
 def chain_link(previous: str, path: str, sha256: str | None) -> str:

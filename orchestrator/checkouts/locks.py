@@ -12,7 +12,7 @@ equals a path of the other or is a folder holding it (``src`` and ``src/a.py``).
   frees itself. Re-acquiring the same paths as the same holder renews the lease (same lock);
   a holder's own locks never conflict with each other.
 * A lock dies with its worker: the engine calls ``release_worker`` when a worker's process ends
-  (``Engine.process_ended``, an ``EngineHooks`` hook). A request whose worker ended while it waited is
+  (``Engine.release_locks``, an ``EngineHooks`` hook, outside the engine's lock). A request whose worker ended while it waited is
   granted nothing.
 * Locks are advisory: nothing stops a worker that does not ask. ``PathLocks`` keeps them in the
   server's memory (a server restart frees them all); under ``distributed.executor: rq``

@@ -13,7 +13,8 @@ and every third of the lease renews the lease with a sample of the worker's proc
 server enforces the memory and process caps from it). A renewal that is refused (the attempt was
 fenced: lost, cancelled or re-enqueued) or a Redis unreachable for longer than the lease ends the
 worker: its result would be ignored anyway. At the end it sweeps its run's tag and reports the status
-(retrying Redis for up to two leases; the exit file on the shared workspace stays the truth).
+(retrying Redis for up to two leases; the exit file on the shared workspace stays the truth); the
+report comes before the sweep when the run's cgroup already holds no task (``_run``).
 
 The worker's environment is built from the NODE's settings (``workers.inherit_env`` etc.: its own
 CLI credentials, never the server's), the spec's protocol variables, the secret file's API key,
@@ -438,14 +439,25 @@ def _run(ctx: NodeContext, ops: Leases, spec: AttemptSpec, stop: _Stop, wake: Wa
         done.set()
     exited_at = time.time()  # its end as this node saw it (the server records it: _report)
     cap = handle.cap_hit  # read before the sweep removes its cgroup
-    runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
-    runner.release(handle)
+    # Its end is told once nothing of it runs: after the sweep, or before it where its cgroup
+    # proves that already (the sweep then only removes the cgroup, off the server's way: the
+    # server frees the worker's slot when it hears the end, as the local engine frees it before its sweep).
+    gone = runner.tree_gone(spec.run_tag)
+    if not gone:
+        _sweep(runner, handle, spec)
     if not stop.report:
         log.info("attempt %s was fenced (lost, cancelled or re-enqueued): ended, result not reported", spec.id)
-        return code
-    note = stop.reason if stop.reason and stop.reason != ControlAction.TERMINATE else ""
-    _report(ops, spec, ctx, code, handle.kill_rung, note, cap, exited_at)
+    else:
+        note = stop.reason if stop.reason and stop.reason != ControlAction.TERMINATE else ""
+        _report(ops, spec, ctx, code, handle.kill_rung, note, cap, exited_at)
+    if gone:
+        _sweep(runner, handle, spec)
     return code
+
+
+def _sweep(runner: ProcessRunner, handle: ProcessHandle, spec: AttemptSpec) -> None:
+    runner.sweep(spec.run_tag, handle.started_at)  # this run's processes, never another run's
+    runner.release(handle)
 
 
 def _watch(

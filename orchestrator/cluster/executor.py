@@ -55,6 +55,7 @@ log = logging.getLogger("orchestrator.cluster.executor")
 ENDED_TTL = 3600  # seconds a released attempt's hash stays in Redis (for a look at what happened)
 WAKE_POLL = 0.25  # a Wakeup does not notify: a wait with one looks at it this often
 NODES_TTL = 2.0  # seconds a positive "a live node runs this kind" answer is reused
+FORGET_EVERY = 0.5  # seconds between the listener's tellings of released attempts to Redis (one pipeline each)
 
 
 class RQExecutor(Reconciler):
@@ -78,7 +79,7 @@ class RQExecutor(Reconciler):
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # the executor's state; each handle's own wakes its waiters
         self._handles: dict[str, RemoteHandle] = {}  # live (not released) handles by attempt id
-        self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released while Redis was down
+        self._forget: list[tuple[str, str]] = []  # (attempt id, tag) released, for the listener to tell Redis
         self._cancel_later: list[tuple[str, int]] = []  # (attempt id, token) cancelled while Redis was down
         self._kinds_seen: dict[str, float] = {}  # kind -> monotonic time a live node was seen to run it
         self._memory: list[Memory] = []  # each live node's, from its heartbeat (read by the listener)
@@ -90,9 +91,12 @@ class RQExecutor(Reconciler):
         self._thread.start()
 
     def close(self) -> None:
-        """Stop and join the listener (the engine's shutdown); attempts on nodes run on."""
+        """Stop and join the listener (the engine's shutdown); attempts on nodes run on. What was
+        released since its last round is told to Redis here."""
         self._stop.set()
         self._thread.join(timeout=15)
+        if not self._thread.is_alive():
+            self._flush_forget()  # (Redis down: its hashes stay, their index entries read as ended)
 
     # -- starting ---------------------------------------------------------------------------
     def start(
@@ -258,16 +262,18 @@ class RQExecutor(Reconciler):
             return h.kill_rung
 
     def release(self, handle: AttemptHandle) -> None:
+        """Forgotten here at once; Redis is told by the listener, every ``FORGET_EVERY`` seconds
+        (``_flush_forget``): a round trip on the worker's thread held its slot that much longer."""
         h = _remote(handle)
         with self._cond:
             self._handles.pop(h.id, None)
             self._forget.append((h.id, h.tag))
         if h.secret_file is not None:
             h.secret_file.unlink(missing_ok=True)  # the node deletes it once read; a cancelled one's is ours
-        self._flush_forget()
 
     def _flush_forget(self) -> None:
-        """Ended attempts leave the tree index; their hash stays ENDED_TTL for a look."""
+        """Released attempts leave the tree index; their hash stays ENDED_TTL for a look. One
+        pipeline for all released since the last call (the listener's)."""
         with self._cond:
             batch, self._forget = self._forget, []
         if not batch:
@@ -437,11 +443,14 @@ class RQExecutor(Reconciler):
 
     # -- the listener -----------------------------------------------------------------------
     def _listen(self) -> None:
-        next_check = 0.0
+        next_check = next_forget = 0.0
         while not self._stop.is_set():
             try:
                 for event in self.attempts.next_events(min(1.0, self.period)):
                     self._apply(event)
+                if self._forget and time.monotonic() >= next_forget:  # (a round trip each time would delay the events)
+                    self._flush_forget()
+                    next_forget = time.monotonic() + FORGET_EVERY
                 if self._down:
                     log.warning("Redis at %s answers again: reconciling the attempts on nodes", self.url)
                     self._down = False

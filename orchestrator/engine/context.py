@@ -58,7 +58,11 @@ class EngineHooks(Protocol):
         """The worker's thread starts (``worker_thread.WorkerThread.run_worker``), or a re-adopted one's."""
 
     def process_ended(self, rec: WorkerRecord) -> None:
-        """Locked: the worker's process has ended: its path locks and its memory are free."""
+        """Locked: the worker's process has ended: its memory is free."""
+
+    def release_locks(self, rec: WorkerRecord) -> None:
+        """Not locked, after the section that ended the worker's process: its path locks go (under
+        rq a round trip to Redis, which every thread waiting for the engine's lock would wait for)."""
 
     def kill_unaccounted(self, root_id: str, adopted_tags: set[str], shims: list[FoundAttempt]) -> int:
         """At a takeover: kill the tree's processes no adopted shim accounts for; how many."""

@@ -68,7 +68,7 @@ __all__ = ["FINISHED_TREES_IN_MEMORY", "SPAWN_BIN", "Engine", "base_env"]
 class Engine:
     """Submits, runs, cancels and reports jobs; the workspace holds the truth on disk. It is
     also its parts' ``context.EngineHooks`` (``dispatch``, ``skip_pending``, ``stop_job``,
-    ``start_thread``, ``process_ended``, ``kill_unaccounted``, ``worker_env``, ``check_open``)."""
+    ``start_thread``, ``process_ended``, ``release_locks``, ``kill_unaccounted``, ``worker_env``, ``check_open``)."""
 
     def __init__(
         self,
@@ -251,9 +251,13 @@ class Engine:
 
     @locked_only
     def process_ended(self, rec: WorkerRecord) -> None:
-        """Its path locks and memory are free again."""
-        self.locks.release_worker(rec.root_id, rec.name)
+        """Its memory is free again."""
         self.admission.ended(rec)
+
+    def release_locks(self, rec: WorkerRecord) -> None:
+        """Its path locks go: outside the engine's lock (``EngineHooks.release_locks``). A lock granted
+        after its process ended is dropped by the grant itself (``acquire``'s ``alive``)."""
+        self.locks.release_worker(rec.root_id, rec.name)
 
     def _tick(self) -> None:
         """Each monitor interval: workers waiting for memory try again (memory frees by itself too); late trees end;

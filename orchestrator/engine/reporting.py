@@ -53,15 +53,26 @@ class Reporting(EnginePart):
             # Each task's CANDIDATES file first, so the reports' links to them never dangle.
             for path, text in reports.render_candidate_reports(jobs[0], jobs, workers, templates_dir=tdir).items():
                 self.workspace.write_text(self.workspace.job_dir(job.root_id) / path, text)
-            for depth in depths:
-                text = reports.render_level_report(depth, jobs[0], jobs, workers, log_tails=tails, templates_dir=tdir)
-                self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
-            if job.is_root:  # the picture first, so the report's link to it never dangles
-                # One set of the tree's figures for both, and the picture streamed to its file:
-                # at 10,000 workers each is a pass over every record, and the picture megabytes.
+            now, figures = time.time(), None
+            if job.is_root:  # one set of the tree's figures for its reports: each is a pass over every record
                 jobs, workers = reports.tree_order(jobs, workers)
-                now = time.time()
                 figures = analyse(jobs, workers, now)
+            # A tree of one level (every job and worker at its depth): that level's figures are the tree's.
+            one_level = figures if len(depths) == 1 and all(j.depth == depths[0] for j in jobs) else None
+            for depth in depths:
+                text = reports.render_level_report(
+                    depth,
+                    jobs[0],
+                    jobs,
+                    workers,
+                    log_tails=tails,
+                    templates_dir=tdir,
+                    now=now,
+                    analytics=one_level,
+                )
+                self.workspace.write_text(self.workspace.level_report(job.root_id, depth), text)
+            if job.is_root and figures is not None:  # the picture first, so the report's link to it never dangles
+                # The picture streamed to its file: at 10,000 workers it is megabytes.
                 svg = self.workspace.timeline_svg(job.root_id)
                 self.workspace.write_text(svg, reports.timeline_svg_parts(jobs, workers, now=now, analytics=figures))
                 text = reports.render_final_report(

@@ -186,6 +186,8 @@ class WorkerThread(EnginePart):
             if early:
                 self.process_ended(live, outcome)
                 self.hooks.dispatch()
+        if early:
+            self.hooks.release_locks(rec)  # (outside the section: see EngineHooks.release_locks)
         sweep()  # before its files are listed and before it is reported ended
         if outcome.exit_reason.startswith(DISK_CAP):  # its excess files go, rather than onto its branch
             discard(self.checkout, rec)
@@ -216,6 +218,9 @@ class WorkerThread(EnginePart):
                     log.exception("worker %s: settling it failed in the engine", ended.live.record.key)
             if not all(ended.early for ended in batch):
                 self.hooks.dispatch()
+        for ended in batch:
+            if not ended.early:  # (its process ended in the section above: ``_end_in_section``)
+                self.hooks.release_locks(ended.live.record)
         for ended, snapshot in waiting:
             if (full := write_unless_full([snapshot])) is not None:
                 log.warning(
@@ -258,13 +263,14 @@ class WorkerThread(EnginePart):
     @locked_only
     def process_ended(self, live: LiveWorker, outcome: Outcome) -> None:
         """Its process has ended with ``outcome``; it no longer counts against
-        the limits, and its cost counts against the tree's budget."""
+        the limits, and its cost counts against the tree's budget. Its path locks go after the
+        section (``EngineHooks.release_locks``)."""
         if live.phase.holds_slot:
             self.tables.slots_used -= 1
         live.exited(outcome)
         self.tables.running[live.job.id] -= 1
         self.settling.record_outcome(live, outcome)
-        self.hooks.process_ended(live.record)  # its path locks and memory are free again
+        self.hooks.process_ended(live.record)  # its memory is free again
 
     def execute(
         self, live: LiveWorker, adopted: Recovered | None, deferred: list[Callable[[], None]]
@@ -334,18 +340,33 @@ class WorkerThread(EnginePart):
     ) -> Callable[[], None]:
         """An attempt started (or was re-adopted): ``begin`` (if any) puts it in the record
         inside ``tables.locked()``, and everyone is told. With ``write`` the record is on disk first;
-        without, the caller gets the write to make later (see ``Attempts._attempt``).
+        without, the caller gets the write to make later (see ``Attempts._attempt``), and the record
+        is read for it only then, in a lock section of its own: most attempts that are not written
+        (a process that ends within RUNNING_RECORD_DELAY) never pay for a copy of their record.
         Telling "running" before it is on disk is safe, unlike a final status: a restart finds
         the attempt through its shim and says "running" (or its true end) again. Returns the
-        write (a no-op on disk once made)."""
+        write (a no-op once made)."""
         with self.tables.locked():
             if begin is not None:
                 begin()
             live = self.tables.workers[(record.root_id, record.key)]
-            snapshot = self.tables.worker_snapshot(live)
+            taken = self.tables.worker_snapshot(live) if write else None
+            mark = live.versions.taken
         self.metrics.spawned(live.tag)
+        made = False
 
         def save() -> None:
+            nonlocal made
+            if made:
+                return
+            made = True
+            if (snapshot := taken) is None:  # numbered now: a newer snapshot on disk is never replaced (Snapshot.write)
+                with self.tables.locked():
+                    if live.versions.taken != mark:
+                        # One taken since (a child job attached, a cancel) says "running" and more, and its
+                        # taker writes it in its order (a child's record before the parent's that names it).
+                        return
+                    snapshot = self.tables.worker_snapshot(live)
             # On a full disk it runs on: a restart finds the attempt by its shim or exit file all the same.
             if (full := write_unless_full([snapshot])) is not None:
                 log.warning("worker %s: its running record not written (it runs on): %s", record.key, full)

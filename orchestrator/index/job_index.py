@@ -71,8 +71,12 @@ FLUSH_WAIT = 5.0  # seconds a query waits for the writer to catch up
 RACY_NS = 50_000_000  # a folder time this close to its reading may hide a change in the same clock tick
 ROOTS_PER_COMMIT = 200
 # Seconds a row waits for company before its batch is applied: a transaction per event (two per
-# worker) was most of the writer's CPU, about a tenth of the server's on 1,000 no-op workers.
-GATHER = 0.05
+# worker) was most of the writer's CPU, about a tenth of the server's on 1,000 no-op workers. Each
+# commit writes the pages it dirtied again (about 0.4 ms of the writer's CPU a batch), so 0.25 s
+# where 0.05 s was: 500 no-op workers one at a time 70-90 -> 17-20 batches, the writer 109-129 ->
+# 64-77 us a worker (16 at once: 40-47 -> 10-13 batches, 82-90 -> 55-60 us). A query's flush and
+# the close still cut the wait short; a crash loses no more than the restart's sync rebuilds.
+GATHER = 0.25
 
 
 class IndexUnavailable(Unavailable):

@@ -117,7 +117,7 @@ def tag_in(environ: bytes) -> str | None:
 
 
 def read_small(path: str | Path) -> bytes:
-    """A whole small file (/proc entries, exit files) by plain fd calls. Not open(): a file
+    """A whole small file (/proc entries; an exit file, whose time is wanted too: ``read_small_stamped``) by plain fd calls. Not open(): a file
     object adds an fstat, an isatty and seeks, and each of those syscalls hands the GIL to
     another thread, which costs a busy server far more than the syscall."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO in a file's place never blocks

@@ -68,7 +68,6 @@ from .procscan import TAG_VAR, process_alive, process_start_id
 from .sandbox import Backend, ProjectView, SandboxSpec, connect_filter, connect_guard_words, worker_filter
 from .shim import (
     PERL,
-    PERL_SHIM,
     SHELL,
     SHIM_NAME,
     SHIM_SCRIPT,
@@ -78,8 +77,10 @@ from .shim import (
     ExitStatus,
     FoundAttempt,
     find_shims,
+    perl_shim,
     read_exit,
     reserve_exit_file,
+    shim_parts,
 )
 from .supervisor import LIFELINE_FD, SupervisorClient
 
@@ -198,6 +199,7 @@ class ProcessHandle:
     # Started by the workspace's supervisor (process/supervisor.py): ``pid`` is the worker's own (or a
     # sandbox's launcher), and ``reaper`` the supervisor's, which writes the exit file before it reaps.
     reaper: int | None = None
+    reaped: bool = False  # its pidfd said its reaper reaped it (``_wait_reaped``): its exit file is written
     adopted: bool = False  # from a previous server (without an exit file, its end is when it was found ended)
     shimmed: bool = False  # supervised, yet ``pid`` is the shim (a node's attempt, tied to its node by the lifeline)
     lifeline: int | None = None  # a node's attempt: the write end of the shim's lifeline (shim.py), held until released
@@ -235,7 +237,8 @@ class ProcessHandle:
             # One look at its stat, then its exit file: a zombie its supervisor has not reaped was
             # looked at before the read, so a read that finds no status means it is not written yet
             # (the supervisor writes it, then reaps); gone at the look, it was written before then.
-            seen = procscan.look(self.pid)
+            # (once it is reaped, nothing of it is left to look at: its pid may be another's by now)
+            seen = None if self.reaped else procscan.look(self.pid)
             if seen is not None and seen.running(self.start_id):
                 return None
             found = read_exit(self.exit_file) if self.exit_file else None
@@ -656,7 +659,7 @@ class ProcessRunner:
                 env[protocol.SHIM_STASH + name] = env.pop(name)
             if value is not None:
                 env[name] = value
-        return [self.perl, "-e", PERL_SHIM, SHIM_NAME, str(exit_file), *command], lifeline
+        return [self.perl, "-e", perl_shim(shim_parts(env)), SHIM_NAME, str(exit_file), *command], lifeline
 
     def adopt(
         self, pid: int, start_id: str | None, *, tag: str, started_at: float, exit_file: Path | None, limits: Limits | None = None
@@ -725,13 +728,22 @@ class ProcessRunner:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None if ended or not _readable(handle.pidfd) else handle.poll()  # (ended: polled just now)
-            if handle.pidfd is not None:
+            if handle.pidfd is not None and not ended and handle.reaper is not None and reaping_wakes_pidfd():
+                # Its supervisor writes how it ended, then reaps it: one wait for the reaping (POLLHUP),
+                # not one for its exit and another for the reaping that follows (a wake-up more a worker,
+                # a third of them under load). One that ended unreaped through a whole slice (its
+                # supervisor gone, and nothing reaps it) is looked at as before.
+                if _wait_reaped(handle.pidfd, wake, WAIT_SLICE if deadline is None else _slice(deadline)):
+                    ended = handle.reaped = True
+                elif wake is None or not wake.is_set():
+                    ended = _readable(handle.pidfd)
+            elif handle.pidfd is not None:
                 fds = [handle.pidfd] + ([wake.fileno()] if wake is not None else [])
                 ready, _, _ = select.select(fds, [], [], _slice(deadline))
                 ended = ended or handle.pidfd in ready
                 if handle.pidfd in ready:  # it has ended: its supervisor is writing how (see poll)
                     if handle.reaper is not None and reaping_wakes_pidfd():
-                        _wait_reaped(
+                        handle.reaped = _wait_reaped(
                             handle.pidfd, wake, REAP_SLICE if deadline is None else min(REAP_SLICE, _slice(deadline) or 0.0)
                         )
                     else:
@@ -832,6 +844,13 @@ class ProcessRunner:
         if self.confined.end(tag):
             return
         self._sweeper((tag, since))
+
+    def tree_gone(self, tag: str) -> bool:
+        """Whether the kernel says no process of ``tag``'s attempt is left: it has a cgroup here
+        (every process of the attempt was born in it) and that cgroup holds no task, not even a
+        zombie (``Cgroup.empty``). False when it cannot tell (no cgroup): ``sweep`` then decides."""
+        cgroup = self.confined.cgroup_of(tag)
+        return cgroup is not None and bool(cgroup.dirs) and cgroup.empty()
 
     def _sweep_batch(self, batch: list[tuple[str, float]], rounds: int = 20) -> None:
         tags = [tag for tag, _ in batch]
@@ -985,19 +1004,21 @@ def _readable(pidfd: int | None) -> bool:
     return pidfd is None or bool(select.select([pidfd], [], [], 0)[0])
 
 
-def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float) -> None:
-    """Block until the ended process of ``pidfd`` is reaped, ``wake`` is set or ``timeout`` (seconds)
-    passes. A pidfd polled for no event reports only POLLHUP, which the kernel raises when the
-    process is reaped, not when it exits: a supervised worker's end is waited for in one call, where
-    polling it from its exit until its supervisor had written the exit file and reaped it took a
-    wake-up every 0.5 ms (30 a worker on a loaded machine: a fifth of the server's CPU). Bounded:
-    an orphan whose supervisor died is reaped by whatever adopts it, maybe never (a server that is
-    a container's pid 1 reaps none), and the caller's look then finds it no longer the supervisor's."""
+def _wait_reaped(pidfd: int, wake: Wakeup | None, timeout: float | None) -> bool:
+    """Block until the process of ``pidfd`` is reaped, ``wake`` is set or ``timeout`` (seconds; None:
+    no bound) passes; True when it was reaped. A pidfd polled for no event reports only POLLHUP, which
+    the kernel raises when the process is reaped, not when it exits: a supervised worker's end is
+    waited for in one call, where polling it from its exit until its supervisor had written the exit
+    file and reaped it took a wake-up every 0.5 ms (30 a worker on a loaded machine: a fifth of the
+    server's CPU). Bounded: an orphan whose supervisor died is reaped by whatever adopts it, maybe
+    never (a server that is a container's pid 1 reaps none), and the caller's look then finds it no
+    longer the supervisor's."""
     poller = select.poll()
     poller.register(pidfd, 0)
     if wake is not None:
         poller.register(wake.fileno(), select.POLLIN)
-    poller.poll(math.ceil(timeout * 1000))
+    ready = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
+    return any(fd == pidfd and events & select.POLLHUP for fd, events in ready)
 
 
 @functools.cache

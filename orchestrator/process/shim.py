@@ -8,6 +8,7 @@ result survives the server being killed; process/runner.py starts it, this modul
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import shutil
@@ -76,6 +77,13 @@ from .procscan import process_start_id
 # lifeline's select sees EINTR and goes on. ALRM keeps a handler (never IGNORE), so a SIGALRM sent to
 # the group still reaches the worker; one that comes early finds the deadline not yet passed and sets
 # the alarm again.
+#
+# STARTING: a signal sent to the group before the worker's exec would be caught by those handlers (in
+# the shim, or in its fork's child, which inherits them until the exec) and lost: a terminate landing
+# while the worker starts left it running until the ladder's SIGKILL. The handlers remember the last
+# signal caught, and the child, once it has set the signals back to their defaults (Perl dispatches a
+# signal caught before then to the old handler as it does), re-raises it: the worker ends by it as
+# if it had started. (The shell shim cannot: a signal in its fork's window is lost there.)
 SHIM_SIGNALS = "HUP INT QUIT TERM USR1 USR2 ALRM PIPE"
 # BRIDGE (workers.sandbox_network: allow): "ADDRESS:PORT=SOCKET ..." (network/egress.py). In a network
 # namespace of its own the worker's only way out is the orchestrator's proxy, listening on Unix
@@ -118,65 +126,116 @@ BRIDGE = (
 )
 
 SHIM_START_ENV: dict[str, str | None] = {"PERL5OPT": None, "LC_ALL": "C", "PERL_HASH_SEED": "0"}
-PERL_SHIM = (
-    "shift; my $f = shift;\n"
-    f"$SIG{{$_}} = sub {{}} for qw({SHIM_SIGNALS});\n"
-    f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
-    " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
-    f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
-    f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.worker_filter
-    f"my $q = delete $ENV{{'{protocol.SHIM_STASH}GUARD'}};\n"  # "FD PRCTL SECCOMP SENDMSG HEX": sandbox.connect_guard_words
-    f"my $t = delete $ENV{{'{protocol.SHIM_STASH}DEADLINE'}}; my ($w, $z) = (0, 0);\n"  # "EPOCH GRACE" (DEADLINE above)
-    # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
-    f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
-    "if (defined $l) { $m = ''; vec($m, $l, 1) = 1; my $r = $m;"
-    ' if (select($r, undef, undef, 0) > 0) { print STDERR "orchestrator-shim: the node process that started it is gone:'
-    ' the worker is not started\\n"; exit 125 }'
-    " open($g, '<&=', $l) or undef $g; $SIG{CHLD} = sub {} }\n"  # a handler: the worker's end interrupts the select below
-    # A sandbox without a network of its own (BRIDGE below): the bridge listens before the worker starts.
-    f"my $x = delete $ENV{{'{protocol.SHIM_STASH}BRIDGE'}};\n"
-    + BRIDGE
-    # The worker's seccomp filter (SECCOMP above), on the shim itself once its bridge is forked: it holds
-    # for the worker and everything it starts, and for the shim it could otherwise attach to. A filter
-    # that cannot be installed starts no worker.
-    + "if ($u) { my ($n, $c, $h) = split / /, $u; my $b = pack('H*', $h);"
-    " unless (syscall($n + 0, 38, 1, 0, 0, 0) == 0 && syscall($c + 0, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0) {"
-    ' print STDERR "orchestrator-shim: cannot install the sandbox seccomp filter: $!: the worker is not started\\n";'
-    " kill 9, -$k if $k; my $o; if (open($o, '+<', $f) || open($o, '>', $f)) { print $o \"exit 126\\n\"; truncate($o, tell($o)); close $o }"
-    " exit 126 } }\n"
-    "my $p = fork;\n"
-    'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
-    "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"  # prctl(PR_SET_PDEATHSIG, s)
-    # Its connect() calls handed to the orchestrator (GUARD below): the filter's listener sent out, closed here.
-    "if (!$p && $q) { my ($o, $n, $c, $s, $h) = split / /, $q; my $b = pack('H*', $h); my $one = 'l'; my ($iov, $cm, $msg);\n"
-    " my $k = syscall($n + 0, 38, 1, 0, 0, 0) == 0 ? syscall($c + 0, 1, 8, pack('S x![P] P', length($b) / 8, $b)) : -1;\n"
-    " if ($k >= 0) { $iov = pack('P Q', $one, 1); $cm = pack('Q i i i x4', 20, 1, 1, $k); $msg = pack('Q L x4 P Q P Q i x4', 0, 0, $iov, 1, $cm, 24, 0) }\n"
-    " unless ($k >= 0 && syscall($s + 0, $o + 0, $msg, 0) == 1) {"
-    ' print STDERR "orchestrator-shim: cannot hand its connections to the orchestrator: $!: the worker is not started\\n"; exit 126 }\n'
-    " for my $e ($k, $o) { open(my $y, '+<&=', $e) and close $y } }\n"
-    'if (!$p) { close $g if $g; exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
-    # The deadline's alarm (DEADLINE above; $z: 1 once SIGTERM went out, 2 once SIGKILL did).
-    "if (defined $t) { ($t, $w) = split / /, $t; $SIG{ALRM} = sub { my $n = $t - time; if ($n > 0) { alarm($n); return }\n"
-    " if ($z) { $z = 2; kill 9, $p; return } $z = 1; $t = time + $w;\n"
-    " print STDERR \"orchestrator-shim: the attempt's deadline passed with no server stopping it: SIGTERM to the worker,"
-    ' SIGKILL in ${w}s\\n"; kill 15, 0; alarm($w > 0 ? $w : 1) }; $SIG{ALRM}->() }\n'
-    # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
-    # ending between the two calls): its end kills the shim's process group, the worker with it.
-    # (A select that fails otherwise than EINTR falls back to the plain wait: no busy loop.)
-    "if ($g) { while (waitpid($p, 1) == 0) { my $r = $m; my $n = select($r, undef, undef, 0.25); if ($n > 0) {"
-    ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
-    " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\n"
-    "else { 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
-    "my $s = $?; alarm(0) if defined $t; kill 9, -$k if $k; exit 255 if $s == -1;\n"  # the bridge's group (it and its connections) ends with the worker
-    "my $sig = $s & 127;\n"
-    # Over the room reserved at its spawn (reserve_exit_file), then cut to the line: no new block
-    # is needed, so the status is written on a full disk too.
-    "my $h; if (open($h, '+<', $f) || open($h, '>', $f)) {"
-    ' print $h ($sig ? "signal $sig\\n" : \'exit \' . ($s >> 8) . "\\n"), ($z ? "deadline shim\\n" : \'\');'
-    " truncate($h, tell($h)); close $h }\n"
-    "kill 9, 0 if $z;\n"  # stopped at its deadline: the rest of its group ends with the shim (DEADLINE above)
-    "exit($sig ? 128 + $sig : $s >> 8);\n"
-)
+# The parts of the script that run only with their variable set (the keys after SHIM_STASH). Perl
+# compiles all of a script at each start, about 1 ms of CPU here for the parts a shim without a
+# sandbox's network or filter never runs (a node's attempt, a sandbox with the host's network):
+# ``perl_shim`` leaves out each part whose variable the shim's start does not set, a part that
+# would not have run.
+SHIM_PARTS = ("PDEATHSIG", "SECCOMP", "GUARD", "DEADLINE", "LIFELINE", "BRIDGE")
+
+
+@functools.lru_cache(maxsize=64)
+def perl_shim(parts: frozenset[str] = frozenset(SHIM_PARTS)) -> str:
+    """The perl shim's script with the parts ``parts`` names (SHIM_PARTS; ``shim_parts`` of the
+    environment it starts in): all of them, by default."""
+
+    def part(name: str, text: str, instead: str = "") -> str:
+        return text if name in parts else instead
+
+    return (
+        "shift; my $f = shift;\n"
+        f"my $j; $SIG{{$_}} = sub {{ $j = $_[0] }} for qw({SHIM_SIGNALS});\n"  # $j: STARTING above
+        f"for (qw({' '.join(SHIM_START_ENV)})) {{ my $k = '{protocol.SHIM_STASH}' . $_;"
+        " if (exists $ENV{$k}) { $ENV{$_} = delete $ENV{$k} } else { delete $ENV{$_} } }\n"
+        f"my $d = delete $ENV{{'{protocol.SHIM_STASH}PDEATHSIG'}};\n"  # "SYSCALL SIGNAL": a node's worker dies with its shim
+        f"my $u = delete $ENV{{'{protocol.SHIM_STASH}SECCOMP'}};\n"  # "PRCTL SECCOMP HEX": sandbox.worker_filter
+        f"my $q = delete $ENV{{'{protocol.SHIM_STASH}GUARD'}};\n"  # "FD PRCTL SECCOMP SENDMSG HEX": sandbox.connect_guard_words
+        f"my $t = delete $ENV{{'{protocol.SHIM_STASH}DEADLINE'}}; my ($w, $z) = (0, 0);\n"  # "EPOCH GRACE" (DEADLINE above)
+        # A node's lifeline (LIFELINE above): readable with nothing written means its writer is gone.
+        f"my $l = delete $ENV{{'{protocol.SHIM_STASH}LIFELINE'}}; my ($g, $m);\n"
+        + part(
+            "LIFELINE",
+            "if (defined $l) { $m = ''; vec($m, $l, 1) = 1; my $r = $m;"
+            ' if (select($r, undef, undef, 0) > 0) { print STDERR "orchestrator-shim: the node process that started it is gone:'
+            ' the worker is not started\\n"; exit 125 }'
+            " open($g, '<&=', $l) or undef $g; $SIG{CHLD} = sub {} }\n",  # a handler: the worker's end interrupts the select below
+        )
+        # A sandbox without a network of its own (BRIDGE below): the bridge listens before the worker starts.
+        + f"my $x = delete $ENV{{'{protocol.SHIM_STASH}BRIDGE'}};\n"
+        + part("BRIDGE", BRIDGE, "my $k;\n")
+        # The worker's seccomp filter (SECCOMP above), on the shim itself once its bridge is forked: it holds
+        # for the worker and everything it starts, and for the shim it could otherwise attach to. A filter
+        # that cannot be installed starts no worker.
+        + part(
+            "SECCOMP",
+            "if ($u) { my ($n, $c, $h) = split / /, $u; my $b = pack('H*', $h);"
+            " unless (syscall($n + 0, 38, 1, 0, 0, 0) == 0 && syscall($c + 0, 1, 0, pack('S x![P] P', length($b) / 8, $b)) == 0) {"
+            ' print STDERR "orchestrator-shim: cannot install the sandbox seccomp filter: $!: the worker is not started\\n";'
+            " kill 9, -$k if $k; my $o; if (open($o, '+<', $f) || open($o, '>', $f)) { print $o \"exit 126\\n\"; truncate($o, tell($o)); close $o }"
+            " exit 126 } }\n",
+        )
+        + "my $p = fork;\n"
+        'defined $p or die "orchestrator-shim: cannot fork: $!\\n";\n'
+        + part(
+            "PDEATHSIG", "if (!$p && $d) { my ($n, $s) = split / /, $d; syscall($n + 0, 1, $s + 0) }\n"
+        )  # prctl(PR_SET_PDEATHSIG, s)
+        # Its connect() calls handed to the orchestrator (GUARD below): the filter's listener sent out, closed here.
+        + part(
+            "GUARD",
+            "if (!$p && $q) { my ($o, $n, $c, $s, $h) = split / /, $q; my $b = pack('H*', $h); my $one = 'l'; my ($iov, $cm, $msg);\n"
+            " my $k = syscall($n + 0, 38, 1, 0, 0, 0) == 0 ? syscall($c + 0, 1, 8, pack('S x![P] P', length($b) / 8, $b)) : -1;\n"
+            " if ($k >= 0) { $iov = pack('P Q', $one, 1); $cm = pack('Q i i i x4', 20, 1, 1, $k); $msg = pack('Q L x4 P Q P Q i x4', 0, 0, $iov, 1, $cm, 24, 0) }\n"
+            " unless ($k >= 0 && syscall($s + 0, $o + 0, $msg, 0) == 1) {"
+            ' print STDERR "orchestrator-shim: cannot hand its connections to the orchestrator: $!: the worker is not started\\n"; exit 126 }\n'
+            " for my $e ($k, $o) { open(my $y, '+<&=', $e) and close $y } }\n",
+        )
+        # STARTING above: the group's signals back to their defaults, and one caught since the shim began re-raised.
+        + f"if (!$p) {{ close $g if $g; $SIG{{$_}} = 'DEFAULT' for qw({SHIM_SIGNALS}); kill $j, $$ if $j;"
+        ' exec {$ARGV[0]} @ARGV; print STDERR "orchestrator-shim: cannot run $ARGV[0]: $!\\n"; exit 127 }\n'
+        # The deadline's alarm (DEADLINE above; $z: 1 once SIGTERM went out, 2 once SIGKILL did).
+        + part(
+            "DEADLINE",
+            "if (defined $t) { ($t, $w) = split / /, $t; $SIG{ALRM} = sub { my $n = $t - time; if ($n > 0) { alarm($n); return }\n"
+            " if ($z) { $z = 2; kill 9, $p; return } $z = 1; $t = time + $w;\n"
+            " print STDERR \"orchestrator-shim: the attempt's deadline passed with no server stopping it: SIGTERM to the worker,"
+            ' SIGKILL in ${w}s\\n"; kill 15, 0; alarm($w > 0 ? $w : 1) }; $SIG{ALRM}->() }\n',
+        )
+        # A lifeline is watched while the worker runs (waitpid WNOHANG = 1; the timeout covers a worker
+        # ending between the two calls): its end kills the shim's process group, the worker with it.
+        # (A select that fails otherwise than EINTR falls back to the plain wait: no busy loop.)
+        + part(
+            "LIFELINE",
+            "if ($g) { while (waitpid($p, 1) == 0) { my $r = $m; my $n = select($r, undef, undef, 0.25); if ($n > 0) {"
+            ' print STDERR "orchestrator-shim: the node process that started it is gone: the worker is killed\\n"; kill 9, 0 }'
+            " elsif ($n < 0 && $! != 4) { 1 while waitpid($p, 0) < 0 && $! == 4; last } } }\nelse ",
+        )
+        + "{ 1 while waitpid($p, 0) < 0 && $! == 4 }\n"  # EINTR (4 on Linux, macOS, the BSDs): $!{EINTR} would load Errno.pm, 3 ms
+        # The bridge's group (it and its connections) ends with the worker, and is gone before the shim
+        # ends: bubblewrap's launcher returns once the shim has, and a connection still dying then was a
+        # live process of the worker's tag after its sandbox had ended. The shim, a child subreaper by
+        # then (prctl 36), is given the bridge's orphans when the bridge dies, and reaps the whole group.
+        + "my $s = $?; alarm(0) if defined $t;\n"
+        "if ($k) { syscall((split / /, $u)[0] + 0, 36, 1, 0, 0, 0) if $u; kill 9, -$k; 1 while waitpid(-$k, 0) > 0 || $! == 4 }\n"
+        "exit 255 if $s == -1;\n"
+        "my $sig = $s & 127;\n"
+        # Over the room reserved at its spawn (reserve_exit_file), then cut to the line: no new block
+        # is needed, so the status is written on a full disk too.
+        "my $h; if (open($h, '+<', $f) || open($h, '>', $f)) {"
+        ' print $h ($sig ? "signal $sig\\n" : \'exit \' . ($s >> 8) . "\\n"), ($z ? "deadline shim\\n" : \'\');'
+        " truncate($h, tell($h)); close $h }\n"
+        "kill 9, 0 if $z;\n"  # stopped at its deadline: the rest of its group ends with the shim (DEADLINE above)
+        "exit($sig ? 128 + $sig : $s >> 8);\n"
+    )
+
+
+PERL_SHIM = perl_shim()  # every part: what tests and benchmarks start
+
+
+def shim_parts(env: dict[str, str]) -> frozenset[str]:
+    """The parts (SHIM_PARTS) a shim starting with ``env`` runs: those whose variable it sets."""
+    return frozenset(name for name in SHIM_PARTS if protocol.SHIM_STASH + name in env)
+
+
 # Without Perl: a shell shim, which records $? as an exit code and never signals itself. There a
 # worker killed by signal N reads as "exited with 128+N" (the shell cannot know better).
 # (``1<>`` writes over the reserved room without truncating it: the padding after the line stays.)

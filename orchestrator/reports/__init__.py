@@ -137,15 +137,18 @@ def render_level_report(
     log_tails: dict[str, str],
     templates_dir: Path | None = None,
     now: float | None = None,
+    analytics: TreeAnalytics | None = None,
 ) -> str:
     """LEVEL_<depth>_REPORT.md: the jobs and workers at one depth of the tree.
 
     ``jobs`` and ``workers`` may be the whole tree; only depth ``depth`` is shown.
+    ``analytics``: ``analyse`` of this depth's records in ``tree_order`` at the same ``now``, when
+    the caller has it already (a tree of one level: its FINAL_RESULT.md's figures).
     """
     now = time.time() if now is None else now
     jobs = [j for j in jobs if j.depth == depth]
     workers = [w for w in workers if w.depth == depth]
-    context = _context(root, jobs, workers, log_tails, now, base=f"depth_{depth}")
+    context = _context(root, jobs, workers, log_tails, now, base=f"depth_{depth}", analytics=analytics)
     return render(LEVEL_TEMPLATE, templates_dir, depth=depth, **context)
 
 

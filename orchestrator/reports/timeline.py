@@ -77,6 +77,8 @@ TICK_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300
 # make the whole file unreadable.
 _ESCAPES = {'"': "&quot;", "'": "&apos;"}
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What ``_text`` changes: anything but the printable ASCII that is neither markup nor a quote, tab and newlines.
+_NOT_PLAIN = re.compile("[^\t\n\r\x20\x21\x23-\x25\x28-\x3b\x3d\x3f-\x7e]")
 
 
 @dataclass(frozen=True)
@@ -544,7 +546,10 @@ def _text(value: object) -> str:
     that the picture itself writes (an attempt's "→", a clipped text's "…") become character
     references: one of them would make Python hold the whole document at 2 bytes a character
     (a 10,000-worker tree's picture is 7 MB of text)."""
-    text = escape(_NOT_XML.sub("", str(value)), _ESCAPES)
+    text = str(value)
+    if _NOT_PLAIN.search(text) is None:  # the usual case (ids, names, numbers): one scan, nothing to change
+        return text
+    text = escape(_NOT_XML.sub("", text), _ESCAPES)
     return text.replace("→", "&#8594;").replace("…", "&#8230;") if not text.isascii() else text
 
 

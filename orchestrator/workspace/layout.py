@@ -378,7 +378,12 @@ class Workspace:
 
     def relative(self, root_id: str, path: Path) -> str:
         """A path inside a job folder, relative to it (portable in reports and records)."""
-        return str(path.relative_to(self.job_dir(root_id)))
+        # Paths' strings are normal (no "." part, no doubled or trailing "/"): a prefix of whole parts
+        # is ``relative_to``'s answer, without its parsing (two a worker as its job is made).
+        inside, folder = os.fspath(path), os.fspath(self.job_dir(root_id))
+        if inside.startswith(folder) and inside[len(folder) : len(folder) + 1] == "/" and len(inside) > len(folder) + 1:
+            return inside[len(folder) + 1 :]
+        return str(path.relative_to(folder))
 
     def contains(self, path: Path) -> bool:
         """True when ``path`` resolves inside the workspace root (symlinks followed)."""

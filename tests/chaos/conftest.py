@@ -62,3 +62,12 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def running(proc: psutil.Process) -> bool:
+    """True while ``proc`` runs (that very process: one that took its pid since is not it); a zombie,
+    or a process that ends between the two reads (reaped after ``is_running``), is gone."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.models import WorkerStatus
 
 from ..conftest import wait_until
-from .conftest import alive, command_worker, metric, tagged_alive
+from .conftest import alive, command_worker, metric, running, tagged_alive
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -111,7 +111,7 @@ def test_double_forked_grandchildren_are_gone_soon_after_a_cancel(make_live, lea
     # When the job is cancelled through the API
     started = time.time()
     assert live.call("POST", f"/api/v1/jobs/{job_id}/cancel").status_code == 200
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs) and time.time() - started < 10:
+    while any(running(p) for p in procs) and time.time() - started < 10:
         time.sleep(0.005)
     gone = time.time() - started
     # Then every recorded pid is gone within grace + 1 s (and not before the grace when the
