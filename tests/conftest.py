@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -174,6 +175,24 @@ def wait_until(predicate, timeout=15, what="condition"):
             return found
         time.sleep(0.02)
     raise AssertionError(f"{what} not met within {timeout}s (last: {found!r})")
+
+
+# Workers that say their own pids (and their child's) in a file before they wait: a test learns who
+# they are even when a deadline ends them before its first look at the process table.
+DEADLINE_SCRIPTS = [
+    ("echo $$ > pids.tmp && mv pids.tmp pids; exec sleep 60", -signal.SIGTERM),
+    # It and its child ignore SIGTERM: SIGKILL after the grace, the child with the rest of its group.
+    ("trap '' TERM; sleep 60 & echo $$ $! > pids.tmp && mv pids.tmp pids; wait", -signal.SIGKILL),
+]
+
+
+def started_members(folder: Path, exit_file: Path) -> dict[int, str | None]:
+    """The pids a DEADLINE_SCRIPTS worker wrote in ``folder``, each with its start (None: already ended)."""
+    from orchestrator.process.procscan import process_start_id
+
+    pids = folder / "pids"
+    wait_until(pids.exists, what=f"the worker's pid file (exit file: {exit_file.read_text() if exit_file.exists() else 'none'})")
+    return {int(pid): process_start_id(int(pid)) for pid in pids.read_text().split()}
 
 
 def find_cli(name: str) -> str | None:

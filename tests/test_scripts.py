@@ -651,6 +651,8 @@ def test_watch_follows_the_workspace_files_when_its_server_dies_and_the_server_a
     try:
         # (the job's own events come through the API only: watch follows the server)
         wait_until(lambda: any("planned 1 subtask(s)" in line for line in lines), what="watch following the API")
+        # (its worker started first: a server killed before the spawn leaves an attempt that never ran, lost)
+        wait_until(lambda: any("attempt 1 started" in line for line in lines), timeout=60, what="the worker started")
         # When the server is SIGKILLed in the middle of the job, and started again 4 s later
         server.kill()
         server.wait(10)

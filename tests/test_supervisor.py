@@ -21,7 +21,7 @@ from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.shim import Deadline, ExitStatus, read_exit, read_exit_file
 from orchestrator.process.supervisor import SupervisorClient, SupervisorError
 
-from .conftest import wait_until
+from .conftest import DEADLINE_SCRIPTS, started_members, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -115,9 +115,38 @@ def test_a_wait_on_a_running_worker_looks_at_its_proc_stat_only_once_its_pidfd_s
         first, second = runner.wait(handle, 0.2), runner.wait(handle, 0)
         # Then both say it runs, and neither looked at it: its pidfd, not readable, said so
         assert (first, second, looks) == (None, None, [])
-        # And waited on to its end, it is looked at (its status is its exit file's) and told exactly
+        # And waited on to its end, it is told exactly (its status is its exit file's); looked at only
+        # where the kernel does not say when its supervisor reaped it (then nothing is left to look at)
         assert runner.wait(handle, 20) == 0 and exit_file.read_text() == "exit 0\n"
-        assert handle.pid in looks
+        assert looks == [] if handle.reaped else handle.pid in looks
+    finally:
+        runner.close()
+
+
+def test_a_running_supervised_worker_s_end_is_one_wait_for_its_reaping(tmp_path, monkeypatch):
+    from orchestrator.process import runner as runner_module
+
+    if not runner_module.reaping_wakes_pidfd():
+        pytest.skip("this kernel raises no POLLHUP on a pidfd when its process is reaped")
+    # Given a supervised worker that runs a moment, each wait of the runner's for a descriptor counted
+    # (a select: for its exit; a poll for no event: for its reaping) and each look at a /proc stat
+    runner = _runner(tmp_path / "sup")
+    waits: list[str] = []
+    looks: list[int] = []
+    select_, reaped = runner_module.select.select, runner_module._wait_reaped
+    monkeypatch.setattr(runner_module.select, "select", lambda *a: waits.append("select") or select_(*a))
+    monkeypatch.setattr(runner_module, "_wait_reaped", lambda *a: waits.append("reaped") or reaped(*a))
+    look = procscan.look
+    monkeypatch.setattr(procscan, "look", lambda pid: looks.append(pid) or look(pid))
+    try:
+        handle, exit_file = _spawn(runner, tmp_path, "import sys, time; time.sleep(0.5); sys.exit(7)", "s22.k.1")
+        waits.clear()
+        looks.clear()
+        # When it is waited on to its end
+        assert runner.wait(handle, 20) == 7 and exit_file.read_text() == "exit 7\n"
+        # Then one wait took it from running to reaped (none woke at its exit to wait again for its reaping),
+        # and nothing looked at its /proc stat: reaped, it has none, and its exit file said how it ended
+        assert (waits, looks, handle.reaped) == (["reaped"], [], True)
     finally:
         runner.close()
 
@@ -235,20 +264,15 @@ def test_an_orphan_of_a_workers_tree_is_the_supervisors_to_reap_not_the_machines
         runner.close()
 
 
-@pytest.mark.parametrize(
-    ("script", "status"),
-    [
-        ("exec sleep 60", -signal.SIGTERM),
-        # It and its child ignore SIGTERM: SIGKILL after the grace, the child with the rest of its group.
-        ("trap '' TERM; sleep 60 & wait", -signal.SIGKILL),
-    ],
-)
+@pytest.mark.parametrize(("script", "status"), DEADLINE_SCRIPTS)
 def test_a_worker_past_its_deadline_after_its_server_let_go_is_stopped_by_the_supervisor(tmp_path, script, status):
     """The server's connection is closed right after the spawn (as a killed server's is), and no
     timeout handling of a runner ever runs: the supervisor keeps the deadline the spawn carried, ends
     the worker's whole process group, and its exit file says who stopped it."""
     runner = _runner(tmp_path / "sup")
     tag = f"s-deadline-{os.getpid()}-{abs(status)}"
+    first, _ = _spawn(runner, tmp_path, "pass", tag + "-first")  # its supervisor's start, before the clock below
+    assert runner.wait(first, 30) == 0
     began = time.time()
     try:
         handle = runner.spawn(
@@ -264,13 +288,17 @@ def test_a_worker_past_its_deadline_after_its_server_let_go_is_stopped_by_the_su
         runner.close()
     try:
         assert handle.supervised and handle.reaper is not None
-        wait_until(lambda: len(runner.tagged(tag)) == (2 if "&" in script else 1), what="the worker (and its child) started")
-        members = runner.tagged(tag)
+        # (the worker says who it is: under load its deadline may end it before a look could find it)
+        members = started_members(tmp_path, tmp_path / "exit")
         wait_until(lambda: runner.tagged(tag) == [], timeout=20, what="the worker's process group ended")
         assert time.time() - began >= 2  # never before its deadline
         # (a killed process's environment reads empty from when its memory is released until it is a
         # zombie, so its tag can vanish a moment before it does: each must end, not at the same instant)
-        wait_until(lambda: not any(procscan.process_alive(pid, None) for pid in members), timeout=10, what="each member ended")
+        wait_until(
+            lambda: not any(procscan.process_alive(pid, start) for pid, start in members.items() if start),
+            timeout=10,
+            what="each member ended",
+        )
         assert not procscan.group_alive(handle.pid)  # (an orphan's zombie waits for init, which may be slow to reap)
         assert read_exit(tmp_path / "exit") == ExitStatus(status, "its workspace's supervisor")
         assert handle.poll() == status and handle.deadline_stop == "its workspace's supervisor"
