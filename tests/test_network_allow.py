@@ -30,8 +30,9 @@ from orchestrator.network.direct import REASON as DIRECT_REASON
 from orchestrator.outcomes import RefusalKind
 from orchestrator.process import landlock
 from orchestrator.process.backends import forget_probes, probe
+from orchestrator.process.procscan import tagged_processes
 
-from .conftest import API_KEY, only_worker
+from .conftest import API_KEY, only_worker, wait_until
 from .helpers.worktree import make_host
 
 pytestmark = [
@@ -223,9 +224,16 @@ def test_the_sandbox_ends_with_its_worker_though_its_bridge_held_a_connection(tm
     try:
         assert runner.wait(handle, 30) == 0
         assert handle.popen is not None
-        handle.popen.wait(timeout=5)  # the launcher ends by itself: its namespace holds nothing more
+        handle.popen.wait(timeout=5)  # the launcher ends by itself once the shim has
         assert "connected" in (tmp_path / "log").read_text()
-        assert runner.tagged(handle.tag) == []
+        # The namespace's init (pid 1) ends by itself just after: bubblewrap's launcher returns as soon
+        # as its eventfd says pid 2 (the shim) ended, while pid 1 still reaps. A bridge left running
+        # would hold that init, and the sandbox, until a sweep.
+        try:
+            wait_until(lambda: runner.tagged(handle.tag) == [], timeout=10, what="the sandbox's end")
+        except AssertionError as exc:
+            left = [" ".join(found.argv or [])[:60] for found in tagged_processes({handle.tag}.__contains__, details=True)]
+            raise AssertionError(f"{exc}: still running: {left}") from None
     finally:
         runner.terminate(handle, grace=1)
         runner.release(handle)
