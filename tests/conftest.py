@@ -195,6 +195,21 @@ def started_members(folder: Path, exit_file: Path) -> dict[int, str | None]:
     return {int(pid): process_start_id(int(pid)) for pid in pids.read_text().split()}
 
 
+def warm_supervisor(runner, folder: Path, tag: str) -> None:
+    """Start ``runner``'s supervisor with a first worker (``true``) and wait for its end: under load that
+    start alone can outlast a short deadline, so a test starts its clock after it."""
+    first = runner.spawn(
+        ["true"],
+        cwd=folder,
+        env={"PATH": os.environ["PATH"]},
+        log_path=folder / f"{tag}.log",
+        tag=tag,
+        exit_file=folder / f"{tag}.exit",
+    )
+    assert first.supervised
+    assert runner.wait(first, 30) == 0
+
+
 def find_cli(name: str) -> str | None:
     """A real AI CLI: the one tests/install_cli.sh put in .cli/, else one on PATH."""
     import os

@@ -29,7 +29,7 @@ from orchestrator.process.supervisor import SupervisorClient, supported
 from orchestrator.workers.confinement import Confinement
 from orchestrator.workspace.layout import Workspace
 
-from .conftest import processes_with, run_job, sleep_marker, wait_until
+from .conftest import processes_with, run_job, sleep_marker, wait_until, warm_supervisor
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 
 SUPPORT = probe()
@@ -445,17 +445,8 @@ def test_a_sandboxed_worker_past_its_deadline_with_no_server_watching_is_stopped
     runner = ProcessRunner(supervisor=SupervisorClient(tmp_path / "sup") if supervised else None)
     (tmp_path / "work").mkdir()
     tag = f"sandbox-deadline-{os.getpid()}-{backend}-{supervised}"
-    if supervised:  # its supervisor started first: under load that start alone can outlast the deadline below
-        first = runner.spawn(
-            ["true"],
-            cwd=tmp_path,
-            env={"PATH": os.environ["PATH"]},
-            log_path=tmp_path / "first.log",
-            tag=tag + "-first",
-            exit_file=tmp_path / "first.exit",
-        )
-        assert first.supervised
-        assert runner.wait(first, 30) == 0
+    if supervised:
+        warm_supervisor(runner, tmp_path, tag + "-first")
     began = time.time()
     try:
         handle = runner.spawn(

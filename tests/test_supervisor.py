@@ -21,7 +21,7 @@ from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.shim import Deadline, ExitStatus, read_exit, read_exit_file
 from orchestrator.process.supervisor import SupervisorClient, SupervisorError
 
-from .conftest import DEADLINE_SCRIPTS, started_members, wait_until
+from .conftest import DEADLINE_SCRIPTS, started_members, wait_until, warm_supervisor
 
 pytestmark = [
     pytest.mark.slow,
@@ -249,8 +249,8 @@ def test_a_worker_is_the_supervisors_child_in_a_session_of_its_own_with_no_shim(
 
 def test_an_orphan_of_a_workers_tree_is_the_supervisors_to_reap_not_the_machines_init(tmp_path):
     # Given a worker whose child leaves it behind (as a sandbox's launcher leaves its init): the worker
-    # prints its grandchild's pid and exits, the grandchild lives on 0.5 s more
-    code = "import os, subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.5)'])\nprint('orphan', p.pid, flush=True)"
+    # prints its grandchild's pid and exits, the grandchild lives on 3 s more (room for a busy machine's look)
+    code = "import os, subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3)'])\nprint('orphan', p.pid, flush=True)"
     runner = _runner(tmp_path / "sup")
     try:
         handle, _ = _spawn(runner, tmp_path, code, "s9.k.1")
@@ -259,7 +259,7 @@ def test_an_orphan_of_a_workers_tree_is_the_supervisors_to_reap_not_the_machines
         # Then while it lives, its parent is the worker's supervisor (a subreaper), not the machine's init
         assert procscan.parent_of(orphan) == handle.reaper
         # And once it exits, the supervisor reaps it at once: no zombie waits for an init that reaps late
-        assert wait_until(lambda: not Path(f"/proc/{orphan}").exists(), timeout=3)
+        assert wait_until(lambda: not Path(f"/proc/{orphan}").exists(), timeout=15)
     finally:
         runner.close()
 
@@ -271,8 +271,7 @@ def test_a_worker_past_its_deadline_after_its_server_let_go_is_stopped_by_the_su
     the worker's whole process group, and its exit file says who stopped it."""
     runner = _runner(tmp_path / "sup")
     tag = f"s-deadline-{os.getpid()}-{abs(status)}"
-    first, _ = _spawn(runner, tmp_path, "pass", tag + "-first")  # its supervisor's start, before the clock below
-    assert runner.wait(first, 30) == 0
+    warm_supervisor(runner, tmp_path, tag + "-first")
     began = time.time()
     try:
         handle = runner.spawn(
