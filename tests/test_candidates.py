@@ -49,9 +49,19 @@ def test_cheapest_fastest_and_first_passing(hosted):
         'case "$ORCHESTRATOR_WORKER_ID" in worker_1) exit 1;; worker_2) echo two > feature.txt;; '
         "worker_3) sleep 30; echo three > feature.txt;; esac"
     )
+    confinement = engine.choosing.confinement
+    spec, built = confinement.spec, []
+
+    def spied(record, *args, **kwargs):
+        built.append(record.name)
+        return spec(record, *args, **kwargs)
+
+    confinement.spec = spied  # type: ignore[method-assign]
     first = run_job(engine, "feature", tasks=[{"id": "f", "task": slow}], config={"attempts": 3, "select": "first_passing"})
     found = workers(engine, first)
     assert first.selections["f"].winner == "worker_2"
+    # only the eligible one's sandbox: worker_1's worktree was its retry's while the choice was made
+    assert built == ["worker_2"]
     assert found["worker_3"].status is WorkerStatus.CANCELLED
     assert found["worker_3"].duration < 20
     assert first.status is JobStatus.COMPLETED

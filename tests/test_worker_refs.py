@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +120,32 @@ def test_follow_shows_the_orchestrators_move_and_clears_what_a_worker_left(linke
     assert (private / worker_refs.SHOWN).read_text() == f"{second}\n"
     assert outside.is_dir()  # a link removed, not followed
     assert worker_refs.take(tree, repo, "w", REF) == ""
+
+
+def test_showing_one_view_from_several_threads_at_once_fails_none_and_leaves_what_it_recorded(linked):
+    """A selection builds a candidate's sandbox while its retry's reset shows its branch again: each
+    show removes what is not the branch, which was once the other's temporary file (ENOENT on its
+    rename), and the view and its record could name different tips."""
+    repo, tree, private, first, second = linked
+    failures: list[BaseException] = []
+
+    def shows(tip: str) -> None:
+        for _ in range(150):
+            try:
+                worker_refs.show(private, "w", tip)
+            except BaseException as exc:  # noqa: BLE001 (each one counted)
+                failures.append(exc)
+
+    threads = [threading.Thread(target=shows, args=(tip,)) for tip in (first, second, first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert sorted(p.name for p in (private / worker_refs.VIEW).iterdir()) == ["w"]
+    assert view_file(private).read_text() == (private / worker_refs.SHOWN).read_text()
+    assert worker_refs.take(tree, repo, "w", REF) == ""  # what it shows is what it recorded: nothing to take
 
 
 def test_a_view_turned_into_a_link_is_replaced_never_written_through(linked, tmp_path):

@@ -266,7 +266,9 @@ class Choosing(EnginePart):
             lines_removed=removed,
             output=record.output,
             cwd=folder if folder.is_dir() else None,
-            sandbox=self.confinement.spec(record, folder, job.config),
+            # Only an eligible one is scored in its sandbox; another's worktree may be its retry's
+            # now (first_passing chooses while the rest still run), which a spec would show again.
+            sandbox=self.confinement.spec(record, folder, job.config) if record.status.ok else None,
             tree_tag=f"{job.root_id}.",  # a scoring command a restart finds is its tree's, and killed
         )
 

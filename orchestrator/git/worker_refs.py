@@ -34,6 +34,14 @@ SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the 
 IN_PLACE = "orchestrator-refs-shown"  # in the common git dir: per worktree, the tip shown where there is no view
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+# A view's writes and its record of what was shown go together, one caller at a time per worktree
+# (a selection builds a candidate's sandbox while its retry's reset shows its branch again: each
+# removing what is not the branch took the other's temporary file). Striped: bounded, never freed.
+_VIEW_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _view_lock(private: Path) -> threading.Lock:
+    return _VIEW_LOCKS[hash(str(private)) % len(_VIEW_LOCKS)]
 
 
 def show(private: Path, name: str, tip: str) -> None:
@@ -41,21 +49,22 @@ def show(private: Path, name: str, tip: str) -> None:
     record ``tip`` as shown. In place: a running sandbox has the folder itself bound (a new folder
     would not be what it sees), and every step goes through the folder opened without following a
     link (a worker may have put a link in its place: it is replaced, never written through)."""
-    view = _open_view(private, make=True)
-    assert view is not None
-    try:
-        for entry in os.scandir(view):
-            if entry.name == name and entry.is_file(follow_symlinks=False):
-                continue  # replaced below, atomically (its git may be reading it)
-            remove_at(view, entry.name)
-        if name and tip:
-            _write(view, name, tip)
-        elif name:
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=view)
-    finally:
-        os.close(view)
-    _shown(private, tip)
+    with _view_lock(private):
+        view = _open_view(private, make=True)
+        assert view is not None
+        try:
+            for entry in os.scandir(view):
+                if entry.name == name and entry.is_file(follow_symlinks=False):
+                    continue  # replaced below, atomically (its git may be reading it)
+                remove_at(view, entry.name)
+            if name and tip:
+                _write(view, name, tip)
+            elif name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=view)
+        finally:
+            os.close(view)
+        _shown(private, tip)
     record = _in_place(private)
     if record is not None:
         record.unlink(missing_ok=True)
