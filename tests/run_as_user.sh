@@ -48,6 +48,7 @@ defaults=(
   tests/test_worker_content.py
   tests/test_result_gate_child.py
   tests/test_doctor_host.py
+  tests/test_untouched.py
 )
 [ ${#tests[@]} -gt 0 ] || tests=("${defaults[@]}" -q -m "not chaos and not real_cli")
 # HOSTILE_TABLE (a file the user may write): where the generated hostile suite appends its table (docs/sandbox.md).

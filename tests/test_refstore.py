@@ -120,3 +120,22 @@ def test_reads_while_another_git_moves_and_packs_the_ref_see_only_values_it_had(
         thread.join(30)
     # Then every read found the ref, at one of the commits it was moved to
     assert set(seen) <= set(commits), set(seen) - set(commits)
+
+
+def test_a_full_commit_id_is_asked_of_git_once_and_anything_else_each_time(tmp_path, monkeypatch):
+    from orchestrator.errors import ValidationError
+    from orchestrator.git import job_refs
+
+    repo, commits = make_repo(tmp_path / "ids")
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    asked: list[list[str]] = []
+    resolve_all = job_refs.resolve_all
+    monkeypatch.setattr(job_refs, "resolve_all", lambda r, names: asked.append(names) or resolve_all(r, names))
+    for _ in range(3):
+        assert job_refs.commit_id(repo, commits[0]) == commits[0]
+        assert job_refs.commit_id(repo, "HEAD") == commits[-1]  # a name moves: asked each time
+    assert asked.count([commits[0]]) == 1 and asked.count(["HEAD"]) == 3
+    for _ in range(2):  # not a commit: refused each time, never remembered
+        with pytest.raises(ValidationError, match="is not a commit"):
+            job_refs.commit_id(repo, tree)
+    assert asked.count([tree]) == 2

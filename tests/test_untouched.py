@@ -12,6 +12,14 @@ import pytest
 from orchestrator.checkouts import untouched
 
 
+@pytest.fixture(autouse=True, params=["in-process", "find"])
+def walk(request, monkeypatch):
+    """Every test twice: a checkout walked in the server's process, and one past its budget, by find(1)."""
+    if request.param == "find":
+        monkeypatch.setattr(untouched, "_WALK_BUDGET", 0)
+    return request.param
+
+
 @pytest.fixture
 def checkout(tmp_path):
     """A worktree-like folder (files, a subfolder, a ``.git`` file) and its git dir, marked and settled."""
@@ -91,3 +99,33 @@ def test_the_commit_of_a_sandboxed_worker_that_wrote_only_through_git_is_taken(t
     assert not untouched.written_since(since, repo, repo / ".git")
     run("rm", "-q", "--cached", "f")
     assert untouched.written_since(since, repo, repo / ".git")
+
+
+def test_only_the_top_git_is_left_out_and_a_nested_one_counts(checkout):
+    directory, git_dir, since = checkout
+    (directory / ".git").write_text(f"gitdir: {git_dir}\n")  # the orchestrator's pointer, rewritten in place: not the worker's
+    assert not untouched.written_since(since, directory, git_dir)
+    (directory / "sub" / ".git").write_text("x\n")  # a worker's own .git deeper down is its work
+    assert untouched.written_since(since, directory, git_dir)
+
+
+def test_a_write_deep_in_a_checkout_larger_than_the_walks_budget_is_seen(checkout, monkeypatch):
+    directory, git_dir, since = checkout
+    monkeypatch.setattr(untouched, "_WALK_BUDGET", min(untouched._WALK_BUDGET, 5))
+    (directory / "d1" / "d2" / "d3").mkdir(parents=True)  # (each mkdir is a write: all of them new)
+    assert untouched.written_since(since, directory, git_dir)
+    again = untouched.mark(directory)
+    assert again is not None and untouched.settle(again)
+    assert not untouched.written_since(again, directory, git_dir)
+    (directory / "d1" / "d2" / "d3" / "late.txt").write_text("late\n")
+    assert untouched.written_since(again, directory, git_dir)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder; an ordinary user's run shows the refusal")
+def test_a_folder_that_cannot_be_read_counts_as_written(checkout):
+    directory, git_dir, since = checkout
+    os.chmod(directory / "sub", 0o000)
+    try:
+        assert untouched.written_since(since, directory, git_dir)
+    finally:
+        os.chmod(directory / "sub", 0o755)

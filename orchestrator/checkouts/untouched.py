@@ -26,6 +26,9 @@ from pathlib import Path
 _COARSE = 5  # CLOCK_REALTIME_COARSE: what the kernel stamps ctimes with (a finer value may be given; never a coarser one)
 _LOCAL = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "overlay", "jfs", "reiserfs", "bcachefs"})
 _WAIT = 0.05  # seconds a mark waits for the clock at most (a tick is 1-10 ms)
+# Entries looked at in this process before a checkout is left to find(1): a walk here costs about
+# a microsecond an entry, a process started from the server milliseconds (a worker's commit asks once).
+_WALK_BUDGET = 2048
 
 
 def mark(directory: Path) -> int | None:
@@ -61,6 +64,9 @@ def written_since(since: int, directory: Path, git_dir: Path) -> bool:
             continue
         except OSError:
             return True
+    found = _newer_within(directory, since, _WALK_BUDGET)
+    if found is not None:
+        return found
     stamp = f"@{since // 1_000_000_000}.{since % 1_000_000_000:09d}"
     # find: a walk in C that stops at the first hit, never following a link.
     argv = ["find", str(directory), "-path", str(directory / ".git"), "-prune", "-o", "-newerct", stamp, "-print", "-quit"]
@@ -69,6 +75,33 @@ def written_since(since: int, directory: Path, git_dir: Path) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return True
     return done.returncode != 0 or bool(done.stdout.strip())
+
+
+def _newer_within(directory: Path, since: int, budget: int) -> bool | None:
+    """``find``'s answer for a small checkout, without its process: whether ``directory`` or anything
+    below it but its top ``.git`` has a ctime after ``since``, never following a link; True when a
+    folder cannot be read (find fails there too); None past ``budget`` entries (find walks it)."""
+    top = str(directory)
+    try:
+        if os.lstat(top).st_ctime_ns > since:
+            return True
+        folders = [top]
+        while folders:
+            folder = folders.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if folder == top and entry.name == ".git":
+                        continue
+                    budget -= 1
+                    if budget < 0:
+                        return None
+                    if entry.stat(follow_symlinks=False).st_ctime_ns > since:
+                        return True
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+    except OSError:
+        return True
+    return False
 
 
 def _local(directory: Path) -> bool:

@@ -79,6 +79,22 @@ def resolve_all(repo: str | Path, names: list[str]) -> list[str]:
     return found
 
 
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def commit_id(repo: str | Path, name: str) -> str:
+    """``resolve_all`` of one name; a full commit id's answer (itself, once git says it names a
+    commit) is remembered: an object never changes, and a graph job's every merge asks for its start."""
+    if _FULL_ID.fullmatch(name):
+        return _known_commit(str(repo), name)
+    return resolve_all(repo, [name])[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_commit(repo: str, oid: str) -> str:
+    return resolve_all(repo, [oid])[0]  # (a failure raises, and is not remembered)
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     oid: str
