@@ -276,6 +276,26 @@ def test_templates_dir_overrides_the_packaged_template(tree, tmp_path):
     assert final(tree, templates_dir=tmp_path).startswith("# Final result: job `r1`")
 
 
+def test_the_templates_are_compiled_once_on_a_thread_of_their_own_and_a_broken_override_is_said_where_it_renders(tree, tmp_path):
+    import threading
+
+    from orchestrator import reports
+
+    (tmp_path / "level_report.md.j2").write_text("{% if %}broken\n")  # a syntax error in the user's override
+    env = reports.environment(tmp_path)
+    assert not env.cache
+    warming = reports.warm_soon(tmp_path)
+    assert isinstance(warming, threading.Thread)
+    assert reports.warm_soon(tmp_path) is None  # once per folder: the second asks nothing
+    warming.join(timeout=60)
+    assert not warming.is_alive()
+    compiled = {key[1] for key in env.cache}  # (jinja's cache: (its loader, the name))
+    assert {reports.FINAL_TEMPLATE, "task_graph.md.j2", "candidates_section.md.j2"} <= compiled
+    assert reports.LEVEL_TEMPLATE not in compiled  # the broken one: not compiled, not raised on the thread
+    with pytest.raises(jinja2.TemplateSyntaxError):
+        level(tree, 1, templates_dir=tmp_path)
+
+
 def test_a_missing_variable_is_an_error(tmp_path):
     (tmp_path / "broken.md.j2").write_text("{{ no_such_field }}")
     with pytest.raises(jinja2.UndefinedError):

@@ -10,7 +10,7 @@ import json
 import shutil
 from dataclasses import dataclass
 
-from .. import defences, states
+from .. import defences, reports, states
 from ..checkouts.isolated import resolve_isolation
 from ..config import AUTO_KIND, Isolation, JobConfig, MergeStrategy, Select, Settings, job_config
 from ..config.live import ConfigWatch
@@ -76,6 +76,7 @@ class Submission(EnginePart):
         parent_worker: str | None = None,
     ) -> JobRecord:
         """Validate, plan and start a job. A child job names the worker that asks for it."""
+        reports.warm_soon(self.settings.templates_dir)  # its end renders them: compiled while it runs
         key = spawn_key(request, tasks, config) if parent_job_id is not None else None  # as the spawn sent them
         watch = self.config_watch if parent_job_id is None else None
         reloaded = watch.check().notes(watch.path) if watch is not None else []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from ..outcomes import CostBasis
 LEVEL_TEMPLATE = "level_report.md.j2"
 FINAL_TEMPLATE = "final_result.md.j2"
 CANDIDATES_TEMPLATE = "candidates.md.j2"
+_INCLUDED = ("task_graph.md.j2", "candidates_section.md.j2")  # (an include is compiled when first rendered)
 ANSWER_CHARS = 2000  # of a judge's raw answer in a CANDIDATES file (its reasons are shown whole)
 # What each selection rule does, in a CANDIDATES file's words (selection/ owns the rules themselves).
 SELECT_RULES = {
@@ -121,6 +123,33 @@ def environment(templates_dir: Path | None = None) -> Environment:
         loader = ChoiceLoader([FileSystemLoader(str(key)), _PACKAGE_LOADER])
         env = _OVERRIDE_ENVS.setdefault(key, _make_env(loader))
     return env
+
+
+_WARMED: set[Path | None] = set()
+_WARMED_GUARD = threading.Lock()
+
+
+def warm_soon(templates_dir: Path | None = None) -> threading.Thread | None:
+    """The report templates compiled on a thread of their own (returned; None when already asked),
+    once per process and templates folder: about 0.4 s of CPU the first time, which a job's end
+    would otherwise wait on (done while its workers run). A broken override is not said here: its
+    render says it, where it is used."""
+    with _WARMED_GUARD:
+        if templates_dir in _WARMED:
+            return None
+        _WARMED.add(templates_dir)
+    thread = threading.Thread(target=_warm, args=(templates_dir,), name="reports-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm(templates_dir: Path | None) -> None:
+    env = environment(templates_dir)
+    for name in (FINAL_TEMPLATE, LEVEL_TEMPLATE, CANDIDATES_TEMPLATE, *_INCLUDED):
+        try:
+            env.get_template(name)
+        except Exception:  # noqa: BLE001 (a user's broken template: its render reports it)
+            continue
 
 
 def render(name: str, templates_dir: Path | None = None, **context: Any) -> str:
