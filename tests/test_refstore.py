@@ -132,10 +132,10 @@ def test_a_full_commit_id_is_asked_of_git_once_and_anything_else_each_time(tmp_p
     resolve_all = job_refs.resolve_all
     monkeypatch.setattr(job_refs, "resolve_all", lambda r, names: asked.append(names) or resolve_all(r, names))
     for _ in range(3):
-        assert job_refs.commit_id(repo, commits[0]) == commits[0]
-        assert job_refs.commit_id(repo, "HEAD") == commits[-1]  # a name moves: asked each time
+        assert job_refs.resolve_remembered(repo, commits[0]) == commits[0]
+        assert job_refs.resolve_remembered(repo, "HEAD") == commits[-1]  # a name moves: asked each time
     assert asked.count([commits[0]]) == 1 and asked.count(["HEAD"]) == 3
     for _ in range(2):  # not a commit: refused each time, never remembered
         with pytest.raises(ValidationError, match="is not a commit"):
-            job_refs.commit_id(repo, tree)
+            job_refs.resolve_remembered(repo, tree)
     assert asked.count([tree]) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, Conflict, ValidationError
 from .invocation import GitFailed, git_bytes, run_git
-from .refstore import read_refs
+from .refstore import OBJECT_ID, read_refs
 from .repository import worktree_list
 
 ZERO = "0" * 40
@@ -69,6 +69,17 @@ def resolve(repo: str | Path, name: str) -> str:
     return resolve_all(repo, [name])[0]
 
 
+def resolve_remembered(repo: str | Path, name: str) -> str:
+    """``resolve``, with a full commit id's answer (itself, once git says it names a commit)
+    remembered: an object never changes, and a graph job's every merge asks for its start."""
+    return _resolved_id(str(repo), name) if OBJECT_ID.fullmatch(name) else resolve(repo, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved_id(repo: str, oid: str) -> str:
+    return resolve(repo, oid)  # (a failure raises, and is not remembered)
+
+
 def resolve_all(repo: str | Path, names: list[str]) -> list[str]:
     """The commit ids of ``names`` (names go in on stdin, never as options)."""
     found = []
@@ -77,22 +88,6 @@ def resolve_all(repo: str | Path, names: list[str]) -> list[str]:
             raise ValidationError(f"{name!r} is not a commit in {repo}: check the branch name ('git branch --list')")
         found.append(commit.oid)
     return found
-
-
-_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
-
-def commit_id(repo: str | Path, name: str) -> str:
-    """``resolve_all`` of one name; a full commit id's answer (itself, once git says it names a
-    commit) is remembered: an object never changes, and a graph job's every merge asks for its start."""
-    if _FULL_ID.fullmatch(name):
-        return _known_commit(str(repo), name)
-    return resolve_all(repo, [name])[0]
-
-
-@functools.lru_cache(maxsize=1024)
-def _known_commit(repo: str, oid: str) -> str:
-    return resolve_all(repo, [oid])[0]  # (a failure raises, and is not remembered)
 
 
 @dataclass(frozen=True)

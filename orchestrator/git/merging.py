@@ -54,7 +54,17 @@ from . import conflicts as conflict_text
 from . import drivers as merge_drivers
 from .commits import Identity, Source, identity_of, squashed_in
 from .invocation import GitFailed, command, git_bytes, git_env, run_git
-from .job_refs import branch_ref, commit_id, is_ancestor, job_prefix, read_commits, ref_value, remove_ref, resolve_all, update_ref
+from .job_refs import (
+    branch_ref,
+    is_ancestor,
+    job_prefix,
+    read_commits,
+    ref_value,
+    remove_ref,
+    resolve_all,
+    resolve_remembered,
+    update_ref,
+)
 from .objects import CommitWriter, LooseObjects, commit_body, loose_objects, tree_body, tree_entries, tree_record
 from .repository import common_dir, git_version
 
@@ -899,7 +909,7 @@ def integrate(
     under = job_prefix(prefix, root_id)
     target = branch_ref(ref)
     old = ref_value(repo, target)
-    head = old or commit_id(repo, start)
+    head = old or resolve_remembered(repo, start)
     conflicts: list[FileConflict] = []
     resolution: Resolution | None = None
     already = commit == head or is_ancestor(repo, commit, head)  # the same commit needs no git

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .repository import GitError, common_dir, is_plain_ref, plain_layout
 
-_OID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256
+OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # a SHA-1 or SHA-256 object id, whole (fullmatch)
 _PACKED: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}  # path -> (identity, refs)
 _PACKED_GUARD = threading.Lock()
 
@@ -44,7 +44,7 @@ def read_refs(repo: str | Path, refs: Sequence[str]) -> dict[str, str] | None:
             return None
         if text is not None:
             value = text.decode("ascii", "replace").strip()
-            if not _OID.fullmatch(value):
+            if not OBJECT_ID.fullmatch(value):
                 return None  # "ref: ..." (symbolic) or anything else: git's to read
             found[ref] = value
             continue
@@ -83,7 +83,7 @@ def _packed(path: Path) -> dict[str, str] | None:
         if not line or line[0] in "#^":  # the header; a peeled tag's object
             continue
         oid, _, name = line.partition(" ")
-        if not _OID.fullmatch(oid) or not name:
+        if not OBJECT_ID.fullmatch(oid) or not name:
             return None
         refs[name] = oid
     with _PACKED_GUARD:

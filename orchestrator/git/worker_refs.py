@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import stat
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from ..workspace.filesystem import atomic_write, remove_at
 from .invocation import run_git
+from .refstore import OBJECT_ID
 from .repository import common_dir_of, linked_git_dir
 from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, commit_problem
 
@@ -33,7 +33,6 @@ VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the 
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
 IN_PLACE = "orchestrator-refs-shown"  # in the common git dir: per worktree, the tip shown where there is no view
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 # A view's writes and its record of what was shown go together, one caller at a time per worktree
 # (a selection builds a candidate's sandbox while its retry's reset shows its branch again: each
 # removing what is not the branch took the other's temporary file). Striped: bounded, never freed.
@@ -192,7 +191,7 @@ def _refused(repo: Path, copy: str, shown: str, base: str, ref: str, limits: Blo
     """Why the worker's move of its branch to ``copy`` is not taken ("": it is): not a commit, one
     whose history the repository does not all have, one that adds a submodule ``base`` lacked, files
     larger than ``limits`` or a ``.gitmodules`` git fsck refuses."""
-    if not _OID.fullmatch(copy):
+    if not OBJECT_ID.fullmatch(copy):
         what = "gone" if not copy else repr(copy[:80])
         return f"its branch in its sandbox is {what}, not a commit: {ref} was left where it was"
     # A commit, and every object of its new history here: one refused on the way in (git/worker_objects.py)
