@@ -26,6 +26,11 @@ Each method runs ``--jobs`` no-op processes (``true``), at most ``--concurrency`
   ``spawn`` at the same concurrency; the peer doing a sandboxed start's work. ``n/a`` without node.
 * tmpfs (diagnostic, when /dev/shm is a tmpfs): the orchestrator with its workspace there.
 
+Before the runs and after them, the CPU a new file costs under the workspaces' folder (300 empty
+files): on an ext4 without a journal each new file steps over the inodes deleted in the last minutes
+(the kernel's ``recently_deleted``), so that cost, and the orchestrator's CPU with it, depends on
+what ran before; the line says so where it finds such a file system.
+
 Targets (RESULT lines): sandboxed <= 0.60x sandbox-runtime; without
 the sandbox <= 1.00x GNU parallel; the server's CPU per worker <= 3.0 ms in every mode. The retired
 targets (sandboxed <= 1.50x bubblewrap alone and <= 1.00x parallel-bwrap, unsandboxed <= 4.00x bare
@@ -299,19 +304,67 @@ def tmpfs_dir() -> str | None:
     return shm
 
 
-def filesystem_of(path: str) -> str:
-    """``/tmp on ext4 (/dev/vda)`` from /proc/mounts (longest matching mount point), or just the path."""
+def _mount_of(path: str) -> tuple[str, str, str] | None:
+    """(device, mount point, type) of the file system holding ``path``, from /proc/mounts (the longest
+    matching mount point), or None where /proc does not say."""
     try:
         mounts = [line.split()[:3] for line in Path("/proc/mounts").read_text().splitlines()]
     except OSError:
-        return path
+        return None
     real = os.path.realpath(path)
     best = max(
         (m for m in mounts if len(m) == 3 and (real == m[1] or real.startswith(m[1].rstrip("/") + "/"))),
         key=lambda m: len(m[1]),
         default=None,
     )
-    return f"{path} on {best[2]} ({best[0]}, mounted at {best[1]})" if best else path
+    return (best[0], best[1], best[2]) if best else None
+
+
+def filesystem_of(path: str) -> str:
+    """``/tmp on ext4 (/dev/vda, mounted at /)``, or just the path."""
+    found = _mount_of(path)
+    return f"{path} on {found[2]} ({found[0]}, mounted at {found[1]})" if found else path
+
+
+def journal_of(path: str) -> bool | None:
+    """Whether the ext4 file system holding ``path`` keeps a journal (its device has a /proc/fs/jbd2
+    entry, ``<device>-<journal inode>``); None for another file system or where /proc does not say.
+    Without one, ext4 steps over every inode deleted in the last minutes at each file it creates
+    (``recently_deleted``), so what ran before charges the orchestrator's CPU per worker."""
+    found = _mount_of(path)
+    if found is None or found[2] != "ext4" or not found[0].startswith("/"):
+        return None
+    device = os.path.basename(os.path.realpath(found[0]))
+    try:
+        journals = os.listdir("/proc/fs/jbd2")
+    except FileNotFoundError:
+        return False  # no journaled file system is mounted
+    except OSError:
+        return None
+    return any(name.rpartition("-")[0] == device for name in journals)
+
+
+def creation_cpu_ms(parent: str, kept: list[Path], files: int = 300) -> float:
+    """This thread's CPU per file made (created empty and closed) in a fresh folder under ``parent``:
+    what the file system charges each of the few files a worker's run makes. The folder joins
+    ``kept``, removed with the workspaces after the last run (a deletion now would charge the runs)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-creation-", dir=parent))
+    kept.append(folder)
+    start = time.thread_time()
+    for i in range(files):
+        os.close(os.open(folder / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.thread_time() - start) / files * 1000
+
+
+def creation_words(parent: str, cost: float) -> str:
+    """The file creation probe's line: its cost, and why it moves on an ext4 without a journal."""
+    words = f"file creation under {parent}: {cost:.3f} ms of CPU a new file"
+    if journal_of(parent) is False:
+        words += (
+            " (ext4 without a journal: each new file steps over the inodes deleted in the last minutes,"
+            " so this figure, and the orchestrator's CPU with it, depends on what ran before)"
+        )
+    return words
 
 
 # -- reporting -----------------------------------------------------------------------
@@ -428,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
+    parent = tempfile.gettempdir()
+    creation = {"start": creation_cpu_ms(parent, workspaces)}
+    print(creation_words(parent, creation["start"]))
     try:
         for r in range(1, args.repeat + 1):
             for method in methods:
@@ -440,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  (load {load_text()})",
                     flush=True,
                 )
+        creation["end"] = creation_cpu_ms(parent, workspaces)
+        print(f"file creation under {parent} after the runs: {creation['end']:.3f} ms of CPU a new file")
     except CheckFailed as exc:
         print(f"CHECK FAILED: {exc}")
         args.keep = True  # leave the evidence
@@ -496,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"RESULT server CPU per worker ({labels[method]}) = {per:.2f} ms (the engine's process, every thread)"
                 f" (target <= {TARGET_SERVER_CPU_MS:.1f} ms) {verdict}"
             )
+    if cpu.get("tmpfs") and cpu.get("orchestrator"):
+        on_tmpfs, here = (statistics.median(cpu[m]) / args.jobs * 1000 for m in ("tmpfs", "orchestrator"))
+        print(
+            f"DIAGNOSTIC server CPU per worker on tmpfs = {on_tmpfs:.2f} ms against {here:.2f} ms under {parent}"
+            f" (the file system's share: {here - on_tmpfs:.2f} ms)"
+        )
     if node_cpu:
         per = statistics.median(node_cpu) / args.jobs * 1000
         print(f"DIAGNOSTIC sandbox-runtime's node process CPU per command = {per:.2f} ms (its proxies and spawns, not bwrap's)")
@@ -543,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
             "sandbox_runtime_version": srt_version,
             "sandbox_runtime_node_cpu_s": node_cpu,
             "load_average_end": load_text(),
+            "file_creation_ms": creation,
+            "workspace_filesystem": filesystem_of(parent),
+            "workspace_journal": journal_of(parent),
         }
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from bench import bench_engine
 from orchestrator.process import backends, shim
 
 from .helpers.bench import run_bench
@@ -39,4 +40,16 @@ def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_
     assert (srt.group(1) == "n/a") == bool(re.search(r"\nsandbox-runtime +SKIPPED: \S", out)), out
     for row in ("orchestrator", "orch. no sandbox"):
         assert re.search(rf"RESULT server CPU per worker \({re.escape(row)}\) = \d+\.\d\d ms .*(met|not met)", out), out
-    assert list(tmp_path.iterdir()) == []  # its workspaces and the floor's exit files are removed
+    # the file creation probe, before and after the runs, with the file system's words where they apply
+    assert re.search(r"\nfile creation under \S+: \d+\.\d{3} ms of CPU a new file", out), out
+    assert re.search(r"\nfile creation under \S+ after the runs: \d+\.\d{3} ms of CPU a new file", out), out
+    assert list(tmp_path.iterdir()) == []  # its workspaces, the probe's files and the floor's exit files are removed
+
+
+def test_a_journal_is_asked_of_ext4_alone():
+    assert bench_engine.journal_of("/proc") is None  # proc, not ext4
+    mounted = bench_engine._mount_of("/")
+    if mounted is not None and mounted[2] == "ext4" and mounted[0].startswith("/"):
+        assert isinstance(bench_engine.journal_of("/"), bool)
+    else:
+        assert bench_engine.journal_of("/") is None
