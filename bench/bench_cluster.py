@@ -14,7 +14,9 @@ running bench_api.py's ``worker.sh``.
     concurrency). Wall time from submit to the job's end, workers per second, and the slot-time
     each worker costs (wall x concurrency / workers: the worker's own run plus the executor's
     overhead per worker). The ratio rq / local is the cost of running the attempts through Redis
-    and nodes instead of this server's own processes.
+    and nodes instead of this server's own processes. The CPU per worker of the server, the nodes
+    and the worker supervisors (with the shims, sandboxes and workers they reaped; in sessions of
+    their own, so neither of the others counts them), and of all of them together.
 (b) child hand-off from a node-run worker: bench_api.py's (a1) and (a2), a worker that starts
     ``--handoffs`` child jobs one after another through the API (its Python client: POST, then
     long-poll wait): spawn call -> the child's worker running (on a node: claimed, started and
@@ -129,6 +131,36 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+# Where a node's supervisor lives: its own temp folder (cluster/node.py), named for the node (``Nodes``).
+NODE_SUPERVISOR = "orchestrator-node-bench-"
+
+
+def supervisors_cpu(base: Path) -> dict[int, float]:
+    """CPU seconds of each live worker supervisor of this run, by pid, with what it reaped (its
+    shims, sandboxes and workers): the server's (its folder under ``base``) and the nodes' (their
+    own temp folders, started since ``RUN_STARTED``). Each runs in a session of its own, so no
+    one's ``tree_cpu`` counts it (process/supervisor.py)."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        argv = proc.info.get("cmdline") or []
+        if "orchestrator.process.supervisor" not in " ".join(argv):
+            continue
+        ours = any(arg.startswith(str(base)) for arg in argv)
+        node = any(NODE_SUPERVISOR in arg for arg in argv) and (proc.info.get("create_time") or 0) >= RUN_STARTED
+        if ours or node:
+            found[proc.pid] = tree_cpu(proc.pid)
+    return found
+
+
+RUN_STARTED = time.time()  # this run's nodes' supervisors start after it
+
+
+def since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the supervisors of ``after`` used since ``before`` (one that started since: all of
+    its own; one that left in between is not counted, an idle one's leaving)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 PHASES = (("enqueued_at", "claimed_at"), ("claimed_at", "started_at"), ("started_at", "ended_at"))
 
 
@@ -152,20 +184,31 @@ def redis_phases(url: str, prefix: str, attempt_ids: list[str]) -> dict[str, Any
 
 
 def run_noops(
-    live: Live, count: int, concurrency: int, node_pids: list[int], redis_url: str = "", prefix: str = ""
+    live: Live,
+    base: Path,
+    count: int,
+    concurrency: int,
+    node_pids: list[int],
+    redis_url: str = "",
+    prefix: str = "",
+    redis_pid: int | None = None,
 ) -> dict[str, Any]:
     engine = live.engine
     if redis_url:
         connect(redis_url).config_resetstat()
     nodes_before = sum(tree_cpu(pid) for pid in node_pids)
-    server_before = tree_cpu(os.getpid()) - nodes_before  # this process started the nodes: they are in its tree
+    redis_before = tree_cpu(redis_pid) if redis_pid else 0.0  # (a child of this process too: told apart)
+    server_before = tree_cpu(os.getpid()) - nodes_before - redis_before  # this process started the nodes: they are in its tree
+    supervisors_before = supervisors_cpu(base)
     started = time.monotonic()
     job = engine.submission.submit("benchmark: no-op workers", {"max_workers": concurrency}, ["noop"] * count)
     done = engine.queries.wait(job.id, timeout=max(120.0, count * 0.5))
     wall = time.monotonic() - started
     nodes_cpu = sum(tree_cpu(pid) for pid in node_pids) - nodes_before
-    # (Neither side counts a supervisor or what it starts, its shims and workers: it runs in a session of its own.)
-    server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - server_before
+    redis_cpu = (tree_cpu(redis_pid) if redis_pid else 0.0) - redis_before
+    server_cpu = tree_cpu(os.getpid()) - nodes_before - nodes_cpu - redis_before - redis_cpu - server_before
+    # (The supervisors, this server's or the nodes', with their shims and workers: in sessions of their own.)
+    supervisors = since(supervisors_before, supervisors_cpu(base))
     if done.status is not JobStatus.COMPLETED:
         engine.cancel(job.id)
         raise CheckFailed(f"(a) job {job.id} ended {done.status.value}")
@@ -184,6 +227,8 @@ def run_noops(
         "slot_seconds": wall * concurrency / n,
         "server_cpu_per_worker": server_cpu / n,
         "nodes_cpu_per_worker": nodes_cpu / n,
+        "supervisors_cpu_per_worker": supervisors / n,
+        "redis_cpu_per_worker": redis_cpu / n,
         "on": on_nodes,
     }
 
@@ -212,7 +257,9 @@ def one_executor(executor: str, args: argparse.Namespace, redis: Redis) -> dict[
             nodes = Nodes(base, redis.url, prefix, args.slots, args.lease, live.settings.workspace_root)
         print(f"{executor}: (a) {args.workers} no-op workers ...", flush=True)
         pids = [p.pid for p in nodes.procs] if nodes else []
-        noops = run_noops(live, args.workers, NODES * args.slots, pids, redis.url if nodes else "", prefix)
+        noops = run_noops(
+            live, base, args.workers, NODES * args.slots, pids, redis.url if nodes else "", prefix, redis.process.pid
+        )
         if executor == "rq" and ("this server" in noops["on"] or len(noops["on"]) != NODES):
             raise CheckFailed(f"(a) workers were not spread over the {NODES} nodes: {noops['on']}")
         print(f"{executor}: (b) {args.handoffs} child hand-offs ...", flush=True)
@@ -261,8 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {name:5}: wall {n['wall']:.2f} s, {n['per_second']:.1f} workers/s, "
             f"{n['slot_seconds'] * 1000:.1f} ms of a slot per worker; CPU per worker: server "
-            f"{n['server_cpu_per_worker'] * 1000:.1f} ms, nodes {n['nodes_cpu_per_worker'] * 1000:.1f} ms; on {n['on']}"
+            f"{n['server_cpu_per_worker'] * 1000:.1f} ms, nodes {n['nodes_cpu_per_worker'] * 1000:.1f} ms, "
+            f"supervisors with their shims and workers {n['supervisors_cpu_per_worker'] * 1000:.1f} ms, "
+            f"Redis {n['redis_cpu_per_worker'] * 1000:.1f} ms; on {n['on']}"
         )
+    together = {
+        name: sum(results[name]["noops"][f"{part}_cpu_per_worker"] for part in ("server", "nodes", "supervisors", "redis"))
+        for name in ("local", "rq")
+    }
+    print(
+        f"  CPU per worker of every process of the run together: local {together['local'] * 1000:.1f} ms, "
+        f"rq {together['rq'] * 1000:.1f} ms (rq's extra {(together['rq'] - together['local']) * 1000:.1f} ms)"
+    )
     protocol = rq["noops"]["redis"]
     hops = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in protocol["phases_p50"].items() if v is not None)
     print(f"  rq: {protocol['commands_per_attempt']:.1f} Redis commands per attempt; p50 {hops}")
@@ -270,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     overhead = (rq["noops"]["slot_seconds"] - local["noops"]["slot_seconds"]) * 1000
     print(f"  ratio rq/local (wall): {ratio:.2f}x; the rq executor's extra cost per worker: {overhead:.1f} ms of a slot")
     print(f"\n(b) child hand-off ({args.handoffs})")
-    figures: dict[str, Any] = {"noops_ratio": ratio, "noops_overhead_ms": overhead}
+    figures: dict[str, Any] = {
+        "noops_ratio": ratio,
+        "noops_overhead_ms": overhead,
+        "cpu_together_ms": {name: cpu * 1000 for name, cpu in together.items()},
+    }
     for name in ("local", "rq"):
         h = results[name]["handoff"]
         spawn, back = h["spawn_to_child"], h["child_to_parent"]
