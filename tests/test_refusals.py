@@ -341,9 +341,11 @@ def test_a_sandboxed_worker_refused_everything_outside_is_success_with_its_refus
 def test_a_silent_worker_is_told_once_per_silence_as_an_event_that_watch_prints(make_engine):
     engine = make_engine(
         orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]},
-        workers={"quiet_after": 0.5, "monitor_interval": 0.1},
+        # (a second's silence: on a loaded machine the worker's start, before its first line, may
+        # take half a second, a silence of its own, told as such)
+        workers={"quiet_after": 1.0, "monitor_interval": 0.1},
     )
-    job = run_job(engine, tasks=["echo start; sleep 2; echo end"])
+    job = run_job(engine, tasks=["echo start; sleep 3; echo end"])
     told = [e for e in engine.events.since(job.root_id) if e.type == "worker" and "no output for" in e.message]
     assert len(told) == 1 and told[0].status == "running" and told[0].worker == "worker_1", told
     assert "no output for" in engine.workspace.orchestrator_log(job.root_id).read_text()
