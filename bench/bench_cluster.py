@@ -133,6 +133,7 @@ def tree_cpu(pid: int) -> float:
 
 # Where a node's supervisor lives: its own temp folder (cluster/node.py), named for the node (``Nodes``).
 NODE_SUPERVISOR = "orchestrator-node-bench-"
+RUN_STARTED = time.time()  # this run's nodes' supervisors start after it
 
 
 def supervisors_cpu(base: Path) -> dict[int, float]:
@@ -150,9 +151,6 @@ def supervisors_cpu(base: Path) -> dict[int, float]:
         if ours or node:
             found[proc.pid] = tree_cpu(proc.pid)
     return found
-
-
-RUN_STARTED = time.time()  # this run's nodes' supervisors start after it
 
 
 def since(before: dict[int, float], after: dict[int, float]) -> float:

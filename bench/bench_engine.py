@@ -423,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the orchestrator accepts at most 1024 workers at once and 10000 tasks per job")
 
     shm = tmpfs_dir()
-    can_sandbox = sandbox_floor_argv(Path(tempfile.gettempdir()), 0) is not None
+    parent = tempfile.gettempdir()  # where the workspaces go
+    can_sandbox = sandbox_floor_argv(Path(parent), 0) is not None
     default = [
         "orchestrator",
         "popen",
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_engine: {args.jobs} no-op jobs (`true`), {args.concurrency} at a time, {args.repeat} run(s) each, interleaved")
     print(f"machine: nproc={nproc}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
     if "orchestrator" in methods:
-        print(f"orchestrator workspaces: {filesystem_of(tempfile.gettempdir())} (set TMPDIR to move them)")
+        print(f"orchestrator workspaces: {filesystem_of(parent)} (set TMPDIR to move them)")
     if "parallel" in methods:
         print(f"GNU parallel: {version or 'not found'}")
     srt_version, srt_missing = sandbox_runtime_available() if "sandbox-runtime" in methods else (None, "")
@@ -481,7 +482,6 @@ def main(argv: list[str] | None = None) -> int:
             if method in methods:
                 skipped[method] = "this machine cannot sandbox workers (bubblewrap or perl missing): every run is unsandboxed"
     workspaces: list[Path] = []
-    parent = tempfile.gettempdir()
     creation = {"start": creation_cpu_ms(parent, workspaces)}
     print(creation_words(parent, creation["start"]))
     try:
