@@ -11,6 +11,7 @@ Modules:
 - ``gate_output``: a failed gate's output tail, and how every surface shows it;
 - ``protocol``: every ``ORCHESTRATOR_*`` name; ``clock``: time; ``errors``: the error tree and exit codes;
 - ``failpoints``: crash points for the chaos tests; ``defences``: the hostile suite's switches;
+- ``descriptors``: descriptors received over a Unix socket, close-on-exec as they arrive;
 - ``testing``: fakes for users' own tests (an executor that starts no process, a clock, an engine);
 - ``network/``, ``config/``, ``workspace/``, ``process/``, ``git/``, ``audit/``, ``reports/``,
   ``workers/``, ``planner/``, ``selection/``, ``checkouts/``, ``retention/``, ``quality/``,

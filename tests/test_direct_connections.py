@@ -329,3 +329,45 @@ def test_without_a_supervisor_no_guard_is_installed_and_the_sandbox_alone_refuse
     assert said[str(listener.port)] in ("PermissionError", "ConnectionRefusedError"), log
     assert listener.accepted == 0
     assert not record.exists() or not record.read_text().strip()
+
+
+FDS = """
+import json, os
+fds = {}
+for name in os.listdir("/proc/self/fd"):
+    try:
+        fds[name] = os.readlink(f"/proc/self/fd/{name}")
+    except OSError:
+        pass  # the listing's own, closed by now
+print(json.dumps(fds))
+"""
+
+
+def test_a_worker_holds_no_descriptor_of_another_workers_guard_or_start(served, backend, tmp_path):  # noqa: F811
+    """The supervisor holds each guarded worker's seccomp listener and gets every worker's log and
+    cgroup files over its socket: a worker it starts after them holds none of those, only its
+    standard three (a listener held by another worker would let it answer that worker's connect() calls)."""
+    engine = served(sandbox_network="none", max_memory_mb=512)
+    first = engine.submission.submit("held", {"max_workers": 1}, ["sleep 30"])
+    wait_until(lambda: any(w.status is WorkerStatus.RUNNING for w in engine.queries.snapshot(first.id)[1]), timeout=60)
+    wait_until(lambda: _guards_held(engine), timeout=30)  # its listener is the supervisor's now
+    script = tmp_path / "fds.py"
+    script.write_text(FDS)
+    worker = run(engine, f"'{sys.executable}' '{script}'")
+    engine.cancel(first.id)
+    log = engine.workspace.worker_log(worker.root_id, worker.depth, worker.name).read_text()
+    held = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+    assert worker.status is WorkerStatus.SUCCESS, log
+    assert sorted(held) == ["0", "1", "2"], held
+
+
+def _guards_held(engine) -> bool:
+    """Whether a supervisor of this engine's holds a seccomp listener (an anon inode of seccomp)."""
+    for pid in engine.runner.supervisor.running() if engine.runner.supervisor else ():
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if "seccomp" in os.readlink(fd):
+                    return True
+            except OSError:
+                continue
+    return False

@@ -46,6 +46,8 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ..descriptors import recv_fds
+
 log = logging.getLogger("orchestrator.network")
 
 # <linux/seccomp.h>: struct seccomp_notif (id, pid, flags, then seccomp_data: nr, arch, ip, args[6])
@@ -250,7 +252,7 @@ def receive_listener(channel: socket.socket) -> int | None:
     """The listener a worker's launcher sent over ``channel`` (readable: it did, or it ended having
     sent nothing, when it failed before starting anything): None then."""
     try:
-        _, fds, _, _ = socket.recv_fds(channel, 1, 1, socket.MSG_CMSG_CLOEXEC)
+        _, fds = recv_fds(channel, 1, 1)
     except OSError:
         fds = []
     for extra in fds[1:]:

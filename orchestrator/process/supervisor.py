@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import protocol
+from ..descriptors import recv_fds
 from ..network import direct
 from .interpreter import package_argv
 from .prctl import become_subreaper
@@ -105,7 +106,7 @@ def receive(sock: socket.socket) -> tuple[dict[str, object], list[int]] | None:
     Its first read takes up to FIRST_READ bytes: a connection carries one request, then its reply,
     so nothing follows a message until it is answered, and a first read that runs past its end is
     a peer out of step (ValueError, as for any message that cannot be read)."""
-    got, fds, _, _ = socket.recv_fds(sock, FIRST_READ, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    got, fds = recv_fds(sock, FIRST_READ, MAX_FDS)
     if not got:
         return None
     try:
