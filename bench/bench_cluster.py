@@ -234,7 +234,11 @@ def run_noops(
 def settings_for(executor: str, args: argparse.Namespace, url: str, prefix: str) -> dict[str, dict[str, Any]]:
     concurrency = NODES * args.slots
     extra: dict[str, dict[str, Any]] = {
-        "workers": {"max_workers_limit": max(16, concurrency), "global_max_workers": max(64, concurrency)},
+        "workers": {
+            "max_workers_limit": max(16, concurrency),
+            "global_max_workers": max(64, concurrency),
+            "sandbox": args.sandbox,
+        },
         "recursion": {"max_workers_per_root": max(300, args.workers + 10, args.handoffs + 10)},
         "git": {"isolation": "folder"},
         "orchestrator": {"max_tasks": max(100, args.workers)},
@@ -277,13 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=8, help="slots per node; the local executor gets 3x this (default 8)")
     parser.add_argument("--handoffs", type=int, default=50, help="child hand-offs in (b) (default 50)")
     parser.add_argument("--lease", type=float, default=30.0, help="distributed.lease (default 30)")
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "off"),
+        default="auto",
+        help="workers.sandbox of both sides (default auto: bubblewrap where the machine has it; off: unconfined workers)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
     if not (1 <= args.workers <= 20000 and 1 <= args.slots <= 64 and 1 <= args.handoffs <= 250 and 3 <= args.lease <= 3600):
         parser.error("out of range: workers 1-20000, slots 1-64, handoffs 1-250, lease 3-3600")
     print(
         f"bench_cluster: {args.workers} no-op workers and {args.handoffs} hand-offs, local vs rq on {NODES} nodes x "
-        f"{args.slots} slots; nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+        f"{args.slots} slots, workers.sandbox {args.sandbox}; nproc={os.cpu_count()}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
     )
     folder = Path(tempfile.mkdtemp(prefix="bench-cluster-redis-"))
     redis = Redis(folder, "everysec")
@@ -326,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio rq/local (wall): {ratio:.2f}x; the rq executor's extra cost per worker: {overhead:.1f} ms of a slot")
     print(f"\n(b) child hand-off ({args.handoffs})")
     figures: dict[str, Any] = {
+        "sandbox": args.sandbox,
         "noops_ratio": ratio,
         "noops_overhead_ms": overhead,
         "cpu_together_ms": {name: cpu * 1000 for name, cpu in together.items()},

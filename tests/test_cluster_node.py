@@ -310,27 +310,27 @@ def test_a_second_run_of_an_attempt_outlives_the_end_of_the_first(redis_server, 
 def test_a_sigkilled_node_takes_its_processes_and_its_successor_sweeps_the_rest(redis_server, unique_prefix, tmp_path):
     ops, ws = setup(redis_server, unique_prefix, tmp_path)
     node = start_node(redis_server.url, unique_prefix, name="nk", slots=2)
-    # Two grandchildren out of the worker's process group (the shim's lifeline kills the group when
-    # it outlives the node's workers; these only the successor's sweep by tag reaches).
+    # Two grandchildren out of the worker's process group (the supervisor kills the group when the
+    # lifeline of the node's worker closes; these only the successor's sweep by tag reaches).
     spec = enqueue(ops, ws, "k1", ["sh", "-c", "setsid sleep 300 & setsid sleep 301 & wait"], lease=3)
     wait_for(lambda: ops.read("k1").get("started_at"), what="the attempt to start")
-    shim = int(ops.read("k1")["pid"])
-    # Four tagged, two of them exec'd into sleep (each is a forked sh, then setsid, first)
+    worker = int(ops.read("k1")["pid"])
+    # Three tagged, two of them exec'd into sleep (each is a forked sh, then setsid, first)
     sleeping = lambda: [pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"]  # noqa: E731
-    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 4 and len(sleeping()) == 2, what="shim, sh and its two sleeps")
-    # The node's supervisor starts the shim: the shim and its tree are the supervisor's, not the node's.
-    supervisor = parent_of(shim)
-    assert supervisor is not None and supervisor not in _node_tree(node.pid)
-    tree = [*_node_tree(node.pid), shim, *_node_tree(shim), supervisor]
+    wait_for(lambda: len(ProcessRunner().tagged(spec.run_tag)) == 3 and len(sleeping()) == 2, what="sh and its two sleeps")
+    # The node's supervisor starts the worker, with no shim: its tree is the supervisor's, not the node's.
+    supervisor = parent_of(worker)
+    assert supervisor is not None and supervisor not in _node_tree(node.pid) and Path(_argv0(worker)).name == "sh"
+    tree = [*_node_tree(node.pid), worker, *_node_tree(worker), supervisor]
     sleeps = {pid for pid in ProcessRunner().tagged(spec.run_tag) if _argv0(pid) == "sleep"}
-    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 5  # two pool workers (one runs the attempt), the shim, sh, supervisor
+    assert len(sleeps) == 2 and len(set(tree) - sleeps) >= 4  # two pool workers (one runs the attempt), sh, supervisor
     node.kill()
-    # The parent-death signal takes the pool's workers; the shim sees its lifeline close and kills
-    # its group (the command, sh); the node's supervisor leaves once its last child is gone.
+    # The parent-death signal takes the pool's workers; the supervisor sees the lifeline close and
+    # kills the worker's group (sh), then leaves once its last child is gone.
     alive = lambda: [(pid, _argv0(pid)) for pid in set(tree) - sleeps if process_alive(pid, None)]  # noqa: E731
     wait_for(lambda: not alive(), timeout=30, what=f"the node's tree to die: {alive()}")
-    assert not process_alive(shim, None)
-    assert set(ProcessRunner().tagged(spec.run_tag)) == sleeps  # a grandchild gets no parent-death signal
+    assert not process_alive(worker, None)
+    assert set(ProcessRunner().tagged(spec.run_tag)) == sleeps  # a grandchild in a session of its own is not in the group
     start_node(redis_server.url, unique_prefix, name="nk2", slots=1)  # another node on this host
     wait_for(lambda: not ProcessRunner().tagged(spec.run_tag), timeout=30, what="the sweep of the dead node's leftovers")
     host_dir = next((ws / ".cluster" / "nodes").iterdir())

@@ -595,16 +595,18 @@ def test_a_spawn_that_fails_leaves_the_supervisor_as_it_was(tmp_path):
         client.close()
 
 
-def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_lifeline(tmp_path):
-    """A cluster node's attempt (``parent_death_signal``) is started by the node's supervisor, not
-    by a fork of the node's worker process: the shim is the supervisor's child, writes the exact
-    status itself, and kills its worker once the spawning process's lifeline closes."""
+def test_a_node_attempt_runs_without_a_shim_tied_to_the_spawning_process_by_the_supervisor(tmp_path):
+    """A cluster node's unconfined attempt (``parent_death_signal``) is started by the node's
+    supervisor with no shim: the worker is the supervisor's child, the supervisor writes its exact
+    status, and once the spawning process's lifeline closes it kills the worker's group, says so in
+    its log and writes no status (the perl shim's way, without a process per attempt)."""
     runner = _runner(tmp_path / "sup")
     try:
         runs = []
-        go = tmp_path / "go"  # the first worker exits only once the test has looked at its shim
+        go = tmp_path / "go"
         first = f"import os, sys, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\nsys.exit(3)"
-        for tag, code in (("n1.k.1", first), ("n2.k.1", "import time; time.sleep(300)")):
+        held_code = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+        for tag, code in (("n1.k.1", first), ("n2.k.1", held_code)):
             exit_file = tmp_path / f"exit.{tag}"
             handle = runner.spawn(
                 [sys.executable, "-c", code],
@@ -615,24 +617,142 @@ def test_a_node_attempt_runs_under_the_shim_tied_to_the_spawning_process_by_its_
                 exit_file=exit_file,
                 parent_death_signal=signal.SIGKILL,
             )
-            assert handle.supervised and handle.shim_pid == handle.pid and handle.lifeline is not None
-            assert procscan.parent_of(handle.pid) == handle.reaper  # the supervisor's child, under the shim
-            # Read until the exec has set it: the spawn returns once the exec is past its point of no
-            # return, before the kernel has written the new program's arguments (an empty cmdline).
-            cmdline = Path(f"/proc/{handle.pid}/cmdline")
-            wait_until(lambda c=cmdline: "orchestrator-shim" in c.read_bytes().decode(errors="replace"), timeout=10)
+            assert handle.supervised and handle.shim_pid is None and handle.lifeline is not None and not handle.shimmed
+            assert procscan.parent_of(handle.pid) == handle.reaper  # the supervisor's child, the worker itself
+            cmdline = Path(f"/proc/{handle.pid}/cmdline")  # (before its exec it is the supervisor's fork)
+            wait_until(lambda c=cmdline: b"time.sleep" in c.read_bytes(), timeout=10)
+            pipe = f"pipe:[{os.fstat(handle.lifeline).st_ino}]"
+            held_by_worker = [os.readlink(f) for f in Path(f"/proc/{handle.pid}/fd").iterdir() if f.exists()]
+            assert pipe not in held_by_worker  # the lifeline is the supervisor's alone
             runs.append((handle, exit_file))
         (done, done_file), (held, held_file) = runs
         go.touch()
         assert runner.wait(done, 20) == 3 and done_file.read_text() == "exit 3\n"
+        wait_until(lambda: len(runner.tagged("n2.k.1")) == 2, timeout=10)  # the worker and its sleep
         assert runner.wait(held, 0.5) is None
         os.close(held.lifeline)  # as the node's worker process dying closes it
         held.lifeline = None
         assert runner.wait(held, 20) == -signal.SIGKILL and read_exit_file(held_file) is None  # killed with its group, no status
-        wait_until(lambda: not runner.tagged("n2.k.1"), timeout=10)  # the worker went with the shim's group
-        assert "the node process that started it is gone" in (tmp_path / "n2.k.1.log").read_text()
+        wait_until(lambda: not runner.tagged("n2.k.1"), timeout=10)  # its sleep went with the group
+        assert "the node process that started it is gone: the worker is killed" in (tmp_path / "n2.k.1.log").read_text()
         for handle, _ in runs:
             runner.release(handle)
+    finally:
+        runner.close()
+
+
+def test_a_supervisor_refuses_a_tethered_start_whose_spawner_is_gone(tmp_path):
+    """The lifeline already closed when the request is read (the node's worker died after sending
+    it): nothing starts, and no exit file says it did."""
+    client = SupervisorClient(tmp_path / "sup")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    read, write = os.pipe()
+    os.close(write)
+    marker, exit_file = tmp_path / "ran", tmp_path / "exit"
+    try:
+        with pytest.raises(ProcessLookupError, match="is gone: the worker is not started"):
+            client.spawn(
+                [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+                cwd=tmp_path,
+                env={},
+                log_fd=log,
+                tag="s30.k.1",
+                exit_file=exit_file,
+                cgroup_fds=[],
+                file_size=0,
+                lifeline=read,
+                tether=True,
+            )
+        time.sleep(0.5)
+        assert not marker.exists() and not exit_file.exists()
+    finally:
+        os.close(read)
+        os.close(log)
+        client.close()
+
+
+def _supervisor_patched(monkeypatch, patch: str) -> None:
+    """Supervisors started from here on run ``patch`` (Python, with the module as ``_s``) first."""
+    from orchestrator.process import interpreter
+
+    def patched(module: str, entry: str, args: list[str]) -> list[str]:
+        argv = interpreter.package_argv(module, entry, args)
+        launch = argv[3].replace(f"; sys.exit({entry}())", f"; import {module} as _s; {patch}; sys.exit({entry}())")
+        assert launch != argv[3]
+        return [*argv[:3], launch, *argv[4:]]
+
+    monkeypatch.setattr(supervisor, "package_argv", patched)
+
+
+@pytest.mark.parametrize("way", ["setpriv", "fork"])
+def test_a_tethered_worker_dies_with_its_supervisor(tmp_path, monkeypatch, way):
+    """Nothing else watches a held lifeline: a supervisor killed takes its tethered workers with it
+    (their parent-death signal, set by setpriv or, where there is none, by the supervisor's fork),
+    while an untethered one (a server's) runs on to be adopted."""
+    if way == "setpriv" and not supervisor.pdeathsig_exec():
+        pytest.skip("no setpriv --pdeathsig here")
+    if way == "fork":
+        _supervisor_patched(monkeypatch, "_s.pdeathsig_exec = lambda: ()")
+    client = SupervisorClient(tmp_path / "sup")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    read, write = os.pipe()
+    started = []
+    try:
+        for tag, lifeline in (("s31.k.1", read), ("s31.k.2", None)):
+            spawned = client.spawn(
+                ["/bin/sleep", "300"],
+                cwd=tmp_path,
+                env={},
+                log_fd=log,
+                tag=tag,
+                exit_file=tmp_path / f"exit.{tag}",
+                cgroup_fds=[],
+                file_size=0,
+                lifeline=lifeline,
+                tether=lifeline is not None,
+            )
+            assert spawned.tethered is (lifeline is not None)
+            started.append(spawned)
+        tethered, free = started
+        os.kill(tethered.supervisor, signal.SIGKILL)
+        wait_until(lambda: not procscan.process_alive(tethered.pid, tethered.start_id), timeout=10)
+        assert procscan.process_alive(free.pid, free.start_id)
+    finally:
+        for spawned in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spawned.pid, signal.SIGKILL)
+            if spawned.pidfd is not None:
+                os.close(spawned.pidfd)
+        os.close(read)
+        os.close(write)
+        os.close(log)
+        client.close()
+
+
+def test_an_attempt_an_older_supervisor_would_not_tether_is_ended_and_started_otherwise(tmp_path, monkeypatch):
+    """A supervisor that predates held lifelines passes the lifeline on to the worker, which ignores
+    it: the runner kills that worker before it is anyone's, and says so (the node then starts the
+    attempt by a fork of its own, under the shim)."""
+    _supervisor_patched(
+        monkeypatch,
+        "_f = _s.Supervisor._spawn; _s.Supervisor._spawn = lambda self, spec, fds, out: _f(self, {**spec, 'tether': False}, fds, out)",
+    )
+    runner = _runner(tmp_path / "sup")
+    marker = tmp_path / "ran"
+    try:
+        with pytest.raises(supervisor.SupervisorError, match="predates held lifelines"):
+            runner.spawn(
+                [sys.executable, "-c", f"import time; time.sleep(0.3); open({str(marker)!r}, 'w').close(); time.sleep(300)"],
+                cwd=tmp_path,
+                env=dict(os.environ),
+                log_path=tmp_path / "log",
+                tag="s32.k.1",
+                exit_file=tmp_path / "exit",
+                parent_death_signal=signal.SIGKILL,
+            )
+        assert not runner.tagged("s32.k.1") and not (tmp_path / "exit").exists()
+        time.sleep(0.5)
+        assert not marker.exists()
     finally:
         runner.close()
 
@@ -707,5 +827,29 @@ def test_a_supervisor_that_sends_no_pidfd_as_an_older_one_leaves_the_server_to_o
         assert handle.pidfd is not None and _fdinfo_pid(handle.pidfd) == handle.pid  # the server's own
         assert runner.wait(handle, 20) == 5 and exit_file.read_text() == "exit 5\n"
         runner.release(handle)
+    finally:
+        runner.close()
+
+
+def test_a_supervised_worker_holds_its_standard_three_descriptors_and_no_other(tmp_path):
+    """What the supervisor gets over its socket (each worker's log, its cgroup's join files, a node
+    attempt's lifeline) is close-on-exec: neither that worker nor the next one holds a copy."""
+    runner = _runner(tmp_path / "sup")
+    listing = "import json, os; print(json.dumps(sorted(n for n in os.listdir('/proc/self/fd') if os.path.exists(f'/proc/self/fd/{n}'))))"
+    try:
+        for tag, death in (("d1.k.1", None), ("d2.k.1", signal.SIGKILL), ("d3.k.1", None)):
+            handle = runner.spawn(
+                [sys.executable, "-c", listing],
+                cwd=tmp_path,
+                env=dict(os.environ),
+                log_path=tmp_path / f"{tag}.log",
+                tag=tag,
+                exit_file=tmp_path / f"exit.{tag}",
+                parent_death_signal=death,
+                limits=Limits.from_mb(512, 64, 0, 0),
+            )
+            assert runner.wait(handle, 20) == 0
+            runner.release(handle)
+            assert (tmp_path / f"{tag}.log").read_text() == '["0", "1", "2"]\n', tag
     finally:
         runner.close()

@@ -11,14 +11,16 @@ Redis never runs arbitrary code). A heartbeat thread
 publishes the node (registry.publish) every third of the lease.
 
 Processes die with the node where Linux allows: the pool's workers with the node (PR_SET_PDEATHSIG,
-SIGKILL: each sets it in ``NodeWorker.__init__`` and checks its parent after); the shim with the
-worker that runs its attempt (in process: no RQ work horse, see ``NodeWorker``) by its lifeline, a
-pipe whose write end that worker alone holds: the shim checks it before starting the command and
-kills its process group once it reads as closed (process/shim.py); the worker command with its shim
-(PR_SET_PDEATHSIG). The shims are started by the node's own worker supervisor (process/supervisor.py,
-its folder a private temporary one, hidden from sandboxed workers): a vfork of a small process
-instead of a fork of the ~60 MB worker process per attempt; it leaves once no worker process is
-connected and no shim runs, so with the node. A worker's own descendants do not die with it; so
+SIGKILL: each sets it in ``NodeWorker.__init__`` and checks its parent after); each attempt with
+the worker that runs it (in process: no RQ work horse, see ``NodeWorker``) by its lifeline, a pipe
+whose write end that worker alone holds. The attempts are started by the node's own worker
+supervisor (process/supervisor.py, its folder a private temporary one, hidden from sandboxed
+workers): a vfork or fork of a small process instead of a fork of the ~60 MB worker process per
+attempt. For an unconfined attempt the supervisor holds the lifeline itself: it refuses the start if
+the lifeline has closed, kills the command's process group once it closes, and the command dies
+with the supervisor (PR_SET_PDEATHSIG). A sandboxed attempt's shim holds it (process/shim.py), inside
+the sandbox, and its command dies with the shim. The supervisor leaves once no worker process is
+connected and no attempt runs, so with the node. A worker's own descendants do not die with it; so
 each attempt in flight is a file under
 ``<workspace>/.cluster/nodes/<host>/<name>.attempts/`` (its tag), beside ``<name>.json`` (the node's
 pid and start id), and a node starting on the same host sweeps the tags of every node there whose
@@ -363,8 +365,8 @@ class NodeWorker(Worker):
 
     RQ's ``Worker`` forks a horse per job (about 15 ms of CPU a job more than running it in
     process, bench/bench_rq_worker.py). The attempt needs none of what the fork protects: the worker
-    command already runs in a process of its own (the shim, its own group, the tag), dying with
-    this worker (PR_SET_PDEATHSIG), which dies with the node; attempts have no RQ timeout (the
+    command already runs in a process of its own (its own group, the tag), dying with this worker
+    (by its lifeline), which dies with the node; attempts have no RQ timeout (the
     server's timeout and the lease end them, so there is no death penalty to enforce); a crash of
     attempt.run's Python is an exception RQ records, and a crash of the process (a segfault) is a
     dead worker the pool replaces, its attempt's processes dying with it as a horse's did. What the

@@ -82,7 +82,7 @@ from .shim import (
     reserve_exit_file,
     shim_parts,
 )
-from .supervisor import LIFELINE_FD, SupervisorClient
+from .supervisor import LIFELINE_FD, Spawned, SupervisorClient, SupervisorError
 
 
 class Wakeup:
@@ -360,6 +360,7 @@ class _Launch:
     launcher: bool  # bubblewrap's launcher stays as the session leader
     supervised: bool  # started by the supervisor (no lifeline to this process)
     tethered: bool = False  # a node's attempt started by the supervisor, tied to this process by its lifeline
+    held: bool = False  # ... whose lifeline the supervisor holds (no shim: an unconfined attempt)
     sandbox: SandboxSpec | None = None  # as confined (its way out and guard added)
     lifeline: tuple[int, int] | None = None  # (the child's end, ours)
     egress: Egress | None = None
@@ -395,10 +396,11 @@ class ProcessRunner:
     ) -> ProcessHandle:
         """Start ``argv`` (a list, never a shell string) with its output appended to ``log_path``.
         With ``exit_file``, under the shim, which writes the exit status there. With
-        ``parent_death_signal`` (Linux; a cluster node's attempts), the perl shim holds a lifeline
-        to this process (it kills its group once this process is gone) and sets that signal for the
-        worker it starts; started by the supervisor (a node's own) when there is one, else by a
-        fork of this process, when it also gets that signal itself when the calling thread ends. With
+        ``parent_death_signal`` (Linux; a cluster node's attempts), a lifeline to this process: its
+        group is killed once this process is gone. Started by the supervisor (a node's own) when there
+        is one, which holds that lifeline itself for an unconfined worker (no shim); else the perl
+        shim holds it and sets that signal for the worker it starts (a sandboxed one's, or a fork of
+        this process's, when it also gets that signal itself when the calling thread ends). With
         ``sandbox``, the shim and the worker run inside it (process/sandbox.py), under bubblewrap's launcher. With
         ``limits``, in a cgroup of its own where the machine allows (cgroups.Confined). With ``deadline``
         (and an exit file), whatever writes that file (the perl shim, or the supervisor) stops the
@@ -429,7 +431,7 @@ class ProcessRunner:
             sandboxed=launch.sandbox is not None,
             private_exit=launch.private_exit,
             reaper=reaper,
-            shimmed=launch.tethered,
+            shimmed=launch.tethered and not launch.held,
             limits=limits,
             cgroup=launch.cgroup,
             enforced=launch.enforced,
@@ -462,7 +464,10 @@ class ProcessRunner:
         # the runner's own, as does a sandboxed one, whose shim inside tells the true status (bubblewrap
         # would say 128+N for signal N).
         through_supervisor = self.supervisor is not None and parent_death_signal is None
-        private_exit = exit_file is None and (sandbox is not None or through_supervisor)
+        # A node's unconfined attempt needs no shim: the supervisor holds its lifeline, writes its exit
+        # file and keeps its deadline, and the worker dies with the supervisor (supervisor.Tether).
+        held = self.supervisor is not None and parent_death_signal is not None and sandbox is None
+        private_exit = exit_file is None and (sandbox is not None or through_supervisor or held)
         if private_exit:
             fd, name = tempfile.mkstemp(prefix="orchestrator-", suffix=".exit")
             os.close(fd)
@@ -487,13 +492,15 @@ class ProcessRunner:
                     sandbox, launch.guard = self._connect_guard(sandbox, full_env)
             # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
             # must die with this process (a node's attempt) keeps the shim.
-            if exit_file is not None and (sandbox is not None or not through_supervisor):
+            if held:
+                launch.lifeline, launch.held = os.pipe(), True  # (both ends close-on-exec; the read end goes to the supervisor)
+            elif exit_file is not None and (sandbox is not None or not through_supervisor):
                 launch.command, launch.lifeline = self._shim(launch.command, full_env, exit_file, parent_death_signal, deadline)
-            # A node's attempt through the supervisor (no fork of this large process): the shim's
-            # parent is then the supervisor, so its tie to this process is the lifeline alone, which
-            # it checks before starting the worker and watches while the worker runs (shim.py).
+            # A node's attempt through the supervisor (no fork of this large process): its tie to this
+            # process is the lifeline alone, which the shim (a sandboxed one's) or the supervisor checks
+            # before starting the worker and watches while the worker runs.
             launch.tethered = self.supervisor is not None and parent_death_signal is not None and launch.lifeline is not None
-            if launch.tethered:
+            if launch.tethered and not launch.held:
                 full_env[protocol.SHIM_STASH + "LIFELINE"] = str(LIFELINE_FD)
             if sandbox is not None:
                 sandbox, launch.command = _confined(
@@ -530,23 +537,28 @@ class ProcessRunner:
         try:
             if launch.supervised or launch.tethered:
                 assert self.supervisor is not None
-                pid, start_id, reaper, guarded, pidfd = self.supervisor.spawn(
+                spawned = self.supervisor.spawn(
                     launch.command,
                     cwd=cwd,
                     env=launch.env,
                     log_fd=log_fd,
                     tag=tag,
-                    # a shim (a sandbox's, inside; a node's attempt's) writes it itself
-                    exit_file=launch.exit_file if sandbox is None and not launch.tethered else None,
+                    # a shim (a sandbox's, inside; a sandboxed node attempt's) writes it itself
+                    exit_file=launch.exit_file if sandbox is None and (launch.held or not launch.tethered) else None,
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
                     ignore=LAUNCHER_IGNORES if launch.launcher else (),
                     lifeline=lifeline[0] if launch.tethered and lifeline is not None else guard[1].fileno() if guard else None,
-                    deadline=deadline if sandbox is None and not launch.tethered else None,  # else the shim's
+                    tether=launch.held,
+                    deadline=deadline if sandbox is None and (launch.held or not launch.tethered) else None,  # else the shim's
                     guard=(guard[0].fileno(), self._direct_policy(sandbox, launch.egress, log_path))
                     if guard and sandbox
                     else None,
                 )
+                pid, start_id, reaper, guarded, pidfd = spawned[:5]
+                if launch.held and not spawned.tethered:  # it passed the lifeline on to a worker that ignores it
+                    _end_untethered(spawned)
+                    raise SupervisorError("the worker supervisor predates held lifelines: the attempt is started otherwise")
             else:
                 popen = subprocess.Popen(
                     launch.command,
@@ -1052,6 +1064,21 @@ def reaping_wakes_pidfd() -> bool:
 def _close_pair(pair: tuple[socket.socket, socket.socket] | None) -> None:
     for end in pair or ():
         end.close()
+
+
+def _end_untethered(spawned: Spawned) -> None:
+    """A worker an older supervisor started untethered: killed with its group, and waited for until
+    that supervisor has reaped it (it writes the exit file first: no late status over the next start's)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(spawned.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        seen = procscan.look(spawned.pid)
+        if seen is None or (spawned.start_id is not None and seen.start_id != spawned.start_id):  # reaped
+            break
+        time.sleep(0.01)
+    if spawned.pidfd is not None:
+        os.close(spawned.pidfd)
 
 
 def _never_began(exit_file: Path | None) -> None:

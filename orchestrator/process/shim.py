@@ -32,7 +32,8 @@ from .procscan import process_start_id
 # worker milliseconds. (Perl retries a waitpid that a caught signal interrupts by itself; the loop
 # covers PERL_SIGNALS=unsafe in the user's environment.)
 #
-# LIFELINE (a cluster node's attempts): the read end of a pipe whose write end only the spawning
+# LIFELINE (a cluster node's sandboxed attempts, and any a node starts by a fork of its own: an unconfined
+# one started by the node's supervisor has no shim, the supervisor holds its lifeline): the read end of a pipe whose write end only the spawning
 # process holds; it reads as closed once every thread of that process is gone. Parent-death
 # signals chain a node's processes to it (node, RQ worker running the attempt, bubblewrap's
 # launcher, its namespace's init, the shim, the worker), but each link is set by the child after it

@@ -13,8 +13,12 @@ before it reaps it, so a process seen gone has its status on disk. It also keeps
 request may carry (shim.Deadline, the backstop for the worker's timeout while no server watches, as
 the perl shim does for the workers it runs): past it, SIGTERM to the worker's process group, SIGKILL
 after the grace, and the exit file's second line says so (shim.DEADLINE_MARK). A cluster node has one of its
-own (cluster/node.py), starting each attempt's shim with the lifeline the request carries (the
-attempt's process holds the write end; the shim writes the status itself). It runs in a session of its own, so a server killed
+own (cluster/node.py), its attempts tied to the node's worker by a lifeline the request carries (the
+attempt's process holds the write end): a sandboxed attempt's shim gets it and writes the status
+itself; an unconfined attempt has no shim (one process start fewer per attempt), the supervisor
+holds its lifeline (``Tether``: the start refused if it has closed, the worker's group killed once
+it closes, no status written then) and the worker gets a parent-death signal, as nothing else
+watches that lifeline once the supervisor is gone. It runs in a session of its own, so a server killed
 or restarted leaves it, and its workers, running; the restarted server connects again and adopts
 them (``list``). It is the subreaper of its workers' trees (``become_subreaper``): their orphans are
 its children, reaped as they exit. It exits once no server is connected and no worker runs.
@@ -35,6 +39,7 @@ bytes carrying the descriptors (the log, the cgroup's join files). The server's 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import heapq
@@ -43,6 +48,7 @@ import math
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import stat
@@ -59,7 +65,7 @@ from .. import protocol
 from ..descriptors import recv_fds
 from ..network import direct
 from .interpreter import package_argv
-from .prctl import become_subreaper
+from .prctl import become_subreaper, libc_prctl, set_parent_death_signal
 from .procscan import process_start_id
 from .shim import DEADLINE_MARK, Deadline, FoundAttempt
 
@@ -156,6 +162,18 @@ class Child:
     stop_at: float | None = None  # monotonic: its deadline's next step (SIGTERM, then SIGKILL); None: none left
     grace: float = 0.0
     stopping: bool = False  # SIGTERM went out at its deadline (its exit file will say so)
+    tether: Tether | None = None  # a node's attempt: the lifeline this supervisor watches for it
+
+
+@dataclass
+class Tether:
+    """A node's attempt started without a shim: the read end of the lifeline whose write end only
+    the attempt's process holds (readable with nothing written: that process is gone), and the
+    worker's log, where its cut is said."""
+
+    lifeline: int
+    log: int
+    cut: bool = False  # its process went: its group was killed, and no exit file says how it ended
 
 
 @dataclass
@@ -193,6 +211,7 @@ class Supervisor:
         self.clients: dict[int, socket.socket] = {}
         self.children: dict[int, Child] = {}
         self.guards: dict[int, GuardedWorker] = {}  # by the descriptor polled: its channel, then its listener
+        self.tethers: dict[int, int] = {}  # a tethered worker's pid by its lifeline's descriptor
         self.poller = select.poll()
         self.due: list[tuple[float, int]] = []  # (stop_at, pid) of each deadline's next step, a heap: no scan of every child
         self.served = False
@@ -216,6 +235,8 @@ class Supervisor:
                         self._guard(guarded, event)
                     except Exception:  # noqa: BLE001 - one worker's guard must not end the supervisor of all
                         self._unguard(guarded)  # its calls then fail (ENOSYS): none goes on unseen
+                elif fd in self.tethers:
+                    self._cut(self.tethers[fd])
                 elif fd == self.wake_r:
                     os.read(self.wake_r, 4096)
                 elif fd == self.listener.fileno():
@@ -253,6 +274,29 @@ class Supervisor:
             direct.answer(guarded.listener, guarded.ports, tally)
         except OSError:  # its calls then fail (ENOSYS): none goes on unseen
             self._unguard(guarded)
+
+    def _cut(self, pid: int) -> None:
+        """A tethered worker's process is gone (its lifeline reads as closed): the worker's process
+        group is killed, said in its log, and no exit file will say how it ended (the perl shim's way)."""
+        child = self.children.get(pid)
+        if child is None or child.tether is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(
+                child.tether.log, b"orchestrator-supervisor: the node process that started it is gone: the worker is killed\n"
+            )
+        child.tether.cut = True
+        _killpg(pid, signal.SIGKILL)
+        self._untether(child.tether)
+
+    def _untether(self, tether: Tether) -> None:
+        if self.tethers.pop(tether.lifeline, None) is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(tether.lifeline)
+        for fd in (tether.lifeline, tether.log):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _unguard(self, guarded: GuardedWorker) -> None:
         """Its descriptor no longer polled and closed (the channel once the listener came, or both)."""
@@ -315,10 +359,22 @@ class Supervisor:
         policy = spec.get("guard")
         guard_fd = fds[-1] if isinstance(policy, dict) and len(fds) > 1 + (lifeline is not None) else None
         joins = fds[2 if lifeline is not None else 1 : -1 if guard_fd is not None else None]
-        if joins and not self.home:  # it could not step back out of the worker's cgroup: the child joins it
+        tether = None
+        if spec.get("tether") and lifeline is not None:  # a node's attempt: the lifeline is held here, not passed on
+            if select.select([lifeline], [], [], 0)[0]:
+                raise ProcessLookupError(errno.ESRCH, "the node process that asked for it is gone: the worker is not started")
+            tether = Tether(os.dup(lifeline), os.dup(fds[0]))
+            lifeline = None
+        dies_with = tether is not None and not pdeathsig_exec()  # the fork's child sets its parent-death signal itself
+        if tether is not None and not dies_with:
+            argv = [*pdeathsig_exec(), *argv]
+        if dies_with or (joins and not self.home):  # the child sets its tie, or joins its cgroup, itself
+            if dies_with:
+                libc_prctl()  # loaded before the fork: the child only calls it
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _exec_child(argv, env, str(spec["cwd"]), fds[0], lifeline, joins, spec)
+                _exec_child(argv, env, str(spec["cwd"]), fds[0], lifeline, joins, spec, parent if dies_with else None)
         else:
             ignore = [int(s) for s in spec.get("ignore") or ()]  # type: ignore[attr-defined]
             pid = self._posix_spawn(argv, env, str(spec["cwd"]), fds[0], lifeline, joins, ignore)
@@ -328,8 +384,13 @@ class Supervisor:
             process_start_id(pid),
             str(exit_file) if exit_file else None,
             optional_text(spec.get("attempt")),
+            tether=tether,
         )
         reply: dict[str, object] = {"pid": pid, "start_id": self.children[pid].start_id}
+        if tether is not None:
+            self.tethers[tether.lifeline] = pid
+            self.poller.register(tether.lifeline, select.POLLIN)
+            reply["tethered"] = True
         # Its pidfd, opened before this loop can reap it (so it names this very process), goes with the
         # reply: the server then neither opens one nor looks at its /proc stat to rule out a reused pid.
         with contextlib.suppress(OSError):
@@ -402,11 +463,14 @@ class Supervisor:
             child = self.children.pop(info.si_pid, None)
             for guarded in [g for g in self.guards.values() if g.pid == info.si_pid]:
                 self._unguard(guarded)  # the worker's launcher ended: its guard with it
-            if child is not None and child.exit_file is not None:
+            cut = child is not None and child.tether is not None and child.tether.cut
+            if child is not None and child.exit_file is not None and not cut:
                 mark = f"{DEADLINE_MARK} supervisor\n".encode() if child.stopping else b""
                 _write_status(child.exit_file, status_line(info.si_code, info.si_status) + mark)
-            if child is not None and child.stopping:  # the rest of its group, while its pid (a zombie) holds the id
+            if child is not None and (child.stopping or cut):  # the rest of its group, while its pid (a zombie) holds the id
                 _killpg(child.pid, signal.SIGKILL)
+            if child is not None and child.tether is not None:
+                self._untether(child.tether)
             os.waitpid(info.si_pid, 0)
 
     def _next_stop_ms(self) -> int:
@@ -458,6 +522,22 @@ class Supervisor:
         return True  # the lock goes with the process
 
 
+@functools.cache
+def pdeathsig_exec() -> tuple[str, ...]:
+    """The argv prefix that gives a worker SIGKILL when the supervisor ends and then execs it:
+    util-linux's ``setpriv --pdeathsig`` (2.33 on), about half a millisecond of CPU where a fork of
+    this Python process and its child's steps to the exec cost some 3.5 ms; () where there is none
+    (the worker is then started by a fork that sets it). The kernel keeps the signal across the exec."""
+    found = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
+    if found is None:
+        return ()
+    try:
+        usage = subprocess.run([found, "--help"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (found, "--pdeathsig", "KILL", "--") if "--pdeathsig" in usage else ()
+
+
 def home_fds() -> list[int]:
     """Descriptors on the join files (cgroups.join_file) of this process's own cgroups, where
     attempts' cgroups are made (process/cgroups.py): writing "0" there brings it back. Empty
@@ -494,12 +574,24 @@ def _write_status(path: str, line: bytes) -> None:
 
 
 def _exec_child(
-    argv: list[str], env: dict[str, str], cwd: str, log: int, lifeline: int | None, joins: list[int], spec: dict[str, object]
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    log: int,
+    lifeline: int | None,
+    joins: list[int],
+    spec: dict[str, object],
+    parent: int | None = None,
 ) -> None:
-    """In the forked child (where the supervisor has no way back from a cgroup): its own session,
-    the log as stdout and stderr, the lifeline if any, its cgroup joined (each join file),
-    the signals a sandbox's launcher ignores; then the exec. Never returns."""
+    """In the forked child (where the supervisor has no way back from a cgroup, or a tethered worker):
+    its own session, the log as stdout and stderr, the lifeline if any, its cgroup joined (each join
+    file), the signals a sandbox's launcher ignores; with ``parent`` (the supervisor), SIGKILL when
+    the supervisor ends (its tether is watched nowhere else); then the exec. Never returns."""
     try:
+        if parent is not None:
+            set_parent_death_signal(signal.SIGKILL)  # (kept across the exec)
+            if os.getppid() != parent:  # the supervisor ended before the line above
+                os._exit(127)
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, *IGNORED):
             signal.signal(signum, signal.SIG_DFL)
@@ -572,6 +664,7 @@ class Spawned(NamedTuple):
     supervisor: int
     guarded: bool = False
     pidfd: int | None = None  # the worker's pidfd, from its supervisor (None: an older supervisor sent none)
+    tethered: bool = False  # the supervisor holds its lifeline (asked with ``tether``; False: an older one does not)
 
 
 class SupervisorError(OSError):
@@ -610,13 +703,17 @@ class SupervisorClient:
         file_size: int,
         ignore: tuple[int, ...] = (),
         lifeline: int | None = None,
+        tether: bool = False,
         deadline: Deadline | None = None,
         guard: tuple[int, dict[str, object]] | None = None,
     ) -> Spawned:
         """Start ``argv`` (an absolute path first) with RLIMIT_FSIZE ``file_size`` (0: none): its pid,
         its kernel start time and the supervisor's pid. With ``exit_file``, the supervisor writes the
         worker's status there before reaping it. With ``lifeline`` (a descriptor), the worker gets
-        it as descriptor supervisor.LIFELINE_FD. With ``deadline`` (and ``exit_file``), the supervisor
+        it as descriptor supervisor.LIFELINE_FD; with ``tether`` too, the supervisor keeps it instead (a
+        node's attempt without a shim): it refuses the start if the lifeline has closed, kills the worker's
+        process group once it closes (no exit file then), and the worker dies with the supervisor
+        (``Spawned.tethered``: False from a supervisor that predates this). With ``deadline`` (and ``exit_file``), the supervisor
         stops the worker at it if it still runs (the module's docstring). With ``guard`` (the socket its
         launcher sends its connect() filter's listener over, and the policy: ``ports``, ``log``,
         ``record``), the supervisor holds that listener and answers the worker's calls (network/direct.py)."""
@@ -630,6 +727,7 @@ class SupervisorClient:
             "exit_file": str(exit_file) if exit_file is not None else None,
             "ignore": list(ignore),
             "lifeline": lifeline is not None,
+            "tether": tether,
             "deadline": [deadline.at, deadline.grace] if deadline is not None else None,
             "guard": guard[1] if guard is not None else None,
         }
@@ -642,7 +740,12 @@ class SupervisorClient:
             if fd != pidfd:
                 os.close(fd)
         return Spawned(
-            int(str(reply["pid"])), optional_text(reply.get("start_id")), supervisor, reply.get("guarded") is True, pidfd
+            int(str(reply["pid"])),
+            optional_text(reply.get("start_id")),
+            supervisor,
+            reply.get("guarded") is True,
+            pidfd,
+            reply.get("tethered") is True,
         )
 
     def found(self, tag_prefix: str) -> list[FoundAttempt]:
