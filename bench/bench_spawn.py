@@ -8,10 +8,13 @@ file and (``limits``) the server's default caps (a cgroup per worker where the m
 RLIMIT_FSIZE), then waits for it, reads its status and sweeps it, as an attempt does:
 
 * ``Popen``: bare ``subprocess.Popen(["true"]).wait()``, the floor;
-* ``shim``: ProcessRunner without a supervisor (a cluster node's way): the server forks (a preexec
-  step joins the cgroup, which rules out vfork) and the Perl shim runs the worker;
+* ``shim``: ProcessRunner without a supervisor (a cluster node's way when its supervisor fails):
+  the caller forks (a preexec step joins the cgroup, which rules out vfork) and the Perl shim runs
+  the worker;
 * ``supervisor``: ProcessRunner with the workspace's supervisor (the server's way): no fork of the
-  server, no shim.
+  server, no shim;
+* ``node``: the same with a parent-death signal, as a cluster node starts an unconfined attempt: the
+  supervisor holds its lifeline and the worker dies with the supervisor (``setpriv --pdeathsig``).
 
 ``--ballast-mb`` makes this process hold that much memory in many objects first, as a server
 holding a large tree does (a fork copies its page tables); the ratios are against Popen from the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +61,14 @@ def run(method: str, workers: int, concurrency: int, folder: Path, runner: Proce
         assert runner is not None
         tag = f"bench-spawn-{os.getpid()}.{method}.{i}"
         handle = runner.spawn(
-            ["true"], cwd=folder, env=env, log_path=folder / "log", tag=tag, exit_file=folder / f"exit.{i}", limits=DEFAULT_LIMITS
+            ["true"],
+            cwd=folder,
+            env=env,
+            log_path=folder / "log",
+            tag=tag,
+            exit_file=folder / f"exit.{i}",
+            limits=DEFAULT_LIMITS,
+            parent_death_signal=signal.SIGKILL if method == "node" else None,
         )
         code = runner.wait(handle, 60)
         runner.release(handle)
@@ -90,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "Popen": None,
         "shim": ProcessRunner(sweep_gather=0.0),
         "supervisor": ProcessRunner(sweep_gather=0.0, supervisor=SupervisorClient(folder / "supervisor")),
+        "node": ProcessRunner(sweep_gather=0.0, supervisor=SupervisorClient(folder / "node-supervisor")),
     }
     print(
         f"bench_spawn: {args.workers} no-op workers, {args.concurrency} at a time, {args.repeat} round(s); "
@@ -116,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"RESULT supervisor/Popen per worker = {ratio:.2f}x (target <= {TARGET:.2f}x) {'met' if ratio <= TARGET else 'not met'}"
     )
+    node = statistics.median(walls["node"]) / floor
     print(f"RESULT shim/Popen per worker = {shim:.2f}x (the per-worker shim, for comparison)")
+    print(f"RESULT node/Popen per worker = {node:.2f}x (a node's unconfined attempt, for comparison)")
     del ballast
     return 0
 
