@@ -490,8 +490,8 @@ class ProcessRunner:
                 sandbox, launch.egress = self._open_egress(sandbox, full_env, tag, log_path, launch.cgroup)
                 if parent_death_signal is None and through_supervisor:
                     sandbox, launch.guard = self._connect_guard(sandbox, full_env)
-            # Through the supervisor, which writes the exit file (a sandbox's shim inside does); one that
-            # must die with this process (a node's attempt) keeps the shim.
+            # Through the supervisor, which writes the exit file (a sandbox's shim inside does); a sandboxed
+            # node attempt's shim also holds its lifeline, an unconfined one's the supervisor holds.
             if held:
                 launch.lifeline, launch.held = os.pipe(), True  # (both ends close-on-exec; the read end goes to the supervisor)
             elif exit_file is not None and (sandbox is not None or not through_supervisor):
@@ -543,14 +543,14 @@ class ProcessRunner:
                     env=launch.env,
                     log_fd=log_fd,
                     tag=tag,
-                    # a shim (a sandbox's, inside; a sandboxed node attempt's) writes it itself
-                    exit_file=launch.exit_file if sandbox is None and (launch.held or not launch.tethered) else None,
+                    # the supervisor writes an unconfined worker's status; a sandbox's shim, inside, its own
+                    exit_file=launch.exit_file if sandbox is None else None,
                     cgroup_fds=child_setup.fds if child_setup is not None else [],
                     file_size=child_setup.file_size if child_setup is not None else 0,
                     ignore=LAUNCHER_IGNORES if launch.launcher else (),
                     lifeline=lifeline[0] if launch.tethered and lifeline is not None else guard[1].fileno() if guard else None,
                     tether=launch.held,
-                    deadline=deadline if sandbox is None and (launch.held or not launch.tethered) else None,  # else the shim's
+                    deadline=deadline if sandbox is None else None,  # else the shim's
                     guard=(guard[0].fileno(), self._direct_policy(sandbox, launch.egress, log_path))
                     if guard and sandbox
                     else None,

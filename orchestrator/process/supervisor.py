@@ -361,7 +361,7 @@ class Supervisor:
         joins = fds[2 if lifeline is not None else 1 : -1 if guard_fd is not None else None]
         tether = None
         if spec.get("tether") and lifeline is not None:  # a node's attempt: the lifeline is held here, not passed on
-            if select.select([lifeline], [], [], 0)[0]:
+            if _closed(lifeline):
                 raise ProcessLookupError(errno.ESRCH, "the node process that asked for it is gone: the worker is not started")
             tether = Tether(os.dup(lifeline), os.dup(fds[0]))
             lifeline = None
@@ -520,6 +520,14 @@ class Supervisor:
             os.unlink(self.socket, dir_fd=self.dir_fd)
         self.listener.close()
         return True  # the lock goes with the process
+
+
+def _closed(lifeline: int) -> bool:
+    """Whether a lifeline reads as closed now (poll, not select: a busy supervisor's descriptors
+    may be numbered past select's 1024)."""
+    probe = select.poll()
+    probe.register(lifeline, select.POLLIN)
+    return bool(probe.poll(0))
 
 
 @functools.cache
