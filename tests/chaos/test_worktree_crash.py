@@ -39,7 +39,7 @@ def test_a_server_killed_while_worktree_workers_run_and_commit_loses_no_work_and
     server = Server(folder, writable=marks)
     before = host_state(host, folder, tmp_path)
     tasks = [
-        "echo one > one.txt; sleep 15; echo more >> one.txt",  # runs on across the restart
+        "echo one > one.txt; sleep 40; echo more >> one.txt",  # runs on across the restart
         "echo two > two.txt; sleep 4",  # ends while no server runs
         "echo three > three.txt; sleep 60",  # lost: its shim is killed too, with its work uncommitted
         "sleep 60",  # lost, with no work
