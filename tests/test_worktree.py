@@ -227,6 +227,28 @@ def test_a_new_worktree_is_what_git_worktree_add_makes_and_a_failed_checkout_lea
     assert str(broken) not in git(host, "worktree", "list", "--porcelain")
 
 
+def test_a_worktree_being_checked_out_is_neither_locked_nor_prunable(tmp_path):
+    """While its checkout runs, a new worktree's entry has no lock to remove later (a ``git
+    worktree list`` that saw a lock a moment before it went fails reading it) and its folder's
+    ``.git`` is already there, so a ``git worktree prune`` meanwhile keeps it."""
+    host, _ = make_host(tmp_path)
+    head = git(host, "rev-parse", "HEAD").strip()
+    tree, seen = tmp_path / "wt", {}
+
+    def checkout(argv: list[str], env: dict[str, str]) -> None:
+        admin = Path(env["GIT_DIR"])
+        seen["lock"] = (admin / "locked").exists()
+        git(host, "worktree", "prune")
+        seen["kept"] = admin.is_dir()
+        seen["listed"] = git(host, "worktree", "list", "--porcelain")
+        run_git(tree, *argv, head, env=env)
+
+    add_worktree(host, tree, "orchestrator/t/w", head, checkout=checkout)
+    assert seen["lock"] is False and seen["kept"] is True
+    assert f"worktree {tree}\n" in seen["listed"] and "locked" not in seen["listed"] and "prunable" not in seen["listed"]
+    assert git(tree, "rev-parse", "HEAD").strip() == head and git(tree, "status", "--porcelain") == ""
+
+
 def test_sixteen_worktrees_made_at_once_while_git_lists_them_never_fail_and_each_is_whole(tmp_path):
     """Made side by side with no repository lock: each entry comes into .git/worktrees in one
     rename, so a ``git worktree list`` running meanwhile never meets a half-made one (git's own

@@ -267,13 +267,15 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None, ch
     None: here, with the pins.
 
     A new branch in a repository of the usual layout (``plain_layout``) is made without ``git
-    worktree add``: its admin entry (``HEAD``, ``commondir``, ``gitdir``, git's "initializing"
-    lock) is written aside and renamed into ``.git/worktrees`` in one step, and one ``reset
-    --hard <start>`` makes the branch (HEAD names it, unborn) and checks it out. No lock of the
-    repository is needed: the rename is atomic (a git listing the worktrees meanwhile never
-    meets a half-made entry, which makes concurrent ``worktree add`` runs fail) and names never
-    collide, so sixteen workers' worktrees are made side by side and the cost does not grow with
-    the worktrees already there. Otherwise git's own two steps: ``worktree add --no-checkout``
+    worktree add``: its admin entry (``HEAD``, ``commondir``, ``gitdir``) is written aside and
+    renamed into ``.git/worktrees`` in one step, and one ``reset --hard <start>`` makes the
+    branch (HEAD names it, unborn) and checks it out. No lock of the repository is needed: the
+    rename is atomic (a git listing the worktrees meanwhile never meets a half-made entry, which
+    makes concurrent ``worktree add`` runs fail) and names never collide, so sixteen workers'
+    worktrees are made side by side and the cost does not grow with the worktrees already
+    there. The entry takes no "initializing" lock, as git's does: ``directory/.git`` is there
+    before the entry, so no ``worktree prune`` takes it meanwhile, and a lock removed after the
+    checkout would fail a ``git worktree list`` that saw it a moment before it went. Otherwise git's own two steps: ``worktree add --no-checkout``
     under the repository's lock, then the same checkout outside it. A checkout that fails
     removes the worktree again, as git does."""
     admin: Path | None
@@ -304,7 +306,6 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None, ch
             checkout(argv, env)
         else:
             retry_locked(directory, *argv, *target, env=env)
-        (admin / "locked").unlink(missing_ok=True)  # git's own "initializing" lock ends with its checkout
     except GitError:
         try:
             repo_op(repo, repo, "worktree", "remove", "--force", "--force", "--", str(directory))
@@ -333,8 +334,9 @@ def plain_layout(repo: str) -> bool:
 
 
 def _make_entry(repo: Path, directory: Path, branch: str) -> Path:
-    """``directory``'s admin entry in ``repo``'s ``worktrees`` folder, locked "initializing" (as
-    git leaves it until its checkout), and ``directory/.git`` pointing to it. Returns the entry."""
+    """``directory``'s admin entry in ``repo``'s ``worktrees`` folder, and ``directory/.git``
+    pointing to it, written first (an entry whose folder is missing is prunable). Returns the
+    entry."""
     if directory.exists() and any(directory.iterdir()):
         raise GitError(f"git worktree add: {directory} already exists and is not empty")
     common = common_dir(repo)
@@ -343,7 +345,6 @@ def _make_entry(repo: Path, directory: Path, branch: str) -> Path:
     shutil.rmtree(staging, ignore_errors=True)  # this thread's own, left by a failure
     staging.mkdir()
     for name, text in (
-        ("locked", "initializing\n"),
         ("commondir", "../..\n"),
         ("gitdir", f"{where / '.git'}\n"),
         ("HEAD", f"ref: refs/heads/{branch}\n"),
@@ -355,21 +356,22 @@ def _make_entry(repo: Path, directory: Path, branch: str) -> Path:
     # hash keeps names from colliding (every tree has a worker_1).
     stem = re.sub(r"[^A-Za-z0-9_.-]", "-", directory.name).lstrip(".") or "worktree"
     stem += "-" + hashlib.sha1(str(where).encode("utf-8")).hexdigest()[:8]
+    directory.mkdir(parents=True, exist_ok=True)
+    dot_git = directory / ".git"
     for n in range(100):
         admin = worktrees / (stem if n == 0 else f"{stem}{n}")
+        dot_git.write_text(f"gitdir: {Path(os.path.realpath(worktrees)) / admin.name}\n", encoding="utf-8")
         try:
             os.rename(staging, admin)  # fails on an existing, non-empty entry: never replaces one
-            break
+            return admin
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                dot_git.unlink(missing_ok=True)
                 shutil.rmtree(staging, ignore_errors=True)
                 raise GitError(f"could not make the worktree entry {admin}: {exc}") from None
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise GitError(f"could not name a worktree entry for {directory} in {worktrees}")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / ".git").write_text(f"gitdir: {Path(os.path.realpath(admin))}\n", encoding="utf-8")
-    return admin
+    dot_git.unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    raise GitError(f"could not name a worktree entry for {directory} in {worktrees}")
 
 
 def common_dir(repo: Path) -> Path:
