@@ -647,9 +647,10 @@ class WorktreeCheckout(Checkout):
 
 def _interrupted(directory: Path) -> bool:
     """Whether making the worktree ``directory`` was cut off before its checkout completed:
-    git locks a new worktree ("initializing", in the C locale our git calls run in) until its
-    own checkout is done, and repository.add_worktree's checkout (after ``worktree add
-    --no-checkout``) is the first to write the worktree's index. Read from the files, no git call."""
+    git's own ``worktree add`` locks a new worktree ("initializing", in the C locale our git calls
+    run in) until its checkout is done, and repository.add_worktree's checkout (after its own
+    entry, which takes no lock, or after ``worktree add --no-checkout``) is the first to write the
+    worktree's index. Read from the files, no git call."""
     admin = linked_git_dir(directory)
     if admin is None:
         return False

@@ -275,8 +275,9 @@ def add_worktree(repo: Path, directory: Path, branch: str, start: str | None, ch
     worktrees are made side by side and the cost does not grow with the worktrees already
     there. The entry takes no "initializing" lock, as git's does: ``directory/.git`` is there
     before the entry, so no ``worktree prune`` takes it meanwhile, and a lock removed after the
-    checkout would fail a ``git worktree list`` that saw it a moment before it went. Otherwise git's own two steps: ``worktree add --no-checkout``
-    under the repository's lock, then the same checkout outside it. A checkout that fails
+    checkout would fail a ``git worktree list`` that saw it a moment before it went. Otherwise
+    git's own two steps: ``worktree add --no-checkout`` under the repository's lock, then the
+    same checkout outside it. A checkout that fails
     removes the worktree again, as git does."""
     admin: Path | None
     target: list[str] = []  # what the checkout resets to: the new branch's start, else its tip
@@ -357,10 +358,10 @@ def _make_entry(repo: Path, directory: Path, branch: str) -> Path:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "-", directory.name).lstrip(".") or "worktree"
     stem += "-" + hashlib.sha1(str(where).encode("utf-8")).hexdigest()[:8]
     directory.mkdir(parents=True, exist_ok=True)
-    dot_git = directory / ".git"
+    dot_git, real_worktrees = directory / ".git", Path(os.path.realpath(worktrees))
     for n in range(100):
         admin = worktrees / (stem if n == 0 else f"{stem}{n}")
-        dot_git.write_text(f"gitdir: {Path(os.path.realpath(worktrees)) / admin.name}\n", encoding="utf-8")
+        dot_git.write_text(f"gitdir: {real_worktrees / admin.name}\n", encoding="utf-8")
         try:
             os.rename(staging, admin)  # fails on an existing, non-empty entry: never replaces one
             return admin
