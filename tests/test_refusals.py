@@ -7,6 +7,7 @@ stays ``success``, what it was refused beside it."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from orchestrator.reports.status_document import Silence, job_status, status_tab
 from orchestrator.webhooks.event_types import Seen, worker_summary, worker_types
 from orchestrator.workers import refusals
 
-from .conftest import run_job
+from .conftest import run_job, wait_until
 from .helpers.worktree import git, host_engine, make_host, snapshot, user_env, workers
 
 needs_bwrap = pytest.mark.skipif(not probe().available, reason="no sandbox on this machine")
@@ -205,6 +206,36 @@ def test_refusals_read_on_after_a_commit_still_read_the_orchestrators_record_who
     after, _ = read_refusals(engine.workspace, rec, directory, progress)
     assert [r.line for r in after.shown] == ["[orchestrator] a symlink to /etc/passwd not taken"] and after.total == 1
     assert [r.path for r in after.said] == ["/etc/a"] and after.said_total == 1
+
+
+def test_a_retried_workers_refusals_are_on_its_record_while_the_retry_runs_and_counted_once_at_its_end(tmp_path, make_engine):
+    """What an attempt's log says it was refused is read before its retry starts (on its record on
+    disk while the retry runs), and read on from there after the worker's commit: at its end the
+    record holds both attempts' words, each once."""
+    engine = make_engine(orchestrator={"worker": "command", "command": ["sh", "-c", "{task}"]})
+    go = tmp_path / "go"
+    script = (
+        'if [ "$ORCHESTRATOR_ATTEMPT" = 1 ]; then echo "touch: cannot touch \'/etc/a\': Read-only file system"; exit 1; fi;'
+        f' echo "bash: /etc/b: Permission denied"; while [ ! -e "{go}" ]; do sleep 0.05; done'
+    )
+    job = engine.submission.submit("x", {"max_retries": 1}, [script])
+    record = engine.workspace.worker_paths(job.root_id, 0, "worker_1").record
+
+    def retry_running():
+        data = json.loads(record.read_text()) if record.exists() else {}
+        return len(data.get("attempts", [])) == 2 and data
+
+    # Given its first attempt refused /etc/a and failed, When its retry runs
+    during = wait_until(retry_running, timeout=30, what="the retry's start on the record")
+    # Then its record already says what the first attempt was refused
+    assert [r["path"] for r in during["said_refused"]] == ["/etc/a"] and during["said_refused_total"] == 1, during
+    go.touch()
+    done = engine.queries.wait(job.id, 30)
+    w = workers(engine, done)["worker_1"]
+    # And at its end both attempts' words are there, each once
+    assert w.status is WorkerStatus.SUCCESS and len(w.attempts) == 2
+    assert [r.path for r in w.said_refused] == ["/etc/a", "/etc/b"] and w.said_refused_total == 2, w.said_refused
+    assert json.loads(record.read_text())["said_refused_total"] == 2
 
 
 def test_refusals_survive_the_records_round_trip():

@@ -190,10 +190,19 @@ class Attempts(EnginePart):
 
     def _flush(self) -> None:
         """The deferred changes made now, in a section of their own (before a reader outside this
-        thread may need them: the steps, a retry)."""
-        if self.deferred:
-            with self.tables.locked():
-                self.apply_deferred()
+        thread may need them: the steps, a retry), with what the system refused the worker so far.
+        Those are read here, not at each attempt's end: after the last one, the read after its
+        commit (``refused``) is the one its record takes, and the log is read once."""
+        refused = self.refused()
+
+        def refusals_read() -> None:
+            assert_held(self.tables, "an attempt's refusals")
+            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
+            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
+
+        self.deferred.append(refusals_read)
+        with self.tables.locked():
+            self.apply_deferred()
 
     def abort(self, reason: str) -> None:
         """Stop the running attempt for ``reason`` (kill ladder); no retry follows."""
@@ -349,8 +358,8 @@ class Attempts(EnginePart):
 
     def refused(self) -> refusals.Refusals:
         """What the system refused the worker so far (``read_refusals``), its log read on from the
-        last attempt's end: what came since (the orchestrator's refusals of what it would not take,
-        after its commit) is read, not the whole log again."""
+        last read (before a retry or its steps: ``_flush``): what came since is read, not the whole
+        log again."""
         found, self.log_read = read_refusals(self.workspace, self.record, self.worker_dir, self.log_read)
         return found
 
@@ -599,22 +608,6 @@ class Attempts(EnginePart):
         )
 
     def _classify(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
-        """How the attempt ended, and whether (and under which budget) another one follows
-        (``_judge``); then what the system refused the worker so far, read after the line its end
-        wrote in its log, so that the read after its commit (``refused``) finds nothing more there
-        when nothing more came."""
-        judged = self._judge(attempt, code, reason)
-        refused = self.refused()
-
-        def refusals_read() -> None:  # in the next section this thread enters, with the attempt's end
-            assert_held(self.tables, "an attempt's refusals")
-            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
-            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
-
-        self.deferred.append(refusals_read)
-        return judged
-
-    def _judge(self, attempt: Attempt, code: int | None, reason: EndReason) -> tuple[Outcome, str | None]:
         """How the attempt ended (its line in its log), and whether another one follows."""
         rung = self.handle.kill_rung if self.handle and self.handle.kill_rung not in (None, "none") else None
         stopper = self.handle.deadline_stop if self.handle and rung is None and reason == EndReason.TIMEOUT else None

@@ -197,8 +197,8 @@ class WorkerThread(EnginePart):
         changes = finish_checkout(self.checkout, rec, succeeded=outcome.status is WorkerStatus.SUCCESS, known=known)
         if changes.error is not None and outcome.status is WorkerStatus.SUCCESS:  # its work is not on its branch
             outcome = Outcome(WorkerStatus.FAILED, changes.error, error=changes.error, parsed=outcome.parsed)
-        # Read again after its commit: the orchestrator's refusals of what its sandbox left are in its record
-        # now (its log read on from where its last attempt's end read it: Attempts.refused).
+        # Read after its commit: the orchestrator's refusals of what its sandbox left are in its record
+        # now (its log read on from where a retry or its steps last read it: Attempts.refused).
         refused = refused_now()
         ended = Ended(live, outcome, changes, refused, early)
         self._settling(ended)
