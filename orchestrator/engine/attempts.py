@@ -194,15 +194,10 @@ class Attempts(EnginePart):
         Those are read here, not at each attempt's end: after the last one, the read after its
         commit (``refused``) is the one its record takes, and the log is read once."""
         refused = self.refused()
-
-        def refusals_read() -> None:
-            assert_held(self.tables, "an attempt's refusals")
-            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
-            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
-
-        self.deferred.append(refusals_read)
         with self.tables.locked():
             self.apply_deferred()
+            self.record.refusals, self.record.refusals_total = refused.shown, refused.total
+            self.record.said_refused, self.record.said_refused_total = refused.said, refused.said_total
 
     def abort(self, reason: str) -> None:
         """Stop the running attempt for ``reason`` (kill ladder); no retry follows."""
