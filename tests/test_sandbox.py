@@ -238,6 +238,19 @@ def test_the_first_rung_reaches_the_worker_which_gets_its_grace(tmp_path, backen
     assert handle.poll() == 3 and "cleaned up" in (tmp_path / "w.log").read_text()
 
 
+@needs_bwrap
+def test_the_first_rung_sent_while_the_sandbox_starts_is_not_lost(tmp_path, backend):
+    """A cancel in an attempt's first milliseconds: bubblewrap's launcher and init ignore SIGTERM, and so does
+    the shim inside until its first line has set its handlers. A SIGTERM sent then would be lost and the
+    worker end only by SIGKILL, its grace gone: the ladder waits until a process of the group takes it."""
+    script = "trap 'echo cleaned up; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+    for attempt in range(3):
+        runner, handle = spawn(tmp_path, script, spec(tmp_path / "work", backend=backend), name=f"w{attempt}")
+        assert runner.terminate(handle, grace=10) == "SIGTERM"  # not SIGKILL, ten seconds later
+        # its trap ran, or the shim re-raised the SIGTERM it caught before the worker began (shim.py: STARTING)
+        assert handle.poll() in (3, -signal.SIGTERM), handle.poll()
+
+
 # Under Landlock (no PID namespace) the attempt's cgroup is what holds a tagless process: where it has one.
 IN_CGROUP = bool(hierarchies().bases)
 CAPPED = Limits.from_mb(4096, 4096, 0, 0)  # caps that put an attempt in a cgroup of its own, none reached here

@@ -269,6 +269,32 @@ def group_alive(pgid: int) -> bool:
     reaped, can linger there for seconds). Without /proc, True (the caller asks the kernel first)."""
     if not HAS_PROC:
         return True
+    return next(_group_members(pgid), None) is not None
+
+
+def group_takes(pgid: int, signum: int) -> bool:
+    """Whether a live member of process group ``pgid`` would take ``signum`` now: it does not ignore it
+    (it catches it, or dies of it). A sandbox's launcher and init ignore the kill ladder's signals, and so
+    does the shim inside until it has set its handlers (process/shim.py): a signal sent before then is lost.
+    True when it cannot tell (no /proc) and when the group has no live member (nothing to wait for)."""
+    if not HAS_PROC:
+        return True
+    bit = 1 << (signum - 1)
+    members = 0
+    for pid in _group_members(pgid):
+        members += 1
+        try:
+            status = read_small(f"/proc/{pid}/status")
+        except OSError:
+            continue  # gone since the scan
+        at = status.find(b"\nSigIgn:")
+        if at < 0 or not int(status[at + 8 : status.index(b"\n", at + 1)].strip(), 16) & bit:
+            return True
+    return members == 0
+
+
+def _group_members(pgid: int) -> Iterator[int]:
+    """The live (non-zombie) members of process group ``pgid``, from a scan of /proc."""
     wanted = str(pgid).encode()
     with os.scandir(_PROC) as entries:
         names = [entry.name for entry in entries if entry.name.isdigit()]
@@ -279,8 +305,7 @@ def group_alive(pgid: int) -> bool:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 2 and fields[2] == wanted and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+            yield int(name)
 
 
 def rss_bytes(pid: int) -> int:

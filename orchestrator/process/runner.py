@@ -812,12 +812,14 @@ class ProcessRunner:
                 handle.kill_rung = "none"
                 return handle.kill_rung
             rung = signal_name(first_signal)
+            deadline = time.monotonic() + grace
+            if handle.sandboxed and not handle.adopted:
+                _await_taker(handle.pid, first_signal, deadline)
             _killpg(handle.pid, first_signal)
             tree = self.confined.tree(handle.tag, handle.pid) if handle.limits else []  # tagless ones too
             # Only to those that left the group: a second SIGTERM would run a worker's handler twice.
             kill_all([pid for pid in tree if _pgid(pid) != handle.pid], first_signal)
-            deadline = time.monotonic() + grace
-            if self.wait(handle, grace) is None:
+            if self.wait(handle, max(0.0, deadline - time.monotonic())) is None:
                 rung = "SIGKILL"
             # The leader is gone (or about to be); give the rest of its group what is left of the grace.
             while time.monotonic() < deadline and _group_alive(handle.pid):
@@ -1100,6 +1102,14 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except (ProcessLookupError, PermissionError):
         return None
+
+
+def _await_taker(pgid: int, signum: int, until: float) -> None:
+    """Until a process of a sandboxed attempt's group would take ``signum`` (procscan.group_takes): in its
+    first milliseconds every one of them ignores it, and a signal sent then is lost. Not past ``until``
+    (the grace's end: the ladder goes on as it would have)."""
+    while not procscan.group_takes(pgid, signum) and time.monotonic() < until:
+        time.sleep(0.005)
 
 
 def _group_alive(pgid: int) -> bool:
