@@ -80,6 +80,8 @@ def test_the_guides_blocks_take_a_project_from_install_to_a_merged_tested_result
     install = block("install")
     assert install.startswith(CP_LINE + "\n")
     script = "set -e\n" + f"cd {json.dumps(str(folder))}\n" + install[len(CP_LINE) + 1 :] + "\n"
+    # A wait holds api.long_poll_max at most: at 5 s, the block's job outlasts one, so its wait loop is proven
+    script += "./orchestrator.sh config set api.long_poll_max 5 >/dev/null\n"
     script += 'echo "API=$API"\n' + block("project") + "\n"
     env = shell_env(folder)
     try:
