@@ -75,6 +75,7 @@ def shell_env(folder: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.timeout(600)  # the blocks' own limit below: 41 s alone, past 120 s on a loaded 2-CPU machine
 def test_the_guides_blocks_take_a_project_from_install_to_a_merged_tested_result(tmp_path):
     host, folder = project(tmp_path)
     install = block("install")

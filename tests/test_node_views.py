@@ -119,7 +119,8 @@ def test_the_nodes_card_lists_each_node_alive_or_dead(redis_server, unique_prefi
     rows = {r.get_attribute("data-node"): r.text for r in browser.find_elements("css selector", "#nodes-body tr")}
     assert "alive" in rows["gpu-box"] and "claude, codex" in rows["gpu-box"] and "3 / 4" in rows["gpu-box"]
     assert "dead" in rows["old-box"] and "command" in rows["old-box"] and "0 / 2" in rows["old-box"]
-    assert "ago" in rows["old-box"] and any(f"{s}.{t}s ago" in rows["old-box"] for s in (40, 41, 42) for t in range(10))
+    # 40 s old when published, and older by the page's load (3.5 s on a busy 2-CPU machine)
+    assert "ago" in rows["old-box"] and any(f"{s}.{t}s ago" in rows["old-box"] for s in range(40, 70) for t in range(10))
     assert browser.find_element("id", "nodes-count").text == "1 of 2 alive"
     assert not browser.find_element("id", "nodes-local").is_displayed()
 
