@@ -345,7 +345,7 @@ def kill_at_random(home: Home, rounds: int, rng: random.Random) -> Killed:
 
 
 # A guard against a hang only: 460 s with one other pytest run beside it, past 900 s (160 rounds in 847 s)
-# beside a slow tier run on three xdist workers, 1,019 s beside CI's (.ci/run) on two, on a 2-CPU machine.
+# beside a slow tier run on three xdist workers, on a 2-CPU machine.
 @pytest.mark.timeout(1800)
 def test_server_killed_at_random_points_200_times(tmp_path):
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
