@@ -834,7 +834,8 @@ def test_a_claude_worker_under_landlock_runs_git_in_its_worktree_and_sees_no_oth
     (host / "test_git.py").write_text(GIT_IN_A_TEST)
     # As a Python project's own: the bytecode pytest writes is no leftover to commit (where
     # PYTHONDONTWRITEBYTECODE is not set, it writes some in the worktree).
-    (host / ".gitignore").write_text("__pycache__/\n")
+    with (host / ".gitignore").open("a") as ignored:  # (beside make_host's .env)
+        ignored.write("__pycache__/\n")
     git(host, "add", "test_git.py", ".gitignore")
     git(host, "commit", "-qm", "a git test", "--no-verify", env=user_env())
     git(host, "branch", "orchestrator/0other0tree0/worker_1", "HEAD")
