@@ -325,6 +325,9 @@ class FakeExecutor:
             self._end(handle)
         return handle.code
 
+    def withhold(self, handles: Sequence[AttemptHandle]) -> None:
+        """Nothing: a fake attempt starts as it is started, never queued."""
+
     def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         """The kill ladder in fake time; the rung that ended it ("none": it had ended)."""
         handle = _fake(handle)

@@ -311,6 +311,36 @@ def test_cancel_of_a_queued_attempt_removes_it_and_no_node_ever_runs_it(rq, tmp_
         node.stop()
 
 
+def test_a_withheld_attempt_no_node_starts_waits_for_its_terminate_and_a_running_one_is_left_alone(
+    rq, tmp_path, redis_server, unique_prefix
+):
+    executor = rq()
+    node = NodeDouble(redis_server.url, unique_prefix, name="one", slots=1)
+    try:
+        running = start(executor, tmp_path, ["sleep", "30"], "root.w.worker_1")
+        placed(executor, running)
+        queued = start(executor, tmp_path, ["sleep", "30"], "root.w.worker_2")
+        assert executor.wait(queued, 0.3) is None and queued.queued
+        executor.withhold([running, queued])
+        assert queued.withheld
+        executor.withhold([queued])  # a second cancel of the job changes nothing
+        assert queued.withheld and not queued.exited
+        assert executor.attempts.read(queued.id)["state"] == "cancelled"
+        assert executor.attempts.read(running.id)["state"] == "running"
+        assert executor.terminate(running, grace=1) == "SIGTERM"  # its slot is free now
+        node.slots = 2
+        time.sleep(1)  # the node's loop, and the listener that reads the withheld one's "ended" event
+        assert node.ran == [running.id]
+        assert executor.wait(queued, 0) is None and not queued.exited  # only its own terminate ends it
+        assert executor.terminate(queued, grace=1) == "none"
+        assert executor.wait(queued, 1) == -signal.SIGTERM
+        assert executor.attempts.queue("command").count == 0
+        for handle in (running, queued):
+            executor.release(handle)
+    finally:
+        node.stop()
+
+
 def test_a_node_that_dies_loses_its_attempt_and_its_late_result_is_fenced(rq, tmp_path, redis_server, unique_prefix):
     executor = rq()
     node = NodeDouble(redis_server.url, unique_prefix, name="doomed", lease=LEASE)
@@ -559,12 +589,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@pytest.mark.parametrize("queued_thread", ["prompt", "late"])
 def test_cancel_of_a_job_ends_its_running_worker_on_the_node_and_its_queued_one_never_runs(
-    make_engine, redis_server, unique_prefix
+    make_engine, redis_server, unique_prefix, queued_thread
 ):
     node = NodeDouble(redis_server.url, unique_prefix, name="n1", kinds=("simulated",), slots=1, lease=LEASE)
     try:
         engine = rq_engine(make_engine, redis_server, unique_prefix, simulated={"duration": 30})
+        if queued_thread == "late":  # as on a loaded machine: the running one's slot is free long before
+            terminate = engine.executor.terminate
+
+            def late(handle, **kwargs):
+                if handle.queued:
+                    time.sleep(2)
+                return terminate(handle, **kwargs)
+
+            engine.executor.terminate = late
         job = engine.submission.submit("cancel across", {"max_workers": 2}, ["one", "two"])
         workers = lambda: [engine.queries.find_worker(job.id, 0, f"worker_{i}") for i in (1, 2)]  # noqa: E731
         wait_until(lambda: sorted(str(w.node) for w in workers()) == ["None", "n1"], timeout=20, what="one runs, one waits")

@@ -229,13 +229,10 @@ class RQExecutor(Reconciler):
                 h.kill_rung = h.kill_rung or "none"
                 return h.kill_rung
         if h.queued:
-            try:
-                cancelled = self.attempts.cancel_queued(h.id, h.token, -first_signal)
-            except (redis.RedisError, OSError) as exc:  # no node can claim it while Redis is down either
-                self._note_down(exc)
-                with self._cond:
-                    self._cancel_later.append((h.id, h.token))  # told to Redis once it is back
-                cancelled = True
+            with self._cond:
+                cancelled, h.withheld = h.withheld, False
+            if not cancelled:
+                cancelled = self._cancel_queued([h], -first_signal)[0]
             if cancelled:
                 self._drop_job(h)
                 self._end(h, -first_signal, "none", note="cancelled while queued")
@@ -260,6 +257,29 @@ class RQExecutor(Reconciler):
         with self._cond:
             h.kill_rung = h.kill_rung or "none"
             return h.kill_rung
+
+    def withhold(self, handles: Sequence[AttemptHandle]) -> None:
+        """Cancel the queued ones in Redis (a node's claim fails from now) without ending them here:
+        the event that says so is ignored (``_end``) until each one's own ``terminate`` ends it."""
+        with self._cond:  # marked first: the listener may read the cancel's event before Redis answers
+            queued = [h for h in map(_remote, handles) if h.queued and h.code is None and not h.withheld]
+            for h in queued:
+                h.withheld = True
+        cancelled = self._cancel_queued(queued, -signal.SIGTERM)
+        with self._cond:  # one a node claimed first runs on (an end heard meanwhile: the reconciler's)
+            for h, withheld in zip(queued, cancelled, strict=True):
+                h.withheld = withheld
+
+    def _cancel_queued(self, handles: Sequence[RemoteHandle], code: int) -> list[bool]:
+        """Which of ``handles`` Redis cancelled while still queued (False: a node has it). With Redis
+        down, all: no node can claim one then either, and Redis is told once it is back."""
+        try:
+            return self.attempts.cancel_queued_all([(h.id, h.token) for h in handles], code)
+        except (redis.RedisError, OSError) as exc:
+            self._note_down(exc)
+            with self._cond:
+                self._cancel_later.extend((h.id, h.token) for h in handles)
+            return [True] * len(handles)
 
     def release(self, handle: AttemptHandle) -> None:
         """Forgotten here at once; Redis is told by the listener, every ``FORGET_EVERY`` seconds
@@ -516,7 +536,7 @@ class RQExecutor(Reconciler):
         """It ended. ``exited_at``: its node's clock when it saw the end (its start is its node's
         too, see _placed), kept between its start and now; without it, now."""
         with self._cond:
-            if h.code is not None:
+            if h.code is not None or h.withheld:
                 return
             h.code, h.ended_at, h.queued = code, _node_clock(exited_at, h.started_at), False
             h.kill_rung = h.kill_rung or rung

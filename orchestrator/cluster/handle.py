@@ -37,6 +37,7 @@ class RemoteHandle:
     exit_seen: float | None = None  # monotonic time its exit file was first seen without an "ended"
     jobless: float | None = None  # monotonic time it was first seen queued without its RQ job
     unknown: float | None = None  # monotonic time it was first seen queued here and absent from Redis
+    withheld: bool = False  # cancelled in Redis by ``withhold``: only its terminate ends it here
     enqueuing: bool = False  # start() is enqueueing it: the reconciler must not (it would enqueue it twice)
     secret_file: Path | None = None
     enforced: Enforced | None = None  # which enforcement held its caps on its node (from its renewals)

@@ -417,9 +417,17 @@ class Leases:
 
     def cancel_queued(self, attempt_id: str, token: int, code: int) -> bool:
         """Cancel an attempt no node has claimed yet (a later claim fails); tells the event list."""
-        n = self.names
-        event = _event(attempt_id, token, NodeEvent.ENDED, code=code, kill_rung="none", note="cancelled before a node started it")
-        return bool(self._cancel_queued(keys=[n.attempt(attempt_id), n.events], args=[token, time.time(), event]))
+        return self.cancel_queued_all([(attempt_id, token)], code)[0]
+
+    def cancel_queued_all(self, attempts: Sequence[tuple[str, int]], code: int) -> list[bool]:
+        """``cancel_queued`` for each (attempt id, token), in one round trip."""
+        n, pipe = self.names, self.client.pipeline(transaction=False)
+        for attempt_id, token in attempts:
+            event = _event(
+                attempt_id, token, NodeEvent.ENDED, code=code, kill_rung="none", note="cancelled before a node started it"
+            )
+            self._cancel_queued(keys=[n.attempt(attempt_id), n.events], args=[token, time.time(), event], client=pipe)
+        return [bool(found) for found in pipe.execute()]
 
     def terminate(self, attempt_id: str, token: int, signal: int, grace: float) -> None:
         """Ask the node that runs the attempt to run the kill ladder (first ``signal``, then SIGKILL):

@@ -38,7 +38,7 @@ from ..errors import ConfigError, Conflict, OrchestratorError, Unavailable
 from ..events import EventBus
 from ..models import ApprovalDecision, EndReason, JobRecord, JobStatus, WorkerRecord, WorkerStatus
 from ..process.admission import MemoryProbe
-from ..process.executor import Executor
+from ..process.executor import AttemptHandle, Executor
 from ..process.runner import ProcessRunner, Wakeup
 from ..process.shim import FoundAttempt
 from ..quality.steps import Step
@@ -456,18 +456,46 @@ class Engine:
         if self.continuing.cancel(root_of(validate_job_id(job_id))):  # its continue round stops; the job stays as it ended
             return self.queries.get_job(job_id)
         with self.tables.locked():
-            job = self.tables.jobs.get(validate_job_id(job_id))
-            if job is None:
-                stored = self.workspace.load_job(job_id)
-                raise Conflict(f"job {job_id} is already {stored.status.value}; there is nothing to cancel")
-            if job.status.terminal or job.id in self.tables.ending:
-                raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
-            never_started = self._cancel_locked(job)
+            job = self._cancellable(job_id)
+            queued = self._queued_handles(job)
+            never_started = [] if queued else self._cancel_locked(job)
+        if queued:
+            # Before any of its workers is told to stop: a running one's freed slot would start a
+            # queued one on its node. A withheld attempt ends by its terminate alone: the job lives on.
+            self.executor.withhold(queued)
+            with self.tables.locked():
+                never_started = self._cancel_locked(self._cancellable(job_id))
         for live in never_started:
             self.settling.settle(live)
         if job.status is JobStatus.WAITING:  # nothing runs: it ends cancelled now, nothing merged (delivery/approval.py)
             self.approvals.decide(job.id, ApprovalDecision.CANCEL)
         return self.queries.get_job(job_id)
+
+    @locked_only
+    def _cancellable(self, job_id: str) -> JobRecord:
+        """The running job ``job_id``; a Conflict when it has ended or is ending."""
+        job = self.tables.jobs.get(validate_job_id(job_id))
+        if job is None:
+            stored = self.workspace.load_job(job_id)
+            raise Conflict(f"job {job_id} is already {stored.status.value}; there is nothing to cancel")
+        if job.status.terminal or job.id in self.tables.ending:
+            raise Conflict(f"job {job_id} is already {job.status.value}; there is nothing to cancel")
+        return job
+
+    @locked_only
+    def _queued_handles(self, job: JobRecord) -> list[AttemptHandle]:
+        """The attempts of the job and its subtree that wait queued for a node."""
+        found = []
+        for name in job.worker_names:
+            live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
+            handle = live.execution.handle if live.execution is not None else None
+            if handle is not None and handle.queued:
+                found.append(handle)
+            for child_id in live.record.child_job_ids:
+                child = self.tables.jobs.get(child_id)
+                if child is not None and not child.status.terminal:
+                    found.extend(self._queued_handles(child))
+        return found
 
     @locked_only
     def _cancel_locked(self, job: JobRecord, reason: str = EndReason.CANCELLED.value) -> list[LiveWorker]:

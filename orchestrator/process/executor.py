@@ -21,6 +21,8 @@ What the interface promises, whatever runs the attempt (the contract tests check
 * A remote executor's attempt may wait ``queued`` for a machine (its timeout starts when one
   starts it; ``wait`` returns None early when it does, so the record can name its ``node``), and
   may end ``lost`` (its machine stopped renewing its lease): retried, never counted twice.
+  ``withhold`` takes queued attempts off every machine at once, before a cancel stops the running
+  ones, whose freed slots would otherwise start them; each still ends by its ``terminate``.
 * ``enforced`` says which enforcement held each cap (kernel cgroup v2 or v1, file-size limit, or
   sampled; None: not known), and ``cap_hit`` names a cap the kernel held the attempt at (its
   OOM killer, a refused fork, the file-size limit): the attempt failed by that cap.
@@ -198,6 +200,11 @@ class Executor(Protocol):
 
     def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str: ...
 
+    def withhold(self, handles: Sequence[AttemptHandle]) -> None:
+        """No machine starts the ``queued`` ones of ``handles`` from now; each still waits for its
+        ``terminate`` (which then returns "none") to end, so its waiter sees it cancelled."""
+        ...
+
     def release(self, handle: AttemptHandle) -> None:
         """Free what the handle holds (descriptors) once its attempt has ended."""
         ...
@@ -291,6 +298,9 @@ class LocalExecutor:
 
     def terminate(self, handle: AttemptHandle, *, grace: float, first_signal: int = signal.SIGTERM) -> str:
         return self.runner.terminate(_local(handle), grace=grace, first_signal=first_signal)
+
+    def withhold(self, handles: Sequence[AttemptHandle]) -> None:
+        """Nothing: a local attempt starts as it is started, never queued."""
 
     def release(self, handle: AttemptHandle) -> None:
         self.runner.release(_local(handle))
