@@ -155,8 +155,8 @@ def test_a_graph_workers_changes_are_asked_once_and_a_gates_files_are_still_comm
     assert record.files_created == ["a.txt"]  # as before this change: a gate's files are not the worker's work
 
 
-def test_an_entry_a_stopped_server_renamed_out_but_never_deleted_goes_at_the_next_start(hosted):
-    from orchestrator.checkouts.retiring import prune_stale
+def test_an_entry_a_stopped_server_renamed_out_or_hid_but_never_deleted_goes_at_the_next_start(hosted):
+    from orchestrator.checkouts.retiring import HIDDEN_MARK, prune_stale
 
     host, folder, _ = hosted
     dead = host / ".git" / "orchestrator-retired-worker_9-999999999-1"  # no such pid
@@ -164,7 +164,58 @@ def test_an_entry_a_stopped_server_renamed_out_but_never_deleted_goes_at_the_nex
     for leftover in (dead, mine):
         leftover.mkdir()
         (leftover / "gitdir").write_text("/nowhere/.git\n")
+    entries = host / ".git" / "worktrees"
+    hidden = {"dead": f"{HIDDEN_MARK}-999999999", "live": f"{HIDDEN_MARK}-{os.getppid()}", "users": "other-file"}
+    for name, mark in hidden.items():
+        (entries / name).mkdir(parents=True)
+        (entries / name / "commondir").write_text("../..\n")
+        (entries / name / mark).write_text("/nowhere/.git\n")
     before = snapshot(host, folder)
     prune_stale(host, folder / "workspace")
     assert not dead.exists() and mine.exists()
+    assert sorted(p.name for p in entries.iterdir()) == ["live", "users"]  # an entry without our mark is not ours
     assert snapshot(host, folder) == before
+
+
+def test_a_git_that_lists_the_worktrees_while_finished_ones_are_removed_never_fails(tmp_path, monkeypatch):
+    """A git that has read ``.git/worktrees`` reads each entry's files next: an entry deleted in
+    between failed it ("Invalid path .../worktrees/worker_12", "failed to read .../commondir"; seen
+    about once in 600 listings). Entries are hidden first, and deleted a grace later."""
+    from orchestrator.checkouts import retiring
+
+    monkeypatch.setattr(retiring, "HIDDEN_GRACE", 0.5)
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    folders = [tmp_path / "workspace" / f"worker_{i}" for i in range(100)]
+    for i, directory in enumerate(folders):
+        git(repo, "worktree", "add", "-q", "-b", f"w{i}", str(directory))
+    failed: list[str] = []
+    listings, stop = [0], threading.Event()
+
+    def listing() -> None:
+        while not stop.is_set():
+            done = subprocess.run(["git", "-C", str(repo), "worktree", "list", "--porcelain"], capture_output=True, text=True)
+            listings[0] += 1
+            if done.returncode:
+                failed.append(done.stderr)
+
+    threads = [threading.Thread(target=listing, daemon=True) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    retirer = retiring.Retirer(repo)
+    try:
+        for directory in folders:
+            retirer.put(directory)
+            time.sleep(0.005)
+        retirer.flush()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert listings[0] > 50 and failed == []
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not any(directory.exists() for directory in folders)
+    wait_until(lambda: not any((repo / ".git" / "worktrees").iterdir()), timeout=10, what="the hidden entries deleted")
+    assert not list((repo / ".git").glob("orchestrator-retired-*"))
+    assert set(git(repo, "branch", "--format=%(refname:short)").split()) == {"main", *(f"w{i}" for i in range(100))}

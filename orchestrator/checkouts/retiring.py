@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +27,20 @@ from ..workspace.layout import Workspace
 log = logging.getLogger("orchestrator.worktree")  # one logger for worktrees: checkouts/worktree.py's
 
 RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new worktree waits
+# How long a retired worktree's admin folder stays, hidden, before it is deleted: a git that had
+# listed it just before (``git worktree list``, a branch deletion's check) reads its files for a
+# few milliseconds more, and dies if they vanish under it ("Invalid path .../worktrees/<id>").
+HIDDEN_GRACE = 5.0
+HIDDEN_MARK = "orchestrator-retired"  # its ``gitdir`` renamed to this (+ "-<pid>"): hidden, and ours
 
 
 class Retirer:
     """Removes finished workers' worktrees on one background thread, in batches: each folder is
     first renamed aside (atomic: the worker's folder is gone at once) and deleted outside any lock,
     then the batch's admin folders (``.git/worktrees/<id>``, each checked to be that folder's) are
-    renamed out of ``.git/worktrees`` under the repository's lock (a rename each, no git process)
-    and deleted after it, so a git operation waiting for that lock waits for no deletion. What
+    hidden under the repository's lock (their ``gitdir`` renamed: git skips an entry without one)
+    and, ``HIDDEN_GRACE`` later, renamed out of ``.git/worktrees`` under it and deleted after it,
+    so neither a git that was reading the entry nor one waiting for that lock waits or fails. What
     ``git worktree remove`` does, without its checks for changes (the work is committed) and its
     process per worktree. ``backlog``: how many may wait before a new worktree waits (``wait_below``),
     counting those of workers still ``finishing`` (their slot freed, their worktree not yet handed over)."""
@@ -44,6 +51,7 @@ class Retirer:
         self._queue: list[Path] = []
         self._pending: set[Path] = set()  # queued or being removed
         self._finishing = 0  # workers whose slot went to the next one, their worktree not yet handed over
+        self._hidden: list[tuple[float, Path]] = []  # (monotonic time hidden, admin folder), oldest first
         self._thread: threading.Thread | None = None
         self.removed = 0
         self.backlog = RETIRE_BACKLOG
@@ -97,19 +105,24 @@ class Retirer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
-                    if not self._cond.wait(30.0) and not self._queue:
+                while not self._queue and not self._due():
+                    wait = self._hidden[0][0] + HIDDEN_GRACE - time.monotonic() if self._hidden else 30.0
+                    if not self._cond.wait(max(0.01, wait)) and not self._queue and not self._hidden:
                         self._thread = None  # idle: a later put starts another
                         return
                 batch, self._queue = self._queue, []
             try:
                 self._remove(batch)
+                self._delete_hidden()
             except Exception:
                 log.exception("could not remove %d finished worktree(s)", len(batch))
             finally:
                 with self._cond:
                     self._pending.difference_update(batch)
                     self._cond.notify_all()
+
+    def _due(self) -> bool:
+        return bool(self._hidden) and time.monotonic() - self._hidden[0][0] >= HIDDEN_GRACE
 
     def _remove(self, batch: list[Path]) -> None:
         admins = []
@@ -133,21 +146,44 @@ class Retirer:
             admins.append(admin)
         if not admins:
             return
-        # Each admin folder leaves .git/worktrees in one rename (a git reading the list meanwhile
-        # never meets a half-deleted entry), under the lock git's own adds and removes take
-        # (repository.repo_op); deleted after it.
-        gone = []
+        # Hidden in one rename each, under the lock git's own adds and removes take (repository.repo_op).
+        hidden = []
         with repo_lock(self.repo):
             for admin in admins:
-                aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
                 try:
-                    os.rename(admin, aside)
-                    gone.append(aside)
+                    os.rename(admin / "gitdir", admin / f"{HIDDEN_MARK}-{os.getpid()}")
+                    hidden.append(admin)
                 except OSError:
                     log.warning("could not remove the worktree entry %s", admin, exc_info=True)
-        for aside in gone:
-            shutil.rmtree(aside, ignore_errors=True)
-        self.removed += len(gone)
+        with self._cond:
+            self._hidden += [(time.monotonic(), admin) for admin in hidden]
+        self.removed += len(hidden)
+
+    def _delete_hidden(self) -> None:
+        """The admin folders hidden ``HIDDEN_GRACE`` ago go (``_delete_entries``)."""
+        with self._cond:
+            now = time.monotonic()
+            due = [admin for hidden_at, admin in self._hidden if now - hidden_at >= HIDDEN_GRACE]
+            self._hidden = self._hidden[len(due) :]
+        _delete_entries(self.repo, due)
+
+
+def _delete_entries(repo: Path, admins: list[Path]) -> None:
+    """Worktree admin folders: each leaves .git/worktrees in one rename (a git reading the folder's
+    list meanwhile never meets a half-deleted entry), under the repository's lock; deleted after it."""
+    if not admins:
+        return
+    gone = []
+    with repo_lock(repo):
+        for admin in admins:
+            aside = admin.parent.parent / f"orchestrator-retired-{admin.name}-{os.getpid()}-{threading.get_ident()}"
+            try:
+                os.rename(admin, aside)
+                gone.append(aside)
+            except OSError:
+                log.warning("could not remove the worktree entry %s", admin, exc_info=True)
+    for aside in gone:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 _RETIRERS: dict[str, Retirer] = {}
@@ -160,12 +196,13 @@ def retirer_of(repo: Path) -> Retirer:
         return _RETIRERS.setdefault(str(repo.resolve()), Retirer(repo))
 
 
-def flush_retired(repo: Path) -> None:
-    """Wait for the finished worktrees queued for removal in ``repo``, if any."""
+def flush_retired(repo: Path | None = None) -> None:
+    """Wait for the finished worktrees queued for removal in ``repo`` (None: every repository), if any."""
     with _RETIRERS_GUARD:
-        found = _RETIRERS.get(str(repo.resolve()))
-    if found is not None:
-        found.flush()
+        found = list(_RETIRERS.values()) if repo is None else [_RETIRERS.get(str(repo.resolve()))]
+    for retirer in found:
+        if retirer is not None:
+            retirer.flush()
 
 
 def remove_worktrees(repo: Path, settings: Settings, workspace: Workspace, root_id: str, all_branches: bool = False) -> Deleted:
@@ -243,12 +280,13 @@ def prune_stale(repo: Path, workspace_root: Path, outside: Path | None = None) -
 
 
 def _sweep_retired(repo: Path) -> None:
-    """Entries a Retirer renamed out of ``.git/worktrees`` but did not get to delete, and entries
-    repository.add_worktree was writing aside (a server stopped in between): deleted, unless their
-    server (the pid in the name) still runs, or is this one and is still adding."""
+    """Entries a Retirer hid in ``.git/worktrees`` or renamed out of it but did not get to delete,
+    and entries repository.add_worktree was writing aside (a server stopped in between): deleted,
+    unless their server (the pid in the name) still runs, or is this one and is still at it."""
     try:
         common = common_dir(repo)
         leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
+        hidden = {mark.parent: mark for mark in common.glob(f"worktrees/*/{HIDDEN_MARK}-*")}
     except (GitFailed, OrchestratorError, OSError):
         return
     for folder in leftovers:
@@ -258,6 +296,11 @@ def _sweep_retired(repo: Path) -> None:
             if (pid != os.getpid() and _alive(pid)) or (pid == os.getpid() and "-adding-" in folder.name):
                 continue
         shutil.rmtree(folder, ignore_errors=True)
+    owners = {admin: mark.name.rsplit("-", 1)[1] for admin, mark in hidden.items()}
+    # One a live server hid, its Retirer deletes once the grace has passed.
+    _delete_entries(
+        repo, [a for a, pid in owners.items() if not (pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))))]
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 from .. import states
 from ..checkouts.checkout import Checkout
 from ..checkouts.isolated import make_checkout
+from ..checkouts.retiring import flush_retired
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cluster.distribution import executor_and_runner, path_locks
 from ..config import JobConfig, Settings
@@ -536,6 +537,7 @@ class Engine:
         with self.tables.locked():
             futures = [f for f in list(self._futures) if not f.done()]
         wait_futures(futures, timeout=timeout)
+        flush_retired()  # a folder removed, its git entry not yet hidden: a stale entry in `git worktree list`
         self.continuing.close(timeout)
         self.checks_watch.close(timeout)
         self.choosing.close(timeout)  # a selection's thread ends the job it chooses for
