@@ -180,6 +180,8 @@ def _delete_entries(repo: Path, admins: list[Path]) -> None:
             try:
                 os.rename(admin, aside)
                 gone.append(aside)
+            except FileNotFoundError:
+                continue  # gone already (a user's `git worktree prune` takes a hidden entry)
             except OSError:
                 log.warning("could not remove the worktree entry %s", admin, exc_info=True)
     for aside in gone:
