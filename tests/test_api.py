@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from orchestrator.errors import ConfigError
 from orchestrator.process.runner import ProcessRunner
 
 from .conftest import fake_command, wait_until
+from .redisserver import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -450,6 +452,44 @@ def test_server_refuses_a_busy_port_naming_it(tmp_path):
         settings = make_settings(tmp_path, api={"api_key": API_KEY, "port": port})
         with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
             build(settings)
+
+
+def test_a_folders_port_taken_between_its_probe_and_its_bind_is_chosen_again(tmp_path, monkeypatch):
+    """Two folders' servers started at the same moment: each probed api.port free, and the slower
+    bind failed ("already in use") where it should have taken another port and kept it."""
+    from orchestrator.cli import server
+    from orchestrator.process import ports
+
+    from .conftest import API_KEY, make_settings
+
+    probed = []
+
+    def free_when_probed(base, host, configured):  # the other server binds right after this probe
+        choice = ports.choose_port(base, host, configured)
+        probed.append(choice)
+        if len(probed) == 1:
+            taken.bind((host, configured))
+            taken.listen()
+        return choice
+
+    with socket.socket() as taken:
+        port = free_port()
+        settings = make_settings(tmp_path, api={"api_key": API_KEY, "port": port})
+        monkeypatch.setattr(server, "choose_port", free_when_probed)
+        choice, (engine, listening, url, _) = server._build_on_folder_port(settings, tmp_path, exact_port=False)
+        try:
+            assert [c.port for c in probed] == [port, 0] and choice is probed[1]
+            assert url == f"http://127.0.0.1:{listening.effective_port}" and listening.effective_port != port
+            assert f"port {port} is in use by another program" in choice.note(listening.effective_port)
+        finally:
+            listening.close()
+            engine.shutdown(timeout=10)
+    with socket.socket() as taken:  # --port names one port: taken, it is refused, not moved
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = make_settings(tmp_path / "exact", api={"api_key": API_KEY, "port": taken.getsockname()[1]})
+        with pytest.raises(ConfigError, match="is already in use"):
+            server._build_on_folder_port(settings, tmp_path / "exact", exact_port=True)
 
 
 @pytest.mark.parametrize("key, words", [("", "no API key"), ("your-api-key", "placeholder"), ("short", "at least")])

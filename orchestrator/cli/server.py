@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..process.ports import bind_error, choose_port, keep_port
+from ..process.ports import FolderPort, bind_error, choose_port, keep_port
 
 if TYPE_CHECKING:  # config pulls in yaml; `spawn` registers next to us and must start light
     from ..config import Settings
@@ -59,6 +59,7 @@ class RunningServer:
 # the client. waitress keeps up to this much of already-sent output in memory too, so it bounds
 # each stream's memory; its default (16 MiB) would let 24 log followers hold 400 MB.
 OUTPUT_HIGH_WATERMARK = 4 << 20
+PORT_TRIES = 3  # choices of this folder's port when each is taken between its probe and its bind
 
 
 def build(settings: Settings, engine: Any = None, *, port: int | None = None) -> tuple[Any, Any, str, str]:
@@ -66,12 +67,10 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     from waitress.server import create_server
 
     from ..api.app import create_app
-    from ..api.auth import check_admin_key
     from ..api.request_context import EXTENSION
     from ..engine.core import Engine
 
-    check_admin_key(settings.api.api_key)
-    check_bind(settings.api.host, settings.api.allow_remote)
+    _refuse_unsafe(settings)
     engine = engine or Engine(settings)
     app = create_app(settings, engine)
     host = settings.api.host
@@ -102,6 +101,14 @@ def build(settings: Settings, engine: Any = None, *, port: int | None = None) ->
     # API: api.public_url when set (a node on another machine cannot use 127.0.0.1), else this URL.
     engine.api_url = settings.api.public_url.rstrip("/") or url
     return engine, server, url, app.extensions[EXTENSION]["instance"]
+
+
+def _refuse_unsafe(settings: Settings) -> None:
+    """Before anything starts: a weak admin key, an address other machines reach (``check_bind``)."""
+    from ..api.auth import check_admin_key
+
+    check_admin_key(settings.api.api_key)
+    check_bind(settings.api.host, settings.api.allow_remote)
 
 
 def is_loopback(host: str) -> bool:
@@ -320,8 +327,7 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     configure_logging(settings)
     lock = _claim_folder(settings)  # noqa: F841 (held, by staying open, until this process ends)
     base = Path(settings.base_dir)
-    choice = None if exact_port else choose_port(base, settings.api.host, settings.api.port)
-    engine, server, url, instance = build(settings, port=None if choice is None else choice.port)
+    choice, (engine, server, url, instance) = _build_on_folder_port(settings, base, exact_port)
     engine.submission.config_watch = watch
     listening = int(getattr(server, "effective_port", settings.api.port))
     note = ""
@@ -364,6 +370,30 @@ def serve(settings: Settings, exact_port: bool = False, watch: ConfigWatch | Non
     finally:
         _remove_record(settings, record)
     return 0
+
+
+def _build_on_folder_port(
+    settings: Settings, base: Path, exact_port: bool
+) -> tuple[FolderPort | None, tuple[Any, Any, str, str]]:
+    """``build`` on the port this folder keeps (ports.choose_port), or with ``exact_port`` on api.port
+    or not at all (no choice: None). A port found free can be taken before the bind by another
+    folder's server started at the same moment: it is then chosen again (it is busy now)."""
+    if exact_port:
+        return None, build(settings)
+    from ..engine.core import Engine
+
+    _refuse_unsafe(settings)
+    engine = Engine(settings)  # made once, bound to each port in turn: it is the slow part of a start
+    for _ in range(PORT_TRIES):
+        choice = choose_port(base, settings.api.host, settings.api.port)
+        try:
+            return choice, build(settings, engine, port=choice.port)
+        except ConfigError as exc:
+            taken = exc
+            if not choice.port or exc.details.get("port") != choice.port:
+                break
+    engine.shutdown(timeout=10)
+    raise taken
 
 
 def configure_logging(settings: Settings) -> None:
