@@ -253,6 +253,23 @@ def test_each_worktree_s_gitdir_is_read_once_until_it_changes_and_a_rewrite_in_p
     assert [p.name for p in ours] == ["a"] and sorted(p.name for p in others) == ["b", "c", "tree"]
 
 
+def test_a_retired_worktrees_hidden_entry_is_no_worktree_and_a_broken_entry_stays_anothers(linked, tmp_path):
+    """A Retirer hides a finished worktree's entry (its ``gitdir`` renamed to RETIRED_MARK-<pid>) a few
+    seconds before deleting it: no sibling, and not another's (which would empty the folder of every
+    worktree's git dir for each sandbox starting meanwhile). An entry that only lacks its ``gitdir``
+    stays another's (the safe side)."""
+    repo, _, _, first, _ = linked
+    mine = tmp_path / "r1"
+    for name in ("a", "b", "c"):
+        git(repo, "worktree", "add", "-q", "--detach", str(mine / name), first)
+    entries = repo / ".git" / "worktrees"
+    (entries / "a" / "gitdir").rename(entries / "a" / f"{worker_refs.RETIRED_MARK}-{os.getpid()}")
+    (entries / "b" / "gitdir").unlink()
+    ours, others = worker_refs.worktrees_in(entries, mine)
+    assert [p.name for p in ours] == ["c"] and sorted(p.name for p in others) == ["b", "tree"]
+    assert "/a\n" not in git(repo, "worktree", "list", "--porcelain")  # git skips it as well
+
+
 def own_git(tree: Path, git_dir: Path, env: dict[str, str], *args: str) -> str:
     """git as a worker under Landlock runs it: told its own git dir (worker_gitdir), nothing else of the repository's."""
     scrubbed = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

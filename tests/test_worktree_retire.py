@@ -156,7 +156,8 @@ def test_a_graph_workers_changes_are_asked_once_and_a_gates_files_are_still_comm
 
 
 def test_an_entry_a_stopped_server_renamed_out_or_hid_but_never_deleted_goes_at_the_next_start(hosted):
-    from orchestrator.checkouts.retiring import HIDDEN_MARK, prune_stale
+    from orchestrator.checkouts.retiring import prune_stale
+    from orchestrator.git.worker_refs import RETIRED_MARK
 
     host, folder, _ = hosted
     dead = host / ".git" / "orchestrator-retired-worker_9-999999999-1"  # no such pid
@@ -165,7 +166,7 @@ def test_an_entry_a_stopped_server_renamed_out_or_hid_but_never_deleted_goes_at_
         leftover.mkdir()
         (leftover / "gitdir").write_text("/nowhere/.git\n")
     entries = host / ".git" / "worktrees"
-    hidden = {"dead": f"{HIDDEN_MARK}-999999999", "live": f"{HIDDEN_MARK}-{os.getppid()}", "users": "other-file"}
+    hidden = {"dead": f"{RETIRED_MARK}-999999999", "live": f"{RETIRED_MARK}-{os.getppid()}", "users": "other-file"}
     for name, mark in hidden.items():
         (entries / name).mkdir(parents=True)
         (entries / name / "commondir").write_text("../..\n")

@@ -21,6 +21,7 @@ from ..git import job_refs, worker_objects
 from ..git.invocation import GitFailed
 from ..git.job_refs import Deleted
 from ..git.repository import GitError, common_dir, linked_git_dir, repo_lock, repo_op, worktree_list
+from ..git.worker_refs import RETIRED_MARK
 from ..workspace import checkout_place as place
 from ..workspace.layout import Workspace
 
@@ -31,7 +32,6 @@ RETIRE_BACKLOG = 16  # finished worktrees waiting for removal before a new workt
 # listed it just before (``git worktree list``, a branch deletion's check) reads its files for a
 # few milliseconds more, and dies if they vanish under it ("Invalid path .../worktrees/<id>").
 HIDDEN_GRACE = 5.0
-HIDDEN_MARK = "orchestrator-retired"  # its ``gitdir`` renamed to this (+ "-<pid>"): hidden, and ours
 
 
 class Retirer:
@@ -151,7 +151,7 @@ class Retirer:
         with repo_lock(self.repo):
             for admin in admins:
                 try:
-                    os.rename(admin / "gitdir", admin / f"{HIDDEN_MARK}-{os.getpid()}")
+                    os.rename(admin / "gitdir", admin / f"{RETIRED_MARK}-{os.getpid()}")
                     hidden.append(admin)
                 except OSError:
                     log.warning("could not remove the worktree entry %s", admin, exc_info=True)
@@ -288,7 +288,7 @@ def _sweep_retired(repo: Path) -> None:
     try:
         common = common_dir(repo)
         leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
-        hidden = {mark.parent: mark for mark in common.glob(f"worktrees/*/{HIDDEN_MARK}-*")}
+        hidden = {mark.parent: mark for mark in common.glob(f"worktrees/*/{RETIRED_MARK}-*")}
     except (GitFailed, OrchestratorError, OSError):
         return
     for folder in leftovers:

@@ -321,6 +321,11 @@ def other_trees(common: Path, prefix: str, root_id: str, tree_folder: Path, priv
     return [p for p in emptied if p in exists], [p for p in kept if p in exists]
 
 
+# A retired worktree's entry in ``worktrees`` is hidden first (checkouts/retiring.py): its ``gitdir``
+# renamed to this, with "-<pid of the server>". git skips such an entry; so does ``worktrees_in``.
+RETIRED_MARK = "orchestrator-retired"
+
+
 def worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]:
     """The worktree git dirs in ``worktrees`` whose checkout (their ``gitdir`` file, which git writes
     and a sandbox pins read-only) lies in ``folder``, and the others.
@@ -339,9 +344,21 @@ def worktrees_in(worktrees: Path, folder: Path) -> tuple[list[Path], list[Path]]
         if not entry.is_dir(follow_symlinks=False):
             continue
         where, named = _worktree_at(entry.path)
+        if named is None and _retired(entry.path):
+            continue  # no worktree: an entry waiting for its deletion
         mine = named is not None and (named == within[:-1] or named.startswith(within))
         (ours if mine else others).append(where)
     return ours, others
+
+
+def _retired(private: str) -> bool:
+    """Whether the entry ``private`` is a retired worktree's (``RETIRED_MARK``), or gone."""
+    try:
+        return any(name.startswith(RETIRED_MARK + "-") for name in os.listdir(private))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 # A worktree's git dir -> (its ``gitdir`` file's identity when read, the git dir as a Path, what the file
