@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -487,16 +487,21 @@ class Engine:
     def _queued_handles(self, job: JobRecord) -> list[AttemptHandle]:
         """The attempts of the job and its subtree that wait queued for a node."""
         found = []
-        for name in job.worker_names:
-            live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
+        for live, children in self._workers_of(job):
             handle = live.execution.handle if live.execution is not None else None
             if handle is not None and handle.queued:
                 found.append(handle)
-            for child_id in live.record.child_job_ids:
-                child = self.tables.jobs.get(child_id)
-                if child is not None and not child.status.terminal:
-                    found.extend(self._queued_handles(child))
+            for child in children:
+                found.extend(self._queued_handles(child))
         return found
+
+    @locked_only
+    def _workers_of(self, job: JobRecord) -> Iterator[tuple[LiveWorker, list[JobRecord]]]:
+        """Each worker of ``job``, with its child jobs that have not ended (a cancel's subtree)."""
+        for name in job.worker_names:
+            live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
+            children = [self.tables.jobs.get(child_id) for child_id in live.record.child_job_ids]
+            yield live, [child for child in children if child is not None and not child.status.terminal]
 
     @locked_only
     def _cancel_locked(self, job: JobRecord, reason: str = EndReason.CANCELLED.value) -> list[LiveWorker]:
@@ -509,17 +514,14 @@ class Engine:
         self.announce.line(job, f"job {job.id} cancel requested" if reason == EndReason.CANCELLED else f"job {job.id} {reason}")
         never_started = []
         pending = set(self.tables.pending.pop(job.id, []))
-        for name in job.worker_names:
-            live = self.tables.workers[(job.root_id, worker_key(job.depth, name))]
+        for live, children in self._workers_of(job):
             live.cancel.set()
             if live.record.key in pending:
                 why = "the job was cancelled" if reason == EndReason.CANCELLED else f"the job {reason}"
                 live.exited(Outcome(WorkerStatus.SKIPPED, f"skipped: {why} before it started"))
                 never_started.append(live)
-            for child_id in live.record.child_job_ids:
-                child = self.tables.jobs.get(child_id)
-                if child is not None and not child.status.terminal:
-                    never_started.extend(self._cancel_locked(child))
+            for child in children:
+                never_started.extend(self._cancel_locked(child))
         return never_started
 
     def shutdown(self, timeout: float = 30.0) -> None:
