@@ -18,7 +18,7 @@ from orchestrator.git import diffs
 from orchestrator.models import JobStatus, WorkerStatus
 
 from .conftest import run_job, wait_until
-from .helpers.worktree import git, snapshot, workers
+from .helpers.worktree import git, snapshot, user_env, workers
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +187,7 @@ def test_a_git_that_lists_the_worktrees_while_finished_ones_are_removed_never_fa
     monkeypatch.setattr(retiring, "HIDDEN_GRACE", 0.5)
     repo = tmp_path / "repo"
     git(tmp_path, "init", "-q", "-b", "main", str(repo))
-    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start", env=user_env())  # (an ordinary user may have no identity)
     folders = [tmp_path / "workspace" / f"worker_{i}" for i in range(100)]
     for i, directory in enumerate(folders):
         git(repo, "worktree", "add", "-q", "-b", f"w{i}", str(directory))
