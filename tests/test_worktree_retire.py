@@ -171,10 +171,14 @@ def test_an_entry_a_stopped_server_renamed_out_or_hid_but_never_deleted_goes_at_
         (entries / name).mkdir(parents=True)
         (entries / name / "commondir").write_text("../..\n")
         (entries / name / mark).write_text("/nowhere/.git\n")
+    planted = entries / "planted"  # a worker's own entry, a mark put beside its gitdir: not hidden
+    planted.mkdir()
+    (planted / "gitdir").write_text("/nowhere/.git\n")
+    (planted / f"{RETIRED_MARK}-999999999").write_text("")
     before = snapshot(host, folder)
     prune_stale(host, folder / "workspace")
     assert not dead.exists() and mine.exists()
-    assert sorted(p.name for p in entries.iterdir()) == ["live", "users"]  # an entry without our mark is not ours
+    assert sorted(p.name for p in entries.iterdir()) == ["live", "planted", "users"]  # an entry without our mark is not ours
     assert snapshot(host, folder) == before
 
 

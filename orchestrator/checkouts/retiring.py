@@ -288,7 +288,10 @@ def _sweep_retired(repo: Path) -> None:
     try:
         common = common_dir(repo)
         leftovers = [*common.glob("orchestrator-retired-*"), *common.glob("orchestrator-adding-*")]
-        hidden = {mark.parent: mark for mark in common.glob(f"worktrees/*/{RETIRED_MARK}-*")}
+        # Hidden: its ``gitdir`` renamed to the mark. A mark beside a ``gitdir`` (a file a worker could
+        # have put in its own worktree's entry) hides nothing and deletes nothing.
+        marks = common.glob(f"worktrees/*/{RETIRED_MARK}-*")
+        hidden = {mark.parent: mark for mark in marks if not os.path.lexists(mark.parent / "gitdir")}
     except (GitFailed, OrchestratorError, OSError):
         return
     for folder in leftovers:
