@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ _ENDED = (b"Z", b"X")  # a zombie (ended, not yet reaped), or dead
 _STAT_READ = 4096  # more than /proc/<pid>/stat ever holds (one line: a 16-byte name and 52 numbers)
 # /proc/<pid> inodes are stamped with a coarse clock (a few ms); allow for it.
 INODE_CLOCK_SLACK = 0.1
+# A process inside execve shows an empty environment between the switch to its new image and the
+# laying out of that image's (a few microseconds; longer when it is preempted there): such a
+# process is read again after each of these pauses (seconds) before it is taken for one without.
+EXEC_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+_PF_KTHREAD = 0x00200000  # /proc/<pid>/stat's flags: a kernel thread, which has no environment at all
 
 
 @dataclass
@@ -416,6 +422,7 @@ def _environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
     with _MADE_LOCK:
         known = dict(_MADE)
     now: dict[str, tuple[int, float]] = {}
+    blank: list[str] = []  # showed an empty environment: read again once the others are (_settled)
     with os.scandir(_PROC) as entries:
         listing = [(entry.name, entry.inode()) for entry in entries if entry.name.isdigit() and entry.name != me]
     for name, inode in listing:
@@ -433,8 +440,49 @@ def _environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
             data = read_small(f"/proc/{name}/environ")
         except OSError:
             continue
-        yield name, data
+        if data:
+            yield name, data
+        elif _may_be_executing(name):
+            blank.append(name)
     if cutoff:
         with _MADE_LOCK:
             _MADE.clear()
             _MADE.update(now)
+    yield from _settled(blank)
+
+
+def _may_be_executing(pid: str) -> bool:
+    """Whether a process that showed an empty environment may be inside execve: neither a kernel
+    thread nor ended (a zombie's environment is gone with its memory)."""
+    try:
+        found = read_small(f"/proc/{pid}/stat")
+    except OSError:
+        return False
+    fields = found[found.rfind(b")") + 2 :].split()
+    try:
+        return fields[0] not in _ENDED and not int(fields[6]) & _PF_KTHREAD
+    except (IndexError, ValueError):
+        return True
+
+
+def _settled(blank: list[str]) -> Iterator[tuple[str, bytes]]:
+    """The environments of processes that showed none, read again after each of EXEC_PAUSES: one
+    caught inside execve shows its own by then, so a sweep never misses a worker's process for
+    exec'ing at the moment it looked. What still shows none was started without one."""
+    for pause in EXEC_PAUSES:
+        if not blank:
+            return
+        time.sleep(pause)
+        still: list[str] = []
+        for name in blank:
+            try:
+                data = read_small(f"/proc/{name}/environ")
+            except OSError:
+                continue
+            if data:
+                yield name, data
+            else:
+                still.append(name)
+        blank = still
+    for name in blank:
+        yield name, b""
