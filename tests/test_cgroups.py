@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -815,3 +816,37 @@ def test_whether_a_cgroup_named_as_proc_names_it_holds_a_process_is_the_kernels_
     assert holds_processes({k: v + "/../.." for k, v in paths.items()}) is None
     assert holds_processes({"no-such-controller": "/x"}) is None
     assert holds_processes({}) is None
+
+
+def test_a_reading_takes_its_keys_from_memory_stat_whole_and_only_them(tmp_path):
+    from orchestrator.process.cgroups import _RSS_KEYS, _picked
+
+    # Given a memory.stat as v1 writes it: a key that begins another (rss, rss_huge), the first
+    # line's key, the last line without its newline, a value that is no count
+    stat = tmp_path / "memory.stat"
+    stat.write_text("rss_huge 7\nrss 100\nmapped_file 5\nweird -3\ntotal_rss 400\ntotal_mapped_file 50")
+    # Then each asked key has its own value, the others are not read, a missing one is absent
+    assert _picked(stat, _RSS_KEYS) == {"rss": 100, "mapped_file": 5, "total_rss": 400, "total_mapped_file": 50}
+    assert _picked(stat, ("weird", "rss_huge", "absent")) == {"rss_huge": 7}
+    assert _picked(tmp_path / "gone", _RSS_KEYS) == {}
+
+
+@pytest.mark.skipif(not procscan.HAS_PROC, reason="/proc")
+def test_a_process_cpu_is_read_from_its_stat_as_psutil_reads_it():
+    import psutil
+
+    # Given a process that burnt some CPU and reaped a child that burnt some too
+    burn = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'sum(range(10**7))']); sum(range(10**7)); input()"
+    proc = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        assert wait_until(
+            lambda: procscan.cpu_seconds(proc.pid) > 0 and psutil.Process(proc.pid).cpu_times().children_user > 0, timeout=20
+        )
+        # Then one read of its stat says what psutil says (its own and its reaped children's)
+        times = psutil.Process(proc.pid).cpu_times()
+        expected = times.user + times.system + times.children_user + times.children_system
+        assert procscan.cpu_seconds(proc.pid) == pytest.approx(expected, abs=0.05)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert procscan.cpu_seconds(proc.pid) == 0.0  # reaped: gone

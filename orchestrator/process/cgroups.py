@@ -173,7 +173,7 @@ class Cgroup:
         rss = 0
         memory = self.dirs.get("memory")
         if memory is not None:
-            stat = _keyed(memory / "memory.stat")
+            stat = _picked(memory / "memory.stat", _RSS_KEYS)
             if self.versions["memory"] is Enforcement.CGROUP_V2:
                 rss = stat.get("anon", 0) + stat.get("file_mapped", 0)
             else:
@@ -330,8 +330,8 @@ class Cgroup:
             charged = SPARE_CHARGE + 1
         if charged <= SPARE_CHARGE:
             return charged
-        stat = _keyed(f"{memory}/memory.stat")
         keys = ("anon", "shmem", "unevictable") if v2 else ("total_rss", "total_shmem", "total_unevictable")
+        stat = _picked(f"{memory}/memory.stat", keys)
         if not all(key in stat for key in keys):
             return SPARE_CHARGE + 1
         return sum(stat[key] for key in keys)
@@ -815,12 +815,41 @@ def _relative(path: str, root: str) -> str:
 
 
 def _keyed(path: Path | str) -> dict[str, int]:
-    """A "key value" per line file (memory.stat, memory.events, pids.events); {} when unreadable."""
+    """A "key value" per line file (memory.stat, memory.events, pids.events); {} when unreadable.
+    (Read for every running worker each monitor interval: v1's memory.stat has some seventy lines,
+    so a line costs no more than its parse.)"""
     found: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in _read(path).splitlines():
-            key, _, value = line.partition(" ")
-            with contextlib.suppress(ValueError):
+    try:
+        text = _read(path)
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.isdigit():
+            found[key] = int(value)
+    return found
+
+
+# What a reading's memory takes of memory.stat (v2's names, then v1's), which has some seventy lines.
+_RSS_KEYS = ("anon", "file_mapped", "total_rss", "rss", "total_mapped_file", "mapped_file")
+
+
+def _picked(path: Path | str, keys: tuple[str, ...]) -> dict[str, int]:
+    """``keys``' values in a "key value" per line file (those it holds); {} when unreadable. Each
+    key found in the text, not every line parsed: the monitor reads memory.stat for every running
+    worker each interval."""
+    try:
+        text = "\n" + _read(path)
+    except OSError:
+        return {}
+    found: dict[str, int] = {}
+    for key in keys:
+        at = text.find(f"\n{key} ")
+        if at >= 0:
+            start = at + len(key) + 2
+            end = text.find("\n", start)
+            value = text[start:] if end < 0 else text[start:end]
+            if value.isdigit():
                 found[key] = int(value)
     return found
 

@@ -42,10 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from .cgroups import Enforced, Limits
-from .procscan import Memory, descendants, machine_memory, rss_bytes, sandbox_machinery
+from .procscan import Memory, cpu_seconds, descendants, machine_memory, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
 from .shim import Deadline, FoundAttempt
@@ -381,15 +379,6 @@ def sample_trees(runner: ProcessRunner, attempts: Sequence[Sampled]) -> dict[str
                 enforced=runner.confined.enforced_of(attempt.tag),
             )
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process and of the children it has reaped (0 when gone)."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except (psutil.Error, OSError):
-        return 0.0
-    return times.user + times.system + times.children_user + times.children_system
 
 
 __all__ = [
