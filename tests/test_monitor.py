@@ -12,7 +12,7 @@ import pytest
 from orchestrator.models import WorkerStatus
 from orchestrator.process.cgroups import Confined
 from orchestrator.process.executor import LocalExecutor
-from orchestrator.process.monitor import Caps, ResourceMonitor, Usage, Watched, cpu_seconds
+from orchestrator.process.monitor import DISK_SHARE, Caps, DiskPacer, ResourceMonitor, Usage, Watched, cpu_seconds
 
 from .conftest import fake_command, only_worker, run_job, wait_until
 
@@ -194,3 +194,40 @@ def test_workers_take_their_usage_while_the_monitor_samples(tmp_path):
     assert errors == []
     assert all(isinstance(u, Usage) for u in taken)
     assert set(monitor.usage) == {"live"}
+
+
+def _burn(seconds: float) -> int:
+    """A reading that costs ``seconds`` of this thread's CPU (a walk of a large checkout)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return 7
+
+
+def test_a_cheap_disk_reading_is_taken_every_interval():
+    pacer = DiskPacer(0.02)
+    assert pacer.read("a", lambda: 5) == 5
+    assert pacer.read("a", lambda: 6) is None  # not yet due
+    time.sleep(0.03)
+    assert pacer.read("a", lambda: 6) == 6
+
+
+def test_a_costly_disk_reading_is_spaced_out_to_its_share_of_a_cpu():
+    # Given readings that each cost 30 ms of CPU, an interval of 10 ms
+    pacer = DiskPacer(0.01)
+    started = time.monotonic()
+    assert pacer.read("a", lambda: _burn(0.03)) == 7
+    # Then the next is due only once the walks took at most DISK_SHARE of the time since
+    spacing = 0.03 / DISK_SHARE
+    time.sleep(0.05)
+    assert pacer.read("a", lambda: _burn(0.03)) is None
+    # A second worker's first walk is due at once, and its next is spaced by what both walks cost
+    before_b = time.monotonic()
+    assert pacer.read("b", lambda: _burn(0.03)) == 7
+    assert pacer._due["b"] >= before_b + 2 * spacing
+    assert wait_until(lambda: time.monotonic() - started >= spacing, timeout=10)
+    assert pacer.read("a", lambda: _burn(0.03)) == 7
+    assert pacer.read("a", lambda: 0) is None
+    # When b ends, its walks no longer count
+    pacer.keep(["a"])
+    assert pacer._cost.keys() == {"a"}

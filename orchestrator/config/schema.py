@@ -322,7 +322,8 @@ class WorkersSettings(Section):
     max_disk_mb: int = setting(
         4096,
         "a worker's folder, its worktree's git dir, its TMPDIR and what it adds to the object store may hold this much "
-        "(0: no cap), checked every monitor_interval; with max_log_mb, no file may pass the larger of the two",
+        "(0: no cap), checked every monitor_interval (less often where walking the folders would take over a tenth of a CPU); "
+        "with max_log_mb, no file may pass the larger of the two",
         min=0,
         max=1 << 30,
     )

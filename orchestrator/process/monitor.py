@@ -11,9 +11,10 @@ through the executor (locally: the cgroup where there is one, else one pass over
 table finds every process carrying a worker's tag), and a breach ends the worker, e.g.
 ``memory cap: 9.1 GB > 8 GB (workers.max_memory_mb, sampled)``.
 
-The log's size and the worker's disk use (:class:`Footprint`: its folder, its worktree's private
-git dir, its TMPDIR, and what the workers' object store grew by since its attempt began) are read
-every interval too, and no single file
+The log's size is read every interval too, and the worker's disk use (:class:`Footprint`: its
+folder, its worktree's private git dir, its TMPDIR, and what the workers' object store grew by since
+its attempt began) as well unless walking those folders would take more than DISK_SHARE of a CPU
+(:class:`DiskPacer`: a large checkout is walked seconds apart); and no single file
 the worker writes can grow past the larger of the two caps (RLIMIT_FSIZE, when both are set). So
 a writer is stopped at the cap plus at most what it writes in one interval (and the kill ladder's
 first rung: a cap breach ends the worker with SIGKILL at once, it has nothing left to save); a
@@ -28,6 +29,7 @@ last sample before it exited.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -46,7 +48,10 @@ MB = 1024 * 1024
 # A usage entry not sampled for this long belongs to a worker whose end the engine
 # already handled (it popped the entry and a late sample made it again): dropped.
 STALE_USAGE = 120.0
-CAPPED = "stopped at a worker's cap"  # how a helper's reason starts when a cap ended it (HelperWatch; the cap after)
+CAPPED = "stopped at a worker's cap"
+# The most of one CPU that reading the workers' disk use may take, on average: a walk of a checkout
+# of tens of thousands of files costs tens of milliseconds, every interval, for every worker.
+DISK_SHARE = 0.1  # how a helper's reason starts when a cap ended it (HelperWatch; the cap after)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,37 @@ class Footprint:
                 sizes[self.shared] = folder_bytes(self.shared)
             total += max(0, sizes[self.shared] - self.shared_before)
         return total
+
+
+class DiskPacer:
+    """When each worker's (or helper's) disk use is read again: every interval while its walk is
+    cheap; when walking all that are watched would take more than DISK_SHARE of a CPU, each as often
+    as that allows (checkouts of tens of thousands of files: seconds apart). Between readings its disk
+    cap is not judged; RLIMIT_FSIZE still stops every single file at the cap."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._cost: dict[str, float] = {}  # CPU seconds its last walk took
+        self._due: dict[str, float] = {}  # monotonic time its next walk is due
+
+    def read(self, key: str, reading: Callable[[], int]) -> int | None:
+        """``reading()`` when ``key``'s walk is due (timed, and the next one set by what all the
+        walks cost), else None."""
+        now = time.monotonic()
+        if now < self._due.get(key, 0.0):
+            return None
+        started = time.thread_time()
+        value = reading()
+        self._cost[key] = time.thread_time() - started
+        self._due[key] = now + max(self.interval, sum(self._cost.values()) / DISK_SHARE)
+        return value
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """Forget every key but ``keys`` (the ended workers'), so their walks no longer count."""
+        kept = set(keys)
+        for table in (self._cost, self._due):
+            for key in [k for k in table if k not in kept]:
+                del table[key]
 
 
 @dataclass(frozen=True)
@@ -165,10 +201,14 @@ class HelperWatch:
     def limits(self) -> Limits:
         return self.caps.limits
 
-    def breach(self, runner: ProcessRunner, handle: ProcessHandle) -> str | None:
-        """The cap ``handle``'s running tree is over now, or None."""
+    def breach(self, runner: ProcessRunner, handle: ProcessHandle, pacer: DiskPacer | None = None) -> str | None:
+        """The cap ``handle``'s running tree is over now, or None (its disk use read when ``pacer``
+        says it is due; without one, now)."""
         sample = sample_trees(runner, [handle]).get(handle.tag) or Sample()
-        disk = self.footprint.bytes() if self.footprint is not None and self.caps.disk_mb else None
+        disk = None
+        if self.footprint is not None and self.caps.disk_mb:
+            footprint = self.footprint
+            disk = footprint.bytes() if pacer is None else pacer.read(handle.tag, footprint.bytes)
         log_size = _size(handle.log_path) if handle.log_path is not None else 0
         return self.caps.breach(sample.rss, sample.processes, log_size, disk, sample)
 
@@ -186,12 +226,13 @@ class HelperWatch:
         """``runner.wait`` with the caps read every ``interval``: (its code, None) once it ended; (None,
         the breach) when it is over a cap (the caller ends it); (None, None) at ``timeout`` or ``wake``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        pacer = DiskPacer(self.interval)
         while True:
             step = self.interval if deadline is None else min(self.interval, max(0.0, deadline - time.monotonic()))
             code = runner.wait(handle, step, wake)
             if code is not None:
                 return code, None
-            reason = self.breach(runner, handle)
+            reason = self.breach(runner, handle, pacer)
             if reason:
                 log.warning("%s: %s", handle.tag, reason)
                 return None, reason
@@ -244,6 +285,7 @@ class ResourceMonitor:
         self.caps = caps
         self.interval = interval
         self.running = running
+        self._disk = DiskPacer(interval)  # this thread's alone
         # Keyed by the worker's tag: unique across root trees, whose worker keys repeat. Written
         # by this thread, taken by worker threads (``take_usage``): both under ``_usage_lock``.
         self.usage: dict[str, Usage] = {}
@@ -275,13 +317,14 @@ class ResourceMonitor:
         found = self.executor.sample(watched)
         now = time.monotonic()
         shared_sizes: dict[Path, int] = {}  # a repository's object store, walked once a pass
+        self._disk.keep(worker.tag for worker in watched)
         for worker in watched:
             got = found.get(worker.tag) or Sample()
             with self._usage_lock:
                 usage = self.usage.setdefault(worker.tag, Usage())
                 usage.record(worker.started_at, got.rss, got.processes, got.cpu_seconds)
                 usage.seen = now
-            disk = worker.disk_bytes(shared_sizes) if self.caps.disk_mb else None
+            disk = self._disk.read(worker.tag, functools.partial(worker.disk_bytes, shared_sizes)) if self.caps.disk_mb else None
             reason = self.caps.breach(got.rss, got.processes, _size(worker.log_path), disk, got)
             if reason:
                 log.warning("%s: %s", worker.key, reason)
@@ -329,4 +372,15 @@ def _size(path: Path) -> int:
         return 0
 
 
-__all__ = ["CAPPED", "Caps", "Footprint", "HelperWatch", "ResourceMonitor", "Usage", "Watched", "cpu_seconds", "folder_bytes"]
+__all__ = [
+    "CAPPED",
+    "Caps",
+    "DiskPacer",
+    "Footprint",
+    "HelperWatch",
+    "ResourceMonitor",
+    "Usage",
+    "Watched",
+    "cpu_seconds",
+    "folder_bytes",
+]
