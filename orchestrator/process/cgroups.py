@@ -815,9 +815,7 @@ def _relative(path: str, root: str) -> str:
 
 
 def _keyed(path: Path | str) -> dict[str, int]:
-    """A "key value" per line file (memory.stat, memory.events, pids.events); {} when unreadable.
-    (Read for every running worker each monitor interval: v1's memory.stat has some seventy lines,
-    so a line costs no more than its parse.)"""
+    """A "key value" per line file (memory.events, pids.events); {} when unreadable."""
     found: dict[str, int] = {}
     try:
         text = _read(path)

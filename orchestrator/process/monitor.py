@@ -48,10 +48,10 @@ MB = 1024 * 1024
 # A usage entry not sampled for this long belongs to a worker whose end the engine
 # already handled (it popped the entry and a late sample made it again): dropped.
 STALE_USAGE = 120.0
-CAPPED = "stopped at a worker's cap"
+CAPPED = "stopped at a worker's cap"  # how a helper's reason starts when a cap ended it (HelperWatch; the cap after)
 # The most of one CPU that reading the workers' disk use may take, on average: a walk of a checkout
 # of tens of thousands of files costs tens of milliseconds, every interval, for every worker.
-DISK_SHARE = 0.1  # how a helper's reason starts when a cap ended it (HelperWatch; the cap after)
+DISK_SHARE = 0.1
 
 
 @dataclass(frozen=True)
