@@ -231,3 +231,32 @@ def test_a_costly_disk_reading_is_spaced_out_to_its_share_of_a_cpu():
     # When b ends, its walks no longer count
     pacer.keep(["a"])
     assert pacer._cost.keys() == {"a"}
+
+
+def test_a_worker_whose_disk_walks_are_spaced_out_is_still_stopped_at_its_disk_cap(make_engine, monkeypatch):
+    # Given disk walks so dear against their share of a CPU that each worker's comes seconds apart
+    from orchestrator.process import monitor
+
+    monkeypatch.setattr(monitor, "DISK_SHARE", 1e-4)
+    walks: list[float] = []
+    read = monitor.DiskPacer.read
+
+    def counted(self, key, reading):
+        value = read(self, key, reading)
+        if value is not None:
+            walks.append(time.monotonic())
+        return value
+
+    monkeypatch.setattr(monitor.DiskPacer, "read", counted)
+    write_later = "sleep 1.5; head -c 41943040 /dev/zero > big; sleep 100"
+    engine = make_engine(
+        orchestrator={"worker": "command", "command": ["sh", "-c", write_later]},
+        workers={"max_memory_mb": 0, "max_processes": 0, "max_log_mb": 0, "max_disk_mb": 10, "monitor_interval": 0.1},
+    )
+    # When a worker, its folder walked already, writes 40 MB into it, then hangs
+    job = run_job(engine, "x", tasks=["write later"], config={"max_retries": 0, "default_timeout": 120})
+    worker = only_worker(engine, job)
+    # Then the next walk finds it over its cap and it is stopped with that reason
+    assert worker.status is WorkerStatus.FAILED and "disk cap" in worker.exit_reason
+    assert worker.attempts[0].end_reason == "cap"
+    assert len(walks) >= 2 and min(b - a for a, b in zip(walks, walks[1:])) > 0.3  # spaced, not every 0.1 s interval
