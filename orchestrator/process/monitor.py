@@ -16,7 +16,7 @@ folder, its worktree's private git dir, its TMPDIR, and what the workers' object
 its attempt began) as well unless walking those folders would take more than DISK_SHARE of a CPU
 (:class:`DiskPacer`: a large checkout is walked seconds apart); and no single file
 the worker writes can grow past the larger of the two caps (RLIMIT_FSIZE, when both are set). So
-a writer is stopped at the cap plus at most what it writes in one interval (and the kill ladder's
+a writer is stopped at the cap plus at most what it writes between two readings (and the kill ladder's
 first rung: a cap breach ends the worker with SIGKILL at once, it has nothing left to save); a
 log whose cap is that file-size limit stops at the cap exactly. Each breach ends the worker
 through the kill ladder with its own reason; it is not retried.
