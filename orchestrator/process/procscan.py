@@ -463,13 +463,10 @@ def _environs(since: float = 0.0) -> Iterator[tuple[str, bytes]]:
             now[name] = look
             if look[1] < cutoff:
                 continue
-        try:
-            data = read_small(f"/proc/{name}/environ")
-        except OSError:
-            continue
+        data = _environ(name)
         if data:
             yield name, data
-        elif _may_be_executing(name):
+        elif data is not None and _may_be_executing(name):
             blank.append(name)
     if cutoff:
         with _MADE_LOCK:
@@ -502,14 +499,19 @@ def _settled(blank: list[str]) -> Iterator[tuple[str, bytes]]:
         time.sleep(pause)
         still: list[str] = []
         for name in blank:
-            try:
-                data = read_small(f"/proc/{name}/environ")
-            except OSError:
-                continue
+            data = _environ(name)
             if data:
                 yield name, data
-            else:
+            elif data is not None:
                 still.append(name)
         blank = still
     for name in blank:
         yield name, b""
+
+
+def _environ(pid: str) -> bytes | None:
+    """A process's environment as the kernel shows it now; None when it is gone or unreadable."""
+    try:
+        return read_small(f"/proc/{pid}/environ")
+    except OSError:
+        return None
