@@ -818,7 +818,7 @@ def test_whether_a_cgroup_named_as_proc_names_it_holds_a_process_is_the_kernels_
     assert holds_processes({}) is None
 
 
-def test_a_reading_takes_its_keys_from_memory_stat_whole_and_only_them(tmp_path):
+def test_a_reading_takes_its_keys_from_a_cgroup_file_whole_and_only_them(tmp_path):
     from orchestrator.process.cgroups import _RSS_KEYS, _picked
 
     # Given a memory.stat as v1 writes it: a key that begins another (rss, rss_huge), the first
@@ -829,6 +829,13 @@ def test_a_reading_takes_its_keys_from_memory_stat_whole_and_only_them(tmp_path)
     assert _picked(stat, _RSS_KEYS) == {"rss": 100, "mapped_file": 5, "total_rss": 400, "total_mapped_file": 50}
     assert _picked(stat, ("weird", "rss_huge", "absent")) == {"rss_huge": 7}
     assert _picked(tmp_path / "gone", _RSS_KEYS) == {}
+    # and the kernel's counts: v1's memory.oom_control, v2's memory.events, pids.events
+    (tmp_path / "oom_control").write_text("oom_kill_disable 1\nunder_oom 0\noom_kill 3\n")
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 2\noom_kill 4\noom_group_kill 9\n")
+    (tmp_path / "pids.events").write_text("max 6\n")
+    assert _picked(tmp_path / "oom_control", ("oom_kill",)) == {"oom_kill": 3}
+    assert _picked(tmp_path / "memory.events", ("oom_kill",)) == {"oom_kill": 4}
+    assert _picked(tmp_path / "pids.events", ("max",)) == {"max": 6}
 
 
 @pytest.mark.skipif(not procscan.HAS_PROC, reason="/proc")

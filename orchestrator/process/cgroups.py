@@ -198,10 +198,10 @@ class Cgroup:
         memory = self.dirs.get("memory") if "memory" in self.counted else None
         if memory is not None:
             events = "memory.events" if self.versions["memory"] is Enforcement.CGROUP_V2 else "memory.oom_control"
-            oom = _keyed(f"{memory}/{events}").get("oom_kill", 0)
+            oom = _picked(f"{memory}/{events}", ("oom_kill",)).get("oom_kill", 0)
         pids_dir = self.dirs.get("pids") if "pids" in self.counted else None
         if pids_dir is not None:
-            refused = _keyed(f"{pids_dir}/pids.events").get("max", 0)
+            refused = _picked(f"{pids_dir}/pids.events", ("max",)).get("max", 0)
         current = Usage(pids, rss, max(oom, self.last.oom_kills), max(refused, self.last.forks_refused))
         if self.dirs:
             self.last = current
@@ -814,28 +814,14 @@ def _relative(path: str, root: str) -> str:
     return path.lstrip("/")
 
 
-def _keyed(path: Path | str) -> dict[str, int]:
-    """A "key value" per line file (memory.events, pids.events); {} when unreadable."""
-    found: dict[str, int] = {}
-    try:
-        text = _read(path)
-    except OSError:
-        return found
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if value.isdigit():
-            found[key] = int(value)
-    return found
-
-
 # What a reading's memory takes of memory.stat (v2's names, then v1's), which has some seventy lines.
 _RSS_KEYS = ("anon", "file_mapped", "total_rss", "rss", "total_mapped_file", "mapped_file")
 
 
 def _picked(path: Path | str, keys: tuple[str, ...]) -> dict[str, int]:
-    """``keys``' values in a "key value" per line file (those it holds); {} when unreadable. Each
-    key found in the text, not every line parsed: the monitor reads memory.stat for every running
-    worker each interval."""
+    """``keys``' values in a "key value" per line file (memory.stat, memory.events, pids.events):
+    those it holds; {} when unreadable. Each key found in the text, not every line parsed: the
+    monitor reads memory.stat, some seventy lines on v1, for every running worker each interval."""
     try:
         text = "\n" + _read(path)
     except OSError:

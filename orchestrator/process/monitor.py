@@ -201,14 +201,13 @@ class HelperWatch:
     def limits(self) -> Limits:
         return self.caps.limits
 
-    def breach(self, runner: ProcessRunner, handle: ProcessHandle, pacer: DiskPacer | None = None) -> str | None:
+    def breach(self, runner: ProcessRunner, handle: ProcessHandle, pacer: DiskPacer) -> str | None:
         """The cap ``handle``'s running tree is over now, or None (its disk use read when ``pacer``
-        says it is due; without one, now)."""
+        says it is due)."""
         sample = sample_trees(runner, [handle]).get(handle.tag) or Sample()
         disk = None
         if self.footprint is not None and self.caps.disk_mb:
-            footprint = self.footprint
-            disk = footprint.bytes() if pacer is None else pacer.read(handle.tag, footprint.bytes)
+            disk = pacer.read(handle.tag, self.footprint.bytes)
         log_size = _size(handle.log_path) if handle.log_path is not None else 0
         return self.caps.breach(sample.rss, sample.processes, log_size, disk, sample)
 
