@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,10 +42,13 @@ from bench_worktree_run import make_repo  # noqa: E402
 from orchestrator.checkouts.retiring import flush_retired  # noqa: E402
 from orchestrator.config import load_settings  # noqa: E402
 from orchestrator.engine.core import Engine  # noqa: E402
+from orchestrator.process.monitor import DISK_SHARE, Watched  # noqa: E402
 
 
-def server_cpu(base: Path, workers: int, seconds: float, warmup: float, disk_mb: int | None) -> float:
-    """The engine's CPU in ms a second while ``workers`` sleeping workers run (``disk_mb``: the cap; None: the default)."""
+def server_cpu(base: Path, workers: int, seconds: float, warmup: float, disk_mb: int | None) -> tuple[float, float, float]:
+    """The engine's CPU in ms a second while ``workers`` sleeping workers run (``disk_mb``: the cap;
+    None: the default), and the CPU in ms of one reading of a worker's disk use (the median of
+    WALKS, after the window: the monitor's own reading, its footprint's walk), and workers.monitor_interval."""
     caps = {} if disk_mb is None else {"max_disk_mb": disk_mb}
     settings = load_settings(
         base_dir=base,
@@ -69,14 +73,24 @@ def server_cpu(base: Path, workers: int, seconds: float, warmup: float, disk_mb:
         cpu, wall = time.process_time(), time.perf_counter()
         time.sleep(seconds)
         used = (time.process_time() - cpu) / (time.perf_counter() - wall) * 1000
+        walk = statistics.median(_walk_cpu(engine.worker_threads.watched()[0]) for _ in range(WALKS))
         engine.cancel(job.id)
         done = engine.queries.wait(job.id, timeout=120)
         if not done.status.terminal:
             raise SystemExit(f"job {job.id} still {done.status.value} after its cancel")
-        return used
+        return used, walk * 1000, settings.workers.monitor_interval
     finally:
         engine.shutdown(timeout=30)
         flush_retired(base)
+
+
+WALKS = 5
+
+
+def _walk_cpu(worker: Watched) -> float:
+    started = time.thread_time()
+    worker.disk_bytes()
+    return time.thread_time() - started
 
 
 def main() -> int:
@@ -94,13 +108,18 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="bench-running-"))
     try:
         make_repo(base, args.files)
-        capped = server_cpu(base, args.workers, args.seconds, args.warmup, None)
-        uncapped = server_cpu(base, args.workers, args.seconds, args.warmup, 0)
+        capped, walk, interval = server_cpu(base, args.workers, args.seconds, args.warmup, None)
+        uncapped, _, _ = server_cpu(base, args.workers, args.seconds, args.warmup, 0)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print(f"  with the disk cap (default)   {capped:8.1f} ms of server CPU a second ({capped / args.workers:.1f} a worker)")
     print(f"  without (max_disk_mb: 0)      {uncapped:8.1f} ms of server CPU a second ({uncapped / args.workers:.1f} a worker)")
+    spacing = max(interval, args.workers * walk / 1000 / DISK_SHARE)
+    print(
+        f"  one reading of a worker's disk use (a walk of its checkout and git dirs): {walk:.1f} ms of CPU; "
+        f"so each worker's is read every {spacing:.2f} s (DISK_SHARE {DISK_SHARE:g} of a CPU for {args.workers})"
+    )
     print(
         f"RESULT running: server CPU with the disk cap / without = {capped / max(uncapped, 1e-6):.2f}x ({capped:.1f} / {uncapped:.1f} ms a second)"
     )

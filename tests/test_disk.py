@@ -14,9 +14,9 @@ import pytest
 from orchestrator.engine.core import Engine
 from orchestrator.errors import NoSpace, WorkspaceError, no_space
 from orchestrator.models import JobStatus, WorkerStatus
-from orchestrator.process import supervisor
+from orchestrator.process import monitor, supervisor
 from orchestrator.process.backends import probe
-from orchestrator.process.monitor import Footprint
+from orchestrator.process.monitor import Footprint, folder_bytes
 from orchestrator.process.runner import ProcessRunner
 from orchestrator.process.sandbox import SandboxSpec
 from orchestrator.process.shim import PERL, read_exit_file
@@ -65,6 +65,83 @@ def test_one_walk_of_the_shared_store_serves_every_worker_in_a_monitor_pass(tmp_
     (store / "later").write_bytes(b"x" * MB)
     assert second.bytes(sizes) == MB, "read once a pass"
     assert second.bytes() == 2 * MB
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_walk_counts_every_file_below_however_deep_holding_few_folders_open(tmp_path, monkeypatch):
+    # Given files at every level of a folder nested 40 deep, and a walk that may hold 3 folders open
+    monkeypatch.setattr(monitor, "HELD_FOLDERS", 3)
+    level, expected = tmp_path / "top", 0
+    for depth in range(40):
+        level.mkdir()
+        (level / "f").write_bytes(b"x" * (depth + 1))
+        (level / "empty").mkdir()
+        expected += depth + 1
+        level = level / f"d{depth}"
+    held, most, real_open, real_close = set(), [0], os.open, os.close
+
+    def counting_open(path, flags, mode=0o777, *, dir_fd=None):
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        held.add(fd)
+        most[0] = max(most[0], len(held))
+        return fd
+
+    def counting_close(fd):
+        held.discard(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "close", counting_close)
+    before = _open_fds()
+    # When it is walked, Then every file counts, and no more than 3 folders (and one opened by its path) were open at once
+    assert folder_bytes(tmp_path / "top") == expected
+    assert most[0] <= 4 and not held
+    assert _open_fds() == before, "every folder it opened is closed"
+
+
+def test_a_walk_follows_no_link_below_its_folder_not_even_a_folder_swapped_for_one_while_it_walks(tmp_path, monkeypatch):
+    # Given a worker's folder with a file, a link to a large folder outside and a folder that will be swapped for one
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"x" * MB)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_bytes(b"x" * 10)
+    (folder / "a").write_bytes(b"x" * 100)
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    link_size = os.lstat(folder / "link").st_size
+    assert folder_bytes(folder) == 100 + 10 + link_size, "a link counts as itself"
+    # and the folder itself reached through a link (a checkout outside the workspace) is walked
+    (tmp_path / "entry").symlink_to(folder, target_is_directory=True)
+    assert folder_bytes(tmp_path / "entry") == 100 + 10 + link_size
+    # When "sub" becomes a link to the large folder after its parent was listed
+    read = monitor._Count.read
+
+    def swapping(count, fd):
+        names = read(count, fd)
+        if "sub" in names:
+            (folder / "sub" / "f").unlink()
+            (folder / "sub").rmdir()
+            (folder / "sub").symlink_to(outside, target_is_directory=True)
+        return names
+
+    monkeypatch.setattr(monitor._Count, "read", swapping)
+    # Then what it points to is not counted
+    assert folder_bytes(folder) == 100 + link_size
+
+
+def test_a_walk_stops_counting_at_its_limit_and_a_missing_folder_is_empty(tmp_path):
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a", "b", "sub/c", "sub/d"):
+        (folder / name).write_bytes(b"x" * 10)
+    assert folder_bytes(folder) == 40
+    assert folder_bytes(folder, limit=3) == 30
+    assert folder_bytes(tmp_path / "missing") == 0
+    assert folder_bytes(folder / "a") == 0, "a file is no folder"
 
 
 def test_a_full_file_system_is_told_from_other_write_failures():

@@ -29,6 +29,7 @@ last sample before it exited.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -345,19 +346,86 @@ class ResourceMonitor:
 
 
 def folder_bytes(path: Path, limit: int = 200_000) -> int:
-    """Bytes in a folder, links not followed; stops counting after ``limit`` entries."""
-    total = 0
-    seen = 0
-    for base, _dirs, files in os.walk(path, followlinks=False):
-        for name in files:
+    """Bytes in the files below ``path`` (each file's own size; a link's own: none below ``path`` is
+    followed, ``path`` itself may be one, a checkout outside the workspace); stops counting after
+    ``limit`` files. Each folder is opened by its name in the one above it, so a file's
+    size costs one look-up of its own name, not of its whole path again, and a folder a worker swaps
+    for a link while it is walked is not followed. At most HELD_FOLDERS are held open at once (the
+    chain down to the one being read); a folder deeper than that is opened by its path below the
+    deepest one held (one whose path from there passes PATH_MAX is not reached, as no walk by path
+    reaches one whose whole path does)."""
+    try:
+        top = os.open(path, _FOLDER & ~os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    count = _Count(limit)
+    chain = [(top, count.read(top))]  # the folders held open, each with the subfolders still to read
+    try:
+        while chain and not count.full:
+            fd, subfolders = chain[-1]
+            if not subfolders:
+                os.close(chain.pop()[0])
+            elif len(chain) < HELD_FOLDERS:
+                with contextlib.suppress(OSError):  # gone, or swapped for a link, since it was listed
+                    child = os.open(subfolders.pop(), _FOLDER, dir_fd=fd)
+                    chain.append((child, count.read(child)))
+            else:
+                count.below(fd, subfolders.pop())
+    finally:
+        for fd, _ in chain:
+            os.close(fd)
+    return count.total
+
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+HELD_FOLDERS = 32  # folders one walk holds open at once: a worker's deep nesting costs no more descriptors
+
+
+class _Count:
+    """The files a walk (folder_bytes) has counted, and their bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self.seen = 0
+
+    @property
+    def full(self) -> bool:
+        return self.seen >= self.limit
+
+    def read(self, fd: int) -> list[str]:
+        """Count the files of the open folder ``fd``; the names of its subfolders."""
+        subfolders: list[str] = []
+        total, seen, limit = self.total, self.seen, self.limit  # (locals: this loop runs once a file)
+        with contextlib.suppress(OSError), os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subfolders.append(entry.name)
+                        continue
+                    total += entry.stat(follow_symlinks=False).st_size  # (by its name in ``fd``)
+                except OSError:
+                    continue
+                seen += 1
+                if seen >= limit:
+                    break
+        self.total, self.seen = total, seen
+        return subfolders
+
+    def below(self, anchor: int, name: str) -> None:
+        """Count the folder ``name`` of ``anchor`` and every folder below it, each opened by its path
+        from ``anchor`` and closed once read (deeper than a walk holds folders open)."""
+        pending = [name]
+        while pending and not self.full:
+            relative = pending.pop()
             try:
-                total += os.lstat(os.path.join(base, name)).st_size
+                fd = os.open(relative, _FOLDER, dir_fd=anchor)
             except OSError:
                 continue
-            seen += 1
-            if seen >= limit:
-                return total
-    return total
+            try:
+                pending.extend(f"{relative}/{sub}" for sub in self.read(fd))
+            finally:
+                os.close(fd)
 
 
 def _usage(sample: Sample) -> CgroupUsage:
