@@ -25,6 +25,8 @@ def test_the_running_benchmark_runs_end_to_end_and_removes_its_repository(tmp_pa
     assert "bench_running: 2 sleeping workers in worktree isolation, 50 files, 1 s" in out
     assert re.search(r"with the disk cap \(default\) +[\d.]+ ms of server CPU a second", out), out
     assert re.search(r"without \(max_disk_mb: 0\) +[\d.]+ ms of server CPU a second", out), out
-    assert re.search(r"one reading of a worker's disk use .*: [\d.]+ ms of CPU; so each worker's is read every [\d.]+ s", out), out
+    assert re.search(r"one reading of a worker's disk use .*: [\d.]+ ms of CPU; so each worker's is read every [\d.]+ s", out), (
+        out
+    )
     assert re.search(r"RESULT running: server CPU with the disk cap / without = [\d.]+x \([\d.]+ / [\d.]+ ms a second\)\n", out)
     assert not list(tmp_path.glob("bench-running-*")), "the repository is removed"

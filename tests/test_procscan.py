@@ -184,3 +184,58 @@ def test_a_process_started_without_an_environment_is_read_again_then_given_as_it
     finally:
         bare.kill()
         bare.wait()
+
+
+@pytest.mark.skipif(not procscan.HAS_PROC, reason="reads /proc")
+def test_one_read_gives_a_process_cpu_and_its_start():
+    # Given a process that has burnt 0.2 s of CPU
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 0.2: pass\ntime.sleep(60)"])
+    try:
+        wait_until(lambda: procscan.cpu_seconds(busy.pid) >= 0.18, what="0.2 s of CPU burnt")
+        times = procscan.process_times(busy.pid)
+        # Then its stat gives both: the CPU, and the start that names it as process_start_id does
+        assert times is not None and 0.18 <= times[0] < 1.0
+        assert times[1] == process_start_id(busy.pid)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert procscan.process_times(busy.pid) is None and procscan.cpu_seconds(busy.pid) == 0.0
+
+
+@pytest.mark.skipif(not procscan.HAS_PROC, reason="reads /proc")
+@pytest.mark.skipif(subprocess.run(["which", "bwrap"], capture_output=True).returncode != 0, reason="no bubblewrap")
+def test_a_sandbox_s_own_processes_are_told_once_each_by_their_pid_and_start(monkeypatch):
+    # Given a PID namespace of bubblewrap's: its launcher here, its init (pid 1) and a command (pid 2) inside
+    argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    launcher = subprocess.Popen([*argv, "sh", "-c", "sleep 60 & wait"])
+    try:
+        wait_until(
+            lambda: len(procscan.descendants([launcher.pid])[launcher.pid]) >= 3, what="init, sh and sleep inside the sandbox"
+        )
+        inside = procscan.descendants([launcher.pid])[launcher.pid]
+        reads = []
+        read_small = procscan.read_small
+        monkeypatch.setattr(procscan, "read_small", lambda path: reads.append(path) or read_small(path))
+        monkeypatch.setattr(procscan, "_NAMESPACE_PIDS", {})
+        told = {}
+        for pid in [launcher.pid, *inside]:
+            times = procscan.process_times(pid)
+            assert times is not None
+            told[pid] = procscan.sandbox_machinery(pid, start_id=times[1])
+            # the same answer as a reading without a start (read afresh)
+            assert told[pid] == procscan.sandbox_machinery(pid)
+        # Then the launcher is not the sandbox's (it is in this namespace), init and sh are, sleep (pid 3) only bridged
+        assert not told[launcher.pid] and sum(told.values()) == 2
+        sleep = next(pid for pid, own in told.items() if not own and pid != launcher.pid)
+        assert procscan.sandbox_machinery(sleep, bridged=True, start_id=procscan.process_times(sleep)[1])
+        # and each process's status was read once with its start, not again
+        reads.clear()
+        for pid in [launcher.pid, *inside]:
+            procscan.sandbox_machinery(pid, start_id=procscan.process_times(pid)[1])
+        assert not [path for path in reads if path.endswith("/status")]
+        # but a process by that pid with another start (the pid reused) is read afresh
+        procscan.sandbox_machinery(launcher.pid, start_id="another")
+        assert reads[-1] == f"/proc/{launcher.pid}/status"
+    finally:
+        launcher.kill()
+        launcher.wait()

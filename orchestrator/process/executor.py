@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .cgroups import Enforced, Limits
-from .procscan import Memory, cpu_seconds, descendants, machine_memory, rss_bytes, sandbox_machinery
+from .procscan import Memory, cpu_seconds, descendants, machine_memory, process_times, rss_bytes, sandbox_machinery
 from .runner import CommandNotFound, ProcessHandle, ProcessRunner, Wakeup
 from .sandbox import SandboxSpec
 from .shim import Deadline, FoundAttempt
@@ -337,6 +337,21 @@ class LocalExecutor:
         self.runner.close()
 
 
+def _own_and_cpu(pids: Iterable[int], attempt: Sampled, bridged: bool) -> tuple[list[int], float]:
+    """Of an attempt's processes ``pids``: the worker's own (not our shim, nor a sandbox's launcher,
+    its init, the shim inside and, ``bridged``, its bridge), and the CPU of all of them (CPU is the
+    attempt's either way), from one read of each one's stat."""
+    own, cpu = [], 0.0
+    for pid in pids:
+        times = process_times(pid)
+        if times is None:
+            continue  # gone since the list was read
+        cpu += times[0]
+        if pid != attempt.shim_pid and not sandbox_machinery(pid, bridged=bridged, start_id=times[1]):
+            own.append(pid)
+    return own, cpu
+
+
 def _local(handle: AttemptHandle) -> ProcessHandle:
     if not isinstance(handle, ProcessHandle):
         raise TypeError(f"LocalExecutor got a handle it did not make: {type(handle).__name__}")
@@ -355,9 +370,7 @@ def sample_trees(runner: ProcessRunner, attempts: Sequence[Sampled]) -> dict[str
             continue
         # The cgroup counts every process of the tree, tagless ones too, and each page once.
         usage = cgroup.usage()
-        bridged = attempt.tag in runner.bridged
-        own = [p for p in usage.pids if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
-        cpu = sum(cpu_seconds(pid) for pid in usage.pids)
+        own, cpu = _own_and_cpu(usage.pids, attempt, attempt.tag in runner.bridged)
         enforced = runner.confined.enforced_of(attempt.tag)
         found[attempt.tag] = Sample(usage.rss, len(own), cpu, usage.oom_kills, usage.forks_refused, enforced)
     if scan:
@@ -369,14 +382,9 @@ def sample_trees(runner: ProcessRunner, attempts: Sequence[Sampled]) -> dict[str
         for attempt in scan:
             top = [attempt.pid] if attempt.shim_pid is None and attempt.pid in below else []  # the worker itself
             tree = sorted(set(pids.get(attempt.tag, [])) | set(below.get(attempt.pid or 0, [])) | set(top))
-            # The worker's processes, without our shim (or a sandbox's launcher, its init and the shim inside).
-            bridged = attempt.tag in runner.bridged
-            own = [p for p in tree if p != attempt.shim_pid and not sandbox_machinery(p, bridged=bridged)]
+            own, cpu = _own_and_cpu(tree, attempt, attempt.tag in runner.bridged)
             found[attempt.tag] = Sample(
-                sum(rss_bytes(pid) for pid in own),
-                len(own),
-                sum(cpu_seconds(pid) for pid in tree),
-                enforced=runner.confined.enforced_of(attempt.tag),
+                sum(rss_bytes(pid) for pid in own), len(own), cpu, enforced=runner.confined.enforced_of(attempt.tag)
             )
     return found
 

@@ -226,20 +226,39 @@ def look(pid: int) -> ProcStat | None:
     return ProcStat(state=fields[0], parent=int(fields[1]), start_id=fields[19].decode())
 
 
-def sandbox_machinery(pid: int, *, bridged: bool = False) -> bool:
+def sandbox_machinery(pid: int, *, bridged: bool = False, start_id: str | None = None) -> bool:
     """Whether ``pid`` is a sandbox's own init or the shim it runs (pid 1 or 2 of a PID namespace one
     level below this one: process/sandbox.py), or, ``bridged`` (workers.sandbox_network: allow), the
     network bridge the shim forks before the worker (pid 3: the worker cannot have it), which a
-    worker's caps do not count. (The bridge's forks per connection count: the worker made them.)"""
+    worker's caps do not count. (The bridge's forks per connection count: the worker made them.)
+    ``start_id``: the process's (``process_times``), which its answer is kept under: a process's pid
+    in its namespace never changes, so the monitor reads each one's once, not every interval."""
+    inner = _namespace_pid(pid, start_id)
+    return inner in (b"1", b"2") or (bridged and inner == b"3")
+
+
+_NAMESPACE_PIDS: dict[int, tuple[str, bytes]] = {}  # pid -> (its start id, its pid one namespace below or b"")
+_NAMESPACE_PIDS_KEPT = 4096  # then forgotten all at once (most are of processes long gone)
+
+
+def _namespace_pid(pid: int, start_id: str | None) -> bytes:
+    """``pid``'s pid in the PID namespace one level below this one (b"" for none, or when it is gone),
+    kept by ``start_id`` (a pid reused since is another process, read afresh)."""
+    known = _NAMESPACE_PIDS.get(pid) if start_id is not None else None
+    if known is not None and known[0] == start_id:
+        return known[1]
     try:
         status = read_small(f"/proc/{pid}/status")
     except OSError:
-        return False
+        return b""
     at = status.find(b"\nNSpid:")
-    if at < 0:
-        return False
-    ids = status[at + 7 : status.find(b"\n", at + 1)].split()
-    return len(ids) == 2 and (ids[1] in (b"1", b"2") or (bridged and ids[1] == b"3"))
+    ids = status[at + 7 : status.find(b"\n", at + 1)].split() if at >= 0 else []
+    inner = ids[1] if len(ids) == 2 else b""
+    if start_id is not None:
+        if len(_NAMESPACE_PIDS) >= _NAMESPACE_PIDS_KEPT:
+            _NAMESPACE_PIDS.clear()
+        _NAMESPACE_PIDS[pid] = (start_id, inner)
+    return inner
 
 
 def descendants(roots: list[int]) -> dict[int, list[int]]:
@@ -315,17 +334,24 @@ def _group_members(pgid: int) -> Iterator[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process and of the children it has reaped (0 when gone): on Linux
-    from one read of its stat (psutil reads it twice a process, and the monitor asks for every
-    process of every running worker each interval)."""
+    """User + system CPU of one process and of the children it has reaped (0 when gone)."""
+    times = process_times(pid)
+    return times[0] if times is not None else 0.0
+
+
+def process_times(pid: int) -> tuple[float, str | None] | None:
+    """``pid``'s CPU (``cpu_seconds``) and its start id (``process_start_id``); None when it is gone.
+    On Linux from one read of its stat (psutil reads it twice a process, and the monitor asks for
+    every process of every running worker each interval); elsewhere its CPU alone."""
     if not HAS_PROC:
-        return _psutil_cpu_seconds(pid)
+        return _psutil_cpu_seconds(pid), None
     try:
         stat = read_small(f"/proc/{pid}/stat")
         fields = stat[stat.rfind(b")") + 2 :].split()
-        return sum(int(ticks) for ticks in fields[11:15]) / _CLOCK_TICKS  # utime, stime, cutime, cstime
-    except (OSError, ValueError):
-        return 0.0
+        cpu = sum(int(ticks) for ticks in fields[11:15]) / _CLOCK_TICKS  # utime, stime, cutime, cstime
+        return cpu, fields[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _psutil_cpu_seconds(pid: int) -> float:
