@@ -160,16 +160,18 @@ class Cgroup:
         return [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in sorted(paths)]
 
     def members(self) -> list[int]:
-        """The processes in the cgroup (any hierarchy's list: each process is in all of them)."""
+        """The processes in the cgroup, every hierarchy's list read (what is killed: each process is in
+        all of them, but a writer of cgroupfs could have split one off)."""
         found: set[int] = set()
         for directory in set(self.dirs.values()):
-            with contextlib.suppress(OSError):
-                found.update(int(x) for x in _read(directory / "cgroup.procs").split())
+            found.update(_procs(directory))
         return sorted(found)
 
     def usage(self) -> Usage:
-        """Read the cgroup now (also kept as ``last``, which outlives the cgroup)."""
-        pids = tuple(self.members())
+        """Read the cgroup now (also kept as ``last``, which outlives the cgroup): its processes from one
+        hierarchy's list, as ``empty`` reads one (the same processes are in each, bar a writer of cgroupfs)."""
+        one = self.dirs.get("pids") or next(iter(self.dirs.values()), None)
+        pids = tuple(sorted(_procs(one))) if one is not None else ()
         rss = 0
         memory = self.dirs.get("memory")
         if memory is not None:
@@ -836,6 +838,14 @@ def _picked(path: Path | str, keys: tuple[str, ...]) -> dict[str, int]:
             if value.isdigit():
                 found[key] = int(value)
     return found
+
+
+def _procs(directory: Path) -> list[int]:
+    """The processes one hierarchy's directory lists (none when it cannot be read: gone)."""
+    try:
+        return [int(x) for x in _read(directory / "cgroup.procs").split()]
+    except OSError:
+        return []
 
 
 _READ = 4096  # bytes a cgroup file's read asks for at a time (a read allocates what it asks for)
