@@ -123,6 +123,32 @@ def test_a_wait_on_a_running_worker_looks_at_its_proc_stat_only_once_its_pidfd_s
         runner.close()
 
 
+def test_whether_a_running_worker_has_exited_is_told_by_its_pidfd_without_a_look_at_its_proc_stat(tmp_path, monkeypatch):
+    # Given a supervised worker that runs until it is told to end, each look at a process's /proc stat counted
+    runner = _runner(tmp_path / "sup")
+    looks: list[int] = []
+    look = procscan.look
+    monkeypatch.setattr(procscan, "look", lambda pid: looks.append(pid) or look(pid))
+    stop = tmp_path / "stop"
+    try:
+        code = f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.01)"
+        handle, _ = _spawn(runner, tmp_path, code, "s22.k.1")
+        assert handle.pidfd is not None
+        looks.clear()
+        # When the monitor asks (from its thread) whether it has exited, many times while it runs
+        assert not any(handle.exited for _ in range(50))
+        # Then its pidfd answered, and nothing looked at /proc
+        assert looks == []
+        # And once it has ended it is told so, with its status, before its handle is released and after
+        stop.touch()
+        wait_until(lambda: handle.exited, what="the worker's end told")
+        assert handle.code == 0
+        runner.release(handle)
+        assert handle.pidfd is None and handle.exited
+    finally:
+        runner.close()
+
+
 def test_a_running_supervised_worker_s_end_is_one_wait_for_its_reaping(tmp_path, monkeypatch):
     from orchestrator.process import runner as runner_module
 

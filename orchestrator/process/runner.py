@@ -207,6 +207,7 @@ class ProcessHandle:
     egress: Egress | None = None  # its proxy's listeners (workers.sandbox_network: allow), closed once it has ended
     watch: direct.Watch | None = None  # Landlock: its connect() calls, decided outside (network/direct.py)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _pidfd_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # its pidfd's closing, and a look at it
 
     @property
     def id(self) -> str:
@@ -303,9 +304,15 @@ class ProcessHandle:
 
     @property
     def exited(self) -> bool:
-        """Whether it is known to have ended, without reaping it (safe from any thread)."""
+        """Whether it is known to have ended, without reaping it (safe from any thread). While its pidfd
+        is not readable it runs: told without ``poll``'s look at /proc (the monitor asks each interval)."""
         if self.popen is not None:
             return self.popen.returncode is not None
+        if self.code is None and not self.reaped:
+            with self._pidfd_lock:  # (not closed by ``release`` meanwhile: its number could be another file's)
+                running = self.pidfd is not None and not _readable(self.pidfd)
+            if running:
+                return False
         return self.poll() is not None
 
 
@@ -772,9 +779,10 @@ class ProcessRunner:
 
     def release(self, handle: ProcessHandle) -> None:
         """Close the handle's descriptors once its process is gone (and remove a private exit file, read by then)."""
-        if handle.pidfd is not None:
-            os.close(handle.pidfd)
-            handle.pidfd = None
+        with handle._pidfd_lock:
+            if handle.pidfd is not None:
+                os.close(handle.pidfd)
+                handle.pidfd = None
         if handle.lifeline is not None and handle.poll() is not None:
             os.close(handle.lifeline)
             handle.lifeline = None
