@@ -155,12 +155,19 @@ def read_small_stamped(path: str | Path) -> tuple[bytes, float]:
         os.close(fd)
 
 
+def _stat_fields(stat: bytes) -> list[bytes]:
+    """The fields of a ``/proc/<pid>/stat`` line from its state on ([0] state, [1] parent, [2] process
+    group, [6] flags, [11:15] CPU ticks, [19] start time). The command name before them is in
+    parentheses and may hold spaces and parentheses itself: the line's last ")" ends it."""
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
 def process_start_id(pid: int) -> str | None:
     """When the kernel started ``pid`` (clock ticks since boot, from /proc; psutil elsewhere):
     with the pid, it names one process for good, even after the pid is reused."""
     try:
         stat = read_small(f"/proc/{pid}/stat")
-        return stat[stat.rfind(b")") + 2 :].split()[19].decode()
+        return _stat_fields(stat)[19].decode()
     except (OSError, IndexError):
         pass
     if HAS_PROC:
@@ -220,7 +227,7 @@ def look(pid: int) -> ProcStat | None:
         return None
     finally:
         os.close(fd)
-    fields = stat[stat.rfind(b")") + 2 :].split()
+    fields = _stat_fields(stat)
     if len(fields) < 20 or not fields[1].isdigit():
         return None
     return ProcStat(state=fields[0], parent=int(fields[1]), start_id=fields[19].decode())
@@ -274,7 +281,7 @@ def descendants(roots: list[int]) -> dict[int, list[int]]:
                     stat = read_small(f"/proc/{entry.name}/stat")
                 except OSError:
                     continue
-                fields = stat[stat.rfind(b")") + 2 :].split()
+                fields = _stat_fields(stat)
                 if fields[:1] not in ([b"Z"], [b"X"]):
                     children.setdefault(int(fields[1]), []).append(int(entry.name))
     found = {}
@@ -328,7 +335,7 @@ def _group_members(pgid: int) -> Iterator[int]:
             stat = read_small(f"/proc/{name}/stat")
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
+        fields = _stat_fields(stat)
         if len(fields) > 2 and fields[2] == wanted and fields[0] not in (b"Z", b"X"):
             yield int(name)
 
@@ -347,7 +354,7 @@ def process_times(pid: int) -> tuple[float, str | None] | None:
         return _psutil_cpu_seconds(pid), None
     try:
         stat = read_small(f"/proc/{pid}/stat")
-        fields = stat[stat.rfind(b")") + 2 :].split()
+        fields = _stat_fields(stat)
         cpu = sum(int(ticks) for ticks in fields[11:15]) / _CLOCK_TICKS  # utime, stime, cutime, cstime
         return cpu, fields[19].decode()
     except (OSError, ValueError, IndexError):
@@ -431,7 +438,7 @@ def parent_of(pid: int) -> int | None:
         stat = read_small(f"/proc/{pid}/stat")
     except OSError:
         return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    return int(_stat_fields(stat)[1])
 
 
 def zombie_of(pid: int, start_id: str | None) -> int | None:
@@ -446,7 +453,7 @@ def _is_zombie(pid: str) -> bool:
         stat = read_small(f"/proc/{pid}/stat")
     except OSError:
         return True
-    return stat[stat.rfind(b")") + 2 :][:1] in (b"Z", b"X")
+    return _stat_fields(stat)[:1] in ([b"Z"], [b"X"])
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -508,7 +515,7 @@ def _may_be_executing(pid: str) -> bool:
         found = read_small(f"/proc/{pid}/stat")
     except OSError:
         return False
-    fields = found[found.rfind(b")") + 2 :].split()
+    fields = _stat_fields(found)
     try:
         return fields[0] not in _ENDED and not int(fields[6]) & _PF_KTHREAD
     except (IndexError, ValueError):
