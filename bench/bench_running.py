@@ -14,6 +14,9 @@ window is long: the first walks of every checkout come at once, the next ones se
 (b) the same with ``workers.max_disk_mb: 0`` (no disk cap, nothing walked): the baseline, measured
     in the same run, in another job on the same repository.
 
+Also the CPU of one reading of a worker's disk use (the monitor's own, the median of 5 after the
+window) and so how often the pacing lets each worker be read.
+
 ``RESULT running: server CPU with the disk cap / without = X.XXx`` (no target: it says what the
 disk cap's walks cost; before they were paced (process/monitor.DiskPacer), 8 workers on 20,000
 files took 686 ms a second against some 40 without). A measurement, not a test: exit 0 whatever
