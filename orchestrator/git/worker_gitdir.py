@@ -48,11 +48,10 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..workspace.filesystem import remove_at
+from ..workspace.filesystem import FOLDER_FLAGS, remove_at
 from .invocation import run_git
 from .worker_refs import VIEW
 
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OWN_CONFIG = b"\n[gc]\n\tpackRefs = false\n"  # its branch stays a file of its view (no pack-refs by a gc)
 _MAX = 1 << 20  # bytes read of a file copied from a git dir
@@ -80,7 +79,7 @@ def prepare(
     hold. The view (``private``/VIEW) must exist: worker_refs ``show`` made it."""
     tree_refs = f"refs/heads/{prefix}{root_id}"
     own.mkdir(parents=True, exist_ok=True)
-    top = os.open(own, _FOLDER)
+    top = os.open(own, FOLDER_FLAGS)
     try:
         _put(top, "HEAD", f"ref: {tree_refs}/{branch}\n".encode() if branch else _detached_head(private))
         remove_at(top, "commondir")  # (one written here would lead its git to another git dir)
@@ -110,7 +109,7 @@ def prepare(
         finally:
             os.close(logs)
         _link(top, "objects", str(store))
-        shared = os.open(own.parent, _FOLDER)
+        shared = os.open(own.parent, FOLDER_FLAGS)
         try:
             worktrees = _folder(shared, WORKTREES)
         finally:
@@ -207,7 +206,7 @@ def _unlink_links(folder: int) -> None:
                 os.unlink(entry.name, dir_fd=folder)
         elif entry.is_dir(follow_symlinks=False):
             try:
-                inner = os.open(entry.name, _FOLDER, dir_fd=folder)
+                inner = os.open(entry.name, FOLDER_FLAGS, dir_fd=folder)
             except OSError:
                 continue
             try:
@@ -233,14 +232,14 @@ def _read(path: Path) -> bytes:
 def _folder(parent: int, name: str) -> int:
     """The folder ``name`` in ``parent``, opened; whatever else is there (a link, a file) replaced."""
     try:
-        return os.open(name, _FOLDER, dir_fd=parent)
+        return os.open(name, FOLDER_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         pass
     except OSError:
         remove_at(parent, name)
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=parent)
-    return os.open(name, _FOLDER, dir_fd=parent)
+    return os.open(name, FOLDER_FLAGS, dir_fd=parent)
 
 
 def _put(folder: int, name: str, data: bytes) -> None:

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import defences
-from ..workspace.filesystem import remove_at
+from ..workspace.filesystem import FOLDER_FLAGS, remove_at
 from .invocation import GitFailed, command, git_bytes, git_env, run_git
 from .repository import common_dir_of, linked_git_dir
 from .tree_checks import MAX_GITMODULES, MAX_TREE, gitmodules_blobs, gitmodules_problem, tree_problem
@@ -65,7 +65,6 @@ from .tree_checks import MAX_GITMODULES, MAX_TREE, gitmodules_blobs, gitmodules_
 WORKERS_OBJECTS = "orchestrator-objects"  # in the repository's git dir: the one store all trees shared, before
 SHOWN_AT = "orchestrator-host-objects"  # in the same dir: where the sandbox shows the real one
 _KINDS = {b"blob", b"tree", b"commit", b"tag"}
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # (a FIFO planted there must not block)
 _HEX = re.compile(r"[0-9a-f]+")
 _OBJECTS = re.compile(r"[0-9a-f]{2}|pack")  # the folders of a store that hold objects
@@ -201,7 +200,7 @@ def take_from(stores: Stores, repo: Path) -> Taken:
 def _take_store(stores: Stores, repo: Path) -> Taken:
     taken = Taken()
     try:
-        store = os.open(stores.workers, _FOLDER)
+        store = os.open(stores.workers, FOLDER_FLAGS)
     except OSError:
         return taken  # none (no worker of this repository was sandboxed), or a link: nothing taken
     try:
@@ -212,7 +211,7 @@ def _take_store(stores: Stores, repo: Path) -> Taken:
         gitmodules = _Gitmodules(store, repo, algorithm)
         for name in sorted(names, key=lambda name: name != "pack"):  # packs first: a loose tree's .gitmodules may be in one
             try:
-                folder = os.open(name, _FOLDER, dir_fd=store)
+                folder = os.open(name, FOLDER_FLAGS, dir_fd=store)
             except OSError:
                 continue  # gone, or turned into a link meanwhile
             try:
@@ -252,7 +251,7 @@ class _Gitmodules:
     def _read(self, oid: str) -> bytes | None:
         source = -1
         with contextlib.suppress(OSError):  # each step without following a link (a worker's store)
-            folder = os.open(oid[:2], _FOLDER, dir_fd=self.store)
+            folder = os.open(oid[:2], FOLDER_FLAGS, dir_fd=self.store)
             try:
                 source = os.open(oid[2:], _FILE, dir_fd=folder)
             finally:
@@ -302,7 +301,7 @@ def remove(stores: Stores, repo: Path) -> Taken | None:
     if not stores.workers.is_dir() and not stores.shown_at.is_dir():
         return None
     taken = take_from(stores, repo) if stores.workers.is_dir() and not stores.workers.is_symlink() else Taken()
-    parent = os.open(stores.workers.parent, _FOLDER)
+    parent = os.open(stores.workers.parent, FOLDER_FLAGS)
     try:
         for folder in (stores.workers, stores.shown_at):
             remove_at(parent, folder.name)  # a link is unlinked, never followed
@@ -471,7 +470,7 @@ def _sweep(folder: int, keep: Callable[[str], bool]) -> None:
 def _sweep_info(store: int) -> None:
     """The store's ``info`` folder holds its alternates (made by :func:`prepare`) and nothing else."""
     try:
-        info = os.open("info", _FOLDER, dir_fd=store)
+        info = os.open("info", FOLDER_FLAGS, dir_fd=store)
     except OSError:
         return
     try:

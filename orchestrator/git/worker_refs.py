@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..workspace.filesystem import atomic_write, remove_at
+from ..workspace.filesystem import FOLDER_FLAGS, atomic_write, remove_at
 from .invocation import run_git
 from .refstore import OBJECT_ID
 from .repository import common_dir_of, linked_git_dir
@@ -32,7 +32,6 @@ from .tree_checks import UNLIMITED, BlobLimits, added_gitlinks, commit_problem
 VIEW = "orchestrator-refs"  # in the worktree's private git dir: the folder the sandbox shows as the tree's
 SHOWN = "orchestrator-refs-shown"  # the tip last shown there (read-only in the sandbox)
 IN_PLACE = "orchestrator-refs-shown"  # in the common git dir: per worktree, the tip shown where there is no view
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # A view's writes and its record of what was shown go together, one caller at a time per worktree
 # (a selection builds a candidate's sandbox while its retry's reset shows its branch again: each
 # removing what is not the branch took the other's temporary file). Striped: bounded, never freed.
@@ -160,7 +159,7 @@ def _take_in_place(private: Path, record: Path, repo: Path, ref: str, base: str,
 def _remove(folder: Path, name: str) -> None:
     """``name`` in ``folder`` removed without following a link (filesystem.remove_at)."""
     try:
-        fd = os.open(folder, _FOLDER)
+        fd = os.open(folder, FOLDER_FLAGS)
     except OSError:
         return
     try:
@@ -249,7 +248,7 @@ def _open_view(private: Path, *, make: bool) -> int | None:
     its place (a link, a file) is removed first when making it."""
     path = private / VIEW
     try:
-        return os.open(path, _FOLDER)
+        return os.open(path, FOLDER_FLAGS)
     except FileNotFoundError:
         pass
     except OSError:
@@ -260,7 +259,7 @@ def _open_view(private: Path, *, make: bool) -> int | None:
     if not make:
         return None
     path.mkdir(exist_ok=True)
-    return os.open(path, _FOLDER)
+    return os.open(path, FOLDER_FLAGS)
 
 
 def _read(name: str, folder: int | None = None) -> str:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..workspace.filesystem import FOLDER_FLAGS
 from .cgroups import DISK_CAP, Enforced, Limits, kernel_breach
 from .cgroups import Usage as CgroupUsage
 from .executor import Executor, Sample, cpu_seconds, sample_trees
@@ -355,7 +356,7 @@ def folder_bytes(path: Path, limit: int = 200_000) -> int:
     deepest one held (one whose path from there passes PATH_MAX is not reached, as no walk by path
     reaches one whose whole path does)."""
     try:
-        top = os.open(path, _FOLDER & ~os.O_NOFOLLOW)
+        top = os.open(path, FOLDER_FLAGS & ~os.O_NOFOLLOW)
     except OSError:
         return 0
     count = _Count(limit)
@@ -367,7 +368,7 @@ def folder_bytes(path: Path, limit: int = 200_000) -> int:
                 os.close(chain.pop()[0])
             elif len(chain) < HELD_FOLDERS:
                 with contextlib.suppress(OSError):  # gone, or swapped for a link, since it was listed
-                    child = os.open(subfolders.pop(), _FOLDER, dir_fd=fd)
+                    child = os.open(subfolders.pop(), FOLDER_FLAGS, dir_fd=fd)
                     chain.append((child, count.read(child)))
             else:
                 count.below(fd, subfolders.pop())
@@ -377,7 +378,6 @@ def folder_bytes(path: Path, limit: int = 200_000) -> int:
     return count.total
 
 
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 HELD_FOLDERS = 32  # folders one walk holds open at once: a worker's deep nesting costs no more descriptors
 
 
@@ -419,7 +419,7 @@ class _Count:
         while pending and not self.full:
             relative = pending.pop()
             try:
-                fd = os.open(relative, _FOLDER, dir_fd=anchor)
+                fd = os.open(relative, FOLDER_FLAGS, dir_fd=anchor)
             except OSError:
                 continue
             try:

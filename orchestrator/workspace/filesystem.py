@@ -305,7 +305,8 @@ def open_regular(path: Path) -> BinaryIO | None:
     return None if found is None else os.fdopen(found[0], "rb")
 
 
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# How a folder a worker may write is opened: a folder only, never through a link at its last name.
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def remove_at(folder: int, name: str) -> None:
@@ -320,7 +321,7 @@ def remove_at(folder: int, name: str) -> None:
     except OSError:
         return
     try:
-        inner = os.open(name, _FOLDER, dir_fd=folder)
+        inner = os.open(name, FOLDER_FLAGS, dir_fd=folder)
     except OSError:
         return
     try:
