@@ -200,6 +200,30 @@ def test_writing_past_the_disk_cap_outside_the_checkout_stops_the_worker(hosted,
     assert snapshot(host, folder) == before
 
 
+@pytest.mark.slow
+@needs_bwrap
+@pytest.mark.parametrize("backend", ["bubblewrap", "landlock"])
+def test_writing_past_the_disk_cap_in_the_checkout_stops_the_worker_on_either_backend(hosted, backend):
+    # Given a sandboxed worker in a worktree under a 20 MB disk cap (under Landlock its checkout is
+    # outside the workspace, which names it by a link), that writes 40 files of 1 MiB in its checkout
+    host, folder, make = hosted
+    before = snapshot(host, folder)
+    engine = make(
+        git={"isolation": "worktree"},
+        workers={"sandbox": "on", "sandbox_backend": backend, "max_disk_mb": 20, "max_log_mb": 5, "monitor_interval": 0.1},
+    )
+    writer = f'for i in $(seq 40); do head -c {MB} /dev/zero > "junk_$i" || exit 3; done; sleep 20'
+    job = engine.submission.submit("x", {"max_retries": 1, "default_timeout": 60}, [writer])
+    engine.queries.wait(job.id, 60)
+    # Then its checkout is counted wherever it is: it is stopped by the disk cap
+    worker = workers(engine, job)["worker_1"]
+    linked = engine.workspace.worker_dir(job.id, 0, "worker_1").is_symlink()
+    assert linked is (backend == "landlock")
+    assert worker.status is WorkerStatus.FAILED and worker.exit_reason.startswith("disk cap"), worker.exit_reason
+    assert len(worker.attempts) == 1 and worker.attempts[0].end_reason == "cap"
+    assert snapshot(host, folder) == before
+
+
 # -- a full file system ----------------------------------------------------------------------------
 SHIMS = ["perl shim", "shell shim", "supervisor", "sandboxed"]
 
