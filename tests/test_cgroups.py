@@ -557,11 +557,15 @@ def test_a_process_still_leaving_at_the_end_is_gone_before_its_cgroup_is_kept(mo
     removed: list[str] = []
     real_remove = cgroups.Cgroup.remove
     monkeypatch.setattr(cgroups.Cgroup, "remove", lambda self: removed.append(self.name) or real_remove(self))
+    reads: list[str] = []
+    real_read = cgroups._read
+    monkeypatch.setattr(cgroups, "_read", lambda path: reads.append(os.path.basename(path)) or real_read(path))
     try:
         leaving = _joined(setup, "exec sleep 0.31")
         reaper = threading.Thread(target=leaving.wait)  # its parent reaps it, as the supervisor does
         reaper.start()
         assert not cgroup.empty()
+        reads.clear()
         # When it ends
         confined.end(tag)
         # Then the cgroup is kept as a spare, not removed, and only once no task is left in it
@@ -571,9 +575,32 @@ def test_a_process_still_leaving_at_the_end_is_gone_before_its_cgroup_is_kept(mo
         spare = hierarchies().find(spares[0])
         assert spare is not None and spare.members() == [] and spare.empty()
         reaper.join()
+        # And its members were listed to be killed, then waited for without listing them again while
+        # they left (at most once more, if its reaper had not reaped it when it was first looked at)
+        listings = reads.count("cgroup.procs") / len(set(cgroup.dirs.values()) or set(spare.dirs.values()))
+        assert 1 <= listings <= 2, reads
     finally:
         confined.end(tag)
         confined.close()
+
+
+def test_processes_left_are_killed_through_pidfds_and_waited_for_until_they_have_exited():
+    # Given three sleeps (their parent, this test, reaps them) and the pid of one already gone
+    from orchestrator.process.cgroups import _kill_and_wait
+
+    sleeps = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    started = time.monotonic()
+    # When they are killed and waited for, with ten seconds to spare
+    _kill_and_wait([gone.pid] + [p.pid for p in sleeps], time.monotonic() + 10)
+    # Then it returns once each has exited (a zombie until reaped), long before its deadline
+    assert time.monotonic() - started < 5
+    assert [p.wait(timeout=5) for p in sleeps] == [-9, -9, -9]
+    # And a deadline already past waits for nothing, after the kill
+    late = subprocess.Popen(["sleep", "30"])
+    _kill_and_wait([late.pid], time.monotonic() - 1)
+    assert late.wait(timeout=5) == -9
 
 
 @pytest.mark.skipif(not SPARES, reason="spares are v1's (v2 cannot rename a cgroup)")

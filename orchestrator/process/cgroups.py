@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import resource
+import select
 import signal
 import threading
 import time
@@ -233,19 +234,36 @@ class Cgroup:
         then briefly (REAP_WAIT) until no task is counted either: True when none is. A member left at a
         sandboxed attempt's end is its launcher's init still leaving its namespaces; once gone it is
         still counted until its parent reaps it (the supervisor, a subreaper, at once; without one, the
-        machine's init, maybe seconds later: then the cgroup is not fresh, and ``remove`` takes it)."""
+        machine's init, maybe seconds later: then the cgroup is not fresh, and ``remove`` takes it).
+
+        Told by ``empty`` (one count read), not by the member lists: on v1 each list is built and
+        sorted by the kernel at every read (four times a count's CPU for two hierarchies). The members
+        listed are signalled and waited for through pidfds (``_kill_and_wait``): no list is read
+        again while they leave, only once they have, for a child one forked before its kill."""
         deadline = time.monotonic() + REMOVE_WAIT
-        while self.members():
-            if time.monotonic() > deadline:
-                return False
-            if not self.kill():
-                time.sleep(0.002)  # none left to signal: the last ones are still leaving
-        deadline = time.monotonic() + REAP_WAIT
         while not self.empty():
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.001)
+            members = self.members()
+            if not members:
+                return self._reaped()
+            _kill_and_wait(members, deadline)
+            time.sleep(0.001)  # their parent reaps them (the supervisor, a subreaper: at once)
         return True
+
+    def _reaped(self) -> bool:
+        """With no member left, whether the tasks it still counts (exited, not yet reaped by their
+        parent) go within REAP_WAIT: its count read at growing intervals, not its members (none is
+        left to fork, and a zombie is in no member list)."""
+        until = time.monotonic() + REAP_WAIT
+        pause = 0.0005
+        while True:
+            time.sleep(pause)
+            if self.empty():
+                return True
+            if time.monotonic() > until:
+                return False
+            pause = min(pause * 2, 0.004)
 
     def remove(self) -> bool:
         """Read the kernel's counts a last time (kept in ``last``), kill what is left and remove
@@ -363,6 +381,37 @@ def file_size_breach(log_size: int, limits: Limits) -> str:
     if limits.log and log_size >= size:
         return f"log cap: the log reached the file-size limit of {size / MB:.0f} MB (workers.max_log_mb, file-size limit)"
     return f"{DISK_CAP}: a file reached the file-size limit of {size / MB:.0f} MB (workers.max_disk_mb, file-size limit)"
+
+
+def _kill_and_wait(pids: list[int], deadline: float) -> None:
+    """SIGKILL each of ``pids`` through a pidfd opened first (a pid that was reused after it was listed
+    is never signalled) and wait without polling until each has exited, or until ``deadline``. Where
+    a pidfd cannot be had (a kernel before 5.3), killed by pid, and a short sleep for it to leave."""
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue  # gone since it was listed
+            except OSError:
+                kill_all([pid], signal.SIGKILL)
+                time.sleep(0.002)
+                continue
+            fds.append(fd)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        waiting = len(fds)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(max(1, int(left * 1000))):
+                poller.unregister(fd)
+                waiting -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def kill_all(pids: list[int], signum: int) -> None:
