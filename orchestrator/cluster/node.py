@@ -71,7 +71,7 @@ from ..process.runner import ProcessRunner, sweep_dead_servers
 from ..workers.adapters import ADAPTERS, get_adapter
 from ..workers.roles import not_installed
 from ..workspace.filesystem import atomic_write
-from . import attempt, registry
+from . import attempt, in_flight, registry
 from .connect import connect, redacted
 from .leases import RQ_FUNCTION, SERIALIZER
 from .marker import Marker, check_marker, server_marker
@@ -307,12 +307,8 @@ def sweep_dead_nodes(here: Path) -> list[str]:
 
 
 def _in_flight(attempts: Path) -> list[tuple[str, float]]:
-    found = []
-    for path in sorted(attempts.glob("*.json")) if attempts.is_dir() else []:
-        data = _read(path)
-        if data and isinstance(data.get("tag"), str):
-            found.append((data["tag"], float(data.get("started_at", 0.0)) - 1.0))
-    return found
+    """(tag, a second before its start) of each attempt in flight in ``attempts`` (a node's folder)."""
+    return [(found.tag, found.started_at - 1.0) for found in in_flight.read_all(attempts)]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -333,7 +329,7 @@ def _remove_own(here: Path, name: str) -> None:
 
 
 def _refresh(info: registry.NodeInfo, attempts: Path) -> registry.NodeInfo:
-    info.attempts = sorted(p.stem for p in attempts.glob("*.json"))
+    info.attempts = sorted(found.id for found in in_flight.read_all(attempts))
     info.running = len(info.attempts)
     memory = machine_memory()
     info.memory_total, info.memory_available = memory.total, memory.available
@@ -646,9 +642,8 @@ class NodePool(WorkerPool):
 
     def _end_attempts(self) -> None:
         """SIGTERM each running attempt's worker (once): it runs the kill ladder and reports the end."""
-        for path in self.attempts_dir.glob("*.json"):
-            found = _read(path)
-            pid = int(found.get("pid", 0)) if found else 0
+        for found in in_flight.read_all(self.attempts_dir):
+            pid = found.pid
             if pid and pid not in self._told:
                 self._told.add(pid)
                 try:
