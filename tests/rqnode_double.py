@@ -18,8 +18,9 @@ from rq import Queue
 
 from orchestrator.cluster import registry
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import SERIALIZER, AttemptSpec, Leases, read_secret_file
+from orchestrator.cluster.leases import SERIALIZER, AttemptSpec, Leases
 from orchestrator.cluster.names import PROTOCOL_VERSION, Names
+from orchestrator.cluster.secret_file import read_secret_file
 from orchestrator.process.runner import CommandNotFound, ProcessRunner
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from orchestrator import protocol
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import TOKEN_BLOCK, AttemptSpec, Leases, read_secret_file, split_env, write_secret_file
+from orchestrator.cluster.leases import TOKEN_BLOCK, AttemptSpec, Leases, split_env
 from orchestrator.cluster.names import Names
+from orchestrator.cluster.secret_file import read_secret_file, write_secret_file
 
 from .redisserver import RedisServer
 
@@ -396,3 +397,51 @@ def test_a_node_workers_protocol_client_never_reads_the_redis_packages_metadata(
         client.connection_pool.release(connection)
     assert client.ping() and read == []
     client.close()
+
+
+def test_a_read_secret_file_is_emptied_and_its_inode_serves_the_next_attempts_key(tmp_path):
+    from orchestrator.cluster.secret_file import SPARES
+
+    # Given the first attempt's key written in a folder (its spares folder made then) and read by its node
+    first, second = tmp_path / "a.1.secret", tmp_path / "b.1.secret"
+    write_secret_file(first, {protocol.API_KEY: "key-one"})
+    inode = os.stat(first).st_ino
+    assert read_secret_file(str(first)) == {protocol.API_KEY: "key-one"} and not first.exists()
+    # Then the read file is emptied and handed back, not deleted
+    [spare] = (tmp_path / SPARES).iterdir()
+    assert spare.stat().st_ino == inode and spare.stat().st_size == 0
+    # When the next attempt's key is written
+    write_secret_file(second, {protocol.API_KEY: "key-two"})
+    # Then it is in that same inode, 0600, holding the new key alone
+    assert os.stat(second).st_ino == inode and oct(os.stat(second).st_mode & 0o777) == "0o600"
+    assert read_secret_file(str(second)) == {protocol.API_KEY: "key-two"}
+
+
+def test_a_spare_that_is_not_as_a_fresh_file_is_deleted_never_written(tmp_path):
+    from orchestrator.cluster.secret_file import SPARES
+
+    # Given spares that are not as a fresh file would be: a hard link to a file elsewhere (it would carry
+    # the key there), one with content, one another user could read, and a folder
+    spares = tmp_path / SPARES
+    spares.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    os.link(elsewhere, spares / "linked")
+    (spares / "full").write_text("old")
+    (spares / "open").touch(mode=0o644)
+    os.chmod(spares / "open", 0o644)
+    (spares / "folder").mkdir()
+    # When a key is written
+    target = tmp_path / "c.1.secret"
+    write_secret_file(target, {protocol.API_KEY: "k"})
+    # Then none of them holds it: the key is in a new private file and the file elsewhere is untouched
+    assert elsewhere.read_text() == "" and os.stat(target).st_nlink == 1
+    assert oct(os.stat(target).st_mode & 0o777) == "0o600" and json.loads(target.read_text()) == {protocol.API_KEY: "k"}
+    assert sorted(p.name for p in spares.iterdir()) == ["folder"]  # the files taken and refused are deleted
+
+
+def test_without_a_spares_folder_a_read_secret_file_is_deleted(tmp_path):
+    path = tmp_path / "d.1.secret"
+    path.write_text(json.dumps({protocol.API_KEY: "k"}))
+    os.chmod(path, 0o600)
+    assert read_secret_file(str(path)) == {protocol.API_KEY: "k"} and list(tmp_path.iterdir()) == []

@@ -23,9 +23,10 @@ import redis
 
 from orchestrator import protocol
 from orchestrator.cluster.connect import connect
-from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases, write_secret_file
+from orchestrator.cluster.leases import RQ_FUNCTION, AttemptSpec, Leases
 from orchestrator.cluster.marker import MARKER_FILE
 from orchestrator.cluster.names import Names
+from orchestrator.cluster.secret_file import write_secret_file
 from orchestrator.cluster.signing import SpecSigner, key_paths
 from orchestrator.process.cgroups import SPARE, Enforcement, hierarchies, spare_owner
 from orchestrator.process.procscan import parent_of, process_alive

@@ -49,8 +49,9 @@ from ..process.supervisor import SupervisorClient, SupervisorError
 from ..workers.environment import add_helpers, base_env
 from . import in_flight
 from .connect import DRIVER, SOCKET_TIMEOUT
-from .leases import NODE_OWN, AttemptSpec, ControlAction, Leases, read_secret_file
+from .leases import NODE_OWN, AttemptSpec, ControlAction, Leases
 from .names import Names
+from .secret_file import read_secret_file
 from .signing import REFUSED_CODE, Refused, SpecVerifier
 
 log = logging.getLogger("orchestrator.node")

@@ -44,10 +44,11 @@ from ..process.shim import Deadline, FoundAttempt, read_exit_file
 from . import marker, registry
 from .connect import connect, redacted
 from .handle import RemoteHandle
-from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env, write_secret_file
+from .leases import AttemptSpec, AttemptState, Leases, NodeEvent, split_env
 from .names import Names
 from .reconcile import Reconciler
 from .registry import NodeInfo
+from .secret_file import write_secret_file
 from .signing import REFUSED_CODE, Refused, SpecSigner, SpecVerifier
 
 log = logging.getLogger("orchestrator.cluster.executor")
@@ -289,7 +290,7 @@ class RQExecutor(Reconciler):
             self._handles.pop(h.id, None)
             self._forget.append((h.id, h.tag))
         if h.secret_file is not None:
-            h.secret_file.unlink(missing_ok=True)  # the node deletes it once read; a cancelled one's is ours
+            h.secret_file.unlink(missing_ok=True)  # the node hands it back once read; a cancelled one's is ours
 
     def _flush_forget(self) -> None:
         """Released attempts leave the tree index; their hash stays ENDED_TTL for a look. One

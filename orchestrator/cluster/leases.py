@@ -19,7 +19,7 @@ as atomic Redis operations (Lua scripts), so that both sides agree on one state 
   end never kills another run of the same attempt.
 * Nothing secret goes through Redis: the spec carries the worker protocol's variables, never
   the server's environment nor the worker's API key, which travels in a 0600 file in the shared
-  workspace (``secret_env_file``) that the node reads and deletes (``split_env``).
+  workspace (``secret_env_file``: cluster/secret_file.py) that the node reads once (``split_env``).
 
 RQ carries only ``(attempt id, token)`` to the node (``RQ_FUNCTION``); the spec is in the hash,
 signed by the server (cluster/signing.py): the node takes it as text and runs it only once verified.
@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Protocol
 
 import redis
@@ -144,29 +142,6 @@ def split_env(
         else:
             public[name] = value
     return public, secret
-
-
-def write_secret_file(path: Path, secret: Mapping[str, str]) -> None:
-    """The secret variables, readable by this user only (the node runs as the same user)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(dict(secret), out)
-
-
-def read_secret_file(path: str | None) -> dict[str, str]:
-    """The secret variables a node's worker gets, deleting the file (it is needed once)."""
-    if not path:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as src:
-            data = json.load(src)
-    except (OSError, ValueError):
-        return {}
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 # -- the scripts -------------------------------------------------------------------------------
