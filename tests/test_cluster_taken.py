@@ -28,6 +28,20 @@ def test_a_name_is_taken_once_by_a_link_and_a_second_take_is_refused(tmp_path: P
     assert own.stat().st_nlink == 3
 
 
+def test_a_linked_file_removed_meanwhile_is_made_again_and_no_name_is_taken_twice(tmp_path: Path) -> None:
+    # Given a name taken, then the file the names link to removed (a cleaner of the node's folder)
+    attempt._taken(tmp_path, "a-1")
+    [own] = tmp_path.glob(".taken-*")
+    own.unlink()
+    # When the next name is taken
+    attempt._taken(tmp_path, "a-2")
+    # Then it links to a new file, and the first is still taken
+    [again] = tmp_path.glob(".taken-*")
+    assert again != own and os.stat(tmp_path / "a-2").st_ino == again.stat().st_ino
+    with pytest.raises(FileExistsError):
+        attempt._taken(tmp_path, "a-1")
+
+
 @pytest.mark.slow
 def test_past_the_file_systems_most_links_to_one_file_the_next_name_links_to_another(tmp_path: Path) -> None:
     # Given a file system that limits the links to one file (ext4: 65,000), names taken up to that limit

@@ -74,8 +74,8 @@ class NodeContext:
     settings: Settings
     attempts_dir: Path  # its processes' attempts in flight (cluster/in_flight.py): what a node that finds it dead sweeps
     verifier: SpecVerifier  # the server's public key, from the node's own config: only what it signed runs
-    # A private folder of this node's (not on the shared workspace): one file per attempt and token
-    # it has taken, so a signed spec put back in Redis is not run twice here.
+    # A private folder of this node's (not on the shared workspace): one name per attempt and token
+    # it has taken (``_taken``), so a signed spec put back in Redis is not run twice here.
     seen_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
     # The folder of the node's own worker supervisor (process/supervisor.py), which starts its
@@ -384,7 +384,7 @@ def _taken(seen: Path, name: str) -> None:
             os.link(_seen_file, seen / name)
             return
         except OSError as exc:
-            if exc.errno != errno.EMLINK:
+            if exc.errno not in (errno.EMLINK, errno.ENOENT):  # (full of links, or removed: another file)
                 raise
             _seen_file = None
 
