@@ -13,5 +13,7 @@ Modules:
 - ``reconcile``: what the server does with attempts whose node was lost;
 - ``locks``: path locks in Redis; ``distribution``: what ``distributed.executor`` chooses (executor, locks);
 - ``marker``: the shared-workspace check a node makes before it takes work;
-- ``node``: ``python -m orchestrator node``; ``attempt``: what a node runs for one attempt.
+- ``node``: ``python -m orchestrator node``; ``attempt``: what a node runs for one attempt;
+- ``in_flight``: the attempt each node worker process runs, in one kept file (what a dead node's sweep reads);
+- ``secret_file``: the worker's API key on its way to a node, in a private file handed back once read.
 """
