@@ -384,9 +384,9 @@ def file_size_breach(log_size: int, limits: Limits) -> str:
 
 
 def _kill_and_wait(pids: list[int], deadline: float) -> None:
-    """SIGKILL each of ``pids`` through a pidfd opened first (a pid that was reused after it was listed
-    is never signalled) and wait without polling until each has exited, or until ``deadline``. Where
-    a pidfd cannot be had (a kernel before 5.3), killed by pid, and a short sleep for it to leave."""
+    """SIGKILL each of ``pids`` through a pidfd opened first (the process waited for is the one
+    signalled, whatever its pid becomes after) and wait without polling until each has exited, or until
+    ``deadline``. Where a pidfd cannot be had (a kernel before 5.3), killed by pid, and a short sleep."""
     fds: list[int] = []
     try:
         for pid in pids:
