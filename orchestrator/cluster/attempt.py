@@ -368,6 +368,9 @@ def verified(ctx: NodeContext, raw: bytes | None, attempt_id: str, token: int) -
     return spec
 
 
+_seen_file: Path | None = None  # this process's file in its node's seen folder, which each taken name links to
+
+
 def _taken(seen: Path, name: str) -> None:
     """``name`` marked taken in the node's folder ``seen``, by every process of the node at once: a hard
     link to one empty file there, made by the kernel only where no such name is (FileExistsError: it
@@ -387,9 +390,6 @@ def _taken(seen: Path, name: str) -> None:
             if exc.errno not in (errno.EMLINK, errno.ENOENT):  # (full of links, or removed: another file)
                 raise
             _seen_file = None
-
-
-_seen_file: Path | None = None  # this process's file in its node's seen folder, which each taken name links to
 
 
 def _refuse(ctx: NodeContext, ops: Leases, attempt_id: str, token: int, reason: str) -> int:

@@ -33,26 +33,28 @@ def write_secret_file(path: Path, secret: Mapping[str, str]) -> None:
 
 
 def read_secret_file(path: str | None) -> dict[str, str]:
-    """The secret variables a node's worker gets; the file is emptied and handed back (it is needed once)."""
+    """The secret variables a node's worker gets; the file, read and emptied through one descriptor
+    (never through a link), is then handed back: it is needed once."""
     if not path:
         return {}
     try:
-        with open(path, encoding="utf-8") as src:
-            data = json.load(src)
+        fd = os.open(path, os.O_RDWR | _NO_LINK)
+    except OSError:
+        return {}
+    try:
+        data = json.loads(b"".join(iter(lambda: os.read(fd, 1 << 16), b"")))
+        os.ftruncate(fd, 0)
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     _hand_back(Path(path))
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _hand_back(path: Path) -> None:
-    """``path`` emptied, then moved to its folder's spares; deleted where it cannot be (no spares folder)."""
+    """``path``, emptied, moved to its folder's spares; deleted where it cannot be (no spares folder)."""
     try:
-        fd = os.open(path, os.O_WRONLY | _NO_LINK)
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
         os.rename(path, path.parent / SPARES / secrets.token_hex(8))
     except OSError:
         with contextlib.suppress(OSError):
