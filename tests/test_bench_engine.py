@@ -5,7 +5,11 @@ a row, and the RESULT lines of the targets, with the server's CPU per worker, ar
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +47,9 @@ def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_
     # the file creation probe, before and after the runs, with the file system's words where they apply
     assert re.search(r"\nfile creation under \S+: \d+\.\d{3} ms of CPU a new file", out), out
     assert re.search(r"\nfile creation under \S+ after the runs: \d+\.\d{3} ms of CPU a new file", out), out
+    # and the memory cgroups the kernel keeps after their removal, before and after
+    assert re.search(r"\nmemory cgroups kept after their removal: (\d+ \(|n/a)", out), out
+    assert re.search(r"\nafter the runs, memory cgroups kept after their removal: (\d+ \(|n/a)", out), out
     assert list(tmp_path.iterdir()) == []  # its workspaces, the probe's files and the floor's exit files are removed
 
 
@@ -53,3 +60,40 @@ def test_a_journal_is_asked_of_ext4_alone():
         assert isinstance(bench_engine.journal_of("/"), bool)
     else:
         assert bench_engine.journal_of("/") is None
+
+
+def _memory_hierarchy() -> Path | None:
+    """The v1 memory hierarchy's root where this process may make a cgroup in it (root, v1)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mine, _, fs = line.partition(" - ")
+        if fs.split()[:1] == ["cgroup"] and "memory" in fs.split()[2].split(",") and mine.split()[3] == "/":
+            folder = Path(mine.split()[4])
+            return folder if os.access(folder, os.W_OK) else None
+    return None
+
+
+@pytest.mark.skipif(_memory_hierarchy() is None, reason="needs a v1 memory hierarchy this user can make cgroups in")
+def test_a_memory_cgroup_removed_while_charged_page_cache_is_counted(tmp_path):
+    hierarchy = _memory_hierarchy()
+    assert hierarchy is not None
+    seen = []
+    for round in range(3):  # (another test's cgroups may go in between the two counts: a few tries)
+        cgroup = hierarchy / f"orchestrator-test-{uuid.uuid4().hex[:8]}"
+        cgroup.mkdir()
+        data = tmp_path / f"cached-{round}"
+        try:
+            # a process in it writes 8 MB: their page cache is charged to it, and stays after the process exits
+            script = f"echo $$ > {cgroup}/cgroup.procs && head -c 8388608 /dev/zero > {data}"
+            subprocess.run(["sh", "-c", script], check=True, timeout=30)
+            before = bench_engine.removed_memory_cgroups()
+            cgroup.rmdir()
+            after = bench_engine.removed_memory_cgroups()
+            seen.append((before, after))
+        finally:
+            data.unlink(missing_ok=True)  # its cache freed: the kernel frees the cgroup with it
+            if cgroup.exists():
+                cgroup.rmdir()
+        assert before is not None and after is not None
+        if after == before + 1:
+            return
+    raise AssertionError(f"the removed cgroup was not counted: (before, after) {seen}")
