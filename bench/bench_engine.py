@@ -31,6 +31,12 @@ files): on an ext4 without a journal each new file steps over the inodes deleted
 (the kernel's ``recently_deleted``), so that cost, and the orchestrator's CPU with it, depends on
 what ran before; the line says so where it finds such a file system.
 
+Each run's CPU is also read for the whole machine (/proc/stat, over the method's whole run, its
+start-up and end included): every process of the method, the orchestrator's server, supervisor,
+shims, sandboxes and proxy or a peer's own, which a move of work from one process to another does
+not hide (a column of the table, and DIAGNOSTIC lines against the peers). It counts whatever else
+runs: run the benchmark alone.
+
 Targets (RESULT lines): sandboxed <= 0.60x sandbox-runtime; without
 the sandbox <= 1.00x GNU parallel; the server's CPU per worker <= 3.0 ms in every mode. The retired
 targets (sandboxed <= 1.50x bubblewrap alone and <= 1.00x parallel-bwrap, unsandboxed <= 4.00x bare
@@ -398,6 +404,22 @@ def removed_memory_cgroups() -> int | None:
     return max(0, counted - live)
 
 
+def machine_busy_s() -> float | None:
+    """The CPU seconds the whole machine has spent busy since it booted (/proc/stat: user, nice,
+    system, irq and softirq of every CPU; not idle, iowait or steal); None where /proc does not say.
+    The difference over a run is every process's CPU in it: the orchestrator's server, supervisor,
+    shims, sandboxes and proxy, or a peer's processes, with whatever else ran (run it alone)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        if fields[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def removed_cgroups_words(found: int | None) -> str:
     """The removed memory cgroups probe's line."""
     if found is None:
@@ -489,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at the start: {load_text()}")
 
     walls: dict[str, list[float]] = {m: [] for m in methods}
+    machine_cpu: dict[str, list[float]] = {m: [] for m in methods}  # every process's CPU over each run
     skipped: dict[str, str] = {}
     for method in ("parallel", "parallel-bwrap"):
         if method in methods and version is None:
@@ -533,8 +556,12 @@ def main(argv: list[str] | None = None) -> int:
             for method in methods:
                 if method in skipped:
                     continue
+                busy = machine_busy_s()
                 wall = runners[method]()
+                after = machine_busy_s()
                 walls[method].append(wall)
+                if busy is not None and after is not None:
+                    machine_cpu[method].append(after - busy)
                 print(
                     f"  run {r}/{args.repeat} {method:<15} {wall:8.3f} s  {wall / args.jobs * 1000:7.3f} ms/job"
                     f"  (load {load_text()})",
@@ -570,13 +597,20 @@ def main(argv: list[str] | None = None) -> int:
         "sandbox-runtime": "sandbox-runtime",
     }
     print()
-    print(f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}   (median of {args.repeat})")
+    print(
+        f"{'method':<17}{'wall s':>10}{'ms/job':>10}{'x parallel':>12}{'x Popen':>10}{'CPU ms/job':>12}"
+        f"   (median of {args.repeat}; CPU: the whole machine's)"
+    )
     for method in methods:
         if method in skipped:
             print(f"{labels[method]:<17}  SKIPPED: {skipped[method]}")
             continue
         wall = median[method]
-        print(f"{labels[method]:<17}{wall:>10.3f}{wall / args.jobs * 1000:>10.3f}{ratio(wall, par):>12}{ratio(wall, pop):>10}")
+        used = f"{statistics.median(machine_cpu[method]) / args.jobs * 1000:.3f}" if machine_cpu[method] else "n/a"
+        print(
+            f"{labels[method]:<17}{wall:>10.3f}{wall / args.jobs * 1000:>10.3f}{ratio(wall, par):>12}{ratio(wall, pop):>10}"
+            f"{used:>12}"
+        )
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     peak_mb = peak_kb / (1024 * 1024) if sys.platform == "darwin" else peak_kb / 1024
     print()
@@ -609,6 +643,16 @@ def main(argv: list[str] | None = None) -> int:
     if node_cpu:
         per = statistics.median(node_cpu) / args.jobs * 1000
         print(f"DIAGNOSTIC sandbox-runtime's node process CPU per command = {per:.2f} ms (its proxies and spawns, not bwrap's)")
+    for name, a, b in (
+        ("orchestrator (sandboxed, the default)/sandbox-runtime", "orchestrator", "sandbox-runtime"),
+        ("orchestrator without the sandbox/parallel", "unsandboxed", "parallel"),
+    ):
+        if machine_cpu.get(a) and machine_cpu.get(b):
+            mine, theirs = (statistics.median(machine_cpu[m]) / args.jobs * 1000 for m in (a, b))
+            print(
+                f"DIAGNOSTIC the machine's CPU per job, every process, {name} = {mine:.2f} ms / {theirs:.2f} ms"
+                f" = {mine / theirs:.2f}x"
+            )
     retired = [
         ("orchestrator (sandboxed, the default)/bubblewrap alone", orch, alone, TARGET_SANDBOXED),
         ("orchestrator (sandboxed)/parallel-bwrap", orch, par_bwrap, TARGET),
@@ -655,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_end": load_text(),
             "file_creation_ms": creation,
             "removed_memory_cgroups": removed_cgroups,
+            "machine_cpu_s": machine_cpu,
             "workspace_filesystem": filesystem_of(parent),
             "workspace_journal": journal_of(parent),
         }

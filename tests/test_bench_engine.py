@@ -47,6 +47,16 @@ def test_the_engine_benchmark_prints_each_floor_and_the_ratios_against_them(tmp_
     # the file creation probe, before and after the runs, with the file system's words where they apply
     assert re.search(r"\nfile creation under \S+: \d+\.\d{3} ms of CPU a new file", out), out
     assert re.search(r"\nfile creation under \S+ after the runs: \d+\.\d{3} ms of CPU a new file", out), out
+    # every row's CPU for the whole machine, and the orchestrator's against its peer's
+    assert re.search(r"\norchestrator +[\d.]+ +[\d.]+ +\S+ +\S+ +\d+\.\d{3}\n", out), out
+    assert re.search(r"\nbare Popen +[\d.]+ +[\d.]+ +\S+ +\S+ +\d+\.\d{3}\n", out), out
+    if srt.group(1) != "n/a":
+        machine = re.search(
+            r"DIAGNOSTIC the machine's CPU per job, every process, orchestrator \(sandboxed, the default\)/sandbox-runtime"
+            r" = (\d+\.\d\d) ms / (\d+\.\d\d) ms = \d+\.\d\dx",
+            out,
+        )
+        assert machine and float(machine.group(1)) > 0 and float(machine.group(2)) > 0, out
     # and the memory cgroups the kernel keeps after their removal, before and after
     assert re.search(r"\nmemory cgroups kept after their removal: (\d+ \(|n/a)", out), out
     assert re.search(r"\nafter the runs, memory cgroups kept after their removal: (\d+ \(|n/a)", out), out
