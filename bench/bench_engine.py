@@ -373,32 +373,46 @@ def creation_words(parent: str, cost: float) -> str:
     return words
 
 
+def mountinfo() -> list[tuple[str, str, str, list[str]]]:
+    """This process's mounts from /proc/self/mountinfo: (the folder of its file system mounted,
+    its mount point, its type, its super options). Raises OSError where /proc does not say."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mine, _, fs = line.partition(" - ")
+        mine_f, fs_f = mine.split(), fs.split()
+        if len(mine_f) >= 5 and len(fs_f) >= 3:
+            mounts.append((mine_f[3], mine_f[4], fs_f[0], fs_f[2].split(",")))
+    return mounts
+
+
+def memory_hierarchy_v1() -> str | None:
+    """The mount point of the cgroup v1 memory hierarchy where this process sees it whole (not a
+    container's part of it); None without one."""
+    found = next((m for m in mountinfo() if m[2] == "cgroup" and "memory" in m[3]), None)
+    return found[1] if found is not None and found[0] == "/" else None
+
+
 def removed_memory_cgroups() -> int | None:
     """Memory cgroups the kernel still keeps after their removal: removed while page cache was
     charged to them, they stay until that cache is reclaimed. None where it cannot be told. On
     cgroup v2 the root's ``cgroup.stat`` counts them; on v1, /proc/cgroups counts every memory
     cgroup, live or removed, and the live ones are the folders of the memory hierarchy, where this
-    process sees it whole (not a container's part of it)."""
+    process sees it whole (``memory_hierarchy_v1``)."""
     try:
-        mounts = []
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mine, _, fs = line.partition(" - ")
-            mine_f, fs_f = mine.split(), fs.split()
-            if len(mine_f) >= 5 and len(fs_f) >= 3:
-                mounts.append((mine_f[3], mine_f[4], fs_f[0], fs_f[2].split(",")))
-        v1 = next((m for m in mounts if m[2] == "cgroup" and "memory" in m[3]), None)
-        if v1 is None:
+        mounts = mountinfo()
+        if not any(m[2] == "cgroup" and "memory" in m[3] for m in mounts):
             v2 = next((m for m in mounts if m[2] == "cgroup2" and m[0] == "/"), None)
             if v2 is None:
                 return None
             stat = Path(v2[1], "cgroup.stat").read_text()
             return next(int(line.split()[1]) for line in stat.splitlines() if line.startswith("nr_dying_descendants "))
-        if v1[0] != "/":
+        v1 = memory_hierarchy_v1()
+        if v1 is None:
             return None
         counted = next(
             int(f[2]) for f in (line.split() for line in Path("/proc/cgroups").read_text().splitlines()) if f[0] == "memory"
         )
-        live = sum(1 for _ in os.walk(v1[1]))
+        live = sum(1 for _ in os.walk(v1))
     except (OSError, StopIteration, ValueError, IndexError):
         return None
     return max(0, counted - live)

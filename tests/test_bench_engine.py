@@ -73,13 +73,12 @@ def test_a_journal_is_asked_of_ext4_alone():
 
 
 def _memory_hierarchy() -> Path | None:
-    """The v1 memory hierarchy's root where this process may make a cgroup in it (root, v1)."""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mine, _, fs = line.partition(" - ")
-        if fs.split()[:1] == ["cgroup"] and "memory" in fs.split()[2].split(",") and mine.split()[3] == "/":
-            folder = Path(mine.split()[4])
-            return folder if os.access(folder, os.W_OK) else None
-    return None
+    """The v1 memory hierarchy where this process may make a cgroup (root, cgroup v1)."""
+    try:
+        found = bench_engine.memory_hierarchy_v1()
+    except OSError:
+        return None
+    return Path(found) if found is not None and os.access(found, os.W_OK) else None
 
 
 @pytest.mark.skipif(_memory_hierarchy() is None, reason="needs a v1 memory hierarchy this user can make cgroups in")
@@ -87,10 +86,10 @@ def test_a_memory_cgroup_removed_while_charged_page_cache_is_counted(tmp_path):
     hierarchy = _memory_hierarchy()
     assert hierarchy is not None
     seen = []
-    for round in range(3):  # (another test's cgroups may go in between the two counts: a few tries)
+    for attempt in range(3):  # (another test's cgroups may go in between the two counts: a few tries)
         cgroup = hierarchy / f"orchestrator-test-{uuid.uuid4().hex[:8]}"
         cgroup.mkdir()
-        data = tmp_path / f"cached-{round}"
+        data = tmp_path / f"cached-{attempt}"
         try:
             # a process in it writes 8 MB: their page cache is charged to it, and stays after the process exits
             script = f"echo $$ > {cgroup}/cgroup.procs && head -c 8388608 /dev/zero > {data}"
