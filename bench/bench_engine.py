@@ -385,11 +385,14 @@ def mountinfo() -> list[tuple[str, str, str, list[str]]]:
     return mounts
 
 
-def memory_hierarchy_v1() -> str | None:
+def memory_hierarchy_v1(mounts: list[tuple[str, str, str, list[str]]] | None = None) -> str | None:
     """The mount point of the cgroup v1 memory hierarchy where this process sees it whole (not a
-    container's part of it); None without one."""
-    found = next((m for m in mountinfo() if m[2] == "cgroup" and "memory" in m[3]), None)
-    return found[1] if found is not None and found[0] == "/" else None
+    container's part of it); None without one, or "" where it sees a part only. ``mounts``:
+    ``mountinfo()``, where the caller read it."""
+    found = next((m for m in mounts or mountinfo() if m[2] == "cgroup" and "memory" in m[3]), None)
+    if found is None:
+        return None
+    return found[1] if found[0] == "/" else ""
 
 
 def removed_memory_cgroups() -> int | None:
@@ -400,14 +403,14 @@ def removed_memory_cgroups() -> int | None:
     process sees it whole (``memory_hierarchy_v1``)."""
     try:
         mounts = mountinfo()
-        if not any(m[2] == "cgroup" and "memory" in m[3] for m in mounts):
+        v1 = memory_hierarchy_v1(mounts)
+        if v1 is None:
             v2 = next((m for m in mounts if m[2] == "cgroup2" and m[0] == "/"), None)
             if v2 is None:
                 return None
             stat = Path(v2[1], "cgroup.stat").read_text()
             return next(int(line.split()[1]) for line in stat.splitlines() if line.startswith("nr_dying_descendants "))
-        v1 = memory_hierarchy_v1()
-        if v1 is None:
+        if not v1:
             return None
         counted = next(
             int(f[2]) for f in (line.split() for line in Path("/proc/cgroups").read_text().splitlines()) if f[0] == "memory"

@@ -78,7 +78,7 @@ def _memory_hierarchy() -> Path | None:
         found = bench_engine.memory_hierarchy_v1()
     except OSError:
         return None
-    return Path(found) if found is not None and os.access(found, os.W_OK) else None
+    return Path(found) if found and os.access(found, os.W_OK) else None
 
 
 @pytest.mark.skipif(_memory_hierarchy() is None, reason="needs a v1 memory hierarchy this user can make cgroups in")
